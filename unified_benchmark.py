@@ -1,0 +1,1872 @@
+#!/usr/bin/env python3
+"""Unified vision model benchmark: speed, memory, FLOPs and a layer-by-layer dissection.
+
+Benchmarks eight models one after another on every image in test_data/ and writes a JSON,
+a CSV and a Markdown report under results/, plus one folder of layer dissections per model
+under viz/<run id>/.
+
+    python unified_benchmark.py                       # all eight models, pretrained weights
+    python unified_benchmark.py --weights random      # same architectures, no download
+    python unified_benchmark.py --help                # every option
+
+Sections, top to bottom: constants, helpers, measuring machinery (timing, memory, FLOPs,
+dissection, time breakdown), model classes, the runner, the reports, the command line.
+To add a model, write a ModelBenchmark subclass (see README.md) and add it to MODEL_CLASSES.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import io
+import json
+import math
+import os
+import platform
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from abc import ABC, abstractmethod
+from datetime import datetime
+from pathlib import Path
+
+# The libraries must not try the network when the user said there is none; set before import.
+if os.environ.get("HF_HUB_OFFLINE") == "1":
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# =========================================================================================
+# Constants
+# =========================================================================================
+NUM_INFERENCE_RUNS = 5              # timed runs per image
+RANDOM_SEED = 42                    # seeds python, numpy and torch before every model
+CLEANUP_SLEEP_SEC = 2               # pause after freeing a model, so the next starts clean
+TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"  # run ids, file and folder names
+
+SCRIPT_DIR = Path(__file__).resolve().parent
+DEFAULT_IMAGE_DIR = SCRIPT_DIR / "test_data"
+DEFAULT_MODELS_DIR = SCRIPT_DIR / "models"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
+DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
+DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
+DISSECT_WRITER_THREADS = 2
+DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
+MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
+PROGRESS_INTERVAL_SEC = 2.0
+UNSTABLE_COV = 0.10                 # warm coefficient of variation that marks noisy timing
+COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+
+# =========================================================================================
+# Helpers: logging, errors, files, images, system
+# =========================================================================================
+def log(tag: str, message: str) -> None:
+    print(f"[{tag}] {message}", flush=True)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2, before any model loads."""
+
+
+class WeightsError(Exception):
+    """Weights missing, corrupt or not downloadable: the message names the file and the fix."""
+
+
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM: a BaseException so that model code's `except Exception` lets it by."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def format_bytes(num_bytes: float | None) -> str:
+    if num_bytes is None:
+        return "n/a"
+    if abs(num_bytes) >= 1024 ** 3:
+        return f"{num_bytes / 1024 ** 3:.2f} GB"
+    return f"{num_bytes / 1024 ** 2:.1f} MB"
+
+
+def get_timestamp() -> str:
+    return datetime.now().strftime(TIMESTAMP_FORMAT)
+
+
+def strict_json(value):
+    """Replace NaN and Infinity by None, recursively: the JSON we write is strict."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return strict_json(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(strict_json(data), indent=2, allow_nan=False) + "\n")
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open any image as 8-bit RGB: EXIF rotation applied, 16-bit scaled, alpha dropped."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") else max(float(np.nanmax(arr)), 1.0)
+            im = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8))
+        elif im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        return im.convert("RGB")
+
+
+def check_image(path: Path) -> str | None:
+    """Return why an image cannot be used, or None when it decodes completely."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as im:
+            im.load()  # a full decode: verify() alone misses truncated JPEG data
+        return None
+    except Exception as exc:  # Pillow raises many types for bad files
+        return f"{type(exc).__name__}: {exc}"
+
+
+def bundled_sample_images() -> list[Path]:
+    from ultralytics.utils import ASSETS
+    return [p for p in (Path(ASSETS) / "bus.jpg", Path(ASSETS) / "zidane.jpg") if p.exists()]
+
+
+def discover_images(user_paths: list[str] | None) -> tuple[list[Path], str]:
+    """Images to benchmark, and where they came from. Falls back only for the default folder."""
+    if user_paths:
+        candidates: list[Path] = []
+        for raw in user_paths:
+            p = Path(raw).expanduser()
+            if not p.exists():
+                raise UsageError(f"--images: '{raw}' does not exist; give an image file or a folder of .jpg/.jpeg/.png images")
+            if p.is_dir():
+                found = sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
+                if not found:
+                    raise UsageError(f"--images: folder '{raw}' holds no .jpg/.jpeg/.png files")
+                candidates.extend(found)
+            else:
+                candidates.append(p)
+        source = "--images"
+    else:
+        folder = DEFAULT_IMAGE_DIR
+        candidates = sorted(c for c in folder.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES) \
+            if folder.is_dir() else []
+        source = str(folder)
+
+    usable = []
+    for path in candidates:
+        problem = check_image(path)
+        if problem:
+            log("WARNING", f"Skipping image {path}: {problem}")
+        else:
+            usable.append(path)
+
+    if not usable:
+        if user_paths:
+            raise UsageError("--images: no readable image among the files given (see the warnings above)")
+        usable = bundled_sample_images()
+        if not usable:
+            raise UsageError(f"no usable image in {DEFAULT_IMAGE_DIR} and no bundled sample images; add images there")
+        log("INFO", f"No usable image in {DEFAULT_IMAGE_DIR}; using the sample photos bundled with ultralytics "
+                    f"({', '.join(p.name for p in usable)})")
+        source = "ultralytics bundled samples"
+    return usable, source
+
+
+def system_info(device) -> dict:
+    import torch
+    import transformers
+    import ultralytics
+    info = {
+        "os": f"{platform.system()} {platform.release()}",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "ultralytics": ultralytics.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    return info
+
+
+# =========================================================================================
+# Measuring machinery: timing statistics, memory, FLOPs
+# =========================================================================================
+def latency_stats(seconds: list[float]) -> dict:
+    """Statistics of a list of run times in seconds; every field None when the list is empty."""
+    keys = ("n", "median", "p10", "p90", "mean", "std", "min", "max", "cov")
+    if not seconds:
+        return dict.fromkeys(keys) | {"n": 0}
+    a = np.asarray(seconds, dtype=np.float64)
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    return {
+        "n": int(a.size), "median": float(np.median(a)), "p10": float(np.percentile(a, 10)),
+        "p90": float(np.percentile(a, 90)), "mean": mean, "std": std,
+        "min": float(a.min()), "max": float(a.max()), "cov": std / mean if mean > 0 else None,
+    }
+
+
+class MemoryTracker:
+    """Process memory on CPU (resident set, with a true peak) and allocator figures on CUDA."""
+
+    def __init__(self, device):
+        import psutil
+        self.device = device
+        self.process = psutil.Process()
+        self._sampler: threading.Thread | None = None
+        self._sampling = False
+        self._sampled_peak = 0
+
+    def rss(self) -> int:
+        return self.process.memory_info().rss
+
+    def cuda_allocated(self) -> int | None:
+        import torch
+        return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else None
+
+    @staticmethod
+    def _read_hwm() -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def reset_peak(self) -> None:
+        """Start a new peak window. Linux resets the kernel's high-water mark (exact);
+        elsewhere a thread samples the resident set every 5 ms."""
+        import torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.stop_sampling()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._hwm_exact = self._read_hwm() is not None
+        except OSError:
+            self._hwm_exact = False
+        if not self._hwm_exact:
+            self._sampled_peak = self.rss()
+            self._sampling = True
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self._sampled_peak = max(self._sampled_peak, self.rss())
+            time.sleep(0.005)
+
+    def stop_sampling(self) -> None:
+        self._sampling = False
+        if self._sampler is not None:
+            self._sampler.join()
+            self._sampler = None
+
+    def peak(self) -> dict:
+        import torch
+        if getattr(self, "_hwm_exact", False):
+            cpu_peak = self._read_hwm()
+        else:
+            self.stop_sampling()
+            cpu_peak = max(self._sampled_peak, self.rss())
+        out = {"cpu_peak_rss_bytes": cpu_peak}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            out["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            out["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
+        return out
+
+
+def first_tensor(value, where: str = "output"):
+    """The first tensor inside a tensor, tuple, list, dict or library output object, and its path."""
+    import torch
+    if isinstance(value, torch.Tensor):
+        return value, where
+    if isinstance(value, dict) or hasattr(value, "items") and hasattr(value, "keys"):
+        for key in value.keys():
+            found, path = first_tensor(value[key], f"{where}[{key!r}]")
+            if found is not None:
+                return found, path
+        return None, where
+    if isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            found, path = first_tensor(item, f"{where}[{i}]")
+            if found is not None:
+                return found, path
+    return None, where
+
+
+def leaf_modules(network) -> list[tuple[str, object]]:
+    return [(name or type(network).__name__, m) for name, m in network.named_modules()
+            if next(m.children(), None) is None]
+
+
+# =========================================================================================
+# Measuring machinery: layer dissection (one forward pass, every call of every leaf module)
+# =========================================================================================
+def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
+    """(leading tokens, h, w) when num_tokens is a patch grid of the input's aspect ratio
+    after a few class/register tokens, else None."""
+    if not input_hw:
+        return None
+    target = math.log(input_hw[0] / input_hw[1])
+    for lead in range(0, MAX_LEADING_TOKENS + 1):
+        m = num_tokens - lead
+        if m < 16:
+            return None
+        best = None
+        for h in range(2, int(math.isqrt(m)) + 1):
+            if m % h:
+                continue
+            for hh, ww in ((h, m // h), (m // h, h)):
+                err = abs(math.log(hh / ww) - target)
+                if best is None or err < best[0]:
+                    best = (err, hh, ww)
+        if best is not None and best[0] < 0.1:
+            return lead, best[1], best[2]
+    return None
+
+
+def tensor_stats(t) -> dict:
+    """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
+    (float32 for low precision) with a single transfer of six numbers to the host."""
+    import torch
+    x = t.detach()
+    if x.is_complex():
+        x = x.abs()
+    if x.dtype != torch.float32 and x.dtype != torch.float64:
+        x = x.float()
+    n = x.numel()
+    if n == 0:
+        return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
+                "nan_count": 0, "inf_count": 0}
+    finite = torch.isfinite(x)
+    finite_count = int(finite.sum())
+    nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
+    values = x if finite_count == n else x[finite]
+    zeros = (x == 0).sum()
+    if values.numel():
+        lo, hi = torch.aminmax(values)
+        std, mean = torch.std_mean(values, correction=0)
+        lo, hi, mean, std, zeros = torch.stack([lo, hi, mean, std, zeros.to(values.dtype)]).tolist()
+    else:
+        lo = hi = mean = std = None
+        zeros = int(zeros)
+    return {"min": lo, "max": hi, "mean": mean, "std": std, "zero_fraction": zeros / n,
+            "nan_count": nan_count, "inf_count": n - finite_count - nan_count}
+
+
+def feature_planes(t, input_hw):
+    """(C, H, W) view of batch element 0 of a feature map or a patch-token sequence, the
+    first DISSECT_PNG_CHANNELS channels only, and a note when tokens were reshaped."""
+    if t.dim() == 4:
+        return t[0, :DISSECT_PNG_CHANNELS], None
+    if t.dim() == 3:
+        grid = token_grid(t.shape[1], input_hw)
+        if grid:
+            lead, h, w = grid
+            planes = t[0, lead:, :DISSECT_PNG_CHANNELS].transpose(0, 1).reshape(-1, h, w)
+            return planes, f"tokens reshaped to {h}x{w} grid after {lead} leading token(s)"
+    return None, None
+
+
+_COLORMAP_LUT = None
+
+
+def colormap_lut() -> np.ndarray:
+    """viridis as a 256x3 uint8 table: one lookup per pixel, no matplotlib figure per layer."""
+    global _COLORMAP_LUT
+    if _COLORMAP_LUT is None:
+        from matplotlib import colormaps
+        _COLORMAP_LUT = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    return _COLORMAP_LUT
+
+
+def render_feature_grid(planes: np.ndarray, path: Path) -> None:
+    """A grid of channels, each normalised on its own, saved with Pillow."""
+    lut = colormap_lut()
+    c, h, w = planes.shape
+    scale = max(1, DISSECT_TILE_MIN // max(h, w))
+    th, tw = h * scale, w * scale
+    if max(th, tw) > DISSECT_TILE_MAX:
+        f = DISSECT_TILE_MAX / max(th, tw)
+        th, tw = max(1, round(th * f)), max(1, round(tw * f))
+    cols = math.ceil(math.sqrt(c))
+    rows = math.ceil(c / cols)
+    pad = 2
+    canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+    for i in range(c):
+        ch = planes[i]
+        finite = np.isfinite(ch)
+        lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
+        norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
+        tile = Image.fromarray(lut[(norm * 255).astype(np.uint8)])
+        if (th, tw) != (h, w):
+            tile = tile.resize((tw, th), Image.NEAREST if scale > 1 else Image.BOX)
+        r, q = divmod(i, cols)
+        y, x = pad + r * (th + pad), pad + q * (tw + pad)
+        canvas[y:y + th, x:x + tw] = np.asarray(tile)
+    Image.fromarray(canvas).save(path, compress_level=1)
+
+
+class LayerDissector:
+    """Hooks every leaf module, runs one forward pass, and records every call.
+
+    Hooks compute statistics where the activation lives and hand a small host copy (the
+    first channels of batch element 0) to a bounded queue; writer threads render the PNG and
+    save the NPY. Host memory stays bounded by the queue, and the pass waits only when the
+    queue is full. Hooks are removed and writers stopped even when the pass fails.
+    """
+
+    def __init__(self, out_dir: Path, input_hw=None, write_files: bool = True):
+        self.out_dir = out_dir
+        self.input_hw = input_hw
+        self.write_files = write_files
+        self.records: list[dict] = []
+        self.call_counts: dict[str, int] = {}
+        self.queue: queue.Queue = queue.Queue(maxsize=DISSECT_QUEUE_SIZE)
+        self.writer_errors: list[str] = []
+        self.width = 3
+        self._last_progress = 0.0
+
+    # -- writer threads --------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                planes, png_path, npy_path = item
+                np.save(npy_path, planes[:DISSECT_NPY_CHANNELS])
+                render_feature_grid(planes, png_path)
+            except Exception as exc:  # keep serving the queue; report at the end
+                self.writer_errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                self.queue.task_done()
+
+    def _file_stem(self, index: int) -> str:
+        return f"layer_{index:0{self.width}d}"
+
+    # -- the hook --------------------------------------------------------------------------
+    def _make_hook(self, name: str, module_type: str):
+        def hook(module, args, output):
+            import torch
+            index = len(self.records)
+            call = self.call_counts.get(name, 0) + 1
+            self.call_counts[name] = call
+            record = {"index": index, "name": name, "call": call, "type": module_type}
+            self.records.append(record)
+            tensor, source = first_tensor(output)
+            if tensor is None:
+                record["note"] = "no tensor in the output; no statistics"
+                return
+            if source != "output":
+                record["source"] = source
+            record["shape"] = list(tensor.shape)
+            record["dtype"] = str(tensor.dtype).replace("torch.", "")
+            record.update(tensor_stats(tensor))
+            record["files"] = []
+            if self.write_files and (tensor.is_floating_point() or tensor.dtype == torch.bool):
+                planes, note = feature_planes(tensor, self.input_hw)
+                if planes is not None and planes.numel():
+                    if note:
+                        record["reshaped"] = note
+                    host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
+                    stem = self._file_stem(index)
+                    record["files"] = [f"{stem}.png", f"{stem}.npy"]
+                    self.queue.put((host, self.out_dir / f"{stem}.png", self.out_dir / f"{stem}.npy"))
+            self._progress()
+        return hook
+
+    def _progress(self, final: bool = False) -> None:
+        now = time.perf_counter()
+        if final or now - self._last_progress >= PROGRESS_INTERVAL_SEC:
+            self._last_progress = now
+            last = self.records[-1] if self.records else None
+            where = f" {last['name']} (call {last['call']})" if last else ""
+            log(f"DISSECT {len(self.records)}/~{self.num_leaves}", f"records so far, at{where}")
+
+    # -- the pass --------------------------------------------------------------------------
+    def run(self, network, forward_call) -> dict:
+        """Hook `network`'s leaves, call `forward_call()` once, return the summary."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        leaves = leaf_modules(network)
+        self.num_leaves = len(leaves)
+        self.width = max(3, len(str(max(self.num_leaves - 1, 1))))
+        writers = [threading.Thread(target=self._writer, daemon=True) for _ in range(DISSECT_WRITER_THREADS)]
+        for t in writers:
+            t.start()
+        handles = [m.register_forward_hook(self._make_hook(name, type(m).__name__)) for name, m in leaves]
+        started = time.perf_counter()
+        completed = False
+        try:
+            forward_call()
+            completed = True
+        finally:
+            for h in handles:
+                h.remove()
+            if completed:
+                self.queue.join()          # every file written before we count them
+            else:
+                self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
+            for _ in writers:
+                self.queue.put(None)
+            for t in writers:
+                t.join(timeout=30)
+        self._renumber_if_needed()
+        seconds = time.perf_counter() - started
+        pngs = sum(1 for r in self.records if r.get("files"))
+        self._progress(final=True)
+        return {"records": len(self.records), "leaf_modules": self.num_leaves, "png_files": pngs,
+                "npy_files": pngs, "seconds": seconds, "writer_errors": self.writer_errors}
+
+    def _drop_pending(self) -> None:
+        while True:
+            try:
+                self.queue.get_nowait()
+                self.queue.task_done()
+            except queue.Empty:
+                return
+
+    def _renumber_if_needed(self) -> None:
+        """Zero-pad to the width the record count needs; more calls than leaves can widen it."""
+        needed = max(3, len(str(max(len(self.records) - 1, 1))))
+        if needed == self.width:
+            return
+        old_width, self.width = self.width, needed
+        for r in self.records:
+            if not r.get("files"):
+                continue
+            old_stem = f"layer_{r['index']:0{old_width}d}"
+            new_stem = self._file_stem(r["index"])
+            for suffix in (".png", ".npy"):
+                src = self.out_dir / f"{old_stem}{suffix}"
+                if src.exists():
+                    os.replace(src, self.out_dir / f"{new_stem}{suffix}")
+            r["files"] = [f"{new_stem}.png", f"{new_stem}.npy"]
+
+    def metadata(self, **extra) -> dict:
+        return {**extra, "num_records": len(self.records),
+                "records": {f"{r['index']:0{self.width}d}": r for r in self.records}}
+
+
+# =========================================================================================
+# Measuring machinery: where the forward time goes (timing hooks, one extra pass)
+# =========================================================================================
+class TimeBreakdown:
+    """Times each top-level block and each leaf module of one pass with pre/post hooks."""
+
+    def __init__(self, device):
+        self.device = device
+        self.block_ms: dict[str, float] = {}
+        self.leaf_ms: dict[str, float] = {}
+        self.leaf_calls: dict[str, int] = {}
+        self.leaf_types: dict[str, str] = {}
+        self._starts: dict[int, list[float]] = {}
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            import torch
+            torch.cuda.synchronize(self.device)
+
+    def _hooks(self, key: str, totals: dict, counts: dict | None):
+        def pre(module, args):
+            self._sync()
+            self._starts.setdefault(id(module), []).append(time.perf_counter())
+
+        def post(module, args, output):
+            self._sync()
+            start = self._starts[id(module)].pop()
+            totals[key] = totals.get(key, 0.0) + (time.perf_counter() - start) * 1000
+            if counts is not None:
+                counts[key] = counts.get(key, 0) + 1
+        return pre, post
+
+    def run(self, blocks, leaves, call) -> dict:
+        handles = []
+        try:
+            for label, module in blocks:
+                pre, post = self._hooks(label, self.block_ms, None)
+                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+            for name, module in leaves:
+                self.leaf_types[name] = type(module).__name__
+                pre, post = self._hooks(name, self.leaf_ms, self.leaf_calls)
+                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+            _, phases = call()
+        finally:
+            for h in handles:
+                h.remove()
+        forward_ms = phases["forward"] * 1000
+        blocks_total = sum(self.block_ms.values())
+        # Shares of the measured forward phase; the remainder is time between blocks.
+        denominator = max(forward_ms, blocks_total) or 1.0
+        rows = [{"block": label, "ms": ms, "share": ms / denominator} for label, ms in self.block_ms.items()]
+        rows.append({"block": "(outside top-level blocks)", "ms": max(denominator - blocks_total, 0.0),
+                     "share": max(denominator - blocks_total, 0.0) / denominator})
+        top = sorted(self.leaf_ms.items(), key=lambda kv: -kv[1])[:10]
+        return {"forward_ms": forward_ms, "blocks": rows,
+                "top_leaves": [{"name": n, "type": self.leaf_types[n], "ms": ms, "calls": self.leaf_calls[n],
+                                "share": ms / denominator} for n, ms in top]}
+
+
+# =========================================================================================
+# Model classes
+# =========================================================================================
+class ModelBenchmark(ABC):
+    """Everything shared by the models: timing, memory, FLOPs, dissection, cleanup.
+
+    A subclass sets the class constants and implements how to load (pretrained or random),
+    preprocess, run the network and postprocess, and which nn.Module is the network.
+    """
+
+    MODEL_NAME = "Model"          # folder and report name
+    CLI_NAME = "model"            # name for --models
+    DESCRIPTION = ""              # one line for --list-models
+    TASK = ""                     # depth, detect, segment, pose, sam
+    INPUT_SIZE = None             # nominal input size; the report shows the real input shape
+    LIBRARY = ""
+
+    def __init__(self, device, weights: str = "pretrained", models_dir: Path = DEFAULT_MODELS_DIR,
+                 sam_prompt: str | None = None):
+        self.device = device
+        self.weights = weights
+        self.models_dir = Path(models_dir)
+        self.sam_prompt = sam_prompt
+        self.weights_source = None
+        self.input_shape = None
+
+    # -- what a subclass provides ----------------------------------------------------------
+    @abstractmethod
+    def load_pretrained(self) -> str:
+        """Load released weights; return where they came from."""
+
+    @abstractmethod
+    def load_random(self) -> str:
+        """Build the released architecture with random weights, offline; return a description."""
+
+    @abstractmethod
+    def network(self):
+        """The nn.Module that runs: hooked for dissection, counted for parameters."""
+
+    def preprocess(self, image: Image.Image):
+        raise NotImplementedError
+
+    def forward(self, inputs):
+        raise NotImplementedError
+
+    def postprocess(self, outputs, image: Image.Image):
+        raise NotImplementedError
+
+    def input_module(self):
+        """The module whose first tensor argument is the network's real input."""
+        return self.network()
+
+    def summarize_prediction(self, prediction) -> dict:
+        return {}
+
+    def render_prediction(self, image: Image.Image, prediction, path: Path) -> None:
+        """Picture of what the model produced on `image` (report section 'What each model saw')."""
+
+    def run_config(self) -> dict:
+        return {}
+
+    # -- shared machinery ------------------------------------------------------------------
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+            torch.cuda.synchronize(self.device)
+
+    def load(self) -> str:
+        import torch
+        torch.set_grad_enabled(False)
+        self.weights_source = self.load_pretrained() if self.weights == "pretrained" else self.load_random()
+        return self.weights_source
+
+    def run_pipeline(self, image: Image.Image):
+        """One image through preprocess, forward and postprocess; returns (prediction, phase seconds)."""
+        import torch
+        t0 = time.perf_counter()
+        inputs = self.preprocess(image)
+        self.sync()
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.forward(inputs)
+        self.sync()
+        t2 = time.perf_counter()
+        prediction = self.postprocess(outputs, image)
+        self.sync()
+        t3 = time.perf_counter()
+        return prediction, {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2}
+
+    def timed_run(self, image: Image.Image):
+        """End-to-end time of one pipeline call, as a pipeline pays it, plus its phases."""
+        self.sync()
+        start = time.perf_counter()
+        prediction, phases = self.run_pipeline(image)
+        self.sync()
+        return prediction, time.perf_counter() - start, phases
+
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.network().parameters())
+
+    def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
+        """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
+        matmuls and convolutions count) and the shape of the tensor the network received."""
+        from torch.utils.flop_counter import FlopCounterMode
+        seen = {}
+
+        def capture(module, args, kwargs):
+            if "shape" not in seen:
+                tensor, _ = first_tensor((list(args), kwargs))
+                if tensor is not None:
+                    seen["shape"] = list(tensor.shape)
+
+        handle = self.input_module().register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            with FlopCounterMode(display=False) as counter:
+                self.run_pipeline(image)
+        finally:
+            handle.remove()
+        self.input_shape = seen.get("shape")
+        return int(counter.get_total_flops()), self.input_shape
+
+    def dissect_layers(self, image: Image.Image, out_dir: Path, write_files: bool = True) -> dict:
+        """Every call of every leaf module in one pass of the same pipeline the timed runs use."""
+        hw = tuple(self.input_shape[-2:]) if self.input_shape and len(self.input_shape) == 4 else None
+        dissector = LayerDissector(out_dir, input_hw=hw, write_files=write_files)
+        log("DISSECT", f"Hooking {len(leaf_modules(self.network()))} leaf modules, one forward pass")
+        summary = dissector.run(self.network(), lambda: self.run_pipeline(image))
+        atomic_write_json(out_dir / "layers_metadata.json", dissector.metadata(
+            model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape, **summary))
+        summary["records_list"] = dissector.records
+        return summary
+
+    def top_level_blocks(self) -> list[tuple[str, object]]:
+        """The network's first level with more than one child (descending through wrappers)."""
+        prefix, module = "", self.network()
+        while True:
+            children = list(module.named_children())
+            if len(children) != 1:
+                break
+            prefix, module = f"{prefix}{children[0][0]}.", children[0][1]
+        return [(f"{prefix}{name} ({type(child).__name__})", child) for name, child in children] \
+            or [(type(module).__name__, module)]
+
+    def profile_time(self, image: Image.Image) -> dict:
+        return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
+                                              lambda: self.run_pipeline(image))
+
+    def release(self) -> None:
+        """Drop every reference to the model so that gc can free it."""
+        for attr in list(vars(self)):
+            if attr not in ("device", "weights", "models_dir", "sam_prompt", "weights_source", "input_shape"):
+                setattr(self, attr, None)
+
+
+# -- Hugging Face depth models ------------------------------------------------------------
+class HFDepthBenchmark(ModelBenchmark):
+    """A transformers depth-estimation model with its image processor."""
+
+    TASK = "depth"
+    LIBRARY = "transformers"
+    HF_REPO = ""                 # hub id of the released checkpoint
+    PRETRAINED_KWARGS: dict = {}
+
+    @classmethod
+    def model_class(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def random_config(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def random_processor(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def build_random_network(cls):
+        return cls.model_class()(cls.random_config())
+
+    def local_folder(self) -> Path:
+        """A save_pretrained folder in models/ wins over the hub (machines without a hub)."""
+        return self.models_dir / self.HF_REPO.split("/")[-1]
+
+    def load_pretrained(self) -> str:
+        from transformers import AutoImageProcessor
+        folder = self.local_folder()
+        source = str(folder) if folder.is_dir() else self.HF_REPO
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(source)
+            self.model = self.model_class().from_pretrained(source, **self.PRETRAINED_KWARGS)
+        except (OSError, ValueError, EnvironmentError) as exc:
+            raise WeightsError(
+                f"could not load '{source}': {str(exc).splitlines()[0]}. Fix: let it download from the hub, "
+                f"or put a save_pretrained() folder at {folder}, or run with --weights random") from exc
+        self.model.to(self.device).eval()
+        return f"pretrained ({source})"
+
+    def load_random(self) -> str:
+        self.processor = self.random_processor()
+        self.model = self.build_random_network().to(self.device).eval()
+        return f"random (released {self.HF_REPO} architecture, seed-initialised)"
+
+    def network(self):
+        return self.model
+
+    def preprocess(self, image):
+        return self.processor(images=image, return_tensors="pt").to(self.device)
+
+    def forward(self, inputs):
+        return self.model(**inputs)
+
+    def postprocess(self, outputs, image):
+        return self.processor.post_process_depth_estimation(outputs, target_sizes=[(image.height, image.width)])[0]
+
+    def summarize_prediction(self, prediction) -> dict:
+        depth = prediction["predicted_depth"].float()
+        out = {"depth_" + k: v for k, v in zip(
+            ("min", "max", "mean", "median", "std"),
+            [float(depth.min()), float(depth.max()), float(depth.mean()), float(depth.median()), float(depth.std())])}
+        if prediction.get("field_of_view") is not None:
+            out["field_of_view_deg"] = float(prediction["field_of_view"])
+        return out
+
+    def render_prediction(self, image, prediction, path):
+        import matplotlib.pyplot as plt
+        summary = self.summarize_prediction(prediction)
+        depth = prediction["predicted_depth"].float().cpu().numpy()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
+        axes[0].imshow(image)
+        axes[0].set_title("input")
+        shown = axes[1].imshow(depth, cmap="Spectral_r")
+        axes[1].set_title("predicted depth (" + ("metres" if "field_of_view_deg" in summary else "relative") + ")")
+        for ax in axes:
+            ax.axis("off")
+        fig.colorbar(shown, ax=axes[1], shrink=0.85)
+        text = "  ".join(f"{k.replace('depth_', '')}={v:.4g}" for k, v in summary.items())
+        fig.suptitle(f"{self.MODEL_NAME}: {text}", fontsize=9)
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+
+
+class DepthProBenchmark(HFDepthBenchmark):
+    MODEL_NAME = "DepthPro"
+    CLI_NAME = "depthpro"
+    DESCRIPTION = "Apple DepthPro: metric depth and field of view, three DINOv2-L encoders (transformers)"
+    HF_REPO = "apple/DepthPro-hf"
+    INPUT_SIZE = 1536             # the processor resizes every image to 1536x1536
+    PRETRAINED_KWARGS = {"use_fov_model": True}
+
+    @classmethod
+    def model_class(cls):
+        from transformers import DepthProForDepthEstimation
+        return DepthProForDepthEstimation
+
+    @classmethod
+    def random_config(cls):
+        from transformers import DepthProConfig, Dinov2Config
+        encoder = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=16, image_size=384)
+        return DepthProConfig(
+            patch_model_config=Dinov2Config(**encoder), image_model_config=Dinov2Config(**encoder),
+            fov_model_config=Dinov2Config(**encoder), fusion_hidden_size=256, intermediate_hook_ids=[11, 5],
+            intermediate_feature_dims=[256, 256], scaled_images_ratios=[0.25, 0.5, 1],
+            scaled_images_overlap_ratios=[0.0, 0.5, 0.25], scaled_images_feature_dims=[1024, 1024, 512],
+            use_fov_model=True)
+
+    @classmethod
+    def random_processor(cls):
+        from transformers import DepthProImageProcessor
+        return DepthProImageProcessor(size={"height": 1536, "width": 1536}, do_rescale=True, rescale_factor=1 / 255,
+                                      do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+class DepthAnythingV2Benchmark(HFDepthBenchmark):
+    """Depth Anything V2 (relative depth): DINOv2 backbone and DPT head, from transformers."""
+
+    INPUT_SIZE = 518              # shorter side, aspect ratio kept, multiple of 14
+    HIDDEN_SIZE = LAYERS = HEADS = FUSION_SIZE = 0
+    OUT_INDICES: list = []
+    NECK_SIZES: list = []
+
+    @classmethod
+    def model_class(cls):
+        from transformers import DepthAnythingForDepthEstimation
+        return DepthAnythingForDepthEstimation
+
+    @classmethod
+    def random_config(cls):
+        from transformers import DepthAnythingConfig, Dinov2Config
+        backbone = Dinov2Config(
+            hidden_size=cls.HIDDEN_SIZE, num_hidden_layers=cls.LAYERS, num_attention_heads=cls.HEADS,
+            patch_size=14, image_size=518, out_features=[f"stage{i}" for i in cls.OUT_INDICES],
+            apply_layernorm=True, reshape_hidden_states=False)
+        return DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=cls.HIDDEN_SIZE,
+                                   fusion_hidden_size=cls.FUSION_SIZE, neck_hidden_sizes=cls.NECK_SIZES,
+                                   depth_estimation_type="relative")
+
+    @classmethod
+    def random_processor(cls):
+        from transformers import DPTImageProcessor
+        return DPTImageProcessor(size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                                 resample=Image.BICUBIC, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_pad=False)
+
+
+class DepthAnythingV2SmallBenchmark(DepthAnythingV2Benchmark):
+    MODEL_NAME = "DepthAnythingV2Small"
+    CLI_NAME = "depth-anything-v2-small"
+    DESCRIPTION = "Depth Anything V2 Small: relative depth, ViT-S/14 (transformers)"
+    HF_REPO = "depth-anything/Depth-Anything-V2-Small-hf"
+    HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 384, 12, 6, [3, 6, 9, 12]
+    FUSION_SIZE, NECK_SIZES = 64, [48, 96, 192, 384]
+
+
+class DepthAnythingV2BaseBenchmark(DepthAnythingV2Benchmark):
+    MODEL_NAME = "DepthAnythingV2Base"
+    CLI_NAME = "depth-anything-v2-base"
+    DESCRIPTION = "Depth Anything V2 Base: relative depth, ViT-B/14 (transformers)"
+    HF_REPO = "depth-anything/Depth-Anything-V2-Base-hf"
+    HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 768, 12, 12, [3, 6, 9, 12]
+    FUSION_SIZE, NECK_SIZES = 128, [96, 192, 384, 768]
+
+
+class DepthAnythingV2LargeBenchmark(DepthAnythingV2Benchmark):
+    MODEL_NAME = "DepthAnythingV2Large"
+    CLI_NAME = "depth-anything-v2-large"
+    DESCRIPTION = "Depth Anything V2 Large: relative depth, ViT-L/14 (transformers)"
+    HF_REPO = "depth-anything/Depth-Anything-V2-Large-hf"
+    HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 1024, 24, 16, [5, 12, 18, 24]
+    FUSION_SIZE, NECK_SIZES = 256, [256, 512, 1024, 1024]
+
+
+# -- Ultralytics models -------------------------------------------------------------------
+class UltralyticsBenchmark(ModelBenchmark):
+    """An ultralytics model driven through its own predict(), which reports the phases."""
+
+    LIBRARY = "ultralytics"
+    WEIGHTS_FILE = ""             # file in models/; ultralytics downloads it there if missing
+    INPUT_SIZE = 640
+
+    def weights_path(self) -> Path:
+        return self.models_dir / self.WEIGHTS_FILE
+
+    def load_pretrained(self) -> str:
+        path = self.weights_path()
+        if not path.exists() and os.environ.get("YOLO_OFFLINE") == "1":
+            raise WeightsError(f"weight file {path} is missing and YOLO_OFFLINE=1 forbids the download. "
+                               f"Fix: put {self.WEIGHTS_FILE} there, or run with --weights random")
+        if not path.exists():
+            log("LOAD", f"{path} not found; ultralytics will download it")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.ul_model = self.ultralytics_class()(str(path))
+        except Exception as exc:
+            broken = path.exists()
+            fix = (f"delete {path} to re-download it, or run with --weights random" if broken else
+                   f"put {self.WEIGHTS_FILE} at {path}, or run with --weights random")
+            what = "could not be read (truncated or corrupt?)" if broken else "is missing and could not be downloaded"
+            raise WeightsError(f"weight file {path} {what}: {type(exc).__name__}: "
+                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. Fix: {fix}") from exc
+        return f"pretrained ({path})"
+
+    @staticmethod
+    def ultralytics_class():
+        from ultralytics import YOLO
+        return YOLO
+
+    def predict_kwargs(self, image) -> dict:
+        return {"imgsz": self.INPUT_SIZE}
+
+    def run_pipeline(self, image):
+        results = self.ul_model.predict(image, verbose=False, device=str(self.device), **self.predict_kwargs(image))
+        speed = results[0].speed  # milliseconds, measured by ultralytics with CUDA synchronisation
+        return results[0], {"preprocess": speed["preprocess"] / 1000, "forward": speed["inference"] / 1000,
+                            "postprocess": speed["postprocess"] / 1000}
+
+    def summarize_prediction(self, prediction) -> dict:
+        out = {}
+        if prediction.boxes is not None:
+            out["detections"] = len(prediction.boxes)
+            if len(prediction.boxes):
+                names = prediction.names
+                classes = [names[int(c)] for c in prediction.boxes.cls.tolist()]
+                out["classes"] = {c: classes.count(c) for c in sorted(set(classes))}
+        if prediction.masks is not None:
+            out["masks"] = len(prediction.masks)
+        if prediction.keypoints is not None:
+            out["people_with_keypoints"] = len(prediction.keypoints)
+        return out
+
+    def render_prediction(self, image, prediction, path):
+        # pil=False draws labels with OpenCV: no font file, so nothing is fetched from the network.
+        plotted = prediction.plot(pil=False)
+        Image.fromarray(plotted[..., ::-1]).save(path)
+
+
+class YOLOBenchmark(UltralyticsBenchmark):
+    ARCH_YAML = ""                # the yaml shipped with ultralytics: the random architecture
+
+    @classmethod
+    def build_random_network(cls):
+        from ultralytics import YOLO
+        return YOLO(cls.ARCH_YAML, verbose=False).model.fuse()
+
+    def load_random(self) -> str:
+        from ultralytics import YOLO
+        self.ul_model = YOLO(self.ARCH_YAML, verbose=False)
+        return f"random ({self.ARCH_YAML} from ultralytics, seed-initialised)"
+
+    def network(self):
+        # predict() fuses a copy of the model: hook and count the one that really runs.
+        predictor = getattr(self.ul_model, "predictor", None)
+        return predictor.model.model if predictor is not None and predictor.model is not None else self.ul_model.model
+
+    def input_module(self):
+        return self.network()
+
+
+class YOLO11nDetectBenchmark(YOLOBenchmark):
+    MODEL_NAME = "YOLO11nDetect"
+    CLI_NAME = "yolo11n-detect"
+    DESCRIPTION = "YOLO11n object detection, 80 COCO classes (ultralytics)"
+    TASK = "detect"
+    WEIGHTS_FILE, ARCH_YAML = "yolo11n.pt", "yolo11n.yaml"
+
+
+class YOLO11nSegmentBenchmark(YOLOBenchmark):
+    MODEL_NAME = "YOLO11nSegment"
+    CLI_NAME = "yolo11n-segment"
+    DESCRIPTION = "YOLO11n instance segmentation (ultralytics)"
+    TASK = "segment"
+    WEIGHTS_FILE, ARCH_YAML = "yolo11n-seg.pt", "yolo11n-seg.yaml"
+
+
+class YOLO11nPoseBenchmark(YOLOBenchmark):
+    MODEL_NAME = "YOLO11nPose"
+    CLI_NAME = "yolo11n-pose"
+    DESCRIPTION = "YOLO11n human pose, 17 keypoints (ultralytics)"
+    TASK = "pose"
+    WEIGHTS_FILE, ARCH_YAML = "yolo11n-pose.pt", "yolo11n-pose.yaml"
+
+
+class MobileSAMBenchmark(UltralyticsBenchmark):
+    MODEL_NAME = "MobileSAM"
+    CLI_NAME = "mobilesam"
+    DESCRIPTION = "MobileSAM promptable segmentation, TinyViT encoder (ultralytics SAM)"
+    TASK = "sam"
+    WEIGHTS_FILE = "mobile_sam.pt"
+    INPUT_SIZE = 1024
+    # "everything": a grid of point prompts over the whole image (minutes on a CPU);
+    # "box": one box prompt, the usual interactive use (seconds). --sam-prompt overrides.
+    SAM_PROMPT = "everything"
+    BOX_FRACTION = (0.25, 0.25, 0.75, 0.75)   # the box prompt, as fractions of width and height
+
+    @staticmethod
+    def ultralytics_class():
+        from ultralytics import SAM
+        return SAM
+
+    @classmethod
+    def build_random_network(cls):
+        from ultralytics.models.sam.build import build_mobile_sam
+        return build_mobile_sam(None)
+
+    def load_random(self) -> str:
+        from ultralytics import SAM
+        builder = self.build_random_network
+
+        class RandomMobileSAM(SAM):
+            def _load(self, weights, task=None):
+                self.model = builder()
+
+        self.ul_model = RandomMobileSAM(self.WEIGHTS_FILE)  # the name only selects MobileSAM; nothing is read
+        return "random (ultralytics build_mobile_sam, seed-initialised)"
+
+    def prompt(self) -> str:
+        return self.sam_prompt or self.SAM_PROMPT
+
+    def network(self):
+        return self.ul_model.model
+
+    def input_module(self):
+        return self.ul_model.model.image_encoder
+
+    def predict_kwargs(self, image) -> dict:
+        if self.prompt() != "box":
+            return {"imgsz": self.INPUT_SIZE}
+        x0, y0, x1, y1 = self.BOX_FRACTION
+        return {"imgsz": self.INPUT_SIZE,
+                "bboxes": [[x0 * image.width, y0 * image.height, x1 * image.width, y1 * image.height]]}
+
+    def run_config(self) -> dict:
+        config = {"sam_prompt": self.prompt()}
+        if self.prompt() == "box":
+            config["box_fraction_xyxy"] = list(self.BOX_FRACTION)
+        return config
+
+
+MODEL_CLASSES: list[type[ModelBenchmark]] = [
+    DepthProBenchmark,
+    DepthAnythingV2SmallBenchmark,
+    DepthAnythingV2BaseBenchmark,
+    DepthAnythingV2LargeBenchmark,
+    YOLO11nDetectBenchmark,
+    YOLO11nSegmentBenchmark,
+    YOLO11nPoseBenchmark,
+    MobileSAMBenchmark,
+]
+MODELS_BY_CLI_NAME = {cls.CLI_NAME: cls for cls in MODEL_CLASSES}
+
+
+# =========================================================================================
+# Runner: one model's pass through the loop, then all models in order
+# =========================================================================================
+class RunContext:
+    """What every model's pass needs: the settings, the paths, and the results so far."""
+
+    def __init__(self, args, device, images, image_source, run_id, paths):
+        self.args = args
+        self.device = device
+        self.images = images
+        self.image_source = image_source
+        self.run_id = run_id
+        self.results_dir, self.viz_dir, self.assets_dir = paths
+        self.started = datetime.now()
+        self.results: list[dict] = []
+        self.status = "running"
+        self.system = system_info(device)
+
+
+def new_result(cls, ctx) -> dict:
+    return {"model": cls.MODEL_NAME, "cli_name": cls.CLI_NAME, "task": cls.TASK, "library": cls.LIBRARY,
+            "status": "running", "phase": None, "weights": ctx.args.weights, "weights_source": None,
+            "nominal_input_size": cls.INPUT_SIZE, "runs": []}
+
+
+def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
+    """Load, time, measure, dissect and clean up one model, filling `result` as it goes so
+    that whatever was measured survives a failure in a later phase."""
+    import torch
+    args = ctx.args
+    tracker = MemoryTracker(ctx.device)
+    memory = result["memory"] = {"cpu_rss_before_load_bytes": tracker.rss()}
+    if ctx.device.type == "cuda":
+        memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
+    log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident")
+
+    seed_everything(args.seed)
+    bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
+    result["config"] = bench.run_config()
+    try:
+        result["phase"] = "load"
+        log("LOAD", f"Loading {cls.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
+        start = time.perf_counter()
+        result["weights_source"] = bench.load()
+        bench.sync()
+        result["load_seconds"] = time.perf_counter() - start
+        memory["cpu_rss_after_load_bytes"] = tracker.rss()
+        if ctx.device.type == "cuda":
+            memory["cuda_allocated_after_load_bytes"] = tracker.cuda_allocated()
+        log("LOAD", f"Loaded in {result['load_seconds']:.2f}s: {result['weights_source']}")
+        log("MEMORY", f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
+                      f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
+            + (f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
+               if ctx.device.type == "cuda" else ""))
+
+        result["phase"] = "inference"
+        total = len(ctx.images) * args.runs
+        tracker.reset_peak()
+        first_prediction = None
+        for img_idx, path in enumerate(ctx.images):
+            image = load_rgb(path)
+            for run in range(args.runs):
+                prediction, seconds, phases = bench.timed_run(image)
+                if img_idx == 0:
+                    first_prediction = prediction
+                result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "run": run + 1,
+                                       "cold": not result["runs"], "total_s": seconds,
+                                       **{f"{k}_s": v for k, v in phases.items()}})
+                log(f"INFER {len(result['runs'])}/{total}",
+                    f"{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
+                    + (" (cold start)" if len(result["runs"]) == 1 else ""))
+        memory.update(tracker.peak())
+        tracker.stop_sampling()
+        summarize_latency(result)
+        set_headline_memory(result, ctx.device)
+        e2e = result["latency_end_to_end"]
+        log("STATS", f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; warm end to end over "
+                     f"{e2e['n']} runs: " + (f"median {e2e['median'] * 1000:.1f} ms, p90 {e2e['p90'] * 1000:.1f} ms, "
+                                             f"CoV {e2e['cov'] * 100:.1f}%, {result['fps']:.2f} FPS"
+                                             if e2e["n"] else "none (one run only)"))
+        log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
+
+        result["phase"] = "flops"
+        first_image = load_rgb(ctx.images[0])
+        result["parameters"] = bench.count_parameters()
+        flops, shape = bench.count_flops_and_input(first_image)
+        result["flops"], result["gflops"], result["input_shape"] = flops, flops / 1e9, shape
+        log("STATS", f"{result['parameters']:,} parameters, {result['gflops']:.2f} GFLOPs at input {shape}")
+
+        result["phase"] = "output"
+        result["prediction_summary"] = bench.summarize_prediction(first_prediction)
+        picture = ctx.assets_dir / f"{cls.MODEL_NAME}_output.png"
+        bench.render_prediction(first_image, first_prediction, picture)
+        if picture.exists():
+            result["output_image"] = str(picture.relative_to(ctx.results_dir))
+
+        result["phase"] = "time breakdown"
+        result["time_breakdown"] = bench.profile_time(first_image)
+
+        result["phase"] = "dissection"
+        folder = ctx.viz_dir / cls.MODEL_NAME
+        log("DISSECT", f"Starting layer dissection on {ctx.images[0].name}"
+            + ("" if args.dissect else " (statistics only: --no-dissect writes no files)"))
+        summary = bench.dissect_layers(first_image, folder, write_files=args.dissect)
+        records = summary.pop("records_list")
+        result["dissection"] = {**summary, "folder": str(folder), **dissection_digest(records)}
+        log("DISSECT", f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
+                       f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
+                       f"-> {folder}")
+        if summary["writer_errors"]:
+            log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
+    except torch.OutOfMemoryError:
+        memory["at_failure"] = tracker.peak()
+        raise
+    finally:
+        tracker.stop_sampling()
+        result["phase_reached"] = result["phase"]
+        result["phase"] = "cleanup"
+        log("CLEANUP", "Releasing the model and clearing caches...")
+        bench.release()
+        del bench
+        gc.collect()
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+    time.sleep(CLEANUP_SLEEP_SEC)
+    memory["cpu_rss_after_cleanup_bytes"] = tracker.rss()
+    if ctx.device.type == "cuda":
+        memory["cuda_allocated_after_cleanup_bytes"] = tracker.cuda_allocated()
+    log("MEMORY", f"After cleanup: {format_bytes(memory['cpu_rss_after_cleanup_bytes'])} resident")
+
+
+def summarize_latency(result: dict) -> None:
+    runs = result["runs"]
+    result["cold_start"] = runs[0]
+    warm = runs[1:]
+    result["latency_end_to_end"] = latency_stats([r["total_s"] for r in warm])
+    result["latency_forward"] = latency_stats([r["forward_s"] for r in warm])
+    result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in warm])) if warm else None)
+                                       for p in ("preprocess", "forward", "postprocess")}
+    median = result["latency_end_to_end"]["median"]
+    result["fps"] = 1.0 / median if median else None
+
+
+def set_headline_memory(result: dict, device) -> None:
+    memory = result["memory"]
+    if device.type == "cuda":
+        memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
+    else:
+        memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
+
+
+def dissection_digest(records: list[dict]) -> dict:
+    """What the report shows of a dissection: counts by type, the extremes, a profile across depth."""
+    types: dict[str, int] = {}
+    for r in records:
+        types[r["type"]] = types.get(r["type"], 0) + 1
+    with_stats = [r for r in records if r.get("min") is not None]
+
+    def brief(r, key, value):
+        return {"index": r["index"], "name": r["name"], "call": r["call"], "type": r["type"], key: value,
+                "files": r.get("files", [])}
+
+    widest = sorted(with_stats, key=lambda r: -(r["max"] - r["min"]))[:5]
+    zeros = sorted(with_stats, key=lambda r: -r["zero_fraction"])[:5]
+    return {
+        "type_counts": dict(sorted(types.items(), key=lambda kv: -kv[1])),
+        "widest_range": [brief(r, "range", [r["min"], r["max"]]) for r in widest],
+        "most_zeros": [brief(r, "zero_fraction", r["zero_fraction"]) for r in zeros],
+        "nan_records": sum(1 for r in records if r.get("nan_count")),
+        "inf_records": sum(1 for r in records if r.get("inf_count")),
+        "profile": {"index": [r["index"] for r in with_stats], "std": [r["std"] for r in with_stats],
+                    "absmax": [max(abs(r["min"]), abs(r["max"])) for r in with_stats]},
+    }
+
+
+def run_all(classes, ctx: RunContext) -> int:
+    """Run the models in order. Fail fast unless --keep-going; results are written after
+    every model, so a failure or an interrupt loses nothing already measured."""
+    exit_code = EXIT_OK
+    for position, cls in enumerate(classes, 1):
+        print("=" * 80)
+        print(f"[{position}/{len(classes)}] {cls.MODEL_NAME}")
+        print("=" * 80, flush=True)
+        result = new_result(cls, ctx)
+        ctx.results.append(result)
+        try:
+            benchmark_model(cls, ctx, result)
+            result["status"] = "complete"
+            result["phase"] = None
+            log("COMPLETE", f"{cls.MODEL_NAME} finished")
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+            result["status"] = "interrupted"
+            ctx.status = "interrupted"
+            log("ERROR", f"Interrupted by {signal.Signals(signum).name} during {cls.MODEL_NAME} "
+                         f"({result.get('phase_reached') or result['phase']}); writing the results of finished models")
+            mark_not_run(classes[position:], ctx)
+            write_reports(ctx)
+            return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+        except Exception as exc:
+            phase = result.get("phase_reached") or result["phase"]
+            result["status"] = "failed"
+            result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
+            log("ERROR", f"{cls.MODEL_NAME} failed during {phase}: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, (WeightsError, UsageError)):
+                traceback.print_exc()
+            exit_code = EXIT_FAILED
+            if not ctx.args.keep_going:
+                log("ERROR", "Stopping (fail fast). Use --keep-going to continue with the next model.")
+                ctx.status = "incomplete"
+                mark_not_run(classes[position:], ctx)
+                write_reports(ctx)
+                return exit_code
+        write_reports(ctx)
+    ctx.status = "complete" if exit_code == EXIT_OK else "incomplete"
+    write_reports(ctx)
+    return exit_code
+
+
+def mark_not_run(classes, ctx: RunContext) -> None:
+    for cls in classes:
+        ctx.results.append(new_result(cls, ctx) | {"status": "not run"})
+
+
+def raise_on_signal(signum, frame):
+    raise RunInterrupted(signum)
+
+
+# =========================================================================================
+# Reports: JSON, CSV, Markdown and its charts
+# =========================================================================================
+CSV_COLUMNS = [
+    "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_p90_s", "e2e_mean_s",
+    "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_memory_kind", "parameters",
+    "gflops", "input_shape", "layers_dissected", "warm_runs", "sam_prompt",
+]
+
+
+def csv_row(r: dict) -> dict:
+    e2e = r.get("latency_end_to_end") or {}
+    mem = r.get("memory") or {}
+    return {
+        "model": r["model"], "cli_name": r["cli_name"], "status": r["status"], "weights": r["weights"],
+        "load_s": r.get("load_seconds"), "cold_start_s": (r.get("cold_start") or {}).get("total_s"),
+        "e2e_median_s": e2e.get("median"), "e2e_p90_s": e2e.get("p90"), "e2e_mean_s": e2e.get("mean"),
+        "e2e_std_s": e2e.get("std"), "e2e_cov": e2e.get("cov"),
+        "forward_median_s": (r.get("latency_forward") or {}).get("median"), "fps": r.get("fps"),
+        "peak_memory_mb": mem["peak_bytes"] / 1024 ** 2 if mem.get("peak_bytes") else None,
+        "peak_memory_kind": mem.get("peak_kind"), "parameters": r.get("parameters"), "gflops": r.get("gflops"),
+        "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
+        "layers_dissected": (r.get("dissection") or {}).get("records"), "warm_runs": e2e.get("n"),
+        "sam_prompt": (r.get("config") or {}).get("sam_prompt"),
+    }
+
+
+def report_paths(ctx: RunContext) -> dict:
+    return {"json": ctx.results_dir / f"benchmark_results_{ctx.run_id}.json",
+            "csv": ctx.results_dir / f"benchmark_summary_{ctx.run_id}.csv",
+            "md": ctx.results_dir / f"benchmark_report_{ctx.run_id}.md"}
+
+
+def write_reports(ctx: RunContext) -> dict:
+    paths = report_paths(ctx)
+    finished = datetime.now()
+    data = {
+        "schema": "unified-benchmark/1", "run_id": ctx.run_id, "status": ctx.status,
+        "started": ctx.started.isoformat(timespec="seconds"), "written": finished.isoformat(timespec="seconds"),
+        "total_seconds": (finished - ctx.started).total_seconds(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "config": {"runs_per_image": ctx.args.runs, "seed": ctx.args.seed, "weights": ctx.args.weights,
+                   "device": str(ctx.device), "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
+                   "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
+                   "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
+        "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
+    }
+    atomic_write_json(paths["json"], data)
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in ctx.results:
+        if r["status"] != "not run":
+            writer.writerow({k: ("" if v is None else v) for k, v in csv_row(r).items()})
+    atomic_write_text(paths["csv"], buffer.getvalue())
+
+    atomic_write_text(paths["md"], markdown_report(data, ctx))
+    return paths
+
+
+def plot_style():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def latency_chart(results: list[dict], path: Path) -> bool:
+    timed = [r for r in results if r.get("cold_start")]
+    if not timed:
+        return False
+    plt = plot_style()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(timed) + 2), 3.8), constrained_layout=True)
+    x = np.arange(len(timed))
+    for i, r in enumerate(timed):
+        e2e = r["latency_end_to_end"]
+        if e2e["n"]:
+            ax.errorbar(i, e2e["median"] * 1000, yerr=[[(e2e["median"] - e2e["p10"]) * 1000],
+                                                       [(e2e["p90"] - e2e["median"]) * 1000]],
+                        fmt="o", color="black", capsize=4, label="warm median (p10-p90)" if i == 0 else None)
+        ax.plot(i, r["cold_start"]["total_s"] * 1000, marker="^", mfc="white", mec="black", ls="none",
+                label="cold start (first run)" if i == 0 else None)
+    ax.set_xticks(x, [r["model"] for r in timed], rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("end-to-end latency per image (ms, log scale)")
+    ax.legend(loc="best")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def memory_chart(results: list[dict], path: Path) -> bool:
+    points = [r for r in results if r.get("parameters") and (r.get("memory") or {}).get("peak_bytes")]
+    if not points:
+        return False
+    plt = plot_style()
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for r in points:
+        x, y = r["parameters"] / 1e6, r["memory"]["peak_bytes"] / 1024 ** 2
+        ax.plot(x, y, "o", color="black")
+        ax.annotate(f"{r['model']}\n{r.get('gflops') or 0:.1f} GFLOPs", (x, y), textcoords="offset points",
+                    xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel(f"peak memory (MB, {points[0]['memory']['peak_kind']})")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def activation_profile_chart(result: dict, path: Path) -> bool:
+    profile = (result.get("dissection") or {}).get("profile")
+    if not profile or not profile["index"]:
+        return False
+    plt = plot_style()
+    fig, ax = plt.subplots(figsize=(7, 2.6), constrained_layout=True)
+    floor = 1e-12  # log scale: a zero std (constant output) is drawn at the floor
+    ax.plot(profile["index"], [max(v or 0, floor) for v in profile["absmax"]], color="black", lw=0.8, label="|max|")
+    ax.plot(profile["index"], [max(v or 0, floor) for v in profile["std"]], color="gray", lw=0.8, ls="--", label="std")
+    ax.set_yscale("log")
+    ax.set_xlabel("record (execution order)")
+    ax.set_ylabel("activation (log scale)")
+    ax.set_title(f"{result['model']}: activation profile across depth")
+    ax.legend(loc="best")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def ms(seconds) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def findings(results: list[dict]) -> list[str]:
+    """Observations computed from this run's numbers; none about outputs or activations."""
+    done = [r for r in results if r["status"] == "complete"]
+    warm = [r for r in done if r["latency_end_to_end"]["n"]]
+    lines = []
+    if len(warm) >= 2:
+        fast = min(warm, key=lambda r: r["latency_end_to_end"]["median"])
+        slow = max(warm, key=lambda r: r["latency_end_to_end"]["median"])
+        ratio = slow["latency_end_to_end"]["median"] / fast["latency_end_to_end"]["median"]
+        lines.append(f"Fastest: {fast['model']}, {ms(fast['latency_end_to_end']['median'])} ms median end to end "
+                     f"({fast['fps']:.2f} FPS). Slowest: {slow['model']}, {ms(slow['latency_end_to_end']['median'])} ms "
+                     f"({ratio:.1f}x the fastest).")
+    if len(done) >= 2:
+        mem = max(done, key=lambda r: r["memory"]["peak_bytes"])
+        lines.append(f"Most memory: {mem['model']}, {format_bytes(mem['memory']['peak_bytes'])} "
+                     f"({mem['memory']['peak_kind']}).")
+        big = max(done, key=lambda r: r["parameters"])
+        heavy = max(done, key=lambda r: r["gflops"])
+        lines.append(f"Largest: {big['model']}, {big['parameters'] / 1e6:.1f} M parameters; most compute per image: "
+                     f"{heavy['model']}, {heavy['gflops']:.1f} GFLOPs at input {heavy['input_shape']}.")
+    for r in warm:
+        e2e = r["latency_end_to_end"]
+        if e2e["cov"] is not None and e2e["cov"] > UNSTABLE_COV:
+            lines.append(f"Unstable timing: {r['model']} warm CoV {e2e['cov'] * 100:.1f}% over {e2e['n']} runs "
+                         f"(min {ms(e2e['min'])} ms, max {ms(e2e['max'])} ms); treat its median with care.")
+        cold = r["cold_start"]["total_s"]
+        if cold > COLD_START_FACTOR * e2e["median"]:
+            lines.append(f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
+                         f"median ({ms(e2e['median'])} ms).")
+    return lines
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def markdown_report(data: dict, ctx: RunContext) -> str:
+    results = data["models"]
+    assets = ctx.assets_dir
+    rel = assets.name
+    lines = [f"# Vision model benchmark report", "", f"Run `{data['run_id']}`, started {data['started']}, "
+             f"{data['total_seconds']:.0f} s so far. Command: `{data['command']}`", ""]
+    random_models = [r["model"] for r in results if r["weights"] == "random" and r["status"] != "not run"]
+    if random_models:
+        lines += [f"> **Warning: random weights.** {', '.join(random_models)} ran with randomly initialised weights. "
+                  "Timing, memory, FLOPs and the dissection mechanics are valid; the task outputs and the activation "
+                  "statistics of these models are not meaningful.", ""]
+    if data["status"] != "complete":
+        unfinished = [f"{r['model']} ({r['status']})" for r in results if r["status"] != "complete"]
+        lines += [f"> **Run {data['status']}.** Not complete: {', '.join(unfinished)}. The figures below are those of "
+                  "the models that finished.", ""]
+
+    s = data["system"]
+    lines += ["## System", "", md_table(["property", "value"], [
+        ["OS", s["os"]], ["Python", s["python"]], ["PyTorch", s["torch"]], ["transformers", s["transformers"]],
+        ["ultralytics", s["ultralytics"]], ["CUDA", s["cuda_version"] if s["cuda_available"] else "not available"],
+        ["GPU", s["gpu"] or "none"], ["CPU", f"{s['cpu']}, {s['cpu_count']} logical cores, torch threads {s['torch_threads']}"],
+        ["device", s["device"]]]), ""]
+    c = data["config"]
+    lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
+              + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
+              f"- Runs per image: {c['runs_per_image']}; the first run of each model is its cold start, latency "
+              "statistics come from the runs after it", f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}",
+              "- MobileSAM prompt: " + (", ".join(f"{r['model']}: {r['config'].get('sam_prompt')}"
+                                                  for r in results if (r.get("config") or {}).get("sam_prompt"))
+                                        or "(MobileSAM not run)"), ""]
+
+    done = [r for r in results if r.get("cold_start")]
+    kind = next((r["memory"]["peak_kind"] for r in done if r.get("memory", {}).get("peak_kind")), "peak memory")
+    rows = []
+    for r in done:
+        e2e, mem = r["latency_end_to_end"], r["memory"]
+        rows.append([r["model"], r["weights"], f"{r['load_seconds']:.2f}", ms(r["cold_start"]["total_s"]),
+                     ms(e2e["median"]), ms(e2e["p90"]), ms(r["latency_forward"]["median"]),
+                     f"{e2e['cov'] * 100:.1f}%" if e2e["cov"] is not None else "n/a",
+                     f"{r['fps']:.2f}" if r.get("fps") else "n/a",
+                     f"{mem['peak_bytes'] / 1024 ** 2:.0f}" if mem.get("peak_bytes") else "n/a",
+                     f"{r['parameters']:,}" if r.get("parameters") else "n/a",
+                     f"{r['gflops']:.2f}" if r.get("gflops") is not None else "n/a",
+                     "x".join(map(str, r["input_shape"])) if r.get("input_shape") else "n/a",
+                     (r.get("dissection") or {}).get("records", "n/a"), r["status"]])
+    lines += ["## Summary", "", md_table(
+        ["model", "weights", "load s", "cold start ms", "end-to-end median ms", "p90 ms", "forward median ms",
+         "CoV", "FPS", f"peak memory MB ({kind})", "params", "GFLOPs", "input shape", "layers dissected", "status"],
+        rows), "",
+        "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median. "
+        "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
+        "CPU memory is the resident set of the whole process (includes the libraries), peak over the timed runs.", ""]
+
+    charts = []
+    if latency_chart(results, assets / "latency.png"):
+        charts.append(f"![Latency per model]({rel}/latency.png)")
+    if memory_chart(results, assets / "memory_vs_params.png"):
+        charts.append(f"![Peak memory against parameters]({rel}/memory_vs_params.png)")
+    if charts:
+        lines += ["## Charts", ""] + [f"{c}\n" for c in charts]
+
+    found = findings(results)
+    lines += ["## Findings", ""] + ([f"- {f}" for f in found] or ["- Too few finished models to compare."]) + [""]
+
+    failed = [r for r in results if r["status"] in ("failed", "interrupted")]
+    if failed:
+        lines += ["## Failed or interrupted models", "", md_table(["model", "status", "phase", "error"], [
+            [r["model"], r["status"], (r.get("error") or {}).get("phase") or r.get("phase_reached") or r.get("phase"),
+             ((r.get("error") or {}).get("type", "") + ": " + (r.get("error") or {}).get("message", "")).strip(": ")
+             .replace("|", "/").replace("\n", " ")] for r in failed]), ""]
+
+    for r in done:
+        lines += model_section(r, ctx, rel)
+    lines += ["## Where the files are", "", f"- JSON (every run's time): `{report_paths(ctx)['json'].name}`",
+              f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
+              f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)", ""]
+    return "\n".join(lines)
+
+
+def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
+    lines = [f"## {r['model']}", "", f"- Weights: {r['weights_source']}",
+             f"- Input the network received: {r.get('input_shape')} (nominal size {r['nominal_input_size']})"]
+    if r.get("config"):
+        lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
+    phases = r.get("latency_phases_median") or {}
+    if phases.get("forward") is not None:
+        lines.append(f"- Warm medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms, "
+                     f"postprocess {ms(phases['postprocess'])} ms; cold start {ms(r['cold_start']['total_s'])} ms")
+    lines.append("")
+    if r.get("output_image"):
+        summary = r.get("prediction_summary") or {}
+        lines += ["### What it produced (first image)", "", f"![{r['model']} output]({r['output_image']})", ""]
+        if summary:
+            lines += ["- " + ", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in summary.items()), ""]
+        if r["weights"] == "random":
+            lines += ["(Random weights: this output shows the pipeline works, not what the model can do.)", ""]
+    tb = r.get("time_breakdown")
+    if tb:
+        lines += ["### Where the time goes", "", f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms "
+                  "with timing hooks on every module.", "",
+                  md_table(["block", "ms", "share"], [[b["block"], f"{b['ms']:.1f}", f"{b['share'] * 100:.1f}%"]
+                                                      for b in tb["blocks"]]), "", "Ten most expensive leaf modules:", "",
+                  md_table(["module", "type", "calls", "ms", "share"], [
+                      [f"`{t['name']}`", t["type"], t["calls"], f"{t['ms']:.1f}", f"{t['share'] * 100:.1f}%"]
+                      for t in tb["top_leaves"]]), ""]
+    d = r.get("dissection")
+    if d:
+        folder = Path(d["folder"])
+        link = os.path.relpath(folder, ctx.results_dir)
+        lines += ["### Inside the model", "", f"{d['records']} records (every call of {d['leaf_modules']} leaf modules) "
+                  f"in one pass of {d['seconds']:.1f} s; {d['png_files']} PNG and {d['npy_files']} NPY files in "
+                  f"[`{link}`]({link}/). NaN in {d['nan_records']} records, Inf in {d['inf_records']}.", "",
+                  "Layer types: " + ", ".join(f"{t} {n}" for t, n in d["type_counts"].items()), ""]
+        chart = ctx.assets_dir / f"{r['model']}_activations.png"
+        if activation_profile_chart(r, chart):
+            lines += [f"![{r['model']} activation profile]({rel}/{chart.name})", ""]
+        if r["weights"] == "random":
+            lines += ["(Random weights: the activation statistics below describe the initialisation, not a trained model.)", ""]
+        lines += ["Widest activation range:", "", md_table(["record", "module", "call", "type", "min", "max"], [
+            [w["index"], f"`{w['name']}`", w["call"], w["type"], f"{w['range'][0]:.4g}", f"{w['range'][1]:.4g}"]
+            for w in d["widest_range"]]), "", "Highest fraction of exact zeros:", "",
+            md_table(["record", "module", "call", "type", "zeros"], [
+                [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
+                for z in d["most_zeros"]]), ""]
+    return lines
+
+
+# =========================================================================================
+# Command line
+# =========================================================================================
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got '{text}'")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="unified_benchmark.py",
+        description="Benchmark vision models one after another on every test image: latency (cold start and warm "
+                    "statistics), memory, parameters, FLOPs, and a dissection of every layer call. Writes "
+                    "results/benchmark_{results.json,summary.csv,report.md} and viz/<run id>/<model>/.",
+        epilog="Without network: --weights random builds the released architectures with random weights. "
+               "Exit codes: 0 done, 1 a model failed, 2 bad input, 130 interrupted (Ctrl-C), 143 terminated.")
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--models", default=",".join(MODELS_BY_CLI_NAME),
+                      help="comma-separated model names, in the order to run (default: all eight; see --list-models)")
+    what.add_argument("--list-models", action="store_true", help="print the model names with a description and exit")
+    what.add_argument("--images", nargs="+", metavar="PATH",
+                      help=f"image files or folders (default: {DEFAULT_IMAGE_DIR.name}/; if it holds no usable image, "
+                           "the sample photos bundled with ultralytics)")
+    what.add_argument("--weights", choices=["pretrained", "random"], default="pretrained",
+                      help="pretrained: released weights (downloaded if missing); random: same architecture, "
+                           "random initialisation, no network (default: pretrained)")
+    what.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR,
+                      help="folder of local weights: YOLO/SAM .pt files and save_pretrained folders named like the hub "
+                           f"repos, e.g. Depth-Anything-V2-Small-hf (default: {DEFAULT_MODELS_DIR})")
+    what.add_argument("--sam-prompt", choices=["everything", "box"], default=None,
+                      help="MobileSAM workload: everything (grid of point prompts) or box (one box prompt) "
+                           f"(default: {MobileSAMBenchmark.SAM_PROMPT}, the class constant)")
+    how = parser.add_argument_group("how to measure")
+    how.add_argument("--runs", type=positive_int, default=NUM_INFERENCE_RUNS,
+                     help=f"timed runs per image; the model's first run is its cold start (default: {NUM_INFERENCE_RUNS})")
+    how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: CUDA if available)")
+    how.add_argument("--seed", type=int, default=RANDOM_SEED, help=f"seed for every generator (default: {RANDOM_SEED})")
+    how.add_argument("--no-dissect", dest="dissect", action="store_false",
+                     help="record layer statistics but write no PNG/NPY files")
+    how.add_argument("--keep-going", action="store_true",
+                     help="on a model failure, record it and go on with the next model (default: stop at the first)")
+    out = parser.add_argument_group("where to write")
+    out.add_argument("--output-dir", type=Path, default=SCRIPT_DIR,
+                     help="folder that receives results/ and viz/ (default: the script's folder)")
+    return parser
+
+
+def parse_models(text: str) -> list[type[ModelBenchmark]]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    valid = ", ".join(MODELS_BY_CLI_NAME)
+    if not names:
+        raise UsageError(f"--models: the list is empty; valid names: {valid}")
+    unknown = [n for n in names if n not in MODELS_BY_CLI_NAME]
+    if unknown:
+        raise UsageError(f"--models: unknown model {', '.join(repr(n) for n in unknown)}; valid names: {valid}")
+    unique = list(dict.fromkeys(names))
+    if len(unique) < len(names):
+        log("WARNING", f"--models: duplicates removed; each model runs once: {', '.join(unique)}")
+    return [MODELS_BY_CLI_NAME[n] for n in unique]
+
+
+def resolve_device(text: str):
+    import torch
+    text = text.strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            log("INFO", f"Using CUDA device: {torch.cuda.get_device_name(0)}")
+            return torch.device("cuda:0")
+        log("WARNING", "CUDA not available, falling back to CPU. Performance will be significantly slower.")
+        return torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__}); "
+                             "use --device cpu or auto")
+        index_text = text.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise UsageError(f"--device {text}: expected cuda:N with N a GPU index")
+        count = torch.cuda.device_count()
+        if int(index_text) >= count:
+            raise UsageError(f"--device {text}: this machine has {count} GPU(s), indices 0 to {count - 1}")
+        return torch.device(f"cuda:{index_text}")
+    raise UsageError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def prepare_output(output_dir: Path) -> tuple[str, tuple[Path, Path, Path]]:
+    """Create results/ and a run folder that no other run shares (mkdir is atomic), and
+    prove the folders are writable, all before any model loads."""
+    output_dir = output_dir.expanduser()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output-dir: {output_dir} is a file, not a folder; choose another path")
+    results_dir, viz_root = output_dir / "results", output_dir / "viz"
+    try:
+        for folder in (results_dir, viz_root):
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(f"--output-dir: {folder} is a file where a folder is needed; move it or choose "
+                                 "another --output-dir")
+            folder.mkdir(parents=True, exist_ok=True)
+        stamp = get_timestamp()
+        for attempt in range(1, 1000):
+            run_id = stamp if attempt == 1 else f"{stamp}_{attempt}"
+            try:
+                (viz_root / run_id).mkdir()
+                break
+            except FileExistsError:
+                continue
+        assets = results_dir / f"report_{run_id}"
+        assets.mkdir(exist_ok=True)
+        probe = results_dir / f".write_test_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except PermissionError as exc:
+        raise UsageError(f"--output-dir: cannot write to {exc.filename or output_dir} (permission denied); "
+                         "choose a writable --output-dir")
+    except OSError as exc:
+        raise UsageError(f"--output-dir: cannot create folders under {output_dir}: {exc.strerror or exc}")
+    return run_id, (results_dir, viz_root / run_id, assets)
+
+
+def list_models() -> None:
+    width = max(len(n) for n in MODELS_BY_CLI_NAME)
+    for name, cls in MODELS_BY_CLI_NAME.items():
+        print(f"{name:<{width}}  {cls.DESCRIPTION}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.list_models:
+            list_models()
+            return EXIT_OK
+        args.model_classes = parse_models(args.models)
+        args.models_dir = args.models_dir.expanduser()
+        images, image_source = discover_images(args.images)
+        run_id, paths = prepare_output(args.output_dir)
+        device = resolve_device(args.device)
+    except UsageError as exc:
+        print(f"[ERROR] {exc} (see --help)", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+
+    ctx = RunContext(args, device, images, image_source, run_id, paths)
+    previous = {s: signal.signal(s, raise_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), {args.runs} run(s) "
+                    f"per image, {args.weights} weights, device {device}, seed {args.seed}")
+        log("INFO", f"Images: {', '.join(p.name for p in images)}")
+        code = run_all(args.model_classes, ctx)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    paths_written = report_paths(ctx)
+    print("=" * 80)
+    print(f"BENCHMARK {ctx.status.upper()}")
+    print("=" * 80)
+    for r in ctx.results:
+        print(f"  {r['model']:<22} {r['status']}")
+    print("Output files:")
+    for p in paths_written.values():
+        print(f"  - {p}")
+    print(f"Layer folders: {ctx.viz_dir}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -137,6 +137,20 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def configure_threads(requested: int | None) -> int:
+    """Pin torch's CPU thread count for the whole run and keep ultralytics from changing it.
+
+    Importing ultralytics sets OMP_NUM_THREADS=1 when it is unset (torch then starts with one
+    thread), and its CPU device selection calls torch.set_num_threads(cores - 1) on the first
+    predict; either would silently slow every model that runs after a YOLO model."""
+    import torch  # before ultralytics, so that its OMP_NUM_THREADS default does not apply
+    threads = requested or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    from ultralytics.utils import torch_utils
+    torch_utils.NUM_THREADS = threads
+    return threads
+
+
 def load_rgb(path: Path) -> Image.Image:
     """Open any image as 8-bit RGB: EXIF rotation applied, 16-bit scaled, alpha dropped."""
     with Image.open(path) as im:
@@ -531,7 +545,7 @@ class LayerDissector:
             self._last_progress = now
             last = self.records[-1] if self.records else None
             where = f" {last['name']} (call {last['call']})" if last else ""
-            log(f"DISSECT {len(self.records)}/~{self.num_leaves}", f"records so far, at{where}")
+            log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), at{where}")
 
     # -- the pass --------------------------------------------------------------------------
     def run(self, network, forward_call) -> dict:
@@ -1239,6 +1253,7 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
                     + (" (cold start)" if len(result["runs"]) == 1 else ""))
         memory.update(tracker.peak())
         tracker.stop_sampling()
+        result["torch_threads"] = torch.get_num_threads()
         summarize_latency(result)
         set_headline_memory(result, ctx.device)
         e2e = result["latency_end_to_end"]
@@ -1436,7 +1451,7 @@ def write_reports(ctx: RunContext) -> dict:
         "total_seconds": (finished - ctx.started).total_seconds(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "config": {"runs_per_image": ctx.args.runs, "seed": ctx.args.seed, "weights": ctx.args.weights,
-                   "device": str(ctx.device), "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
+                   "device": str(ctx.device), "torch_threads": ctx.args.threads, "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
                    "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
                    "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
@@ -1593,7 +1608,8 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
     lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
               + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
               f"- Runs per image: {c['runs_per_image']}; the first run of each model is its cold start, latency "
-              "statistics come from the runs after it", f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}",
+              "statistics come from the runs after it", f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}; torch CPU threads {c['torch_threads']} "
+              "(pinned for every model)",
               "- MobileSAM prompt: " + (", ".join(f"{r['model']}: {r['config'].get('sam_prompt')}"
                                                   for r in results if (r.get("config") or {}).get("sam_prompt"))
                                         or "(MobileSAM not run)"), ""]
@@ -1740,6 +1756,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--runs", type=positive_int, default=NUM_INFERENCE_RUNS,
                      help=f"timed runs per image; the model's first run is its cold start (default: {NUM_INFERENCE_RUNS})")
     how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: CUDA if available)")
+    how.add_argument("--threads", type=positive_int, default=None,
+                     help="torch CPU threads for every model (default: torch's choice, the physical cores)")
     how.add_argument("--seed", type=int, default=RANDOM_SEED, help=f"seed for every generator (default: {RANDOM_SEED})")
     how.add_argument("--no-dissect", dest="dissect", action="store_false",
                      help="record layer statistics but write no PNG/NPY files")
@@ -1838,6 +1856,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         args.model_classes = parse_models(args.models)
         args.models_dir = args.models_dir.expanduser()
+        args.threads = configure_threads(args.threads)
         images, image_source = discover_images(args.images)
         run_id, paths = prepare_output(args.output_dir)
         device = resolve_device(args.device)

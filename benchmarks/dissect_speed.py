@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""How much faster is the single-pass layer dissection than the original one-pass-per-layer method?
+
+CPU, random weights, the tool's own code paths (unified_benchmark.py is imported, not edited):
+
+  1. plain forward: median of --repeats run_pipeline() calls after one warm-up call;
+  2. single-pass dissection: bench.dissect_layers() into a temp folder (after
+     count_flops_and_input(), as the tool's runner does);
+  3. baseline (the original method, implemented only here): for every leaf module, hook that
+     one module, run one full run_pipeline(), keep its output (last call wins), compute
+     tensor_stats() and write the PNG + NPY synchronously, remove the hook;
+  4. memory: peak resident set (VmHWM) of dissecting depth-anything-v2-large against one plain
+     run_pipeline(), each measured in a fresh subprocess.
+
+    python benchmarks/dissect_speed.py
+    python benchmarks/dissect_speed.py --models yolo11n-detect --baseline-subset 20 --no-memory
+
+Targets are printed with PASS/FAIL; the exit code is 0 unless something crashed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Never touch the network; draw without a display. Set before the libraries are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "unified_benchmark.py"
+SPEED_MODELS = ["yolo11n-detect", "depth-anything-v2-small"]
+MEMORY_MODEL = "depth-anything-v2-large"
+SPEEDUP_TARGETS = {"yolo11n-detect": 10.0, "depth-anything-v2-small": 40.0}
+RATIO_TARGETS = {"depth-anything-v2-small": 4.0}      # dissection / plain forward
+MEMORY_TARGET_MB = 300.0                              # DA-large dissection peak - plain peak
+SEED = 42
+MB = 1024 * 1024
+
+
+def progress(message: str) -> None:
+    print(f"[dissect_speed] {message}", flush=True)
+
+
+def import_tool():
+    spec = importlib.util.spec_from_file_location("unified_benchmark", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["unified_benchmark"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bus_image(ub):
+    from ultralytics.utils import ASSETS
+    return ub.load_rgb(Path(ASSETS) / "bus.jpg")
+
+
+def load_bench(ub, cli_name: str):
+    import torch
+    ub.seed_everything(SEED)
+    bench = ub.MODELS_BY_CLI_NAME[cli_name](torch.device("cpu"), weights="random")
+    start = time.perf_counter()
+    bench.load()
+    progress(f"{cli_name}: loaded ({bench.weights_source}) in {time.perf_counter() - start:.1f}s")
+    return bench
+
+
+def input_hw(bench):
+    shape = bench.input_shape
+    return tuple(shape[-2:]) if shape and len(shape) == 4 else None
+
+
+# -- 1. plain forward ----------------------------------------------------------------------
+def time_plain(bench, image, repeats: int) -> dict:
+    bench.run_pipeline(image)                          # warm-up, also builds YOLO's predictor
+    totals, forwards = [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        _, phases = bench.run_pipeline(image)
+        totals.append(time.perf_counter() - start)
+        forwards.append(phases["forward"])
+        progress(f"  plain run {i + 1}/{repeats}: {totals[-1]:.3f}s (forward {phases['forward']:.3f}s)")
+    return {"pipeline_s": statistics.median(totals), "forward_s": statistics.median(forwards)}
+
+
+# -- 2. single-pass dissection (the tool's) --------------------------------------------------
+def time_dissection(bench, image, out_dir: Path) -> dict:
+    bench.count_flops_and_input(image)
+    start = time.perf_counter()
+    summary = bench.dissect_layers(image, out_dir)
+    seconds = time.perf_counter() - start
+    summary.pop("records_list", None)
+    return {"seconds": seconds, "records": summary["records"], "leaf_modules": summary["leaf_modules"],
+            "png": len(list(out_dir.glob("*.png"))), "npy": len(list(out_dir.glob("*.npy"))),
+            "writer_errors": len(summary["writer_errors"])}
+
+
+# -- 3. the original method: one full pipeline per hooked leaf, files written synchronously ---
+def subset_indices(n: int, subset: int) -> list[int]:
+    if subset <= 0 or subset >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, subset).round().astype(int).tolist()))
+
+
+def baseline_one_leaf(ub, bench, image, index: int, name: str, module, hw, out_dir: Path, width: int) -> dict:
+    import torch
+    captured = {"calls": 0}
+
+    def hook(mod, args, output):                       # the last call wins, as originally
+        captured["calls"] += 1
+        captured["tensor"], captured["source"] = ub.first_tensor(output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        bench.run_pipeline(image)
+    finally:
+        handle.remove()
+    record = {"index": index, "name": name, "type": type(module).__name__, "calls": captured["calls"]}
+    tensor = captured.get("tensor")
+    if tensor is None:
+        record["note"] = "no tensor in the output; no statistics"
+        return record
+    record["shape"] = list(tensor.shape)
+    record.update(ub.tensor_stats(tensor))
+    record["files"] = []
+    if tensor.is_floating_point() or tensor.dtype == torch.bool:
+        planes, note = ub.feature_planes(tensor, hw)
+        if planes is not None and planes.numel():
+            host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
+            stem = f"layer_{index:0{width}d}"
+            ub.render_feature_grid(host, out_dir / f"{stem}.png")
+            np.save(out_dir / f"{stem}.npy", host[:ub.DISSECT_NPY_CHANNELS])
+            record["files"] = [f"{stem}.png", f"{stem}.npy"]
+    return record
+
+
+def time_baseline(ub, bench, image, out_dir: Path, subset: int) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    leaves = ub.leaf_modules(bench.network())
+    hw, width = input_hw(bench), max(3, len(str(max(len(leaves) - 1, 1))))
+    chosen = subset_indices(len(leaves), subset)
+    records, start, last_report = [], time.perf_counter(), 0.0
+    for k, i in enumerate(chosen):
+        name, module = leaves[i]
+        records.append(baseline_one_leaf(ub, bench, image, i, name, module, hw, out_dir, width))
+        now = time.perf_counter()
+        if now - last_report >= 10 or k + 1 == len(chosen):
+            last_report = now
+            progress(f"  baseline {k + 1}/{len(chosen)} leaves, {now - start:.1f}s so far (at {name})")
+    seconds = time.perf_counter() - start
+    ub.atomic_write_json(out_dir / "layers_metadata.json", {"num_records": len(records), "records": records})
+    measured = len(chosen)
+    return {"measured_seconds": seconds, "measured_leaves": measured, "leaf_modules": len(leaves),
+            "seconds": seconds * len(leaves) / measured, "extrapolated": measured < len(leaves),
+            "records": len(records), "png": len(list(out_dir.glob("*.png"))),
+            "npy": len(list(out_dir.glob("*.npy")))}
+
+
+# -- 4. memory, one fresh subprocess per measurement ----------------------------------------
+def memory_child(mode: str) -> None:
+    """Run in a subprocess: load DA-large random, warm up, reset the peak, measure one call."""
+    ub = import_tool()
+    ub.configure_threads(None)
+    import torch
+    image = bus_image(ub)
+    bench = load_bench(ub, MEMORY_MODEL)
+    tracker = ub.MemoryTracker(torch.device("cpu"))
+    bench.count_flops_and_input(image)                 # same warm-up in both modes
+    with tempfile.TemporaryDirectory(prefix="dissect_mem_") as tmp:
+        before = tracker.rss()
+        tracker.reset_peak()
+        start = time.perf_counter()
+        if mode == "dissect":
+            bench.dissect_layers(image, Path(tmp) / "layers")
+        else:
+            bench.run_pipeline(image)
+        seconds = time.perf_counter() - start
+        peak = tracker.peak()["cpu_peak_rss_bytes"]
+        exact = getattr(tracker, "_hwm_exact", False)
+    print("MEMORY_RESULT " + json.dumps({"mode": mode, "peak_bytes": peak, "rss_before_bytes": before,
+                                         "seconds": seconds, "exact_hwm": exact}), flush=True)
+
+
+def run_memory_child(mode: str) -> dict:
+    progress(f"memory: fresh subprocess, {MEMORY_MODEL} random, mode={mode}")
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-child", mode],
+                          capture_output=True, text=True, cwd=ROOT)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY_RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise RuntimeError(f"memory subprocess ({mode}) failed with exit code {proc.returncode}")
+    result = json.loads(lines[-1].split(" ", 1)[1])
+    progress(f"  {mode}: peak {result['peak_bytes'] / MB:.0f} MB (resident before {result['rss_before_bytes'] / MB:.0f}"
+             f" MB, call {result['seconds']:.1f}s, exact VmHWM: {result['exact_hwm']})")
+    return result
+
+
+# -- report ---------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report_speed(name: str, plain: dict, dis: dict, base: dict) -> list[tuple[str, bool]]:
+    ratio = dis["seconds"] / plain["pipeline_s"]
+    speedup = base["seconds"] / dis["seconds"]
+    print(f"\n== {name} ==")
+    print(f"  plain run_pipeline median     {plain['pipeline_s']:9.3f} s   (forward only {plain['forward_s']:.3f} s)")
+    print(f"  single-pass dissection        {dis['seconds']:9.3f} s   ({dis['records']} records from "
+          f"{dis['leaf_modules']} leaves, {dis['png']} PNG, {dis['npy']} NPY, {dis['writer_errors']} writer errors)")
+    print(f"  dissection / plain ratio      {ratio:9.2f} x")
+    if base["extrapolated"]:
+        print(f"  baseline (one pass per leaf)  {base['seconds']:9.3f} s   EXTRAPOLATED linearly from "
+              f"{base['measured_leaves']} of {base['leaf_modules']} leaves ({base['measured_seconds']:.1f}s measured)")
+    else:
+        print(f"  baseline (one pass per leaf)  {base['seconds']:9.3f} s   (all {base['leaf_modules']} leaves measured)")
+    print(f"  baseline records              {base['records']:9d}     ({base['png']} PNG, {base['npy']} NPY"
+          + (f", on the {base['measured_leaves']} measured leaves)" if base["extrapolated"] else ")"))
+    print(f"  speedup baseline / dissection {speedup:9.1f} x")
+    checks = []
+    if name in SPEEDUP_TARGETS:
+        ok = speedup >= SPEEDUP_TARGETS[name]
+        print(f"  target speedup >= {SPEEDUP_TARGETS[name]:.0f}x: {speedup:.1f}x  {verdict(ok)}")
+        checks.append((f"{name} speedup >= {SPEEDUP_TARGETS[name]:.0f}x", ok))
+    if name in RATIO_TARGETS:
+        ok = ratio <= RATIO_TARGETS[name]
+        print(f"  target dissection <= {RATIO_TARGETS[name]:.0f}x plain forward: {ratio:.2f}x  {verdict(ok)}")
+        checks.append((f"{name} dissection <= {RATIO_TARGETS[name]:.0f}x forward", ok))
+    return checks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(SPEED_MODELS),
+                   help="comma-separated CLI names for the speed comparison (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed plain runs after one warm-up (default: 5)")
+    p.add_argument("--baseline-subset", type=int, default=0, metavar="N",
+                   help="run the baseline on N evenly spaced leaves and extrapolate linearly (default: 0 = all)")
+    p.add_argument("--no-memory", action="store_true", help=f"skip the {MEMORY_MODEL} memory comparison")
+    p.add_argument("--memory-child", choices=["plain", "dissect"], help=argparse.SUPPRESS)
+    return p
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return 0
+    ub = import_tool()
+    threads = ub.configure_threads(None)
+    progress(f"tool {TOOL}, torch threads {threads}, CPU, random weights, image bus.jpg")
+    image = bus_image(ub)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ub.MODELS_BY_CLI_NAME]
+    if unknown:
+        build_parser().error(f"unknown model(s): {', '.join(unknown)}")
+    checks, blocks = [], []
+    for name in names:
+        bench = load_bench(ub, name)
+        with tempfile.TemporaryDirectory(prefix="dissect_speed_") as tmp:
+            progress(f"{name}: plain forward, 1 warm-up + {args.repeats} timed")
+            plain = time_plain(bench, image, args.repeats)
+            progress(f"{name}: single-pass dissection")
+            dis = time_dissection(bench, image, Path(tmp) / "single_pass")
+            progress(f"{name}: dissection took {dis['seconds']:.2f}s; baseline (one pass per leaf)")
+            base = time_baseline(ub, bench, image, Path(tmp) / "baseline", args.baseline_subset)
+        blocks.append((name, plain, dis, base))
+        bench.release()
+        del bench
+    print("\n" + "=" * 78 + "\nRESULTS (CPU, random weights, bus.jpg)\n" + "=" * 78)
+    for block in blocks:
+        checks += report_speed(*block)
+    if not args.no_memory:
+        plain_mem, dis_mem = run_memory_child("plain"), run_memory_child("dissect")
+        diff_mb = (dis_mem["peak_bytes"] - plain_mem["peak_bytes"]) / MB
+        ok = diff_mb < MEMORY_TARGET_MB
+        print(f"\n== {MEMORY_MODEL} peak resident memory (fresh subprocess each, VmHWM reset before the call) ==")
+        print(f"  plain run_pipeline peak       {plain_mem['peak_bytes'] / MB:9.0f} MB")
+        print(f"  dissect_layers peak           {dis_mem['peak_bytes'] / MB:9.0f} MB")
+        print(f"  difference                    {diff_mb:9.0f} MB   target < {MEMORY_TARGET_MB:.0f} MB  {verdict(ok)}")
+        checks.append((f"{MEMORY_MODEL} dissection peak - plain peak < {MEMORY_TARGET_MB:.0f} MB", ok))
+    print("\nTARGETS")
+    for label, ok in checks:
+        print(f"  {verdict(ok)}  {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

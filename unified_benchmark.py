@@ -98,6 +98,12 @@ def format_bytes(num_bytes: float | None) -> str:
     return f"{num_bytes / 1024 ** 2:.1f} MB"
 
 
+def exception_line(exc: BaseException) -> str:
+    """An exception as one plain-ASCII line (libraries decorate theirs with emoji and newlines)."""
+    text = " ".join(str(exc).split()).encode("ascii", "ignore").decode().strip().rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def get_timestamp() -> str:
     return datetime.now().strftime(TIMESTAMP_FORMAT)
 
@@ -862,7 +868,7 @@ class HFDepthBenchmark(ModelBenchmark):
             self.model = self.model_class().from_pretrained(source, **self.PRETRAINED_KWARGS)
         except (OSError, ValueError, EnvironmentError) as exc:
             raise WeightsError(
-                f"could not load '{source}': {str(exc).splitlines()[0]}. Fix: let it download from the hub, "
+                f"could not load '{source}': {exception_line(exc)}. Fix: let it download from the hub, "
                 f"or put a save_pretrained() folder at {folder}, or run with --weights random") from exc
         self.model.to(self.device).eval()
         return f"pretrained ({source})"
@@ -1027,8 +1033,7 @@ class UltralyticsBenchmark(ModelBenchmark):
             fix = (f"delete {path} to re-download it, or run with --weights random" if broken else
                    f"put {self.WEIGHTS_FILE} at {path}, or run with --weights random")
             what = "could not be read (truncated or corrupt?)" if broken else "is missing and could not be downloaded"
-            raise WeightsError(f"weight file {path} {what}: {type(exc).__name__}: "
-                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. Fix: {fix}") from exc
+            raise WeightsError(f"weight file {path} {what}: {exception_line(exc)}. Fix: {fix}") from exc
         return f"pretrained ({path})"
 
     @staticmethod
@@ -1159,6 +1164,16 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
         x0, y0, x1, y1 = self.BOX_FRACTION
         return {"imgsz": self.INPUT_SIZE,
                 "bboxes": [[x0 * image.width, y0 * image.height, x1 * image.width, y1 * image.height]]}
+
+    def render_prediction(self, image, prediction, path):
+        super().render_prediction(image, prediction, path)
+        if self.prompt() == "box":
+            from PIL import ImageDraw
+            with Image.open(path) as drawn:
+                drawn = drawn.convert("RGB")
+            box = self.predict_kwargs(image)["bboxes"][0]
+            ImageDraw.Draw(drawn).rectangle(box, outline=(255, 255, 255), width=max(2, image.width // 200))
+            drawn.save(path)
 
     def run_config(self) -> dict:
         config = {"sam_prompt": self.prompt()}
@@ -1330,6 +1345,10 @@ def set_headline_memory(result: dict, device) -> None:
         memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
     else:
         memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
+    # The process baseline drifts from model to model (libraries, allocator caches): the
+    # model's own share is its peak over what the process held just before it loaded.
+    baseline = memory.get("cuda_allocated_before_load_bytes", memory["cpu_rss_before_load_bytes"])
+    memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - baseline
 
 
 def dissection_digest(records: list[dict]) -> dict:
@@ -1414,7 +1433,7 @@ def raise_on_signal(signum, frame):
 # =========================================================================================
 CSV_COLUMNS = [
     "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_p90_s", "e2e_mean_s",
-    "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_memory_kind", "parameters",
+    "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_over_baseline_mb", "peak_memory_kind", "parameters",
     "gflops", "input_shape", "layers_dissected", "warm_runs", "sam_prompt",
 ]
 
@@ -1429,6 +1448,7 @@ def csv_row(r: dict) -> dict:
         "e2e_std_s": e2e.get("std"), "e2e_cov": e2e.get("cov"),
         "forward_median_s": (r.get("latency_forward") or {}).get("median"), "fps": r.get("fps"),
         "peak_memory_mb": mem["peak_bytes"] / 1024 ** 2 if mem.get("peak_bytes") else None,
+        "peak_over_baseline_mb": mem["peak_over_baseline_bytes"] / 1024 ** 2 if mem.get("peak_bytes") else None,
         "peak_memory_kind": mem.get("peak_kind"), "parameters": r.get("parameters"), "gflops": r.get("gflops"),
         "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
         "layers_dissected": (r.get("dissection") or {}).get("records"), "warm_runs": e2e.get("n"),
@@ -1502,20 +1522,24 @@ def latency_chart(results: list[dict], path: Path) -> bool:
     return True
 
 
+CHART_MARKERS = "osD^vP*Xh<>p"
+
+
 def memory_chart(results: list[dict], path: Path) -> bool:
     points = [r for r in results if r.get("parameters") and (r.get("memory") or {}).get("peak_bytes")]
     if not points:
         return False
     plt = plot_style()
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for r in points:
-        x, y = r["parameters"] / 1e6, r["memory"]["peak_bytes"] / 1024 ** 2
-        ax.plot(x, y, "o", color="black")
-        ax.annotate(f"{r['model']}\n{r.get('gflops') or 0:.1f} GFLOPs", (x, y), textcoords="offset points",
-                    xytext=(5, 4), fontsize=7)
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for i, r in enumerate(points):
+        ax.plot(r["parameters"] / 1e6, r["memory"]["peak_over_baseline_bytes"] / 1024 ** 2,
+                CHART_MARKERS[i % len(CHART_MARKERS)], color="black", mfc="white" if i % 2 else "black", ms=7,
+                ls="none", label=f"{r['model']} ({r.get('gflops') or 0:.1f} GFLOPs)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
-    ax.set_ylabel(f"peak memory (MB, {points[0]['memory']['peak_kind']})")
+    ax.set_ylabel("peak memory over pre-load baseline (MB)")
+    ax.set_title(f"Peak memory ({points[0]['memory']['peak_kind']}) against size", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -1623,7 +1647,8 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
                      ms(e2e["median"]), ms(e2e["p90"]), ms(r["latency_forward"]["median"]),
                      f"{e2e['cov'] * 100:.1f}%" if e2e["cov"] is not None else "n/a",
                      f"{r['fps']:.2f}" if r.get("fps") else "n/a",
-                     f"{mem['peak_bytes'] / 1024 ** 2:.0f}" if mem.get("peak_bytes") else "n/a",
+                     f"{mem['peak_bytes'] / 1024 ** 2:.0f} (+{mem['peak_over_baseline_bytes'] / 1024 ** 2:.0f})"
+                     if mem.get("peak_bytes") else "n/a",
                      f"{r['parameters']:,}" if r.get("parameters") else "n/a",
                      f"{r['gflops']:.2f}" if r.get("gflops") is not None else "n/a",
                      "x".join(map(str, r["input_shape"])) if r.get("input_shape") else "n/a",
@@ -1634,7 +1659,8 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
         rows), "",
         "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median. "
         "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
-        "CPU memory is the resident set of the whole process (includes the libraries), peak over the timed runs.", ""]
+        "Peak memory is over the timed runs; in brackets, its increase over what the process held just before the "
+        "model loaded (the model's own share). CPU memory is the resident set of the whole process.", ""]
 
     charts = []
     if latency_chart(results, assets / "latency.png"):

@@ -1,0 +1,190 @@
+"""Single-pass dissection: every call of every leaf module, numbered in execution order,
+files written off the forward pass, strict JSON, hooks always removed."""
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+
+class SharedActivation(nn.Module):
+    """A leaf (the activation) called three times per forward, inside nested containers."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.SiLU()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.body = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1) for _ in range(2)])
+        self.head = nn.Flatten()
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        for conv in self.body:
+            x = self.act(conv(x))
+        return self.head(x), {"aux": x}
+
+
+def count_leaf_calls(network, call) -> int:
+    """Counts leaf-module calls with a global hook: independent of the dissector's hooks."""
+    leaves = {id(m) for m in network.modules() if next(m.children(), None) is None}
+    calls = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, a, o: calls.append(1) if id(m) in leaves else None)
+    try:
+        call()
+    finally:
+        handle.remove()
+    return len(calls)
+
+
+def strict(text):
+    def reject(c):
+        raise ValueError(c)
+    return json.loads(text, parse_constant=reject)
+
+
+def test_every_call_is_a_record(ub, tmp_path):
+    net = SharedActivation().eval()
+    x = torch.randn(1, 3, 8, 8)
+    expected = count_leaf_calls(net, lambda: net(x))
+    dissector = ub.LayerDissector(tmp_path, input_hw=(8, 8))
+    summary = dissector.run(net, lambda: net(x))
+    assert summary["records"] == expected == 8  # conv, bn, act, conv, act, conv, act, flatten
+    assert [r["index"] for r in dissector.records] == list(range(expected))
+    act = [r for r in dissector.records if r["name"] == "act"]
+    assert [r["call"] for r in act] == [1, 2, 3]
+    assert len({tuple(r["files"]) for r in act}) == 3  # three distinct files, nothing overwritten
+    # a 4-D record gets a PNG and NPY; the flattened 2-D output gets statistics only
+    flat = next(r for r in dissector.records if r["type"] == "Flatten")
+    assert flat["files"] == [] and flat["std"] is not None
+    assert summary["png_files"] == summary["npy_files"] == expected - 1
+    assert len(list(tmp_path.glob("*.png"))) == expected - 1
+
+
+def test_record_count_matches_independent_count_on_yolo(ub, tmp_path):
+    bench = ub.YOLO11nDetectBenchmark(torch.device("cpu"), weights="random")
+    bench.load()
+    image = Image.new("RGB", (96, 64), (120, 30, 200))
+    bench.run_pipeline(image)  # builds the fused predictor model the tool dissects
+    expected = count_leaf_calls(bench.network(), lambda: bench.run_pipeline(image))
+    bench.input_shape = None
+    summary = bench.dissect_layers(image, tmp_path, write_files=False)
+    assert summary["records"] == expected
+    assert summary["records"] > summary["leaf_modules"]  # the shared SiLU runs many times
+    meta = strict((tmp_path / "layers_metadata.json").read_text())
+    assert meta["num_records"] == expected
+
+
+def test_first_tensor_of_structured_outputs(ub):
+    t = torch.ones(2)
+    assert ub.first_tensor((None, [t]))[1] == "output[1][0]"
+    assert ub.first_tensor({"a": 1, "b": t})[1] == "output['b']"
+    assert ub.first_tensor(("text", 3))[0] is None
+
+
+def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
+    h, w, c = 6, 8, 20
+    grid = torch.arange(h).view(h, 1).expand(h, w).reshape(h * w).float()  # channel 0 = patch row
+    tokens = torch.randn(1, 1 + h * w, c)          # one class token first
+    tokens[0, 1:, 0] = grid
+    planes, note = ub.feature_planes(tokens, input_hw=(h * 14, w * 14))
+    assert note and "6x8" in note and "1 leading" in note
+    assert tuple(planes.shape) == (16, h, w)
+    assert torch.equal(planes[0], grid.view(h, w))
+
+    block = nn.Sequential(nn.Linear(c, c))
+    dissector = ub.LayerDissector(tmp_path, input_hw=(h * 14, w * 14))
+    dissector.run(block, lambda: block(tokens))
+    record = dissector.records[0]
+    assert record["reshaped"] and record["shape"] == [1, 1 + h * w, c]
+    npy = np.load(tmp_path / record["files"][1])
+    assert npy.shape == (8, h, w)
+    with Image.open(tmp_path / record["files"][0]) as im:
+        # 16 channels in a 4x4 grid of tiles, each upscaled to at least 64 px, 2 px padding
+        scale = 64 // w
+        assert im.size == (4 * (w * scale + 2) + 2, 4 * (h * scale + 2) + 2)
+
+
+def test_token_grid_rejects_non_grids(ub):
+    assert ub.token_grid(577, (384, 384)) == (1, 24, 24)
+    assert ub.token_grid(1 + 37 * 49, (518, 686)) == (1, 37, 49)
+    assert ub.token_grid(5 + 16 * 16, (224, 224)) == (5, 16, 16)   # register tokens
+    assert ub.token_grid(7, (1024, 1024)) is None
+    assert ub.token_grid(577, None) is None
+
+
+def test_nan_inf_and_constant_activations_give_strict_json(ub, tmp_path):
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.nan = nn.Identity()
+            self.const = nn.Identity()
+            self.mixed = nn.Identity()
+
+        def forward(self, x):
+            self.nan(torch.full_like(x, float("nan")))
+            self.const(torch.full_like(x, 3.0))
+            y = x.clone()
+            y[0, 0, 0, 0], y[0, 0, 0, 1], y[0, 0, 0, 2] = float("nan"), float("inf"), -float("inf")
+            return self.mixed(y)
+
+    net = Odd()
+    dissector = ub.LayerDissector(tmp_path, input_hw=(4, 4))
+    dissector.run(net, lambda: net(torch.randn(1, 2, 4, 4)))
+    ub.atomic_write_json(tmp_path / "meta.json", dissector.metadata())
+    meta = strict((tmp_path / "meta.json").read_text())["records"]
+    nan, const, mixed = meta["000"], meta["001"], meta["002"]
+    assert nan["nan_count"] == 32 and nan["min"] is None and nan["std"] is None
+    assert const["std"] == 0 and const["min"] == const["max"] == 3.0 and const["zero_fraction"] == 0
+    assert mixed["nan_count"] == 1 and mixed["inf_count"] == 2 and mixed["max"] is not None
+    for r in meta.values():  # pictures are still written for degenerate maps
+        assert all((tmp_path / f).is_file() for f in r["files"])
+
+
+def test_hooks_removed_and_writers_stopped_after_a_failing_pass(ub, tmp_path):
+    net = SharedActivation()
+    threads_before = threading.active_count()
+
+    def failing():
+        net(torch.randn(1, 3, 8, 8))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ub.LayerDissector(tmp_path).run(net, failing)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    assert threading.active_count() == threads_before
+
+
+def test_file_numbers_widen_when_calls_outnumber_leaves(ub, tmp_path):
+    act = nn.ReLU()
+
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = act
+
+        def forward(self, x):
+            for _ in range(1005):
+                x = self.act(x)
+            return x
+
+    net = Loop()
+    dissector = ub.LayerDissector(tmp_path, input_hw=(2, 2))
+    dissector.run(net, lambda: net(torch.randn(1, 1, 2, 2)))
+    meta = dissector.metadata()
+    assert len(meta["records"]) == 1005 and "1004" in meta["records"]
+    assert meta["records"]["0007"]["files"] == ["layer_0007.png", "layer_0007.npy"]
+    names = {p.name for p in tmp_path.glob("layer_*")}
+    assert len(names) == 2010 and "layer_1004.npy" in names and "layer_007.png" not in names
+
+
+def test_render_feature_grid_handles_tiny_and_large_maps(ub, tmp_path):
+    ub.render_feature_grid(np.random.rand(3, 1, 1).astype(np.float32), tmp_path / "tiny.png")
+    ub.render_feature_grid(np.random.rand(16, 900, 700).astype(np.float32), tmp_path / "large.png")
+    with Image.open(tmp_path / "tiny.png") as im:
+        assert im.size == (2 * 66 + 2, 2 * 66 + 2)
+    with Image.open(tmp_path / "large.png") as im:
+        assert max(im.size) <= 4 * (256 + 2) + 2

@@ -1,0 +1,70 @@
+"""Command line surface, the README's add-a-model example, and the report's computed parts."""
+import re
+
+import pytest
+
+from conftest import ROOT, load_run, run_cli
+
+
+def test_help_explains_every_option():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for option in ("--models", "--list-models", "--runs", "--images", "--device", "--weights", "--output-dir",
+                   "--no-dissect", "--seed", "--sam-prompt", "--keep-going", "--models-dir", "--threads"):
+        assert option in proc.stdout
+
+
+def test_list_models_prints_eight_with_descriptions(ub):
+    proc = run_cli("--list-models")
+    assert proc.returncode == 0
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    assert [l.split()[0] for l in lines] == list(ub.MODELS_BY_CLI_NAME)
+    assert len(lines) == 8 and all(len(l.split()) > 3 for l in lines)
+
+
+def test_readme_add_a_model_example_runs_unchanged(ub, tmp_path, sample_image, monkeypatch):
+    """The README's subclass is the whole change needed for a ninth model."""
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## Adding a model.*?```python\n(.*?)```", readme, re.S).group(1)
+    namespace = dict(vars(ub))
+    exec(code, namespace)
+    cls = namespace["ResNet50Benchmark"]
+    assert len(code.strip().splitlines()) <= 40
+    monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, cls.CLI_NAME, cls)
+    code_ = ub.main(["--models", "resnet50", "--weights", "random", "--runs", "2", "--images", str(sample_image),
+                     "--output-dir", str(tmp_path)])
+    assert code_ == 0
+    model = load_run(tmp_path)["json"]["models"][0]
+    assert model["status"] == "complete" and model["parameters"] == 25_557_032
+    assert model["input_shape"] == [1, 3, 224, 224]
+    assert model["dissection"]["records"] >= 150 and 7 < model["gflops"] < 9
+
+
+def make_result(name, median, cov=0.02, cold=None, params=1e6, peak=100e6, gflops=1.0):
+    return {"model": name, "status": "complete", "parameters": int(params), "gflops": gflops, "input_shape": [1, 3, 8, 8],
+            "fps": 1 / median, "cold_start": {"total_s": cold or median * 1.5},
+            "latency_end_to_end": {"n": 4, "median": median, "cov": cov, "min": median * 0.9, "max": median * 1.1},
+            "memory": {"peak_bytes": peak, "peak_kind": "CPU peak resident set (process)"}}
+
+
+def test_findings_come_from_the_numbers(ub):
+    found = ub.findings([make_result("A", 0.010, params=2e6, peak=50e6),
+                         make_result("B", 0.100, cov=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0)])
+    text = "\n".join(found)
+    assert "Fastest: A, 10.0 ms" in text and "Slowest: B, 100.0 ms" in text and "10.0x the fastest" in text
+    assert "Most memory: B" in text and "Largest: B, 9.0 M parameters" in text
+    assert "Unstable timing: B warm CoV 25.0%" in text and "Unstable timing: A" not in text
+    assert "Cold start: B first run 1000.0 ms, 10.0x" in text and "Cold start: A" not in text
+
+
+def test_findings_say_nothing_without_data(ub):
+    assert ub.findings([make_result("A", 0.01)]) == []
+    assert ub.findings([]) == []
+
+
+def test_latency_stats(ub):
+    stats = ub.latency_stats([0.1, 0.2, 0.3, 0.4])
+    assert stats["n"] == 4 and stats["median"] == pytest.approx(0.25)
+    assert stats["cov"] == pytest.approx(stats["std"] / stats["mean"])
+    assert ub.latency_stats([])["median"] is None and ub.latency_stats([])["n"] == 0
+    assert ub.latency_stats([0.5])["std"] == 0.0

@@ -859,19 +859,44 @@ class HFDepthBenchmark(ModelBenchmark):
         """A save_pretrained folder in models/ wins over the hub (machines without a hub)."""
         return self.models_dir / self.HF_REPO.split("/")[-1]
 
-    def load_pretrained(self) -> str:
+    def _from_pretrained(self, source: str, local_only: bool) -> None:
         from transformers import AutoImageProcessor
+        self.processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
+        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, **self.PRETRAINED_KWARGS)
+
+    def load_pretrained(self) -> str:
         folder = self.local_folder()
         source = str(folder) if folder.is_dir() else self.HF_REPO
-        try:
-            self.processor = AutoImageProcessor.from_pretrained(source)
-            self.model = self.model_class().from_pretrained(source, **self.PRETRAINED_KWARGS)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            raise WeightsError(
-                f"could not load '{source}': {exception_line(exc)}. Fix: let it download from the hub, "
-                f"or put a save_pretrained() folder at {folder}, or run with --weights random") from exc
+        fix = (f"Fix: put a save_pretrained() folder at {folder}, or run with --weights random")
+        try:  # the local folder or the Hugging Face cache: no network at all
+            self._from_pretrained(source, local_only=True)
+            where = "local folder" if folder.is_dir() else "Hugging Face cache"
+        except (OSError, ValueError) as exc:
+            if folder.is_dir():
+                raise WeightsError(f"could not load the model folder {folder}: {exception_line(exc)}. Fix: re-save "
+                                   "it with save_pretrained(), or remove it to use the hub, or run with --weights random"
+                                   ) from exc
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise WeightsError(f"'{self.HF_REPO}' is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
+                                   f"the download. {fix}") from exc
+            self._check_hub_reachable(fix)
+            try:  # downloads into the cache, with the library's progress bars
+                self._from_pretrained(self.HF_REPO, local_only=False)
+            except (OSError, ValueError) as exc2:
+                raise WeightsError(f"could not download '{self.HF_REPO}': {exception_line(exc2)}. {fix}") from exc2
+            where = "downloaded from the Hugging Face hub"
         self.model.to(self.device).eval()
-        return f"pretrained ({source})"
+        return f"pretrained ({source}, {where})"
+
+    def _check_hub_reachable(self, fix: str) -> None:
+        """One bounded request, so that a machine without network fails in seconds rather than
+        after the libraries' minute or more of retries."""
+        from huggingface_hub import model_info
+        try:
+            model_info(self.HF_REPO, timeout=15)
+        except Exception as exc:
+            raise WeightsError(f"'{self.HF_REPO}' is not cached and the hub cannot be reached "
+                               f"({exception_line(exc)}). {fix}") from exc
 
     def load_random(self) -> str:
         self.processor = self.random_processor()

@@ -65,3 +65,29 @@ def test_missing_hf_model_offline_names_both_ways_out(ub, tmp_path, monkeypatch)
     assert "depth-anything/Depth-Anything-V2-Small-hf" in message
     assert str(tmp_path / "Depth-Anything-V2-Small-hf") in message
     assert "--weights random" in message
+
+
+def test_unreachable_hub_fails_fast_without_offline_flag(ub, tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE the tool asks the hub once, bounded, instead of retrying for minutes."""
+    import time
+
+    import huggingface_hub
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asked = []
+
+    def unreachable(repo, timeout=None):
+        asked.append((repo, timeout))
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    bench = ub.DepthAnythingV2BaseBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
+    start = time.perf_counter()
+    try:
+        bench.load()
+    except ub.WeightsError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("must fail")
+    assert asked == [("depth-anything/Depth-Anything-V2-Base-hf", 15)]
+    assert "cannot be reached" in message and "--weights random" in message
+    assert time.perf_counter() - start < 30

@@ -1332,7 +1332,7 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
                        f"-> {folder}")
         if summary["writer_errors"]:
             log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
-    except torch.OutOfMemoryError:
+    except Exception:  # out of memory above all: the figures say how close the model came
         memory["at_failure"] = tracker.peak()
         raise
     finally:
@@ -1700,10 +1700,10 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
 
     failed = [r for r in results if r["status"] in ("failed", "interrupted")]
     if failed:
-        lines += ["## Failed or interrupted models", "", md_table(["model", "status", "phase", "error"], [
+        lines += ["## Failed or interrupted models", "", md_table(["model", "status", "phase", "error", "memory"], [
             [r["model"], r["status"], (r.get("error") or {}).get("phase") or r.get("phase_reached") or r.get("phase"),
              ((r.get("error") or {}).get("type", "") + ": " + (r.get("error") or {}).get("message", "")).strip(": ")
-             .replace("|", "/").replace("\n", " ")] for r in failed]), ""]
+             .replace("|", "/").replace("\n", " "), failure_memory(r)] for r in failed]), ""]
 
     for r in done:
         lines += model_section(r, ctx, rel)
@@ -1711,6 +1711,17 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
               f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
               f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)", ""]
     return "\n".join(lines)
+
+
+def failure_memory(r: dict) -> str:
+    """Memory figures known when a model stopped: what a user needs to judge an OOM."""
+    memory = r.get("memory") or {}
+    at = memory.get("at_failure") or {}
+    parts = [f"{label} {format_bytes(value)}" for label, value in (
+        ("before load", memory.get("cuda_allocated_before_load_bytes", memory.get("cpu_rss_before_load_bytes"))),
+        ("after load", memory.get("cuda_allocated_after_load_bytes", memory.get("cpu_rss_after_load_bytes"))),
+        ("peak at failure", at.get("cuda_peak_allocated_bytes", at.get("cpu_peak_rss_bytes")))) if value]
+    return ", ".join(parts) or "n/a"
 
 
 def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:

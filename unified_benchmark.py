@@ -692,6 +692,7 @@ class ModelBenchmark(ABC):
     TASK = ""                     # depth, detect, segment, pose, sam
     INPUT_SIZE = None             # nominal input size; the report shows the real input shape
     LIBRARY = ""
+    TIME_BLOCKS: tuple = ()       # module paths for "where the time goes"; empty: the first level that branches
 
     def __init__(self, device, weights: str = "pretrained", models_dir: Path = DEFAULT_MODELS_DIR,
                  sam_prompt: str | None = None):
@@ -809,7 +810,12 @@ class ModelBenchmark(ABC):
         return summary
 
     def top_level_blocks(self) -> list[tuple[str, object]]:
-        """The network's first level with more than one child (descending through wrappers)."""
+        """TIME_BLOCKS if set, else the network's first level with more than one child
+        (descending through single-child wrappers)."""
+        if self.TIME_BLOCKS:
+            network = self.network()
+            return [(f"{path} ({type(network.get_submodule(path)).__name__})", network.get_submodule(path))
+                    for path in self.TIME_BLOCKS]
         prefix, module = "", self.network()
         while True:
             children = list(module.named_children())
@@ -949,6 +955,8 @@ class DepthProBenchmark(HFDepthBenchmark):
     HF_REPO = "apple/DepthPro-hf"
     INPUT_SIZE = 1536             # the processor resizes every image to 1536x1536
     PRETRAINED_KWARGS = {"use_fov_model": True}
+    TIME_BLOCKS = ("depth_pro.encoder.patch_encoder", "depth_pro.encoder.image_encoder", "depth_pro.neck",
+                   "fusion_stage", "head", "fov_model")
 
     @classmethod
     def model_class(cls):
@@ -1241,7 +1249,7 @@ class RunContext:
 
 def new_result(cls, ctx) -> dict:
     return {"model": cls.MODEL_NAME, "cli_name": cls.CLI_NAME, "task": cls.TASK, "library": cls.LIBRARY,
-            "status": "running", "phase": None, "weights": ctx.args.weights, "weights_source": None,
+            "status": "running", "phase": "setup", "weights": ctx.args.weights, "weights_source": None,
             "nominal_input_size": cls.INPUT_SIZE, "runs": []}
 
 
@@ -1402,55 +1410,85 @@ def dissection_digest(records: list[dict]) -> dict:
 
 def run_all(classes, ctx: RunContext) -> int:
     """Run the models in order. Fail fast unless --keep-going; results are written after
-    every model, so a failure or an interrupt loses nothing already measured."""
+    every model, so a failure or an interrupt (wherever it lands) loses nothing measured."""
     exit_code = EXIT_OK
-    for position, cls in enumerate(classes, 1):
-        print("=" * 80)
-        print(f"[{position}/{len(classes)}] {cls.MODEL_NAME}")
-        print("=" * 80, flush=True)
-        result = new_result(cls, ctx)
-        ctx.results.append(result)
-        try:
-            benchmark_model(cls, ctx, result)
-            result["status"] = "complete"
-            result["phase"] = None
-            log("COMPLETE", f"{cls.MODEL_NAME} finished")
-        except (RunInterrupted, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
-            result["status"] = "interrupted"
-            ctx.status = "interrupted"
-            log("ERROR", f"Interrupted by {signal.Signals(signum).name} during {cls.MODEL_NAME} "
-                         f"({result.get('phase_reached') or result['phase']}); writing the results of finished models")
-            mark_not_run(classes[position:], ctx)
-            write_reports(ctx)
-            return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
-        except Exception as exc:
-            phase = result.get("phase_reached") or result["phase"]
-            result["status"] = "failed"
-            result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
-            log("ERROR", f"{cls.MODEL_NAME} failed during {phase}: {type(exc).__name__}: {exc}")
-            if not isinstance(exc, (WeightsError, UsageError)):
-                traceback.print_exc()
-            exit_code = EXIT_FAILED
-            if not ctx.args.keep_going:
-                log("ERROR", "Stopping (fail fast). Use --keep-going to continue with the next model.")
-                ctx.status = "incomplete"
-                mark_not_run(classes[position:], ctx)
+    try:
+        for position, cls in enumerate(classes, 1):
+            print("=" * 80)
+            print(f"[{position}/{len(classes)}] {cls.MODEL_NAME}")
+            print("=" * 80, flush=True)
+            result = new_result(cls, ctx)
+            ctx.results.append(result)
+            try:
+                benchmark_model(cls, ctx, result)
+                result["status"] = "complete"
+                result["phase"] = None
+                log("COMPLETE", f"{cls.MODEL_NAME} finished")
+            except Exception as exc:
+                phase = result.get("phase_reached") or result["phase"]
+                result["status"] = "failed"
+                result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
+                log("ERROR", f"{cls.MODEL_NAME} failed during {phase}: {exception_line(exc)}")
+                if not isinstance(exc, (WeightsError, UsageError)):
+                    traceback.print_exc()
+                exit_code = EXIT_FAILED
+                if not ctx.args.keep_going:
+                    log("ERROR", "Stopping (fail fast). Use --keep-going to continue with the next model.")
+                    ctx.status = "incomplete"
+                    mark_not_run(classes[position:], ctx)
+                    break
+            with signals_deferred():
                 write_reports(ctx)
-                return exit_code
+        else:
+            ctx.status = "complete" if exit_code == EXIT_OK else "incomplete"
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        ctx.status = "interrupted"
+        current = next((r for r in ctx.results if r["status"] == "running"), None)
+        if current is not None:
+            current["status"] = "interrupted"
+        where = f"during {current['model']} ({current.get('phase_reached') or current['phase']})" if current \
+            else "between models"
+        log("ERROR", f"Interrupted by {signal.Signals(signum).name} {where}; writing the results of finished models")
+        done = {r["cli_name"] for r in ctx.results}
+        mark_not_run([c for c in classes if c.CLI_NAME not in done], ctx)
+        exit_code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+    with signals_deferred(deliver=False):  # the run is ending anyway: a second Ctrl-C must not cut the write
         write_reports(ctx)
-    ctx.status = "complete" if exit_code == EXIT_OK else "incomplete"
-    write_reports(ctx)
     return exit_code
 
 
 def mark_not_run(classes, ctx: RunContext) -> None:
     for cls in classes:
-        ctx.results.append(new_result(cls, ctx) | {"status": "not run"})
+        ctx.results.append(new_result(cls, ctx) | {"status": "not run", "phase": None})
+
+
+_deferred_signals: list[int] | None = None
 
 
 def raise_on_signal(signum, frame):
+    if _deferred_signals is not None:
+        _deferred_signals.append(signum)  # delivered when the report is on disk
+        return
     raise RunInterrupted(signum)
+
+
+class signals_deferred:
+    """Hold SIGINT/SIGTERM while results are written, then deliver the first one."""
+
+    def __init__(self, deliver: bool = True):
+        self.deliver = deliver
+
+    def __enter__(self):
+        global _deferred_signals
+        _deferred_signals = []
+
+    def __exit__(self, *exc):
+        global _deferred_signals
+        pending, _deferred_signals = _deferred_signals, None
+        if pending and self.deliver and exc[0] is None:
+            raise RunInterrupted(pending[0])
+        return False
 
 
 # =========================================================================================
@@ -1919,9 +1957,9 @@ def main(argv: list[str] | None = None) -> int:
         args.model_classes = parse_models(args.models)
         args.models_dir = args.models_dir.expanduser()
         args.threads = configure_threads(args.threads)
-        images, image_source = discover_images(args.images)
-        run_id, paths = prepare_output(args.output_dir)
         device = resolve_device(args.device)
+        images, image_source = discover_images(args.images)
+        run_id, paths = prepare_output(args.output_dir)  # last: nothing is created for a bad input
     except UsageError as exc:
         print(f"[ERROR] {exc} (see --help)", file=sys.stderr, flush=True)
         return EXIT_USAGE

@@ -1121,9 +1121,6 @@ class YOLOBenchmark(UltralyticsBenchmark):
         predictor = getattr(self.ul_model, "predictor", None)
         return predictor.model.model if predictor is not None and predictor.model is not None else self.ul_model.model
 
-    def input_module(self):
-        return self.network()
-
 
 class YOLO11nDetectBenchmark(YOLOBenchmark):
     MODEL_NAME = "YOLO11nDetect"

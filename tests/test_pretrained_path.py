@@ -1,5 +1,6 @@
 """The pretrained path is real code: a random model saved to disk in the library's own
 format loads back through exactly the path a user's run takes."""
+import pytest
 import torch
 
 from conftest import load_run, run_cli
@@ -56,12 +57,9 @@ def test_mobile_sam_state_dict_file_loads(ub, tmp_path):
 def test_missing_hf_model_offline_names_both_ways_out(ub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bench = ub.DepthAnythingV2SmallBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
-    try:
+    with pytest.raises(ub.WeightsError) as failure:
         bench.load()
-    except ub.WeightsError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("loading a missing model offline must fail")
+    message = str(failure.value)
     assert "depth-anything/Depth-Anything-V2-Small-hf" in message
     assert str(tmp_path / "Depth-Anything-V2-Small-hf") in message
     assert "--weights random" in message
@@ -82,12 +80,9 @@ def test_unreachable_hub_fails_fast_without_offline_flag(ub, tmp_path, monkeypat
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
     bench = ub.DepthAnythingV2BaseBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
     start = time.perf_counter()
-    try:
+    with pytest.raises(ub.WeightsError) as failure:
         bench.load()
-    except ub.WeightsError as exc:
-        message = str(exc)
-    else:
-        raise AssertionError("must fail")
+    message = str(failure.value)
     assert asked == [("depth-anything/Depth-Anything-V2-Base-hf", 15)]
     assert "cannot be reached" in message and "--weights random" in message
     assert time.perf_counter() - start < 30

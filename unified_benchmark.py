@@ -63,6 +63,7 @@ MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's pat
 PROGRESS_INTERVAL_SEC = 2.0
 UNSTABLE_COV = 0.10                 # warm coefficient of variation that marks noisy timing
 COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
+SHAPE_WARMUP_FACTOR = 1.3           # first run on a new image this much slower than its repeats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -1367,6 +1368,15 @@ def summarize_latency(result: dict) -> None:
                                        for p in ("preprocess", "forward", "postprocess")}
     median = result["latency_end_to_end"]["median"]
     result["fps"] = 1.0 / median if median else None
+    # Per image: its first run (a new input shape builds new kernels on CPU and GPU alike),
+    # then its steady runs; noise is judged within one image, not across input sizes.
+    per_image = {}
+    for name in dict.fromkeys(r["image"] for r in runs):
+        mine = [r for r in runs if r["image"] == name]
+        per_image[name] = {"image_size": mine[0]["image_size"], "first_run_s": mine[0]["total_s"],
+                           "first_is_cold_start": mine[0]["cold"],
+                           "steady": latency_stats([r["total_s"] for r in mine[1:]])}
+    result["latency_per_image"] = per_image
 
 
 def set_headline_memory(result: dict, device) -> None:
@@ -1650,13 +1660,24 @@ def findings(results: list[dict]) -> list[str]:
                      f"{heavy['model']}, {heavy['gflops']:.1f} GFLOPs at input {heavy['input_shape']}.")
     for r in warm:
         e2e = r["latency_end_to_end"]
-        if e2e["cov"] is not None and e2e["cov"] > UNSTABLE_COV:
-            lines.append(f"Unstable timing: {r['model']} warm CoV {e2e['cov'] * 100:.1f}% over {e2e['n']} runs "
-                         f"(min {ms(e2e['min'])} ms, max {ms(e2e['max'])} ms); treat its median with care.")
+        for name, img in (r.get("latency_per_image") or {}).items():
+            steady = img["steady"]
+            if steady["n"] >= 2 and steady["cov"] is not None and steady["cov"] > UNSTABLE_COV:
+                lines.append(f"Unstable timing: {r['model']} on {name}: CoV {steady['cov'] * 100:.1f}% over "
+                             f"{steady['n']} repeated runs (min {ms(steady['min'])} ms, max {ms(steady['max'])} ms); "
+                             "treat its figures with care or raise --runs.")
         cold = r["cold_start"]["total_s"]
         if cold > COLD_START_FACTOR * e2e["median"]:
             lines.append(f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
                          f"median ({ms(e2e['median'])} ms).")
+        new_shape = [(name, img["first_run_s"] / img["steady"]["median"]) for name, img in
+                     (r.get("latency_per_image") or {}).items()
+                     if not img["first_is_cold_start"] and img["steady"]["n"]]
+        slow = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
+        if slow:
+            lines.append(f"New input shape: {r['model']}'s first run on "
+                         + ", ".join(f"{name} took {ratio:.2f}x its later runs" for name, ratio in slow)
+                         + "; varying input sizes cost a warm-up each (kernels are built per shape).")
     return lines
 
 
@@ -1769,6 +1790,14 @@ def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
         lines.append(f"- Warm medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms, "
                      f"postprocess {ms(phases['postprocess'])} ms; cold start {ms(r['cold_start']['total_s'])} ms")
     lines.append("")
+    per_image = r.get("latency_per_image") or {}
+    if per_image:
+        lines += [md_table(["image", "size", "first run ms", "then: median ms", "p90 ms", "CoV", "runs"], [
+            [f"`{name}`", "x".join(map(str, img["image_size"])),
+             ms(img["first_run_s"]) + (" (cold start)" if img["first_is_cold_start"] else ""),
+             ms(img["steady"]["median"]), ms(img["steady"]["p90"]),
+             f"{img['steady']['cov'] * 100:.1f}%" if img["steady"]["cov"] is not None else "n/a",
+             img["steady"]["n"] + 1] for name, img in per_image.items()]), ""]
     if r.get("output_image"):
         summary = r.get("prediction_summary") or {}
         lines += ["### What it produced (first image)", "", f"![{r['model']} output]({r['output_image']})", ""]

@@ -4,8 +4,8 @@
 CPU, random weights, the tool's own code paths (unified_benchmark.py is imported, not edited):
 
   1. plain forward: median of --repeats run_pipeline() calls after one warm-up call;
-  2. single-pass dissection: bench.dissect_layers() into a temp folder (after
-     count_flops_and_input(), as the tool's runner does);
+  2. single-pass dissection: median of --dissect-repeats bench.dissect_layers() calls, each into
+     a fresh temp folder (after count_flops_and_input(), as the tool's runner does);
   3. baseline (the original method, implemented only here): for every leaf module, hook that
      one module, run one full run_pipeline(), keep its output (last call wins), compute
      tensor_stats() and write the PNG + NPY synchronously, remove the hook;
@@ -80,28 +80,41 @@ def input_hw(bench):
     return tuple(shape[-2:]) if shape and len(shape) == 4 else None
 
 
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
 # -- 1. plain forward ----------------------------------------------------------------------
 def time_plain(bench, image, repeats: int) -> dict:
     bench.run_pipeline(image)                          # warm-up, also builds YOLO's predictor
-    totals, forwards = [], []
+    totals, forwards, cpu = [], [], []
     for i in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         _, phases = bench.run_pipeline(image)
         totals.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
         forwards.append(phases["forward"])
         progress(f"  plain run {i + 1}/{repeats}: {totals[-1]:.3f}s (forward {phases['forward']:.3f}s)")
-    return {"pipeline_s": statistics.median(totals), "forward_s": statistics.median(forwards)}
+    return {"pipeline_s": statistics.median(totals), "forward_s": statistics.median(forwards),
+            "cpu_s": statistics.median(cpu)}
 
 
 # -- 2. single-pass dissection (the tool's) --------------------------------------------------
-def time_dissection(bench, image, out_dir: Path) -> dict:
-    bench.count_flops_and_input(image)
-    start = time.perf_counter()
-    summary = bench.dissect_layers(image, out_dir)
-    seconds = time.perf_counter() - start
+def time_dissection(bench, image, out_dir: Path, repeats: int) -> dict:
+    bench.count_flops_and_input(image)                 # input_shape, as the tool's runner does
+    times, cpu = [], []
+    for i in range(repeats):                           # a fresh folder each time
+        folder = out_dir / f"run{i + 1}"
+        start, cpu_start = time.perf_counter(), time.process_time()
+        summary = bench.dissect_layers(image, folder)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+        progress(f"  dissection {i + 1}/{repeats}: {times[-1]:.3f}s")
     summary.pop("records_list", None)
-    return {"seconds": seconds, "records": summary["records"], "leaf_modules": summary["leaf_modules"],
-            "png": len(list(out_dir.glob("*.png"))), "npy": len(list(out_dir.glob("*.npy"))),
+    return {"seconds": statistics.median(times), "all_s": times, "cpu_s": statistics.median(cpu),
+            "records": summary["records"], "leaf_modules": summary["leaf_modules"],
+            "png": len(list(folder.glob("*.png"))), "npy": len(list(folder.glob("*.npy"))),
             "writer_errors": len(summary["writer_errors"])}
 
 
@@ -128,7 +141,8 @@ def baseline_one_leaf(ub, bench, image, index: int, name: str, module, hw, out_d
     record = {"index": index, "name": name, "type": type(module).__name__, "calls": captured["calls"]}
     tensor = captured.get("tensor")
     if tensor is None:
-        record["note"] = "no tensor in the output; no statistics"
+        record["note"] = ("not called in the pass" if not captured["calls"] else
+                          "no tensor in the output") + "; no statistics"
         return record
     record["shape"] = list(tensor.shape)
     record.update(ub.tensor_stats(tensor))
@@ -162,7 +176,8 @@ def time_baseline(ub, bench, image, out_dir: Path, subset: int) -> dict:
     measured = len(chosen)
     return {"measured_seconds": seconds, "measured_leaves": measured, "leaf_modules": len(leaves),
             "seconds": seconds * len(leaves) / measured, "extrapolated": measured < len(leaves),
-            "records": len(records), "png": len(list(out_dir.glob("*.png"))),
+            "records": len(records), "not_called": sum(1 for r in records if not r["calls"]),
+            "png": len(list(out_dir.glob("*.png"))),
             "npy": len(list(out_dir.glob("*.npy")))}
 
 
@@ -177,6 +192,7 @@ def memory_child(mode: str) -> None:
     tracker = ub.MemoryTracker(torch.device("cpu"))
     bench.count_flops_and_input(image)                 # same warm-up in both modes
     with tempfile.TemporaryDirectory(prefix="dissect_mem_") as tmp:
+        release_free_heap()
         before = tracker.rss()
         tracker.reset_peak()
         start = time.perf_counter()
@@ -189,6 +205,18 @@ def memory_child(mode: str) -> None:
         exact = getattr(tracker, "_hwm_exact", False)
     print("MEMORY_RESULT " + json.dumps({"mode": mode, "peak_bytes": peak, "rss_before_bytes": before,
                                          "seconds": seconds, "exact_hwm": exact}), flush=True)
+
+
+def release_free_heap() -> None:
+    """gc, then hand freed heap pages back to the OS (glibc), so that the resident set before the
+    measured call is the live data in both children and their peaks are comparable."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run_memory_child(mode: str) -> dict:
@@ -213,19 +241,26 @@ def verdict(ok: bool) -> str:
 def report_speed(name: str, plain: dict, dis: dict, base: dict) -> list[tuple[str, bool]]:
     ratio = dis["seconds"] / plain["pipeline_s"]
     speedup = base["seconds"] / dis["seconds"]
+    base_records = base["leaf_modules"] if base["extrapolated"] else base["records"]
     print(f"\n== {name} ==")
-    print(f"  plain run_pipeline median     {plain['pipeline_s']:9.3f} s   (forward only {plain['forward_s']:.3f} s)")
-    print(f"  single-pass dissection        {dis['seconds']:9.3f} s   ({dis['records']} records from "
-          f"{dis['leaf_modules']} leaves, {dis['png']} PNG, {dis['npy']} NPY, {dis['writer_errors']} writer errors)")
+    print(f"  plain run_pipeline median     {plain['pipeline_s']:9.3f} s   (forward only {plain['forward_s']:.3f} s, "
+          f"process CPU {plain['cpu_s']:.2f} s)")
+    print(f"  single-pass dissection        {dis['seconds']:9.3f} s   (median of {len(dis['all_s'])}: "
+          + ", ".join(f"{t:.2f}" for t in dis["all_s"]) + f"; process CPU {dis['cpu_s']:.2f} s)")
+    print(f"  single-pass records           {dis['records']:9d}     ({dis['leaf_modules']} leaves, every call; "
+          f"{dis['png']} PNG, {dis['npy']} NPY, {dis['writer_errors']} writer errors)")
     print(f"  dissection / plain ratio      {ratio:9.2f} x")
     if base["extrapolated"]:
         print(f"  baseline (one pass per leaf)  {base['seconds']:9.3f} s   EXTRAPOLATED linearly from "
               f"{base['measured_leaves']} of {base['leaf_modules']} leaves ({base['measured_seconds']:.1f}s measured)")
     else:
         print(f"  baseline (one pass per leaf)  {base['seconds']:9.3f} s   (all {base['leaf_modules']} leaves measured)")
-    print(f"  baseline records              {base['records']:9d}     ({base['png']} PNG, {base['npy']} NPY"
+    print(f"  baseline records              {base['records']:9d}     ({base['png']} PNG, {base['npy']} NPY, "
+          f"{base['not_called']} leaves never called"
           + (f", on the {base['measured_leaves']} measured leaves)" if base["extrapolated"] else ")"))
     print(f"  speedup baseline / dissection {speedup:9.1f} x")
+    print(f"  speedup per record            {speedup * dis['records'] / base_records:9.1f} x   (info: the single pass "
+          f"records every call, {dis['records']} vs {base_records}; not a target)")
     checks = []
     if name in SPEEDUP_TARGETS:
         ok = speedup >= SPEEDUP_TARGETS[name]
@@ -238,12 +273,21 @@ def report_speed(name: str, plain: dict, dis: dict, base: dict) -> list[tuple[st
     return checks
 
 
+def count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(SPEED_MODELS),
-                   help="comma-separated CLI names for the speed comparison (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed plain runs after one warm-up (default: 5)")
+                   help="comma-separated CLI names for the speed comparison, '' for none (default: %(default)s)")
+    p.add_argument("--repeats", type=count, default=5, help="timed plain runs after one warm-up (default: 5)")
+    p.add_argument("--dissect-repeats", type=count, default=3,
+                   help="timed single-pass dissections, median reported (default: 3)")
     p.add_argument("--baseline-subset", type=int, default=0, metavar="N",
                    help="run the baseline on N evenly spaced leaves and extrapolate linearly (default: 0 = all)")
     p.add_argument("--no-memory", action="store_true", help=f"skip the {MEMORY_MODEL} memory comparison")
@@ -258,8 +302,9 @@ def main() -> int:
         return 0
     ub = import_tool()
     threads = ub.configure_threads(None)
-    progress(f"tool {TOOL}, torch threads {threads}, CPU, random weights, image bus.jpg")
+    progress(f"tool {TOOL}, torch threads {threads}, CPU, random weights, image bus.jpg; {load_note()}")
     image = bus_image(ub)
+    ub.colormap_lut()                                  # import matplotlib now: neither method pays it
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in ub.MODELS_BY_CLI_NAME]
     if unknown:
@@ -271,13 +316,14 @@ def main() -> int:
             progress(f"{name}: plain forward, 1 warm-up + {args.repeats} timed")
             plain = time_plain(bench, image, args.repeats)
             progress(f"{name}: single-pass dissection")
-            dis = time_dissection(bench, image, Path(tmp) / "single_pass")
+            dis = time_dissection(bench, image, Path(tmp) / "single_pass", args.dissect_repeats)
             progress(f"{name}: dissection took {dis['seconds']:.2f}s; baseline (one pass per leaf)")
             base = time_baseline(ub, bench, image, Path(tmp) / "baseline", args.baseline_subset)
         blocks.append((name, plain, dis, base))
+        progress(f"{name}: done; {load_note()}")
         bench.release()
         del bench
-    print("\n" + "=" * 78 + "\nRESULTS (CPU, random weights, bus.jpg)\n" + "=" * 78)
+    print("\n" + "=" * 78 + f"\nRESULTS (CPU, {threads} torch threads, random weights, bus.jpg)\n" + "=" * 78)
     for block in blocks:
         checks += report_speed(*block)
     if not args.no_memory:
@@ -285,9 +331,13 @@ def main() -> int:
         diff_mb = (dis_mem["peak_bytes"] - plain_mem["peak_bytes"]) / MB
         ok = diff_mb < MEMORY_TARGET_MB
         print(f"\n== {MEMORY_MODEL} peak resident memory (fresh subprocess each, VmHWM reset before the call) ==")
-        print(f"  plain run_pipeline peak       {plain_mem['peak_bytes'] / MB:9.0f} MB")
-        print(f"  dissect_layers peak           {dis_mem['peak_bytes'] / MB:9.0f} MB")
+        for label, m in (("plain run_pipeline peak", plain_mem), ("dissect_layers peak", dis_mem)):
+            print(f"  {label:<29} {m['peak_bytes'] / MB:9.0f} MB   (+{(m['peak_bytes'] - m['rss_before_bytes']) / MB:.0f} MB "
+                  f"over the {m['rss_before_bytes'] / MB:.0f} MB resident before the call, {m['seconds']:.1f}s)")
         print(f"  difference                    {diff_mb:9.0f} MB   target < {MEMORY_TARGET_MB:.0f} MB  {verdict(ok)}")
+        growth = ((dis_mem["peak_bytes"] - dis_mem["rss_before_bytes"])
+                  - (plain_mem["peak_bytes"] - plain_mem["rss_before_bytes"])) / MB
+        print(f"  difference of the growths     {growth:9.0f} MB   (info: peak minus resident-before, not a target)")
         checks.append((f"{MEMORY_MODEL} dissection peak - plain peak < {MEMORY_TARGET_MB:.0f} MB", ok))
     print("\nTARGETS")
     for label, ok in checks:

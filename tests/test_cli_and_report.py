@@ -40,21 +40,31 @@ def test_readme_add_a_model_example_runs_unchanged(ub, tmp_path, sample_image, m
     assert model["dissection"]["records"] >= 150 and 7 < model["gflops"] < 9
 
 
-def make_result(name, median, cov=0.02, cold=None, params=1e6, peak=100e6, gflops=1.0):
+def make_result(name, median, cov=0.02, cold=None, params=1e6, peak=100e6, gflops=1.0, new_shape_first=None):
+    steady = {"n": 4, "median": median, "cov": cov, "min": median * 0.9, "max": median * 1.1}
+    per_image = {"a.jpg": {"image_size": [8, 8], "first_run_s": cold or median * 1.5, "first_is_cold_start": True,
+                           "steady": steady},
+                 "b.jpg": {"image_size": [16, 8], "first_run_s": new_shape_first or median, "first_is_cold_start": False,
+                           "steady": steady}}
     return {"model": name, "status": "complete", "parameters": int(params), "gflops": gflops, "input_shape": [1, 3, 8, 8],
             "fps": 1 / median, "cold_start": {"total_s": cold or median * 1.5},
-            "latency_end_to_end": {"n": 4, "median": median, "cov": cov, "min": median * 0.9, "max": median * 1.1},
+            # across images the spread is large: different input sizes, not noise
+            "latency_end_to_end": {"n": 9, "median": median, "cov": 0.4, "min": median * 0.5, "max": median * 2},
+            "latency_per_image": per_image,
             "memory": {"peak_bytes": peak, "peak_kind": "CPU peak resident set (process)"}}
 
 
 def test_findings_come_from_the_numbers(ub):
     found = ub.findings([make_result("A", 0.010, params=2e6, peak=50e6),
-                         make_result("B", 0.100, cov=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0)])
+                         make_result("B", 0.100, cov=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0,
+                                     new_shape_first=0.2)])
     text = "\n".join(found)
     assert "Fastest: A, 10.0 ms" in text and "Slowest: B, 100.0 ms" in text and "10.0x the fastest" in text
     assert "Most memory: B" in text and "Largest: B, 9.0 M parameters" in text
-    assert "Unstable timing: B warm CoV 25.0%" in text and "Unstable timing: A" not in text
+    assert "Unstable timing: B on a.jpg: CoV 25.0%" in text
+    assert "Unstable timing: A" not in text  # A varies across input sizes only, steady within each image
     assert "Cold start: B first run 1000.0 ms, 10.0x" in text and "Cold start: A" not in text
+    assert "New input shape: B's first run on b.jpg took 2.00x" in text and "New input shape: A" not in text
 
 
 def test_findings_say_nothing_without_data(ub):

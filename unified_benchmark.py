@@ -454,7 +454,7 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     """A grid of channels, each normalised on its own, saved with Pillow."""
     lut = colormap_lut()
     c, h, w = planes.shape
-    scale = max(1, DISSECT_TILE_MIN // max(h, w))
+    scale = max(1, math.ceil(DISSECT_TILE_MIN / max(h, w)))
     th, tw = h * scale, w * scale
     if max(th, tw) > DISSECT_TILE_MAX:
         f = DISSECT_TILE_MAX / max(th, tw)

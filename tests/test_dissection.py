@@ -188,3 +188,20 @@ def test_render_feature_grid_handles_tiny_and_large_maps(ub, tmp_path):
         assert im.size == (2 * 66 + 2, 2 * 66 + 2)
     with Image.open(tmp_path / "large.png") as im:
         assert max(im.size) <= 4 * (256 + 2) + 2
+
+
+def test_statistics_match_a_float64_reference(ub):
+    """The all-finite fast path (chunked, float64 accumulation) against numpy in float64."""
+    gen = torch.Generator().manual_seed(0)
+    cases = [torch.randn(1, 32, 300, 200, generator=gen) * 50 + 1000,       # large offset: cancellation risk
+             torch.relu(torch.randn(1, 1814, 384, generator=gen)),          # many exact zeros
+             torch.randn(3, 5, generator=gen).half(),
+             torch.randn(64, 64, generator=gen).t()]                        # non-contiguous
+    for t in cases:
+        ref = t.double().numpy()
+        stats = ub.tensor_stats(t)
+        assert stats["min"] == pytest.approx(ref.min()) and stats["max"] == pytest.approx(ref.max())
+        assert stats["mean"] == pytest.approx(ref.mean(), rel=1e-5, abs=1e-6)
+        assert stats["std"] == pytest.approx(ref.std(), rel=1e-4)
+        assert stats["zero_fraction"] == pytest.approx((ref == 0).mean())
+        assert stats["nan_count"] == stats["inf_count"] == 0

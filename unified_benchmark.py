@@ -280,6 +280,7 @@ class MemoryTracker:
         self._sampler: threading.Thread | None = None
         self._sampling = False
         self._sampled_peak = 0
+        self._hwm_exact = False
 
     def rss(self) -> int:
         return self.process.memory_info().rss
@@ -332,7 +333,7 @@ class MemoryTracker:
 
     def peak(self) -> dict:
         import torch
-        if getattr(self, "_hwm_exact", False):
+        if self._hwm_exact:
             cpu_peak = self._read_hwm()
         else:
             self.stop_sampling()
@@ -1321,13 +1322,13 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
         result["phase"] = "inference"
         total = len(ctx.images) * args.runs
         tracker.reset_peak()
-        first_prediction = None
+        first_image = first_prediction = None
         for img_idx, path in enumerate(ctx.images):
             image = load_rgb(path)
             for run in range(args.runs):
                 prediction, seconds, phases = bench.timed_run(image)
                 if img_idx == 0:
-                    first_prediction = prediction
+                    first_image, first_prediction = image, prediction
                 result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "run": run + 1,
                                        "cold": not result["runs"], "total_s": seconds,
                                        **{f"{k}_s": v for k, v in phases.items()}})
@@ -1335,7 +1336,6 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
                     f"{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
                     + (" (cold start)" if len(result["runs"]) == 1 else ""))
         memory.update(tracker.peak())
-        tracker.stop_sampling()
         result["torch_threads"] = torch.get_num_threads()
         summarize_latency(result)
         set_headline_memory(result, ctx.device)
@@ -1347,7 +1347,6 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
         log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
 
         result["phase"] = "flops"
-        first_image = load_rgb(ctx.images[0])
         result["parameters"] = bench.count_parameters()
         flops, shape = bench.count_flops_and_input(first_image)
         result["flops"], result["gflops"], result["input_shape"] = flops, flops / 1e9, shape
@@ -1860,7 +1859,7 @@ def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
                   f"[`{link}`]({link}/). NaN in {d['nan_records']} records, Inf in {d['inf_records']}.", "",
                   "Layer types: " + ", ".join(f"{t} {n}" for t, n in d["type_counts"].items()), ""]
         chart = ctx.assets_dir / f"{r['model']}_activations.png"
-        if activation_profile_chart(r, chart):
+        if chart.exists() or activation_profile_chart(r, chart):  # a finished model's chart never changes
             lines += [f"![{r['model']} activation profile]({rel}/{chart.name})", ""]
         if r["weights"] == "random":
             lines += ["(Random weights: the activation statistics below describe the initialisation, not a trained model.)", ""]

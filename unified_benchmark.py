@@ -1621,7 +1621,7 @@ def latency_chart(results: list[dict], path: Path) -> bool:
                 label="cold start (first run)" if i == 0 else None)
     ax.set_xticks(x, [r["model"] for r in timed], rotation=30, ha="right")
     ax.set_yscale("log")
-    ax.set_ylabel("end-to-end latency per image (ms, log scale)")
+    ax.set_ylabel("end-to-end latency (ms, log scale)")
     ax.legend(loc="best")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -16,7 +16,11 @@ To add a model, write a ModelBenchmark subclass (see README.md) and add it to MO
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import csv
+import ctypes
+import faulthandler
 import gc
 import io
 import json
@@ -45,8 +49,8 @@ from PIL import Image, ImageOps
 # Constants
 # =========================================================================================
 NUM_INFERENCE_RUNS = 5              # timed runs per image
+NUM_WARMUP_ROUNDS = 1               # rounds over all images after the cold start, before timing
 RANDOM_SEED = 42                    # seeds python, numpy and torch before every model
-CLEANUP_SLEEP_SEC = 2               # pause after freeing a model, so the next starts clean
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"  # run ids, file and folder names
 
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -61,7 +65,8 @@ DISSECT_WRITER_THREADS = 2
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
 PROGRESS_INTERVAL_SEC = 2.0
-UNSTABLE_COV = 0.10                 # warm coefficient of variation that marks noisy timing
+UNSTABLE_CI_WIDTH = 0.20            # 95% interval of a median wider than this share of it: noisy timing
+MIN_RUNS_FOR_CI = 6                 # fewer runs than this have no distribution-free 95% interval
 COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
 SHAPE_WARMUP_FACTOR = 1.3           # first run on a new image this much slower than its repeats
 
@@ -184,8 +189,10 @@ def check_image(path: Path) -> str | None:
 
 
 def bundled_sample_images() -> list[Path]:
-    from ultralytics.utils import ASSETS
-    return [p for p in (Path(ASSETS) / "bus.jpg", Path(ASSETS) / "zidane.jpg") if p.exists()]
+    import importlib.util  # find the files without importing ultralytics into the parent process
+    spec = importlib.util.find_spec("ultralytics")
+    assets = Path(spec.origin).parent / "assets" if spec and spec.origin else None
+    return [p for p in (assets / "bus.jpg", assets / "zidane.jpg") if p.exists()] if assets else []
 
 
 def discover_images(user_paths: list[str] | None) -> tuple[list[Path], str]:
@@ -255,19 +262,50 @@ def system_info(device) -> dict:
 # =========================================================================================
 # Measuring machinery: timing statistics, memory, FLOPs
 # =========================================================================================
+CI_METHOD = "distribution-free 95% interval of the median from order statistics (binomial ranks)"
+
+
+def median_interval(values) -> tuple[float, float, float] | None:
+    """A 95% confidence interval of the median that assumes nothing about the distribution:
+    order statistics x(k) and x(n+1-k), with k the largest rank such that a Binomial(n, 1/2)
+    falls below k with probability at most 2.5%. Returns (low, high, exact coverage), or None
+    when there are too few values (n < 6: even [min, max] covers less than 95%)."""
+    a = np.sort(np.asarray(values, dtype=np.float64))
+    n = a.size
+    below, k = 0.0, 0
+    for j in range(n + 1):
+        p = math.comb(n, j) / 2.0 ** n
+        if below + p > 0.025:
+            break
+        below += p
+        k = j + 1
+    if k == 0:
+        return None
+    return float(a[k - 1]), float(a[n - k]), 1.0 - 2.0 * below
+
+
 def latency_stats(seconds: list[float]) -> dict:
     """Statistics of a list of run times in seconds; every field None when the list is empty."""
-    keys = ("n", "median", "p10", "p90", "mean", "std", "min", "max", "cov")
+    keys = ("n", "median", "ci95_low", "ci95_high", "ci_coverage", "p10", "p90", "mean", "std", "min", "max", "cov")
     if not seconds:
         return dict.fromkeys(keys) | {"n": 0}
     a = np.asarray(seconds, dtype=np.float64)
     mean = float(a.mean())
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    low, high, coverage = median_interval(a) or (None, None, None)
     return {
-        "n": int(a.size), "median": float(np.median(a)), "p10": float(np.percentile(a, 10)),
+        "n": int(a.size), "median": float(np.median(a)), "ci95_low": low, "ci95_high": high,
+        "ci_coverage": coverage, "p10": float(np.percentile(a, 10)),
         "p90": float(np.percentile(a, 90)), "mean": mean, "std": std,
         "min": float(a.min()), "max": float(a.max()), "cov": std / mean if mean > 0 else None,
     }
+
+
+def format_interval(stats: dict) -> str:
+    """'[low, high] ms' for a median's 95% interval, or why there is none."""
+    if stats.get("ci95_low") is None:
+        return f"[no 95% interval: {stats.get('n') or 0} runs, need {MIN_RUNS_FOR_CI}]"
+    return f"[{stats['ci95_low'] * 1000:.1f}, {stats['ci95_high'] * 1000:.1f}]"
 
 
 class MemoryTracker:
@@ -1265,7 +1303,7 @@ MODELS_BY_CLI_NAME = {cls.CLI_NAME: cls for cls in MODEL_CLASSES}
 
 
 # =========================================================================================
-# Runner: one model's pass through the loop, then all models in order
+# Runner: one model's pass (load, timed runs, FLOPs, output, time breakdown, dissection)
 # =========================================================================================
 class RunContext:
     """What every model's pass needs: the settings, the paths, and the results so far."""
@@ -1282,136 +1320,216 @@ class RunContext:
         self.status = "running"
         self.system = system_info(device)
 
+    def __getstate__(self):
+        # A worker gets the settings and paths, not the other models' results.
+        return {**vars(self), "results": []}
+
 
 def new_result(cls, ctx) -> dict:
     return {"model": cls.MODEL_NAME, "cli_name": cls.CLI_NAME, "task": cls.TASK, "library": cls.LIBRARY,
             "status": "running", "phase": "setup", "weights": ctx.args.weights, "weights_source": None,
-            "nominal_input_size": cls.INPUT_SIZE, "runs": []}
+            "nominal_input_size": cls.INPUT_SIZE, "runs": [], "phase_seconds": {}}
 
 
-def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
-    """Load, time, measure, dissect and clean up one model, filling `result` as it goes so
-    that whatever was measured survives a failure in a later phase."""
-    import torch
-    args = ctx.args
+class PhaseTimer:
+    """Names the phase a model is in (a failure reports it) and adds up its wall time."""
+
+    def __init__(self, result: dict, publish):
+        self.result = result
+        self.publish = publish
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self.result["phase"] = name
+        self.publish(self.result)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = self.result.setdefault("phase_seconds", {})
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: None) -> None:
+    """Load, time, measure, dissect and clean up one model, filling `result` as it goes so that
+    whatever was measured survives a failure in a later phase. A failure is recorded in `result`
+    (status 'failed', error) after the cleanup; only interrupts propagate. `publish` receives
+    the record at every phase (a worker sends it to the parent)."""
+    phase = PhaseTimer(result, publish)
     tracker = MemoryTracker(ctx.device)
+    tracker.reset_peak()  # a model that fails while loading reports its own peak, not an earlier one's
     memory = result["memory"] = {"cpu_rss_before_load_bytes": tracker.rss()}
     if ctx.device.type == "cuda":
         memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
     log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident")
 
-    seed_everything(args.seed)
-    bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
+    seed_everything(ctx.args.seed)
+    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
     result["config"] = bench.run_config()
+    result["allocator"] = getattr(ctx.args, "allocator", None)
     try:
-        result["phase"] = "load"
-        log("LOAD", f"Loading {cls.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
+        measure_model(bench, ctx, result, tracker, phase)
+        result["status"] = "complete"
+    except Exception as exc:
+        record_failure(result, exc, tracker)
+        # Leaving this block drops the exception and its frames, which hold the inputs and
+        # outputs of the failing call: the cleanup below must not see them alive.
+    finally:
+        tracker.stop_sampling()
+        result["phase_reached"] = result["phase"]
+        with phase("cleanup"):
+            log("CLEANUP", "Releasing the model and clearing caches...")
+            bench.release()
+            del bench
+            release_error = free_cached_memory(ctx.device)
+        if release_error:
+            memory["cleanup_error"] = release_error
+    memory["cpu_rss_after_cleanup_bytes"] = tracker.rss()
+    if ctx.device.type == "cuda" and not release_error:
+        memory["cuda_allocated_after_cleanup_bytes"] = tracker.cuda_allocated()
+    log("MEMORY", f"After cleanup: {format_bytes(memory['cpu_rss_after_cleanup_bytes'])} resident")
+    result["phase"] = None
+    publish(result)
+
+
+def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
+    """The measured phases. Everything they hold (images, predictions) is local here, so it is
+    gone when this returns or raises, before the cleanup reads the memory figures."""
+    import torch
+    args, memory = ctx.args, result["memory"]
+    with phase("load"):
+        log("LOAD", f"Loading {bench.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
         start = time.perf_counter()
         result["weights_source"] = bench.load()
         bench.sync()
         result["load_seconds"] = time.perf_counter() - start
-        memory["cpu_rss_after_load_bytes"] = tracker.rss()
-        if ctx.device.type == "cuda":
-            memory["cuda_allocated_after_load_bytes"] = tracker.cuda_allocated()
-        log("LOAD", f"Loaded in {result['load_seconds']:.2f}s: {result['weights_source']}")
-        log("MEMORY", f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
-                      f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
-            + (f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
-               if ctx.device.type == "cuda" else ""))
+    memory["peak_during_load"] = tracker.peak()
+    memory["cpu_rss_after_load_bytes"] = tracker.rss()
+    if ctx.device.type == "cuda":
+        memory["cuda_allocated_after_load_bytes"] = tracker.cuda_allocated()
+    log("LOAD", f"Loaded in {result['load_seconds']:.2f}s: {result['weights_source']}")
+    log("MEMORY", f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
+                  f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
+        + (f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
+           if ctx.device.type == "cuda" else ""))
 
-        result["phase"] = "inference"
-        total = len(ctx.images) * args.runs
-        tracker.reset_peak()
-        first_image = first_prediction = None
-        for img_idx, path in enumerate(ctx.images):
-            image = load_rgb(path)
-            for run in range(args.runs):
-                prediction, seconds, phases = bench.timed_run(image)
-                if img_idx == 0:
-                    first_image, first_prediction = image, prediction
-                result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "run": run + 1,
-                                       "cold": not result["runs"], "total_s": seconds,
-                                       **{f"{k}_s": v for k, v in phases.items()}})
-                log(f"INFER {len(result['runs'])}/{total}",
-                    f"{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
-                    + (" (cold start)" if len(result["runs"]) == 1 else ""))
-        memory.update(tracker.peak())
-        result["torch_threads"] = torch.get_num_threads()
-        summarize_latency(result)
-        set_headline_memory(result, ctx.device)
-        e2e = result["latency_end_to_end"]
-        log("STATS", f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; warm end to end over "
-                     f"{e2e['n']} runs: " + (f"median {e2e['median'] * 1000:.1f} ms, p90 {e2e['p90'] * 1000:.1f} ms, "
-                                             f"CoV {e2e['cov'] * 100:.1f}%, {result['fps']:.2f} FPS"
-                                             if e2e["n"] else "none (one run only)"))
-        log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
+    tracker.reset_peak()
+    total = 1 + (args.warmup + args.runs) * len(ctx.images)
+    first_image = load_rgb(ctx.images[0])
 
-        result["phase"] = "flops"
+    def run(path, image, kind):
+        prediction, seconds, phases = bench.timed_run(image)
+        result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
+                               "cold": kind == "cold", "total_s": seconds,
+                               **{f"{k}_s": v for k, v in phases.items()}})
+        log(f"INFER {len(result['runs'])}/{total}",
+            f"{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
+            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
+        return prediction
+
+    with phase("cold_start"):
+        first_prediction = run(ctx.images[0], first_image, "cold")
+    for kind, repeats in (("warmup", args.warmup), ("timed", args.runs)):
+        with phase(kind):
+            for path in ctx.images:
+                image = first_image if path == ctx.images[0] else load_rgb(path)
+                for _ in range(repeats):
+                    run(path, image, kind)
+    memory.update(tracker.peak())
+    result["torch_threads"] = torch.get_num_threads()
+    summarize_latency(result)
+    set_headline_memory(result, ctx.device)
+    e2e = result["latency_end_to_end"]
+    log("STATS", f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; timed end to end over "
+                 f"{e2e['n']} runs: median {e2e['median'] * 1000:.1f} ms {format_interval(e2e)}, "
+                 f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS")
+    log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
+
+    with phase("flops"):
         result["parameters"] = bench.count_parameters()
         flops, shape = bench.count_flops_and_input(first_image)
         result["flops"], result["gflops"], result["input_shape"] = flops, flops / 1e9, shape
-        log("STATS", f"{result['parameters']:,} parameters, {result['gflops']:.2f} GFLOPs at input {shape}")
+    log("STATS", f"{result['parameters']:,} parameters, {result['gflops']:.2f} GFLOPs at input {shape}")
 
-        result["phase"] = "output"
+    with phase("output"):
         result["prediction_summary"] = bench.summarize_prediction(first_prediction)
-        picture = ctx.assets_dir / f"{cls.MODEL_NAME}_output.png"
+        picture = ctx.assets_dir / f"{bench.MODEL_NAME}_output.png"
         bench.render_prediction(first_image, first_prediction, picture)
         if picture.exists():
             result["output_image"] = str(picture.relative_to(ctx.results_dir))
+    del first_prediction
 
-        result["phase"] = "time breakdown"
+    with phase("time_breakdown"):
         result["time_breakdown"] = bench.profile_time(first_image)
 
-        result["phase"] = "dissection"
-        folder = ctx.viz_dir / cls.MODEL_NAME
+    with phase("dissection"):
+        folder = ctx.viz_dir / bench.MODEL_NAME
         log("DISSECT", f"Starting layer dissection on {ctx.images[0].name}"
             + ("" if args.dissect else " (statistics only: --no-dissect writes no files)"))
         summary = bench.dissect_layers(first_image, folder, write_files=args.dissect)
         records = summary.pop("records_list")
         result["dissection"] = {**summary, "folder": str(folder), **dissection_digest(records)}
-        log("DISSECT", f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
-                       f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
-                       f"-> {folder}")
-        if summary["writer_errors"]:
-            log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
-    except Exception:  # out of memory above all: the figures say how close the model came
-        memory["at_failure"] = tracker.peak()
-        raise
-    finally:
-        tracker.stop_sampling()
-        result["phase_reached"] = result["phase"]
-        result["phase"] = "cleanup"
-        log("CLEANUP", "Releasing the model and clearing caches...")
-        bench.release()
-        del bench
-        gc.collect()
-        if ctx.device.type == "cuda":
-            torch.cuda.empty_cache()
-    time.sleep(CLEANUP_SLEEP_SEC)
-    memory["cpu_rss_after_cleanup_bytes"] = tracker.rss()
-    if ctx.device.type == "cuda":
-        memory["cuda_allocated_after_cleanup_bytes"] = tracker.cuda_allocated()
-    log("MEMORY", f"After cleanup: {format_bytes(memory['cpu_rss_after_cleanup_bytes'])} resident")
+    log("DISSECT", f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
+                   f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
+                   f"-> {folder}")
+    if summary["writer_errors"]:
+        log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
+
+
+def record_failure(result: dict, exc: Exception, tracker) -> None:
+    """The error, its phase and the memory figures at that moment, as plain data (no reference
+    to the exception survives). A broken CUDA context can make the memory reading fail too:
+    then the first error is the one reported."""
+    phase = result["phase"]
+    result["status"] = "failed"
+    result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
+    try:
+        result["memory"]["at_failure"] = tracker.peak()
+    except Exception as second:
+        result["memory"]["at_failure"] = {"error": exception_line(second)}
+    log("ERROR", f"{result['model']} failed during {phase}: {exception_line(exc)}")
+    if not isinstance(exc, (WeightsError, UsageError)):
+        result["error"]["traceback"] = traceback.format_exc()
+        traceback.print_exc()
+
+
+def free_cached_memory(device) -> str | None:
+    """gc, then the CUDA caching allocator's free blocks back to the driver. After a sticky CUDA
+    error (device-side assert, illegal access) empty_cache raises again: return that instead of
+    replacing the model's real error."""
+    gc.collect()
+    if device.type != "cuda":
+        return None
+    try:
+        import torch
+        torch.cuda.empty_cache()
+    except Exception as exc:
+        return exception_line(exc)
+    return None
 
 
 def summarize_latency(result: dict) -> None:
+    """Headline statistics from the timed runs only; the cold start and warm-up runs stay in
+    result['runs'], marked, and in the per-image table."""
     runs = result["runs"]
     result["cold_start"] = runs[0]
-    warm = runs[1:]
-    result["latency_end_to_end"] = latency_stats([r["total_s"] for r in warm])
-    result["latency_forward"] = latency_stats([r["forward_s"] for r in warm])
-    result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in warm])) if warm else None)
+    timed = [r for r in runs if r.get("kind", "warm" if not r["cold"] else "cold") in ("timed", "warm")]
+    result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
+    result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
+    result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
                                        for p in ("preprocess", "forward", "postprocess")}
     median = result["latency_end_to_end"]["median"]
     result["fps"] = 1.0 / median if median else None
-    # Per image: its first run (a new input shape builds new kernels on CPU and GPU alike),
-    # then its steady runs; noise is judged within one image, not across input sizes.
+    # Per image: the first run it got (cold start or first warm-up: a new input shape builds new
+    # kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs.
     per_image = {}
     for name in dict.fromkeys(r["image"] for r in runs):
         mine = [r for r in runs if r["image"] == name]
+        mine_timed = [r for r in mine if r in timed]
         per_image[name] = {"image_size": mine[0]["image_size"], "first_run_s": mine[0]["total_s"],
                            "first_is_cold_start": mine[0]["cold"],
-                           "steady": latency_stats([r["total_s"] for r in mine[1:]])}
+                           "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],
+                           "steady": latency_stats([r["total_s"] for r in mine_timed])}
     result["latency_per_image"] = per_image
 
 
@@ -1421,8 +1539,7 @@ def set_headline_memory(result: dict, device) -> None:
         memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
     else:
         memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
-    # The process baseline drifts from model to model (libraries, allocator caches): the
-    # model's own share is its peak over what the process held just before it loaded.
+    # The model's own share: its peak over what its process held just before it loaded.
     baseline = memory.get("cuda_allocated_before_load_bytes", memory["cpu_rss_before_load_bytes"])
     memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - baseline
 
@@ -1451,9 +1568,202 @@ def dissection_digest(records: list[dict]) -> dict:
     }
 
 
+# =========================================================================================
+# Worker processes: one fresh process per model, forked from a server that imported the libraries
+# =========================================================================================
+# Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
+# may touch CUDA or run a parallel torch op: a forked child cannot use either.
+WORKER_PRELOAD = ["torch", "torchvision", "cv2", "matplotlib.pyplot", "transformers", "ultralytics",
+                  "ultralytics.models.sam", "transformers.models.depth_anything.modeling_depth_anything",
+                  "transformers.models.depth_pro.modeling_depth_pro", "transformers.models.dpt.image_processing_dpt",
+                  "transformers.models.depth_pro.image_processing_depth_pro"]
+WORKER_LOG_TAIL_LINES = 25          # lines of a dead worker's output kept in the error record
+WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL
+WORKER_POLL_SEC = 0.2
+
+
+def keep_freed_memory() -> dict | None:
+    """Make glibc keep freed memory instead of returning it to the kernel after every run.
+
+    Measured (yolo11n, CPU): a young process pays thousands of page faults per run, memory its
+    allocator gave back after the previous run and maps again, while a process in which a model
+    already ran pays none; that made whichever model ran first in a process about 1.5x slower
+    through all its runs. Fixed thresholds (M_MMAP_THRESHOLD 32 MiB, the most glibc allows;
+    M_TRIM_THRESHOLD 1 GiB) give every worker the steady state at once. Larger blocks are still
+    mapped per allocation, as in any process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    settings = {"mmap_threshold_bytes": 32 << 20, "trim_threshold_bytes": 1 << 30}
+    ok = mallopt(m_mmap_threshold, settings["mmap_threshold_bytes"]) and \
+        mallopt(m_trim_threshold, settings["trim_threshold_bytes"])
+    return settings if ok else None
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, so that it imports the libraries while the run gets ready."""
+    import multiprocessing
+    from multiprocessing import forkserver
+    if str(SCRIPT_DIR) not in sys.path:  # the worker imports this module by name
+        sys.path.insert(0, str(SCRIPT_DIR))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
+    forkserver.ensure_running()
+
+
+def worker_main(cls, ctx: RunContext, conn, log_path: str) -> None:
+    """Runs in the worker process: one model, its output into log_path (the parent relays it),
+    its result record to the parent at every phase."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)  # native libraries' output and crash reports land in the log too
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    conn.send(("started", time.time()))
+    ctx.args.allocator = keep_freed_memory()
+    configure_threads(ctx.args.threads)
+    result = new_result(cls, ctx)
+    benchmark_model(cls, ctx, result, publish=lambda r: conn.send(("update", r)))
+    conn.send(("done", result))
+    conn.close()
+
+
+class LogRelay:
+    """Copies a worker's new output lines to this process's stdout, keeping the last ones."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.partial = ""
+        self.tail: collections.deque = collections.deque(maxlen=WORKER_LOG_TAIL_LINES)
+
+    def pump(self, final: bool = False) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        lines = (self.partial + data.decode("utf-8", "replace")).split("\n")
+        self.partial = "" if final else lines.pop()
+        for line in lines:
+            if line or not final:
+                print(line)
+                self.tail.append(line)
+        sys.stdout.flush()
+
+
+def worker_peak_rss(pid: int) -> int | None:
+    """The worker's own high-water mark, read from outside: all that is left of it if the
+    kernel's OOM killer ends it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def stop_worker(process, finished: bool) -> None:
+    """Let a worker that sent its result exit by itself; stop any other (SIGTERM, then SIGKILL)."""
+    if finished:
+        process.join(WORKER_STOP_GRACE_SEC)
+    if process.is_alive():
+        process.terminate()
+        process.join(WORKER_STOP_GRACE_SEC)
+    if process.is_alive():
+        process.kill()
+    process.join()
+
+
+def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
+    """Run one model in a fresh worker process and fill `result` from its reports. A worker that
+    dies (any signal, the OOM killer, an exit without a result) or overruns --model-timeout gives
+    a failed record with what it had measured, the phase it was in and its last output lines."""
+    import multiprocessing
+    mp = multiprocessing.get_context("forkserver")
+    log_path = ctx.assets_dir / f"{cls.MODEL_NAME}_worker.log"
+    receive, send = mp.Pipe(duplex=False)
+    process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path)), name=f"worker-{cls.CLI_NAME}",
+                         daemon=True)
+    started = time.time()
+    process.start()
+    send.close()
+    worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
+    result["worker"] = worker
+    relay = LogRelay(log_path)
+    deadline = started + ctx.args.model_timeout if ctx.args.model_timeout else None
+    finished = timed_out = False
+    last_hwm = None
+    try:
+        while not finished:
+            relay.pump()
+            last_hwm = worker_peak_rss(process.pid) or last_hwm
+            if receive.poll(WORKER_POLL_SEC):
+                try:
+                    kind, payload = receive.recv()
+                except EOFError:
+                    break  # the worker is gone without a last word
+                if kind == "started":
+                    result["phase_seconds"]["worker_start"] = payload - started
+                else:
+                    payload["phase_seconds"] = {**payload.get("phase_seconds", {}),
+                                                "worker_start": result["phase_seconds"].get("worker_start")}
+                    result.clear()
+                    result.update(payload, worker=worker)
+                    finished = kind == "done"
+            elif not process.is_alive() and not receive.poll():
+                break
+            if deadline and time.time() > deadline and not finished:
+                timed_out = True
+                break
+    finally:
+        stop_worker(process, finished)
+        relay.pump(final=True)
+        receive.close()
+    worker["exit_code"] = process.exitcode
+    if process.exitcode is not None and process.exitcode < 0:
+        worker["signal"] = signal.Signals(-process.exitcode).name
+    if finished:
+        return
+    phase = result.get("phase") or "setup"
+    result["phase_reached"] = phase
+    memory = result.setdefault("memory", {})
+    memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
+    if timed_out:
+        result["status"] = "timeout"
+        message = f"killed after --model-timeout {ctx.args.model_timeout:g} s, during {phase}"
+        error_type = "Timeout"
+    else:
+        result["status"] = "failed"
+        error_type = "WorkerDied"
+        if worker["signal"]:
+            message = f"the worker process was killed by {worker['signal']} during {phase}" + (
+                " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else "")
+        else:
+            message = f"the worker process exited with code {process.exitcode} during {phase} without a result"
+    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": list(relay.tail)}
+    log("ERROR", f"{cls.MODEL_NAME}: {message}. Its output: {log_path}")
+
+
+# =========================================================================================
+# Runner: all models in order
+# =========================================================================================
 def run_all(classes, ctx: RunContext) -> int:
-    """Run the models in order. Fail fast unless --keep-going; results are written after
-    every model, so a failure or an interrupt (wherever it lands) loses nothing measured."""
+    """Run the models in order, each in its own worker process unless --isolation none. Fail
+    fast unless --keep-going; results are written after every model, so a failure or an
+    interrupt (wherever it lands) loses nothing measured."""
     exit_code = EXIT_OK
     try:
         for position, cls in enumerate(classes, 1):
@@ -1462,18 +1772,13 @@ def run_all(classes, ctx: RunContext) -> int:
             print("=" * 80, flush=True)
             result = new_result(cls, ctx)
             ctx.results.append(result)
-            try:
+            if ctx.args.isolation == "process":
+                run_in_worker(cls, ctx, result)
+            else:
                 benchmark_model(cls, ctx, result)
-                result["status"] = "complete"
-                result["phase"] = None
+            if result["status"] == "complete":
                 log("COMPLETE", f"{cls.MODEL_NAME} finished")
-            except Exception as exc:
-                phase = result.get("phase_reached") or result["phase"]
-                result["status"] = "failed"
-                result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
-                log("ERROR", f"{cls.MODEL_NAME} failed during {phase}: {exception_line(exc)}")
-                if not isinstance(exc, (WeightsError, UsageError)):
-                    traceback.print_exc()
+            else:
                 exit_code = EXIT_FAILED
                 if not ctx.args.keep_going:
                     log("ERROR", "Stopping (fail fast). Use --keep-going to continue with the next model.")
@@ -1538,9 +1843,9 @@ class signals_deferred:
 # Reports: JSON, CSV, Markdown and its charts
 # =========================================================================================
 CSV_COLUMNS = [
-    "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_p90_s", "e2e_mean_s",
-    "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_over_baseline_mb", "peak_memory_kind", "parameters",
-    "gflops", "input_shape", "layers_dissected", "warm_runs", "sam_prompt",
+    "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_ci95_low_s",
+    "e2e_ci95_high_s", "e2e_p90_s", "e2e_mean_s", "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_over_baseline_mb", "peak_memory_kind", "parameters",
+    "gflops", "input_shape", "layers_dissected", "warm_runs", "warmup_runs", "sam_prompt",
 ]
 
 
@@ -1550,7 +1855,8 @@ def csv_row(r: dict) -> dict:
     return {
         "model": r["model"], "cli_name": r["cli_name"], "status": r["status"], "weights": r["weights"],
         "load_s": r.get("load_seconds"), "cold_start_s": (r.get("cold_start") or {}).get("total_s"),
-        "e2e_median_s": e2e.get("median"), "e2e_p90_s": e2e.get("p90"), "e2e_mean_s": e2e.get("mean"),
+        "e2e_median_s": e2e.get("median"), "e2e_ci95_low_s": e2e.get("ci95_low"),
+        "e2e_ci95_high_s": e2e.get("ci95_high"), "e2e_p90_s": e2e.get("p90"), "e2e_mean_s": e2e.get("mean"),
         "e2e_std_s": e2e.get("std"), "e2e_cov": e2e.get("cov"),
         "forward_median_s": (r.get("latency_forward") or {}).get("median"), "fps": r.get("fps"),
         "peak_memory_mb": mem["peak_bytes"] / 1024 ** 2 if mem.get("peak_bytes") else None,
@@ -1558,6 +1864,7 @@ def csv_row(r: dict) -> dict:
         "peak_memory_kind": mem.get("peak_kind"), "parameters": r.get("parameters"), "gflops": r.get("gflops"),
         "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
         "layers_dissected": (r.get("dissection") or {}).get("records"), "warm_runs": e2e.get("n"),
+        "warmup_runs": sum(1 for run in r.get("runs", []) if run.get("kind") == "warmup"),
         "sam_prompt": (r.get("config") or {}).get("sam_prompt"),
     }
 
@@ -1568,20 +1875,39 @@ def report_paths(ctx: RunContext) -> dict:
             "md": ctx.results_dir / f"benchmark_report_{ctx.run_id}.md"}
 
 
+RESULTS_SCHEMA = "unified-benchmark/2"
+# The phases that measure something; the rest of the wall time is the tool's own overhead.
+MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "dissection")
+
+
+def phase_totals(results: list[dict], total_seconds: float) -> dict:
+    """Wall seconds per phase summed over the models, and the overhead: wall time minus the
+    measuring phases (worker start, output pictures, cleanup, reports, start-up)."""
+    totals: dict[str, float] = {}
+    for r in results:
+        for name, seconds in (r.get("phase_seconds") or {}).items():
+            if seconds is not None:
+                totals[name] = totals.get(name, 0.0) + seconds
+    measured = sum(totals.get(name, 0.0) for name in MEASURING_PHASES)
+    return {**totals, "wall": total_seconds, "measuring": measured, "overhead": max(total_seconds - measured, 0.0)}
+
+
 def write_reports(ctx: RunContext) -> dict:
     paths = report_paths(ctx)
     finished = datetime.now()
     data = {
-        "schema": "unified-benchmark/1", "run_id": ctx.run_id, "status": ctx.status,
+        "schema": RESULTS_SCHEMA, "run_id": ctx.run_id, "status": ctx.status,
         "started": ctx.started.isoformat(timespec="seconds"), "written": finished.isoformat(timespec="seconds"),
         "total_seconds": (finished - ctx.started).total_seconds(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "config": {"runs_per_image": ctx.args.runs, "seed": ctx.args.seed, "weights": ctx.args.weights,
+        "config": {"runs_per_image": ctx.args.runs, "warmup_rounds": ctx.args.warmup, "isolation": ctx.args.isolation,
+                   "model_timeout_s": ctx.args.model_timeout, "latency_interval": CI_METHOD, "seed": ctx.args.seed, "weights": ctx.args.weights,
                    "device": str(ctx.device), "torch_threads": ctx.args.threads, "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
                    "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
                    "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
     }
+    data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"])
     atomic_write_json(paths["json"], data)
 
     buffer = io.StringIO()
@@ -1696,12 +2022,17 @@ def findings(results: list[dict]) -> list[str]:
                      f"{heavy['model']}, {heavy['gflops']:.1f} GFLOPs at input {heavy['input_shape']}.")
     for r in warm:
         e2e = r["latency_end_to_end"]
+        # Noise is judged within one image (mixing input sizes widens any interval) from the
+        # width of its median's 95% interval, not from the CoV of a handful of runs.
         for name, img in (r.get("latency_per_image") or {}).items():
             steady = img["steady"]
-            if steady["n"] >= 2 and steady["cov"] is not None and steady["cov"] > UNSTABLE_COV:
-                lines.append(f"Unstable timing: {r['model']} on {name}: CoV {steady['cov'] * 100:.1f}% over "
-                             f"{steady['n']} repeated runs (min {ms(steady['min'])} ms, max {ms(steady['max'])} ms); "
-                             "treat its figures with care or raise --runs.")
+            if steady.get("ci95_low") is None:
+                continue
+            width = (steady["ci95_high"] - steady["ci95_low"]) / steady["median"]
+            if width > UNSTABLE_CI_WIDTH:
+                lines.append(f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, 95% interval "
+                             f"{format_interval(steady)} ms, {width * 100:.0f}% of the median wide over {steady['n']} "
+                             "timed runs; treat its figures with care or raise --runs.")
         cold = r["cold_start"]["total_s"]
         if cold > COLD_START_FACTOR * e2e["median"]:
             lines.append(f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
@@ -1712,8 +2043,9 @@ def findings(results: list[dict]) -> list[str]:
         slow = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
         if slow:
             lines.append(f"New input shape: {r['model']}'s first run on "
-                         + ", ".join(f"{name} took {ratio:.2f}x its later runs" for name, ratio in slow)
-                         + "; varying input sizes cost a warm-up each (kernels are built per shape).")
+                         + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow)
+                         + "; varying input sizes cost a warm-up each (kernels are built per shape). The warm-up "
+                           "rounds take this out of the timed runs.")
     return lines
 
 
@@ -1748,8 +2080,17 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
     c = data["config"]
     lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
               + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
-              f"- Runs per image: {c['runs_per_image']}; the first run of each model is its cold start, latency "
-              "statistics come from the runs after it", f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}; torch CPU threads {c['torch_threads']} "
+              f"- Each model: one cold-start run, then {c.get('warmup_rounds', 0)} warm-up round(s) over all images, "
+              f"then {c['runs_per_image']} timed run(s) per image; the latency statistics come from the timed runs "
+              "only, each median with its 95% interval (" + c.get("latency_interval", CI_METHOD) + ")",
+              "- Isolation: " + ("each model in a fresh worker process (forked from a server that imported the "
+                                 "libraries), so no model's figures depend on the models before it"
+                                 if c.get("isolation") == "process" else "all models in this one process")
+              + "; freed memory kept by the allocator: "
+              + (", ".join(sorted({f"{format_bytes(a['trim_threshold_bytes'])} trim, "
+                                   f"{format_bytes(a['mmap_threshold_bytes'])} mmap threshold"
+                                   for a in (r.get("allocator") for r in results) if a})) or "no (default glibc)"),
+              f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}; torch CPU threads {c['torch_threads']} "
               "(pinned for every model)",
               "- MobileSAM prompt: " + (", ".join(f"{r['model']}: {r['config'].get('sam_prompt')}"
                                                   for r in results if (r.get("config") or {}).get("sam_prompt"))
@@ -1761,7 +2102,7 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
     for r in done:
         e2e, mem = r["latency_end_to_end"], r["memory"]
         rows.append([r["model"], r["weights"], f"{r['load_seconds']:.2f}", ms(r["cold_start"]["total_s"]),
-                     ms(e2e["median"]), ms(e2e["p90"]), ms(r["latency_forward"]["median"]),
+                     f"{ms(e2e['median'])} {format_interval(e2e)}", ms(e2e["p90"]), ms(r["latency_forward"]["median"]),
                      f"{e2e['cov'] * 100:.1f}%" if e2e["cov"] is not None else "n/a",
                      f"{r['fps']:.2f}" if r.get("fps") else "n/a",
                      f"{mem['peak_bytes'] / 1024 ** 2:.0f} (+{mem['peak_over_baseline_bytes'] / 1024 ** 2:.0f})"
@@ -1771,10 +2112,11 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
                      "x".join(map(str, r["input_shape"])) if r.get("input_shape") else "n/a",
                      (r.get("dissection") or {}).get("records", "n/a"), r["status"]])
     lines += ["## Summary", "", md_table(
-        ["model", "weights", "load s", "cold start ms", "end-to-end median ms", "p90 ms", "forward median ms",
+        ["model", "weights", "load s", "cold start ms", "end-to-end median ms [95% CI]", "p90 ms", "forward median ms",
          "CoV", "FPS", f"peak memory MB ({kind})", "params", "GFLOPs", "input shape", "layers dissected", "status"],
         rows), "",
-        "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median. "
+        "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median; "
+        "timed runs only, the 95% interval of the median in brackets. "
         "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
         "Peak memory is over the timed runs; in brackets, its increase over what the process held just before the "
         "model loaded (the model's own share). CPU memory is the resident set of the whole process.", ""]
@@ -1790,7 +2132,9 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
     found = findings(results)
     lines += ["## Findings", ""] + ([f"- {f}" for f in found] or ["- Too few finished models to compare."]) + [""]
 
-    failed = [r for r in results if r["status"] in ("failed", "interrupted")]
+    lines += run_time_section(data)
+
+    failed = [r for r in results if r["status"] in ("failed", "interrupted", "timeout")]
     if failed:
         lines += ["## Failed or interrupted models", "", md_table(["model", "status", "phase", "error", "memory"], [
             [r["model"], r["status"], (r.get("error") or {}).get("phase") or r.get("phase_reached") or r.get("phase"),
@@ -1803,6 +2147,25 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
               f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
               f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)", ""]
     return "\n".join(lines)
+
+
+PHASE_LABELS = {"worker_start": "worker start", "load": "load", "cold_start": "cold start", "warmup": "warm-up",
+                "timed": "timed runs", "flops": "FLOPs pass", "output": "output picture",
+                "time_breakdown": "profiled pass", "dissection": "dissection", "cleanup": "cleanup"}
+
+
+def run_time_section(data: dict) -> list[str]:
+    totals = data.get("phase_totals") or {}
+    wall = totals.get("wall") or 0
+    if not wall:
+        return []
+    rows = [[label, f"{totals[name]:.1f}", f"{totals[name] / wall * 100:.1f}%"]
+            for name, label in PHASE_LABELS.items() if totals.get(name)]
+    return ["## Where the run's time went", "", md_table(["phase (summed over models)", "s", "share of wall time"], rows),
+            "", f"Wall time {wall:.1f} s; measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, "
+            f"dissection) {totals['measuring']:.1f} s; the tool's own overhead (everything else: worker start, "
+            f"pictures, cleanup, reports, start-up) {totals['overhead']:.1f} s "
+            f"({totals['overhead'] / wall * 100:.1f}%).", ""]
 
 
 def failure_memory(r: dict) -> str:
@@ -1823,17 +2186,20 @@ def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
         lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
     phases = r.get("latency_phases_median") or {}
     if phases.get("forward") is not None:
-        lines.append(f"- Warm medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms, "
-                     f"postprocess {ms(phases['postprocess'])} ms; cold start {ms(r['cold_start']['total_s'])} ms")
+        lines.append(f"- Timed medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms "
+                     f"{format_interval(r['latency_forward'])}, postprocess {ms(phases['postprocess'])} ms; "
+                     f"cold start {ms(r['cold_start']['total_s'])} ms")
     lines.append("")
     per_image = r.get("latency_per_image") or {}
     if per_image:
-        lines += [md_table(["image", "size", "first run ms", "then: median ms", "p90 ms", "CoV", "runs"], [
+        lines += [md_table(["image", "size", "cold start ms", "warm-up ms", "timed median ms [95% CI]", "p90 ms", "CoV",
+                            "timed runs"], [
             [f"`{name}`", "x".join(map(str, img["image_size"])),
-             ms(img["first_run_s"]) + (" (cold start)" if img["first_is_cold_start"] else ""),
-             ms(img["steady"]["median"]), ms(img["steady"]["p90"]),
+             ms(img["first_run_s"]) if img["first_is_cold_start"] else "",
+             ", ".join(ms(s) for s in img.get("warmup_s", [])) or "none",
+             f"{ms(img['steady']['median'])} {format_interval(img['steady'])}", ms(img["steady"]["p90"]),
              f"{img['steady']['cov'] * 100:.1f}%" if img["steady"]["cov"] is not None else "n/a",
-             img["steady"]["n"] + 1] for name, img in per_image.items()]), ""]
+             img["steady"]["n"]] for name, img in per_image.items()]), ""]
     if r.get("output_image"):
         summary = r.get("prediction_summary") or {}
         lines += ["### What it produced (first image)", "", f"![{r['model']} output]({r['output_image']})", ""]
@@ -1890,6 +2256,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got '{text}'")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="unified_benchmark.py",
@@ -1916,7 +2302,18 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default: {MobileSAMBenchmark.SAM_PROMPT}, the class constant)")
     how = parser.add_argument_group("how to measure")
     how.add_argument("--runs", type=positive_int, default=NUM_INFERENCE_RUNS,
-                     help=f"timed runs per image; the model's first run is its cold start (default: {NUM_INFERENCE_RUNS})")
+                     help=f"timed runs per image, the only runs in the latency statistics (default: {NUM_INFERENCE_RUNS}); "
+                          "each model first gets one cold-start run and the warm-up rounds")
+    how.add_argument("--warmup", type=non_negative_int, default=NUM_WARMUP_ROUNDS,
+                     help="warm-up rounds over all images after the cold start, kept in the JSON but not in the "
+                          f"statistics, so every input shape is seen before timing (default: {NUM_WARMUP_ROUNDS})")
+    how.add_argument("--isolation", choices=["process", "none"], default="process",
+                     help="process: each model in a fresh worker process, so its figures do not depend on the models "
+                          "before it and a crash takes only that model down; none: all in this process, for "
+                          "debugging (default: process)")
+    how.add_argument("--model-timeout", type=positive_seconds, default=None, metavar="SECONDS",
+                     help="kill a model's worker that runs longer than this and mark it 'timeout' (default: none; "
+                          "needs --isolation process)")
     how.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: CUDA if available)")
     how.add_argument("--threads", type=positive_int, default=None,
                      help="torch CPU threads for every model (default: torch's choice, the physical cores)")
@@ -2018,10 +2415,19 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         args.model_classes = parse_models(args.models)
         args.models_dir = args.models_dir.expanduser()
-        args.threads = configure_threads(args.threads)
+        if args.model_timeout and args.isolation == "none":
+            raise UsageError("--model-timeout needs --isolation process: a model in this process cannot be stopped")
+        if args.isolation == "process":
+            import torch  # the count torch would choose; the workers pin it (they import ultralytics)
+            args.threads = args.threads or torch.get_num_threads()
+        else:
+            args.threads = configure_threads(args.threads)
+            args.allocator = keep_freed_memory()
         device = resolve_device(args.device)
         images, image_source = discover_images(args.images)
         run_id, paths = prepare_output(args.output_dir)  # last: nothing is created for a bad input
+        if args.isolation == "process":
+            start_worker_server()
     except UsageError as exc:
         print(f"[ERROR] {exc} (see --help)", file=sys.stderr, flush=True)
         return EXIT_USAGE
@@ -2029,8 +2435,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RunContext(args, device, images, image_source, run_id, paths)
     previous = {s: signal.signal(s, raise_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), {args.runs} run(s) "
-                    f"per image, {args.weights} weights, device {device}, seed {args.seed}")
+        log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), 1 cold-start run, "
+                    f"{args.warmup} warm-up round(s), {args.runs} timed run(s) per image, {args.weights} weights, "
+                    f"device {device}, seed {args.seed}, "
+                    + ("one worker process per model" if args.isolation == "process" else "all in this process"))
         log("INFO", f"Images: {', '.join(p.name for p in images)}")
         code = run_all(args.model_classes, ctx)
     finally:

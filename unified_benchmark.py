@@ -1703,7 +1703,7 @@ def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
     worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
     result["worker"] = worker
     relay = LogRelay(log_path)
-    deadline = started + ctx.args.model_timeout if ctx.args.model_timeout else None
+    deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
     finished = timed_out = False
     last_hwm = None
     try:
@@ -1717,6 +1717,8 @@ def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
                     break  # the worker is gone without a last word
                 if kind == "started":
                     result["phase_seconds"]["worker_start"] = payload - started
+                    if ctx.args.model_timeout:
+                        deadline = time.time() + ctx.args.model_timeout
                 else:
                     payload["phase_seconds"] = {**payload.get("phase_seconds", {}),
                                                 "worker_start": result["phase_seconds"].get("worker_start")}
@@ -1728,17 +1730,18 @@ def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
             if deadline and time.time() > deadline and not finished:
                 timed_out = True
                 break
-    finally:
+    finally:  # also on an interrupt: no worker outlives the run
         stop_worker(process, finished)
         relay.pump(final=True)
         receive.close()
+        if not finished:
+            result["phase_reached"] = result.get("phase") or "setup"
     worker["exit_code"] = process.exitcode
     if process.exitcode is not None and process.exitcode < 0:
         worker["signal"] = signal.Signals(-process.exitcode).name
     if finished:
         return
-    phase = result.get("phase") or "setup"
-    result["phase_reached"] = phase
+    phase = result["phase_reached"]
     memory = result.setdefault("memory", {})
     memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
     if timed_out:

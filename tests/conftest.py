@@ -1,5 +1,4 @@
 """Shared fixtures. Every test runs on the CPU with random weights and no network."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "unified_benchmark.py"
+sys.path.insert(0, str(ROOT))  # one copy of the tool, importable by name here and in its worker processes
 
 # The libraries must never try the network during tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,11 +21,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(scope="session")
 def ub():
     """The tool imported as a module (for unit tests)."""
-    spec = importlib.util.spec_from_file_location("unified_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unified_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+    import unified_benchmark
+    return unified_benchmark
 
 
 @pytest.fixture(scope="session")

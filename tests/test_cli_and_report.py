@@ -32,7 +32,7 @@ def test_readme_add_a_model_example_runs_unchanged(ub, tmp_path, sample_image, m
     assert len(code.strip().splitlines()) <= 40
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, cls.CLI_NAME, cls)
     code_ = ub.main(["--models", "resnet50", "--weights", "random", "--runs", "2", "--images", str(sample_image),
-                     "--output-dir", str(tmp_path)])
+                     "--output-dir", str(tmp_path), "--isolation", "none"])
     assert code_ == 0
     model = load_run(tmp_path)["json"]["models"][0]
     assert model["status"] == "complete" and model["parameters"] == 25_557_032
@@ -40,8 +40,10 @@ def test_readme_add_a_model_example_runs_unchanged(ub, tmp_path, sample_image, m
     assert model["dissection"]["records"] >= 150 and 7 < model["gflops"] < 9
 
 
-def make_result(name, median, cov=0.02, cold=None, params=1e6, peak=100e6, gflops=1.0, new_shape_first=None):
-    steady = {"n": 4, "median": median, "cov": cov, "min": median * 0.9, "max": median * 1.1}
+def make_result(name, median, spread=0.02, cold=None, params=1e6, peak=100e6, gflops=1.0, new_shape_first=None):
+    # `spread`: the 95% interval of each image's median is median * (1 -/+ spread)
+    steady = {"n": 6, "median": median, "ci95_low": median * (1 - spread), "ci95_high": median * (1 + spread),
+              "cov": spread, "min": median * 0.9, "max": median * 1.1}
     per_image = {"a.jpg": {"image_size": [8, 8], "first_run_s": cold or median * 1.5, "first_is_cold_start": True,
                            "steady": steady},
                  "b.jpg": {"image_size": [16, 8], "first_run_s": new_shape_first or median, "first_is_cold_start": False,
@@ -49,22 +51,24 @@ def make_result(name, median, cov=0.02, cold=None, params=1e6, peak=100e6, gflop
     return {"model": name, "status": "complete", "parameters": int(params), "gflops": gflops, "input_shape": [1, 3, 8, 8],
             "fps": 1 / median, "cold_start": {"total_s": cold or median * 1.5},
             # across images the spread is large: different input sizes, not noise
-            "latency_end_to_end": {"n": 9, "median": median, "cov": 0.4, "min": median * 0.5, "max": median * 2},
+            "latency_end_to_end": {"n": 12, "median": median, "ci95_low": median * 0.5, "ci95_high": median * 2,
+                                   "cov": 0.4, "min": median * 0.5, "max": median * 2},
             "latency_per_image": per_image,
             "memory": {"peak_bytes": peak, "peak_kind": "CPU peak resident set (process)"}}
 
 
 def test_findings_come_from_the_numbers(ub):
     found = ub.findings([make_result("A", 0.010, params=2e6, peak=50e6),
-                         make_result("B", 0.100, cov=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0,
+                         make_result("B", 0.100, spread=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0,
                                      new_shape_first=0.2)])
     text = "\n".join(found)
     assert "Fastest: A, 10.0 ms" in text and "Slowest: B, 100.0 ms" in text and "10.0x the fastest" in text
     assert "Most memory: B" in text and "Largest: B, 9.0 M parameters" in text
-    assert "Unstable timing: B on a.jpg: CoV 25.0%" in text
+    assert "Unstable timing: B on a.jpg: median 100.0 ms, 95% interval [75.0, 125.0] ms, 50% of the median wide" \
+        in text
     assert "Unstable timing: A" not in text  # A varies across input sizes only, steady within each image
     assert "Cold start: B first run 1000.0 ms, 10.0x" in text and "Cold start: A" not in text
-    assert "New input shape: B's first run on b.jpg took 2.00x" in text and "New input shape: A" not in text
+    assert "New input shape: B's first run on b.jpg took 2.00x its timed median" in text and "New input shape: A" not in text
 
 
 def test_findings_say_nothing_without_data(ub):

@@ -1,7 +1,10 @@
-"""End to end through the command line: five models, random weights, two runs on one small
-image. One run (module-scoped) is checked from several sides: the three reports agree, every
-run's time is kept, the cold start stands apart, the layer folders are complete, and every
-link in the Markdown report resolves to a valid picture."""
+"""End to end through the command line: five models, random weights, two small images, a cold
+start, one warm-up round and three timed runs per image; once with a worker process per model
+(the default) and once all in one process (--isolation none). Each run (module-scoped) is
+checked from several sides: the three reports agree, every run's time is kept and marked, the
+cold start and warm-up stand apart from the statistics, every headline median has its interval,
+the phases are timed, the layer folders are complete, and every link in the Markdown report
+resolves to a valid picture."""
 import csv
 import json
 import re
@@ -14,7 +17,8 @@ from PIL import Image
 from conftest import load_run, run_cli
 
 MODELS = ["yolo11n-detect", "yolo11n-segment", "yolo11n-pose", "depth-anything-v2-small", "mobilesam"]
-RUNS = 2
+RUNS = 3        # timed runs per image: 2 images x 3 = 6, the fewest with a 95% interval of the median
+WARMUP = 1
 
 
 def strict_json_loads(text):
@@ -24,14 +28,27 @@ def strict_json_loads(text):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, sample_image):
-    out = tmp_path_factory.mktemp("e2e")
-    proc = run_cli("--weights", "random", "--models", ",".join(MODELS), "--runs", RUNS, "--images", sample_image,
-                   "--sam-prompt", "box", "--output-dir", out)
+def second_image(tmp_path_factory):
+    """A second input shape (landscape), so that warm-up and per-image statistics mean something."""
+    from ultralytics.utils import ASSETS
+    out = tmp_path_factory.mktemp("images2") / "zidane_small.jpg"
+    with Image.open(Path(ASSETS) / "zidane.jpg") as im:
+        im.convert("RGB").resize((320, 180)).save(out, quality=90)
+    return out
+
+
+@pytest.fixture(scope="module", params=["process", "none"])
+def run(request, tmp_path_factory, sample_image, second_image):
+    out = tmp_path_factory.mktemp(f"e2e_{request.param}")
+    proc = run_cli("--weights", "random", "--models", ",".join(MODELS), "--runs", RUNS, "--warmup", WARMUP,
+                   "--images", sample_image, second_image, "--sam-prompt", "box", "--isolation", request.param,
+                   "--output-dir", out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = load_run(out)
     data["stdout"] = proc.stdout
     data["out"] = out
+    data["isolation"] = request.param
+    data["images"] = [sample_image.name, second_image.name]
     return data
 
 
@@ -47,26 +64,68 @@ def test_json_is_strict_and_complete(run):
     for key in ("os", "python", "torch", "transformers", "ultralytics", "cuda_available", "torch_threads"):
         assert key in data["system"]
     assert data["config"]["seed"] == 42 and data["config"]["weights"] == "random"
+    assert data["config"]["isolation"] == run["isolation"] and data["config"]["warmup_rounds"] == WARMUP
+    assert data["schema"] == "unified-benchmark/2"
     assert "--weights random" in data["command"]
     for m in data["models"]:
         assert m["status"] == "complete"
         assert m["weights_source"].startswith("random")
 
 
-def test_every_run_is_kept_and_cold_start_is_separate(run):
+def test_every_run_is_kept_and_marked_and_only_timed_runs_make_the_statistics(run):
+    first, second = run["images"]
+    expected = [("cold", first)] + [("warmup", first), ("warmup", second)] * WARMUP \
+        + [("timed", first)] * RUNS + [("timed", second)] * RUNS
     for m in run["json"]["models"]:
         runs = m["runs"]
-        assert len(runs) == RUNS  # one image
-        assert [r["cold"] for r in runs] == [True] + [False] * (RUNS - 1)
+        assert [(r["kind"], r["image"]) for r in runs] == expected
+        assert [r["cold"] for r in runs] == [True] + [False] * (len(runs) - 1)
         assert all(r["total_s"] > 0 and r["forward_s"] > 0 for r in runs)
         assert m["cold_start"] == runs[0]
-        warm = [r["total_s"] for r in runs[1:]]
+        timed = [r for r in runs if r["kind"] == "timed"]
         e2e = m["latency_end_to_end"]
-        assert e2e["n"] == len(warm)
-        assert e2e["median"] == pytest.approx(float(np.median(warm)))
-        assert e2e["max"] == pytest.approx(max(warm))
-        assert m["latency_forward"]["median"] == pytest.approx(float(np.median([r["forward_s"] for r in runs[1:]])))
+        assert e2e["n"] == len(timed) == 2 * RUNS
+        assert e2e["median"] == pytest.approx(float(np.median([r["total_s"] for r in timed])))
+        assert e2e["max"] == pytest.approx(max(r["total_s"] for r in timed))
+        assert m["latency_forward"]["median"] == pytest.approx(float(np.median([r["forward_s"] for r in timed])))
         assert m["fps"] == pytest.approx(1 / e2e["median"])
+        # every headline median has its interval, and the interval holds it
+        for stats in (e2e, m["latency_forward"]):
+            assert stats["ci95_low"] <= stats["median"] <= stats["ci95_high"]
+        per_image = m["latency_per_image"]
+        assert per_image[second]["warmup_s"] == [r["total_s"] for r in runs if r["kind"] == "warmup"
+                                                 and r["image"] == second]
+        assert per_image[first]["steady"]["n"] == RUNS and per_image[first]["first_is_cold_start"]
+
+
+def test_phases_are_timed_and_the_overhead_is_what_is_left(run):
+    data = run["json"]
+    phases = {"load", "cold_start", "warmup", "timed", "flops", "output", "time_breakdown", "dissection", "cleanup"}
+    if run["isolation"] == "process":
+        phases.add("worker_start")
+    for m in data["models"]:
+        assert phases <= set(m["phase_seconds"]), m["model"]
+        assert all(v >= 0 for v in m["phase_seconds"].values())
+        assert m["phase_seconds"]["timed"] >= sum(r["total_s"] for r in m["runs"] if r["kind"] == "timed")
+    totals = data["phase_totals"]
+    measuring = sum(totals[p] for p in ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown",
+                                        "dissection"))
+    assert totals["measuring"] == pytest.approx(measuring)
+    assert totals["overhead"] == pytest.approx(data["total_seconds"] - measuring, abs=0.01)
+    assert "## Where the run's time went" in run["md_path"].read_text()
+
+
+def test_worker_records(run):
+    for m in run["json"]["models"]:
+        if run["isolation"] == "none":
+            assert "worker" not in m
+            continue
+        worker = m["worker"]
+        assert worker["exit_code"] == 0 and worker["signal"] is None, worker
+        log = run["results_dir"] / worker["log"]
+        assert "[LOAD]" in log.read_text()
+    pids = {m.get("worker", {}).get("pid") for m in run["json"]["models"]}
+    assert len(pids) == (len(MODELS) if run["isolation"] == "process" else 1)
 
 
 def test_csv_and_markdown_agree_with_json(run):
@@ -86,7 +145,9 @@ def test_csv_and_markdown_agree_with_json(run):
         line = next(l for l in md.splitlines() if l.startswith(f"| {m['model']} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[3] == f"{m['cold_start']['total_s'] * 1000:.1f}"
-        assert cells[4] == f"{m['latency_end_to_end']['median'] * 1000:.1f}"
+        e2e = m["latency_end_to_end"]
+        assert cells[4] == (f"{e2e['median'] * 1000:.1f} [{e2e['ci95_low'] * 1000:.1f}, "
+                            f"{e2e['ci95_high'] * 1000:.1f}]")
         assert cells[10] == f"{m['parameters']:,}"
         assert cells[13] == str(m["dissection"]["records"])
 
@@ -187,5 +248,6 @@ def test_time_breakdown_shares_add_up(run):
 
 def test_progress_lines(run):
     out = run["stdout"]
-    for tag in ("[LOAD]", f"[INFER 1/{RUNS}]", "[STATS]", "[DISSECT]", "[MEMORY]", "[CLEANUP]", "[COMPLETE]"):
+    total = 1 + (WARMUP + RUNS) * 2
+    for tag in ("[LOAD]", f"[INFER 1/{total}]", f"[INFER {total}/{total}]", "(warm-up)", "[STATS]", "[DISSECT]", "[MEMORY]", "[CLEANUP]", "[COMPLETE]"):
         assert tag in out

@@ -38,15 +38,15 @@ def test_out_of_memory_is_reported_with_memory_figures_and_others_kept(ub, tmp_p
             return outputs
 
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "oomnet", OOMBenchmark)
-    monkeypatch.setattr(ub, "CLEANUP_SLEEP_SEC", 0)
     code = ub.main(["--models", "oomnet,yolo11n-detect", "--weights", "random", "--runs", "3", "--keep-going",
+                    "--isolation", "none",
                     "--no-dissect", "--images", str(sample_image), "--output-dir", str(tmp_path)])
     assert code == 1
     run = load_run(tmp_path)
     oom, yolo = run["json"]["models"]
     assert run["json"]["status"] == "incomplete"
     assert oom["status"] == "failed" and oom["error"]["type"] == "OutOfMemoryError"
-    assert oom["error"]["phase"] == "inference" and "20.00 GiB" in oom["error"]["message"]
+    assert oom["error"]["phase"] == "warmup" and "20.00 GiB" in oom["error"]["message"]
     assert len(oom["runs"]) == 1  # the run measured before the failure is kept
     assert oom["memory"]["at_failure"]["cpu_peak_rss_bytes"] > 0
     assert yolo["status"] == "complete"

@@ -266,7 +266,7 @@ def test_duplicate_models_run_once(tmp_path, sample_image):
     assert [m["cli_name"] for m in data["models"]] == ["yolo11n-detect"]
     assert data["config"]["models"] == ["yolo11n-detect"]
     assert data["models"][0]["status"] == "complete"
-    assert len(data["models"][0]["runs"]) == 1
+    assert [r["kind"] for r in data["models"][0]["runs"]] == ["cold", "warmup", "timed"]
     assert len(run["csv_rows"]) == 1
 
 
@@ -400,7 +400,7 @@ def test_cli_run_continues_past_bad_images(tmp_path, sample_image):
     data = strict_run(out)["json"]
     assert data["status"] == "complete"
     assert data["images"] == [str(good)]
-    assert [r["image"] for r in data["models"][0]["runs"]] == ["good.jpg"]
+    assert [r["image"] for r in data["models"][0]["runs"]] == ["good.jpg"] * 3  # cold start, warm-up, timed
 
 
 # =========================================================================================
@@ -441,8 +441,8 @@ def test_cli_run_over_every_image_mode(tmp_path):
     assert "[WARNING] Skipping image" not in proc.stdout
     data = strict_run(out)["json"]
     assert data["status"] == "complete"
-    runs = data["models"][0]["runs"]
-    assert sorted(r["image"] for r in runs) == sorted(paths)          # one run record per image
+    runs = [r for r in data["models"][0]["runs"] if r["kind"] == "timed"]
+    assert sorted(r["image"] for r in runs) == sorted(paths)          # one timed run per image
     sizes = {r["image"]: r["image_size"] for r in runs}
     for name, (_, _, size) in ODD_IMAGES.items():
         assert sizes[name] == list(size), name                        # EXIF rotation applied in the CLI too
@@ -563,7 +563,7 @@ def test_keep_going_records_failure_and_runs_next_model(tmp_path, sample_image, 
     assert str(models_dir / "yolo11n.pt") in detect["error"]["message"]
     assert segment["model"] == "YOLO11nSegment" and segment["status"] == "complete"
     assert segment["weights_source"] == f"pretrained ({models_dir / 'yolo11n-seg.pt'})"
-    assert len(segment["runs"]) == 1
+    assert [r["kind"] for r in segment["runs"]] == ["cold", "warmup", "timed"]
     assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "failed"),
                                                                    ("YOLO11nSegment", "complete")]
     md = run["md"]
@@ -678,8 +678,8 @@ def test_sigint_mid_run_writes_partial_results_and_exits_130(tmp_path, sample_im
     assert data["status"] == "interrupted"
     assert [(m["model"], m["status"]) for m in data["models"]] == [("YOLO11nDetect", "complete"),
                                                                    ("DepthAnythingV2Small", "interrupted")]
-    assert data["models"][1]["phase_reached"] == "inference"
-    assert data["models"][0]["latency_end_to_end"]["n"] == 2
+    assert data["models"][1]["phase_reached"] in ("cold_start", "warmup", "timed")
+    assert data["models"][0]["latency_end_to_end"]["n"] == 3
     assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "complete"),
                                                                    ("DepthAnythingV2Small", "interrupted")]
     assert "interrupted" in run["md"].lower()
@@ -720,6 +720,7 @@ def test_interrupt_while_writing_reports_is_handled(ub, monkeypatch):
 
     def fake_benchmark(cls, ctx, result):
         result["runs"].append({"image": "x.jpg", "total_s": 0.01})
+        result["status"] = "complete"
 
     def fake_write_reports(ctx):
         if not writes:
@@ -729,7 +730,8 @@ def test_interrupt_while_writing_reports_is_handled(ub, monkeypatch):
 
     monkeypatch.setattr(ub, "benchmark_model", fake_benchmark)
     monkeypatch.setattr(ub, "write_reports", fake_write_reports)
-    ctx = SimpleNamespace(args=SimpleNamespace(weights="random", keep_going=False), results=[], status="running")
+    ctx = SimpleNamespace(args=SimpleNamespace(weights="random", keep_going=False, isolation="none"), results=[],
+                          status="running")
     try:
         code = ub.run_all(classes, ctx)
     except ub.RunInterrupted:

@@ -34,9 +34,8 @@ def tiny_depthpro(ub):
 
 def test_depthpro_code_path_with_a_tiny_configuration(ub, tiny_depthpro, tmp_path, sample_image, monkeypatch):
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "depthpro", tiny_depthpro)
-    monkeypatch.setattr(ub, "CLEANUP_SLEEP_SEC", 0)
-    code = ub.main(["--models", "depthpro", "--weights", "random", "--runs", "2", "--images", str(sample_image),
-                    "--output-dir", str(tmp_path)])
+    code = ub.main(["--models", "depthpro", "--weights", "random", "--runs", "1", "--warmup", "0", "--images",
+                    str(sample_image), "--output-dir", str(tmp_path), "--isolation", "none"])
     assert code == 0
     run = load_run(tmp_path)
     model = run["json"]["models"][0]
@@ -54,11 +53,10 @@ def test_mobilesam_segment_everything_with_a_coarse_grid(ub, tmp_path, sample_im
     from ultralytics.models.sam.predict import Predictor
     # 4x4 point prompts instead of 32x32: same code path, a sixty-fourth of the decoder work.
     monkeypatch.setattr(Predictor, "generate", functools.partialmethod(Predictor.generate, points_stride=4))
-    monkeypatch.setattr(ub, "CLEANUP_SLEEP_SEC", 0)
-    code = ub.main(["--models", "mobilesam", "--weights", "random", "--runs", "2", "--images", str(sample_image),
-                    "--output-dir", str(tmp_path), "--no-dissect"])
+    code = ub.main(["--models", "mobilesam", "--weights", "random", "--runs", "1", "--warmup", "0", "--images",
+                    str(sample_image), "--output-dir", str(tmp_path), "--no-dissect", "--isolation", "none"])
     assert code == 0
     model = load_run(tmp_path)["json"]["models"][0]
     assert model["config"] == {"sam_prompt": "everything"}  # the class default when --sam-prompt is not given
-    assert model["status"] == "complete" and len(model["runs"]) == 2
+    assert model["status"] == "complete" and [r["kind"] for r in model["runs"]] == ["cold", "timed"]
     assert "sam_prompt=everything" in load_run(tmp_path)["md_path"].read_text()

@@ -302,7 +302,9 @@ class MemoryTracker:
 
     def reset_peak(self) -> None:
         """Start a new peak window. Linux resets the kernel's high-water mark (exact);
-        elsewhere a thread samples the resident set every 5 ms."""
+        elsewhere a thread samples the resident set every 5 ms. Safe before a model loads
+        (call it first, so that a model failing in load() reports its own peak), and again
+        at any later point to start a new window."""
         import torch
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -344,6 +346,31 @@ class MemoryTracker:
             out["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
             out["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
         return out
+
+    def safe_peak(self) -> dict:
+        """peak() for an error path: after a device-side assert or an illegal memory access
+        every CUDA call raises again, which must not replace the first error. The CPU figure
+        is kept; the CUDA error is returned as text."""
+        try:
+            return self.peak()
+        except Exception as exc:
+            cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
+            return {"cpu_peak_rss_bytes": cpu_peak, "cuda_error": exception_line(exc)}
+
+
+def safe_cuda_cleanup(device) -> str | None:
+    """Return cached CUDA blocks to the driver; the error as one line instead of raising
+    (a sticky CUDA error would otherwise hide the error that caused it). None on success
+    and on the CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        return None
+    except Exception as exc:
+        return exception_line(exc)
 
 
 def first_tensor(value, where: str = "output"):
@@ -659,34 +686,76 @@ class LayerDissector:
 # =========================================================================================
 # Measuring machinery: where the forward time goes (timing hooks, one extra pass)
 # =========================================================================================
-class TimeBreakdown:
-    """Times each top-level block and each leaf module of one pass with pre/post hooks."""
+class HostClock:
+    """Host wall clock: on the CPU a module's work is done when its forward returns."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def finish(self) -> None:
+        pass
+
+    def elapsed_ms(self, start: float, end: float) -> float:
+        return (end - start) * 1000
+
+
+class CudaEventClock:
+    """CUDA events recorded on the device's stream: a mark queues no synchronisation, so the
+    host keeps launching ahead of the GPU and each interval is the GPU's own time between two
+    points of the stream. One synchronisation after the pass, then the intervals are read."""
 
     def __init__(self, device):
+        import torch
+        self.torch, self.device = torch, device
+
+    def mark(self):
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record(self.torch.cuda.current_stream(self.device))
+        return event
+
+    def finish(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+
+    def elapsed_ms(self, start, end) -> float:
+        return start.elapsed_time(end)
+
+
+def clock_for(device):
+    return CudaEventClock(device) if device.type == "cuda" else HostClock()
+
+
+class TimeBreakdown:
+    """Times each top-level block and each leaf module of one pass with pre/post hooks.
+
+    The hooks only take marks from the clock; intervals are read after the pass (on CUDA,
+    after its single synchronisation), so a module called several times adds up its calls."""
+
+    def __init__(self, device, clock=None):
         self.device = device
+        self.clock = clock or clock_for(device)
         self.block_ms: dict[str, float] = {}
         self.leaf_ms: dict[str, float] = {}
         self.leaf_calls: dict[str, int] = {}
         self.leaf_types: dict[str, str] = {}
-        self._starts: dict[int, list[float]] = {}
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            import torch
-            torch.cuda.synchronize(self.device)
+        self._starts: dict[tuple[int, str], list] = {}   # a module can be a block and a leaf
+        self._intervals: list[tuple[str, dict, dict | None, object, object]] = []
 
     def _hooks(self, key: str, totals: dict, counts: dict | None):
         def pre(module, args):
-            self._sync()
-            self._starts.setdefault(id(module), []).append(time.perf_counter())
+            self._starts.setdefault((id(module), key), []).append(self.clock.mark())
 
         def post(module, args, output):
-            self._sync()
-            start = self._starts[id(module)].pop()
-            totals[key] = totals.get(key, 0.0) + (time.perf_counter() - start) * 1000
+            end = self.clock.mark()
+            self._intervals.append((key, totals, counts, self._starts[(id(module), key)].pop(), end))
+        return pre, post
+
+    def _read_intervals(self) -> None:
+        self.clock.finish()
+        for key, totals, counts, start, end in self._intervals:
+            totals[key] = totals.get(key, 0.0) + self.clock.elapsed_ms(start, end)
             if counts is not None:
                 counts[key] = counts.get(key, 0) + 1
-        return pre, post
+        self._intervals.clear()
 
     def run(self, blocks, leaves, call) -> dict:
         handles = []
@@ -702,6 +771,7 @@ class TimeBreakdown:
         finally:
             for h in handles:
                 h.remove()
+        self._read_intervals()
         forward_ms = phases["forward"] * 1000
         blocks_total = sum(self.block_ms.values())
         # Shares of the measured forward phase; the remainder is time between blocks.

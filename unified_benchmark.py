@@ -248,8 +248,43 @@ def system_info(device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        **numeric_settings(device),
     }
     return info
+
+
+def numeric_settings(device) -> dict:
+    """What decides the arithmetic on a GPU. On this torch, convolutions run in TF32 on Ampere
+    and newer by default while matmuls run in full fp32. The allow_tf32 flags are read (the
+    effective setting, no deprecation warning on torch 2.14); the newer fp32_precision
+    attributes say "none" when a setting is inherited."""
+    import torch
+    cudnn = torch.backends.cudnn
+    return {
+        "default_dtype": str(torch.get_default_dtype()).replace("torch.", ""),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": cudnn.allow_tf32,
+        "cudnn_benchmark": cudnn.benchmark,
+        "cudnn_deterministic": cudnn.deterministic,
+        "cudnn_version": cudnn.version() if cudnn.is_available() else None,
+        "cuda_driver_version": cuda_driver_version() if device.type == "cuda" else None,
+    }
+
+
+def cuda_driver_version() -> str | None:
+    """The NVIDIA driver version through NVML (nvidia-ml-py comes with ultralytics); None when
+    NVML is missing or fails."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML library, no driver, or an old binding: the report says "n/a"
+        return None
 
 
 # =========================================================================================
@@ -886,6 +921,13 @@ class ModelBenchmark(ABC):
     def count_parameters(self) -> int:
         return sum(p.numel() for p in self.network().parameters())
 
+    def compute_dtype(self) -> str | None:
+        """The dtype the network computes in: that of its first floating-point parameter."""
+        for p in self.network().parameters():
+            if p.is_floating_point():
+                return str(p.dtype).replace("torch.", "")
+        return None
+
     def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
         matmuls, convolutions and attention count) and the shape of the tensor the network received."""
@@ -983,7 +1025,11 @@ class HFDepthBenchmark(ModelBenchmark):
     def _from_pretrained(self, source: str, local_only: bool) -> None:
         from transformers import AutoImageProcessor
         self.processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
-        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, **self.PRETRAINED_KWARGS)
+        # transformers 5 loads in the checkpoint's dtype by default ("auto"), and DepthPro does
+        # not cast its inputs to it: state float32, the dtype every model here is measured in.
+        import torch
+        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, dtype=torch.float32,
+                                                        **self.PRETRAINED_KWARGS)
 
     def load_pretrained(self) -> str:
         folder = self.local_folder()
@@ -1820,7 +1866,7 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
         ["OS", s["os"]], ["Python", s["python"]], ["PyTorch", s["torch"]], ["transformers", s["transformers"]],
         ["ultralytics", s["ultralytics"]], ["CUDA", s["cuda_version"] if s["cuda_available"] else "not available"],
         ["GPU", s["gpu"] or "none"], ["CPU", f"{s['cpu']}, {s['cpu_count']} logical cores, torch threads {s['torch_threads']}"],
-        ["device", s["device"]]]), ""]
+        ["device", s["device"]], ["numeric settings", numeric_settings_text(s)]]), ""]
     c = data["config"]
     lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
               + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
@@ -1879,6 +1925,28 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
               f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
               f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)", ""]
     return "\n".join(lines)
+
+
+def numeric_settings_text(s: dict) -> str:
+    """The system's numeric settings in one table cell; results written before they were
+    recorded give "not recorded"."""
+    if "matmul_allow_tf32" not in s:
+        return "not recorded"
+
+    def on_off(flag) -> str:
+        return "n/a" if flag is None else ("on" if flag else "off")
+
+    cudnn = s.get("cudnn_version")
+    if isinstance(cudnn, int) and cudnn > 0:  # cuDNN 9 encodes 9.24.0 as 92400, cuDNN 8 encodes 8.9.2 as 8902
+        major_unit = 10000 if cudnn >= 10000 else 1000
+        cudnn_text = f"{cudnn // major_unit}.{cudnn % major_unit // 100}.{cudnn % 100}"
+    else:
+        cudnn_text = "n/a"
+    return (f"default dtype {s.get('default_dtype')}; matmul TF32 {on_off(s.get('matmul_allow_tf32'))} "
+            f"(float32 matmul precision {s.get('float32_matmul_precision')}); cuDNN TF32 "
+            f"{on_off(s.get('cudnn_allow_tf32'))}; cudnn.benchmark {on_off(s.get('cudnn_benchmark'))}; "
+            f"cudnn.deterministic {on_off(s.get('cudnn_deterministic'))}; cuDNN {cudnn_text}; "
+            f"driver {s.get('cuda_driver_version') or 'n/a'}")
 
 
 def failure_memory(r: dict) -> str:

@@ -2122,16 +2122,20 @@ def resolve_device(text: str):
     if text == "cpu":
         return torch.device("cpu")
     if text == "cuda" or text.startswith("cuda:"):
+        # The format first, whether or not CUDA is here: only plain ASCII digits without a
+        # leading zero (str.isdigit() accepts "٣", and torch rejects "01" later with a traceback).
+        index_text = text.partition(":")[2] if ":" in text else "0"
+        if not (index_text.isascii() and index_text.isdigit() and (index_text == "0" or index_text[0] != "0")):
+            raise UsageError(f"--device {text!r}: expected cuda or cuda:N with N a GPU index written in "
+                             "ASCII digits without leading zeros (cuda:0, cuda:1, ...)")
+        index = int(index_text)
         if not torch.cuda.is_available():
             raise UsageError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__}); "
                              "use --device cpu or auto")
-        index_text = text.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise UsageError(f"--device {text}: expected cuda:N with N a GPU index")
         count = torch.cuda.device_count()
-        if int(index_text) >= count:
+        if index >= count:
             raise UsageError(f"--device {text}: this machine has {count} GPU(s), indices 0 to {count - 1}")
-        return torch.device(f"cuda:{index_text}")
+        return torch.device("cuda", index)
     raise UsageError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
 
 

@@ -239,15 +239,14 @@ def discover_images(user_paths: list[str] | None) -> tuple[list[Path], str]:
 
 def system_info(device) -> dict:
     import torch
-    import transformers
-    import ultralytics
+    from importlib.metadata import version  # not the packages themselves: the parent needs no import
     info = {
         "os": f"{platform.system()} {platform.release()}",
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "ultralytics": ultralytics.__version__,
+        "transformers": version("transformers"),
+        "ultralytics": version("ultralytics"),
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -255,8 +254,43 @@ def system_info(device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        **numeric_settings(device),
     }
     return info
+
+
+def numeric_settings(device) -> dict:
+    """What decides the arithmetic on a GPU. On this torch, convolutions run in TF32 on Ampere
+    and newer by default while matmuls run in full fp32. The allow_tf32 flags are read (the
+    effective setting, no deprecation warning on torch 2.14); the newer fp32_precision
+    attributes say "none" when a setting is inherited."""
+    import torch
+    cudnn = torch.backends.cudnn
+    return {
+        "default_dtype": str(torch.get_default_dtype()).replace("torch.", ""),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": cudnn.allow_tf32,
+        "cudnn_benchmark": cudnn.benchmark,
+        "cudnn_deterministic": cudnn.deterministic,
+        "cudnn_version": cudnn.version() if cudnn.is_available() else None,
+        "cuda_driver_version": cuda_driver_version() if device.type == "cuda" else None,
+    }
+
+
+def cuda_driver_version() -> str | None:
+    """The NVIDIA driver version through NVML (nvidia-ml-py comes with ultralytics); None when
+    NVML is missing or fails."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML library, no driver, or an old binding: the report says "n/a"
+        return None
 
 
 # =========================================================================================
@@ -340,7 +374,9 @@ class MemoryTracker:
 
     def reset_peak(self) -> None:
         """Start a new peak window. Linux resets the kernel's high-water mark (exact);
-        elsewhere a thread samples the resident set every 5 ms."""
+        elsewhere a thread samples the resident set every 5 ms. Safe before a model loads
+        (call it first, so that a model failing in load() reports its own peak), and again
+        at any later point to start a new window."""
         import torch
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -382,6 +418,31 @@ class MemoryTracker:
             out["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
             out["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
         return out
+
+    def safe_peak(self) -> dict:
+        """peak() for an error path: after a device-side assert or an illegal memory access
+        every CUDA call raises again, which must not replace the first error. The CPU figure
+        is kept; the CUDA error is returned as text."""
+        try:
+            return self.peak()
+        except Exception as exc:
+            cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
+            return {"cpu_peak_rss_bytes": cpu_peak, "cuda_error": exception_line(exc)}
+
+
+def safe_cuda_cleanup(device) -> str | None:
+    """Return cached CUDA blocks to the driver; the error as one line instead of raising
+    (a sticky CUDA error would otherwise hide the error that caused it). None on success
+    and on the CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        return None
+    except Exception as exc:
+        return exception_line(exc)
 
 
 def first_tensor(value, where: str = "output"):
@@ -697,34 +758,76 @@ class LayerDissector:
 # =========================================================================================
 # Measuring machinery: where the forward time goes (timing hooks, one extra pass)
 # =========================================================================================
-class TimeBreakdown:
-    """Times each top-level block and each leaf module of one pass with pre/post hooks."""
+class HostClock:
+    """Host wall clock: on the CPU a module's work is done when its forward returns."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def finish(self) -> None:
+        pass
+
+    def elapsed_ms(self, start: float, end: float) -> float:
+        return (end - start) * 1000
+
+
+class CudaEventClock:
+    """CUDA events recorded on the device's stream: a mark queues no synchronisation, so the
+    host keeps launching ahead of the GPU and each interval is the GPU's own time between two
+    points of the stream. One synchronisation after the pass, then the intervals are read."""
 
     def __init__(self, device):
+        import torch
+        self.torch, self.device = torch, device
+
+    def mark(self):
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record(self.torch.cuda.current_stream(self.device))
+        return event
+
+    def finish(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+
+    def elapsed_ms(self, start, end) -> float:
+        return start.elapsed_time(end)
+
+
+def clock_for(device):
+    return CudaEventClock(device) if device.type == "cuda" else HostClock()
+
+
+class TimeBreakdown:
+    """Times each top-level block and each leaf module of one pass with pre/post hooks.
+
+    The hooks only take marks from the clock; intervals are read after the pass (on CUDA,
+    after its single synchronisation), so a module called several times adds up its calls."""
+
+    def __init__(self, device, clock=None):
         self.device = device
+        self.clock = clock or clock_for(device)
         self.block_ms: dict[str, float] = {}
         self.leaf_ms: dict[str, float] = {}
         self.leaf_calls: dict[str, int] = {}
         self.leaf_types: dict[str, str] = {}
-        self._starts: dict[int, list[float]] = {}
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            import torch
-            torch.cuda.synchronize(self.device)
+        self._starts: dict[tuple[int, str], list] = {}   # a module can be a block and a leaf
+        self._intervals: list[tuple[str, dict, dict | None, object, object]] = []
 
     def _hooks(self, key: str, totals: dict, counts: dict | None):
         def pre(module, args):
-            self._sync()
-            self._starts.setdefault(id(module), []).append(time.perf_counter())
+            self._starts.setdefault((id(module), key), []).append(self.clock.mark())
 
         def post(module, args, output):
-            self._sync()
-            start = self._starts[id(module)].pop()
-            totals[key] = totals.get(key, 0.0) + (time.perf_counter() - start) * 1000
+            end = self.clock.mark()
+            self._intervals.append((key, totals, counts, self._starts[(id(module), key)].pop(), end))
+        return pre, post
+
+    def _read_intervals(self) -> None:
+        self.clock.finish()
+        for key, totals, counts, start, end in self._intervals:
+            totals[key] = totals.get(key, 0.0) + self.clock.elapsed_ms(start, end)
             if counts is not None:
                 counts[key] = counts.get(key, 0) + 1
-        return pre, post
+        self._intervals.clear()
 
     def run(self, blocks, leaves, call) -> dict:
         handles = []
@@ -740,6 +843,7 @@ class TimeBreakdown:
         finally:
             for h in handles:
                 h.remove()
+        self._read_intervals()
         forward_ms = phases["forward"] * 1000
         blocks_total = sum(self.block_ms.values())
         # Shares of the measured forward phase; the remainder is time between blocks.
@@ -854,9 +958,17 @@ class ModelBenchmark(ABC):
     def count_parameters(self) -> int:
         return sum(p.numel() for p in self.network().parameters())
 
+    def compute_dtype(self) -> str | None:
+        """The dtype the network computes in: that of its first floating-point parameter."""
+        for p in self.network().parameters():
+            if p.is_floating_point():
+                return str(p.dtype).replace("torch.", "")
+        return None
+
     def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
-        matmuls and convolutions count) and the shape of the tensor the network received."""
+        matmuls, convolutions and attention count) and the shape of the tensor the network received."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
         seen = {}
 
@@ -868,7 +980,12 @@ class ModelBenchmark(ABC):
 
         handle = self.input_module().register_forward_pre_hook(capture, with_kwargs=True)
         try:
-            with FlopCounterMode(display=False) as counter:
+            # The math attention backend, so that the count does not depend on the kernel the
+            # device picks: torch's counter has no formula for the CPU flash kernel (attention
+            # would count zero there, 36% of Depth Anything V2 Small). A public API, unlike a
+            # formula registered for a private op; the extra memory of the N x N scores is
+            # paid by this one counting pass only, never by the timed runs.
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
                 self.run_pipeline(image)
         finally:
             handle.remove()
@@ -945,7 +1062,11 @@ class HFDepthBenchmark(ModelBenchmark):
     def _from_pretrained(self, source: str, local_only: bool) -> None:
         from transformers import AutoImageProcessor
         self.processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
-        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, **self.PRETRAINED_KWARGS)
+        # transformers 5 loads in the checkpoint's dtype by default ("auto"), and DepthPro does
+        # not cast its inputs to it: state float32, the dtype every model here is measured in.
+        import torch
+        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, dtype=torch.float32,
+                                                        **self.PRETRAINED_KWARGS)
 
     def load_pretrained(self) -> str:
         folder = self.local_folder()
@@ -1151,6 +1272,27 @@ class UltralyticsBenchmark(ModelBenchmark):
         from ultralytics import YOLO
         return YOLO
 
+    def load(self) -> str:
+        source = super().load()
+        self.prepare_predictor()
+        return source
+
+    def prepare_predictor(self) -> None:
+        """Set ultralytics' predictor up in the load phase, as its first predict() would: deep
+        copy, fuse and upload the weights (SAM: upload), and on a GPU AutoBackend's warm-up
+        forward and NMS. Left to the first predict(), all of it would fall in the cold start of
+        the ultralytics models only, while the transformers models upload in load()."""
+        blank = Image.new("RGB", (self.INPUT_SIZE, self.INPUT_SIZE))
+        # predict(stream=True) builds the predictor exactly as the timed predict() calls will
+        # (same arguments, so they reuse it) and returns a generator: never iterated, no image runs.
+        pending = self.ul_model.predict(blank, stream=True, verbose=False, device=str(self.device),
+                                        **self.predict_kwargs(blank))
+        pending.close()
+        predictor = self.ul_model.predictor
+        if not predictor.done_warmup:  # the library warms up on its first image; a dummy of the nominal size here
+            predictor.model.warmup(imgsz=(1, 3, self.INPUT_SIZE, self.INPUT_SIZE))
+            predictor.done_warmup = True
+
     def predict_kwargs(self, image) -> dict:
         return {"imgsz": self.INPUT_SIZE}
 
@@ -1194,7 +1336,7 @@ class YOLOBenchmark(UltralyticsBenchmark):
         return f"random ({self.ARCH_YAML} from ultralytics, seed-initialised)"
 
     def network(self):
-        # predict() fuses a copy of the model: hook and count the one that really runs.
+        # The predictor (set up in load()) runs a fused copy of the model: hook and count that one.
         predictor = getattr(self.ul_model, "predictor", None)
         return predictor.model.model if predictor is not None and predictor.model is not None else self.ul_model.model
 
@@ -1356,9 +1498,12 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
     (status 'failed', error) after the cleanup; only interrupts propagate. `publish` receives
     the record at every phase (a worker sends it to the parent)."""
     phase = PhaseTimer(result, publish)
+    if ctx.device.type == "cuda":
+        result["memory"] = {"cuda_context_bytes": cuda_context_bytes(ctx.device)}
     tracker = MemoryTracker(ctx.device)
     tracker.reset_peak()  # a model that fails while loading reports its own peak, not an earlier one's
-    memory = result["memory"] = {"cpu_rss_before_load_bytes": tracker.rss()}
+    memory = result.setdefault("memory", {})
+    memory["cpu_rss_before_load_bytes"] = tracker.rss()
     if ctx.device.type == "cuda":
         memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
     log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident")
@@ -1403,6 +1548,7 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
         result["weights_source"] = bench.load()
         bench.sync()
         result["load_seconds"] = time.perf_counter() - start
+    result["dtype"] = bench.compute_dtype()
     memory["peak_during_load"] = tracker.peak()
     memory["cpu_rss_after_load_bytes"] = tracker.rss()
     if ctx.device.type == "cuda":
@@ -1476,17 +1622,31 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
         log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
 
 
+def cuda_context_bytes(device) -> int | None:
+    """Device memory the CUDA context itself takes (kernels, cuBLAS/cuDNN handles are extra):
+    used memory on the device (NVML, which creates no context) before and after creating it. In
+    a fresh worker this is the first CUDA call; None when NVML is unavailable or the context
+    already exists."""
+    import torch
+    try:
+        if torch.cuda.is_initialized():
+            return None
+        before = torch.cuda.device_memory_used(device)
+        torch.cuda.init()
+        torch.zeros(1, device=device)  # the context is created lazily, on the first allocation
+        torch.cuda.synchronize(device)
+        return torch.cuda.device_memory_used(device) - before
+    except Exception:
+        return None
+
+
 def record_failure(result: dict, exc: Exception, tracker) -> None:
     """The error, its phase and the memory figures at that moment, as plain data (no reference
-    to the exception survives). A broken CUDA context can make the memory reading fail too:
-    then the first error is the one reported."""
+    to the exception survives)."""
     phase = result["phase"]
     result["status"] = "failed"
     result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
-    try:
-        result["memory"]["at_failure"] = tracker.peak()
-    except Exception as second:
-        result["memory"]["at_failure"] = {"error": exception_line(second)}
+    result["memory"]["at_failure"] = tracker.safe_peak()
     log("ERROR", f"{result['model']} failed during {phase}: {exception_line(exc)}")
     if not isinstance(exc, (WeightsError, UsageError)):
         result["error"]["traceback"] = traceback.format_exc()
@@ -1494,18 +1654,9 @@ def record_failure(result: dict, exc: Exception, tracker) -> None:
 
 
 def free_cached_memory(device) -> str | None:
-    """gc, then the CUDA caching allocator's free blocks back to the driver. After a sticky CUDA
-    error (device-side assert, illegal access) empty_cache raises again: return that instead of
-    replacing the model's real error."""
+    """gc, then the CUDA caching allocator's free blocks back to the driver (an error as text)."""
     gc.collect()
-    if device.type != "cuda":
-        return None
-    try:
-        import torch
-        torch.cuda.empty_cache()
-    except Exception as exc:
-        return exception_line(exc)
-    return None
+    return safe_cuda_cleanup(device)
 
 
 def summarize_latency(result: dict) -> None:
@@ -2079,7 +2230,7 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
         ["OS", s["os"]], ["Python", s["python"]], ["PyTorch", s["torch"]], ["transformers", s["transformers"]],
         ["ultralytics", s["ultralytics"]], ["CUDA", s["cuda_version"] if s["cuda_available"] else "not available"],
         ["GPU", s["gpu"] or "none"], ["CPU", f"{s['cpu']}, {s['cpu_count']} logical cores, torch threads {s['torch_threads']}"],
-        ["device", s["device"]]]), ""]
+        ["device", s["device"]], ["numeric settings", numeric_settings_text(s)]]), ""]
     c = data["config"]
     lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
               + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
@@ -2171,6 +2322,28 @@ def run_time_section(data: dict) -> list[str]:
             f"({totals['overhead'] / wall * 100:.1f}%).", ""]
 
 
+def numeric_settings_text(s: dict) -> str:
+    """The system's numeric settings in one table cell; results written before they were
+    recorded give "not recorded"."""
+    if "matmul_allow_tf32" not in s:
+        return "not recorded"
+
+    def on_off(flag) -> str:
+        return "n/a" if flag is None else ("on" if flag else "off")
+
+    cudnn = s.get("cudnn_version")
+    if isinstance(cudnn, int) and cudnn > 0:  # cuDNN 9 encodes 9.24.0 as 92400, cuDNN 8 encodes 8.9.2 as 8902
+        major_unit = 10000 if cudnn >= 10000 else 1000
+        cudnn_text = f"{cudnn // major_unit}.{cudnn % major_unit // 100}.{cudnn % 100}"
+    else:
+        cudnn_text = "n/a"
+    return (f"default dtype {s.get('default_dtype')}; matmul TF32 {on_off(s.get('matmul_allow_tf32'))} "
+            f"(float32 matmul precision {s.get('float32_matmul_precision')}); cuDNN TF32 "
+            f"{on_off(s.get('cudnn_allow_tf32'))}; cudnn.benchmark {on_off(s.get('cudnn_benchmark'))}; "
+            f"cudnn.deterministic {on_off(s.get('cudnn_deterministic'))}; cuDNN {cudnn_text}; "
+            f"driver {s.get('cuda_driver_version') or 'n/a'}")
+
+
 def failure_memory(r: dict) -> str:
     """Memory figures known when a model stopped: what a user needs to judge an OOM."""
     memory = r.get("memory") or {}
@@ -2184,7 +2357,10 @@ def failure_memory(r: dict) -> str:
 
 def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
     lines = [f"## {r['model']}", "", f"- Weights: {r['weights_source']}",
-             f"- Input the network received: {r.get('input_shape')} (nominal size {r['nominal_input_size']})"]
+             f"- Input the network received: {r.get('input_shape')} (nominal size {r['nominal_input_size']}), "
+             f"computed in {r.get('dtype') or 'n/a'}"]
+    if (r.get("memory") or {}).get("cuda_context_bytes") is not None:
+        lines.append(f"- CUDA context (apart from the model): {format_bytes(r['memory']['cuda_context_bytes'])}")
     if r.get("config"):
         lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
     phases = r.get("latency_phases_median") or {}
@@ -2357,16 +2533,20 @@ def resolve_device(text: str):
     if text == "cpu":
         return torch.device("cpu")
     if text == "cuda" or text.startswith("cuda:"):
+        # The format first, whether or not CUDA is here: only plain ASCII digits without a
+        # leading zero (str.isdigit() accepts "٣", and torch rejects "01" later with a traceback).
+        index_text = text.partition(":")[2] if ":" in text else "0"
+        if not (index_text.isascii() and index_text.isdigit() and (index_text == "0" or index_text[0] != "0")):
+            raise UsageError(f"--device {text!r}: expected cuda or cuda:N with N a GPU index written in "
+                             "ASCII digits without leading zeros (cuda:0, cuda:1, ...)")
+        index = int(index_text)
         if not torch.cuda.is_available():
             raise UsageError(f"--device {text}: CUDA is not available on this machine (torch {torch.__version__}); "
                              "use --device cpu or auto")
-        index_text = text.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise UsageError(f"--device {text}: expected cuda:N with N a GPU index")
         count = torch.cuda.device_count()
-        if int(index_text) >= count:
+        if index >= count:
             raise UsageError(f"--device {text}: this machine has {count} GPU(s), indices 0 to {count - 1}")
-        return torch.device(f"cuda:{index_text}")
+        return torch.device("cuda", index)
     raise UsageError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
 
 

@@ -161,8 +161,11 @@ def cli_run(tmp_path_factory, sample_image):
     with Image.open(sample_image) as im:
         im.resize((96, 128)).save(image, quality=90)
     out = folder / "out"
+    # torch would start with 3 threads (importing ultralytics in this process set OMP_NUM_THREADS=1,
+    # which the child would inherit): --threads 1 must be what brings it down to one.
     proc = run_cli("--weights", "random", "--models", "yolo11n-detect", "--runs", 3, "--threads", 1,
-                   "--no-dissect", "--device", "cpu", "--images", image, "--output-dir", out)
+                   "--no-dissect", "--device", "cpu", "--images", image, "--output-dir", out,
+                   env={"OMP_NUM_THREADS": "3"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return load_run(out)
 

@@ -1,9 +1,9 @@
 """Bad inputs and faults: arguments, image files, output folders, weight files, interrupts,
-run ids, and NaN/Inf activations. Tests marked `# BUG:` assert the correct behaviour and fail
-until the tool is fixed. Every CLI run is a real subprocess on the CPU with
---weights random (or a local models dir for the weight-file cases); the only model that runs
-is yolo11n-detect (plus yolo11n-segment for --keep-going and depth-anything-v2-small in the
-SIGINT test), with one or two runs on tiny images."""
+run ids, and NaN/Inf activations (signals during report writing: test_signals_in_writer.py).
+Every CLI run is a real subprocess on the CPU with --weights random (or a local models dir
+for the weight-file cases); the only model that runs is yolo11n-detect (plus yolo11n-segment
+for --keep-going and depth-anything-v2-small in the SIGINT test), with one or two runs on tiny
+images."""
 import csv
 import json
 import math
@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -283,10 +282,7 @@ def test_bad_runs_exits_2(tmp_path, sample_image, value):
     assert not out.exists()
 
 
-# BUG: main() calls prepare_output() before resolve_device(), so a bad --device is rejected
-# only after results/report_<run id>/ and viz/<run id>/ have been created: exit code and message
-# are right, but the rejected run leaves folders behind. Fix: resolve the device (and all other
-# validation) before prepare_output() in main().
+# A bad --device is rejected before prepare_output() creates any folder.
 @pytest.mark.parametrize("device, reason", [("cuda", "not available"), ("cuda:7", "not available"),
                                             ("tpu", "expected auto, cpu, cuda or cuda:n")])
 def test_bad_device_exits_2_and_writes_nothing(tmp_path, sample_image, device, reason):
@@ -704,45 +700,6 @@ def test_sigterm_mid_run_exits_143(tmp_path, sample_image):
     assert run["json"]["status"] == "interrupted"
     assert [(m["model"], m["status"]) for m in run["json"]["models"]] == [("YOLO11nDetect", "interrupted")]
     assert "interrupted" in run["md"].lower()
-
-
-# BUG: raise_on_signal is installed for the whole of run_all(), but only benchmark_model() is
-# inside the try that handles RunInterrupted. A Ctrl-C that lands while the banner is printed or
-# while write_reports() runs after a model (it draws charts: a sizeable window) escapes run_all
-# and main(): Python traceback, exit code 1 instead of 130, and the JSON is left with status
-# "running" (or not written at all after the first model). Fix: catch RunInterrupted around the
-# whole loop body, or in main() around run_all(): set ctx.status = "interrupted", mark the
-# remaining models "not run", write the reports, return 130/143 (ideally deferring signals while
-# the reports are written).
-def test_interrupt_while_writing_reports_is_handled(ub, monkeypatch):
-    classes = [ub.YOLO11nDetectBenchmark, ub.YOLO11nSegmentBenchmark]
-    writes = []
-
-    def fake_benchmark(cls, ctx, result):
-        result["runs"].append({"image": "x.jpg", "total_s": 0.01})
-        result["status"] = "complete"
-
-    def fake_write_reports(ctx):
-        if not writes:
-            writes.append("interrupted")
-            raise ub.RunInterrupted(signal.SIGINT)   # Ctrl-C while the first model's reports are written
-        writes.append((ctx.status, [(r["model"], r["status"]) for r in ctx.results]))
-
-    monkeypatch.setattr(ub, "benchmark_model", fake_benchmark)
-    monkeypatch.setattr(ub, "write_reports", fake_write_reports)
-    ctx = SimpleNamespace(args=SimpleNamespace(weights="random", keep_going=False, isolation="none"), results=[],
-                          status="running")
-    try:
-        code = ub.run_all(classes, ctx)
-    except ub.RunInterrupted:
-        pytest.fail("RunInterrupted escaped run_all(): the run ends with a traceback and exit code 1")
-    assert code == ub.EXIT_SIGINT
-    assert ctx.status == "interrupted"
-    assert len(writes) >= 2, "the reports must be written again after the interrupt"
-    status, models = writes[-1]
-    assert status == "interrupted"
-    assert models[0] == ("YOLO11nDetect", "complete")
-    assert all(s != "complete" for m, s in models[1:])
 
 
 # =========================================================================================

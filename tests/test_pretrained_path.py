@@ -66,9 +66,8 @@ def test_missing_hf_model_offline_names_both_ways_out(ub, tmp_path, monkeypatch)
 
 
 def test_unreachable_hub_fails_fast_without_offline_flag(ub, tmp_path, monkeypatch):
-    """Without HF_HUB_OFFLINE the tool asks the hub once, bounded, instead of retrying for minutes."""
-    import time
-
+    """Without HF_HUB_OFFLINE the tool asks the hub once, with a timeout, instead of letting the
+    libraries retry for minutes: the probe's arguments are the check (the mock fails at once)."""
     import huggingface_hub
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     asked = []
@@ -79,10 +78,8 @@ def test_unreachable_hub_fails_fast_without_offline_flag(ub, tmp_path, monkeypat
 
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
     bench = ub.DepthAnythingV2BaseBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
-    start = time.perf_counter()
     with pytest.raises(ub.WeightsError) as failure:
         bench.load()
     message = str(failure.value)
     assert asked == [("depth-anything/Depth-Anything-V2-Base-hf", 15)]
     assert "cannot be reached" in message and "--weights random" in message
-    assert time.perf_counter() - start < 30

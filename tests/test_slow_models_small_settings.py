@@ -2,7 +2,10 @@
 MobileSAM segment-everything: minutes per image) run through the tool's own code paths with
 smaller settings: a tiny configuration of the same DepthPro class, a coarse point grid."""
 import functools
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,7 +47,14 @@ def test_depthpro_code_path_with_a_tiny_configuration(ub, tiny_depthpro, tmp_pat
     blocks = [b["block"].split(" ")[0] for b in model["time_breakdown"]["blocks"]]
     assert blocks[:6] == list(ub.DepthProBenchmark.TIME_BLOCKS)
     # patch encoder tokens (35 patches of 4x4 tokens + class token) are reshaped to grids
-    assert model["dissection"]["records"] > model["dissection"]["leaf_modules"] - 1
+    folder = Path(model["dissection"]["folder"])
+    records = json.loads((folder / "layers_metadata.json").read_text())["records"].values()
+    reshaped = [r for r in records if r.get("reshaped")]
+    assert reshaped and all(r["reshaped"] == "tokens reshaped to 4x4 grid after 1 leading token(s)" for r in reshaped)
+    patch_encoder = [r for r in reshaped if r["name"].startswith("depth_pro.encoder.patch_encoder.")]
+    assert patch_encoder and all(r["shape"][:2] == [35, 17] for r in patch_encoder)
+    planes = np.load(folder / patch_encoder[0]["files"][1])
+    assert planes.shape == (8, 4, 4)
     md = run["md_path"].read_text()
     assert "field_of_view_deg" in md and "DepthPro_output.png" in md
 

@@ -1664,7 +1664,7 @@ def summarize_latency(result: dict) -> None:
     result['runs'], marked, and in the per-image table."""
     runs = result["runs"]
     result["cold_start"] = runs[0]
-    timed = [r for r in runs if r.get("kind", "warm" if not r["cold"] else "cold") in ("timed", "warm")]
+    timed = [r for r in runs if r["kind"] == "timed"]
     result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
     result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
     result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
@@ -2603,6 +2603,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.isolation == "process":
             import torch  # the count torch would choose; the workers pin it (they import ultralytics)
             args.threads = args.threads or torch.get_num_threads()
+            torch.set_num_threads(args.threads)  # so that the system section states the run's count
         else:
             args.threads = configure_threads(args.threads)
             args.allocator = keep_freed_memory()

@@ -82,42 +82,8 @@ def assert_stats(actual, values):
         assert actual[key] == pytest.approx(value, rel=1e-12), key
 
 
-def test_summarize_latency_two_images_three_runs(ub):
-    """Two images x three runs; the very first run is the cold start and is in no statistic."""
-    runs = [
-        make_run("a.jpg", [64, 48], 1, 2.000, 0.100, 1.800, 0.100, cold=True),
-        make_run("a.jpg", [64, 48], 2, 0.110, 0.010, 0.090, 0.010),
-        make_run("a.jpg", [64, 48], 3, 0.130, 0.012, 0.100, 0.018),
-        make_run("b.jpg", [96, 32], 1, 0.400, 0.020, 0.350, 0.030),   # new input shape: slow first run
-        make_run("b.jpg", [96, 32], 2, 0.150, 0.015, 0.120, 0.015),
-        make_run("b.jpg", [96, 32], 3, 0.170, 0.016, 0.140, 0.014),
-    ]
-    result = {"runs": [dict(r) for r in runs]}
-    ub.summarize_latency(result)
-    warm = runs[1:]
-
-    assert result["cold_start"] == runs[0]
-    assert_stats(result["latency_end_to_end"], [r["total_s"] for r in warm])
-    assert result["latency_end_to_end"]["median"] == pytest.approx(0.150)
-    assert_stats(result["latency_forward"], [r["forward_s"] for r in warm])
-    assert result["latency_forward"]["median"] == pytest.approx(0.120)
-    assert result["latency_phases_median"] == pytest.approx({"preprocess": 0.015, "forward": 0.120,
-                                                             "postprocess": 0.015})
-    assert result["fps"] == pytest.approx(1 / 0.150)
-
-    per_image = result["latency_per_image"]
-    assert list(per_image) == ["a.jpg", "b.jpg"]
-    a, b = per_image["a.jpg"], per_image["b.jpg"]
-    assert a["image_size"] == [64, 48] and b["image_size"] == [96, 32]
-    assert a["first_run_s"] == 2.000 and a["first_is_cold_start"] is True
-    assert b["first_run_s"] == 0.400 and b["first_is_cold_start"] is False
-    assert_stats(a["steady"], [0.110, 0.130])
-    assert_stats(b["steady"], [0.150, 0.170])
-    assert a["steady"]["median"] == pytest.approx(0.120) and b["steady"]["median"] == pytest.approx(0.160)
-
-
-# needs issue 8 warm-up: runs carry "kind" (cold / warmup / timed) and warm-up rounds are kept
-# in the JSON but left out of every statistic. Fails until the lead's issue-8 runner is merged.
+# Runs carry "kind" (cold / warmup / timed); warm-up rounds are kept in the JSON but left out
+# of every statistic.
 def test_summarize_latency_leaves_warmup_runs_out(ub):
     runs = [
         make_run("a.jpg", [64, 48], 1, 2.000, 0.100, 1.800, 0.100, cold=True, kind="cold"),

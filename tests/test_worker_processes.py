@@ -131,26 +131,6 @@ def test_median_interval_holds_the_median_and_narrows_with_more_runs(ub):
     assert ub.latency_stats([0.1, 0.2])["ci95_low"] is None
 
 
-def test_warmup_runs_are_kept_but_not_in_the_statistics(ub):
-    def run(image, kind, total):
-        return {"image": image, "image_size": [10, 10], "kind": kind, "cold": kind == "cold", "total_s": total,
-                "preprocess_s": total / 10, "forward_s": total / 2, "postprocess_s": total / 10}
-    runs = [run("a.jpg", "cold", 9.0), run("a.jpg", "warmup", 5.0), run("b.jpg", "warmup", 7.0)] \
-        + [run("a.jpg", "timed", t) for t in (1.0, 1.2, 1.1)] + [run("b.jpg", "timed", t) for t in (2.0, 2.2, 2.4)]
-    result = {"runs": runs}
-    ub.summarize_latency(result)
-    e2e = result["latency_end_to_end"]
-    assert e2e["n"] == 6 and e2e["median"] == pytest.approx(1.6) and e2e["max"] == 2.4
-    assert (e2e["ci95_low"], e2e["ci95_high"]) == (1.0, 2.4)
-    assert result["cold_start"]["total_s"] == 9.0
-    assert result["latency_forward"]["median"] == pytest.approx(0.8)
-    a, b = result["latency_per_image"]["a.jpg"], result["latency_per_image"]["b.jpg"]
-    assert a["first_is_cold_start"] and a["first_run_s"] == 9.0 and a["warmup_s"] == [5.0]
-    assert not b["first_is_cold_start"] and b["first_run_s"] == 7.0 and b["warmup_s"] == [7.0]
-    assert a["steady"]["n"] == 3 and a["steady"]["median"] == pytest.approx(1.1)
-    assert b["steady"]["median"] == pytest.approx(2.2)
-
-
 def test_unstable_timing_is_judged_by_the_interval_width(ub):
     def model(name, timed):
         runs = [{"image": "a.jpg", "image_size": [1, 1], "kind": "cold", "cold": True, "total_s": 1.0,

@@ -2425,34 +2425,22 @@ class OneLineErrorParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got '{text}'")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {value}")
-    return value
+def checked_number(cast, acceptable, what: str):
+    """An argparse type: the text as `cast`, refused in one line unless `acceptable`."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+        if not acceptable(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got '{text}'")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
+positive_int = checked_number(int, lambda v: v >= 1, "a whole number of 1 or more")
+non_negative_int = checked_number(int, lambda v: v >= 0, "a whole number of 0 or more")
+positive_seconds = checked_number(float, lambda v: math.isfinite(v) and v > 0, "a positive number of seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -145,3 +145,13 @@ def test_unstable_timing_is_judged_by_the_interval_width(ub):
     noisy = model("Noisy", [1.0, 1.5, 0.7, 1.3, 0.8, 1.2, 1.0, 1.4])
     text = "\n".join(ub.findings([steady, noisy]))
     assert "Unstable timing: Noisy on a.jpg" in text and "Unstable timing: Steady" not in text
+
+
+@pytest.mark.parametrize("args", [["--warmup", "-1"], ["--model-timeout", "0"], ["--model-timeout", "abc"],
+                                  ["--isolation", "threads"], ["--model-timeout", "5", "--isolation", "none"]])
+def test_bad_worker_options_exit_2_in_one_line(tmp_path, args):
+    proc = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), *args, "--output-dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("[ERROR]")
+    assert not (tmp_path / "out").exists()

@@ -362,9 +362,11 @@ class MemoryTracker:
         return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else None
 
     @staticmethod
-    def _read_hwm() -> int | None:
+    def _read_hwm(pid: int | str = "self") -> int | None:
+        """The kernel's high-water mark of a process's resident set (also read by the parent
+        for a worker: all that is left of it if the OOM killer ends it)."""
         try:
-            with open("/proc/self/status") as f:
+            with open(f"/proc/{pid}/status") as f:
                 for line in f:
                     if line.startswith("VmHWM:"):
                         return int(line.split()[1]) * 1024
@@ -1813,19 +1815,6 @@ class LogRelay:
         sys.stdout.flush()
 
 
-def worker_peak_rss(pid: int) -> int | None:
-    """The worker's own high-water mark, read from outside: all that is left of it if the
-    kernel's OOM killer ends it."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def stop_worker(process, finished: bool) -> None:
     """Let a worker that sent its result exit by itself; stop any other (SIGTERM, then SIGKILL)."""
     if finished:
@@ -1860,7 +1849,7 @@ def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
     try:
         while not finished:
             relay.pump()
-            last_hwm = worker_peak_rss(process.pid) or last_hwm
+            last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
             if receive.poll(WORKER_POLL_SEC):
                 try:
                     kind, payload = receive.recv()

@@ -58,6 +58,7 @@ DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
 DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
 DISSECT_WRITER_THREADS = 2
+STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
 PROGRESS_INTERVAL_SEC = 2.0
@@ -396,10 +397,30 @@ def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
     return None
 
 
+def float64_sum(x):
+    """Sum of x with float64 accumulation and no full-size temporary: float32 partial sums over
+    the dimensions innermost in memory (at least STATS_BLOCK_ELEMENTS elements each), then the
+    partials in float64. `x.sum(dtype=torch.float64)` would first copy x to float64 on the CPU."""
+    import torch
+    inner, size = [], 1
+    for d in sorted(range(x.dim()), key=lambda d: x.stride(d)):
+        if size >= STATS_BLOCK_ELEMENTS:
+            break
+        inner.append(d)
+        size *= x.shape[d]
+    partials = x.sum(dim=inner) if inner else x
+    return partials.sum(dtype=torch.float64)
+
+
 def tensor_stats(t) -> dict:
     """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
-    (float32 for low precision) with a single transfer of five numbers to the host in the
-    common all-finite case; the masked path runs only when NaN or Inf is present."""
+    with a single transfer of five numbers to the host in the common all-finite case; the
+    masked path runs only when NaN or Inf is present.
+
+    Memory: every reduction reads the tensor in place, whatever its strides (channels_last
+    and permuted outputs are common), and uses all of torch's threads. The extra memory is the
+    partial sums, 1/STATS_BLOCK_ELEMENTS of the tensor; float16/bfloat16 add a float32 copy
+    (2x the tensor's bytes), and the NaN/Inf path masks and copies (up to 1.75x)."""
     import torch
     x = t.detach()
     if x.is_complex():
@@ -410,24 +431,18 @@ def tensor_stats(t) -> dict:
     if n == 0:
         return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
                 "nan_count": 0, "inf_count": 0}
-    # Fast path: aminmax propagates NaN and shows Inf, so finite min and max mean all finite.
-    # Variance: float64 sum for the mean, then squared deviations in 256K-element chunks
-    # (dot products, no full-size temporaries); count_nonzero instead of a (x == 0) mask.
-    lo, hi = torch.aminmax(x)
-    flat = x.reshape(-1)
-    mean = flat.sum(dtype=torch.float64) / n
-    shift = mean.to(x.dtype)
-    ss = torch.zeros((), dtype=torch.float64, device=x.device)
-    for chunk in flat.split(1 << 18):
-        d = chunk - shift
-        ss += torch.dot(d, d)
+    # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
+    # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy. torch.var over
+    # all dimensions is a parallel two-pass reduction with float64 accumulators and no copy.
+    lo, hi = torch.amin(x), torch.amax(x)
+    total = float64_sum(x)
+    var = torch.var(x, correction=0)
     zeros = n - torch.count_nonzero(x)
-    lo_, hi_, mean_, ss_, shift_, zeros_ = torch.stack(
-        [lo.double(), hi.double(), mean, ss, shift.double(), zeros.double()]).tolist()
+    lo_, hi_, total_, var_, zeros_ = torch.stack(
+        [lo.double(), hi.double(), total, var.double(), zeros.double()]).tolist()
     if math.isfinite(lo_) and math.isfinite(hi_):
-        var = max(ss_ / n - (mean_ - shift_) ** 2, 0.0)
-        return {"min": lo_, "max": hi_, "mean": mean_, "std": math.sqrt(var), "zero_fraction": zeros_ / n,
-                "nan_count": 0, "inf_count": 0}
+        return {"min": lo_, "max": hi_, "mean": total_ / n, "std": math.sqrt(max(var_, 0.0)),
+                "zero_fraction": zeros_ / n, "nan_count": 0, "inf_count": 0}
     finite = torch.isfinite(x)
     finite_count = int(finite.sum())
     nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0

@@ -57,11 +57,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
 DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
+DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
 STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
-PROGRESS_INTERVAL_SEC = 2.0
+PROGRESS_INTERVAL_SEC = 5.0         # a line this often while a long pass runs; shorter passes print none
 UNSTABLE_COV = 0.10                 # warm coefficient of variation that marks noisy timing
 COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
 SHAPE_WARMUP_FACTOR = 1.3           # first run on a new image this much slower than its repeats
@@ -372,6 +373,86 @@ def leaf_modules(network) -> list[tuple[str, object]]:
 
 
 # =========================================================================================
+# Measuring machinery: progress lines of long passes
+# =========================================================================================
+class pass_progress:
+    """Progress lines while one long pass runs, so that no pass is silent for minutes.
+
+    A background thread prints a `[tag]` line every PROGRESS_INTERVAL_SEC while the pass runs
+    (a pass that ends sooner prints nothing). With a network, forward pre-hooks on its leaf
+    modules say how far the pass is: leaf modules run so far of the total, the top-level block
+    and the module running now (a hook fires only when a module starts, so the thread also says
+    how long the current module has been running). Without a network (timed runs, drawing a
+    picture) the line says only the elapsed time, and nothing is hooked. `detail` adds text,
+    e.g. the dissection's record count.
+
+        with pass_progress(bench.network(), "DepthPro FLOPs pass", blocks=bench.top_level_blocks()):
+            bench.run_pipeline(image)
+    """
+
+    def __init__(self, network, label: str, tag: str = "PROGRESS", blocks=(), detail=None):
+        self.network = network
+        self.label = label
+        self.tag = tag
+        self.blocks = blocks
+        self.detail = detail
+        self.total = 0
+        self.seen: set[int] = set()
+        self.calls = 0
+        self.current = None               # (leaf name, block label, start time) of the last leaf started
+        self._handles = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        if self.network is not None:
+            block_of = {}
+            for block_label, block in self.blocks:
+                for m in block.modules():
+                    block_of.setdefault(id(m), block_label)
+            leaves = leaf_modules(self.network)
+            self.total = len(leaves)
+            self._handles = [m.register_forward_pre_hook(self._hook(name, block_of.get(id(m))))
+                             for name, m in leaves]
+        self._thread = threading.Thread(target=self._tick, daemon=True, name=f"progress {self.label}")
+        self._thread.start()
+        return self
+
+    def _hook(self, name: str, block: str | None):
+        def pre(module, args):
+            self.calls += 1
+            self.seen.add(id(module))
+            self.current = (name, block, time.perf_counter())
+        return pre
+
+    def _tick(self) -> None:
+        while not self._stop.wait(PROGRESS_INTERVAL_SEC):
+            log(self.tag, self.line())
+
+    def line(self) -> str:
+        now = time.perf_counter()
+        text = f"{self.label}: {now - self.started:.0f}s so far"
+        if self.network is not None:
+            text += f", {len(self.seen)}/{self.total} leaf modules run ({self.calls} calls)"
+            if self.current is not None:
+                name, block, since = self.current
+                text += (f", in {block}" if block else "") + f", at {name} (started {now - since:.0f}s ago)"
+        if self.detail is not None:
+            text += f", {self.detail()}"
+        return text
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+
+# =========================================================================================
 # Measuring machinery: layer dissection (one forward pass, every call of every leaf module)
 # =========================================================================================
 def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
@@ -543,7 +624,10 @@ class LayerDissector:
         self.queue: queue.Queue = queue.Queue(maxsize=DISSECT_QUEUE_SIZE)
         self.writer_errors: list[str] = []
         self.width = 3
-        self._last_progress = 0.0
+        # Bytes of host copies queued or being written: the hook waits while a new copy would
+        # pass DISSECT_QUEUE_BYTES, so a network with 150 MB planes cannot queue 8 of them.
+        self._pending_bytes = 0
+        self._pending = threading.Condition()
 
     # -- writer threads --------------------------------------------------------------------
     def _writer(self) -> None:
@@ -558,7 +642,20 @@ class LayerDissector:
             except Exception as exc:  # keep serving the queue; report at the end
                 self.writer_errors.append(f"{type(exc).__name__}: {exc}")
             finally:
+                if item is not None:
+                    self._release(item[0].nbytes)
                 self.queue.task_done()
+
+    def _reserve(self, nbytes: int) -> None:
+        with self._pending:
+            self._pending.wait_for(lambda: self._pending_bytes == 0
+                                   or self._pending_bytes + nbytes <= DISSECT_QUEUE_BYTES)
+            self._pending_bytes += nbytes
+
+    def _release(self, nbytes: int) -> None:
+        with self._pending:
+            self._pending_bytes -= nbytes
+            self._pending.notify_all()
 
     def _file_stem(self, index: int) -> str:
         return f"layer_{index:0{self.width}d}"
@@ -587,24 +684,22 @@ class LayerDissector:
                 if planes is not None and planes.numel():
                     if note:
                         record["reshaped"] = note
+                    self._reserve(planes.numel() * 4)
                     host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
                     stem = self._file_stem(index)
                     record["files"] = [f"{stem}.png", f"{stem}.npy"]
                     self.queue.put((host, self.out_dir / f"{stem}.png", self.out_dir / f"{stem}.npy"))
-            self._progress()
         return hook
 
-    def _progress(self, final: bool = False) -> None:
-        now = time.perf_counter()
-        if final or now - self._last_progress >= PROGRESS_INTERVAL_SEC:
-            self._last_progress = now
-            last = self.records[-1] if self.records else None
-            where = f" {last['name']} (call {last['call']})" if last else ""
-            log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), at{where}")
+    def _final_line(self) -> None:
+        last = self.records[-1] if self.records else None
+        where = f" {last['name']} (call {last['call']})" if last else ""
+        log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), last{where}")
 
     # -- the pass --------------------------------------------------------------------------
-    def run(self, network, forward_call) -> dict:
-        """Hook `network`'s leaves, call `forward_call()` once, return the summary."""
+    def run(self, network, forward_call, label: str = "dissection", blocks=()) -> dict:
+        """Hook `network`'s leaves, call `forward_call()` once, return the summary.
+        `label` and `blocks` name the pass and its top-level blocks in the progress lines."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         leaves = leaf_modules(network)
         self.num_leaves = len(leaves)
@@ -619,35 +714,41 @@ class LayerDissector:
         threads = torch.get_num_threads()
         if self.write_files and threads > 1:
             torch.set_num_threads(threads - 1)     # leave a core to the writer threads
+        progress = pass_progress(network, label, tag="DISSECT", blocks=blocks,
+                                 detail=lambda: f"{len(self.records)} records, {self.queue.qsize()} waiting for the writers")
         try:
-            forward_call()
-            completed = True
+            with progress:
+                forward_call()
+                completed = True
         finally:
             torch.set_num_threads(threads)
             for h in handles:
                 h.remove()
-            if completed:
-                self.queue.join()          # every file written before we count them
-            else:
-                self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
-            for _ in writers:
-                self.queue.put(None)
-            for t in writers:
-                t.join(timeout=30)
+            with pass_progress(None, f"{label}, writing the last files", tag="DISSECT", detail=progress.detail):
+                if completed:
+                    self.queue.join()          # every file written before we count them
+                else:
+                    self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
+                for _ in writers:
+                    self.queue.put(None)
+                for t in writers:
+                    t.join(timeout=30)
         self._renumber_if_needed()
         seconds = time.perf_counter() - started
         pngs = sum(1 for r in self.records if r.get("files"))
-        self._progress(final=True)
+        self._final_line()
         return {"records": len(self.records), "leaf_modules": self.num_leaves, "png_files": pngs,
                 "npy_files": pngs, "seconds": seconds, "writer_errors": self.writer_errors}
 
     def _drop_pending(self) -> None:
         while True:
             try:
-                self.queue.get_nowait()
-                self.queue.task_done()
+                item = self.queue.get_nowait()
             except queue.Empty:
                 return
+            if item is not None:
+                self._release(item[0].nbytes)
+            self.queue.task_done()
 
     def _renumber_if_needed(self) -> None:
         """Zero-pad to the width the record count needs; more calls than leaves can widen it."""
@@ -831,6 +932,13 @@ class ModelBenchmark(ABC):
     def count_parameters(self) -> int:
         return sum(p.numel() for p in self.network().parameters())
 
+    def progress(self, what: str, through_network: bool = True) -> pass_progress:
+        """Progress lines of one long pass of this model (see pass_progress); through_network
+        hooks the leaves to say how far the pass is, so never on a timed run."""
+        if not through_network:
+            return pass_progress(None, f"{self.MODEL_NAME} {what}")
+        return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks())
+
     def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
         matmuls and convolutions count) and the shape of the tensor the network received."""
@@ -845,7 +953,7 @@ class ModelBenchmark(ABC):
 
         handle = self.input_module().register_forward_pre_hook(capture, with_kwargs=True)
         try:
-            with FlopCounterMode(display=False) as counter:
+            with FlopCounterMode(display=False) as counter, self.progress("FLOPs pass"):
                 self.run_pipeline(image)
         finally:
             handle.remove()
@@ -857,7 +965,8 @@ class ModelBenchmark(ABC):
         hw = tuple(self.input_shape[-2:]) if self.input_shape and len(self.input_shape) == 4 else None
         dissector = LayerDissector(out_dir, input_hw=hw, write_files=write_files)
         log("DISSECT", f"Hooking {len(leaf_modules(self.network()))} leaf modules, one forward pass")
-        summary = dissector.run(self.network(), lambda: self.run_pipeline(image))
+        summary = dissector.run(self.network(), lambda: self.run_pipeline(image),
+                                label=f"{self.MODEL_NAME} dissection", blocks=self.top_level_blocks())
         atomic_write_json(out_dir / "layers_metadata.json", dissector.metadata(
             model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape, **summary))
         summary["records_list"] = dissector.records
@@ -880,8 +989,9 @@ class ModelBenchmark(ABC):
             or [(type(module).__name__, module)]
 
     def profile_time(self, image: Image.Image) -> dict:
-        return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
-                                              lambda: self.run_pipeline(image))
+        with self.progress("profiled pass (where the time goes)"):
+            return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
+                                                  lambda: self.run_pipeline(image))
 
     def release(self) -> None:
         """Drop every reference to the model so that gc can free it."""
@@ -1322,7 +1432,8 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
         result["phase"] = "load"
         log("LOAD", f"Loading {cls.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
         start = time.perf_counter()
-        result["weights_source"] = bench.load()
+        with bench.progress("load", through_network=False):
+            result["weights_source"] = bench.load()
         bench.sync()
         result["load_seconds"] = time.perf_counter() - start
         memory["cpu_rss_after_load_bytes"] = tracker.rss()
@@ -1341,7 +1452,8 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
         for img_idx, path in enumerate(ctx.images):
             image = load_rgb(path)
             for run in range(args.runs):
-                prediction, seconds, phases = bench.timed_run(image)
+                with bench.progress(f"timed run {len(result['runs']) + 1}/{total}", through_network=False):
+                    prediction, seconds, phases = bench.timed_run(image)
                 if img_idx == 0:
                     first_image, first_prediction = image, prediction
                 result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "run": run + 1,
@@ -1370,7 +1482,8 @@ def benchmark_model(cls, ctx: RunContext, result: dict) -> None:
         result["phase"] = "output"
         result["prediction_summary"] = bench.summarize_prediction(first_prediction)
         picture = ctx.assets_dir / f"{cls.MODEL_NAME}_output.png"
-        bench.render_prediction(first_image, first_prediction, picture)
+        with bench.progress("output picture", through_network=False):
+            bench.render_prediction(first_image, first_prediction, picture)
         if picture.exists():
             result["output_image"] = str(picture.relative_to(ctx.results_dir))
 

@@ -59,6 +59,7 @@ DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
 DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
+DISSECT_SPARE_THREADS = 1           # torch threads given up to the writers while files are written
 STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
@@ -633,17 +634,21 @@ class LayerDissector:
     def _writer(self) -> None:
         while True:
             item = self.queue.get()
+            if item is None:
+                self.queue.task_done()
+                return
+            nbytes = item[0].nbytes
             try:
-                if item is None:
-                    return
                 planes, png_path, npy_path = item
                 np.save(npy_path, planes[:DISSECT_NPY_CHANNELS])
                 render_feature_grid(planes, png_path)
             except Exception as exc:  # keep serving the queue; report at the end
                 self.writer_errors.append(f"{type(exc).__name__}: {exc}")
             finally:
-                if item is not None:
-                    self._release(item[0].nbytes)
+                # Drop the array before waiting for the next one: a reference held across
+                # queue.get() would keep one more activation copy alive per writer thread.
+                item = planes = None
+                self._release(nbytes)
                 self.queue.task_done()
 
     def _reserve(self, nbytes: int) -> None:
@@ -712,8 +717,8 @@ class LayerDissector:
         started = time.perf_counter()
         completed = False
         threads = torch.get_num_threads()
-        if self.write_files and threads > 1:
-            torch.set_num_threads(threads - 1)     # leave a core to the writer threads
+        if self.write_files and threads > 1 and DISSECT_SPARE_THREADS:
+            torch.set_num_threads(max(1, threads - DISSECT_SPARE_THREADS))   # cores left to the writers
         progress = pass_progress(network, label, tag="DISSECT", blocks=blocks,
                                  detail=lambda: f"{len(self.records)} records, {self.queue.qsize()} waiting for the writers")
         try:

@@ -59,9 +59,10 @@ DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
 DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
-DISSECT_SPARE_THREADS = 1           # torch threads given up to the writers while files are written
+DISSECT_SPARE_THREADS = 0           # torch threads given up to the writers (measured: giving one up was slower)
 STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
+DISSECT_VECTOR_PIXELS = 256 * 256   # maps up to this size are colour-mapped all channels at once
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
 PROGRESS_INTERVAL_SEC = 5.0         # a line this often while a long pass runs; shorter passes print none
 UNSTABLE_COV = 0.10                 # warm coefficient of variation that marks noisy timing
@@ -567,6 +568,33 @@ def colormap_lut() -> np.ndarray:
     return _COLORMAP_LUT
 
 
+def colour_indices(ch: np.ndarray) -> np.ndarray:
+    """One channel normalised to its own finite min..max as colormap indices 0..255 (NaN/Inf: 0)."""
+    lo, hi = float(ch.min()), float(ch.max())
+    if math.isfinite(lo) and math.isfinite(hi):          # no NaN/Inf: no mask, no np.where
+        norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
+    else:
+        finite = np.isfinite(ch)
+        lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
+        norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
+    return (norm * 255).astype(np.uint8)
+
+
+def colour_indices_all(planes: np.ndarray) -> np.ndarray:
+    """colour_indices of every channel at once, same arithmetic (float32, the span rounded from
+    float64 as a Python float would be); channels with NaN or Inf take the per-channel path."""
+    lo, hi = planes.min(axis=(1, 2)), planes.max(axis=(1, 2))
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    span = hi.astype(np.float64) - lo.astype(np.float64)
+    denominator = np.where(finite & (span > 0), span, 1.0).astype(planes.dtype)
+    with np.errstate(invalid="ignore"):
+        norm = (planes - np.where(finite, lo, 0).astype(planes.dtype)[:, None, None]) / denominator[:, None, None]
+        out = (norm * 255).astype(np.uint8)
+    for i in np.flatnonzero(~finite):
+        out[i] = colour_indices(planes[i])
+    return out
+
+
 def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     """A grid of channels, each normalised on its own, saved as PNG by OpenCV (no row filter)."""
     import cv2
@@ -581,17 +609,17 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     rows = math.ceil(c / cols)
     pad = 2
     canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+    # Small maps (most ViT and detector layers) are colour-mapped all channels at once: a
+    # Python loop of numpy calls per channel cost more than the arithmetic. Large maps stay one
+    # channel at a time, so the writer's working memory stays a few copies of one channel.
+    tiles = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
+    if tiles is not None:
+        tiles = np.take(lut, tiles, axis=0)
+        if scale > 1 and (th, tw) == (h * scale, w * scale):   # same pixels as PIL's NEAREST
+            tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
     for i in range(c):
-        ch = planes[i]
-        lo, hi = float(ch.min()), float(ch.max())
-        if math.isfinite(lo) and math.isfinite(hi):          # no NaN/Inf: no mask, no np.where
-            norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
-        else:
-            finite = np.isfinite(ch)
-            lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
-            norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
-        rgb = np.take(lut, (norm * 255).astype(np.uint8), axis=0)
-        if (th, tw) != (h, w):
+        rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
+        if rgb.shape[:2] != (th, tw):
             rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.NEAREST if scale > 1 else Image.BOX))
         r, q = divmod(i, cols)
         y, x = pad + r * (th + pad), pad + q * (tw + pad)

@@ -383,8 +383,8 @@ class pass_progress:
     A background thread prints a `[tag]` line every PROGRESS_INTERVAL_SEC while the pass runs
     (a pass that ends sooner prints nothing). With a network, forward pre-hooks on its leaf
     modules say how far the pass is: leaf modules run so far of the total, the top-level block
-    and the module running now (a hook fires only when a module starts, so the thread also says
-    how long the current module has been running). Without a network (timed runs, drawing a
+    and the last leaf module started (a hook fires only when a module starts, so the line says
+    how long ago: a long module, or work between modules, shows as a growing age). Without a network (timed runs, drawing a
     picture) the line says only the elapsed time, and nothing is hooked. `detail` adds text,
     e.g. the dissection's record count.
 
@@ -401,7 +401,8 @@ class pass_progress:
         self.total = 0
         self.seen: set[int] = set()
         self.calls = 0
-        self.current = None               # (leaf name, block label, start time) of the last leaf started
+        self.current = None               # (name, start time) of the last leaf module started
+        self.block = None                 # label of the last top-level block started
         self._handles = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -409,23 +410,24 @@ class pass_progress:
     def __enter__(self):
         self.started = time.perf_counter()
         if self.network is not None:
-            block_of = {}
-            for block_label, block in self.blocks:
-                for m in block.modules():
-                    block_of.setdefault(id(m), block_label)
             leaves = leaf_modules(self.network)
             self.total = len(leaves)
-            self._handles = [m.register_forward_pre_hook(self._hook(name, block_of.get(id(m))))
-                             for name, m in leaves]
+            self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in leaves]
+            self._handles += [block.register_forward_pre_hook(self._block_hook(label)) for label, block in self.blocks]
         self._thread = threading.Thread(target=self._tick, daemon=True, name=f"progress {self.label}")
         self._thread.start()
         return self
 
-    def _hook(self, name: str, block: str | None):
+    def _hook(self, name: str):
         def pre(module, args):
             self.calls += 1
             self.seen.add(id(module))
-            self.current = (name, block, time.perf_counter())
+            self.current = (name, time.perf_counter())
+        return pre
+
+    def _block_hook(self, label: str):
+        def pre(module, args):
+            self.block = label
         return pre
 
     def _tick(self) -> None:
@@ -437,9 +439,11 @@ class pass_progress:
         text = f"{self.label}: {now - self.started:.0f}s so far"
         if self.network is not None:
             text += f", {len(self.seen)}/{self.total} leaf modules run ({self.calls} calls)"
+            if self.block is not None:
+                text += f", in {self.block}"
             if self.current is not None:
-                name, block, since = self.current
-                text += (f", in {block}" if block else "") + f", at {name} (started {now - since:.0f}s ago)"
+                name, since = self.current
+                text += f", last module started: {name} ({now - since:.0f}s ago)"
         if self.detail is not None:
             text += f", {self.detail()}"
         return text

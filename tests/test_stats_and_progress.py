@@ -90,9 +90,9 @@ MEMORY_CHILD = textwrap.dedent("""
         def forward(self, x):
             return x * 1.001 + 0.01
 
-    class Tokens(nn.Module):                   # a (1, tokens, 32) sequence seen through a transpose
+    class Tokens(nn.Module):                   # a fresh (1, tokens, 32) sequence seen through a transpose
         def forward(self, x):
-            return (x.contiguous() + 1).flatten(2).transpose(1, 2)
+            return torch.randn(1, x.shape[1], x.shape[2] * x.shape[3]).transpose(1, 2)
 
     net = nn.Sequential(Scale(), Scale(), Scale(), Tokens())
     x = torch.randn(1, 32, 768, 1024).to(memory_format=torch.channels_last)
@@ -123,7 +123,7 @@ MEMORY_CHILD = textwrap.dedent("""
 def test_dissection_extra_peak_is_bounded_by_the_largest_activation(tmp_path):
     """Leaves emit 100 MB channels_last and permuted outputs. Statistics only: extra peak under
     a quarter of one activation (a reshape or float64 copy alone would be 1x or 2x). With files:
-    under the queue's byte bound plus one activation (the host copies of 16 of 32 channels) plus
+    under the queue's byte bound plus one host copy (16 of 32 channels: half an activation) plus
     the writers' working memory. The old code added 3x (reshape and float64 copies) and 8 queued copies."""
     child = tmp_path / "child.py"
     child.write_text(MEMORY_CHILD)
@@ -135,7 +135,8 @@ def test_dissection_extra_peak_is_bounded_by_the_largest_activation(tmp_path):
     assert r["stats_only"] - r["plain"] < 0.25 * r["activation"], r
     # host copies in flight: at most the queue's byte bound, or one copy when it is larger; plus
     # the writer threads' working memory (one colour-mapped channel at a time, ~20 MB each here)
-    assert r["files"] - r["plain"] < r["queue_bytes"] + 1.0 * r["activation"] + 64 * 2**20, r
+    host_copy = r["activation"] // 2           # 16 of the 32 channels
+    assert r["files"] - r["plain"] < r["queue_bytes"] + host_copy + 64 * 2**20, r
 
 
 class Sleepy(nn.Module):

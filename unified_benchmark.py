@@ -61,10 +61,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
 DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
+DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
+DISSECT_SPARE_THREADS = 0           # torch threads given up to the writers (measured: giving one up was slower)
+STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
+DISSECT_VECTOR_PIXELS = 256 * 256   # maps up to this size are colour-mapped all channels at once
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
-PROGRESS_INTERVAL_SEC = 2.0
+PROGRESS_INTERVAL_SEC = 5.0         # a line this often while a long pass runs; shorter passes print none
 UNSTABLE_CI_WIDTH = 0.20            # 95% interval of a median wider than this share of it: noisy timing
 MIN_RUNS_FOR_CI = 6                 # fewer runs than this have no distribution-free 95% interval
 COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
@@ -472,6 +476,90 @@ def leaf_modules(network) -> list[tuple[str, object]]:
 
 
 # =========================================================================================
+# Measuring machinery: progress lines of long passes
+# =========================================================================================
+class pass_progress:
+    """Progress lines while one long pass runs, so that no pass is silent for minutes.
+
+    A background thread prints a `[tag]` line every PROGRESS_INTERVAL_SEC while the pass runs
+    (a pass that ends sooner prints nothing). With a network, forward pre-hooks on its leaf
+    modules say how far the pass is: leaf modules run so far of the total, the top-level block
+    and the last leaf module started (a hook fires only when a module starts, so the line says
+    how long ago: a long module, or work between modules, shows as a growing age). Without a network (timed runs, drawing a
+    picture) the line says only the elapsed time, and nothing is hooked. `detail` adds text,
+    e.g. the dissection's record count.
+
+        with pass_progress(bench.network(), "DepthPro FLOPs pass", blocks=bench.top_level_blocks()):
+            bench.run_pipeline(image)
+    """
+
+    def __init__(self, network, label: str, tag: str = "PROGRESS", blocks=(), detail=None):
+        self.network = network
+        self.label = label
+        self.tag = tag
+        self.blocks = blocks
+        self.detail = detail
+        self.total = 0
+        self.seen: set[int] = set()
+        self.calls = 0
+        self.current = None               # (name, start time) of the last leaf module started
+        self.block = None                 # label of the last top-level block started
+        self._handles = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        self.started = time.perf_counter()
+        if self.network is not None:
+            leaves = leaf_modules(self.network)
+            self.total = len(leaves)
+            self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in leaves]
+            self._handles += [block.register_forward_pre_hook(self._block_hook(label)) for label, block in self.blocks]
+        self._thread = threading.Thread(target=self._tick, daemon=True, name=f"progress {self.label}")
+        self._thread.start()
+        return self
+
+    def _hook(self, name: str):
+        def pre(module, args):
+            self.calls += 1
+            self.seen.add(id(module))
+            self.current = (name, time.perf_counter())
+        return pre
+
+    def _block_hook(self, label: str):
+        def pre(module, args):
+            self.block = label
+        return pre
+
+    def _tick(self) -> None:
+        while not self._stop.wait(PROGRESS_INTERVAL_SEC):
+            log(self.tag, self.line())
+
+    def line(self) -> str:
+        now = time.perf_counter()
+        text = f"{self.label}: {now - self.started:.0f}s so far"
+        if self.network is not None:
+            text += f", {len(self.seen)}/{self.total} leaf modules run ({self.calls} calls)"
+            if self.block is not None:
+                text += f", in {self.block}"
+            if self.current is not None:
+                name, since = self.current
+                text += f", last module started: {name} ({now - since:.0f}s ago)"
+        if self.detail is not None:
+            text += f", {self.detail()}"
+        return text
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        return False
+
+
+# =========================================================================================
 # Measuring machinery: layer dissection (one forward pass, every call of every leaf module)
 # =========================================================================================
 def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
@@ -497,10 +585,30 @@ def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
     return None
 
 
+def float64_sum(x):
+    """Sum of x with float64 accumulation and no full-size temporary: float32 partial sums over
+    the dimensions innermost in memory (at least STATS_BLOCK_ELEMENTS elements each), then the
+    partials in float64. `x.sum(dtype=torch.float64)` would first copy x to float64 on the CPU."""
+    import torch
+    inner, size = [], 1
+    for d in sorted(range(x.dim()), key=lambda d: x.stride(d)):
+        if size >= STATS_BLOCK_ELEMENTS:
+            break
+        inner.append(d)
+        size *= x.shape[d]
+    partials = x.sum(dim=inner) if inner else x
+    return partials.sum(dtype=torch.float64)
+
+
 def tensor_stats(t) -> dict:
     """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
-    (float32 for low precision) with a single transfer of five numbers to the host in the
-    common all-finite case; the masked path runs only when NaN or Inf is present."""
+    with a single transfer of five numbers to the host in the common all-finite case; the
+    masked path runs only when NaN or Inf is present.
+
+    Memory: every reduction reads the tensor in place, whatever its strides (channels_last
+    and permuted outputs are common), and uses all of torch's threads. The extra memory is the
+    partial sums, 1/STATS_BLOCK_ELEMENTS of the tensor; float16/bfloat16 add a float32 copy
+    (2x the tensor's bytes), and the NaN/Inf path masks and copies (up to 1.75x)."""
     import torch
     x = t.detach()
     if x.is_complex():
@@ -511,24 +619,18 @@ def tensor_stats(t) -> dict:
     if n == 0:
         return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
                 "nan_count": 0, "inf_count": 0}
-    # Fast path: aminmax propagates NaN and shows Inf, so finite min and max mean all finite.
-    # Variance: float64 sum for the mean, then squared deviations in 256K-element chunks
-    # (dot products, no full-size temporaries); count_nonzero instead of a (x == 0) mask.
-    lo, hi = torch.aminmax(x)
-    flat = x.reshape(-1)
-    mean = flat.sum(dtype=torch.float64) / n
-    shift = mean.to(x.dtype)
-    ss = torch.zeros((), dtype=torch.float64, device=x.device)
-    for chunk in flat.split(1 << 18):
-        d = chunk - shift
-        ss += torch.dot(d, d)
+    # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
+    # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy. torch.var over
+    # all dimensions is a parallel two-pass reduction with float64 accumulators and no copy.
+    lo, hi = torch.amin(x), torch.amax(x)
+    total = float64_sum(x)
+    var = torch.var(x, correction=0)
     zeros = n - torch.count_nonzero(x)
-    lo_, hi_, mean_, ss_, shift_, zeros_ = torch.stack(
-        [lo.double(), hi.double(), mean, ss, shift.double(), zeros.double()]).tolist()
+    lo_, hi_, total_, var_, zeros_ = torch.stack(
+        [lo.double(), hi.double(), total, var.double(), zeros.double()]).tolist()
     if math.isfinite(lo_) and math.isfinite(hi_):
-        var = max(ss_ / n - (mean_ - shift_) ** 2, 0.0)
-        return {"min": lo_, "max": hi_, "mean": mean_, "std": math.sqrt(var), "zero_fraction": zeros_ / n,
-                "nan_count": 0, "inf_count": 0}
+        return {"min": lo_, "max": hi_, "mean": total_ / n, "std": math.sqrt(max(var_, 0.0)),
+                "zero_fraction": zeros_ / n, "nan_count": 0, "inf_count": 0}
     finite = torch.isfinite(x)
     finite_count = int(finite.sum())
     nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
@@ -571,6 +673,33 @@ def colormap_lut() -> np.ndarray:
     return _COLORMAP_LUT
 
 
+def colour_indices(ch: np.ndarray) -> np.ndarray:
+    """One channel normalised to its own finite min..max as colormap indices 0..255 (NaN/Inf: 0)."""
+    lo, hi = float(ch.min()), float(ch.max())
+    if math.isfinite(lo) and math.isfinite(hi):          # no NaN/Inf: no mask, no np.where
+        norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
+    else:
+        finite = np.isfinite(ch)
+        lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
+        norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
+    return (norm * 255).astype(np.uint8)
+
+
+def colour_indices_all(planes: np.ndarray) -> np.ndarray:
+    """colour_indices of every channel at once, same arithmetic (float32, the span rounded from
+    float64 as a Python float would be); channels with NaN or Inf take the per-channel path."""
+    lo, hi = planes.min(axis=(1, 2)), planes.max(axis=(1, 2))
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    span = hi.astype(np.float64) - lo.astype(np.float64)
+    denominator = np.where(finite & (span > 0), span, 1.0).astype(planes.dtype)
+    with np.errstate(invalid="ignore"):
+        norm = (planes - np.where(finite, lo, 0).astype(planes.dtype)[:, None, None]) / denominator[:, None, None]
+        out = (norm * 255).astype(np.uint8)
+    for i in np.flatnonzero(~finite):
+        out[i] = colour_indices(planes[i])
+    return out
+
+
 def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     """A grid of channels, each normalised on its own, saved as PNG by OpenCV (no row filter)."""
     import cv2
@@ -585,17 +714,17 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     rows = math.ceil(c / cols)
     pad = 2
     canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+    # Small maps (most ViT and detector layers) are colour-mapped all channels at once: a
+    # Python loop of numpy calls per channel cost more than the arithmetic. Large maps stay one
+    # channel at a time, so the writer's working memory stays a few copies of one channel.
+    tiles = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
+    if tiles is not None:
+        tiles = np.take(lut, tiles, axis=0)
+        if scale > 1 and (th, tw) == (h * scale, w * scale):   # same pixels as PIL's NEAREST
+            tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
     for i in range(c):
-        ch = planes[i]
-        lo, hi = float(ch.min()), float(ch.max())
-        if math.isfinite(lo) and math.isfinite(hi):          # no NaN/Inf: no mask, no np.where
-            norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
-        else:
-            finite = np.isfinite(ch)
-            lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
-            norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
-        rgb = np.take(lut, (norm * 255).astype(np.uint8), axis=0)
-        if (th, tw) != (h, w):
+        rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
+        if rgb.shape[:2] != (th, tw):
             rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.NEAREST if scale > 1 else Image.BOX))
         r, q = divmod(i, cols)
         y, x = pad + r * (th + pad), pad + q * (tw + pad)
@@ -629,22 +758,42 @@ class LayerDissector:
         self.queue: queue.Queue = queue.Queue(maxsize=DISSECT_QUEUE_SIZE)
         self.writer_errors: list[str] = []
         self.width = 3
-        self._last_progress = 0.0
+        # Bytes of host copies queued or being written: the hook waits while a new copy would
+        # pass DISSECT_QUEUE_BYTES, so a network with 150 MB planes cannot queue 8 of them.
+        self._pending_bytes = 0
+        self._pending = threading.Condition()
 
     # -- writer threads --------------------------------------------------------------------
     def _writer(self) -> None:
         while True:
             item = self.queue.get()
+            if item is None:
+                self.queue.task_done()
+                return
+            nbytes = item[0].nbytes
             try:
-                if item is None:
-                    return
                 planes, png_path, npy_path = item
                 np.save(npy_path, planes[:DISSECT_NPY_CHANNELS])
                 render_feature_grid(planes, png_path)
             except Exception as exc:  # keep serving the queue; report at the end
                 self.writer_errors.append(f"{type(exc).__name__}: {exc}")
             finally:
+                # Drop the array before waiting for the next one: a reference held across
+                # queue.get() would keep one more activation copy alive per writer thread.
+                item = planes = None
+                self._release(nbytes)
                 self.queue.task_done()
+
+    def _reserve(self, nbytes: int) -> None:
+        with self._pending:
+            self._pending.wait_for(lambda: self._pending_bytes == 0
+                                   or self._pending_bytes + nbytes <= DISSECT_QUEUE_BYTES)
+            self._pending_bytes += nbytes
+
+    def _release(self, nbytes: int) -> None:
+        with self._pending:
+            self._pending_bytes -= nbytes
+            self._pending.notify_all()
 
     def _file_stem(self, index: int) -> str:
         return f"layer_{index:0{self.width}d}"
@@ -673,24 +822,22 @@ class LayerDissector:
                 if planes is not None and planes.numel():
                     if note:
                         record["reshaped"] = note
+                    self._reserve(planes.numel() * 4)
                     host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
                     stem = self._file_stem(index)
                     record["files"] = [f"{stem}.png", f"{stem}.npy"]
                     self.queue.put((host, self.out_dir / f"{stem}.png", self.out_dir / f"{stem}.npy"))
-            self._progress()
         return hook
 
-    def _progress(self, final: bool = False) -> None:
-        now = time.perf_counter()
-        if final or now - self._last_progress >= PROGRESS_INTERVAL_SEC:
-            self._last_progress = now
-            last = self.records[-1] if self.records else None
-            where = f" {last['name']} (call {last['call']})" if last else ""
-            log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), at{where}")
+    def _final_line(self) -> None:
+        last = self.records[-1] if self.records else None
+        where = f" {last['name']} (call {last['call']})" if last else ""
+        log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), last{where}")
 
     # -- the pass --------------------------------------------------------------------------
-    def run(self, network, forward_call) -> dict:
-        """Hook `network`'s leaves, call `forward_call()` once, return the summary."""
+    def run(self, network, forward_call, label: str = "dissection", blocks=()) -> dict:
+        """Hook `network`'s leaves, call `forward_call()` once, return the summary.
+        `label` and `blocks` name the pass and its top-level blocks in the progress lines."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         leaves = leaf_modules(network)
         self.num_leaves = len(leaves)
@@ -703,37 +850,43 @@ class LayerDissector:
         started = time.perf_counter()
         completed = False
         threads = torch.get_num_threads()
-        if self.write_files and threads > 1:
-            torch.set_num_threads(threads - 1)     # leave a core to the writer threads
+        if self.write_files and threads > 1 and DISSECT_SPARE_THREADS:
+            torch.set_num_threads(max(1, threads - DISSECT_SPARE_THREADS))   # cores left to the writers
+        progress = pass_progress(network, label, tag="DISSECT", blocks=blocks,
+                                 detail=lambda: f"{len(self.records)} records, {self.queue.qsize()} waiting for the writers")
         try:
-            forward_call()
-            completed = True
+            with progress:
+                forward_call()
+                completed = True
         finally:
             torch.set_num_threads(threads)
             for h in handles:
                 h.remove()
-            if completed:
-                self.queue.join()          # every file written before we count them
-            else:
-                self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
-            for _ in writers:
-                self.queue.put(None)
-            for t in writers:
-                t.join(timeout=30)
+            with pass_progress(None, f"{label}, writing the last files", tag="DISSECT", detail=progress.detail):
+                if completed:
+                    self.queue.join()          # every file written before we count them
+                else:
+                    self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
+                for _ in writers:
+                    self.queue.put(None)
+                for t in writers:
+                    t.join(timeout=30)
         self._renumber_if_needed()
         seconds = time.perf_counter() - started
         pngs = sum(1 for r in self.records if r.get("files"))
-        self._progress(final=True)
+        self._final_line()
         return {"records": len(self.records), "leaf_modules": self.num_leaves, "png_files": pngs,
                 "npy_files": pngs, "seconds": seconds, "writer_errors": self.writer_errors}
 
     def _drop_pending(self) -> None:
         while True:
             try:
-                self.queue.get_nowait()
-                self.queue.task_done()
+                item = self.queue.get_nowait()
             except queue.Empty:
                 return
+            if item is not None:
+                self._release(item[0].nbytes)
+            self.queue.task_done()
 
     def _renumber_if_needed(self) -> None:
         """Zero-pad to the width the record count needs; more calls than leaves can widen it."""
@@ -967,6 +1120,13 @@ class ModelBenchmark(ABC):
                 return str(p.dtype).replace("torch.", "")
         return None
 
+    def progress(self, what: str, through_network: bool = True) -> pass_progress:
+        """Progress lines of one long pass of this model (see pass_progress); through_network
+        hooks the leaves to say how far the pass is, so never on a timed run."""
+        if not through_network:
+            return pass_progress(None, f"{self.MODEL_NAME} {what}")
+        return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks())
+
     def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
         matmuls, convolutions and attention count) and the shape of the tensor the network received."""
@@ -987,7 +1147,8 @@ class ModelBenchmark(ABC):
             # would count zero there, 36% of Depth Anything V2 Small). A public API, unlike a
             # formula registered for a private op; the extra memory of the N x N scores is
             # paid by this one counting pass only, never by the timed runs.
-            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, \
+                    self.progress("FLOPs pass"):
                 self.run_pipeline(image)
         finally:
             handle.remove()
@@ -999,7 +1160,8 @@ class ModelBenchmark(ABC):
         hw = tuple(self.input_shape[-2:]) if self.input_shape and len(self.input_shape) == 4 else None
         dissector = LayerDissector(out_dir, input_hw=hw, write_files=write_files)
         log("DISSECT", f"Hooking {len(leaf_modules(self.network()))} leaf modules, one forward pass")
-        summary = dissector.run(self.network(), lambda: self.run_pipeline(image))
+        summary = dissector.run(self.network(), lambda: self.run_pipeline(image),
+                                label=f"{self.MODEL_NAME} dissection", blocks=self.top_level_blocks())
         atomic_write_json(out_dir / "layers_metadata.json", dissector.metadata(
             model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape, **summary))
         summary["records_list"] = dissector.records
@@ -1022,8 +1184,9 @@ class ModelBenchmark(ABC):
             or [(type(module).__name__, module)]
 
     def profile_time(self, image: Image.Image) -> dict:
-        return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
-                                              lambda: self.run_pipeline(image))
+        with self.progress("profiled pass (where the time goes)"):
+            return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
+                                                  lambda: self.run_pipeline(image))
 
     def release(self) -> None:
         """Drop every reference to the model so that gc can free it."""
@@ -1547,7 +1710,8 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     with phase("load"):
         log("LOAD", f"Loading {bench.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
         start = time.perf_counter()
-        result["weights_source"] = bench.load()
+        with bench.progress("load", through_network=False):
+            result["weights_source"] = bench.load()
         bench.sync()
         result["load_seconds"] = time.perf_counter() - start
     result["dtype"] = bench.compute_dtype()
@@ -1566,7 +1730,8 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     first_image = load_rgb(ctx.images[0])
 
     def run(path, image, kind):
-        prediction, seconds, phases = bench.timed_run(image)
+        with bench.progress(f"{kind} run {len(result['runs']) + 1}/{total}", through_network=False):
+            prediction, seconds, phases = bench.timed_run(image)
         result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
                                "cold": kind == "cold", "total_s": seconds,
                                **{f"{k}_s": v for k, v in phases.items()}})
@@ -1602,7 +1767,8 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     with phase("output"):
         result["prediction_summary"] = bench.summarize_prediction(first_prediction)
         picture = ctx.assets_dir / f"{bench.MODEL_NAME}_output.png"
-        bench.render_prediction(first_image, first_prediction, picture)
+        with bench.progress("output picture", through_network=False):
+            bench.render_prediction(first_image, first_prediction, picture)
         if picture.exists():
             result["output_image"] = str(picture.relative_to(ctx.results_dir))
     del first_prediction

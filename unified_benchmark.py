@@ -2216,7 +2216,7 @@ def html_model_section(r: dict, position: int, ctx: RunContext, explorers: list[
     if r.get("output_image"):
         summary = r.get("prediction_summary") or {}
         out.append(f'<h3>What it produced (first image)</h3><div class="output"><img src="{html_url(r["output_image"])}" '
-                   f'alt="{html_text(name)} output" loading="lazy"></div>')
+                   f'alt="{html_text(name)} output"></div>')
         if summary:
             out.append("<p>" + html_text(", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}"
                                                    for k, v in summary.items())) + "</p>")

@@ -1891,7 +1891,8 @@ main{max-width:1360px;margin:0 auto;padding:0 20px 40px}
 nav{position:sticky;top:0;z-index:5;background:#1d232a;padding:6px 20px;font-size:13px}
 nav a{color:#dfe6ee;margin-right:14px;text-decoration:none}nav a:hover{text-decoration:underline}
 h1{font-size:24px;margin:18px 0 4px}h2{font-size:19px;margin:28px 0 8px;padding-top:8px;border-top:2px solid #d5dbe2}
-h3{font-size:15px;margin:18px 0 6px}h2,h3,section,.explorer{scroll-margin-top:36px}code,.mono{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
+h3{font-size:15px;margin:18px 0 6px}h2,h3,section,.explorer{scroll-margin-top:36px}
+code{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
 .meta{color:#58636f}.warn{background:#fff4d6;border-left:4px solid #d99a00;padding:8px 12px;margin:10px 0}
 .fail{background:#fde8e8;border-left:4px solid #c0392b;padding:8px 12px;margin:10px 0}
 table{border-collapse:collapse;background:#fff;margin:6px 0 10px;font-size:13px}
@@ -1909,10 +1910,12 @@ pre{white-space:pre-wrap;background:#fff;border:1px solid #d5dbe2;padding:6px;ma
 .ex-wrap{position:relative;max-height:440px;overflow:auto;border:1px solid #d5dbe2}
 .ex-wrap table{margin:0;width:100%;font-size:12px}.ex-wrap thead th{position:sticky;top:0;z-index:1}
 .ex-wrap tbody tr{cursor:pointer}.ex-wrap tbody tr:hover{background:#eef5fc}
-.ex-wrap tbody tr.selected{background:#cfe3f7}.ex-wrap td,.ex-wrap th{border-width:0 0 1px 0;white-space:nowrap;padding:2px 5px}
+.ex-wrap tbody tr.selected{background:#cfe3f7}
+.ex-wrap td,.ex-wrap th{border-width:0 0 1px 0;white-space:nowrap;padding:2px 5px}
 .ex-wrap td.name{white-space:normal;overflow-wrap:anywhere;min-width:140px}
 .ex-detail h4{margin:0 0 6px;font-size:14px;word-break:break-all}
-.ex-detail img{display:block;width:100%;height:300px;object-fit:contain;image-rendering:pixelated;border:1px solid #d5dbe2;background:#fafbfc}
+.ex-detail img{display:block;width:100%;height:300px;object-fit:contain;image-rendering:pixelated;
+  border:1px solid #d5dbe2;background:#fafbfc}
 .ex-facts{display:grid;grid-template-columns:auto 1fr auto 1fr;gap:2px 10px;font-size:12px;margin:6px 0}
 .ex-facts dt{color:#58636f}.ex-facts dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
 .ex-facts .wide{grid-column:2 / 5}
@@ -1926,20 +1929,17 @@ pre{white-space:pre-wrap;background:#fff;border:1px solid #d5dbe2;padding:6px;ma
 "use strict";
 const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
 const SVGNS = "http://www.w3.org/2000/svg";
-const fmt = v => v === null || v === undefined ? "n/a" : typeof v === "number" ? String(Number(v.toPrecision(4))) : String(v);
-function el(tag, attrs, text, ns) {
+const missing = v => v === null || v === undefined;
+const fmt = v => missing(v) ? "n/a" : typeof v === "number" ? String(Number(v.toPrecision(4))) : String(v);
+const percent = (v, digits) => missing(v) ? null : (v * 100).toFixed(digits) + "%";
+function el(tag, attrs, text, ns) {  // text only through textContent: names never become markup
   const node = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
   if (text !== undefined) node.textContent = text;
   return node;
 }
-function sortKey(cell) {
-  const s = cell.dataset.sort;
-  if (s !== undefined) return s === "" ? null : Number(s);
-  return cell.textContent.trim().toLowerCase();
-}
 function compare(a, b, asc) {  // missing values last in both directions
-  if (a === null || b === null) return (a === null) - (b === null);
+  if (missing(a) || missing(b)) return missing(a) - missing(b);
   const c = typeof a === "number" && typeof b === "number" ? a - b : String(a).localeCompare(String(b));
   return asc ? c : -c;
 }
@@ -1954,34 +1954,41 @@ function headerSort(th, onSort) {
   th.addEventListener("click", run);
   th.addEventListener("keydown", e => { if (e.key === "Enter") run(); });
 }
+function cellKey(cell) {  // numbers carry data-sort (empty when missing); text sorts as shown
+  const s = cell.dataset.sort;
+  return s === undefined ? cell.textContent.trim().toLowerCase() : s === "" ? null : Number(s);
+}
 for (const table of document.querySelectorAll("table.sortable")) {
   const body = table.tBodies[0];
   for (const th of table.tHead.rows[0].cells) headerSort(th, (col, asc) => {
     const rows = Array.from(body.rows);
-    rows.sort((a, b) => compare(sortKey(a.cells[col]), sortKey(b.cells[col]), asc));
+    rows.sort((a, b) => compare(cellKey(a.cells[col]), cellKey(b.cells[col]), asc));
     for (const r of rows) body.appendChild(r);
   });
 }
+// Explorer columns: label, text shown, and (when the text would sort wrongly) the sort value.
 const COLUMNS = [["#", r => r.index], ["module", r => r.name], ["call", r => r.call], ["type", r => r.type],
-  ["shape", r => r.shape ? r.shape.join("x") : null, r => r.shape ? r.shape.reduce((a, b) => a * b, 1) : null],
+  ["shape", r => r.shape && r.shape.join("x"), r => r.shape && r.shape.reduce((a, b) => a * b, 1)],
   ["min", r => r.min], ["max", r => r.max], ["mean", r => r.mean], ["std", r => r.std],
-  ["zeros", r => r.zero_fraction === undefined || r.zero_fraction === null ? null : (r.zero_fraction * 100).toFixed(1) + "%", r => r.zero_fraction],
-  ["NaN/Inf", r => r.min === undefined ? null : (r.nan_count || 0) + "/" + (r.inf_count || 0), r => (r.nan_count || 0) + (r.inf_count || 0)]];
-const explorers = {};
-let active = null;
+  ["zeros", r => percent(r.zero_fraction, 1), r => r.zero_fraction],
+  ["NaN/Inf", r => missing(r.min) ? null : (r.nan_count || 0) + "/" + (r.inf_count || 0),
+   r => (r.nan_count || 0) + (r.inf_count || 0)]];
 class Explorer {
   constructor(root, spec) {
     Object.assign(this, {root, spec, records: spec.records, selected: -1});
-    this.order = this.records.map((_, i) => i);
+    this.order = this.records.map((_, pos) => pos);
     const types = {};
     for (const r of this.records) types[r.type] = (types[r.type] || 0) + 1;
     const controls = root.appendChild(el("div", {class: "ex-controls"}));
-    this.filter = controls.appendChild(el("input", {type: "search", placeholder: "filter by module name", "aria-label": "filter by module name"}));
+    this.filter = controls.appendChild(el("input", {type: "search", placeholder: "filter by module name",
+                                                    "aria-label": "filter by module name"}));
     this.typeSelect = controls.appendChild(el("select", {"aria-label": "layer type"}));
     this.typeSelect.appendChild(el("option", {value: ""}, "all types (" + this.records.length + ")"));
-    for (const [t, n] of Object.entries(types).sort((a, b) => b[1] - a[1])) this.typeSelect.appendChild(el("option", {value: t}, t + " (" + n + ")"));
+    for (const [t, n] of Object.entries(types).sort((a, b) => b[1] - a[1]))
+      this.typeSelect.appendChild(el("option", {value: t}, t + " (" + n + ")"));
     this.count = controls.appendChild(el("span", {class: "meta"}));
-    controls.appendChild(el("span", {class: "meta"}, "Click a row or a profile point; arrow keys step through the shown records."));
+    controls.appendChild(el("span", {class: "meta"},
+                            "Click a row or a profile point; arrow keys step through the records shown."));
     this.drawProfile();
     const main = root.appendChild(el("div", {class: "ex-main"}));
     this.wrap = main.appendChild(el("div", {class: "ex-wrap"}));
@@ -1989,17 +1996,17 @@ class Explorer {
     const head = table.appendChild(el("thead")).appendChild(el("tr"));
     for (const [label] of COLUMNS) headerSort(head.appendChild(el("th", {}, label)), (col, asc) => this.sortBy(col, asc));
     this.body = table.appendChild(el("tbody"));
-    this.rows = this.records.map((r, pos) => {
+    this.rows = this.records.map((r, pos) => {  // every row once; filters hide, sorting moves them
       const tr = this.body.appendChild(el("tr", {"data-index": r.index}));
-      COLUMNS.forEach(([label, show], col) => tr.appendChild(el("td", col === 1 ? {class: "name"} : {}, fmt(show(r)))));
-      tr.cells[1].replaceChildren(...r.name.split(".").flatMap((part, i) => i ? [el("wbr"), "." + part] : [part]));  // wrap at dots
+      for (const [, show] of COLUMNS) tr.appendChild(el("td", {}, fmt(show(r))));
+      tr.cells[1].className = "name";   // long dotted names may wrap at their dots
+      tr.cells[1].replaceChildren(...r.name.split(".").flatMap((part, i) => i ? [el("wbr"), "." + part] : [part]));
       tr.addEventListener("click", () => { this.select(pos); root.focus({preventScroll: true}); });
       return tr;
     });
     this.detail = main.appendChild(el("div", {class: "ex-detail"}));
     this.filter.addEventListener("input", () => this.applyFilter());
     this.typeSelect.addEventListener("change", () => this.applyFilter());
-    root.addEventListener("focusin", () => { active = this; });
     root.addEventListener("keydown", e => this.onKey(e));
     this.applyFilter();
   }
@@ -2013,105 +2020,117 @@ class Explorer {
     this.count.textContent = n + " of " + this.records.length + " records shown";
   }
   sortBy(col, asc) {
-    const key = COLUMNS[col][2] || COLUMNS[col][1], value = pos => { const v = key(this.records[pos]); return v === undefined ? null : v; };
-    this.order.sort((a, b) => compare(value(a), value(b), asc) || a - b);
+    const key = COLUMNS[col][2] || COLUMNS[col][1];
+    this.order.sort((a, b) => compare(key(this.records[a]), key(this.records[b]), asc) || a - b);
     for (const pos of this.order) this.body.appendChild(this.rows[pos]);
   }
   onKey(e) {
-    if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
     const step = {ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1}[e.key];
-    if (!step) return;
+    if (!step || e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
     e.preventDefault();
-    const visible = this.order.filter(pos => this.shown(pos));
-    if (!visible.length) return;
-    const at = visible.indexOf(this.selected);
-    this.select(at < 0 ? visible[0] : visible[Math.min(Math.max(at + step, 0), visible.length - 1)]);
+    const visible = this.order.filter(pos => this.shown(pos)), at = visible.indexOf(this.selected);
+    if (visible.length) this.select(at < 0 ? visible[0] : visible[Math.min(Math.max(at + step, 0), visible.length - 1)]);
   }
   select(pos, keepHash) {
     const r = this.records[pos];
     if (!r) return;
     if (this.selected >= 0) this.rows[this.selected].classList.remove("selected");
     this.selected = pos;
-    const tr = this.rows[pos], head = this.wrap.querySelector("thead").offsetHeight;
+    const tr = this.rows[pos], wrap = this.wrap, head = wrap.querySelector("thead").offsetHeight;
     tr.classList.add("selected");
-    if (tr.offsetTop - head < this.wrap.scrollTop) this.wrap.scrollTop = tr.offsetTop - head;
-    else if (tr.offsetTop + tr.offsetHeight > this.wrap.scrollTop + this.wrap.clientHeight) this.wrap.scrollTop = tr.offsetTop + tr.offsetHeight - this.wrap.clientHeight;
-    const d = this.detail;
+    if (tr.offsetTop - head < wrap.scrollTop) wrap.scrollTop = tr.offsetTop - head;  // only the table scrolls
+    else if (tr.offsetTop + tr.offsetHeight > wrap.scrollTop + wrap.clientHeight)
+      wrap.scrollTop = tr.offsetTop + tr.offsetHeight - wrap.clientHeight;
+    const d = this.detail, files = r.files || [];
     d.replaceChildren(el("h4", {}, "#" + r.index + " " + r.name + " (call " + r.call + ") - " + r.type));
-    const files = r.files || [];
-    if (files.length) d.appendChild(el("img", {src: this.spec.base + files[0], alt: "feature maps of record " + r.index, class: "ex-image"}));
-    else d.appendChild(el("p", {class: "meta"}, "No picture for this record (" + (r.note || "not a floating-point feature map, or --no-dissect") + ")."));
-    const facts = [["shape", r.shape ? r.shape.join(" x ") + (r.dtype ? " " + r.dtype : "") : null, true],
-      ["after token reshape", r.reshaped ? (r.reshaped_shape ? r.reshaped_shape.join(" x ") + " (batch element 0): " : "") + r.reshaped : "not reshaped", true],
-      ["min", r.min], ["max", r.max], ["mean", r.mean], ["std", r.std],
-      ["zeros", r.zero_fraction === undefined || r.zero_fraction === null ? null : (r.zero_fraction * 100).toFixed(2) + "%"],
-      ["NaN / Inf", (r.nan_count || 0) + " / " + (r.inf_count || 0)], ["taken from", r.source, true], ["note", r.note, true]];
+    if (files.length) d.appendChild(el("img", {src: this.spec.base + files[0], alt: "feature maps of record " + r.index}));
+    else d.appendChild(el("p", {class: "meta"}, "No picture for this record ("
+                                + (r.note || "not a floating-point feature map, or --no-dissect") + ")."));
+    const reshaped = r.reshaped && (r.reshaped_shape ? r.reshaped_shape.join(" x ") + " (batch element 0): " : "") + r.reshaped;
+    const facts = [["shape", r.shape && r.shape.join(" x ") + (r.dtype ? " " + r.dtype : ""), true],
+      ["after token reshape", reshaped || "not reshaped", true], ["min", r.min], ["max", r.max], ["mean", r.mean],
+      ["std", r.std], ["zeros", percent(r.zero_fraction, 2)], ["NaN / Inf", (r.nan_count || 0) + " / " + (r.inf_count || 0)],
+      ["taken from", r.source, true], ["note", r.note, true]];
     const dl = d.appendChild(el("dl", {class: "ex-facts"}));
-    for (const [k, v, wide] of facts) if (v !== undefined) { dl.appendChild(el("dt", {}, k)); dl.appendChild(el("dd", wide ? {class: "wide"} : {}, fmt(v))); }
+    for (const [k, v, wide] of facts) if (v !== undefined) {
+      dl.appendChild(el("dt", {}, k));
+      dl.appendChild(el("dd", wide ? {class: "wide"} : {}, fmt(v)));
+    }
     const links = d.appendChild(el("p"));
-    files.forEach((f, i) => { if (i) links.append(" "); links.appendChild(el("a", {href: this.spec.base + f, class: "ex-file"}, f)); });
-    this.markProfile(r);
+    for (const f of files) links.append(el("a", {href: this.spec.base + f, class: "ex-file"}, f), " ");
+    this.markProfile();
     if (!keepHash) {
       const hash = "#" + new URLSearchParams({model: this.spec.model, record: r.index}).toString();
       try { history.replaceState(null, "", hash); } catch (err) { location.replace(hash); }
     }
   }
   drawProfile() {
-    const pts = this.records.map((r, pos) => ({pos, index: r.index, std: r.std, absmax: r.min === null || r.min === undefined ? null : Math.max(Math.abs(r.min), Math.abs(r.max))}))
-      .filter(p => p.std !== null && p.std !== undefined && p.absmax !== null);
+    const pts = this.records.map((r, pos) => ({pos, index: r.index, std: r.std,
+                                               absmax: missing(r.min) ? null : Math.max(Math.abs(r.min), Math.abs(r.max))}))
+      .filter(p => !missing(p.std) && !missing(p.absmax));
     if (!pts.length) return;
-    const W = 1100, H = 190, L = 62, R = 14, T = 14, B = 34, positive = pts.flatMap(p => [p.std, p.absmax]).filter(v => v > 0);
-    const lo = Math.floor(Math.log10(positive.length ? Math.min(...positive) : 1e-12)), hi = Math.max(Math.ceil(Math.log10(positive.length ? Math.max(...positive) : 1)), lo + 1);
+    const W = 1100, H = 190, L = 62, R = 14, T = 14, B = 34, grey = "#58636f";
+    const positive = pts.flatMap(p => [p.std, p.absmax]).filter(v => v > 0);
+    const lo = Math.floor(Math.log10(positive.length ? Math.min(...positive) : 1e-12));
+    const hi = Math.max(Math.ceil(Math.log10(positive.length ? Math.max(...positive) : 1)), lo + 1);
     const last = Math.max(1, this.records[this.records.length - 1].index);
-    const x = i => L + (W - L - R) * i / last, y = v => T + (H - T - B) * (hi - Math.log10(Math.max(v, 10 ** lo))) / (hi - lo);
-    const svg = this.root.appendChild(el("svg", {class: "ex-profile", viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": "activation profile"}, undefined, SVGNS));
+    const x = i => L + (W - L - R) * i / last;
+    const y = v => T + (H - T - B) * (hi - Math.log10(Math.max(v, 10 ** lo))) / (hi - lo);  // zero at the floor
+    const svg = this.root.appendChild(el("svg", {class: "ex-profile", viewBox: "0 0 " + W + " " + H, role: "img",
+                                                 "aria-label": "activation profile"}, undefined, SVGNS));
     const add = (tag, attrs, text) => svg.appendChild(el(tag, attrs, text, SVGNS));
-    const step = Math.max(1, Math.ceil((hi - lo) / 8));
-    for (let e = lo; e <= hi; e += step) {
+    const label = (px, py, text, anchor) => add("text", {x: px, y: py, "text-anchor": anchor, "font-size": 11, fill: grey}, text);
+    for (let e = lo; e <= hi; e += Math.max(1, Math.ceil((hi - lo) / 8))) {
       add("line", {x1: L, x2: W - R, y1: y(10 ** e), y2: y(10 ** e), stroke: "#e3e7ec"});
-      add("text", {x: L - 6, y: y(10 ** e) + 4, "text-anchor": "end", "font-size": 11, fill: "#58636f"}, "1e" + e);
+      label(L - 6, y(10 ** e) + 4, "1e" + e, "end");
     }
     const xstep = Math.max(1, 10 ** Math.floor(Math.log10(last / 4)));
-    for (let i = 0; i <= last; i += xstep * (last / xstep > 10 ? 2 : 1)) add("text", {x: x(i), y: H - 16, "text-anchor": "middle", "font-size": 11, fill: "#58636f"}, String(i));
-    add("text", {x: (L + W) / 2, y: H - 2, "text-anchor": "middle", "font-size": 11, fill: "#58636f"}, "record (execution order); log scale; solid black: |max|, dashed grey: std; click a point to select its record");
+    for (let i = 0; i <= last; i += xstep * (last / xstep > 10 ? 2 : 1)) label(x(i), H - 16, String(i), "middle");
+    label((L + W) / 2, H - 2, "record (execution order); log scale; solid black: |max|, dashed grey: std; "
+          + "click a point to select its record", "middle");
     for (const [key, color, dash] of [["absmax", "#1d232a", ""], ["std", "#8a96a3", "4 3"]]) {
-      add("polyline", {points: pts.map(p => x(p.index) + "," + y(p[key])).join(" "), fill: "none", stroke: color, "stroke-width": 1, "stroke-dasharray": dash});
-      for (const p of pts) add("circle", {cx: x(p.index), cy: y(p[key]), r: 2.4, fill: color, class: "pt", "data-pos": p.pos, "data-index": p.index}).appendChild(el("title", {}, "#" + p.index + " " + this.records[p.pos].name + " " + key + " " + fmt(p[key]), SVGNS));
+      add("polyline", {points: pts.map(p => x(p.index) + "," + y(p[key])).join(" "), fill: "none", stroke: color,
+                       "stroke-dasharray": dash});
+      for (const p of pts) add("circle", {cx: x(p.index), cy: y(p[key]), r: 2.4, fill: color, class: "pt",
+                                          "data-pos": p.pos, "data-index": p.index})
+        .appendChild(el("title", {}, "#" + p.index + " " + this.records[p.pos].name + " " + key + " " + fmt(p[key]), SVGNS));
     }
-    this.marker = [add("line", {class: "sel", y1: T, y2: H - B}), add("circle", {class: "sel", r: 5}), add("circle", {class: "sel", r: 5})];
+    this.marker = [add("line", {class: "sel", y1: T, y2: H - B}), add("circle", {class: "sel", r: 5}),
+                   add("circle", {class: "sel", r: 5})];
     this.profile = {x, y, pts: new Map(pts.map(p => [p.pos, p]))};
     svg.addEventListener("click", e => {
-      let pos = e.target.dataset ? Number(e.target.dataset.pos) : NaN;
-      if (Number.isNaN(pos)) {  // between points: the nearest record by position
+      let pos = Number(e.target.dataset ? e.target.dataset.pos : NaN);
+      if (Number.isNaN(pos)) {  // between points: the nearest record
         const at = new DOMPoint(e.clientX, e.clientY).matrixTransform(svg.getScreenCTM().inverse());
         pos = pts.reduce((best, p) => Math.abs(x(p.index) - at.x) < Math.abs(x(best.index) - at.x) ? p : best).pos;
       }
-      this.select(pos); this.root.focus({preventScroll: true});
+      this.select(pos);
+      this.root.focus({preventScroll: true});
     });
   }
-  markProfile(r) {
+  markProfile() {
     if (!this.marker) return;
-    const p = this.profile.pts.get(this.selected);
+    const p = this.profile.pts.get(this.selected), [line, top, bottom] = this.marker;
     for (const m of this.marker) m.style.display = p ? "" : "none";
     if (!p) return;
-    const [line, a, b] = this.marker, px = this.profile.x(p.index);
+    const px = this.profile.x(p.index);
     line.setAttribute("x1", px); line.setAttribute("x2", px);
-    a.setAttribute("cx", px); a.setAttribute("cy", this.profile.y(p.absmax));
-    b.setAttribute("cx", px); b.setAttribute("cy", this.profile.y(p.std));
+    top.setAttribute("cx", px); top.setAttribute("cy", this.profile.y(p.absmax));
+    bottom.setAttribute("cx", px); bottom.setAttribute("cy", this.profile.y(p.std));
   }
 }
+const explorers = {};
 DATA.explorers.forEach((spec, i) => {
   const root = document.getElementById("explorer-" + i);
   if (!root || !spec.records.length) return;
   explorers[spec.model] = new Explorer(root, spec);
-  explorers[spec.model].select(0, true);
+  explorers[spec.model].select(0, true);  // one picture per model loads, never all of them
 });
-function restoreFromHash() {
+function restoreFromHash() {  // #model=<name>&record=<index>, written by select()
   const params = new URLSearchParams(location.hash.slice(1)), ex = explorers[params.get("model")];
   if (!ex) return;
   const pos = ex.records.findIndex(r => String(r.index) === params.get("record"));
   if (pos >= 0) ex.select(pos, true);
-  active = ex;
   ex.root.scrollIntoView();
   ex.root.focus({preventScroll: true});
 }
@@ -2120,10 +2139,6 @@ restoreFromHash();
 </script>
 </body></html>
 """
-
-HTML_RECORD_KEYS = ("index", "name", "call", "type", "shape", "dtype", "min", "max", "mean", "std", "zero_fraction",
-                    "nan_count", "inf_count", "reshaped", "source", "note", "files")
-
 
 def html_text(value) -> str:
     import html
@@ -2174,7 +2189,7 @@ def html_explorer_records(dissection: dict) -> tuple[list[dict], str | None]:
         return [], f"layer records not readable ({type(exc).__name__}: {path})"
     out = []
     for r in sorted(records.values() if isinstance(records, dict) else records, key=lambda r: r.get("index", 0)):
-        rec = {k: r[k] for k in HTML_RECORD_KEYS if k in r}
+        rec = dict(r)
         grid = re.search(r"(\d+)x(\d+) grid", r.get("reshaped") or "")
         if grid and len(r.get("shape") or []) == 3:   # (B, tokens, C) drawn as (C, h, w)
             rec["reshaped_shape"] = [r["shape"][2], int(grid[1]), int(grid[2])]
@@ -2207,7 +2222,8 @@ def html_model_section(r: dict, position: int, ctx: RunContext, explorers: list[
     out.append("</ul>")
     per_image = r.get("latency_per_image") or {}
     if per_image:
-        out.append(html_table(["image", "size", "first run ms", "then: median ms [95% interval]", "p90 ms", "CoV", "runs"], [
+        out.append(html_table(["image", "size", "first run ms", "then: median ms [95% interval]", "p90 ms", "CoV",
+                               "runs"], [
             [img_name, "x".join(map(str, img.get("image_size") or [])),
              ms(img.get("first_run_s")) + (" (cold start)" if img.get("first_is_cold_start") else ""),
              html_ms_ci(img.get("steady") or {}), ms((img.get("steady") or {}).get("p90")),
@@ -2337,8 +2353,8 @@ def html_report(data: dict, ctx: RunContext) -> str:
                         f"{html_text(error.get('phase') or r.get('phase_reached') or r.get('phase'))}. "
                         f"{html_text((error.get('type', '') + ': ' + error.get('message', '')).strip(': '))}<br>"
                         f"Memory: {html_text(failure_memory(r))}"
-                        + (f"<details><summary>last output</summary><pre>{html_text(tail if isinstance(tail, str) else chr(10).join(tail))}</pre></details>"
-                           if tail else "") + "</div>")
+                        + (f"<details><summary>last output</summary><pre>{html_text(tail if isinstance(tail, str) else chr(10).join(tail))}"
+                           "</pre></details>" if tail else "") + "</div>")
 
     explorers: list[dict] = []
     body += [html_model_section(r, i, ctx, explorers) for i, r in enumerate(sections)]
@@ -2346,7 +2362,8 @@ def html_report(data: dict, ctx: RunContext) -> str:
     body.append("<h2>Where the files are</h2><ul>" + "".join(
         f'<li>{html_text(label)}: <a href="{html_url(paths[key].name)}">{html_text(paths[key].name)}</a></li>'
         for key, label in (("json", "JSON (every run's time)"), ("csv", "CSV (one row a model)"),
-                           ("md", "Markdown report"))) + f"<li>Layer folders: {html_text(ctx.viz_dir)}/&lt;MODEL_NAME&gt;/</li></ul></main>")
+                           ("md", "Markdown report")))
+                + f"<li>Layer folders: {html_text(ctx.viz_dir)}/&lt;MODEL_NAME&gt;/</li></ul></main>")
     # Every "<" escaped as \u003c: the JSON cannot end its script element or open a comment in it.
     payload = json.dumps(strict_json({"explorers": explorers}), allow_nan=False).replace("<", "\\u003c")
     parts = {"title": html_text(f"Benchmark report {data.get('run_id', '')}"), "body": "\n".join(body), "data": payload}

@@ -1907,14 +1907,14 @@ pre{white-space:pre-wrap;background:#fff;border:1px solid #d5dbe2;padding:6px;ma
 .ex-controls{display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:8px}
 .ex-controls input{width:260px;padding:3px 6px}.ex-controls .meta{font-size:12px}
 .ex-main{display:grid;grid-template-columns:minmax(0,2.2fr) minmax(0,1fr);gap:12px}
-.ex-wrap{position:relative;max-height:440px;overflow:auto;border:1px solid #d5dbe2}
+.ex-wrap{position:relative;max-height:400px;overflow:auto;border:1px solid #d5dbe2}
 .ex-wrap table{margin:0;width:100%;font-size:12px}.ex-wrap thead th{position:sticky;top:0;z-index:1}
 .ex-wrap tbody tr{cursor:pointer}.ex-wrap tbody tr:hover{background:#eef5fc}
 .ex-wrap tbody tr.selected{background:#cfe3f7}
 .ex-wrap td,.ex-wrap th{border-width:0 0 1px 0;white-space:nowrap;padding:2px 5px}
-.ex-wrap td.name{white-space:normal;overflow-wrap:anywhere;min-width:140px}
+.ex-wrap td.name{white-space:normal;overflow-wrap:anywhere;min-width:120px}
 .ex-detail h4{margin:0 0 6px;font-size:14px;word-break:break-all}
-.ex-detail img{display:block;width:100%;height:300px;object-fit:contain;image-rendering:pixelated;
+.ex-detail img{display:block;width:100%;height:260px;object-fit:contain;image-rendering:pixelated;
   border:1px solid #d5dbe2;background:#fafbfc}
 .ex-facts{display:grid;grid-template-columns:auto 1fr auto 1fr;gap:2px 10px;font-size:12px;margin:6px 0}
 .ex-facts dt{color:#58636f}.ex-facts dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
@@ -2131,7 +2131,7 @@ function restoreFromHash() {  // #model=<name>&record=<index>, written by select
   if (!ex) return;
   const pos = ex.records.findIndex(r => String(r.index) === params.get("record"));
   if (pos >= 0) ex.select(pos, true);
-  ex.root.scrollIntoView();
+  (ex.root.previousElementSibling || ex.root).scrollIntoView();   // its heading names the model
   ex.root.focus({preventScroll: true});
 }
 window.addEventListener("hashchange", restoreFromHash);
@@ -2268,7 +2268,7 @@ def html_model_section(r: dict, position: int, ctx: RunContext, explorers: list[
                                                        f"{z['zero_fraction'] * 100:.1f}%"] for z in d.get("most_zeros", [])])
                    + "</div></div>")
         records, problem = html_explorer_records(d)
-        out.append(f"<h3>Layer explorer</h3>")
+        out.append(f"<h3>Layer explorer: {html_text(name)}</h3>")
         if records:
             out.append(f'<div class="explorer" id="explorer-{len(explorers)}" tabindex="0"></div>'
                        "<noscript><p>The layer explorer needs JavaScript.</p></noscript>")

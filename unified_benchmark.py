@@ -2286,7 +2286,7 @@ def html_report(data: dict, ctx: RunContext) -> str:
     shown = [r for r in results if r.get("status") != "not run"]
     system, config = data.get("system") or {}, data.get("config") or {}
     body = ['<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#findings">Findings</a>']
-    sections = [r for r in shown if r.get("status") != "running"]
+    sections = [r for r in shown if r.get("cold_start") and r.get("status") != "running"]   # something measured
     body += [f'<a href="#model-{i}">{html_text(r.get("model"))}</a>' for i, r in enumerate(sections)]
     body.append(f"</nav><main><h1>Vision model benchmark report</h1><p class=meta>Run <code>{html_text(data.get('run_id'))}"
                 f"</code>, started {html_text(data.get('started'))}, {data.get('total_seconds') or 0:.0f} s so far, status "

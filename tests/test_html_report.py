@@ -257,3 +257,29 @@ def test_names_with_markup_render_as_text(run, browser, ub, tmp_path):
     assert "peak at failure 5.00 GB" in failure
     # The crafted records' layer pictures do not exist; any other console error (a broken script) counts.
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "/layer_" not in e["message"]]
+
+
+def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
+    """A page written mid-run shows the finished models and says the run goes on; warm-up runs,
+    95% intervals, phase times and a worker's last output appear when the result JSON has them."""
+    data = copy.deepcopy(run["json"])
+    done, running = data["models"]
+    data["status"] = "running"
+    running.clear()
+    running.update(model="DepthAnythingV2Small", cli_name="depth-anything-v2-small", status="running", weights="random")
+    done["runs"] = [{**r, "kind": kind} for r, kind in zip(done["runs"] * 3, ("cold", "warmup", "warmup", "timed"))]
+    done["latency_end_to_end"].update(ci95_low=0.0123, ci95_high=0.0456, ci_method="order statistics")
+    done["phase_seconds"] = {"load": 1.25, "timed": 3.5}
+    data["phase_totals"] = {"load": 1.25, "overhead": 0.75}
+    data["models"].append({"model": "MobileSAM", "status": "timeout", "weights": "random", "runs": [],
+                           "error": {"type": "Timeout", "message": "worker killed", "output_tail": ["line one", "line two"]}})
+    results = tmp_path / "results"
+    ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
+                          assets_dir=results / f"report_{data['run_id']}")
+    page = ub.html_report(data, ctx)
+    assert "<b>Run running.</b>" in page and "DepthAnythingV2Small (running)" in page
+    assert page.count("<section ") == 1 and '<section id="model-0"><h2>YOLO11nDetect</h2>' in page
+    assert "Runs: 1 cold start, 2 warm-up (not in the statistics), 1 timed" in page
+    assert "[12.3-45.6]" in page
+    assert "Wall time by phase: load 1.2 s, timed 3.5 s" in page and "load 1.2 s, overhead 0.8 s" in page
+    assert '<div class="fail"><b>MobileSAM</b>: timeout' in page and "line one\nline two" in page

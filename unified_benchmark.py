@@ -2181,7 +2181,8 @@ def csv_row(r: dict) -> dict:
 def report_paths(ctx: RunContext) -> dict:
     return {"json": ctx.results_dir / f"benchmark_results_{ctx.run_id}.json",
             "csv": ctx.results_dir / f"benchmark_summary_{ctx.run_id}.csv",
-            "md": ctx.results_dir / f"benchmark_report_{ctx.run_id}.md"}
+            "md": ctx.results_dir / f"benchmark_report_{ctx.run_id}.md",
+            "html": ctx.results_dir / f"benchmark_report_{ctx.run_id}.html"}
 
 
 RESULTS_SCHEMA = "unified-benchmark/2"
@@ -2228,6 +2229,7 @@ def write_reports(ctx: RunContext) -> dict:
     atomic_write_text(paths["csv"], buffer.getvalue())
 
     atomic_write_text(paths["md"], markdown_report(data, ctx))
+    atomic_write_text(paths["html"], html_report(data, ctx))
     return paths
 
 
@@ -2454,6 +2456,7 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
         lines += model_section(r, ctx, rel)
     lines += ["## Where the files are", "", f"- JSON (every run's time): `{report_paths(ctx)['json'].name}`",
               f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
+              f"- HTML report with a layer explorer (open it in a browser): `{report_paths(ctx)['html'].name}`",
               f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)", ""]
     return "\n".join(lines)
 
@@ -2570,6 +2573,501 @@ def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
                 [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
                 for z in d["most_zeros"]]), ""]
     return lines
+
+
+# =========================================================================================
+# Reports: the HTML report and its layer explorer
+# =========================================================================================
+# One self-contained page: styles and script inline, pictures referenced relative to results/
+# (report_<run>/..., ../viz/<run>/...), so results/ and viz/ can be moved or zipped together.
+# Text reaches the page only through html.escape (Python) or textContent (script); the layer
+# records travel as JSON in a script element with every "<" escaped, so no name can close it.
+HTML_PAGE = r"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,"><title>@@title@@</title>
+<style>
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+main{max-width:1360px;margin:0 auto;padding:0 20px 40px}
+nav{position:sticky;top:0;z-index:5;background:#1d232a;padding:6px 20px;font-size:13px}
+nav a{color:#dfe6ee;margin-right:14px;text-decoration:none}nav a:hover{text-decoration:underline}
+h1{font-size:24px;margin:18px 0 4px}h2{font-size:19px;margin:28px 0 8px;padding-top:8px;border-top:2px solid #d5dbe2}
+h3{font-size:15px;margin:18px 0 6px}h2,h3,section,.explorer{scroll-margin-top:36px}
+code{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace}
+.meta{color:#58636f}.warn{background:#fff4d6;border-left:4px solid #d99a00;padding:8px 12px;margin:10px 0}
+.fail{background:#fde8e8;border-left:4px solid #c0392b;padding:8px 12px;margin:10px 0}
+table{border-collapse:collapse;background:#fff;margin:6px 0 10px;font-size:13px}
+th,td{border:1px solid #d5dbe2;padding:3px 7px;text-align:left;vertical-align:top}th{background:#eef1f4}
+td[data-sort]{text-align:right;font-variant-numeric:tabular-nums}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#e0e6ec}
+th[aria-sort=ascending]::after{content:" \25B2"}th[aria-sort=descending]::after{content:" \25BC"}
+.scroll{overflow-x:auto}.charts img,.output img{max-width:100%;border:1px solid #d5dbe2;background:#fff}
+.charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}.pair{display:flex;flex-wrap:wrap;gap:0 24px}
+pre{white-space:pre-wrap;background:#fff;border:1px solid #d5dbe2;padding:6px;max-height:240px;overflow:auto}
+.explorer{background:#fff;border:1px solid #c9d1da;padding:10px;outline:none}.explorer:focus{border-color:#2a6fb0}
+.ex-controls{display:flex;gap:10px;align-items:center;flex-wrap:wrap;margin-bottom:8px}
+.ex-controls input{width:260px;padding:3px 6px}.ex-controls .meta{font-size:12px}
+.ex-main{display:grid;grid-template-columns:minmax(0,2.2fr) minmax(0,1fr);gap:12px}
+.ex-wrap{position:relative;max-height:400px;overflow:auto;border:1px solid #d5dbe2}
+.ex-wrap table{margin:0;width:100%;font-size:12px}.ex-wrap thead th{position:sticky;top:0;z-index:1}
+.ex-wrap tbody tr{cursor:pointer}.ex-wrap tbody tr:hover{background:#eef5fc}
+.ex-wrap tbody tr.selected{background:#cfe3f7}
+.ex-wrap td,.ex-wrap th{border-width:0 0 1px 0;white-space:nowrap;padding:2px 5px}
+.ex-wrap td.name{white-space:normal;overflow-wrap:anywhere;min-width:120px}
+.ex-detail h4{margin:0 0 6px;font-size:14px;word-break:break-all}
+.ex-detail img{display:block;width:100%;height:260px;object-fit:contain;image-rendering:pixelated;
+  border:1px solid #d5dbe2;background:#fafbfc}
+.ex-facts{display:grid;grid-template-columns:auto 1fr auto 1fr;gap:2px 10px;font-size:12px;margin:6px 0}
+.ex-facts dt{color:#58636f}.ex-facts dd{margin:0;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
+.ex-facts .wide{grid-column:2 / 5}
+.ex-profile{display:block;width:100%;height:auto;margin-bottom:8px}
+.ex-profile .pt{cursor:pointer}.ex-profile .sel{stroke:#c0392b;fill:none;stroke-width:2}
+</style></head>
+<body>
+@@body@@
+<script type="application/json" id="explorer-data">@@data@@</script>
+<script>
+"use strict";
+const DATA = JSON.parse(document.getElementById("explorer-data").textContent);
+const SVGNS = "http://www.w3.org/2000/svg";
+const missing = v => v === null || v === undefined;
+const fmt = v => missing(v) ? "n/a" : typeof v === "number" ? String(Number(v.toPrecision(4))) : String(v);
+const percent = (v, digits) => missing(v) ? null : (v * 100).toFixed(digits) + "%";
+function el(tag, attrs, text, ns) {  // text only through textContent: names never become markup
+  const node = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function compare(a, b, asc) {  // missing values last in both directions
+  if (missing(a) || missing(b)) return missing(a) - missing(b);
+  const c = typeof a === "number" && typeof b === "number" ? a - b : String(a).localeCompare(String(b));
+  return asc ? c : -c;
+}
+function headerSort(th, onSort) {
+  th.tabIndex = 0;
+  const run = () => {
+    const asc = th.getAttribute("aria-sort") !== "ascending";
+    for (const other of th.parentNode.cells) other.removeAttribute("aria-sort");
+    th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+    onSort(th.cellIndex, asc);
+  };
+  th.addEventListener("click", run);
+  th.addEventListener("keydown", e => { if (e.key === "Enter") run(); });
+}
+function cellKey(cell) {  // numbers carry data-sort (empty when missing); text sorts as shown
+  const s = cell.dataset.sort;
+  return s === undefined ? cell.textContent.trim().toLowerCase() : s === "" ? null : Number(s);
+}
+for (const table of document.querySelectorAll("table.sortable")) {
+  const body = table.tBodies[0];
+  for (const th of table.tHead.rows[0].cells) headerSort(th, (col, asc) => {
+    const rows = Array.from(body.rows);
+    rows.sort((a, b) => compare(cellKey(a.cells[col]), cellKey(b.cells[col]), asc));
+    for (const r of rows) body.appendChild(r);
+  });
+}
+// Explorer columns: label, text shown, and (when the text would sort wrongly) the sort value.
+const COLUMNS = [["#", r => r.index], ["module", r => r.name], ["call", r => r.call], ["type", r => r.type],
+  ["shape", r => r.shape && r.shape.join("x"), r => r.shape && r.shape.reduce((a, b) => a * b, 1)],
+  ["min", r => r.min], ["max", r => r.max], ["mean", r => r.mean], ["std", r => r.std],
+  ["zeros", r => percent(r.zero_fraction, 1), r => r.zero_fraction],
+  ["NaN/Inf", r => missing(r.min) ? null : (r.nan_count || 0) + "/" + (r.inf_count || 0),
+   r => (r.nan_count || 0) + (r.inf_count || 0)]];
+class Explorer {
+  constructor(root, spec) {
+    Object.assign(this, {root, spec, records: spec.records, selected: -1});
+    this.order = this.records.map((_, pos) => pos);
+    const types = {};
+    for (const r of this.records) types[r.type] = (types[r.type] || 0) + 1;
+    const controls = root.appendChild(el("div", {class: "ex-controls"}));
+    this.filter = controls.appendChild(el("input", {type: "search", placeholder: "filter by module name",
+                                                    "aria-label": "filter by module name"}));
+    this.typeSelect = controls.appendChild(el("select", {"aria-label": "layer type"}));
+    this.typeSelect.appendChild(el("option", {value: ""}, "all types (" + this.records.length + ")"));
+    for (const [t, n] of Object.entries(types).sort((a, b) => b[1] - a[1]))
+      this.typeSelect.appendChild(el("option", {value: t}, t + " (" + n + ")"));
+    this.count = controls.appendChild(el("span", {class: "meta"}));
+    controls.appendChild(el("span", {class: "meta"},
+                            "Click a row or a profile point; arrow keys step through the records shown."));
+    this.drawProfile();
+    const main = root.appendChild(el("div", {class: "ex-main"}));
+    this.wrap = main.appendChild(el("div", {class: "ex-wrap"}));
+    const table = this.wrap.appendChild(el("table"));
+    const head = table.appendChild(el("thead")).appendChild(el("tr"));
+    for (const [label] of COLUMNS) headerSort(head.appendChild(el("th", {}, label)), (col, asc) => this.sortBy(col, asc));
+    this.body = table.appendChild(el("tbody"));
+    this.rows = this.records.map((r, pos) => {  // every row once; filters hide, sorting moves them
+      const tr = this.body.appendChild(el("tr", {"data-index": r.index}));
+      for (const [, show] of COLUMNS) tr.appendChild(el("td", {}, fmt(show(r))));
+      tr.cells[1].className = "name";   // long dotted names may wrap at their dots
+      tr.cells[1].replaceChildren(...r.name.split(".").flatMap((part, i) => i ? [el("wbr"), "." + part] : [part]));
+      tr.addEventListener("click", () => { this.select(pos); root.focus({preventScroll: true}); });
+      return tr;
+    });
+    this.detail = main.appendChild(el("div", {class: "ex-detail"}));
+    this.filter.addEventListener("input", () => this.applyFilter());
+    this.typeSelect.addEventListener("change", () => this.applyFilter());
+    root.addEventListener("keydown", e => this.onKey(e));
+    this.applyFilter();
+  }
+  shown(pos) {
+    const r = this.records[pos], text = this.filter.value.trim().toLowerCase(), type = this.typeSelect.value;
+    return (!text || r.name.toLowerCase().includes(text)) && (!type || r.type === type);
+  }
+  applyFilter() {
+    let n = 0;
+    this.rows.forEach((tr, pos) => { tr.hidden = !this.shown(pos); n += !tr.hidden; });
+    this.count.textContent = n + " of " + this.records.length + " records shown";
+  }
+  sortBy(col, asc) {
+    const key = COLUMNS[col][2] || COLUMNS[col][1];
+    this.order.sort((a, b) => compare(key(this.records[a]), key(this.records[b]), asc) || a - b);
+    for (const pos of this.order) this.body.appendChild(this.rows[pos]);
+  }
+  onKey(e) {
+    const step = {ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1}[e.key];
+    if (!step || e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
+    e.preventDefault();
+    const visible = this.order.filter(pos => this.shown(pos)), at = visible.indexOf(this.selected);
+    if (visible.length) this.select(at < 0 ? visible[0] : visible[Math.min(Math.max(at + step, 0), visible.length - 1)]);
+  }
+  select(pos, keepHash) {
+    const r = this.records[pos];
+    if (!r) return;
+    if (this.selected >= 0) this.rows[this.selected].classList.remove("selected");
+    this.selected = pos;
+    const tr = this.rows[pos], wrap = this.wrap, head = wrap.querySelector("thead").offsetHeight;
+    tr.classList.add("selected");
+    if (tr.offsetTop - head < wrap.scrollTop) wrap.scrollTop = tr.offsetTop - head;  // only the table scrolls
+    else if (tr.offsetTop + tr.offsetHeight > wrap.scrollTop + wrap.clientHeight)
+      wrap.scrollTop = tr.offsetTop + tr.offsetHeight - wrap.clientHeight;
+    const d = this.detail, files = r.files || [];
+    d.replaceChildren(el("h4", {}, "#" + r.index + " " + r.name + " (call " + r.call + ") - " + r.type));
+    if (files.length) d.appendChild(el("img", {src: this.spec.base + files[0], alt: "feature maps of record " + r.index}));
+    else d.appendChild(el("p", {class: "meta"}, "No picture for this record ("
+                                + (r.note || "not a floating-point feature map, or --no-dissect") + ")."));
+    const reshaped = r.reshaped && (r.reshaped_shape ? r.reshaped_shape.join(" x ") + " (batch element 0): " : "") + r.reshaped;
+    const facts = [["shape", r.shape && r.shape.join(" x ") + (r.dtype ? " " + r.dtype : ""), true],
+      ["after token reshape", reshaped || "not reshaped", true], ["min", r.min], ["max", r.max], ["mean", r.mean],
+      ["std", r.std], ["zeros", percent(r.zero_fraction, 2)], ["NaN / Inf", (r.nan_count || 0) + " / " + (r.inf_count || 0)],
+      ["taken from", r.source, true], ["note", r.note, true]];
+    const dl = d.appendChild(el("dl", {class: "ex-facts"}));
+    for (const [k, v, wide] of facts) if (v !== undefined) {
+      dl.appendChild(el("dt", {}, k));
+      dl.appendChild(el("dd", wide ? {class: "wide"} : {}, fmt(v)));
+    }
+    const links = d.appendChild(el("p"));
+    for (const f of files) links.append(el("a", {href: this.spec.base + f, class: "ex-file"}, f), " ");
+    this.markProfile();
+    if (!keepHash) {
+      const hash = "#" + new URLSearchParams({model: this.spec.model, record: r.index}).toString();
+      try { history.replaceState(null, "", hash); } catch (err) { location.replace(hash); }
+    }
+  }
+  drawProfile() {
+    const pts = this.records.map((r, pos) => ({pos, index: r.index, std: r.std,
+                                               absmax: missing(r.min) ? null : Math.max(Math.abs(r.min), Math.abs(r.max))}))
+      .filter(p => !missing(p.std) && !missing(p.absmax));
+    if (!pts.length) return;
+    const W = 1100, H = 190, L = 62, R = 14, T = 14, B = 34, grey = "#58636f";
+    const positive = pts.flatMap(p => [p.std, p.absmax]).filter(v => v > 0);
+    const lo = Math.floor(Math.log10(positive.length ? Math.min(...positive) : 1e-12));
+    const hi = Math.max(Math.ceil(Math.log10(positive.length ? Math.max(...positive) : 1)), lo + 1);
+    const last = Math.max(1, this.records[this.records.length - 1].index);
+    const x = i => L + (W - L - R) * i / last;
+    const y = v => T + (H - T - B) * (hi - Math.log10(Math.max(v, 10 ** lo))) / (hi - lo);  // zero at the floor
+    const svg = this.root.appendChild(el("svg", {class: "ex-profile", viewBox: "0 0 " + W + " " + H, role: "img",
+                                                 "aria-label": "activation profile"}, undefined, SVGNS));
+    const add = (tag, attrs, text) => svg.appendChild(el(tag, attrs, text, SVGNS));
+    const label = (px, py, text, anchor) => add("text", {x: px, y: py, "text-anchor": anchor, "font-size": 11, fill: grey}, text);
+    for (let e = lo; e <= hi; e += Math.max(1, Math.ceil((hi - lo) / 8))) {
+      add("line", {x1: L, x2: W - R, y1: y(10 ** e), y2: y(10 ** e), stroke: "#e3e7ec"});
+      label(L - 6, y(10 ** e) + 4, "1e" + e, "end");
+    }
+    const xstep = Math.max(1, 10 ** Math.floor(Math.log10(last / 4)));
+    for (let i = 0; i <= last; i += xstep * (last / xstep > 10 ? 2 : 1)) label(x(i), H - 16, String(i), "middle");
+    label((L + W) / 2, H - 2, "record (execution order); log scale; solid black: |max|, dashed grey: std; "
+          + "click a point to select its record", "middle");
+    for (const [key, color, dash] of [["absmax", "#1d232a", ""], ["std", "#8a96a3", "4 3"]]) {
+      add("polyline", {points: pts.map(p => x(p.index) + "," + y(p[key])).join(" "), fill: "none", stroke: color,
+                       "stroke-dasharray": dash});
+      for (const p of pts) add("circle", {cx: x(p.index), cy: y(p[key]), r: 2.4, fill: color, class: "pt",
+                                          "data-pos": p.pos, "data-index": p.index})
+        .appendChild(el("title", {}, "#" + p.index + " " + this.records[p.pos].name + " " + key + " " + fmt(p[key]), SVGNS));
+    }
+    this.marker = [add("line", {class: "sel", y1: T, y2: H - B}), add("circle", {class: "sel", r: 5}),
+                   add("circle", {class: "sel", r: 5})];
+    this.profile = {x, y, pts: new Map(pts.map(p => [p.pos, p]))};
+    svg.addEventListener("click", e => {
+      let pos = Number(e.target.dataset ? e.target.dataset.pos : NaN);
+      if (Number.isNaN(pos)) {  // between points: the nearest record
+        const at = new DOMPoint(e.clientX, e.clientY).matrixTransform(svg.getScreenCTM().inverse());
+        pos = pts.reduce((best, p) => Math.abs(x(p.index) - at.x) < Math.abs(x(best.index) - at.x) ? p : best).pos;
+      }
+      this.select(pos);
+      this.root.focus({preventScroll: true});
+    });
+  }
+  markProfile() {
+    if (!this.marker) return;
+    const p = this.profile.pts.get(this.selected), [line, top, bottom] = this.marker;
+    for (const m of this.marker) m.style.display = p ? "" : "none";
+    if (!p) return;
+    const px = this.profile.x(p.index);
+    line.setAttribute("x1", px); line.setAttribute("x2", px);
+    top.setAttribute("cx", px); top.setAttribute("cy", this.profile.y(p.absmax));
+    bottom.setAttribute("cx", px); bottom.setAttribute("cy", this.profile.y(p.std));
+  }
+}
+const explorers = {};
+DATA.explorers.forEach((spec, i) => {
+  const root = document.getElementById("explorer-" + i);
+  if (!root || !spec.records.length) return;
+  explorers[spec.model] = new Explorer(root, spec);
+  explorers[spec.model].select(0, true);  // one picture per model loads, never all of them
+});
+function restoreFromHash() {  // #model=<name>&record=<index>, written by select()
+  const params = new URLSearchParams(location.hash.slice(1)), ex = explorers[params.get("model")];
+  if (!ex) return;
+  const pos = ex.records.findIndex(r => String(r.index) === params.get("record"));
+  if (pos >= 0) ex.select(pos, true);
+  (ex.root.previousElementSibling || ex.root).scrollIntoView();   // its heading names the model
+  ex.root.focus({preventScroll: true});
+}
+window.addEventListener("hashchange", restoreFromHash);
+restoreFromHash();
+</script>
+</body></html>
+"""
+
+def html_text(value) -> str:
+    import html
+    return "n/a" if value is None else html.escape(str(value))
+
+
+def html_url(path: str) -> str:
+    """A relative path as a URL (forward slashes, percent-encoded), escaped for an attribute."""
+    from urllib.parse import quote
+    return html_text(quote(Path(path).as_posix()))
+
+
+def html_num(value, show=lambda v: f"{v:.2f}") -> tuple:
+    """A number cell: shown text and the value the summary table sorts by."""
+    return ("n/a", None) if value is None else (show(value), value)
+
+
+def html_ms_ci(stats: dict) -> str:
+    """Median ms, with its 95% interval when the runner computed one."""
+    text = ms(stats.get("median"))
+    if stats.get("ci95_low") is not None and stats.get("ci95_high") is not None:
+        text += f" [{ms(stats['ci95_low'])}-{ms(stats['ci95_high'])}]"
+    return text
+
+
+def html_table(headers: list, rows: list[list], sortable: bool = False) -> str:
+    """A cell is a value shown as text, or a (text, sort value) pair from html_num."""
+    def cell(c):
+        if isinstance(c, tuple):
+            return f'<td data-sort="{html_text("" if c[1] is None else c[1])}">{html_text(c[0])}</td>'
+        return f"<td>{html_text(c)}</td>"
+    head = "".join(f"<th>{html_text(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
+    return (f'<div class="scroll"><table{" class=sortable" if sortable else ""}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def html_explorer_records(dissection: dict) -> tuple[list[dict], str | None]:
+    """Every record of the model's layers_metadata.json (the result JSON keeps only a digest),
+    or why they are missing."""
+    import re
+    if not dissection.get("folder"):
+        return [], "no dissection folder recorded"
+    path = Path(dissection["folder"]) / "layers_metadata.json"
+    try:
+        records = json.loads(path.read_text(encoding="utf-8")).get("records") or {}
+    except (OSError, ValueError) as exc:
+        return [], f"layer records not readable ({type(exc).__name__}: {path})"
+    out = []
+    for r in sorted(records.values() if isinstance(records, dict) else records, key=lambda r: r.get("index", 0)):
+        rec = dict(r)
+        grid = re.search(r"(\d+)x(\d+) grid", r.get("reshaped") or "")
+        if grid and len(r.get("shape") or []) == 3:   # (B, tokens, C) drawn as (C, h, w)
+            rec["reshaped_shape"] = [r["shape"][2], int(grid[1]), int(grid[2])]
+        out.append(rec)
+    return out, None
+
+
+def html_model_section(r: dict, position: int, ctx: RunContext, explorers: list[dict]) -> str:
+    name = r.get("model", "?")
+    out = [f'<section id="model-{position}"><h2>{html_text(name)}</h2><ul>',
+           f"<li>Status: {html_text(r.get('status'))}; weights: {html_text(r.get('weights_source') or r.get('weights'))}</li>",
+           f"<li>Input the network received: {html_text(r.get('input_shape'))} (nominal size "
+           f"{html_text(r.get('nominal_input_size'))})</li>"]
+    if r.get("config"):
+        out.append("<li>Settings: " + html_text(", ".join(f"{k}={v}" for k, v in r["config"].items())) + "</li>")
+    kinds = [run.get("kind") or ("cold" if run.get("cold") else "timed") for run in r.get("runs") or []]
+    if kinds:
+        out.append(f"<li>Runs: {kinds.count('cold')} cold start, {kinds.count('warmup')} warm-up (not in the "
+                   f"statistics), {kinds.count('timed')} timed</li>")
+    phases = r.get("latency_phases_median") or {}
+    if phases.get("forward") is not None:
+        out.append(f"<li>Timed medians: preprocess {ms(phases.get('preprocess'))} ms, forward {ms(phases['forward'])} ms, "
+                   f"postprocess {ms(phases.get('postprocess'))} ms; cold start "
+                   f"{ms((r.get('cold_start') or {}).get('total_s'))} ms</li>")
+    if r.get("phase_seconds"):
+        out.append("<li>Wall time by phase: " + html_text(", ".join(
+            f"{k} {v:.1f} s" for k, v in r["phase_seconds"].items() if v is not None)) + "</li>")
+    if r.get("worker"):
+        out.append("<li>Worker process: " + html_text(", ".join(f"{k} {v}" for k, v in r["worker"].items())) + "</li>")
+    out.append("</ul>")
+    per_image = r.get("latency_per_image") or {}
+    if per_image:
+        out.append(html_table(["image", "size", "first run ms", "then: median ms [95% interval]", "p90 ms", "CoV",
+                               "runs"], [
+            [img_name, "x".join(map(str, img.get("image_size") or [])),
+             ms(img.get("first_run_s")) + (" (cold start)" if img.get("first_is_cold_start") else ""),
+             html_ms_ci(img.get("steady") or {}), ms((img.get("steady") or {}).get("p90")),
+             html_num((img.get("steady") or {}).get("cov"), lambda v: f"{v * 100:.1f}%"),
+             (img.get("steady") or {}).get("n", 0) + 1] for img_name, img in per_image.items()]))
+    if r.get("output_image"):
+        summary = r.get("prediction_summary") or {}
+        out.append(f'<h3>What it produced (first image)</h3><div class="output"><img src="{html_url(r["output_image"])}" '
+                   f'alt="{html_text(name)} output"></div>')
+        if summary:
+            out.append("<p>" + html_text(", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}"
+                                                   for k, v in summary.items())) + "</p>")
+        if r.get("weights") == "random":
+            out.append('<p class="meta">Random weights: this output shows the pipeline works, not what the model can do.</p>')
+    tb = r.get("time_breakdown")
+    if tb:
+        out.append(f"<h3>Where the time goes</h3><p>One profiled pass (not a timed run), forward "
+                   f"{tb.get('forward_ms', 0):.1f} ms with timing hooks on every module.</p><div class=pair><div>")
+        out.append(html_table(["block", "ms", "share"], [[b["block"], html_num(b["ms"], lambda v: f"{v:.1f}"),
+                                                          html_num(b["share"], lambda v: f"{v * 100:.1f}%")]
+                                                         for b in tb.get("blocks", [])]))
+        out.append("</div><div>" + html_table(["most expensive leaf module", "type", "calls", "ms", "share"], [
+            [t["name"], t["type"], t["calls"], html_num(t["ms"], lambda v: f"{v:.1f}"),
+             html_num(t["share"], lambda v: f"{v * 100:.1f}%")] for t in tb.get("top_leaves", [])]) + "</div></div>")
+    d = r.get("dissection")
+    if d:
+        link = os.path.relpath(d["folder"], ctx.results_dir) if d.get("folder") else ""
+        out.append(f"<h3>Inside the model</h3><p>{html_text(d.get('records'))} records (every call of "
+                   f"{html_text(d.get('leaf_modules'))} leaf modules) in one pass of {d.get('seconds') or 0:.1f} s; "
+                   f"{html_text(d.get('png_files'))} PNG and {html_text(d.get('npy_files'))} NPY files in "
+                   f'<a href="{html_url(link)}/">{html_text(link)}</a>. NaN in {html_text(d.get("nan_records"))} '
+                   f"records, Inf in {html_text(d.get('inf_records'))}.</p><p>Layer types: "
+                   + html_text(", ".join(f"{t} {n}" for t, n in (d.get("type_counts") or {}).items())) + "</p>")
+        if r.get("weights") == "random":
+            out.append('<p class="meta">Random weights: these statistics describe the initialisation, not a trained model.</p>')
+        out.append("<div class=pair><div><h3>Widest activation range</h3>" + html_table(
+            ["#", "module", "call", "type", "min", "max"], [[w["index"], w["name"], w["call"], w["type"],
+                                                             f"{w['range'][0]:.4g}", f"{w['range'][1]:.4g}"]
+                                                            for w in d.get("widest_range", [])])
+                   + "</div><div><h3>Highest fraction of exact zeros</h3>" + html_table(
+            ["#", "module", "call", "type", "zeros"], [[z["index"], z["name"], z["call"], z["type"],
+                                                       f"{z['zero_fraction'] * 100:.1f}%"] for z in d.get("most_zeros", [])])
+                   + "</div></div>")
+        records, problem = html_explorer_records(d)
+        out.append(f"<h3>Layer explorer: {html_text(name)}</h3>")
+        if records:
+            out.append(f'<div class="explorer" id="explorer-{len(explorers)}" tabindex="0"></div>'
+                       "<noscript><p>The layer explorer needs JavaScript.</p></noscript>")
+            explorers.append({"model": name, "base": (Path(link).as_posix() + "/") if link else "",
+                              "records": records})
+        else:
+            out.append(f'<p class="meta">{html_text(problem or "no records")}</p>')
+    return "".join(out) + "</section>"
+
+
+def html_report(data: dict, ctx: RunContext) -> str:
+    """The report as one offline HTML page, rewritten after every model like the others."""
+    import re
+    results = data.get("models") or []
+    shown = [r for r in results if r.get("status") != "not run"]
+    system, config = data.get("system") or {}, data.get("config") or {}
+    body = ['<nav><a href="#summary">Summary</a><a href="#charts">Charts</a><a href="#findings">Findings</a>']
+    sections = [r for r in shown if r.get("cold_start") and r.get("status") != "running"]   # something measured
+    body += [f'<a href="#model-{i}">{html_text(r.get("model"))}</a>' for i, r in enumerate(sections)]
+    body.append(f"</nav><main><h1>Vision model benchmark report</h1><p class=meta>Run <code>{html_text(data.get('run_id'))}"
+                f"</code>, started {html_text(data.get('started'))}, {data.get('total_seconds') or 0:.0f} s so far, status "
+                f"<b>{html_text(data.get('status'))}</b>. Command: <code>{html_text(data.get('command'))}</code></p>")
+    random_models = [r.get("model") for r in shown if r.get("weights") == "random"]
+    if random_models:
+        body.append(f'<p class="warn"><b>Warning: random weights.</b> {html_text(", ".join(random_models))} ran with '
+                    "randomly initialised weights. Timing, memory, FLOPs and the dissection mechanics are valid; the "
+                    "task outputs and the activation statistics of these models are not meaningful.</p>")
+    if data.get("status") != "complete":
+        body.append(f'<p class="warn"><b>Run {html_text(data.get("status"))}.</b> Not complete: ' + html_text(", ".join(
+            f"{r.get('model')} ({r.get('status')})" for r in results if r.get("status") != "complete"))
+                    + ". The figures below are those of the models that finished; this page is rewritten after every model.</p>")
+
+    body.append("<div class=pair><div><h2>System</h2>" + html_table(["property", "value"], [
+        [k, system.get(k)] for k in ("os", "python", "torch", "transformers", "ultralytics", "cuda_version", "gpu",
+                                      "cpu", "cpu_count", "torch_threads", "device") if k in system]) + "</div>")
+    settings = [["images", ", ".join(Path(p).name for p in data.get("images") or [])]] + [
+        [k, config.get(k)] for k in ("image_source", "runs_per_image", "warmup_rounds", "seed", "weights", "device",
+                                     "torch_threads", "isolation", "dissect_files", "sam_prompt", "keep_going") if k in config]
+    if data.get("phase_totals"):
+        settings.append(["wall time by phase", ", ".join(f"{k} {v:.1f} s" for k, v in data["phase_totals"].items()
+                                                         if v is not None)])
+    body.append("<div><h2>Configuration</h2>" + html_table(["setting", "value"], settings) + "</div></div>")
+
+    kind = next((r["memory"]["peak_kind"] for r in shown if (r.get("memory") or {}).get("peak_kind")), "peak memory")
+    rows = []
+    for r in shown:
+        e2e, mem = r.get("latency_end_to_end") or {}, r.get("memory") or {}
+        peak = mem.get("peak_bytes")
+        rows.append([r.get("model"), r.get("weights"), r.get("status"), html_num(r.get("load_seconds")),
+                     html_num((r.get("cold_start") or {}).get("total_s"), ms), (html_ms_ci(e2e), e2e.get("median")),
+                     html_num(e2e.get("p90"), ms), html_num((r.get("latency_forward") or {}).get("median"), ms),
+                     html_num(e2e.get("cov"), lambda v: f"{v * 100:.1f}%"), html_num(r.get("fps")),
+                     (f"{peak / 1024 ** 2:.0f} (+{(mem.get('peak_over_baseline_bytes') or 0) / 1024 ** 2:.0f})", peak)
+                     if peak else ("n/a", None), html_num(r.get("parameters"), lambda v: f"{v:,}"),
+                     html_num(r.get("gflops")), "x".join(map(str, r.get("input_shape") or [])) or "n/a",
+                     html_num((r.get("dissection") or {}).get("records"), str), html_num(e2e.get("n"), str)])
+    body.append('<h2 id="summary">Summary</h2>' + html_table(
+        ["model", "weights", "status", "load s", "cold start ms", "end-to-end median ms [95% interval]", "p90 ms",
+         "forward median ms", "CoV", "FPS", f"peak memory MB ({kind})", "params", "GFLOPs", "input shape",
+         "layers dissected", "timed runs"], rows, sortable=True)
+                + "<p class=meta>Click a column to sort. End to end = preprocess + forward + postprocess; FPS = 1 / its "
+                  "median. GFLOPs count 2 per multiply-add. Peak memory is over the timed runs; in brackets, its increase "
+                  "over what the process held just before the model loaded.</p>")
+
+    charts = [(f, alt) for f, alt in (("latency.png", "Latency per model"), ("memory_vs_params.png",
+                                                                             "Peak memory against parameters"))
+              if (ctx.assets_dir / f).exists()]
+    body.append('<h2 id="charts">Charts</h2><div class="charts">' + "".join(
+        f'<img src="{html_url(ctx.assets_dir.name + "/" + f)}" alt="{html_text(alt)}">' for f, alt in charts)
+                + ("" if charts else "<p>No charts yet.</p>") + "</div>")
+    found = findings(results)
+    body.append('<h2 id="findings">Findings</h2><ul>' + "".join(f"<li>{html_text(f)}</li>" for f in found)
+                + ("" if found else "<li>Too few finished models to compare.</li>") + "</ul>")
+
+    failed = [r for r in results if r.get("status") not in ("complete", "not run", "running")]
+    if failed:
+        body.append('<h2 id="failures">Failed or interrupted models</h2>')
+        for r in failed:
+            error = r.get("error") or {}
+            tail = error.get("output_tail")
+            body.append(f'<div class="fail"><b>{html_text(r.get("model"))}</b>: {html_text(r.get("status"))} in phase '
+                        f"{html_text(error.get('phase') or r.get('phase_reached') or r.get('phase'))}. "
+                        f"{html_text((error.get('type', '') + ': ' + error.get('message', '')).strip(': '))}<br>"
+                        f"Memory: {html_text(failure_memory(r))}"
+                        + (f"<details><summary>last output</summary><pre>{html_text(tail if isinstance(tail, str) else chr(10).join(tail))}"
+                           "</pre></details>" if tail else "") + "</div>")
+
+    explorers: list[dict] = []
+    body += [html_model_section(r, i, ctx, explorers) for i, r in enumerate(sections)]
+    paths = report_paths(ctx)
+    body.append("<h2>Where the files are</h2><ul>" + "".join(
+        f'<li>{html_text(label)}: <a href="{html_url(paths[key].name)}">{html_text(paths[key].name)}</a></li>'
+        for key, label in (("json", "JSON (every run's time)"), ("csv", "CSV (one row a model)"),
+                           ("md", "Markdown report")))
+                + f"<li>Layer folders: {html_text(ctx.viz_dir)}/&lt;MODEL_NAME&gt;/</li></ul></main>")
+    # Every "<" escaped as \u003c: the JSON cannot end its script element or open a comment in it.
+    payload = json.dumps(strict_json({"explorers": explorers}), allow_nan=False).replace("<", "\\u003c")
+    parts = {"title": html_text(f"Benchmark report {data.get('run_id', '')}"), "body": "\n".join(body), "data": payload}
+    return re.sub(r"@@(\w+)@@", lambda m: parts[m.group(1)], HTML_PAGE)
 
 
 # =========================================================================================

@@ -2007,7 +2007,7 @@ def run_on_devices(classes, ctx: RunContext) -> int:
                 run_in_worker(cls, dctx, result)
             except RunInterrupted:
                 result["status"] = "interrupted"
-            result["device"] = str(device)
+            result["device"], result["device_slot"] = str(device), slot
             if dctx.system is not ctx.system:
                 result["system"] = dctx.system
             if result["status"] == "complete":
@@ -2319,13 +2319,17 @@ def placement_lines(data: dict) -> list[str]:
     systems = {json.dumps({k: (r.get("system") or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True)
                for r in results}
     lines = []
+    if data.get("merged_from"):
+        lines += [f"Merged from {len(data['merged_from'])} result files: "
+                  + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"]) + ".", ""]
     if len(systems) > 1:
         lines += ["> **Mixed systems.** These models ran on different systems (GPU, CPU or library versions "
                   "differ, see the table below); compare their figures with that in mind.", ""]
     rows = []
     for r in results:
         s = r.get("system") or data["system"]
-        rows.append([r["model"], r.get("device") or s.get("device"), s.get("gpu") or s.get("cpu"),
+        slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
+        rows.append([r["model"], (r.get("device") or s.get("device")) + slot, s.get("gpu") or s.get("cpu"),
                      f"torch {s.get('torch')}", f"`{r.get('source_run_id') or data['run_id']}`"])
     return lines + ["Where each model ran:", "", md_table(["model", "device", "GPU or CPU", "torch", "run"], rows), ""]
 
@@ -3125,7 +3129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), 1 cold-start run, "
                     f"{args.warmup} warm-up round(s), {args.runs} timed run(s) per image, {args.weights} weights, "
-                    f"device {device}, seed {args.seed}, "
+                    f"device {', '.join(map(str, args.devices)) if args.devices else device}, seed {args.seed}, "
                     + ("one worker process per model" if args.isolation == "process" else "all in this process"))
         log("INFO", f"Images: {', '.join(p.name for p in images)}")
         code = run_all(args.model_classes, ctx)

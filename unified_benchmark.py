@@ -2675,7 +2675,7 @@ def compare_pair(base: dict, new: dict) -> dict:
     for label, where, key in COMPARED_SETTINGS:
         values = [setting(data, None, where, key) for data in (base, new)]
         if values[0] != values[1]:
-            differences.append([label, *values])
+            differences.append([label, *("none" if v is None else v for v in values)])
     images = [sorted(Path(p).name for p in data.get("images", [])) for data in (base, new)]
     if images[0] != images[1]:
         differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
@@ -2701,7 +2701,8 @@ def change_text(before, after, fmt) -> str:
         return "n/a"
     if before == after:
         return fmt(after)
-    change = f" ({(after / before - 1) * 100:+.1f}%)" if before and after is not None else ""
+    numeric = isinstance(before, (int, float)) and isinstance(after, (int, float)) and before
+    change = f" ({(after / before - 1) * 100:+.1f}%)" if numeric else ""
     return f"{fmt(before)} -> {fmt(after)}{change}"
 
 

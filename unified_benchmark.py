@@ -2706,11 +2706,20 @@ def change_text(before, after, fmt) -> str:
     return f"{fmt(before)} -> {fmt(after)}{change}"
 
 
+def median_text(stats: dict) -> str:
+    """A median in ms with its 95% interval, short enough for a table cell."""
+    if stats.get("ci95_low") is None:
+        return f"{ms(stats.get('median'))} (no interval: {stats.get('n') or 0} runs)"
+    return f"{ms(stats['median'])} {format_interval(stats)}"
+
+
 def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
     mb = lambda b: "n/a" if b is None else f"{b / 1024 ** 2:.0f} MB"
     lines = ["# Benchmark comparison", "", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`).", "",
              f"Significance: {SIGNIFICANCE_METHOD}. A verdict says whether the two sets of timed runs differ by "
-             "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets.", ""]
+             "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets "
+             f"(it needs {MIN_RUNS_FOR_CI} timed runs or more). With 3 runs on each side no difference can be "
+             "significant (the smallest possible p is 0.1); more runs let the test see smaller changes.", ""]
     if args.fail_if_slower is not None:
         lines += [f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model significantly slower than base "
                   f"by more than {args.fail_if_slower:g}%.", ""]
@@ -2726,11 +2735,14 @@ def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
             lines += ["Nothing: same system, library versions, device, weights and settings ("
                       + ", ".join(label for label, _, _ in COMPARED_SETTINGS) + ", images).", ""]
         rows = pair["models"]
+        verdicts = collections.Counter(r["verdict"] for r in rows)
+        lines += [f"{len(rows)} model(s) on both sides: " + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
+                  + "." + (f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
+                           if pair["base_only"] or pair["new_only"] else ""), ""]
         if rows:
             lines += ["### Latency (end to end, timed runs)", "", md_table(
                 ["model", "base median ms [95% CI]", "new median ms [95% CI]", "new / base", "runs", "p", "verdict"],
-                [[r["model"], f"{ms(r['base']['median'])} {format_interval(r['base'])}",
-                  f"{ms(r['new']['median'])} {format_interval(r['new'])}",
+                [[r["model"], median_text(r["base"]), median_text(r["new"]),
                   "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x", f"{r['base']['n']} / {r['new']['n']}",
                   "n/a" if r["p"] is None else f"{r['p']:.3g}",
                   f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None

@@ -1989,6 +1989,12 @@ def run_on_devices(classes, ctx: RunContext) -> int:
             write_reports(ctx)
 
     def serve(device, slot: int) -> None:
+        try:
+            serve_models(device, slot)
+        finally:
+            finished[slot].set()
+
+    def serve_models(device, slot: int) -> None:
         dctx = copy.copy(ctx)
         dctx.device = device
         dctx.system = system_info(device) if device != ctx.device else ctx.system
@@ -2022,21 +2028,27 @@ def run_on_devices(classes, ctx: RunContext) -> int:
     log("INFO", f"Running on {len(ctx.args.devices)} device(s) at once: {', '.join(map(str, ctx.args.devices))}")
     threads = [threading.Thread(target=serve, args=(d, i), name=f"device-{d}-{i}", daemon=True)
                for i, d in enumerate(ctx.args.devices)]
+    # Waiting is a sleep loop, not Thread.join: on Python 3.11 a signal's exception raised inside
+    # join() can leave the thread marked as stopped while it still runs (seen here: the report was
+    # written before the last worker's record was final).
+    finished = [threading.Event() for _ in threads]
+
+    def wait_for_all() -> None:
+        while not all(e.is_set() for e in finished):
+            time.sleep(0.2)
+
     exit_code = EXIT_OK
     try:
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)  # short joins, so that a signal reaches this thread's handler
+        wait_for_all()
     except (RunInterrupted, KeyboardInterrupt) as exc:
         stop.signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         stop.set()
         log("ERROR", f"Interrupted by {signal.Signals(stop.signum).name}; stopping the workers and writing the "
                      "results of finished models")
         with signals_deferred(deliver=False):
-            for t in threads:
-                t.join()
+            wait_for_all()
         exit_code = EXIT_SIGINT if stop.signum == signal.SIGINT else EXIT_SIGTERM
     results = ordered()
     if exit_code == EXIT_OK and any(r["status"] != "complete" for r in results):

@@ -236,3 +236,42 @@ def test_devices_usage_errors(tmp_path, extra, expected):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupt_with_devices_stops_every_worker_and_keeps_the_finished_model(tmp_path, sample_image):
+    """Slot 0 hangs in Sleepy while slot 1 finishes TinyConv; Ctrl-C then stops the hung worker,
+    and the report (written once every device thread is done) holds both final records."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import psutil
+    from conftest import ROOT
+    log = tmp_path / "stdout.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "worker_models.py"), "--devices", "cpu,cpu",
+                                 "--models", "sleepy,tinyconv", "--weights", "random", "--runs", "2", "--no-dissect",
+                                 "--images", str(sample_image), "--output-dir", str(tmp_path / "out")],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while not ("SLEEPING" in log.read_text() and "[COMPLETE] TinyConv" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    text = log.read_text()
+    assert code == 130, text[-2000:]
+    run = load_run(tmp_path / "out")
+    sleepy, tiny = run["json"]["models"]
+    assert (sleepy["model"], sleepy["status"], tiny["model"], tiny["status"]) == \
+        ("Sleepy", "interrupted", "TinyConv", "complete")
+    assert {sleepy["device_slot"], tiny["device_slot"]} == {0, 1}
+    assert "Sleepy                 interrupted" in text  # the closing summary agrees with the JSON
+    assert sleepy["worker"]["pid"] in {p.pid for p in children}
+    deadline = time.monotonic() + 10
+    alive = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [(p.pid, p.cmdline()[:3]) for p in alive]

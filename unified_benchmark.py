@@ -2692,7 +2692,17 @@ def compare_pair(base: dict, new: dict) -> dict:
     if images[0] != images[1]:
         differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
     warnings = []
+    reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
     for k in common:
+        # Merged files and --devices runs keep a system per model: a model can move where its file did not.
+        moved = [f"{key} {setting(base, base_models[k], 'system', key)} -> {setting(new, new_models[k], 'system', key)}"
+                 for key in SYSTEM_IDENTITY if setting(base, base_models[k], "system", key)
+                 != setting(new, new_models[k], "system", key) and key not in reported]
+        devices = [base_models[k].get("device"), new_models[k].get("device")]
+        if devices[0] != devices[1] and None not in devices:
+            moved.append(f"device {devices[0]} -> {devices[1]}")
+        if moved and any(base_models[k].get(x) or new_models[k].get(x) for x in ("system", "device")):
+            warnings.append(f"{base_models[k]['model']} ran on a different system or device: {'; '.join(moved)}.")
         weights = [base_models[k].get("weights"), new_models[k].get("weights")]
         if weights[0] != weights[1]:
             warnings.append(f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "

@@ -89,6 +89,18 @@ def test_a_different_model_a_status_change_and_random_against_pretrained_are_fla
     assert "Status change: Net complete -> failed" in md
     assert "| GPU | none | NVIDIA A100 |" in md
     assert "> **Warning:** Other: pretrained weights in base, random in new" in md
+    assert "ran on a different system" not in md  # the GPU change is a file-wide one, listed once at the top
+
+
+def test_a_model_that_moved_to_another_system_inside_a_merged_file_is_a_warning(tmp_path):
+    base = synthetic_file(tmp_path / "base.json", [synthetic_model("Net", tight(0.1)), synthetic_model("Other", tight(0.1))])
+    moved = synthetic_model("Net", tight(0.1)) | {"system": {"gpu": "NVIDIA L4", "torch": "2.14.1"}, "device": "cuda:1"}
+    new = synthetic_file(tmp_path / "new.json", [moved, synthetic_model("Other", tight(0.1))])
+    proc = run_cli("--compare", base, new, "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = comparison_md(tmp_path)
+    assert "> **Warning:** Net ran on a different system or device: gpu None -> NVIDIA L4" in md
+    assert "Other ran on a different system" not in md and "Nothing: same system" in md
 
 
 def test_mann_whitney_p_matches_scipy(ub):

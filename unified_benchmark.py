@@ -10,7 +10,8 @@ under viz/<run id>/.
     python unified_benchmark.py --help                # every option
 
 Sections, top to bottom: constants, helpers, measuring machinery (timing, memory, FLOPs,
-dissection, time breakdown), model classes, the runner, the reports, the command line.
+dissection, time breakdown), model classes, the runner, the reports, compare and merge (results
+read back), the command line.
 To add a model, write a ModelBenchmark subclass (see README.md) and add it to MODEL_CLASSES.
 """
 from __future__ import annotations
@@ -2950,7 +2951,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "statistics), memory, parameters, FLOPs, and a dissection of every layer call. Writes "
                     "results/benchmark_{results.json,summary.csv,report.md} and viz/<run id>/<model>/.",
         epilog="Without network: --weights random builds the released architectures with random weights. "
-               "Exit codes: 0 done, 1 a model failed, 2 bad input, 130 interrupted (Ctrl-C), 143 terminated.")
+               "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows), 2 bad input, 130 interrupted (Ctrl-C), 143 terminated.")
     what = parser.add_argument_group("what to run")
     what.add_argument("--models", default=",".join(MODELS_BY_CLI_NAME),
                       help="comma-separated model names, in the order to run (default: all eight; see --list-models)")

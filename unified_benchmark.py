@@ -2321,6 +2321,7 @@ def md_table(headers: list[str], rows: list[list]) -> str:
 
 SYSTEM_IDENTITY = ("gpu", "cpu", "cpu_count", "os", "torch", "transformers", "ultralytics", "cuda_version",
                    "cuda_driver_version")  # a difference here makes two runs' figures not directly comparable
+SETTINGS_IDENTITY = ("runs_per_image", "warmup_rounds", "weights", "isolation", "seed", "torch_threads")
 
 
 def placement_lines(data: dict) -> list[str]:
@@ -2338,6 +2339,12 @@ def placement_lines(data: dict) -> list[str]:
     if len(systems) > 1:
         lines += ["> **Mixed systems.** These models ran on different systems (GPU, CPU or library versions "
                   "differ, see the table below); compare their figures with that in mind.", ""]
+    differing = [k for k in SETTINGS_IDENTITY
+                 if len({json.dumps((r.get("run_config") or data["config"]).get(k)) for r in results}) > 1]
+    if differing:
+        lines += ["> **Mixed settings.** The parts ran with different " + ", ".join(differing) + ": "
+                  + "; ".join(f"{r['model']} " + ", ".join(f"{k}={(r.get('run_config') or data['config']).get(k)}"
+                                                          for k in differing) for r in results) + ".", ""]
     rows = []
     for r in results:
         s = r.get("system") or data["system"]

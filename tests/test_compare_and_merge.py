@@ -188,7 +188,7 @@ def test_merging_two_shards_gives_one_report_with_all_models(real_runs):
     assert len(merged["csv_path"].read_text().strip().splitlines()) == 3
     md = merged["md_path"].read_text()
     assert "| YOLO11nDetect | random" in md and "| YOLO11nPose | random" in md and "Merged from 2 result files" in md
-    assert "Mixed systems" not in md
+    assert "Mixed systems" not in md and "Mixed settings" not in md
     for m in data["models"]:  # the output pictures the report links to came along
         assert (merged["results_dir"] / m["output_image"]).exists()
 
@@ -209,6 +209,7 @@ def test_a_merge_of_different_systems_says_so(real_runs, tmp_path):
     root, runs = real_runs
     other = json.loads(runs["c"].read_text())
     other["system"] = copy.deepcopy(other["system"]) | {"gpu": "NVIDIA H100", "torch": "2.99.0"}
+    other["config"]["runs_per_image"] = 10
     other_path = runs["c"].parent / "other_system.json"
     other_path.write_text(json.dumps(other))
     proc = run_cli("--merge", runs["a"], other_path, "--output-dir", tmp_path)
@@ -217,6 +218,9 @@ def test_a_merge_of_different_systems_says_so(real_runs, tmp_path):
     assert [m["system"]["gpu"] for m in merged["json"]["models"]] == [None, "NVIDIA H100"]
     md = merged["md_path"].read_text()
     assert "**Mixed systems.**" in md and "| YOLO11nPose | cpu | NVIDIA H100 | torch 2.99.0 |" in md
+    assert "**Mixed settings.** The parts ran with different runs_per_image: YOLO11nDetect runs_per_image=5; " \
+           "YOLO11nPose runs_per_image=10." in md
+    assert [m["run_config"]["runs_per_image"] for m in merged["json"]["models"]] == [5, 10]
 
 
 def test_two_workers_on_the_cpu_split_the_models_and_write_one_report(tmp_path, sample_image):

@@ -2569,11 +2569,12 @@ def model_section(r: dict, ctx: RunContext, rel: str) -> list[str]:
 SCHEMAS_READ = ("unified-benchmark/1", RESULTS_SCHEMA)  # the previous layout is still read
 SIGNIFICANCE_LEVEL = 0.05
 EXACT_TEST_MAX_SIDE = 7             # up to this many runs on a side, the U test's exact distribution
-PERMUTATION_LIMIT = 200_000         # beyond this many rank splits, the exact test draws a random sample of them
+EXACT_TEST_MAX_SPLITS = 200_000     # the exact test enumerates this many ways to split the runs at most
 SIGNIFICANCE_METHOD = (
     "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
-    f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer, "
-    "normal approximation with tie correction otherwise); no assumption about the distribution of times")
+    f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
+    f"of all runs into two sides number {EXACT_TEST_MAX_SPLITS:,} or fewer, "
+    "normal approximation with tie and continuity corrections otherwise); no assumption about the distribution of times")
 # What is compared at the top: (label, where to read it). Differences here explain differences below.
 COMPARED_SETTINGS = [
     ("GPU", "system", "gpu"), ("CPU", "system", "cpu"), ("CPU cores", "system", "cpu_count"),
@@ -2645,7 +2646,7 @@ def mann_whitney_p(base: list[float], new: list[float]) -> float:
             start = end
     mean_u = n1 * n2 / 2.0
     u = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
-    if min(n1, n2) > EXACT_TEST_MAX_SIDE:
+    if min(n1, n2) > EXACT_TEST_MAX_SIDE or math.comb(n1 + n2, n1) > EXACT_TEST_MAX_SPLITS:
         _, counts = np.unique(values, return_counts=True)
         n = n1 + n2
         var = n1 * n2 / 12.0 * ((n + 1) - (counts ** 3 - counts).sum() / (n * (n - 1)))
@@ -2653,14 +2654,9 @@ def mann_whitney_p(base: list[float], new: list[float]) -> float:
             return 1.0
         z = max(abs(u - mean_u) - 0.5, 0.0) / math.sqrt(var)  # with continuity correction
         return math.erfc(z / math.sqrt(2.0))
-    # Exact: every way to split the pooled ranks into the two sides (a random sample when too many).
+    # Exact: every way to split the pooled ranks into the two sides (ties included).
     import itertools
-    n = n1 + n2
-    if math.comb(n, n1) <= PERMUTATION_LIMIT:
-        splits = np.array(list(itertools.combinations(range(n), n1)))
-    else:
-        rng = np.random.default_rng(RANDOM_SEED)
-        splits = np.argsort(rng.random((PERMUTATION_LIMIT, n)), axis=1)[:, :n1]
+    splits = np.array(list(itertools.combinations(range(n1 + n2), n1)))
     us = ranks[splits].sum(axis=1) - n1 * (n1 + 1) / 2.0
     return float(np.mean(np.abs(us - mean_u) >= abs(u - mean_u) - 1e-9))
 

@@ -109,6 +109,7 @@ def test_mann_whitney_p_matches_scipy(ub):
     cases = [(rng.normal(1, 0.1, 5), rng.normal(1.2, 0.1, 5), "exact"),
              (np.round(rng.normal(1, 0.1, 6), 1), np.round(rng.normal(1.1, 0.1, 7), 1), "exact"),  # ties
              (rng.normal(1, 0.1, 20), rng.normal(1.05, 0.1, 25), "asymptotic"),
+             (rng.normal(1, 0.1, 5), rng.normal(1.1, 0.1, 100), "asymptotic"),  # too many splits to enumerate
              (np.round(rng.normal(1, 0.1, 30), 2), np.round(rng.normal(1, 0.1, 30), 2), "asymptotic")]
     for a, b, method in cases:
         # scipy's own exact test ignores ties; its permutation method over every split does not.

@@ -10,7 +10,8 @@ under viz/<run id>/.
     python unified_benchmark.py --help                # every option
 
 Sections, top to bottom: constants, helpers, measuring machinery (timing, memory, FLOPs,
-dissection, time breakdown), model classes, the runner, the reports, the command line.
+dissection, time breakdown), model classes, the runner, the reports, compare and merge (results
+read back), the command line.
 To add a model, write a ModelBenchmark subclass (see README.md) and add it to MODEL_CLASSES.
 """
 from __future__ import annotations
@@ -1628,8 +1629,8 @@ class RunContext:
         self.system = system_info(device)
 
     def __getstate__(self):
-        # A worker gets the settings and paths, not the other models' results.
-        return {**vars(self), "results": []}
+        # A worker gets the settings and paths, not the other models' results (nor --devices' stop event).
+        return {**vars(self), "results": [], "stop_event": None}
 
 
 def new_result(cls, ctx) -> dict:
@@ -1958,8 +1959,9 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str) -> None:
 class LogRelay:
     """Copies a worker's new output lines to this process's stdout, keeping the last ones."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, prefix: str = ""):
         self.path = path
+        self.prefix = prefix  # with --devices, several workers print at once: each line names its model
         self.offset = 0
         self.partial = ""
         self.tail: collections.deque = collections.deque(maxlen=WORKER_LOG_TAIL_LINES)
@@ -1976,7 +1978,7 @@ class LogRelay:
         self.partial = "" if final else lines.pop()
         for line in lines:
             if line or not final:
-                print(line)
+                print(self.prefix + line)
                 self.tail.append(line)
         sys.stdout.flush()
 
@@ -2008,13 +2010,16 @@ def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
     send.close()
     worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
     result["worker"] = worker
-    relay = LogRelay(log_path)
+    relay = LogRelay(log_path, prefix=getattr(ctx, "log_prefix", ""))
+    stop = getattr(ctx, "stop_event", None)  # set by the main thread when --devices runs this in a thread
     deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
     finished = timed_out = False
     last_hwm = None
     try:
         while not finished:
             relay.pump()
+            if stop is not None and stop.is_set():
+                raise RunInterrupted(stop.signum)
             last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
             if receive.poll(WORKER_POLL_SEC):
                 try:
@@ -2073,6 +2078,8 @@ def run_all(classes, ctx: RunContext) -> int:
     """Run the models in order, each in its own worker process unless --isolation none. Fail
     fast unless --keep-going; results are written after every model, so a failure or an
     interrupt (wherever it lands) loses nothing measured."""
+    if getattr(ctx.args, "devices", None):
+        return run_on_devices(classes, ctx)
     exit_code = EXIT_OK
     try:
         for position, cls in enumerate(classes, 1):
@@ -2111,6 +2118,101 @@ def run_all(classes, ctx: RunContext) -> int:
         mark_not_run([c for c in classes if c.CLI_NAME not in done], ctx)
         exit_code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
     with signals_deferred(deliver=False):  # the run is ending anyway: a second Ctrl-C must not cut the write
+        write_reports(ctx)
+    return exit_code
+
+
+def run_on_devices(classes, ctx: RunContext) -> int:
+    """--devices: one thread per device, each taking the next model from a shared queue and running
+    it in a worker on its device, so no device ever holds two models. Reports are written after
+    every model, in the order of --models whatever order the models finish in."""
+    import copy
+    todo: queue.Queue = queue.Queue()
+    for cls in classes:
+        todo.put(cls)
+    records: dict = {}  # class -> its result, once started
+    lock = threading.Lock()
+    stop = threading.Event()
+    stop.signum = signal.SIGINT
+    failed = threading.Event()
+
+    def ordered() -> list[dict]:
+        return [records[c] for c in classes if c in records]
+
+    def write_now() -> None:
+        with lock:  # a running model's record is copied: its thread replaces it at every phase
+            ctx.results = [r if r["status"] != "running" else dict(r) for r in ordered()]
+            write_reports(ctx)
+
+    def serve(device, slot: int) -> None:
+        try:
+            serve_models(device, slot)
+        finally:
+            finished[slot].set()
+
+    def serve_models(device, slot: int) -> None:
+        dctx = copy.copy(ctx)
+        dctx.device = device
+        dctx.system = system_info(device) if device != ctx.device else ctx.system
+        dctx.stop_event = stop
+        while not stop.is_set() and not (failed.is_set() and not ctx.args.keep_going):
+            try:
+                cls = todo.get_nowait()
+            except queue.Empty:
+                return
+            dctx.log_prefix = f"[{device}#{slot} {cls.CLI_NAME}] "
+            result = new_result(cls, dctx)
+            with lock:
+                records[cls] = result
+            log("INFO", f"{cls.MODEL_NAME} starts on {device} (worker slot {slot})")
+            try:
+                run_in_worker(cls, dctx, result)
+            except RunInterrupted:
+                result["status"] = "interrupted"
+            result["device"], result["device_slot"] = str(device), slot
+            if dctx.system is not ctx.system:
+                result["system"] = dctx.system
+            if result["status"] == "complete":
+                log("COMPLETE", f"{cls.MODEL_NAME} finished on {device}")
+            elif result["status"] != "interrupted":
+                failed.set()
+                if not ctx.args.keep_going:
+                    log("ERROR", "Stopping (fail fast): no new model starts; the others finish. "
+                                 "Use --keep-going to continue.")
+            write_now()
+
+    log("INFO", f"Running on {len(ctx.args.devices)} device(s) at once: {', '.join(map(str, ctx.args.devices))}")
+    threads = [threading.Thread(target=serve, args=(d, i), name=f"device-{d}-{i}", daemon=True)
+               for i, d in enumerate(ctx.args.devices)]
+    # Waiting is a sleep loop, not Thread.join: on Python 3.11 a signal's exception raised inside
+    # join() can leave the thread marked as stopped while it still runs (seen here: the report was
+    # written before the last worker's record was final).
+    finished = [threading.Event() for _ in threads]
+
+    def wait_for_all() -> None:
+        while not all(e.is_set() for e in finished):
+            time.sleep(0.2)
+
+    exit_code = EXIT_OK
+    try:
+        for t in threads:
+            t.start()
+        wait_for_all()
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        stop.signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        stop.set()
+        log("ERROR", f"Interrupted by {signal.Signals(stop.signum).name}; stopping the workers and writing the "
+                     "results of finished models")
+        with signals_deferred(deliver=False):
+            wait_for_all()
+        exit_code = EXIT_SIGINT if stop.signum == signal.SIGINT else EXIT_SIGTERM
+    results = ordered()
+    if exit_code == EXIT_OK and any(r["status"] != "complete" for r in results):
+        exit_code = EXIT_FAILED
+    ctx.status = {EXIT_OK: "complete", EXIT_FAILED: "incomplete"}.get(exit_code, "interrupted")
+    ctx.results = results
+    mark_not_run([c for c in classes if c not in records], ctx)
+    with signals_deferred(deliver=False):
         write_reports(ctx)
     return exit_code
 
@@ -2203,7 +2305,6 @@ def phase_totals(results: list[dict], total_seconds: float) -> dict:
 
 
 def write_reports(ctx: RunContext) -> dict:
-    paths = report_paths(ctx)
     finished = datetime.now()
     data = {
         "schema": RESULTS_SCHEMA, "run_id": ctx.run_id, "status": ctx.status,
@@ -2218,12 +2319,21 @@ def write_reports(ctx: RunContext) -> dict:
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
     }
     data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"])
+    if getattr(ctx.args, "devices", None):
+        data["config"]["devices"] = [str(d) for d in ctx.args.devices]
+    return write_report_files(data, ctx)
+
+
+def write_report_files(data: dict, ctx) -> dict:
+    """The JSON, CSV and Markdown of `data`; ctx gives run_id, results_dir, viz_dir and assets_dir
+    (a run's RunContext, or what --merge builds)."""
+    paths = report_paths(ctx)
     atomic_write_json(paths["json"], data)
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for r in ctx.results:
+    for r in data["models"]:
         if r["status"] != "not run":
             writer.writerow({k: ("" if v is None else v) for k, v in csv_row(r).items()})
     atomic_write_text(paths["csv"], buffer.getvalue())
@@ -2366,6 +2476,41 @@ def md_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+SYSTEM_IDENTITY = ("gpu", "cpu", "cpu_count", "os", "torch", "transformers", "ultralytics", "cuda_version",
+                   "cuda_driver_version")  # a difference here makes two runs' figures not directly comparable
+SETTINGS_IDENTITY = ("runs_per_image", "warmup_rounds", "weights", "isolation", "seed", "torch_threads")
+
+
+def placement_lines(data: dict) -> list[str]:
+    """Where each model ran, when that is not one device of one system: --devices runs and
+    merged shards. A table mixing systems says so, since its rows are not comparable as they stand."""
+    results = [r for r in data["models"] if r["status"] != "not run"]
+    if not any(r.get("device") or r.get("system") or r.get("source_file") for r in results):
+        return []
+    systems = {json.dumps({k: (r.get("system") or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True)
+               for r in results}
+    lines = []
+    if data.get("merged_from"):
+        lines += [f"Merged from {len(data['merged_from'])} result files: "
+                  + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"]) + ".", ""]
+    if len(systems) > 1:
+        lines += ["> **Mixed systems.** These models ran on different systems (GPU, CPU or library versions "
+                  "differ, see the table below); compare their figures with that in mind.", ""]
+    differing = [k for k in SETTINGS_IDENTITY
+                 if len({json.dumps((r.get("run_config") or data["config"]).get(k)) for r in results}) > 1]
+    if differing:
+        lines += ["> **Mixed settings.** The parts ran with different " + ", ".join(differing) + ": "
+                  + "; ".join(f"{r['model']} " + ", ".join(f"{k}={(r.get('run_config') or data['config']).get(k)}"
+                                                          for k in differing) for r in results) + ".", ""]
+    rows = []
+    for r in results:
+        s = r.get("system") or data["system"]
+        slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
+        rows.append([r["model"], (r.get("device") or s.get("device")) + slot, s.get("gpu") or s.get("cpu"),
+                     f"torch {s.get('torch')}", f"`{r.get('source_run_id') or data['run_id']}`"])
+    return lines + ["Where each model ran:", "", md_table(["model", "device", "GPU or CPU", "torch", "run"], rows), ""]
+
+
 def markdown_report(data: dict, ctx: RunContext) -> str:
     results = data["models"]
     assets = ctx.assets_dir
@@ -2431,6 +2576,7 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
         "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
         "Peak memory is over the timed runs; in brackets, its increase over what the process held just before the "
         "model loaded (the model's own share). CPU memory is the resident set of the whole process.", ""]
+    lines += placement_lines(data)
 
     charts = []
     if latency_chart(results, assets / "latency.png"):
@@ -3071,6 +3217,352 @@ def html_report(data: dict, ctx: RunContext) -> str:
 
 
 # =========================================================================================
+# Compare and merge: results read back
+# =========================================================================================
+SCHEMAS_READ = ("unified-benchmark/1", RESULTS_SCHEMA)  # the previous layout is still read
+SIGNIFICANCE_LEVEL = 0.05
+EXACT_TEST_MAX_SIDE = 7             # up to this many runs on a side, the U test's exact distribution
+EXACT_TEST_MAX_SPLITS = 200_000     # the exact test enumerates this many ways to split the runs at most
+SIGNIFICANCE_METHOD = (
+    "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
+    f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
+    f"of all runs into two sides number {EXACT_TEST_MAX_SPLITS:,} or fewer, "
+    "normal approximation with tie and continuity corrections otherwise); no assumption about the distribution of times")
+# What is compared at the top: (label, where to read it). Differences here explain differences below.
+COMPARED_SETTINGS = [
+    ("GPU", "system", "gpu"), ("CPU", "system", "cpu"), ("CPU cores", "system", "cpu_count"),
+    ("NVIDIA driver", "system", "cuda_driver_version"), ("CUDA", "system", "cuda_version"),
+    ("cuDNN", "system", "cudnn_version"), ("PyTorch", "system", "torch"), ("transformers", "system", "transformers"),
+    ("ultralytics", "system", "ultralytics"), ("Python", "system", "python"), ("OS", "system", "os"),
+    ("default dtype", "system", "default_dtype"), ("matmul TF32", "system", "matmul_allow_tf32"),
+    ("cuDNN TF32", "system", "cudnn_allow_tf32"), ("device", "config", "device"),
+    ("torch threads", "system", "torch_threads"), ("weights", "config", "weights"),
+    ("timed runs per image", "config", "runs_per_image"), ("warm-up rounds", "config", "warmup_rounds"),
+    ("isolation", "config", "isolation"), ("seed", "config", "seed"), ("MobileSAM prompt", "config", "sam_prompt"),
+]
+
+
+def read_results(path: Path, option: str) -> dict:
+    """A results JSON of a schema this version reads, or a UsageError in one line."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{option}: {path}: no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option}: {path}: cannot read it ({exception_line(exc)})")
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option}: {path}: not JSON ({exc.msg} at line {exc.lineno}); "
+                         "expected a results/benchmark_results_<run>.json file")
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema is None or not isinstance(data.get("models"), list):
+        raise UsageError(f"{option}: {path}: not a benchmark results file (no 'schema' and 'models'); "
+                         "expected a results/benchmark_results_<run>.json file")
+    if schema not in SCHEMAS_READ:
+        raise UsageError(f"{option}: {path}: schema {schema!r} is not one this version reads "
+                         f"({', '.join(SCHEMAS_READ)}); use the version of the tool that wrote it")
+    return data
+
+
+def model_key(r: dict) -> str:
+    """A model's identity across files: its CLI name, and its variant where results have variants."""
+    return r["cli_name"] + (f" [{r['variant']}]" if r.get("variant") else "")
+
+
+def timed_seconds(r: dict) -> list[float]:
+    """End-to-end times of the runs in the headline statistics: kind 'timed' (schema 2), or every
+    run but the cold start (schema 1, which had no warm-up)."""
+    runs = r.get("runs") or []
+    if any("kind" in run for run in runs):
+        return [run["total_s"] for run in runs if run.get("kind") == "timed"]
+    return [run["total_s"] for run in runs if not run.get("cold")]
+
+
+def setting(data: dict, r: dict | None, where: str, key: str):
+    """A model's system or run setting: its own where a merged file keeps one, else the file's."""
+    own = (r or {}).get("system" if where == "system" else "run_config")
+    return (own or data.get(where) or {}).get(key)
+
+
+def mann_whitney_p(base: list[float], new: list[float]) -> float:
+    """Two-sided p value of the Mann-Whitney U test (ties get average ranks)."""
+    n1, n2 = len(base), len(new)
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    values = np.concatenate([np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)])
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(values.size)
+    sorted_values = values[order]
+    start = 0
+    for end in range(1, values.size + 1):  # average ranks over runs of equal values
+        if end == values.size or sorted_values[end] != sorted_values[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    mean_u = n1 * n2 / 2.0
+    u = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
+    if min(n1, n2) > EXACT_TEST_MAX_SIDE or math.comb(n1 + n2, n1) > EXACT_TEST_MAX_SPLITS:
+        _, counts = np.unique(values, return_counts=True)
+        n = n1 + n2
+        var = n1 * n2 / 12.0 * ((n + 1) - (counts ** 3 - counts).sum() / (n * (n - 1)))
+        if var <= 0:
+            return 1.0
+        z = max(abs(u - mean_u) - 0.5, 0.0) / math.sqrt(var)  # with continuity correction
+        return math.erfc(z / math.sqrt(2.0))
+    # Exact: every way to split the pooled ranks into the two sides (ties included).
+    import itertools
+    splits = np.array(list(itertools.combinations(range(n1 + n2), n1)))
+    us = ranks[splits].sum(axis=1) - n1 * (n1 + 1) / 2.0
+    return float(np.mean(np.abs(us - mean_u) >= abs(u - mean_u) - 1e-9))
+
+
+def compare_model(base: dict, new: dict) -> dict:
+    """One model on both sides: latency verdict, memory, size and status."""
+    a, b = timed_seconds(base), timed_seconds(new)
+    sa, sb = latency_stats(a), latency_stats(b)
+    ratio = sb["median"] / sa["median"] if sa["median"] and sb["median"] else None
+    p = mann_whitney_p(a, b) if a and b else None
+    if p is None:
+        verdict = "not compared"
+    elif p < SIGNIFICANCE_LEVEL and ratio is not None and ratio != 1:
+        verdict = "slower" if ratio > 1 else "faster"
+    else:
+        verdict = "no significant change"
+    peaks = [(r.get("memory") or {}).get("peak_bytes") for r in (base, new)]
+    changed = [label for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
+               if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)]
+    return {"key": model_key(base), "model": base["model"], "base": sa, "new": sb, "ratio": ratio, "p": p,
+            "verdict": verdict, "peak_bytes": peaks, "status": [base["status"], new["status"]],
+            "parameters": [base.get("parameters"), new.get("parameters")], "gflops": [base.get("gflops"), new.get("gflops")],
+            "dtype": [base.get("dtype"), new.get("dtype")], "different_model": changed}
+
+
+def compare_pair(base: dict, new: dict) -> dict:
+    """Everything one comparison shows: setting differences, warnings, the models side by side."""
+    base_models = {model_key(r): r for r in base["models"] if r["status"] != "not run"}
+    new_models = {model_key(r): r for r in new["models"] if r["status"] != "not run"}
+    common = [k for k in base_models if k in new_models]
+    differences = []
+    for label, where, key in COMPARED_SETTINGS:
+        values = [setting(data, None, where, key) for data in (base, new)]
+        if values[0] != values[1]:
+            differences.append([label, *("none" if v is None else v for v in values)])
+    images = [sorted(Path(p).name for p in data.get("images", [])) for data in (base, new)]
+    if images[0] != images[1]:
+        differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
+    warnings = []
+    reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
+    for k in common:
+        # Merged files and --devices runs keep a system per model: a model can move where its file did not.
+        moved = [f"{key} {setting(base, base_models[k], 'system', key)} -> {setting(new, new_models[k], 'system', key)}"
+                 for key in SYSTEM_IDENTITY if setting(base, base_models[k], "system", key)
+                 != setting(new, new_models[k], "system", key) and key not in reported]
+        devices = [base_models[k].get("device"), new_models[k].get("device")]
+        if devices[0] != devices[1] and None not in devices:
+            moved.append(f"device {devices[0]} -> {devices[1]}")
+        if moved and any(base_models[k].get(x) or new_models[k].get(x) for x in ("system", "device")):
+            warnings.append(f"{base_models[k]['model']} ran on a different system or device: {'; '.join(moved)}.")
+        weights = [base_models[k].get("weights"), new_models[k].get("weights")]
+        if weights[0] != weights[1]:
+            warnings.append(f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "
+                            "weights change what postprocessing does (e.g. how many boxes survive), so the "
+                            "end-to-end times are not comparable.")
+    return {"base": base, "new": new, "differences": differences, "warnings": warnings,
+            "models": [compare_model(base_models[k], new_models[k]) for k in common],
+            "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
+            "new_only": [new_models[k]["model"] for k in new_models if k not in base_models]}
+
+
+def slower_than(row: dict, pct: float) -> bool:
+    return row["verdict"] == "slower" and (row["ratio"] - 1) * 100 > pct
+
+
+def change_text(before, after, fmt) -> str:
+    if before is None and after is None:
+        return "n/a"
+    if before == after:
+        return fmt(after)
+    numeric = isinstance(before, (int, float)) and isinstance(after, (int, float)) and before
+    change = f" ({(after / before - 1) * 100:+.1f}%)" if numeric else ""
+    return f"{fmt(before)} -> {fmt(after)}{change}"
+
+
+def median_text(stats: dict) -> str:
+    """A median in ms with its 95% interval, short enough for a table cell."""
+    if stats.get("ci95_low") is None:
+        return f"{ms(stats.get('median'))} (no interval: {stats.get('n') or 0} runs)"
+    return f"{ms(stats['median'])} {format_interval(stats)}"
+
+
+def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
+    mb = lambda b: "n/a" if b is None else f"{b / 1024 ** 2:.0f} MB"
+    lines = ["# Benchmark comparison", "", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`).", "",
+             f"Significance: {SIGNIFICANCE_METHOD}. A verdict says whether the two sets of timed runs differ by "
+             "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets "
+             f"(it needs {MIN_RUNS_FOR_CI} timed runs or more). With 3 runs on each side no difference can be "
+             "significant (the smallest possible p is 0.1); more runs let the test see smaller changes.", ""]
+    if args.fail_if_slower is not None:
+        lines += [f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model significantly slower than base "
+                  f"by more than {args.fail_if_slower:g}%.", ""]
+    for pair, path in zip(pairs, paths[1:]):
+        new = pair["new"]
+        lines += [f"## New: run `{new.get('run_id')}`", "", f"File `{path}`.", ""]
+        for w in pair["warnings"]:
+            lines += [f"> **Warning:** {w}", ""]
+        lines += ["### What differs between the runs", ""]
+        if pair["differences"]:
+            lines += [md_table(["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]), ""]
+        else:
+            lines += ["Nothing: same system, library versions, device, weights and settings ("
+                      + ", ".join(label for label, _, _ in COMPARED_SETTINGS) + ", images).", ""]
+        rows = pair["models"]
+        verdicts = collections.Counter(r["verdict"] for r in rows)
+        lines += [f"{len(rows)} model(s) on both sides: " + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
+                  + "." + (f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
+                           if pair["base_only"] or pair["new_only"] else ""), ""]
+        if rows:
+            lines += ["### Latency (end to end, timed runs)", "", md_table(
+                ["model", "base median ms [95% CI]", "new median ms [95% CI]", "new / base", "runs", "p", "verdict"],
+                [[r["model"], median_text(r["base"]), median_text(r["new"]),
+                  "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x", f"{r['base']['n']} / {r['new']['n']}",
+                  "n/a" if r["p"] is None else f"{r['p']:.3g}",
+                  f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None
+                                           and slower_than(r, args.fail_if_slower) else "")] for r in rows]), "",
+                "### Memory, size and status", "", md_table(
+                ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
+                [[r["model"], change_text(*r["peak_bytes"], mb),
+                  change_text(*r["parameters"], lambda v: "n/a" if v is None else f"{v:,}"),
+                  change_text(*r["gflops"], lambda v: "n/a" if v is None else f"{v:.2f}"),
+                  change_text(*r["dtype"], str), change_text(*r["status"], str)] for r in rows]), ""]
+            for r in rows:
+                if r["different_model"]:
+                    lines += [f"> **Different model:** {r['model']}'s {', '.join(r['different_model'])} changed, so the "
+                              "two sides did not run the same network on the same input; its timings are not a "
+                              "like-for-like comparison.", ""]
+                if r["status"][0] != r["status"][1]:
+                    lines += [f"- Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."]
+        if pair["base_only"] or pair["new_only"]:
+            lines += ["### Models on one side only", ""]
+            lines += [f"- Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else []
+            lines += [f"- New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []
+            lines += [""]
+    return "\n".join(lines) + "\n"
+
+
+# An HTML version of the comparison registers itself here (suffix -> renderer with the signature of
+# comparison_markdown) once the HTML report section provides one; until then the comparison is Markdown.
+COMPARISON_RENDERERS = {"md": comparison_markdown}
+
+
+def unique_output(results_dir: Path, stem: str) -> tuple[str, Path]:
+    """A run id (timestamp, _2, _3...) whose output name is free."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = get_timestamp()
+    for attempt in range(1, 1000):
+        run_id = stamp if attempt == 1 else f"{stamp}_{attempt}"
+        if not list(results_dir.glob(f"{stem}_{run_id}.*")):
+            return run_id, results_dir / f"{stem}_{run_id}"
+    raise UsageError(f"--output-dir: no free file name for {stem} in {results_dir}")
+
+
+def compare_results(paths: list[Path], args) -> int:
+    """--compare BASE NEW [MORE]: each later file against the first. Exit 1 when --fail-if-slower
+    trips, else 0 (2 for unreadable files, raised as UsageError before anything is written)."""
+    if len(paths) < 2:
+        raise UsageError("--compare needs two or more result files: BASE.json NEW.json [MORE.json ...]")
+    files = [read_results(p, "--compare") for p in paths]
+    pairs = [compare_pair(files[0], new) for new in files[1:]]
+    run_id, stem = unique_output(args.output_dir.expanduser() / "results", "comparison")
+    written = []
+    for suffix, render in COMPARISON_RENDERERS.items():
+        target = stem.with_suffix(f".{suffix}")
+        atomic_write_text(target, render(pairs, paths, args))
+        written.append(target)
+    gate_failed = []
+    for pair, path in zip(pairs, paths[1:]):
+        print(f"Base {files[0].get('run_id')} -> new {pair['new'].get('run_id')} ({path})")
+        for label, a, b in pair["differences"]:
+            print(f"  differs: {label}: {a} -> {b}")
+        for w in pair["warnings"]:
+            log("WARNING", w)
+        print(f"  {'model':<24} {'base ms':>10} {'new ms':>10} {'new/base':>9} {'p':>8}  verdict")
+        for r in pair["models"]:
+            ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x"
+            p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
+            print(f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {ratio:>9} "
+                  f"{p:>8}  {r['verdict']}" + ("" if r["status"][0] == r["status"][1]
+                                              else f" (status {r['status'][0]} -> {r['status'][1]})")
+                  + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else ""))
+            if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower):
+                gate_failed.append(f"{r['model']} {(r['ratio'] - 1) * 100:.1f}% slower in {pair['new'].get('run_id')}")
+        for side, names in (("base", pair["base_only"]), ("new", pair["new_only"])):
+            if names:
+                print(f"  only in {side}: {', '.join(names)}")
+    for target in written:
+        print(f"Comparison: {target}")
+    if gate_failed:
+        log("ERROR", f"--fail-if-slower {args.fail_if_slower:g}: " + "; ".join(gate_failed))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def merge_results(paths: list[Path], args) -> int:
+    """--merge A B ...: one set of reports from results run in parts (--models subsets on several
+    devices or machines). Each model keeps its runs and statistics; where the parts' systems or
+    settings differ, each model carries its own (keys 'system' and 'run_config')."""
+    if len(paths) < 2:
+        raise UsageError("--merge needs two or more result files")
+    files = [read_results(p, "--merge") for p in paths]
+    chosen: dict[str, tuple[dict, int]] = {}
+    for index, data in enumerate(files):
+        for r in data["models"]:
+            key = model_key(r)
+            if key in chosen and r["status"] != "not run" and chosen[key][0]["status"] != "not run":
+                if args.prefer != "last":
+                    raise UsageError(f"--merge: {r['model']} is in both {paths[chosen[key][1]]} and {paths[index]}; "
+                                     "remove one file or pass --prefer last to keep the later file's")
+                log("WARNING", f"--merge: {r['model']} from {paths[index]} replaces the one from {paths[chosen[key][1]]}")
+            if key not in chosen or r["status"] != "not run":
+                chosen[key] = (r, index)
+    first = files[0]
+    mixed = {where: any(d.get(where) != first.get(where) for d in files[1:]) for where in ("system", "config")}
+    run_id, stem = unique_output(args.output_dir.expanduser() / "results", "benchmark_results")
+    assets = stem.parent / f"report_{run_id}"
+    assets.mkdir(exist_ok=True)
+    import shutil
+    models = []
+    for r, index in chosen.values():
+        r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
+        if mixed["system"]:
+            r["system"] = r.get("system") or files[index].get("system")
+        if mixed["config"]:
+            r["run_config"] = files[index].get("config")
+        for key in ("output_image",):  # files the report links to, relative to their results folder
+            if r.get(key):
+                source = Path(paths[index]).parent / r[key]
+                if source.exists():
+                    shutil.copy2(source, assets / source.name)
+                    r[key] = f"{assets.name}/{source.name}"
+        models.append(r)
+    statuses = {d.get("status") for d in files}
+    data = {"schema": RESULTS_SCHEMA, "run_id": run_id, "status": "complete" if statuses == {"complete"} else "incomplete",
+            "started": min(d.get("started", "") for d in files), "written": datetime.now().isoformat(timespec="seconds"),
+            "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "config": {**first["config"], "models": [r["cli_name"] for r in models]}, "system": first["system"],
+            "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))), "models": models,
+            "merged_from": [{"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"),
+                             "command": d.get("command")} for p, d in zip(paths, files)]}
+    data["phase_totals"] = phase_totals(models, data["total_seconds"])
+    ctx = argparse.Namespace(run_id=run_id, results_dir=stem.parent, assets_dir=assets,
+                             viz_dir=Path(first["config"].get("viz_dir") or "viz"))
+    written = write_report_files(data, ctx)
+    log("INFO", f"Merged {len(models)} model(s) from {len(files)} file(s)"
+        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""))
+    for p in written.values():
+        print(f"  - {p}")
+    return EXIT_OK
+
+
+# =========================================================================================
 # Command line
 # =========================================================================================
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -3103,7 +3595,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "statistics), memory, parameters, FLOPs, and a dissection of every layer call. Writes "
                     "results/benchmark_{results.json,summary.csv,report.md} and viz/<run id>/<model>/.",
         epilog="Without network: --weights random builds the released architectures with random weights. "
-               "Exit codes: 0 done, 1 a model failed, 2 bad input, 130 interrupted (Ctrl-C), 143 terminated.")
+               "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows), 2 bad input, 130 interrupted (Ctrl-C), 143 terminated.")
     what = parser.add_argument_group("what to run")
     what.add_argument("--models", default=",".join(MODELS_BY_CLI_NAME),
                       help="comma-separated model names, in the order to run (default: all eight; see --list-models)")
@@ -3142,9 +3634,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="record layer statistics but write no PNG/NPY files")
     how.add_argument("--keep-going", action="store_true",
                      help="on a model failure, record it and go on with the next model (default: stop at the first)")
+    how.add_argument("--devices", default=None, metavar="DEV1,DEV2",
+                     help="run models in parallel, one worker per device, never two models on one device "
+                          "(e.g. cuda:0,cuda:1); one report says where each model ran (default: --device alone)")
     out = parser.add_argument_group("where to write")
     out.add_argument("--output-dir", type=Path, default=SCRIPT_DIR,
                      help="folder that receives results/ and viz/ (default: the script's folder)")
+    back = parser.add_argument_group("read results back (no model runs)")
+    back.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                      help="BASE.json NEW.json [MORE.json ...]: each later run against the first, with a significance "
+                           "test per model; writes results/comparison_<run>.md")
+    back.add_argument("--fail-if-slower", type=float, default=None, metavar="PCT",
+                      help="with --compare: exit 1 when a model is significantly slower than base by more than PCT%%")
+    back.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                      help="A.json B.json ...: one set of reports from runs of model subsets (shards)")
+    back.add_argument("--prefer", choices=["last"], default=None,
+                      help="with --merge: a model in several files is taken from the last one (default: an error)")
     return parser
 
 
@@ -3189,6 +3694,29 @@ def resolve_device(text: str):
             raise UsageError(f"--device {text}: this machine has {count} GPU(s), indices 0 to {count - 1}")
         return torch.device("cuda", index)
     raise UsageError(f"--device {text!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def parse_devices(text: str) -> list:
+    """--devices: each a --device value; a GPU may appear once (two models on one GPU would
+    compete for it), the CPU several times (its workers share the cores: timings are meaningless)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--devices: the list is empty; e.g. --devices cuda:0,cuda:1")
+    devices = []
+    for name in names:
+        if name.lower() == "auto":
+            raise UsageError("--devices: name each device (cpu, cuda:N); auto is for --device")
+        try:
+            devices.append(resolve_device(name))
+        except UsageError as exc:
+            raise UsageError(str(exc).replace("--device ", "--devices: ", 1))
+    gpus = [str(d) for d in devices if d.type == "cuda"]
+    repeated = sorted({g for g in gpus if gpus.count(g) > 1})
+    if repeated:
+        raise UsageError(f"--devices: {', '.join(repeated)} listed twice; one model at a time per GPU")
+    if sum(d.type == "cpu" for d in devices) > 1:
+        log("WARNING", "--devices: several workers on the CPU share its cores; their timings are not meaningful")
+    return devices
 
 
 def prepare_output(output_dir: Path) -> tuple[str, tuple[Path, Path, Path]]:
@@ -3237,6 +3765,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_models:
             list_models()
             return EXIT_OK
+        if args.compare and args.merge:
+            raise UsageError("--compare and --merge: one at a time")
+        if args.fail_if_slower is not None and (not args.compare or not math.isfinite(args.fail_if_slower)
+                                                or args.fail_if_slower < 0):
+            raise UsageError("--fail-if-slower PCT needs --compare and a percentage of 0 or more")
+        if args.prefer and not args.merge:
+            raise UsageError("--prefer needs --merge")
+        if args.compare:
+            return compare_results(args.compare, args)
+        if args.merge:
+            return merge_results(args.merge, args)
         args.model_classes = parse_models(args.models)
         args.models_dir = args.models_dir.expanduser()
         if args.model_timeout and args.isolation == "none":
@@ -3248,7 +3787,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.threads = configure_threads(args.threads)
             args.allocator = keep_freed_memory()
-        device = resolve_device(args.device)
+        if args.devices:
+            if args.isolation == "none":
+                raise UsageError("--devices runs one worker process per device: it needs --isolation process")
+            if args.device != "auto":
+                raise UsageError("--device and --devices: give one or the other")
+            args.devices = parse_devices(args.devices)
+            device = args.devices[0]
+        else:
+            device = resolve_device(args.device)
         images, image_source = discover_images(args.images)
         run_id, paths = prepare_output(args.output_dir)  # last: nothing is created for a bad input
         if args.isolation == "process":
@@ -3262,7 +3809,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), 1 cold-start run, "
                     f"{args.warmup} warm-up round(s), {args.runs} timed run(s) per image, {args.weights} weights, "
-                    f"device {device}, seed {args.seed}, "
+                    f"device {', '.join(map(str, args.devices)) if args.devices else device}, seed {args.seed}, "
                     + ("one worker process per model" if args.isolation == "process" else "all in this process"))
         log("INFO", f"Images: {', '.join(p.name for p in images)}")
         code = run_all(args.model_classes, ctx)

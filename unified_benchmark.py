@@ -3392,64 +3392,105 @@ def median_text(stats: dict) -> str:
     return f"{ms(stats['median'])} {format_interval(stats)}"
 
 
-def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
+def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]:
+    """The comparison as a list of blocks, rendered as Markdown or HTML: ("h1"|"h2"|"h3"|"p"|"warn", text),
+    ("table", headers, rows) or ("list", items). Text may hold `code` and **bold** spans."""
     mb = lambda b: "n/a" if b is None else f"{b / 1024 ** 2:.0f} MB"
-    lines = ["# Benchmark comparison", "", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`).", "",
-             f"Significance: {SIGNIFICANCE_METHOD}. A verdict says whether the two sets of timed runs differ by "
-             "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets "
-             f"(it needs {MIN_RUNS_FOR_CI} timed runs or more). With 3 runs on each side no difference can be "
-             "significant (the smallest possible p is 0.1); more runs let the test see smaller changes.", ""]
+    blocks = [("h1", "Benchmark comparison"), ("p", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
+              ("p", f"Significance: {SIGNIFICANCE_METHOD}. A verdict says whether the two sets of timed runs differ by "
+                    "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets "
+                    f"(it needs {MIN_RUNS_FOR_CI} timed runs or more). With 3 runs on each side no difference can be "
+                    "significant (the smallest possible p is 0.1); more runs let the test see smaller changes.")]
     if args.fail_if_slower is not None:
-        lines += [f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model significantly slower than base "
-                  f"by more than {args.fail_if_slower:g}%.", ""]
+        blocks.append(("p", f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model significantly slower "
+                            f"than base by more than {args.fail_if_slower:g}%."))
     for pair, path in zip(pairs, paths[1:]):
         new = pair["new"]
-        lines += [f"## New: run `{new.get('run_id')}`", "", f"File `{path}`.", ""]
-        for w in pair["warnings"]:
-            lines += [f"> **Warning:** {w}", ""]
-        lines += ["### What differs between the runs", ""]
+        blocks += [("h2", f"New: run `{new.get('run_id')}`"), ("p", f"File `{path}`.")]
+        blocks += [("warn", f"**Warning:** {w}") for w in pair["warnings"]]
+        blocks.append(("h3", "What differs between the runs"))
         if pair["differences"]:
-            lines += [md_table(["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]), ""]
+            blocks.append(("table", ["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
         else:
-            lines += ["Nothing: same system, library versions, device, weights and settings ("
-                      + ", ".join(label for label, _, _ in COMPARED_SETTINGS) + ", images).", ""]
+            blocks.append(("p", "Nothing: same system, library versions, device, weights and settings ("
+                                + ", ".join(label for label, _, _ in COMPARED_SETTINGS) + ", images)."))
         rows = pair["models"]
         verdicts = collections.Counter(r["verdict"] for r in rows)
-        lines += [f"{len(rows)} model(s) on both sides: " + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
-                  + "." + (f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
-                           if pair["base_only"] or pair["new_only"] else ""), ""]
+        blocks.append(("p", f"{len(rows)} model(s) on both sides: " + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
+                            + "." + (f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
+                                     if pair["base_only"] or pair["new_only"] else "")))
         if rows:
-            lines += ["### Latency (end to end, timed runs)", "", md_table(
+            blocks += [("h3", "Latency (end to end, timed runs)"), ("table",
                 ["model", "base median ms [95% CI]", "new median ms [95% CI]", "new / base", "runs", "p", "verdict"],
                 [[r["model"], median_text(r["base"]), median_text(r["new"]),
                   "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x", f"{r['base']['n']} / {r['new']['n']}",
                   "n/a" if r["p"] is None else f"{r['p']:.3g}",
                   f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None
-                                           and slower_than(r, args.fail_if_slower) else "")] for r in rows]), "",
-                "### Memory, size and status", "", md_table(
+                                           and slower_than(r, args.fail_if_slower) else "")] for r in rows]),
+                ("h3", "Memory, size and status"), ("table",
                 ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
                 [[r["model"], change_text(*r["peak_bytes"], mb),
                   change_text(*r["parameters"], lambda v: "n/a" if v is None else f"{v:,}"),
                   change_text(*r["gflops"], lambda v: "n/a" if v is None else f"{v:.2f}"),
-                  change_text(*r["dtype"], str), change_text(*r["status"], str)] for r in rows]), ""]
+                  change_text(*r["dtype"], str), change_text(*r["status"], str)] for r in rows])]
             for r in rows:
                 if r["different_model"]:
-                    lines += [f"> **Different model:** {r['model']}'s {', '.join(r['different_model'])} changed, so the "
-                              "two sides did not run the same network on the same input; its timings are not a "
-                              "like-for-like comparison.", ""]
-                if r["status"][0] != r["status"][1]:
-                    lines += [f"- Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."]
+                    blocks.append(("warn", f"**Different model:** {r['model']}'s {', '.join(r['different_model'])} "
+                                           "changed, so the two sides did not run the same network on the same input; "
+                                           "its timings are not a like-for-like comparison."))
+            changes = [f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
+                       for r in rows if r["status"][0] != r["status"][1]]
+            blocks += [("list", changes)] if changes else []
         if pair["base_only"] or pair["new_only"]:
-            lines += ["### Models on one side only", ""]
-            lines += [f"- Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else []
-            lines += [f"- New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []
-            lines += [""]
+            blocks += [("h3", "Models on one side only"), ("list",
+                       ([f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else [])
+                       + ([f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []))]
+    return blocks
+
+
+def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
+    lines = []
+    for kind, *content in comparison_blocks(pairs, paths, args):
+        if kind == "table":
+            lines += [md_table(*content), ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in content[0]] + [""]
+        else:
+            prefix = {"h1": "# ", "h2": "## ", "h3": "### ", "p": "", "warn": "> "}[kind]
+            lines += [prefix + content[0], ""]
     return "\n".join(lines) + "\n"
 
 
-# An HTML version of the comparison registers itself here (suffix -> renderer with the signature of
-# comparison_markdown) once the HTML report section provides one; until then the comparison is Markdown.
-COMPARISON_RENDERERS = {"md": comparison_markdown}
+def comparison_html(pairs: list[dict], paths: list[Path], args) -> str:
+    """The same blocks as comparison_markdown, in the HTML report's page and style."""
+    import re
+
+    def markup(escaped: str) -> str:   # runs on escaped text: only our own `code` and **bold** become tags
+        escaped = re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+
+    def inline(text) -> str:
+        return markup(html_text(text))
+
+    body = ["<main>"]
+    for kind, *content in comparison_blocks(pairs, paths, args):
+        if kind == "table":
+            headers, rows = content
+            table = html_table(headers, rows)
+            body.append(re.sub(r"<td>(.*?)</td>", lambda m: f"<td>{markup(m.group(1))}</td>", table))
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in content[0]) + "</ul>")
+        elif kind == "warn":
+            body.append(f'<p class="warn">{inline(content[0])}</p>')
+        else:
+            body.append(f"<{kind}>{inline(content[0])}</{kind}>")
+    body.append("</main>")
+    parts = {"title": html_text(f"Benchmark comparison {paths[0].name}"), "body": "\n".join(body),
+             "data": json.dumps({"explorers": []})}
+    return re.sub(r"@@(\w+)@@", lambda m: parts[m.group(1)], HTML_PAGE)
+
+
+COMPARISON_RENDERERS = {"md": comparison_markdown, "html": comparison_html}
 
 
 def unique_output(results_dir: Path, stem: str) -> tuple[str, Path]:
@@ -3643,7 +3684,7 @@ def build_parser() -> argparse.ArgumentParser:
     back = parser.add_argument_group("read results back (no model runs)")
     back.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
                       help="BASE.json NEW.json [MORE.json ...]: each later run against the first, with a significance "
-                           "test per model; writes results/comparison_<run>.md")
+                           "test per model; writes results/comparison_<run>.md and .html")
     back.add_argument("--fail-if-slower", type=float, default=None, metavar="PCT",
                       help="with --compare: exit 1 when a model is significantly slower than base by more than PCT%%")
     back.add_argument("--merge", nargs="+", type=Path, metavar="JSON",

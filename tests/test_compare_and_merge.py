@@ -293,3 +293,40 @@ def test_an_interrupt_with_devices_stops_every_worker_and_keeps_the_finished_mod
         time.sleep(0.2)
         alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [(p.pid, p.cmdline()[:3]) for p in alive]
+
+
+def test_the_comparison_page_has_the_markdown_verdicts_and_escapes_names(tmp_path):
+    from html.parser import HTMLParser
+    hostile = "Net<script>alert(1)</script>"
+    base = synthetic_file(tmp_path / "base.json", [synthetic_model(hostile, tight(0.100, seed=1))])
+    new = synthetic_file(tmp_path / "new.json", [synthetic_model(hostile, tight(0.130, seed=2))],
+                         run_id="20260101_000001</b><img src=x>")
+    proc = run_cli("--compare", base, new, "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pages = sorted((tmp_path / "results").glob("comparison_*.html"))
+    assert len(pages) == 1 and pages[0].with_suffix(".md").exists()
+    page = pages[0].read_text()
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.cells, self.in_td = [], [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            if tag == "td":
+                self.in_td, self.cells = True, self.cells + [""]
+
+        def handle_endtag(self, tag):
+            self.in_td = self.in_td and tag != "td"
+
+        def handle_data(self, data):
+            if self.in_td:
+                self.cells[-1] += data
+
+    parsed = Collect()
+    parsed.feed(page)
+    # The names arrive as text: the only script element is the page's own two, no img at all.
+    assert parsed.tags.count("script") == 2 and "img" not in parsed.tags
+    assert hostile in parsed.cells and "slower" in parsed.cells
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<b>slower</b>" in page

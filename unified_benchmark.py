@@ -2515,7 +2515,7 @@ def markdown_report(data: dict, ctx: RunContext) -> str:
     results = data["models"]
     assets = ctx.assets_dir
     rel = assets.name
-    lines = [f"# Vision model benchmark report", "", f"Run `{data['run_id']}`, started {data['started']}, "
+    lines = ["# Vision model benchmark report", "", f"Run `{data['run_id']}`, started {data['started']}, "
              f"{data['total_seconds']:.0f} s so far. Command: `{data['command']}`", ""]
     random_models = [r["model"] for r in results if r["weights"] == "random" and r["status"] != "not run"]
     if random_models:

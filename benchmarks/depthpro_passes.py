@@ -22,7 +22,6 @@ crashed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -32,13 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "unified_benchmark.py"
-SEED = 42
 MB = 1024 * 1024
 RATIO_TARGET = 2.0            # dissection with files / plain forward
 MEMORY_TARGET_MB = 500.0      # dissection peak - plain forward peak
@@ -49,32 +47,7 @@ def progress(message: str) -> None:
     print(f"[depthpro_passes] {message}", flush=True)
 
 
-def import_tool():
-    spec = importlib.util.spec_from_file_location("unified_benchmark", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unified_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-def bus_path() -> Path:
-    from ultralytics.utils import ASSETS
-    return Path(ASSETS) / "bus.jpg"
-
-
-def load_bench(ub, cli_name: str):
-    import torch
-    ub.seed_everything(SEED)
-    bench = ub.MODELS_BY_CLI_NAME[cli_name](torch.device("cpu"), weights="random")
-    start = time.perf_counter()
-    bench.load()
-    progress(f"{cli_name}: loaded ({bench.weights_source}) in {time.perf_counter() - start:.1f}s")
-    return bench
-
-
-def load_note() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 # -- 1. DepthPro, one fresh subprocess ------------------------------------------------------
@@ -83,7 +56,7 @@ def depthpro_child(plain_repeats: int) -> None:
     ub.configure_threads(None)
     import torch
     image = ub.load_rgb(bus_path())
-    bench = load_bench(ub, "depthpro")
+    bench = load_bench(ub, "depthpro", progress)
     ub.colormap_lut()
     bench.input_shape = [1, 3, 1536, 1536]     # what count_flops_and_input would find, without its pass
     tracker = ub.MemoryTracker(torch.device("cpu"))
@@ -130,7 +103,7 @@ def run_small(repeats: int) -> dict:
     ub = import_tool()
     ub.configure_threads(None)
     image = ub.load_rgb(bus_path())
-    bench = load_bench(ub, "depth-anything-v2-small")
+    bench = load_bench(ub, "depth-anything-v2-small", progress)
     ub.colormap_lut()
     bench.count_flops_and_input(image)
     bench.run_pipeline(image)

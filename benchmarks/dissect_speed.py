@@ -20,7 +20,6 @@ Targets are printed with PASS/FAIL; the exit code is 0 unless something crashed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -30,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
+
 # Never touch the network; draw without a display. Set before the libraries are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -37,14 +38,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "unified_benchmark.py"
 SPEED_MODELS = ["yolo11n-detect", "depth-anything-v2-small"]
 MEMORY_MODEL = "depth-anything-v2-large"
 SPEEDUP_TARGETS = {"yolo11n-detect": 10.0, "depth-anything-v2-small": 40.0}
 RATIO_TARGETS = {"depth-anything-v2-small": 4.0}      # dissection / plain forward
 MEMORY_TARGET_MB = 300.0                              # DA-large dissection peak - plain peak
-SEED = 42
 MB = 1024 * 1024
 
 
@@ -52,37 +50,9 @@ def progress(message: str) -> None:
     print(f"[dissect_speed] {message}", flush=True)
 
 
-def import_tool():
-    spec = importlib.util.spec_from_file_location("unified_benchmark", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unified_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def bus_image(ub):
-    from ultralytics.utils import ASSETS
-    return ub.load_rgb(Path(ASSETS) / "bus.jpg")
-
-
-def load_bench(ub, cli_name: str):
-    import torch
-    ub.seed_everything(SEED)
-    bench = ub.MODELS_BY_CLI_NAME[cli_name](torch.device("cpu"), weights="random")
-    start = time.perf_counter()
-    bench.load()
-    progress(f"{cli_name}: loaded ({bench.weights_source}) in {time.perf_counter() - start:.1f}s")
-    return bench
-
-
 def input_hw(bench):
     shape = bench.input_shape
     return tuple(shape[-2:]) if shape and len(shape) == 4 else None
-
-
-def load_note() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 # -- 1. plain forward ----------------------------------------------------------------------
@@ -187,8 +157,8 @@ def memory_child(mode: str) -> None:
     ub = import_tool()
     ub.configure_threads(None)
     import torch
-    image = bus_image(ub)
-    bench = load_bench(ub, MEMORY_MODEL)
+    image = ub.load_rgb(bus_path())
+    bench = load_bench(ub, MEMORY_MODEL, progress)
     tracker = ub.MemoryTracker(torch.device("cpu"))
     bench.count_flops_and_input(image)                 # same warm-up in both modes
     with tempfile.TemporaryDirectory(prefix="dissect_mem_") as tmp:
@@ -305,7 +275,7 @@ def main() -> int:
     ub = import_tool()
     threads = ub.configure_threads(None)
     progress(f"tool {TOOL}, torch threads {threads}, CPU, random weights, image bus.jpg; {load_note()}")
-    image = bus_image(ub)
+    image = ub.load_rgb(bus_path())
     ub.colormap_lut()                                  # import matplotlib now: neither method pays it
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in ub.MODELS_BY_CLI_NAME]
@@ -313,7 +283,7 @@ def main() -> int:
         build_parser().error(f"unknown model(s): {', '.join(unknown)}")
     checks, blocks = [], []
     for name in names:
-        bench = load_bench(ub, name)
+        bench = load_bench(ub, name, progress)
         with tempfile.TemporaryDirectory(prefix="dissect_speed_") as tmp:
             progress(f"{name}: plain forward, 1 warm-up + {args.repeats} timed")
             plain = time_plain(bench, image, args.repeats)

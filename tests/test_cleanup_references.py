@@ -4,7 +4,6 @@ frees what it says). Checked with weak references to every tensor the model crea
 (--isolation none, where a leak would carry over to the next model)."""
 import weakref
 
-import pytest
 import torch
 from torch import nn
 

@@ -1,14 +1,11 @@
 """One worker process per model: a worker that dies, hangs or is interrupted costs only its own
 model, with a record that says what happened; and the statistics behind the headline medians
 (warm-up runs kept out, a 95% interval that holds the median and narrows with more runs)."""
-import json
 import math
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil

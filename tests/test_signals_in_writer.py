@@ -44,7 +44,7 @@ def two_tiny_models(ub, monkeypatch):
 
 def sigint_during_writes(ub, monkeypatch, at_calls: set[int]) -> list:
     """Patch the atomic write that write_reports uses: on the given report writes (1-based,
-    counting only the three report files) it sends SIGINT to this process, then writes.
+    counting only the four report files) it sends SIGINT to this process, then writes.
     Returns the names of the report files written, in order."""
     real = ub.atomic_write_text
     written = []
@@ -71,17 +71,17 @@ def read_reports(out) -> dict:
 
 def test_sigint_during_the_first_report_write_is_held_then_honoured(ub, tmp_path, sample_image, monkeypatch,
                                                                    two_tiny_models):
-    # Call 1 is the JSON after the first model; calls 4-6 are the final write after the interrupt.
+    # Call 1 is the JSON after the first model; calls 5-8 are the final write after the interrupt.
     # The second signal lands in the final write, which must finish all the same.
-    written = sigint_during_writes(ub, monkeypatch, at_calls={1, 4})
+    written = sigint_during_writes(ub, monkeypatch, at_calls={1, 5})
     code = ub.main(["--isolation", "none", "--models", "tiny-a,tiny-b", "--weights", "random", "--runs", "2", "--no-dissect",
                     "--images", str(sample_image), "--output-dir", str(tmp_path)])
     assert code == ub.EXIT_SIGINT == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
 
-    # Both rounds wrote all three files: the signal cut neither.
-    kinds = [name.split("_")[1] for name in written]
-    assert kinds == ["results", "summary", "report"] * 2, written
+    # Both rounds wrote all four files: the signal cut neither.
+    kinds = [(name.split("_")[1], name.rsplit(".", 1)[1]) for name in written]
+    assert kinds == [("results", "json"), ("summary", "csv"), ("report", "md"), ("report", "html")] * 2, written
 
     run = read_reports(tmp_path)
     data = run["json"]
@@ -100,11 +100,11 @@ def test_sigint_during_the_first_report_write_is_held_then_honoured(ub, tmp_path
 def test_second_sigint_during_the_final_write_does_not_cut_it(ub, tmp_path, sample_image, monkeypatch,
                                                               two_tiny_models):
     """First Ctrl-C in the CSV write after the first model, a second one in the final Markdown write."""
-    written = sigint_during_writes(ub, monkeypatch, at_calls={2, 6})
+    written = sigint_during_writes(ub, monkeypatch, at_calls={2, 7})
     code = ub.main(["--isolation", "none", "--models", "tiny-a,tiny-b", "--weights", "random", "--runs", "2", "--no-dissect",
                     "--images", str(sample_image), "--output-dir", str(tmp_path)])
     assert code == 130
-    assert len(written) == 6, written
+    assert len(written) == 8, written
     run = read_reports(tmp_path)
     assert run["json"]["status"] == "interrupted"
     assert [m["status"] for m in run["json"]["models"]] == ["complete", "not run"]

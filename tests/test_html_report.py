@@ -283,3 +283,22 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
     assert "[12.3-45.6]" in page
     assert "Wall time by phase: load 1.2 s, timed 3.5 s" in page and "load 1.2 s, overhead 0.8 s" in page
     assert '<div class="fail"><b>MobileSAM</b>: timeout' in page and "line one\nline two" in page
+
+
+def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
+    """Mid-run writes skip the summary charts (they were the parent's largest per-model cost);
+    the final write draws them and both reports show them."""
+    data = copy.deepcopy(run["json"])
+    results = tmp_path / "results"
+    ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
+                          assets_dir=results / f"report_{data['run_id']}")
+    ctx.assets_dir.mkdir(parents=True)
+    data["status"] = "running"
+    md = ub.markdown_report(data, ctx)
+    assert "Drawn when the run ends." in md and not (ctx.assets_dir / "latency.png").exists()
+    assert "No charts yet: they are drawn when the run ends." in ub.html_report(data, ctx)
+    data["status"] = "complete"
+    md = ub.markdown_report(data, ctx)
+    assert (ctx.assets_dir / "latency.png").exists() and (ctx.assets_dir / "memory_vs_params.png").exists()
+    assert f"]({ctx.assets_dir.name}/latency.png)" in md and "Drawn when the run ends." not in md
+    assert 'alt="Latency per model"' in ub.html_report(data, ctx)

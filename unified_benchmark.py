@@ -1121,12 +1121,13 @@ class ModelBenchmark(ABC):
                 return str(p.dtype).replace("torch.", "")
         return None
 
-    def progress(self, what: str, through_network: bool = True) -> pass_progress:
+    def progress(self, what: str, through_network: bool = True, detail=None) -> pass_progress:
         """Progress lines of one long pass of this model (see pass_progress); through_network
         hooks the leaves to say how far the pass is, so never on a timed run."""
         if not through_network:
-            return pass_progress(None, f"{self.MODEL_NAME} {what}")
-        return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks())
+            return pass_progress(None, f"{self.MODEL_NAME} {what}", detail=detail)
+        return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks(),
+                             detail=detail)
 
     def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
@@ -1731,8 +1732,7 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     first_image = load_rgb(ctx.images[0])
 
     def run(path, image, kind):
-        with bench.progress(f"{kind} run {len(result['runs']) + 1}/{total}", through_network=False):
-            prediction, seconds, phases = bench.timed_run(image)
+        prediction, seconds, phases = bench.timed_run(image)
         result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
                                "cold": kind == "cold", "total_s": seconds,
                                **{f"{k}_s": v for k, v in phases.items()}})
@@ -1741,10 +1741,14 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
             + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
         return prediction
 
-    with phase("cold_start"):
+    # One progress reporter a phase, not a run: no thread is started between two timed runs.
+    def runs_done():
+        return f"run {len(result['runs']) + 1} of {total}"
+
+    with phase("cold_start"), bench.progress("cold start", through_network=False, detail=runs_done):
         first_prediction = run(ctx.images[0], first_image, "cold")
     for kind, repeats in (("warmup", args.warmup), ("timed", args.runs)):
-        with phase(kind):
+        with phase(kind), bench.progress(f"{kind} runs", through_network=False, detail=runs_done):
             for path in ctx.images:
                 image = first_image if path == ctx.images[0] else load_rgb(path)
                 for _ in range(repeats):

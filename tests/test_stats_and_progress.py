@@ -226,3 +226,26 @@ def test_a_short_pass_prints_no_progress(ub, capsys):
         net(torch.ones(1, 2))
     assert "[PROGRESS]" not in capsys.readouterr().out
     assert not net._forward_pre_hooks
+
+
+def test_timed_runs_have_one_progress_reporter_a_phase_and_say_which_run(ub, slow_bench, monkeypatch, tmp_path,
+                                                                         sample_image, capsys):
+    """Progress during cold start, warm-up and timed runs, from one reporter a phase: no reporter
+    thread is started between two timed runs."""
+    labels = []
+    real_enter = ub.pass_progress.__enter__
+
+    def counting_enter(self):
+        labels.append(self.label)
+        return real_enter(self)
+
+    monkeypatch.setattr(ub.pass_progress, "__enter__", counting_enter)
+    monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "slow-fake", type(slow_bench))
+    type(slow_bench).CLI_NAME = "slow-fake"
+    code = ub.main(["--isolation", "none", "--models", "slow-fake", "--weights", "random", "--runs", "2",
+                    "--warmup", "1", "--no-dissect", "--images", str(sample_image), "--output-dir", str(tmp_path)])
+    assert code == 0
+    run_labels = [l for l in labels if "run" in l.split("SlowFake ", 1)[-1] or "cold start" in l]
+    assert run_labels == ["SlowFake cold start", "SlowFake warmup runs", "SlowFake timed runs"], labels
+    lines = progress_lines(capsys.readouterr().out)
+    assert any(l.startswith("[PROGRESS] SlowFake timed runs") and "run 4 of 4" in l for l in lines), lines   # 1 cold + (1 warm-up + 2 timed) x 1 image

@@ -1617,14 +1617,14 @@ MODELS_BY_CLI_NAME = {cls.CLI_NAME: cls for cls in MODEL_CLASSES}
 class RunContext:
     """What every model's pass needs: the settings, the paths, and the results so far."""
 
-    def __init__(self, args, device, images, image_source, run_id, paths):
+    def __init__(self, args, device, images, image_source, run_id, paths, started: datetime | None = None):
         self.args = args
         self.device = device
         self.images = images
         self.image_source = image_source
         self.run_id = run_id
         self.results_dir, self.viz_dir, self.assets_dir = paths
-        self.started = datetime.now()
+        self.started = started or datetime.now()   # main() passes its own start: start-up is overhead too
         self.results: list[dict] = []
         self.status = "running"
         self.system = system_info(device)
@@ -3856,8 +3856,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[ERROR] {exc} (see --help)", file=sys.stderr, flush=True)
         return EXIT_USAGE
 
-    ctx = RunContext(args, device, images, image_source, run_id, paths)
-    ctx.started = invoked   # the run's wall time includes the tool's own start-up: it is overhead too
+    ctx = RunContext(args, device, images, image_source, run_id, paths, started=invoked)
     previous = {s: signal.signal(s, raise_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), 1 cold-start run, "

@@ -1,0 +1,398 @@
+"""TODO docstring dissection"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .common import first_tensor, leaf_modules, log
+from .progress import pass_progress
+
+DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
+DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
+DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
+DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
+DISSECT_WRITER_THREADS = 2
+DISSECT_SPARE_THREADS = 0           # torch threads given up to the writers (measured: giving one up was slower)
+STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
+DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
+DISSECT_VECTOR_PIXELS = 256 * 256   # maps up to this size are colour-mapped all channels at once
+MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
+
+
+def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
+    """(leading tokens, h, w) when num_tokens is a patch grid of the input's aspect ratio
+    after a few class/register tokens, else None."""
+    if not input_hw:
+        return None
+    target = math.log(input_hw[0] / input_hw[1])
+    for lead in range(0, MAX_LEADING_TOKENS + 1):
+        m = num_tokens - lead
+        if m < 16:
+            return None
+        best = None
+        for h in range(2, int(math.isqrt(m)) + 1):
+            if m % h:
+                continue
+            for hh, ww in ((h, m // h), (m // h, h)):
+                err = abs(math.log(hh / ww) - target)
+                if best is None or err < best[0]:
+                    best = (err, hh, ww)
+        if best is not None and best[0] < 0.1:
+            return lead, best[1], best[2]
+    return None
+
+
+def float64_sum(x):
+    """Sum of x with float64 accumulation and no full-size temporary: float32 partial sums over
+    the dimensions innermost in memory (at least STATS_BLOCK_ELEMENTS elements each), then the
+    partials in float64. `x.sum(dtype=torch.float64)` would first copy x to float64 on the CPU."""
+    import torch
+    inner, size = [], 1
+    for d in sorted(range(x.dim()), key=lambda d: x.stride(d)):
+        if size >= STATS_BLOCK_ELEMENTS:
+            break
+        inner.append(d)
+        size *= x.shape[d]
+    partials = x.sum(dim=inner) if inner else x
+    return partials.sum(dtype=torch.float64)
+
+
+def tensor_stats(t) -> dict:
+    """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
+    with a single transfer of five numbers to the host in the common all-finite case; the
+    masked path runs only when NaN or Inf is present.
+
+    Memory: every reduction reads the tensor in place, whatever its strides (channels_last
+    and permuted outputs are common), and uses all of torch's threads. The extra memory is the
+    partial sums, 1/STATS_BLOCK_ELEMENTS of the tensor; float16/bfloat16 add a float32 copy
+    (2x the tensor's bytes), and the NaN/Inf path masks and copies (up to 1.75x)."""
+    import torch
+    x = t.detach()
+    if x.is_complex():
+        x = x.abs()
+    if x.dtype != torch.float32 and x.dtype != torch.float64:
+        x = x.float()
+    n = x.numel()
+    if n == 0:
+        return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
+                "nan_count": 0, "inf_count": 0}
+    # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
+    # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy. torch.var over
+    # all dimensions is a parallel two-pass reduction with float64 accumulators and no copy.
+    lo, hi = torch.amin(x), torch.amax(x)
+    total = float64_sum(x)
+    var = torch.var(x, correction=0)
+    zeros = n - torch.count_nonzero(x)
+    lo_, hi_, total_, var_, zeros_ = torch.stack(
+        [lo.double(), hi.double(), total, var.double(), zeros.double()]).tolist()
+    if math.isfinite(lo_) and math.isfinite(hi_):
+        return {"min": lo_, "max": hi_, "mean": total_ / n, "std": math.sqrt(max(var_, 0.0)),
+                "zero_fraction": zeros_ / n, "nan_count": 0, "inf_count": 0}
+    finite = torch.isfinite(x)
+    finite_count = int(finite.sum())
+    nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
+    values = x if finite_count == n else x[finite]
+    zeros = (x == 0).sum()
+    if values.numel():
+        lo, hi = torch.aminmax(values)
+        std, mean = torch.std_mean(values, correction=0)
+        lo, hi, mean, std, zeros = torch.stack([lo, hi, mean, std, zeros.to(values.dtype)]).tolist()
+    else:
+        lo = hi = mean = std = None
+        zeros = int(zeros)
+    return {"min": lo, "max": hi, "mean": mean, "std": std, "zero_fraction": zeros / n,
+            "nan_count": nan_count, "inf_count": n - finite_count - nan_count}
+
+
+def feature_planes(t, input_hw):
+    """(C, H, W) view of batch element 0 of a feature map or a patch-token sequence, the
+    first DISSECT_PNG_CHANNELS channels only, and a note when tokens were reshaped."""
+    if t.dim() == 4:
+        return t[0, :DISSECT_PNG_CHANNELS], None
+    if t.dim() == 3:
+        grid = token_grid(t.shape[1], input_hw)
+        if grid:
+            lead, h, w = grid
+            planes = t[0, lead:, :DISSECT_PNG_CHANNELS].transpose(0, 1).reshape(-1, h, w)
+            return planes, f"tokens reshaped to {h}x{w} grid after {lead} leading token(s)"
+    return None, None
+
+
+_COLORMAP_LUT = None
+
+
+def colormap_lut() -> np.ndarray:
+    """viridis as a 256x3 uint8 table: one lookup per pixel, no matplotlib figure per layer."""
+    global _COLORMAP_LUT
+    if _COLORMAP_LUT is None:
+        from matplotlib import colormaps
+        _COLORMAP_LUT = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    return _COLORMAP_LUT
+
+
+def colour_indices(ch: np.ndarray) -> np.ndarray:
+    """One channel normalised to its own finite min..max as colormap indices 0..255 (NaN/Inf: 0)."""
+    lo, hi = float(ch.min()), float(ch.max())
+    if math.isfinite(lo) and math.isfinite(hi):          # no NaN/Inf: no mask, no np.where
+        norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
+    else:
+        finite = np.isfinite(ch)
+        lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
+        norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
+    return (norm * 255).astype(np.uint8)
+
+
+def colour_indices_all(planes: np.ndarray) -> np.ndarray:
+    """colour_indices of every channel at once, same arithmetic (float32, the span rounded from
+    float64 as a Python float would be); channels with NaN or Inf take the per-channel path."""
+    lo, hi = planes.min(axis=(1, 2)), planes.max(axis=(1, 2))
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    span = hi.astype(np.float64) - lo.astype(np.float64)
+    denominator = np.where(finite & (span > 0), span, 1.0).astype(planes.dtype)
+    with np.errstate(invalid="ignore"):
+        norm = (planes - np.where(finite, lo, 0).astype(planes.dtype)[:, None, None]) / denominator[:, None, None]
+        out = (norm * 255).astype(np.uint8)
+    for i in np.flatnonzero(~finite):
+        out[i] = colour_indices(planes[i])
+    return out
+
+
+def render_feature_grid(planes: np.ndarray, path: Path) -> None:
+    """A grid of channels, each normalised on its own, saved as PNG by OpenCV (no row filter)."""
+    import cv2
+    lut = colormap_lut()
+    c, h, w = planes.shape
+    scale = max(1, math.ceil(DISSECT_TILE_MIN / max(h, w)))
+    th, tw = h * scale, w * scale
+    if max(th, tw) > DISSECT_TILE_MAX:
+        f = DISSECT_TILE_MAX / max(th, tw)
+        th, tw = max(1, round(th * f)), max(1, round(tw * f))
+    cols = math.ceil(math.sqrt(c))
+    rows = math.ceil(c / cols)
+    pad = 2
+    canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+    # Small maps (most ViT and detector layers) are colour-mapped all channels at once: a
+    # Python loop of numpy calls per channel cost more than the arithmetic. Large maps stay one
+    # channel at a time, so the writer's working memory stays a few copies of one channel.
+    tiles = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
+    if tiles is not None:
+        tiles = np.take(lut, tiles, axis=0)
+        if scale > 1 and (th, tw) == (h * scale, w * scale):   # same pixels as PIL's NEAREST
+            tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    for i in range(c):
+        rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
+        if rgb.shape[:2] != (th, tw):
+            rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.NEAREST if scale > 1 else Image.BOX))
+        r, q = divmod(i, cols)
+        y, x = pad + r * (th + pad), pad + q * (tw + pad)
+        canvas[y:y + th, x:x + tw] = rgb
+    # OpenCV without PNG row filters: same pixels, ~2.5x faster to encode than Pillow's adaptive
+    # filtering, and smaller files on noisy feature maps. Still an 8-bit RGB PNG.
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.10+
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    ok, buf = cv2.imencode(".png", canvas[..., ::-1], params)
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    path.write_bytes(buf.tobytes())
+
+
+class LayerDissector:
+    """Hooks every leaf module, runs one forward pass, and records every call.
+
+    Hooks compute statistics where the activation lives and hand a small host copy (the
+    first channels of batch element 0) to a bounded queue; writer threads render the PNG and
+    save the NPY. Host memory stays bounded by the queue, and the pass waits only when the
+    queue is full. Hooks are removed and writers stopped even when the pass fails.
+    """
+
+    def __init__(self, out_dir: Path, input_hw=None, write_files: bool = True):
+        self.out_dir = out_dir
+        self.input_hw = input_hw
+        self.write_files = write_files
+        self.records: list[dict] = []
+        self.call_counts: dict[str, int] = {}
+        self.queue: queue.Queue = queue.Queue(maxsize=DISSECT_QUEUE_SIZE)
+        self.writer_errors: list[str] = []
+        self.width = 3
+        # Bytes of host copies queued or being written: the hook waits while a new copy would
+        # pass DISSECT_QUEUE_BYTES, so a network with 150 MB planes cannot queue 8 of them.
+        self._pending_bytes = 0
+        self._pending = threading.Condition()
+
+    # -- writer threads --------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                self.queue.task_done()
+                return
+            nbytes = item[0].nbytes
+            try:
+                planes, png_path, npy_path = item
+                np.save(npy_path, planes[:DISSECT_NPY_CHANNELS])
+                render_feature_grid(planes, png_path)
+            except Exception as exc:  # keep serving the queue; report at the end
+                self.writer_errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                # Drop the array before waiting for the next one: a reference held across
+                # queue.get() would keep one more activation copy alive per writer thread.
+                item = planes = None
+                self._release(nbytes)
+                self.queue.task_done()
+
+    def _reserve(self, nbytes: int) -> None:
+        with self._pending:
+            self._pending.wait_for(lambda: self._pending_bytes == 0
+                                   or self._pending_bytes + nbytes <= DISSECT_QUEUE_BYTES)
+            self._pending_bytes += nbytes
+
+    def _release(self, nbytes: int) -> None:
+        with self._pending:
+            self._pending_bytes -= nbytes
+            self._pending.notify_all()
+
+    def _file_stem(self, index: int) -> str:
+        return f"layer_{index:0{self.width}d}"
+
+    # -- the hook --------------------------------------------------------------------------
+    def _make_hook(self, name: str, module_type: str):
+        def hook(module, args, output):
+            import torch
+            index = len(self.records)
+            call = self.call_counts.get(name, 0) + 1
+            self.call_counts[name] = call
+            record = {"index": index, "name": name, "call": call, "type": module_type}
+            self.records.append(record)
+            tensor, source = first_tensor(output)
+            if tensor is None:
+                record["note"] = "no tensor in the output; no statistics"
+                return
+            if source != "output":
+                record["source"] = source
+            record["shape"] = list(tensor.shape)
+            record["dtype"] = str(tensor.dtype).replace("torch.", "")
+            record.update(tensor_stats(tensor))
+            record["files"] = []
+            if self.write_files and (tensor.is_floating_point() or tensor.dtype == torch.bool):
+                planes, note = feature_planes(tensor, self.input_hw)
+                if planes is not None and planes.numel():
+                    if note:
+                        record["reshaped"] = note
+                    self._reserve(planes.numel() * 4)
+                    host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
+                    stem = self._file_stem(index)
+                    record["files"] = [f"{stem}.png", f"{stem}.npy"]
+                    self.queue.put((host, self.out_dir / f"{stem}.png", self.out_dir / f"{stem}.npy"))
+        return hook
+
+    def _final_line(self) -> None:
+        last = self.records[-1] if self.records else None
+        where = f" {last['name']} (call {last['call']})" if last else ""
+        log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), last{where}")
+
+    # -- the pass --------------------------------------------------------------------------
+    def run(self, network, forward_call, label: str = "dissection", blocks=()) -> dict:
+        """Hook `network`'s leaves, call `forward_call()` once, return the summary.
+        `label` and `blocks` name the pass and its top-level blocks in the progress lines."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        leaves = leaf_modules(network)
+        self.num_leaves = len(leaves)
+        self.width = max(3, len(str(max(self.num_leaves - 1, 1))))
+        writers = [threading.Thread(target=self._writer, daemon=True) for _ in range(DISSECT_WRITER_THREADS)]
+        for t in writers:
+            t.start()
+        handles = [m.register_forward_hook(self._make_hook(name, type(m).__name__)) for name, m in leaves]
+        import torch
+        started = time.perf_counter()
+        completed = False
+        threads = torch.get_num_threads()
+        if self.write_files and threads > 1 and DISSECT_SPARE_THREADS:
+            torch.set_num_threads(max(1, threads - DISSECT_SPARE_THREADS))   # cores left to the writers
+        progress = pass_progress(network, label, tag="DISSECT", blocks=blocks,
+                                 detail=lambda: f"{len(self.records)} records, {self.queue.qsize()} waiting for the writers")
+        try:
+            with progress:
+                forward_call()
+                completed = True
+        finally:
+            torch.set_num_threads(threads)
+            for h in handles:
+                h.remove()
+            with pass_progress(None, f"{label}, writing the last files", tag="DISSECT", detail=progress.detail):
+                if completed:
+                    self.queue.join()          # every file written before we count them
+                else:
+                    self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
+                for _ in writers:
+                    self.queue.put(None)
+                for t in writers:
+                    t.join(timeout=30)
+        self._renumber_if_needed()
+        seconds = time.perf_counter() - started
+        pngs = sum(1 for r in self.records if r.get("files"))
+        self._final_line()
+        return {"records": len(self.records), "leaf_modules": self.num_leaves, "png_files": pngs,
+                "npy_files": pngs, "seconds": seconds, "writer_errors": self.writer_errors}
+
+    def _drop_pending(self) -> None:
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._release(item[0].nbytes)
+            self.queue.task_done()
+
+    def _renumber_if_needed(self) -> None:
+        """Zero-pad to the width the record count needs; more calls than leaves can widen it."""
+        needed = max(3, len(str(max(len(self.records) - 1, 1))))
+        if needed == self.width:
+            return
+        old_width, self.width = self.width, needed
+        for r in self.records:
+            if not r.get("files"):
+                continue
+            old_stem = f"layer_{r['index']:0{old_width}d}"
+            new_stem = self._file_stem(r["index"])
+            for suffix in (".png", ".npy"):
+                src = self.out_dir / f"{old_stem}{suffix}"
+                if src.exists():
+                    os.replace(src, self.out_dir / f"{new_stem}{suffix}")
+            r["files"] = [f"{new_stem}.png", f"{new_stem}.npy"]
+
+    def metadata(self, **extra) -> dict:
+        return {**extra, "num_records": len(self.records),
+                "records": {f"{r['index']:0{self.width}d}": r for r in self.records}}
+
+
+def dissection_digest(records: list[dict]) -> dict:
+    """What the report shows of a dissection: counts by type, the extremes, a profile across depth."""
+    types: dict[str, int] = {}
+    for r in records:
+        types[r["type"]] = types.get(r["type"], 0) + 1
+    with_stats = [r for r in records if r.get("min") is not None]
+
+    def brief(r, key, value):
+        return {"index": r["index"], "name": r["name"], "call": r["call"], "type": r["type"], key: value,
+                "files": r.get("files", [])}
+
+    widest = sorted(with_stats, key=lambda r: -(r["max"] - r["min"]))[:5]
+    zeros = sorted(with_stats, key=lambda r: -r["zero_fraction"])[:5]
+    return {
+        "type_counts": dict(sorted(types.items(), key=lambda kv: -kv[1])),
+        "widest_range": [brief(r, "range", [r["min"], r["max"]]) for r in widest],
+        "most_zeros": [brief(r, "zero_fraction", r["zero_fraction"]) for r in zeros],
+        "nan_records": sum(1 for r in records if r.get("nan_count")),
+        "inf_records": sum(1 for r in records if r.get("inf_count")),
+        "profile": {"index": [r["index"] for r in with_stats], "std": [r["std"] for r in with_stats],
+                    "absmax": [max(abs(r["min"]), abs(r["max"])) for r in with_stats]},
+    }

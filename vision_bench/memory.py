@@ -1,0 +1,119 @@
+"""TODO docstring memory"""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+from .common import exception_line
+
+
+class MemoryTracker:
+    """Process memory on CPU (resident set, with a true peak) and allocator figures on CUDA."""
+
+    def __init__(self, device):
+        import psutil
+        self.device = device
+        self.process = psutil.Process()
+        self._sampler: threading.Thread | None = None
+        self._sampling = False
+        self._sampled_peak = 0
+        self._hwm_exact = False
+
+    def rss(self) -> int:
+        return self.process.memory_info().rss
+
+    def cuda_allocated(self) -> int | None:
+        import torch
+        return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else None
+
+    @staticmethod
+    def _read_hwm(pid: int | str = "self") -> int | None:
+        """The kernel's high-water mark of a process's resident set (also read by the parent
+        for a worker: all that is left of it if the OOM killer ends it)."""
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def reset_peak(self) -> None:
+        """Start a new peak window. Linux resets the kernel's high-water mark (exact);
+        elsewhere a thread samples the resident set every 5 ms. Safe before a model loads
+        (call it first, so that a model failing in load() reports its own peak), and again
+        at any later point to start a new window."""
+        import torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.stop_sampling()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._hwm_exact = self._read_hwm() is not None
+        except OSError:
+            self._hwm_exact = False
+        if not self._hwm_exact:
+            self._sampled_peak = self.rss()
+            self._sampling = True
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self._sampled_peak = max(self._sampled_peak, self.rss())
+            time.sleep(0.005)
+
+    def stop_sampling(self) -> None:
+        self._sampling = False
+        if self._sampler is not None:
+            self._sampler.join()
+            self._sampler = None
+
+    def peak(self) -> dict:
+        import torch
+        if self._hwm_exact:
+            cpu_peak = self._read_hwm()
+        else:
+            self.stop_sampling()
+            cpu_peak = max(self._sampled_peak, self.rss())
+        out = {"cpu_peak_rss_bytes": cpu_peak}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            out["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            out["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
+        return out
+
+    def safe_peak(self) -> dict:
+        """peak() for an error path: after a device-side assert or an illegal memory access
+        every CUDA call raises again, which must not replace the first error. The CPU figure
+        is kept; the CUDA error is returned as text."""
+        try:
+            return self.peak()
+        except Exception as exc:
+            cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
+            return {"cpu_peak_rss_bytes": cpu_peak, "cuda_error": exception_line(exc)}
+
+
+def safe_cuda_cleanup(device) -> str | None:
+    """Return cached CUDA blocks to the driver; the error as one line instead of raising
+    (a sticky CUDA error would otherwise hide the error that caused it). None on success
+    and on the CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        return None
+    except Exception as exc:
+        return exception_line(exc)
+
+
+def free_cached_memory(device) -> str | None:
+    """gc, then the CUDA caching allocator's free blocks back to the driver (an error as text)."""
+    gc.collect()
+    return safe_cuda_cleanup(device)

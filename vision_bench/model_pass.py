@@ -1,0 +1,271 @@
+"""TODO docstring model_pass"""
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from datetime import datetime
+
+import numpy as np
+
+from .common import (
+    UsageError,
+    WeightsError,
+    exception_line,
+    format_bytes,
+    log,
+    seed_everything,
+)
+from .dissection import dissection_digest
+from .environment import system_info
+from .images import load_rgb
+from .memory import MemoryTracker, free_cached_memory
+from .stats import format_interval, latency_stats
+
+
+class RunContext:
+    """What every model's pass needs: the settings, the paths, and the results so far."""
+
+    def __init__(self, args, device, images, image_source, run_id, paths, started: datetime | None = None):
+        self.args = args
+        self.device = device
+        self.images = images
+        self.image_source = image_source
+        self.run_id = run_id
+        self.results_dir, self.viz_dir, self.assets_dir = paths
+        self.started = started or datetime.now()   # main() passes its own start: start-up is overhead too
+        self.results: list[dict] = []
+        self.status = "running"
+        self.system = system_info(device)
+
+    def __getstate__(self):
+        # A worker gets the settings and paths, not the other models' results (nor --devices' stop event).
+        return {**vars(self), "results": [], "stop_event": None}
+
+
+def new_result(cls, ctx) -> dict:
+    return {"model": cls.MODEL_NAME, "cli_name": cls.CLI_NAME, "task": cls.TASK, "library": cls.LIBRARY,
+            "status": "running", "phase": "setup", "weights": ctx.args.weights, "weights_source": None,
+            "nominal_input_size": cls.INPUT_SIZE, "runs": [], "phase_seconds": {}}
+
+
+class PhaseTimer:
+    """Names the phase a model is in (a failure reports it) and adds up its wall time."""
+
+    def __init__(self, result: dict, publish):
+        self.result = result
+        self.publish = publish
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        self.result["phase"] = name
+        self.publish(self.result)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = self.result.setdefault("phase_seconds", {})
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: None) -> None:
+    """Load, time, measure, dissect and clean up one model, filling `result` as it goes so that
+    whatever was measured survives a failure in a later phase. A failure is recorded in `result`
+    (status 'failed', error) after the cleanup; only interrupts propagate. `publish` receives
+    the record at every phase (a worker sends it to the parent)."""
+    phase = PhaseTimer(result, publish)
+    if ctx.device.type == "cuda":
+        result["memory"] = {"cuda_context_bytes": cuda_context_bytes(ctx.device)}
+    tracker = MemoryTracker(ctx.device)
+    tracker.reset_peak()  # a model that fails while loading reports its own peak, not an earlier one's
+    memory = result.setdefault("memory", {})
+    memory["cpu_rss_before_load_bytes"] = tracker.rss()
+    if ctx.device.type == "cuda":
+        memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
+    log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident")
+
+    seed_everything(ctx.args.seed)
+    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
+    result["config"] = bench.run_config()
+    result["allocator"] = getattr(ctx.args, "allocator", None)
+    try:
+        measure_model(bench, ctx, result, tracker, phase)
+        result["status"] = "complete"
+    except Exception as exc:
+        record_failure(result, exc, tracker)
+        # Leaving this block drops the exception and its frames, which hold the inputs and
+        # outputs of the failing call: the cleanup below must not see them alive.
+    finally:
+        tracker.stop_sampling()
+        result["phase_reached"] = result["phase"]
+        with phase("cleanup"):
+            log("CLEANUP", "Releasing the model and clearing caches...")
+            bench.release()
+            del bench
+            release_error = free_cached_memory(ctx.device)
+        if release_error:
+            memory["cleanup_error"] = release_error
+    memory["cpu_rss_after_cleanup_bytes"] = tracker.rss()
+    if ctx.device.type == "cuda" and not release_error:
+        memory["cuda_allocated_after_cleanup_bytes"] = tracker.cuda_allocated()
+    log("MEMORY", f"After cleanup: {format_bytes(memory['cpu_rss_after_cleanup_bytes'])} resident")
+    result["phase"] = None
+    publish(result)
+
+
+def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
+    """The measured phases. Everything they hold (images, predictions) is local here, so it is
+    gone when this returns or raises, before the cleanup reads the memory figures."""
+    import torch
+    args, memory = ctx.args, result["memory"]
+    with phase("load"):
+        log("LOAD", f"Loading {bench.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
+        start = time.perf_counter()
+        with bench.progress("load", through_network=False):
+            result["weights_source"] = bench.load()
+        bench.sync()
+        result["load_seconds"] = time.perf_counter() - start
+    result["dtype"] = bench.compute_dtype()
+    memory["peak_during_load"] = tracker.peak()
+    memory["cpu_rss_after_load_bytes"] = tracker.rss()
+    if ctx.device.type == "cuda":
+        memory["cuda_allocated_after_load_bytes"] = tracker.cuda_allocated()
+    log("LOAD", f"Loaded in {result['load_seconds']:.2f}s: {result['weights_source']}")
+    log("MEMORY", f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
+                  f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
+        + (f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
+           if ctx.device.type == "cuda" else ""))
+
+    tracker.reset_peak()
+    total = 1 + (args.warmup + args.runs) * len(ctx.images)
+    first_image = load_rgb(ctx.images[0])
+
+    def run(path, image, kind):
+        prediction, seconds, phases = bench.timed_run(image)
+        result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
+                               "cold": kind == "cold", "total_s": seconds,
+                               **{f"{k}_s": v for k, v in phases.items()}})
+        log(f"INFER {len(result['runs'])}/{total}",
+            f"{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
+            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
+        return prediction
+
+    # One progress reporter a phase, not a run: no thread is started between two timed runs.
+    def runs_done():
+        return f"run {len(result['runs']) + 1} of {total}"
+
+    with phase("cold_start"), bench.progress("cold start", through_network=False, detail=runs_done):
+        first_prediction = run(ctx.images[0], first_image, "cold")
+    for kind, repeats in (("warmup", args.warmup), ("timed", args.runs)):
+        with phase(kind), bench.progress(f"{kind} runs", through_network=False, detail=runs_done):
+            for path in ctx.images:
+                image = first_image if path == ctx.images[0] else load_rgb(path)
+                for _ in range(repeats):
+                    run(path, image, kind)
+    memory.update(tracker.peak())
+    result["torch_threads"] = torch.get_num_threads()
+    summarize_latency(result)
+    set_headline_memory(result, ctx.device)
+    e2e = result["latency_end_to_end"]
+    log("STATS", f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; timed end to end over "
+                 f"{e2e['n']} runs: median {e2e['median'] * 1000:.1f} ms {format_interval(e2e)}, "
+                 f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS")
+    log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
+
+    with phase("flops"):
+        result["parameters"] = bench.count_parameters()
+        flops, shape = bench.count_flops_and_input(first_image)
+        result["flops"], result["gflops"], result["input_shape"] = flops, flops / 1e9, shape
+    log("STATS", f"{result['parameters']:,} parameters, {result['gflops']:.2f} GFLOPs at input {shape}")
+
+    with phase("output"):
+        result["prediction_summary"] = bench.summarize_prediction(first_prediction)
+        picture = ctx.assets_dir / f"{bench.MODEL_NAME}_output.png"
+        with bench.progress("output picture", through_network=False):
+            bench.render_prediction(first_image, first_prediction, picture)
+        if picture.exists():
+            result["output_image"] = str(picture.relative_to(ctx.results_dir))
+    del first_prediction
+
+    with phase("time_breakdown"):
+        result["time_breakdown"] = bench.profile_time(first_image)
+
+    with phase("dissection"):
+        folder = ctx.viz_dir / bench.MODEL_NAME
+        log("DISSECT", f"Starting layer dissection on {ctx.images[0].name}"
+            + ("" if args.dissect else " (statistics only: --no-dissect writes no files)"))
+        summary = bench.dissect_layers(first_image, folder, write_files=args.dissect)
+        records = summary.pop("records_list")
+        result["dissection"] = {**summary, "folder": str(folder), **dissection_digest(records)}
+    log("DISSECT", f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
+                   f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
+                   f"-> {folder}")
+    if summary["writer_errors"]:
+        log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
+
+
+def cuda_context_bytes(device) -> int | None:
+    """Device memory the CUDA context itself takes (kernels, cuBLAS/cuDNN handles are extra):
+    used memory on the device (NVML, which creates no context) before and after creating it. In
+    a fresh worker this is the first CUDA call; None when NVML is unavailable or the context
+    already exists."""
+    import torch
+    try:
+        if torch.cuda.is_initialized():
+            return None
+        before = torch.cuda.device_memory_used(device)
+        torch.cuda.init()
+        torch.zeros(1, device=device)  # the context is created lazily, on the first allocation
+        torch.cuda.synchronize(device)
+        return torch.cuda.device_memory_used(device) - before
+    except Exception:
+        return None
+
+
+def record_failure(result: dict, exc: Exception, tracker) -> None:
+    """The error, its phase and the memory figures at that moment, as plain data (no reference
+    to the exception survives)."""
+    phase = result["phase"]
+    result["status"] = "failed"
+    result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
+    result["memory"]["at_failure"] = tracker.safe_peak()
+    log("ERROR", f"{result['model']} failed during {phase}: {exception_line(exc)}")
+    if not isinstance(exc, (WeightsError, UsageError)):
+        result["error"]["traceback"] = traceback.format_exc()
+        traceback.print_exc()
+
+
+def summarize_latency(result: dict) -> None:
+    """Headline statistics from the timed runs only; the cold start and warm-up runs stay in
+    result['runs'], marked, and in the per-image table."""
+    runs = result["runs"]
+    result["cold_start"] = runs[0]
+    timed = [r for r in runs if r["kind"] == "timed"]
+    result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
+    result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
+    result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
+                                       for p in ("preprocess", "forward", "postprocess")}
+    median = result["latency_end_to_end"]["median"]
+    result["fps"] = 1.0 / median if median else None
+    # Per image: the first run it got (cold start or first warm-up: a new input shape builds new
+    # kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs.
+    per_image = {}
+    for name in dict.fromkeys(r["image"] for r in runs):
+        mine = [r for r in runs if r["image"] == name]
+        mine_timed = [r for r in mine if r in timed]
+        per_image[name] = {"image_size": mine[0]["image_size"], "first_run_s": mine[0]["total_s"],
+                           "first_is_cold_start": mine[0]["cold"],
+                           "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],
+                           "steady": latency_stats([r["total_s"] for r in mine_timed])}
+    result["latency_per_image"] = per_image
+
+
+def set_headline_memory(result: dict, device) -> None:
+    memory = result["memory"]
+    if device.type == "cuda":
+        memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
+    else:
+        memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
+    # The model's own share: its peak over what its process held just before it loaded.
+    baseline = memory.get("cuda_allocated_before_load_bytes", memory["cpu_rss_before_load_bytes"])
+    memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - baseline

@@ -1,0 +1,276 @@
+"""TODO docstring reports.compare"""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+from ..common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    atomic_write_text,
+    get_timestamp,
+    log,
+    ms,
+)
+from ..stats import (
+    EXACT_TEST_MAX_SIDE,
+    EXACT_TEST_MAX_SPLITS,
+    MIN_RUNS_FOR_CI,
+    format_interval,
+    latency_stats,
+    mann_whitney_p,
+)
+from .html import html_table, html_text, render_page
+from .markdown import SYSTEM_IDENTITY, md_table
+from .results_file import model_key, read_results, setting, timed_seconds
+
+SIGNIFICANCE_LEVEL = 0.05
+SIGNIFICANCE_METHOD = (
+    "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
+    f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
+    f"of all runs into two sides number {EXACT_TEST_MAX_SPLITS:,} or fewer, "
+    "normal approximation with tie and continuity corrections otherwise); no assumption about the distribution of times")
+# What is compared at the top: (label, where to read it). Differences here explain differences below.
+COMPARED_SETTINGS = [
+    ("GPU", "system", "gpu"), ("CPU", "system", "cpu"), ("CPU cores", "system", "cpu_count"),
+    ("NVIDIA driver", "system", "cuda_driver_version"), ("CUDA", "system", "cuda_version"),
+    ("cuDNN", "system", "cudnn_version"), ("PyTorch", "system", "torch"), ("transformers", "system", "transformers"),
+    ("ultralytics", "system", "ultralytics"), ("Python", "system", "python"), ("OS", "system", "os"),
+    ("default dtype", "system", "default_dtype"), ("matmul TF32", "system", "matmul_allow_tf32"),
+    ("cuDNN TF32", "system", "cudnn_allow_tf32"), ("device", "config", "device"),
+    ("torch threads", "system", "torch_threads"), ("weights", "config", "weights"),
+    ("timed runs per image", "config", "runs_per_image"), ("warm-up rounds", "config", "warmup_rounds"),
+    ("isolation", "config", "isolation"), ("seed", "config", "seed"), ("MobileSAM prompt", "config", "sam_prompt"),
+]
+
+
+def compare_model(base: dict, new: dict) -> dict:
+    """One model on both sides: latency verdict, memory, size and status."""
+    a, b = timed_seconds(base), timed_seconds(new)
+    sa, sb = latency_stats(a), latency_stats(b)
+    ratio = sb["median"] / sa["median"] if sa["median"] and sb["median"] else None
+    p = mann_whitney_p(a, b) if a and b else None
+    if p is None:
+        verdict = "not compared"
+    elif p < SIGNIFICANCE_LEVEL and ratio is not None and ratio != 1:
+        verdict = "slower" if ratio > 1 else "faster"
+    else:
+        verdict = "no significant change"
+    peaks = [(r.get("memory") or {}).get("peak_bytes") for r in (base, new)]
+    changed = [label for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
+               if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)]
+    return {"key": model_key(base), "model": base["model"], "base": sa, "new": sb, "ratio": ratio, "p": p,
+            "verdict": verdict, "peak_bytes": peaks, "status": [base["status"], new["status"]],
+            "parameters": [base.get("parameters"), new.get("parameters")], "gflops": [base.get("gflops"), new.get("gflops")],
+            "dtype": [base.get("dtype"), new.get("dtype")], "different_model": changed}
+
+
+def compare_pair(base: dict, new: dict) -> dict:
+    """Everything one comparison shows: setting differences, warnings, the models side by side."""
+    base_models = {model_key(r): r for r in base["models"] if r["status"] != "not run"}
+    new_models = {model_key(r): r for r in new["models"] if r["status"] != "not run"}
+    common = [k for k in base_models if k in new_models]
+    differences = []
+    for label, where, key in COMPARED_SETTINGS:
+        values = [setting(data, None, where, key) for data in (base, new)]
+        if values[0] != values[1]:
+            differences.append([label, *("none" if v is None else v for v in values)])
+    images = [sorted(Path(p).name for p in data.get("images", [])) for data in (base, new)]
+    if images[0] != images[1]:
+        differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
+    warnings = []
+    reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
+    for k in common:
+        # Merged files and --devices runs keep a system per model: a model can move where its file did not.
+        moved = [f"{key} {setting(base, base_models[k], 'system', key)} -> {setting(new, new_models[k], 'system', key)}"
+                 for key in SYSTEM_IDENTITY if setting(base, base_models[k], "system", key)
+                 != setting(new, new_models[k], "system", key) and key not in reported]
+        devices = [base_models[k].get("device"), new_models[k].get("device")]
+        if devices[0] != devices[1] and None not in devices:
+            moved.append(f"device {devices[0]} -> {devices[1]}")
+        if moved and any(base_models[k].get(x) or new_models[k].get(x) for x in ("system", "device")):
+            warnings.append(f"{base_models[k]['model']} ran on a different system or device: {'; '.join(moved)}.")
+        weights = [base_models[k].get("weights"), new_models[k].get("weights")]
+        if weights[0] != weights[1]:
+            warnings.append(f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "
+                            "weights change what postprocessing does (e.g. how many boxes survive), so the "
+                            "end-to-end times are not comparable.")
+    return {"base": base, "new": new, "differences": differences, "warnings": warnings,
+            "models": [compare_model(base_models[k], new_models[k]) for k in common],
+            "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
+            "new_only": [new_models[k]["model"] for k in new_models if k not in base_models]}
+
+
+def slower_than(row: dict, pct: float) -> bool:
+    return row["verdict"] == "slower" and (row["ratio"] - 1) * 100 > pct
+
+
+def change_text(before, after, fmt) -> str:
+    if before is None and after is None:
+        return "n/a"
+    if before == after:
+        return fmt(after)
+    numeric = isinstance(before, (int, float)) and isinstance(after, (int, float)) and before
+    change = f" ({(after / before - 1) * 100:+.1f}%)" if numeric else ""
+    return f"{fmt(before)} -> {fmt(after)}{change}"
+
+
+def median_text(stats: dict) -> str:
+    """A median in ms with its 95% interval, short enough for a table cell."""
+    if stats.get("ci95_low") is None:
+        return f"{ms(stats.get('median'))} (no interval: {stats.get('n') or 0} runs)"
+    return f"{ms(stats['median'])} {format_interval(stats)}"
+
+
+def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]:
+    """The comparison as a list of blocks, rendered as Markdown or HTML: ("h1"|"h2"|"h3"|"p"|"warn", text),
+    ("table", headers, rows) or ("list", items). Text may hold `code` and **bold** spans."""
+    mb = lambda b: "n/a" if b is None else f"{b / 1024 ** 2:.0f} MB"
+    blocks = [("h1", "Benchmark comparison"), ("p", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
+              ("p", f"Significance: {SIGNIFICANCE_METHOD}. A verdict says whether the two sets of timed runs differ by "
+                    "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets "
+                    f"(it needs {MIN_RUNS_FOR_CI} timed runs or more). With 3 runs on each side no difference can be "
+                    "significant (the smallest possible p is 0.1); more runs let the test see smaller changes.")]
+    if args.fail_if_slower is not None:
+        blocks.append(("p", f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model significantly slower "
+                            f"than base by more than {args.fail_if_slower:g}%."))
+    for pair, path in zip(pairs, paths[1:]):
+        new = pair["new"]
+        blocks += [("h2", f"New: run `{new.get('run_id')}`"), ("p", f"File `{path}`.")]
+        blocks += [("warn", f"**Warning:** {w}") for w in pair["warnings"]]
+        blocks.append(("h3", "What differs between the runs"))
+        if pair["differences"]:
+            blocks.append(("table", ["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
+        else:
+            blocks.append(("p", "Nothing: same system, library versions, device, weights and settings ("
+                                + ", ".join(label for label, _, _ in COMPARED_SETTINGS) + ", images)."))
+        rows = pair["models"]
+        verdicts = collections.Counter(r["verdict"] for r in rows)
+        blocks.append(("p", f"{len(rows)} model(s) on both sides: " + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
+                            + "." + (f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
+                                     if pair["base_only"] or pair["new_only"] else "")))
+        if rows:
+            blocks += [("h3", "Latency (end to end, timed runs)"), ("table",
+                ["model", "base median ms [95% CI]", "new median ms [95% CI]", "new / base", "runs", "p", "verdict"],
+                [[r["model"], median_text(r["base"]), median_text(r["new"]),
+                  "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x", f"{r['base']['n']} / {r['new']['n']}",
+                  "n/a" if r["p"] is None else f"{r['p']:.3g}",
+                  f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None
+                                           and slower_than(r, args.fail_if_slower) else "")] for r in rows]),
+                ("h3", "Memory, size and status"), ("table",
+                ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
+                [[r["model"], change_text(*r["peak_bytes"], mb),
+                  change_text(*r["parameters"], lambda v: "n/a" if v is None else f"{v:,}"),
+                  change_text(*r["gflops"], lambda v: "n/a" if v is None else f"{v:.2f}"),
+                  change_text(*r["dtype"], str), change_text(*r["status"], str)] for r in rows])]
+            for r in rows:
+                if r["different_model"]:
+                    blocks.append(("warn", f"**Different model:** {r['model']}'s {', '.join(r['different_model'])} "
+                                           "changed, so the two sides did not run the same network on the same input; "
+                                           "its timings are not a like-for-like comparison."))
+            changes = [f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
+                       for r in rows if r["status"][0] != r["status"][1]]
+            blocks += [("list", changes)] if changes else []
+        if pair["base_only"] or pair["new_only"]:
+            blocks += [("h3", "Models on one side only"), ("list",
+                       ([f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else [])
+                       + ([f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []))]
+    return blocks
+
+
+def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
+    lines = []
+    for kind, *content in comparison_blocks(pairs, paths, args):
+        if kind == "table":
+            lines += [md_table(*content), ""]
+        elif kind == "list":
+            lines += [f"- {item}" for item in content[0]] + [""]
+        else:
+            prefix = {"h1": "# ", "h2": "## ", "h3": "### ", "p": "", "warn": "> "}[kind]
+            lines += [prefix + content[0], ""]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_html(pairs: list[dict], paths: list[Path], args) -> str:
+    """The same blocks as comparison_markdown, in the HTML report's page and style."""
+    import re
+
+    def markup(escaped: str) -> str:   # runs on escaped text: only our own `code` and **bold** become tags
+        escaped = re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+
+    def inline(text) -> str:
+        return markup(html_text(text))
+
+    body = ["<main>"]
+    for kind, *content in comparison_blocks(pairs, paths, args):
+        if kind == "table":
+            headers, rows = content
+            table = html_table(headers, rows)
+            body.append(re.sub(r"<td>(.*?)</td>", lambda m: f"<td>{markup(m.group(1))}</td>", table))
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in content[0]) + "</ul>")
+        elif kind == "warn":
+            body.append(f'<p class="warn">{inline(content[0])}</p>')
+        else:
+            body.append(f"<{kind}>{inline(content[0])}</{kind}>")
+    body.append("</main>")
+    return render_page(html_text(f"Benchmark comparison {paths[0].name}"), "\n".join(body),
+                       json.dumps({"explorers": []}))
+
+
+COMPARISON_RENDERERS = {"md": comparison_markdown, "html": comparison_html}
+
+
+def unique_output(results_dir: Path, stem: str) -> tuple[str, Path]:
+    """A run id (timestamp, _2, _3...) whose output name is free."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = get_timestamp()
+    for attempt in range(1, 1000):
+        run_id = stamp if attempt == 1 else f"{stamp}_{attempt}"
+        if not list(results_dir.glob(f"{stem}_{run_id}.*")):
+            return run_id, results_dir / f"{stem}_{run_id}"
+    raise UsageError(f"--output-dir: no free file name for {stem} in {results_dir}")
+
+
+def compare_results(paths: list[Path], args) -> int:
+    """--compare BASE NEW [MORE]: each later file against the first. Exit 1 when --fail-if-slower
+    trips, else 0 (2 for unreadable files, raised as UsageError before anything is written)."""
+    if len(paths) < 2:
+        raise UsageError("--compare needs two or more result files: BASE.json NEW.json [MORE.json ...]")
+    files = [read_results(p, "--compare") for p in paths]
+    pairs = [compare_pair(files[0], new) for new in files[1:]]
+    run_id, stem = unique_output(args.output_dir.expanduser() / "results", "comparison")
+    written = []
+    for suffix, render in COMPARISON_RENDERERS.items():
+        target = stem.with_suffix(f".{suffix}")
+        atomic_write_text(target, render(pairs, paths, args))
+        written.append(target)
+    gate_failed = []
+    for pair, path in zip(pairs, paths[1:]):
+        print(f"Base {files[0].get('run_id')} -> new {pair['new'].get('run_id')} ({path})")
+        for label, a, b in pair["differences"]:
+            print(f"  differs: {label}: {a} -> {b}")
+        for w in pair["warnings"]:
+            log("WARNING", w)
+        print(f"  {'model':<24} {'base ms':>10} {'new ms':>10} {'new/base':>9} {'p':>8}  verdict")
+        for r in pair["models"]:
+            ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x"
+            p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
+            print(f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {ratio:>9} "
+                  f"{p:>8}  {r['verdict']}" + ("" if r["status"][0] == r["status"][1]
+                                              else f" (status {r['status'][0]} -> {r['status'][1]})")
+                  + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else ""))
+            if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower):
+                gate_failed.append(f"{r['model']} {(r['ratio'] - 1) * 100:.1f}% slower in {pair['new'].get('run_id')}")
+        for side, names in (("base", pair["base_only"]), ("new", pair["new_only"])):
+            if names:
+                print(f"  only in {side}: {', '.join(names)}")
+    for target in written:
+        print(f"Comparison: {target}")
+    if gate_failed:
+        log("ERROR", f"--fail-if-slower {args.fail_if_slower:g}: " + "; ".join(gate_failed))
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,58 @@
+"""TODO docstring reports.findings"""
+from __future__ import annotations
+
+from ..common import format_bytes, ms
+from ..stats import format_interval
+
+UNSTABLE_CI_WIDTH = 0.20            # 95% interval of a median wider than this share of it: noisy timing
+COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
+SHAPE_WARMUP_FACTOR = 1.3           # first run on a new image this much slower than its repeats
+
+
+def findings(results: list[dict]) -> list[str]:
+    """Observations computed from this run's numbers; none about outputs or activations."""
+    done = [r for r in results if r["status"] == "complete"]
+    warm = [r for r in done if r["latency_end_to_end"]["n"]]
+    lines = []
+    if len(warm) >= 2:
+        fast = min(warm, key=lambda r: r["latency_end_to_end"]["median"])
+        slow = max(warm, key=lambda r: r["latency_end_to_end"]["median"])
+        ratio = slow["latency_end_to_end"]["median"] / fast["latency_end_to_end"]["median"]
+        lines.append(f"Fastest: {fast['model']}, {ms(fast['latency_end_to_end']['median'])} ms median end to end "
+                     f"({fast['fps']:.2f} FPS). Slowest: {slow['model']}, {ms(slow['latency_end_to_end']['median'])} ms "
+                     f"({ratio:.1f}x the fastest).")
+    if len(done) >= 2:
+        mem = max(done, key=lambda r: r["memory"]["peak_bytes"])
+        lines.append(f"Most memory: {mem['model']}, {format_bytes(mem['memory']['peak_bytes'])} "
+                     f"({mem['memory']['peak_kind']}).")
+        big = max(done, key=lambda r: r["parameters"])
+        heavy = max(done, key=lambda r: r["gflops"])
+        lines.append(f"Largest: {big['model']}, {big['parameters'] / 1e6:.1f} M parameters; most compute per image: "
+                     f"{heavy['model']}, {heavy['gflops']:.1f} GFLOPs at input {heavy['input_shape']}.")
+    for r in warm:
+        e2e = r["latency_end_to_end"]
+        # Noise is judged within one image (mixing input sizes widens any interval) from the
+        # width of its median's 95% interval, not from the CoV of a handful of runs.
+        for name, img in (r.get("latency_per_image") or {}).items():
+            steady = img["steady"]
+            if steady.get("ci95_low") is None:
+                continue
+            width = (steady["ci95_high"] - steady["ci95_low"]) / steady["median"]
+            if width > UNSTABLE_CI_WIDTH:
+                lines.append(f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, 95% interval "
+                             f"{format_interval(steady)} ms, {width * 100:.0f}% of the median wide over {steady['n']} "
+                             "timed runs; treat its figures with care or raise --runs.")
+        cold = r["cold_start"]["total_s"]
+        if cold > COLD_START_FACTOR * e2e["median"]:
+            lines.append(f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
+                         f"median ({ms(e2e['median'])} ms).")
+        new_shape = [(name, img["first_run_s"] / img["steady"]["median"]) for name, img in
+                     (r.get("latency_per_image") or {}).items()
+                     if not img["first_is_cold_start"] and img["steady"]["n"]]
+        slow = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
+        if slow:
+            lines.append(f"New input shape: {r['model']}'s first run on "
+                         + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow)
+                         + "; varying input sizes cost a warm-up each (kernels are built per shape). The warm-up "
+                           "rounds take this out of the timed runs.")
+    return lines

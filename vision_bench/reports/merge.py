@@ -1,0 +1,70 @@
+"""TODO docstring reports.merge"""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ..common import EXIT_OK, UsageError, log
+from .compare import unique_output
+from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
+from .write import write_report_files
+
+
+def merge_results(paths: list[Path], args) -> int:
+    """--merge A B ...: one set of reports from results run in parts (--models subsets on several
+    devices or machines). Each model keeps its runs and statistics; where the parts' systems or
+    settings differ, each model carries its own (keys 'system' and 'run_config')."""
+    if len(paths) < 2:
+        raise UsageError("--merge needs two or more result files")
+    files = [read_results(p, "--merge") for p in paths]
+    chosen: dict[str, tuple[dict, int]] = {}
+    for index, data in enumerate(files):
+        for r in data["models"]:
+            key = model_key(r)
+            if key in chosen and r["status"] != "not run" and chosen[key][0]["status"] != "not run":
+                if args.prefer != "last":
+                    raise UsageError(f"--merge: {r['model']} is in both {paths[chosen[key][1]]} and {paths[index]}; "
+                                     "remove one file or pass --prefer last to keep the later file's")
+                log("WARNING", f"--merge: {r['model']} from {paths[index]} replaces the one from {paths[chosen[key][1]]}")
+            if key not in chosen or r["status"] != "not run":
+                chosen[key] = (r, index)
+    first = files[0]
+    mixed = {where: any(d.get(where) != first.get(where) for d in files[1:]) for where in ("system", "config")}
+    run_id, stem = unique_output(args.output_dir.expanduser() / "results", "benchmark_results")
+    assets = stem.parent / f"report_{run_id}"
+    assets.mkdir(exist_ok=True)
+    import shutil
+    models = []
+    for r, index in chosen.values():
+        r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
+        if mixed["system"]:
+            r["system"] = r.get("system") or files[index].get("system")
+        if mixed["config"]:
+            r["run_config"] = files[index].get("config")
+        for key in ("output_image",):  # files the report links to, relative to their results folder
+            if r.get(key):
+                source = Path(paths[index]).parent / r[key]
+                if source.exists():
+                    shutil.copy2(source, assets / source.name)
+                    r[key] = f"{assets.name}/{source.name}"
+        models.append(r)
+    statuses = {d.get("status") for d in files}
+    data = {"schema": RESULTS_SCHEMA, "run_id": run_id, "status": "complete" if statuses == {"complete"} else "incomplete",
+            "started": min(d.get("started", "") for d in files), "written": datetime.now().isoformat(timespec="seconds"),
+            "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "config": {**first["config"], "models": [r["cli_name"] for r in models]}, "system": first["system"],
+            "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))), "models": models,
+            "merged_from": [{"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"),
+                             "command": d.get("command")} for p, d in zip(paths, files)]}
+    data["phase_totals"] = phase_totals(models, data["total_seconds"])
+    ctx = argparse.Namespace(run_id=run_id, results_dir=stem.parent, assets_dir=assets,
+                             viz_dir=Path(first["config"].get("viz_dir") or "viz"))
+    written = write_report_files(data, ctx)
+    log("INFO", f"Merged {len(models)} model(s) from {len(files)} file(s)"
+        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""))
+    for p in written.values():
+        print(f"  - {p}")
+    return EXIT_OK

@@ -1,0 +1,79 @@
+"""TODO docstring reports.write"""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ..common import atomic_write_json, atomic_write_text
+from ..stats import CI_METHOD
+from .html import html_report
+from .markdown import markdown_report
+from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
+
+CSV_COLUMNS = [
+    "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_ci95_low_s",
+    "e2e_ci95_high_s", "e2e_p90_s", "e2e_mean_s", "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_over_baseline_mb", "peak_memory_kind", "parameters",
+    "gflops", "input_shape", "layers_dissected", "warm_runs", "warmup_runs", "sam_prompt",
+]
+
+
+def csv_row(r: dict) -> dict:
+    e2e = r.get("latency_end_to_end") or {}
+    mem = r.get("memory") or {}
+    return {
+        "model": r["model"], "cli_name": r["cli_name"], "status": r["status"], "weights": r["weights"],
+        "load_s": r.get("load_seconds"), "cold_start_s": (r.get("cold_start") or {}).get("total_s"),
+        "e2e_median_s": e2e.get("median"), "e2e_ci95_low_s": e2e.get("ci95_low"),
+        "e2e_ci95_high_s": e2e.get("ci95_high"), "e2e_p90_s": e2e.get("p90"), "e2e_mean_s": e2e.get("mean"),
+        "e2e_std_s": e2e.get("std"), "e2e_cov": e2e.get("cov"),
+        "forward_median_s": (r.get("latency_forward") or {}).get("median"), "fps": r.get("fps"),
+        "peak_memory_mb": mem["peak_bytes"] / 1024 ** 2 if mem.get("peak_bytes") else None,
+        "peak_over_baseline_mb": mem["peak_over_baseline_bytes"] / 1024 ** 2 if mem.get("peak_bytes") else None,
+        "peak_memory_kind": mem.get("peak_kind"), "parameters": r.get("parameters"), "gflops": r.get("gflops"),
+        "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
+        "layers_dissected": (r.get("dissection") or {}).get("records"), "warm_runs": e2e.get("n"),
+        "warmup_runs": sum(1 for run in r.get("runs", []) if run.get("kind") == "warmup"),
+        "sam_prompt": (r.get("config") or {}).get("sam_prompt"),
+    }
+
+
+def write_reports(ctx) -> dict:
+    finished = datetime.now()
+    data = {
+        "schema": RESULTS_SCHEMA, "run_id": ctx.run_id, "status": ctx.status,
+        "started": ctx.started.isoformat(timespec="seconds"), "written": finished.isoformat(timespec="seconds"),
+        "total_seconds": (finished - ctx.started).total_seconds(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "config": {"runs_per_image": ctx.args.runs, "warmup_rounds": ctx.args.warmup, "isolation": ctx.args.isolation,
+                   "model_timeout_s": ctx.args.model_timeout, "latency_interval": CI_METHOD, "seed": ctx.args.seed, "weights": ctx.args.weights,
+                   "device": str(ctx.device), "torch_threads": ctx.args.threads, "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
+                   "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
+                   "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
+        "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
+    }
+    data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"])
+    if getattr(ctx.args, "devices", None):
+        data["config"]["devices"] = [str(d) for d in ctx.args.devices]
+    return write_report_files(data, ctx)
+
+
+def write_report_files(data: dict, ctx) -> dict:
+    """The JSON, CSV and Markdown of `data`; ctx gives run_id, results_dir, viz_dir and assets_dir
+    (a run's RunContext, or what --merge builds)."""
+    paths = report_paths(ctx)
+    atomic_write_json(paths["json"], data)
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in data["models"]:
+        if r["status"] != "not run":
+            writer.writerow({k: ("" if v is None else v) for k, v in csv_row(r).items()})
+    atomic_write_text(paths["csv"], buffer.getvalue())
+
+    atomic_write_text(paths["md"], markdown_report(data, ctx))
+    atomic_write_text(paths["html"], html_report(data, ctx))
+    return paths

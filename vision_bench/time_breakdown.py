@@ -1,0 +1,103 @@
+"""TODO docstring time_breakdown"""
+from __future__ import annotations
+
+import time
+
+
+class HostClock:
+    """Host wall clock: on the CPU a module's work is done when its forward returns."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def finish(self) -> None:
+        pass
+
+    def elapsed_ms(self, start: float, end: float) -> float:
+        return (end - start) * 1000
+
+
+class CudaEventClock:
+    """CUDA events recorded on the device's stream: a mark queues no synchronisation, so the
+    host keeps launching ahead of the GPU and each interval is the GPU's own time between two
+    points of the stream. One synchronisation after the pass, then the intervals are read."""
+
+    def __init__(self, device):
+        import torch
+        self.torch, self.device = torch, device
+
+    def mark(self):
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record(self.torch.cuda.current_stream(self.device))
+        return event
+
+    def finish(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+
+    def elapsed_ms(self, start, end) -> float:
+        return start.elapsed_time(end)
+
+
+def clock_for(device):
+    return CudaEventClock(device) if device.type == "cuda" else HostClock()
+
+
+class TimeBreakdown:
+    """Times each top-level block and each leaf module of one pass with pre/post hooks.
+
+    The hooks only take marks from the clock; intervals are read after the pass (on CUDA,
+    after its single synchronisation), so a module called several times adds up its calls."""
+
+    def __init__(self, device, clock=None):
+        self.device = device
+        self.clock = clock or clock_for(device)
+        self.block_ms: dict[str, float] = {}
+        self.leaf_ms: dict[str, float] = {}
+        self.leaf_calls: dict[str, int] = {}
+        self.leaf_types: dict[str, str] = {}
+        self._starts: dict[tuple[int, str], list] = {}   # a module can be a block and a leaf
+        self._intervals: list[tuple[str, dict, dict | None, object, object]] = []
+
+    def _hooks(self, key: str, totals: dict, counts: dict | None):
+        def pre(module, args):
+            self._starts.setdefault((id(module), key), []).append(self.clock.mark())
+
+        def post(module, args, output):
+            end = self.clock.mark()
+            self._intervals.append((key, totals, counts, self._starts[(id(module), key)].pop(), end))
+        return pre, post
+
+    def _read_intervals(self) -> None:
+        self.clock.finish()
+        for key, totals, counts, start, end in self._intervals:
+            totals[key] = totals.get(key, 0.0) + self.clock.elapsed_ms(start, end)
+            if counts is not None:
+                counts[key] = counts.get(key, 0) + 1
+        self._intervals.clear()
+
+    def run(self, blocks, leaves, call) -> dict:
+        handles = []
+        try:
+            for label, module in blocks:
+                pre, post = self._hooks(label, self.block_ms, None)
+                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+            for name, module in leaves:
+                self.leaf_types[name] = type(module).__name__
+                pre, post = self._hooks(name, self.leaf_ms, self.leaf_calls)
+                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+            _, phases = call()
+        finally:
+            for h in handles:
+                h.remove()
+        self._read_intervals()
+        forward_ms = phases["forward"] * 1000
+        blocks_total = sum(self.block_ms.values())
+        # Shares of the measured forward phase; the remainder is time between blocks.
+        denominator = max(forward_ms, blocks_total) or 1.0
+        rows = [{"block": label, "ms": ms, "share": ms / denominator} for label, ms in self.block_ms.items()]
+        rows.append({"block": "(outside top-level blocks)", "ms": max(denominator - blocks_total, 0.0),
+                     "share": max(denominator - blocks_total, 0.0) / denominator})
+        top = sorted(self.leaf_ms.items(), key=lambda kv: -kv[1])[:10]
+        return {"forward_ms": forward_ms, "blocks": rows,
+                "top_leaves": [{"name": n, "type": self.leaf_types[n], "ms": ms, "calls": self.leaf_calls[n],
+                                "share": ms / denominator} for n, ms in top]}

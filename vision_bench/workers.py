@@ -1,0 +1,198 @@
+"""TODO docstring workers"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import faulthandler
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .common import RunInterrupted, log
+from .environment import configure_threads
+from .memory import MemoryTracker
+from .model_pass import RunContext, benchmark_model, new_result
+
+# Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
+# may touch CUDA or run a parallel torch op: a forked child cannot use either.
+WORKER_PRELOAD = ["torch", "torchvision", "cv2", "matplotlib.pyplot", "transformers", "ultralytics",
+                  "ultralytics.models.sam", "transformers.models.depth_anything.modeling_depth_anything",
+                  "transformers.models.depth_pro.modeling_depth_pro", "transformers.models.dpt.image_processing_dpt",
+                  "transformers.models.depth_pro.image_processing_depth_pro",
+                  # the package itself, so that a worker unpickles its task without importing anything
+                  "vision_bench.model_pass", "vision_bench.model_benchmark", "vision_bench.workers"]
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+WORKER_LOG_TAIL_LINES = 25          # lines of a dead worker's output kept in the error record
+WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL
+WORKER_POLL_SEC = 0.2
+
+
+def keep_freed_memory() -> dict | None:
+    """Make glibc keep freed memory instead of returning it to the kernel after every run.
+
+    Measured (yolo11n, CPU): a young process pays thousands of page faults per run, memory its
+    allocator gave back after the previous run and maps again, while a process in which a model
+    already ran pays none; that made whichever model ran first in a process about 1.5x slower
+    through all its runs. Fixed thresholds (M_MMAP_THRESHOLD 32 MiB, the most glibc allows;
+    M_TRIM_THRESHOLD 1 GiB) give every worker the steady state at once. Larger blocks are still
+    mapped per allocation, as in any process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    settings = {"mmap_threshold_bytes": 32 << 20, "trim_threshold_bytes": 1 << 30}
+    ok = mallopt(m_mmap_threshold, settings["mmap_threshold_bytes"]) and \
+        mallopt(m_trim_threshold, settings["trim_threshold_bytes"])
+    return settings if ok else None
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, so that it imports the libraries while the run gets ready."""
+    import multiprocessing
+    from multiprocessing import forkserver
+    if str(PACKAGE_PARENT) not in sys.path:  # the server imports this package by name, whatever the working directory
+        sys.path.insert(0, str(PACKAGE_PARENT))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
+    forkserver.ensure_running()
+
+
+def worker_main(cls, ctx: RunContext, conn, log_path: str) -> None:
+    """Runs in the worker process: one model, its output into log_path (the parent relays it),
+    its result record to the parent at every phase."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)  # native libraries' output and crash reports land in the log too
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    conn.send(("started", time.time()))
+    ctx.args.allocator = keep_freed_memory()
+    configure_threads(ctx.args.threads)
+    result = new_result(cls, ctx)
+    benchmark_model(cls, ctx, result, publish=lambda r: conn.send(("update", r)))
+    conn.send(("done", result))
+    conn.close()
+
+
+class LogRelay:
+    """Copies a worker's new output lines to this process's stdout, keeping the last ones."""
+
+    def __init__(self, path: Path, prefix: str = ""):
+        self.path = path
+        self.prefix = prefix  # with --devices, several workers print at once: each line names its model
+        self.offset = 0
+        self.partial = ""
+        self.tail: collections.deque = collections.deque(maxlen=WORKER_LOG_TAIL_LINES)
+
+    def pump(self, final: bool = False) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        lines = (self.partial + data.decode("utf-8", "replace")).split("\n")
+        self.partial = "" if final else lines.pop()
+        for line in lines:
+            if line or not final:
+                print(self.prefix + line)
+                self.tail.append(line)
+        sys.stdout.flush()
+
+
+def stop_worker(process, finished: bool) -> None:
+    """Let a worker that sent its result exit by itself; stop any other (SIGTERM, then SIGKILL)."""
+    if finished:
+        process.join(WORKER_STOP_GRACE_SEC)
+    if process.is_alive():
+        process.terminate()
+        process.join(WORKER_STOP_GRACE_SEC)
+    if process.is_alive():
+        process.kill()
+    process.join()
+
+
+def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
+    """Run one model in a fresh worker process and fill `result` from its reports. A worker that
+    dies (any signal, the OOM killer, an exit without a result) or overruns --model-timeout gives
+    a failed record with what it had measured, the phase it was in and its last output lines."""
+    import multiprocessing
+    mp = multiprocessing.get_context("forkserver")
+    log_path = ctx.assets_dir / f"{cls.MODEL_NAME}_worker.log"
+    receive, send = mp.Pipe(duplex=False)
+    process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path)), name=f"worker-{cls.CLI_NAME}",
+                         daemon=True)
+    started = time.time()
+    process.start()
+    send.close()
+    worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
+    result["worker"] = worker
+    relay = LogRelay(log_path, prefix=getattr(ctx, "log_prefix", ""))
+    stop = getattr(ctx, "stop_event", None)  # set by the main thread when --devices runs this in a thread
+    deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
+    finished = timed_out = False
+    last_hwm = None
+    try:
+        while not finished:
+            relay.pump()
+            if stop is not None and stop.is_set():
+                raise RunInterrupted(stop.signum)
+            last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
+            if receive.poll(WORKER_POLL_SEC):
+                try:
+                    kind, payload = receive.recv()
+                except EOFError:
+                    break  # the worker is gone without a last word
+                if kind == "started":
+                    result["phase_seconds"]["worker_start"] = payload - started
+                    if ctx.args.model_timeout:
+                        deadline = time.time() + ctx.args.model_timeout
+                else:
+                    payload["phase_seconds"] = {**payload.get("phase_seconds", {}),
+                                                "worker_start": result["phase_seconds"].get("worker_start")}
+                    result.clear()
+                    result.update(payload, worker=worker)
+                    finished = kind == "done"
+            elif not process.is_alive() and not receive.poll():
+                break
+            if deadline and time.time() > deadline and not finished:
+                timed_out = True
+                break
+    finally:  # also on an interrupt: no worker outlives the run
+        stop_worker(process, finished)
+        relay.pump(final=True)
+        receive.close()
+        if not finished:
+            result["phase_reached"] = result.get("phase") or "setup"
+    worker["exit_code"] = process.exitcode
+    if process.exitcode is not None and process.exitcode < 0:
+        worker["signal"] = signal.Signals(-process.exitcode).name
+    if finished:
+        return
+    phase = result["phase_reached"]
+    memory = result.setdefault("memory", {})
+    memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
+    if timed_out:
+        result["status"] = "timeout"
+        message = f"killed after --model-timeout {ctx.args.model_timeout:g} s, during {phase}"
+        error_type = "Timeout"
+    else:
+        result["status"] = "failed"
+        error_type = "WorkerDied"
+        if worker["signal"]:
+            message = f"the worker process was killed by {worker['signal']} during {phase}" + (
+                " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else "")
+        else:
+            message = f"the worker process exited with code {process.exitcode} during {phase} without a result"
+    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": list(relay.tail)}
+    log("ERROR", f"{cls.MODEL_NAME}: {message}. Its output: {log_path}")

@@ -2,23 +2,22 @@
 model built with random weights the way the tool builds it."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "unified_benchmark.py"
 SEED = 42
+if str(ROOT) not in sys.path:   # the tool and its package, importable by name (worker pickling needs that)
+    sys.path.insert(0, str(ROOT))
 
 
 def import_tool():
-    """unified_benchmark.py as a module, registered under its name (worker pickling needs that)."""
-    spec = importlib.util.spec_from_file_location("unified_benchmark", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unified_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+    """unified_benchmark.py as a module: the registry and the user's settings."""
+    import unified_benchmark
+    return unified_benchmark
 
 
 def bus_path() -> Path:
@@ -29,7 +28,8 @@ def bus_path() -> Path:
 def load_bench(ub, cli_name: str, progress):
     """A loaded model of the tool's registry, random weights, on the CPU, seeded like the tool."""
     import torch
-    ub.seed_everything(SEED)
+    from vision_bench.common import seed_everything
+    seed_everything(SEED)
     bench = ub.MODELS_BY_CLI_NAME[cli_name](torch.device("cpu"), weights="random")
     start = time.perf_counter()
     bench.load()

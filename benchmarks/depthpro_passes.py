@@ -33,6 +33,11 @@ from pathlib import Path
 
 from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
 
+from vision_bench.dissection import colormap_lut
+from vision_bench.environment import configure_threads
+from vision_bench.images import load_rgb
+from vision_bench.memory import MemoryTracker
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -53,13 +58,13 @@ def progress(message: str) -> None:
 # -- 1. DepthPro, one fresh subprocess ------------------------------------------------------
 def depthpro_child(plain_repeats: int) -> None:
     ub = import_tool()
-    ub.configure_threads(None)
+    configure_threads(None)
     import torch
-    image = ub.load_rgb(bus_path())
+    image = load_rgb(bus_path())
     bench = load_bench(ub, "depthpro", progress)
-    ub.colormap_lut()
+    colormap_lut()
     bench.input_shape = [1, 3, 1536, 1536]     # what count_flops_and_input would find, without its pass
-    tracker = ub.MemoryTracker(torch.device("cpu"))
+    tracker = MemoryTracker(torch.device("cpu"))
     out = {"plain_s": [], "plain_peak_bytes": [], "exact_hwm": None}
     for i in range(plain_repeats):
         tracker.reset_peak()
@@ -101,10 +106,10 @@ def run_depthpro(plain_repeats: int) -> dict:
 # -- 2. Depth Anything V2 Small, in process --------------------------------------------------
 def run_small(repeats: int) -> dict:
     ub = import_tool()
-    ub.configure_threads(None)
-    image = ub.load_rgb(bus_path())
+    configure_threads(None)
+    image = load_rgb(bus_path())
     bench = load_bench(ub, "depth-anything-v2-small", progress)
-    ub.colormap_lut()
+    colormap_lut()
     bench.count_flops_and_input(image)
     bench.run_pipeline(image)
     plain, dissect = [], []

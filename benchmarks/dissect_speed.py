@@ -38,6 +38,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np
 
+from vision_bench.common import atomic_write_json, first_tensor, leaf_modules
+from vision_bench.dissection import (
+    DISSECT_NPY_CHANNELS,
+    colormap_lut,
+    feature_planes,
+    render_feature_grid,
+    tensor_stats,
+)
+from vision_bench.environment import configure_threads
+from vision_bench.images import load_rgb
+from vision_bench.memory import MemoryTracker
+
 SPEED_MODELS = ["yolo11n-detect", "depth-anything-v2-small"]
 MEMORY_MODEL = "depth-anything-v2-large"
 SPEEDUP_TARGETS = {"yolo11n-detect": 10.0, "depth-anything-v2-small": 40.0}
@@ -101,7 +113,7 @@ def baseline_one_leaf(ub, bench, image, index: int, name: str, module, hw, out_d
 
     def hook(mod, args, output):                       # the last call wins, as originally
         captured["calls"] += 1
-        captured["tensor"], captured["source"] = ub.first_tensor(output)
+        captured["tensor"], captured["source"] = first_tensor(output)
 
     handle = module.register_forward_hook(hook)
     try:
@@ -115,22 +127,22 @@ def baseline_one_leaf(ub, bench, image, index: int, name: str, module, hw, out_d
                           "no tensor in the output") + "; no statistics"
         return record
     record["shape"] = list(tensor.shape)
-    record.update(ub.tensor_stats(tensor))
+    record.update(tensor_stats(tensor))
     record["files"] = []
     if tensor.is_floating_point() or tensor.dtype == torch.bool:
-        planes, note = ub.feature_planes(tensor, hw)
+        planes, note = feature_planes(tensor, hw)
         if planes is not None and planes.numel():
             host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
             stem = f"layer_{index:0{width}d}"
-            ub.render_feature_grid(host, out_dir / f"{stem}.png")
-            np.save(out_dir / f"{stem}.npy", host[:ub.DISSECT_NPY_CHANNELS])
+            render_feature_grid(host, out_dir / f"{stem}.png")
+            np.save(out_dir / f"{stem}.npy", host[:DISSECT_NPY_CHANNELS])
             record["files"] = [f"{stem}.png", f"{stem}.npy"]
     return record
 
 
 def time_baseline(ub, bench, image, out_dir: Path, subset: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    leaves = ub.leaf_modules(bench.network())
+    leaves = leaf_modules(bench.network())
     hw, width = input_hw(bench), max(3, len(str(max(len(leaves) - 1, 1))))
     chosen = subset_indices(len(leaves), subset)
     records, start, last_report = [], time.perf_counter(), 0.0
@@ -142,7 +154,7 @@ def time_baseline(ub, bench, image, out_dir: Path, subset: int) -> dict:
             last_report = now
             progress(f"  baseline {k + 1}/{len(chosen)} leaves, {now - start:.1f}s so far (at {name})")
     seconds = time.perf_counter() - start
-    ub.atomic_write_json(out_dir / "layers_metadata.json", {"num_records": len(records), "records": records})
+    atomic_write_json(out_dir / "layers_metadata.json", {"num_records": len(records), "records": records})
     measured = len(chosen)
     return {"measured_seconds": seconds, "measured_leaves": measured, "leaf_modules": len(leaves),
             "seconds": seconds * len(leaves) / measured, "extrapolated": measured < len(leaves),
@@ -155,11 +167,11 @@ def time_baseline(ub, bench, image, out_dir: Path, subset: int) -> dict:
 def memory_child(mode: str) -> None:
     """Run in a subprocess: load DA-large random, warm up, reset the peak, measure one call."""
     ub = import_tool()
-    ub.configure_threads(None)
+    configure_threads(None)
     import torch
-    image = ub.load_rgb(bus_path())
+    image = load_rgb(bus_path())
     bench = load_bench(ub, MEMORY_MODEL, progress)
-    tracker = ub.MemoryTracker(torch.device("cpu"))
+    tracker = MemoryTracker(torch.device("cpu"))
     bench.count_flops_and_input(image)                 # same warm-up in both modes
     with tempfile.TemporaryDirectory(prefix="dissect_mem_") as tmp:
         release_free_heap()
@@ -273,10 +285,10 @@ def main() -> int:
         memory_child(args.memory_child)
         return 0
     ub = import_tool()
-    threads = ub.configure_threads(None)
+    threads = configure_threads(None)
     progress(f"tool {TOOL}, torch threads {threads}, CPU, random weights, image bus.jpg; {load_note()}")
-    image = ub.load_rgb(bus_path())
-    ub.colormap_lut()                                  # import matplotlib now: neither method pays it
+    image = load_rgb(bus_path())
+    colormap_lut()                                  # import matplotlib now: neither method pays it
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in ub.MODELS_BY_CLI_NAME]
     if unknown:

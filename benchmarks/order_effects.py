@@ -19,8 +19,8 @@ and the tool's own overhead from the phase times in its JSON.
 """
 import argparse
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ["yolo11n-detect", "yolo11n-pose"]
 # --isolation none with the allocator setting switched off: the tool as it was before it kept freed memory.
-GLIBC_DEFAULT = ("import sys; sys.path.insert(0, {root!r}); import unified_benchmark as ub; "
-                 "ub.keep_freed_memory = lambda: None; sys.exit(ub.main(sys.argv[1:]))")
+# cli.main calls keep_freed_memory for --isolation none: patched where it is looked up.
+GLIBC_DEFAULT = ("import sys; sys.path.insert(0, {root!r}); import unified_benchmark as ub; import vision_bench.cli; "
+                 "vision_bench.cli.keep_freed_memory = lambda: None; sys.exit(ub.main(sys.argv[1:]))")
 
 
 def run_tool(args, out: Path, glibc_default=False) -> dict:

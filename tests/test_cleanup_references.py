@@ -8,6 +8,9 @@ import torch
 from torch import nn
 
 from conftest import load_run
+import vision_bench.model_pass
+from vision_bench.memory import free_cached_memory
+from vision_bench.model_benchmark import ModelBenchmark
 
 CREATED: list = []          # weak references to every tensor and module the test model made
 
@@ -18,7 +21,7 @@ def track(obj):
 
 
 def make_model(ub, fail_in=None):
-    class Tracked(ub.ModelBenchmark):
+    class Tracked(ModelBenchmark):
         MODEL_NAME = f"Tracked{fail_in or ''}"
         CLI_NAME = f"tracked-{fail_in or 'ok'}"
         TASK, INPUT_SIZE = "test", 16
@@ -55,14 +58,14 @@ def test_nothing_of_a_model_is_alive_when_the_after_cleanup_figure_is_read(ub, t
     for cls in (ok, failing):
         monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, cls.CLI_NAME, cls)
     alive_at_cleanup = {}
-    original = ub.free_cached_memory
+    original = free_cached_memory
 
     def checked_free(device):
         error = original(device)
         alive_at_cleanup[len(alive_at_cleanup)] = [r() for r in CREATED if r() is not None]
         return error
 
-    monkeypatch.setattr(ub, "free_cached_memory", checked_free)
+    monkeypatch.setattr(vision_bench.model_pass, "free_cached_memory", checked_free)   # where the pass looks it up
     CREATED.clear()
     code = ub.main(["--models", f"{failing.CLI_NAME},{ok.CLI_NAME}", "--weights", "random", "--runs", "2",
                     "--keep-going", "--no-dissect", "--isolation", "none", "--images", str(sample_image),

@@ -4,6 +4,8 @@ import re
 import pytest
 
 from conftest import ROOT, load_run, run_cli
+from vision_bench.reports.findings import findings
+from vision_bench.stats import latency_stats
 
 
 def test_help_explains_every_option():
@@ -58,7 +60,7 @@ def make_result(name, median, spread=0.02, cold=None, params=1e6, peak=100e6, gf
 
 
 def test_findings_come_from_the_numbers(ub):
-    found = ub.findings([make_result("A", 0.010, params=2e6, peak=50e6),
+    found = findings([make_result("A", 0.010, params=2e6, peak=50e6),
                          make_result("B", 0.100, spread=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0,
                                      new_shape_first=0.2)])
     text = "\n".join(found)
@@ -72,13 +74,13 @@ def test_findings_come_from_the_numbers(ub):
 
 
 def test_findings_say_nothing_without_data(ub):
-    assert ub.findings([make_result("A", 0.01)]) == []
-    assert ub.findings([]) == []
+    assert findings([make_result("A", 0.01)]) == []
+    assert findings([]) == []
 
 
 def test_latency_stats(ub):
-    stats = ub.latency_stats([0.1, 0.2, 0.3, 0.4])
+    stats = latency_stats([0.1, 0.2, 0.3, 0.4])
     assert stats["n"] == 4 and stats["median"] == pytest.approx(0.25)
     assert stats["cov"] == pytest.approx(stats["std"] / stats["mean"])
-    assert ub.latency_stats([])["median"] is None and ub.latency_stats([])["n"] == 0
-    assert ub.latency_stats([0.5])["std"] == 0.0
+    assert latency_stats([])["median"] is None and latency_stats([])["n"] == 0
+    assert latency_stats([0.5])["std"] == 0.0

@@ -11,13 +11,21 @@ from PIL import Image
 
 from conftest import run_cli
 from test_slow_models_small_settings import tiny_depthpro  # noqa: F401  (fixture shared with that file)
+from vision_bench.cli import resolve_device
+from vision_bench.common import UsageError, leaf_modules, seed_everything
+from vision_bench.environment import system_info
+from vision_bench.images import load_rgb
+from vision_bench.memory import MemoryTracker, safe_cuda_cleanup
+from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.reports.markdown import markdown_report, numeric_settings_text
+from vision_bench.time_breakdown import CudaEventClock, HostClock, TimeBreakdown, clock_for
 
 MB = 1024 ** 2
 
 
 def bus_image(ub):
     from ultralytics.utils import ASSETS
-    return ub.load_rgb(Path(ASSETS) / "bus.jpg")
+    return load_rgb(Path(ASSETS) / "bus.jpg")
 
 
 def independent_flops(call) -> int:
@@ -59,7 +67,7 @@ class TinyViT(torch.nn.Module):
 
 @pytest.fixture
 def tiny_vit_benchmark(ub):
-    class TinyViTBenchmark(ub.ModelBenchmark):
+    class TinyViTBenchmark(ModelBenchmark):
         DIM, HEADS, DEPTH, PATCH, SIDE = 64, 4, 3, 8, 64
 
         def load_pretrained(self):
@@ -100,7 +108,7 @@ def test_tiny_vit_flops_equal_the_analytic_count_with_attention(ub, tiny_vit_ben
 
 # -- FLOPs of the real model families against an independent count ------------------------
 def test_depth_anything_v2_small_flops_on_bus_include_attention(ub):
-    ub.seed_everything(0)
+    seed_everything(0)
     bench = ub.DepthAnythingV2SmallBenchmark(torch.device("cpu"), weights="random")
     bench.load()
     flops, shape = bench.count_flops_and_input(bus_image(ub))
@@ -115,7 +123,7 @@ def test_depth_anything_v2_small_flops_on_bus_include_attention(ub):
 
 
 def test_yolo11n_detect_flops_match_the_network_alone(ub):
-    ub.seed_everything(0)
+    seed_everything(0)
     bench = ub.YOLO11nDetectBenchmark(torch.device("cpu"), weights="random")
     bench.load()
     flops, shape = bench.count_flops_and_input(bus_image(ub))
@@ -126,7 +134,7 @@ def test_yolo11n_detect_flops_match_the_network_alone(ub):
 
 def test_mobilesam_flops_are_the_encoder_plus_one_prompt_decode(ub):
     """Box prompt: the image encoder once, then the prompt encoder and mask decoder once."""
-    ub.seed_everything(0)
+    seed_everything(0)
     bench = ub.MobileSAMBenchmark(torch.device("cpu"), weights="random", sam_prompt="box")
     bench.load()
     image = bus_image(ub)
@@ -147,7 +155,7 @@ def test_mobilesam_flops_are_the_encoder_plus_one_prompt_decode(ub):
 
 
 def test_tiny_depthpro_flops_match_the_network_alone(ub, tiny_depthpro):  # noqa: F811
-    ub.seed_everything(0)
+    seed_everything(0)
     bench = tiny_depthpro(torch.device("cpu"), weights="random")
     bench.load()
     flops, shape = bench.count_flops_and_input(bus_image(ub))
@@ -216,12 +224,12 @@ def test_time_breakdown_cuda_event_bookkeeping_with_a_fake_clock(ub):
     timeline = VirtualTime()
     fake = FakeCuda(timeline)
     device = torch.device("cuda:0")
-    clock = ub.CudaEventClock(device)
+    clock = CudaEventClock(device)
     clock.torch = type("FakeTorch", (), {"cuda": fake})
     model, shared = breakdown_model(timeline)
-    breakdown = ub.TimeBreakdown(device, clock=clock)
+    breakdown = TimeBreakdown(device, clock=clock)
     blocks = [("first", model[0]), ("second", model[1])]
-    leaves = ub.leaf_modules(model)
+    leaves = leaf_modules(model)
 
     def call():
         model(torch.zeros(1))
@@ -241,9 +249,9 @@ def test_time_breakdown_cuda_event_bookkeeping_with_a_fake_clock(ub):
 
 
 def test_clock_is_chosen_by_device(ub):
-    assert isinstance(ub.clock_for(torch.device("cpu")), ub.HostClock)
-    assert isinstance(ub.clock_for(torch.device("cuda:1")), ub.CudaEventClock)   # no CUDA call on creation
-    assert isinstance(ub.TimeBreakdown(torch.device("cpu")).clock, ub.HostClock)
+    assert isinstance(clock_for(torch.device("cpu")), HostClock)
+    assert isinstance(clock_for(torch.device("cuda:1")), CudaEventClock)   # no CUDA call on creation
+    assert isinstance(TimeBreakdown(torch.device("cpu")).clock, HostClock)
 
 
 def test_time_breakdown_cpu_path_end_to_end(ub):
@@ -262,13 +270,13 @@ def test_time_breakdown_cpu_path_end_to_end(ub):
 
     shared = Sleep(0.01)
     model = torch.nn.Sequential(torch.nn.Sequential(Sleep(0.03), shared), torch.nn.Sequential(Sleep(0.05), shared))
-    breakdown = ub.TimeBreakdown(torch.device("cpu"))
+    breakdown = TimeBreakdown(torch.device("cpu"))
 
     def call():
         start = time.perf_counter()
         model(torch.zeros(1))
         return None, {"forward": time.perf_counter() - start}
-    out = breakdown.run([("a", model[0]), ("b", model[1])], ub.leaf_modules(model), call)
+    out = breakdown.run([("a", model[0]), ("b", model[1])], leaf_modules(model), call)
     assert breakdown.block_ms["a"] >= 40 and breakdown.block_ms["b"] >= 60
     assert breakdown.leaf_calls["0.1"] == 2 and breakdown.leaf_ms["0.1"] >= 20
     assert breakdown.block_ms["a"] >= breakdown.leaf_ms["0.0"]
@@ -281,7 +289,7 @@ def touched(megabytes: int) -> np.ndarray:
 
 
 def test_peak_after_reset_belongs_to_the_load_that_follows(ub):
-    tracker = ub.MemoryTracker(torch.device("cpu"))
+    tracker = MemoryTracker(torch.device("cpu"))
     tracker.reset_peak()
     earlier = touched(400)
     earlier_peak = tracker.peak()["cpu_peak_rss_bytes"]
@@ -299,12 +307,12 @@ def test_peak_after_reset_belongs_to_the_load_that_follows(ub):
 def test_cleanup_helpers_return_a_sticky_cuda_error_instead_of_raising(ub, monkeypatch):
     def sticky(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nCompile with TORCH_USE_CUDA_DSA")
-    assert ub.safe_cuda_cleanup(torch.device("cpu")) is None
+    assert safe_cuda_cleanup(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "synchronize", sticky)
     monkeypatch.setattr(torch.cuda, "empty_cache", sticky)
-    error = ub.safe_cuda_cleanup(torch.device("cuda:0"))
+    error = safe_cuda_cleanup(torch.device("cuda:0"))
     assert "illegal memory access" in error and "\n" not in error
-    tracker = ub.MemoryTracker(torch.device("cpu"))
+    tracker = MemoryTracker(torch.device("cpu"))
     tracker.reset_peak()
     tracker.device = torch.device("cuda:0")   # as if the model ran on a GPU that is now broken
     peak = tracker.safe_peak()
@@ -314,29 +322,29 @@ def test_cleanup_helpers_return_a_sticky_cuda_error_instead_of_raising(ub, monke
 
 # -- Numeric settings and dtypes ----------------------------------------------------------
 def test_system_info_states_the_numeric_settings(ub, monkeypatch):
-    info = ub.system_info(torch.device("cpu"))
+    info = system_info(torch.device("cpu"))
     assert info["matmul_allow_tf32"] is torch.backends.cuda.matmul.allow_tf32
     assert info["cudnn_allow_tf32"] is torch.backends.cudnn.allow_tf32
     assert info["cudnn_benchmark"] is torch.backends.cudnn.benchmark
     assert info["default_dtype"] == "float32" and info["cuda_driver_version"] is None
     assert info["float32_matmul_precision"] == torch.get_float32_matmul_precision()
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", not torch.backends.cudnn.benchmark)
-    flipped = ub.system_info(torch.device("cpu"))
+    flipped = system_info(torch.device("cpu"))
     assert flipped["cudnn_benchmark"] is not info["cudnn_benchmark"]
-    text = ub.numeric_settings_text(flipped)
+    text = numeric_settings_text(flipped)
     assert f"cudnn.benchmark {'on' if flipped['cudnn_benchmark'] else 'off'}" in text
     assert f"matmul TF32 {'on' if info['matmul_allow_tf32'] else 'off'}" in text
-    assert ub.numeric_settings_text({"os": "old results"}) == "not recorded"
+    assert numeric_settings_text({"os": "old results"}) == "not recorded"
 
 
 def test_markdown_system_table_shows_the_numeric_settings(ub, tmp_path):
     from types import SimpleNamespace
     ctx = SimpleNamespace(assets_dir=tmp_path / "assets", results_dir=tmp_path, viz_dir=tmp_path / "viz", run_id="x")
     data = {"models": [], "run_id": "x", "started": "now", "total_seconds": 1.0, "command": "test", "status": "complete",
-            "system": ub.system_info(torch.device("cpu")), "images": [],
+            "system": system_info(torch.device("cpu")), "images": [],
             "config": {"image_source": "test", "runs_per_image": 1, "seed": 0, "weights": "random", "device": "cpu",
                        "torch_threads": 1}}
-    md = ub.markdown_report(data, ctx)
+    md = markdown_report(data, ctx)
     row = next(line for line in md.splitlines() if line.startswith("| numeric settings |"))
     assert "matmul TF32" in row and "cuDNN TF32" in row and "cudnn.benchmark" in row and "default dtype float32" in row
 
@@ -411,14 +419,14 @@ def test_cli_rejects_a_malformed_cuda_index_in_one_line_before_any_folder(tmp_pa
 
 @pytest.mark.parametrize("text", ["cuda:-1", "cuda:1.0", "cuda:", "cuda:+1", "cuda: 1", "cuda:1e0"])
 def test_resolve_device_rejects_other_malformed_indices(ub, text):
-    with pytest.raises(ub.UsageError, match="ASCII digits"):
-        ub.resolve_device(text)
+    with pytest.raises(UsageError, match="ASCII digits"):
+        resolve_device(text)
 
 
 def test_resolve_device_builds_the_index_as_an_integer(ub, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert ub.resolve_device("cuda:1") == torch.device("cuda", 1)
-    assert ub.resolve_device("CUDA") == torch.device("cuda", 0)
-    with pytest.raises(ub.UsageError, match="2 GPU"):
-        ub.resolve_device("cuda:2")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("CUDA") == torch.device("cuda", 0)
+    with pytest.raises(UsageError, match="2 GPU"):
+        resolve_device("cuda:2")

@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from vision_bench.common import atomic_write_json, first_tensor
+from vision_bench.dissection import LayerDissector, feature_planes, render_feature_grid, tensor_stats, token_grid
 
 
 class SharedActivation(nn.Module):
@@ -50,7 +52,7 @@ def test_every_call_is_a_record(ub, tmp_path):
     net = SharedActivation().eval()
     x = torch.randn(1, 3, 8, 8)
     expected = count_leaf_calls(net, lambda: net(x))
-    dissector = ub.LayerDissector(tmp_path, input_hw=(8, 8))
+    dissector = LayerDissector(tmp_path, input_hw=(8, 8))
     summary = dissector.run(net, lambda: net(x))
     assert summary["records"] == expected == 8  # conv, bn, act, conv, act, conv, act, flatten
     assert [r["index"] for r in dissector.records] == list(range(expected))
@@ -80,9 +82,9 @@ def test_record_count_matches_independent_count_on_yolo(ub, tmp_path):
 
 def test_first_tensor_of_structured_outputs(ub):
     t = torch.ones(2)
-    assert ub.first_tensor((None, [t]))[1] == "output[1][0]"
-    assert ub.first_tensor({"a": 1, "b": t})[1] == "output['b']"
-    assert ub.first_tensor(("text", 3))[0] is None
+    assert first_tensor((None, [t]))[1] == "output[1][0]"
+    assert first_tensor({"a": 1, "b": t})[1] == "output['b']"
+    assert first_tensor(("text", 3))[0] is None
 
 
 def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
@@ -90,13 +92,13 @@ def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
     grid = torch.arange(h).view(h, 1).expand(h, w).reshape(h * w).float()  # channel 0 = patch row
     tokens = torch.randn(1, 1 + h * w, c)          # one class token first
     tokens[0, 1:, 0] = grid
-    planes, note = ub.feature_planes(tokens, input_hw=(h * 14, w * 14))
+    planes, note = feature_planes(tokens, input_hw=(h * 14, w * 14))
     assert note and "6x8" in note and "1 leading" in note
     assert tuple(planes.shape) == (16, h, w)
     assert torch.equal(planes[0], grid.view(h, w))
 
     block = nn.Sequential(nn.Linear(c, c))
-    dissector = ub.LayerDissector(tmp_path, input_hw=(h * 14, w * 14))
+    dissector = LayerDissector(tmp_path, input_hw=(h * 14, w * 14))
     dissector.run(block, lambda: block(tokens))
     record = dissector.records[0]
     assert record["reshaped"] and record["shape"] == [1, 1 + h * w, c]
@@ -109,11 +111,11 @@ def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
 
 
 def test_token_grid_rejects_non_grids(ub):
-    assert ub.token_grid(577, (384, 384)) == (1, 24, 24)
-    assert ub.token_grid(1 + 37 * 49, (518, 686)) == (1, 37, 49)
-    assert ub.token_grid(5 + 16 * 16, (224, 224)) == (5, 16, 16)   # register tokens
-    assert ub.token_grid(7, (1024, 1024)) is None
-    assert ub.token_grid(577, None) is None
+    assert token_grid(577, (384, 384)) == (1, 24, 24)
+    assert token_grid(1 + 37 * 49, (518, 686)) == (1, 37, 49)
+    assert token_grid(5 + 16 * 16, (224, 224)) == (5, 16, 16)   # register tokens
+    assert token_grid(7, (1024, 1024)) is None
+    assert token_grid(577, None) is None
 
 
 def test_nan_inf_and_constant_activations_give_strict_json(ub, tmp_path):
@@ -132,9 +134,9 @@ def test_nan_inf_and_constant_activations_give_strict_json(ub, tmp_path):
             return self.mixed(y)
 
     net = Odd()
-    dissector = ub.LayerDissector(tmp_path, input_hw=(4, 4))
+    dissector = LayerDissector(tmp_path, input_hw=(4, 4))
     dissector.run(net, lambda: net(torch.randn(1, 2, 4, 4)))
-    ub.atomic_write_json(tmp_path / "meta.json", dissector.metadata())
+    atomic_write_json(tmp_path / "meta.json", dissector.metadata())
     meta = strict((tmp_path / "meta.json").read_text())["records"]
     nan, const, mixed = meta["000"], meta["001"], meta["002"]
     assert nan["nan_count"] == 32 and nan["min"] is None and nan["std"] is None
@@ -153,7 +155,7 @@ def test_hooks_removed_and_writers_stopped_after_a_failing_pass(ub, tmp_path):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        ub.LayerDissector(tmp_path).run(net, failing)
+        LayerDissector(tmp_path).run(net, failing)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
     assert threading.active_count() == threads_before
 
@@ -172,7 +174,7 @@ def test_file_numbers_widen_when_calls_outnumber_leaves(ub, tmp_path):
             return x
 
     net = Loop()
-    dissector = ub.LayerDissector(tmp_path, input_hw=(2, 2))
+    dissector = LayerDissector(tmp_path, input_hw=(2, 2))
     dissector.run(net, lambda: net(torch.randn(1, 1, 2, 2)))
     meta = dissector.metadata()
     assert len(meta["records"]) == 1005 and "1004" in meta["records"]
@@ -182,8 +184,8 @@ def test_file_numbers_widen_when_calls_outnumber_leaves(ub, tmp_path):
 
 
 def test_render_feature_grid_handles_tiny_and_large_maps(ub, tmp_path):
-    ub.render_feature_grid(np.random.rand(3, 1, 1).astype(np.float32), tmp_path / "tiny.png")
-    ub.render_feature_grid(np.random.rand(16, 900, 700).astype(np.float32), tmp_path / "large.png")
+    render_feature_grid(np.random.rand(3, 1, 1).astype(np.float32), tmp_path / "tiny.png")
+    render_feature_grid(np.random.rand(16, 900, 700).astype(np.float32), tmp_path / "large.png")
     with Image.open(tmp_path / "tiny.png") as im:
         assert im.size == (2 * 66 + 2, 2 * 66 + 2)
     with Image.open(tmp_path / "large.png") as im:
@@ -199,7 +201,7 @@ def test_statistics_match_a_float64_reference(ub):
              torch.randn(64, 64, generator=gen).t()]                        # non-contiguous
     for t in cases:
         ref = t.double().numpy()
-        stats = ub.tensor_stats(t)
+        stats = tensor_stats(t)
         assert stats["min"] == pytest.approx(ref.min()) and stats["max"] == pytest.approx(ref.max())
         assert stats["mean"] == pytest.approx(ref.mean(), rel=1e-5, abs=1e-6)
         assert stats["std"] == pytest.approx(ref.std(), rel=1e-4)

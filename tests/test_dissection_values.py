@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from vision_bench.dissection import LayerDissector
 
 
 def viridis_ends() -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +45,7 @@ def test_npy_is_the_first_conv_output_of_batch_element_0(ub, tmp_path):
     # An independent hook, registered before the dissector's: what the first conv really returned.
     handle = net[0].register_forward_hook(lambda m, a, out: copied.setdefault("out", out.detach().clone()))
     try:
-        dissector = ub.LayerDissector(tmp_path, input_hw=(10, 14))
+        dissector = LayerDissector(tmp_path, input_hw=(10, 14))
         with torch.inference_mode():
             dissector.run(net, lambda: net(x))
     finally:
@@ -70,7 +71,7 @@ def test_token_grid_values_land_in_the_right_place(ub, tmp_path):
         for c in range(channels):
             tokens[0, t, c] = 1000 * c + t
     net = nn.Sequential(nn.Identity())
-    dissector = ub.LayerDissector(tmp_path, input_hw=(56, 84))
+    dissector = LayerDissector(tmp_path, input_hw=(56, 84))
     dissector.run(net, lambda: net(tokens))
     record = dissector.records[0]
     assert "4x6" in record["reshaped"] and "1 leading" in record["reshaped"]
@@ -91,7 +92,7 @@ def test_each_png_tile_spans_the_colour_map(ub, tmp_path):
                     [np.full((10, 15), 7.0)]).astype(np.float32)   # 7 channels, the last constant
     x = torch.from_numpy(maps)[None]
     net = nn.Sequential(nn.Identity())
-    dissector = ub.LayerDissector(tmp_path, input_hw=(10, 15))
+    dissector = LayerDissector(tmp_path, input_hw=(10, 15))
     dissector.run(net, lambda: net(x))
     low, high = viridis_ends()
     found = tiles(tmp_path / dissector.records[0]["files"][0])
@@ -105,7 +106,7 @@ def test_each_png_tile_spans_the_colour_map(ub, tmp_path):
 def test_each_png_tile_spans_the_colour_map_on_a_conv_output(ub, tmp_path):
     torch.manual_seed(1)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1)).eval()
-    dissector = ub.LayerDissector(tmp_path, input_hw=(12, 20))
+    dissector = LayerDissector(tmp_path, input_hw=(12, 20))
     dissector.run(net, lambda: net(torch.randn(2, 3, 12, 20)))
     low, high = viridis_ends()
     found = tiles(tmp_path / "layer_000.png")

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from conftest import load_run
+from vision_bench.model_benchmark import ModelBenchmark
 
 
 def test_out_of_memory_is_reported_with_memory_figures_and_others_kept(ub, tmp_path, sample_image, monkeypatch):
-    class OOMBenchmark(ub.ModelBenchmark):
+    class OOMBenchmark(ModelBenchmark):
         MODEL_NAME, CLI_NAME, TASK, INPUT_SIZE = "OOMNet", "oomnet", "test", 8
 
         def load_pretrained(self):

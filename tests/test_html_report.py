@@ -21,6 +21,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from conftest import load_run, run_cli
+from vision_bench.reports.html import html_report
+from vision_bench.reports.markdown import markdown_report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -238,7 +240,7 @@ def test_names_with_markup_render_as_text(run, browser, ub, tmp_path):
     ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
                           assets_dir=results / f"report_{data['run_id']}")
     ctx.assets_dir.mkdir(parents=True)
-    page = ub.html_report(data, ctx)
+    page = html_report(data, ctx)
     assert INJECTED not in page and "</script><script>window" not in page
     path = results / "evil.html"
     path.write_text(page, encoding="utf-8")
@@ -276,7 +278,7 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
     results = tmp_path / "results"
     ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
                           assets_dir=results / f"report_{data['run_id']}")
-    page = ub.html_report(data, ctx)
+    page = html_report(data, ctx)
     assert "<b>Run running.</b>" in page and "DepthAnythingV2Small (running)" in page
     assert page.count("<section ") == 1 and '<section id="model-0"><h2>YOLO11nDetect</h2>' in page
     assert "Runs: 1 cold start, 2 warm-up (not in the statistics), 1 timed" in page
@@ -294,11 +296,11 @@ def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
                           assets_dir=results / f"report_{data['run_id']}")
     ctx.assets_dir.mkdir(parents=True)
     data["status"] = "running"
-    md = ub.markdown_report(data, ctx)
+    md = markdown_report(data, ctx)
     assert "Drawn when the run ends." in md and not (ctx.assets_dir / "latency.png").exists()
-    assert "No charts yet: they are drawn when the run ends." in ub.html_report(data, ctx)
+    assert "No charts yet: they are drawn when the run ends." in html_report(data, ctx)
     data["status"] = "complete"
-    md = ub.markdown_report(data, ctx)
+    md = markdown_report(data, ctx)
     assert (ctx.assets_dir / "latency.png").exists() and (ctx.assets_dir / "memory_vs_params.png").exists()
     assert f"]({ctx.assets_dir.name}/latency.png)" in md and "Drawn when the run ends." not in md
-    assert 'alt="Latency per model"' in ub.html_report(data, ctx)
+    assert 'alt="Latency per model"' in html_report(data, ctx)

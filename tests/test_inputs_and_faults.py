@@ -21,6 +21,12 @@ import pytest
 from PIL import Image
 
 from conftest import SCRIPT, load_run, run_cli
+import vision_bench.cli
+from vision_bench.cli import prepare_output
+from vision_bench.common import UsageError, atomic_write_json
+from vision_bench.dissection import LayerDissector, tensor_stats
+from vision_bench.images import discover_images, load_rgb
+from vision_bench.reports.write import CSV_COLUMNS
 
 ALL_MODEL_NAMES = ["depthpro", "depth-anything-v2-small", "depth-anything-v2-base", "depth-anything-v2-large",
                    "yolo11n-detect", "yolo11n-segment", "yolo11n-pose", "mobilesam"]
@@ -343,8 +349,7 @@ def test_default_folder_falls_back_to_bundled_samples(ub, tmp_path, monkeypatch,
     folder = tmp_path / "test_data"
     if state == "empty":
         folder.mkdir()
-    monkeypatch.setattr(ub, "DEFAULT_IMAGE_DIR", folder)
-    images, source = ub.discover_images(None)
+    images, source = discover_images(None, folder)
     assert [p.name for p in images] == ["bus.jpg", "zidane.jpg"]
     assert all(p.is_file() for p in images)
     assert source == "ultralytics bundled samples"
@@ -363,7 +368,7 @@ def test_bad_image_is_skipped_with_warning(ub, tmp_path, sample_image, capsys, k
     folder = tmp_path / "imgs"
     good = small_image(folder, sample_image, name="a_good.jpg")
     bad = BAD_IMAGE_WRITERS[kind](folder)
-    images, source = ub.discover_images([str(folder)])
+    images, source = discover_images([str(folder)])
     assert images == [good]
     assert source == "--images"
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[WARNING]")]
@@ -375,8 +380,8 @@ def test_only_bad_images_given_is_a_usage_error(ub, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
     bad = [writer(folder) for writer in BAD_IMAGE_WRITERS.values()]
-    with pytest.raises(ub.UsageError, match="no readable image"):
-        ub.discover_images([str(folder)])
+    with pytest.raises(UsageError, match="no readable image"):
+        discover_images([str(folder)])
     out = capsys.readouterr().out
     for path in bad:
         assert f"Skipping image {path}" in out
@@ -409,7 +414,7 @@ def test_load_rgb_converts_every_mode(ub, tmp_path, name):
     writer(path)
     with Image.open(path) as raw:
         assert raw.mode == mode_on_disk, "the test image has the mode it is meant to test"
-    im = ub.load_rgb(path)
+    im = load_rgb(path)
     assert im.mode == "RGB"
     assert im.size == expected_size
     px = np.asarray(im).astype(int)
@@ -586,7 +591,7 @@ def test_fail_fast_stops_after_first_failure(ub, tmp_path, sample_image, seg_che
     assert [(m["model"], m["status"]) for m in data["models"]] == [("YOLO11nDetect", "failed"),
                                                                    ("YOLO11nSegment", "not run")]
     assert data["models"][0]["error"]["phase"] == "load"
-    assert run["csv_header"] == ub.CSV_COLUMNS
+    assert run["csv_header"] == CSV_COLUMNS
     assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "failed")]
     assert "YOLO11nSegment (not run)" in run["md"]
     assert "## Failed or interrupted models" in run["md"]
@@ -706,10 +711,10 @@ def test_sigterm_mid_run_exits_143(tmp_path, sample_image):
 # Run ids
 # =========================================================================================
 def test_two_runs_in_the_same_second_get_distinct_ids(ub, tmp_path, monkeypatch):
-    monkeypatch.setattr(ub, "get_timestamp", lambda: "20250101_120000")
+    monkeypatch.setattr(vision_bench.cli, "get_timestamp", lambda: "20250101_120000")   # where prepare_output looks it up
     out = tmp_path / "out"
-    id1, (results1, viz1, assets1) = ub.prepare_output(out)
-    id2, (results2, viz2, assets2) = ub.prepare_output(out)
+    id1, (results1, viz1, assets1) = prepare_output(out)
+    id2, (results2, viz2, assets2) = prepare_output(out)
     assert id1 != id2
     assert id1 == "20250101_120000" and id2.startswith("20250101_120000")
     assert results1 == results2 == out / "results"
@@ -725,30 +730,30 @@ def test_tensor_stats_nan_inf_constant_empty(ub):
     import torch
     nan, inf = float("nan"), float("inf")
 
-    mixed = ub.tensor_stats(torch.tensor([1.0, nan, inf, -inf, 0.0, nan]))
+    mixed = tensor_stats(torch.tensor([1.0, nan, inf, -inf, 0.0, nan]))
     assert mixed["nan_count"] == 2 and mixed["inf_count"] == 2
     assert mixed["min"] == 0.0 and mixed["max"] == 1.0          # over the finite values only
     assert mixed["mean"] == pytest.approx(0.5) and mixed["std"] == pytest.approx(0.5)
     assert mixed["zero_fraction"] == pytest.approx(1 / 6)
 
-    all_nan = ub.tensor_stats(torch.full((2, 3), nan))
+    all_nan = tensor_stats(torch.full((2, 3), nan))
     assert all_nan["nan_count"] == 6 and all_nan["inf_count"] == 0
     assert all_nan["min"] is None and all_nan["max"] is None and all_nan["mean"] is None and all_nan["std"] is None
     assert all_nan["zero_fraction"] == 0
 
-    all_inf = ub.tensor_stats(torch.tensor([inf, -inf, inf]))
+    all_inf = tensor_stats(torch.tensor([inf, -inf, inf]))
     assert all_inf["inf_count"] == 3 and all_inf["nan_count"] == 0 and all_inf["max"] is None
 
-    const = ub.tensor_stats(torch.full((4, 4), 2.5))
+    const = tensor_stats(torch.full((4, 4), 2.5))
     assert const["min"] == const["max"] == const["mean"] == 2.5
     assert const["std"] == 0.0 and const["nan_count"] == 0 and const["inf_count"] == 0
     assert const["zero_fraction"] == 0
 
-    empty = ub.tensor_stats(torch.empty(0, 3))
+    empty = tensor_stats(torch.empty(0, 3))
     assert empty == {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
                      "nan_count": 0, "inf_count": 0}
 
-    half = ub.tensor_stats(torch.tensor([nan, 1.0, inf], dtype=torch.float16))
+    half = tensor_stats(torch.tensor([nan, 1.0, inf], dtype=torch.float16))
     assert half["nan_count"] == 1 and half["inf_count"] == 1 and half["max"] == 1.0
 
     for stats in (mixed, all_nan, all_inf, const, empty, half):
@@ -759,12 +764,12 @@ def test_atomic_write_json_is_strict(ub, tmp_path):
     import torch
     nan, inf = float("nan"), float("inf")
     data = {
-        "stats": [ub.tensor_stats(torch.tensor([1.0, nan, inf])), ub.tensor_stats(torch.full((3,), nan))],
+        "stats": [tensor_stats(torch.tensor([1.0, nan, inf])), tensor_stats(torch.full((3,), nan))],
         "raw": [nan, inf, -inf, np.float32("nan"), np.float64("inf"), 1.5, np.int64(3)],
         "nested": {"t": (nan, 2.0), "path": tmp_path},
     }
     path = tmp_path / "stats.json"
-    ub.atomic_write_json(path, data)
+    atomic_write_json(path, data)
     text = path.read_text()
     for token in ("NaN", "Infinity"):
         assert token not in text
@@ -790,13 +795,13 @@ def test_dissection_of_nan_inf_activations_writes_strict_json(ub, tmp_path):
     x = torch.linspace(-1, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
     x[0, 0, 0, 0] = 0.0
     folder = tmp_path / "dissect"
-    dissector = ub.LayerDissector(folder, input_hw=(8, 8))
+    dissector = LayerDissector(folder, input_hw=(8, 8))
     summary = dissector.run(network, lambda: network(x))
     assert summary["records"] == 3 and summary["writer_errors"] == []
     assert summary["png_files"] == 3 and len(list(folder.glob("*.png"))) == 3
     log_record = dissector.records[1]
     assert log_record["nan_count"] == int((x < 0).sum()) and log_record["inf_count"] == int((x == 0).sum())
-    ub.atomic_write_json(folder / "layers_metadata.json", dissector.metadata(model="toy"))
+    atomic_write_json(folder / "layers_metadata.json", dissector.metadata(model="toy"))
     meta = strict_loads((folder / "layers_metadata.json").read_text())
     assert meta["num_records"] == 3
     assert meta["records"]["001"]["nan_count"] == log_record["nan_count"]

@@ -15,6 +15,11 @@ from PIL import Image
 from torch import nn
 
 from conftest import SCRIPT, load_run, run_cli
+from vision_bench.common import leaf_modules
+from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.model_pass import summarize_latency
+from vision_bench.stats import latency_stats
+from vision_bench.time_breakdown import TimeBreakdown
 
 MB = 1024 ** 2
 
@@ -25,7 +30,7 @@ MB = 1024 ** 2
 def test_latency_stats_by_hand(ub):
     """Values worked out on paper: p10/p90 by linear interpolation (numpy's default), the
     sample standard deviation (n - 1), CoV = std / mean."""
-    s = ub.latency_stats([1.0, 10.0, 3.0, 2.0, 4.0])   # order must not matter
+    s = latency_stats([1.0, 10.0, 3.0, 2.0, 4.0])   # order must not matter
     assert s["n"] == 5
     assert s["median"] == pytest.approx(3.0)
     assert s["p10"] == pytest.approx(1.4)              # 1 + 0.4 * (2 - 1)
@@ -41,7 +46,7 @@ def test_latency_stats_against_numpy(ub):
     for size in (2, 3, 8, 57):
         data = list(rng.lognormal(mean=-3, sigma=0.6, size=size))   # skewed, like real latencies
         a = np.asarray(data)
-        s = ub.latency_stats(data)
+        s = latency_stats(data)
         assert s["n"] == size
         assert s["median"] == pytest.approx(np.median(a), rel=1e-12)
         assert s["p10"] == pytest.approx(np.percentile(a, 10), rel=1e-12)
@@ -54,11 +59,11 @@ def test_latency_stats_against_numpy(ub):
 
 
 def test_latency_stats_empty_and_single(ub):
-    empty = ub.latency_stats([])
+    empty = latency_stats([])
     assert empty["n"] == 0
     for key in ("median", "p10", "p90", "mean", "std", "min", "max", "cov"):
         assert empty[key] is None, key
-    one = ub.latency_stats([0.25])
+    one = latency_stats([0.25])
     assert one["n"] == 1 and one["median"] == one["p10"] == one["p90"] == one["min"] == one["max"] == 0.25
     assert one["std"] == 0.0 and one["cov"] == 0.0
 
@@ -98,7 +103,7 @@ def test_summarize_latency_leaves_warmup_runs_out(ub):
         make_run("b.jpg", [96, 32], 3, 0.160, 0.017, 0.130, 0.013, kind="timed"),
     ]
     result = {"runs": [dict(r) for r in runs]}
-    ub.summarize_latency(result)
+    summarize_latency(result)
     timed = [r for r in runs if r["kind"] == "timed"]
 
     assert result["cold_start"]["total_s"] == 2.000
@@ -185,10 +190,10 @@ MEMORY_PROBE = r"""
 import gc, importlib.util, json, sys, time
 import numpy as np
 import torch
-spec = importlib.util.spec_from_file_location("unified_benchmark", sys.argv[1])
-ub = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ub)
-tracker = ub.MemoryTracker(torch.device("cpu"))
+from pathlib import Path
+sys.path.insert(0, str(Path(sys.argv[1]).parent))
+from vision_bench.memory import MemoryTracker
+tracker = MemoryTracker(torch.device("cpu"))
 if sys.argv[2] == "sampler":          # the path taken where the kernel's high-water mark is unavailable
     tracker._read_hwm = lambda: None
 tracker.reset_peak()
@@ -236,7 +241,7 @@ class TinyNet(nn.Module):
 
 
 def tiny_benchmark_class(ub):
-    class TinyBenchmark(ub.ModelBenchmark):
+    class TinyBenchmark(ModelBenchmark):
         MODEL_NAME, CLI_NAME, TASK, INPUT_SIZE = "TinyNet", "tinynet", "test", 16
 
         def load_pretrained(self):
@@ -341,7 +346,7 @@ def test_time_breakdown_against_known_sleeps(ub):
         return None, {"forward": time.perf_counter() - start}
 
     blocks = list(net.named_children())
-    result = ub.TimeBreakdown(torch.device("cpu")).run(blocks, ub.leaf_modules(net), call)
+    result = TimeBreakdown(torch.device("cpu")).run(blocks, leaf_modules(net), call)
     forward_ms = result["forward_ms"]
     rows = {row["block"]: row for row in result["blocks"]}
     assert set(rows) == set(BLOCK_SECONDS) | {"(outside top-level blocks)"}

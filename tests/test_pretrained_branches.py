@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import SCRIPT
+from vision_bench.common import WeightsError
+from vision_bench.library_bases import HFDepthBenchmark
 
 CPU = torch.device("cpu")
 
@@ -32,7 +34,7 @@ def no_hub(ub, monkeypatch):
         raise AssertionError("the hub was probed")
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)   # so that only the tool's own logic keeps it offline
-    monkeypatch.setattr(ub.HFDepthBenchmark, "_check_hub_reachable", probe)
+    monkeypatch.setattr(HFDepthBenchmark, "_check_hub_reachable", probe)
     monkeypatch.setattr(huggingface_hub, "model_info", probe)
 
 
@@ -42,7 +44,7 @@ def test_folder_without_weights_names_the_folder_and_never_probes(ub, tmp_path, 
     tiny_depth_anything(ub).random_config().save_pretrained(folder)     # config.json, no weights file
     cls.random_processor().save_pretrained(folder)
     assert not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
-    with pytest.raises(ub.WeightsError) as failure:
+    with pytest.raises(WeightsError) as failure:
         cls(CPU, weights="pretrained", models_dir=tmp_path).load()
     message = str(failure.value)
     assert f"could not load the model folder {folder}" in message
@@ -52,6 +54,8 @@ def test_folder_without_weights_names_the_folder_and_never_probes(ub, tmp_path, 
 CACHE_PROBE = r"""
 import importlib.util, json, sys
 import torch
+from pathlib import Path
+sys.path.insert(0, str(Path(sys.argv[1]).parent))
 spec = importlib.util.spec_from_file_location("unified_benchmark", sys.argv[1])
 ub = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ub)

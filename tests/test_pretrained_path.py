@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from conftest import load_run, run_cli
+from vision_bench.common import WeightsError
+from vision_bench.images import load_rgb
 
 CPU = torch.device("cpu")
 
@@ -38,7 +40,7 @@ def test_depth_anything_save_pretrained_folder_loads(ub, tmp_path, sample_image)
     loaded = dict(bench.network().state_dict())
     for name, tensor in saved.state_dict().items():
         assert torch.equal(loaded[name], tensor), name
-    image = ub.load_rgb(sample_image)
+    image = load_rgb(sample_image)
     prediction, phases = bench.run_pipeline(image)
     assert tuple(prediction["predicted_depth"].shape) == (image.height, image.width)
 
@@ -57,7 +59,7 @@ def test_mobile_sam_state_dict_file_loads(ub, tmp_path):
 def test_missing_hf_model_offline_names_both_ways_out(ub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bench = ub.DepthAnythingV2SmallBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
-    with pytest.raises(ub.WeightsError) as failure:
+    with pytest.raises(WeightsError) as failure:
         bench.load()
     message = str(failure.value)
     assert "depth-anything/Depth-Anything-V2-Small-hf" in message
@@ -78,7 +80,7 @@ def test_unreachable_hub_fails_fast_without_offline_flag(ub, tmp_path, monkeypat
 
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
     bench = ub.DepthAnythingV2BaseBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
-    with pytest.raises(ub.WeightsError) as failure:
+    with pytest.raises(WeightsError) as failure:
         bench.load()
     message = str(failure.value)
     assert asked == [("depth-anything/Depth-Anything-V2-Base-hf", 15)]

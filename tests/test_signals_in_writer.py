@@ -9,10 +9,14 @@ import torch
 from torch import nn
 
 from conftest import load_run
+import vision_bench.common
+import vision_bench.reports.write
+from vision_bench.common import EXIT_SIGINT, atomic_write_text
+from vision_bench.model_benchmark import ModelBenchmark
 
 
 def tiny_benchmark_class(ub, model_name, cli_name):
-    class Tiny(ub.ModelBenchmark):
+    class Tiny(ModelBenchmark):
         MODEL_NAME, CLI_NAME, TASK, INPUT_SIZE = model_name, cli_name, "test", 8
 
         def load_pretrained(self):
@@ -46,7 +50,7 @@ def sigint_during_writes(ub, monkeypatch, at_calls: set[int]) -> list:
     """Patch the atomic write that write_reports uses: on the given report writes (1-based,
     counting only the four report files) it sends SIGINT to this process, then writes.
     Returns the names of the report files written, in order."""
-    real = ub.atomic_write_text
+    real = atomic_write_text
     written = []
 
     def write_with_signal(path, text):
@@ -57,7 +61,9 @@ def sigint_during_writes(ub, monkeypatch, at_calls: set[int]) -> list:
         if is_report:
             written.append(path.name)
 
-    monkeypatch.setattr(ub, "atomic_write_text", write_with_signal)
+    # The reports write through both: the JSON via common.atomic_write_json, the others directly.
+    for module in (vision_bench.common, vision_bench.reports.write):
+        monkeypatch.setattr(module, "atomic_write_text", write_with_signal)
     return written
 
 
@@ -76,7 +82,7 @@ def test_sigint_during_the_first_report_write_is_held_then_honoured(ub, tmp_path
     written = sigint_during_writes(ub, monkeypatch, at_calls={1, 5})
     code = ub.main(["--isolation", "none", "--models", "tiny-a,tiny-b", "--weights", "random", "--runs", "2", "--no-dissect",
                     "--images", str(sample_image), "--output-dir", str(tmp_path)])
-    assert code == ub.EXIT_SIGINT == 130
+    assert code == EXIT_SIGINT == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
 
     # Both rounds wrote all four files: the signal cut neither.

@@ -13,6 +13,10 @@ from PIL import Image
 from torch import nn
 
 from conftest import ROOT, SCRIPT
+from vision_bench.dissection import float64_sum, tensor_stats
+from vision_bench.model_benchmark import ModelBenchmark
+import vision_bench.progress
+from vision_bench.progress import pass_progress
 
 
 def reference(t: torch.Tensor) -> dict:
@@ -41,7 +45,7 @@ def test_stats_exact_on_permuted_and_channels_last_tensors(ub):
     sliced = torch.randn(6, 40, 41, generator=gen)[:, 1:, ::2]                       # gaps: not dense
     for t in (channels_last, permuted, sliced):
         assert not t.is_contiguous()
-        assert_matches(ub.tensor_stats(t), reference(t))
+        assert_matches(tensor_stats(t), reference(t))
 
 
 def test_stats_with_zeros_nan_and_inf(ub):
@@ -50,10 +54,10 @@ def test_stats_with_zeros_nan_and_inf(ub):
     t[5, 6] = float("inf")
     t[7, 8] = -float("inf")
     t[0, 0:3] = 0.0
-    stats = ub.tensor_stats(t)
+    stats = tensor_stats(t)
     assert_matches(stats, reference(t))
     assert stats["nan_count"] == 1 and stats["inf_count"] == 2
-    all_nan = ub.tensor_stats(torch.full((3, 4), float("nan")))
+    all_nan = tensor_stats(torch.full((3, 4), float("nan")))
     assert all_nan["nan_count"] == 12 and all_nan["min"] is None and all_nan["std"] is None
 
 
@@ -63,7 +67,7 @@ def test_stats_of_a_large_tensor_against_float64_numpy(ub):
     t = (torch.randn(1, 64, 256, 256, generator=gen) * 0.01 + 1000).to(memory_format=torch.channels_last)
     t[0, :, :8] = 0.0
     ref = reference(t)
-    stats = ub.tensor_stats(t)
+    stats = tensor_stats(t)
     assert_matches(stats, ref, rel=1e-6)
 
 
@@ -72,8 +76,8 @@ def test_float64_sum_of_a_permuted_tensor(ub):
     within float32 rounding of the sum of magnitudes, whatever the order of the dimensions."""
     t = torch.randn(3, 5000, 7).permute(2, 0, 1)
     scale = float(t.double().abs().sum())
-    assert float(ub.float64_sum(t)) == pytest.approx(float(t.double().sum()), abs=1e-8 * scale)
-    assert float(ub.float64_sum(torch.tensor(2.5))) == 2.5
+    assert float(float64_sum(t)) == pytest.approx(float(t.double().sum()), abs=1e-8 * scale)
+    assert float(float64_sum(torch.tensor(2.5))) == 2.5
 
 
 MEMORY_CHILD = textwrap.dedent("""
@@ -81,9 +85,9 @@ MEMORY_CHILD = textwrap.dedent("""
     from pathlib import Path
     import torch
     from torch import nn
-    spec = importlib.util.spec_from_file_location("unified_benchmark", sys.argv[1])
-    ub = importlib.util.module_from_spec(spec); sys.modules["unified_benchmark"] = ub; spec.loader.exec_module(ub)
-    ub.DISSECT_QUEUE_BYTES = 32 << 20
+    sys.path.insert(0, str(Path(sys.argv[1]).parent))
+    import vision_bench.dissection as dissection
+    dissection.DISSECT_QUEUE_BYTES = 32 << 20
     torch.set_grad_enabled(False)
 
     class Scale(nn.Module):                    # elementwise: the output keeps channels_last strides
@@ -111,12 +115,12 @@ MEMORY_CHILD = textwrap.dedent("""
     net(x)
     plain = peak(lambda: net(x))
     with tempfile.TemporaryDirectory() as tmp:
-        stats_only = peak(lambda: ub.LayerDissector(Path(tmp) / "a", input_hw=(768, 1024), write_files=False)
+        stats_only = peak(lambda: dissection.LayerDissector(Path(tmp) / "a", input_hw=(768, 1024), write_files=False)
                           .run(net, lambda: net(x)))
-        files = peak(lambda: ub.LayerDissector(Path(tmp) / "b", input_hw=(768, 1024)).run(net, lambda: net(x)))
+        files = peak(lambda: dissection.LayerDissector(Path(tmp) / "b", input_hw=(768, 1024)).run(net, lambda: net(x)))
         written = len(list((Path(tmp) / "b").glob("*.png")))
     print("RESULT " + json.dumps({"activation": activation, "plain": plain, "stats_only": stats_only,
-                                  "files": files, "queue_bytes": ub.DISSECT_QUEUE_BYTES, "pngs": written}))
+                                  "files": files, "queue_bytes": dissection.DISSECT_QUEUE_BYTES, "pngs": written}))
 """)
 
 
@@ -163,9 +167,9 @@ class SlowNet(nn.Module):
 
 @pytest.fixture
 def slow_bench(ub, monkeypatch):
-    monkeypatch.setattr(ub, "PROGRESS_INTERVAL_SEC", 0.2)
+    monkeypatch.setattr(vision_bench.progress, "PROGRESS_INTERVAL_SEC", 0.2)
 
-    class SlowBenchmark(ub.ModelBenchmark):
+    class SlowBenchmark(ModelBenchmark):
         MODEL_NAME = "SlowFake"
 
         def load_pretrained(self):
@@ -222,7 +226,7 @@ def test_progress_lines_during_the_profiled_pass_name_the_block(slow_bench, caps
 
 def test_a_short_pass_prints_no_progress(ub, capsys):
     net = nn.Linear(2, 2)
-    with ub.pass_progress(net, "quick pass"):
+    with pass_progress(net, "quick pass"):
         net(torch.ones(1, 2))
     assert "[PROGRESS]" not in capsys.readouterr().out
     assert not net._forward_pre_hooks
@@ -233,13 +237,13 @@ def test_timed_runs_have_one_progress_reporter_a_phase_and_say_which_run(ub, slo
     """Progress during cold start, warm-up and timed runs, from one reporter a phase: no reporter
     thread is started between two timed runs."""
     labels = []
-    real_enter = ub.pass_progress.__enter__
+    real_enter = pass_progress.__enter__
 
     def counting_enter(self):
         labels.append(self.label)
         return real_enter(self)
 
-    monkeypatch.setattr(ub.pass_progress, "__enter__", counting_enter)
+    monkeypatch.setattr(pass_progress, "__enter__", counting_enter)
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "slow-fake", type(slow_bench))
     type(slow_bench).CLI_NAME = "slow-fake"
     code = ub.main(["--isolation", "none", "--models", "slow-fake", "--weights", "random", "--runs", "2",

@@ -12,6 +12,9 @@ import psutil
 import pytest
 
 from conftest import ROOT, load_run
+from vision_bench.model_pass import summarize_latency
+from vision_bench.reports.findings import findings
+from vision_bench.stats import latency_stats, median_interval
 
 WORKER_MODELS = ROOT / "tests" / "worker_models.py"
 
@@ -105,14 +108,14 @@ def test_a_failure_inside_the_worker_is_reported_like_in_process(ub, tmp_path, s
 # -- statistics ------------------------------------------------------------------------------
 def test_median_interval_is_the_binomial_order_statistic_interval(ub):
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 7.0, 6.0, 8.0, 10.0]
-    low, high, coverage = ub.median_interval(values)
+    low, high, coverage = median_interval(values)
     assert (low, high) == (2.0, 9.0)  # x(2) and x(9) of ten: P(B <= 1) = 11/1024 per side
     assert coverage == pytest.approx(1 - 2 * 11 / 1024)
-    low, high, coverage = ub.median_interval([3.0, 1.0, 2.0, 6.0, 5.0, 4.0])
+    low, high, coverage = median_interval([3.0, 1.0, 2.0, 6.0, 5.0, 4.0])
     assert (low, high) == (1.0, 6.0) and coverage == pytest.approx(1 - 2 / 64)
-    assert ub.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # even [min, max] covers only 93.75%
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None  # even [min, max] covers only 93.75%
     for n in range(6, 60):
-        coverage = ub.median_interval(np.arange(n, dtype=float))[2]
+        coverage = median_interval(np.arange(n, dtype=float))[2]
         assert coverage >= 0.95 and coverage < 0.995
 
 
@@ -121,11 +124,11 @@ def test_median_interval_holds_the_median_and_narrows_with_more_runs(ub):
     times = rng.lognormal(mean=math.log(0.05), sigma=0.2, size=400)
     widths = []
     for n in (10, 40, 160, 400):
-        stats = ub.latency_stats(list(times[:n]))
+        stats = latency_stats(list(times[:n]))
         assert stats["ci95_low"] <= stats["median"] <= stats["ci95_high"]
         widths.append(stats["ci95_high"] - stats["ci95_low"])
     assert widths == sorted(widths, reverse=True) and widths[-1] < widths[0] / 3
-    assert ub.latency_stats([0.1, 0.2])["ci95_low"] is None
+    assert latency_stats([0.1, 0.2])["ci95_low"] is None
 
 
 def test_unstable_timing_is_judged_by_the_interval_width(ub):
@@ -136,11 +139,11 @@ def test_unstable_timing_is_judged_by_the_interval_width(ub):
                   "preprocess_s": 0, "forward_s": t, "postprocess_s": 0} for t in timed]
         r = {"model": name, "status": "complete", "runs": runs, "memory": {"peak_bytes": 1, "peak_kind": "CPU"}, "parameters": 1,
              "gflops": 1.0, "input_shape": [1]}
-        ub.summarize_latency(r)
+        summarize_latency(r)
         return r
     steady = model("Steady", [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01])
     noisy = model("Noisy", [1.0, 1.5, 0.7, 1.3, 0.8, 1.2, 1.0, 1.4])
-    text = "\n".join(ub.findings([steady, noisy]))
+    text = "\n".join(findings([steady, noisy]))
     assert "Unstable timing: Noisy on a.jpg" in text and "Unstable timing: Steady" not in text
 
 

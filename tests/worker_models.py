@@ -12,14 +12,16 @@ import torch
 from torch import nn
 
 import unified_benchmark as ub
+from vision_bench.common import WeightsError
+from vision_bench.model_benchmark import ModelBenchmark
 
 
-class TinyConvBenchmark(ub.ModelBenchmark):
+class TinyConvBenchmark(ModelBenchmark):
     """A real (tiny) network: completes every phase in well under a second."""
     MODEL_NAME, CLI_NAME, TASK, INPUT_SIZE = "TinyConv", "tinyconv", "test", 16
 
     def load_pretrained(self):
-        raise ub.WeightsError("random weights only")
+        raise WeightsError("random weights only")
 
     def load_random(self):
         self.model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))

@@ -1,4 +1,5 @@
-"""TODO docstring cli"""
+"""The command line: options and their checks, output folders, and the dispatch to a run,
+--compare or --merge. unified_benchmark.main() calls main() here with its registry and settings."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ from .reports.compare import compare_results
 from .reports.merge import merge_results
 from .reports.results_file import report_paths
 from .runner import raise_on_signal, run_all
+from .variants import VARIANTS, parse_variants
 from .workers import keep_freed_memory, start_worker_server
 
 
@@ -108,6 +110,12 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
     how.add_argument("--devices", default=None, metavar="DEV1,DEV2",
                      help="run models in parallel, one worker per device, never two models on one device "
                           "(e.g. cuda:0,cuda:1); one report says where each model ran (default: --device alone)")
+    how.add_argument("--variants", default=None, metavar="V1,V2",
+                     help="also run each model the ways it could be deployed, each timed like the reference and "
+                          "checked against its outputs (parity): " + ", ".join(VARIANTS) + ". torch-fp32 is the "
+                          "reference and always runs first; a variant a model or device cannot run is reported "
+                          "'unsupported' with the reason. ONNX exports are cached under --models-dir/exported/ "
+                          "(default: torch-fp32 only)")
     out = parser.add_argument_group("where to write")
     out.add_argument("--output-dir", type=Path, default=defaults.output_dir,
                      help="folder that receives results/ and viz/ (default: the script's folder)")
@@ -251,6 +259,7 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
         if args.merge:
             return merge_results(args.merge, args)
         args.model_classes = parse_models(args.models, registry)
+        args.variants = parse_variants(args.variants)
         args.models_dir = args.models_dir.expanduser()
         if args.model_timeout and args.isolation == "none":
             raise UsageError("--model-timeout needs --isolation process: a model in this process cannot be stopped")

@@ -1,4 +1,5 @@
-"""TODO docstring common"""
+"""What every module shares: tagged log lines, the errors and exit codes, strict and atomic
+JSON/text writes, seeding, and walking a network's leaves and outputs."""
 from __future__ import annotations
 
 import json
@@ -25,6 +26,10 @@ class UsageError(Exception):
 
 class WeightsError(Exception):
     """Weights missing, corrupt or not downloadable: the message names the file and the fix."""
+
+
+class VariantUnsupported(Exception):
+    """A model or device cannot run a variant (--variants): its row says `unsupported` and why."""
 
 
 class RunInterrupted(BaseException):

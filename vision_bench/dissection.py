@@ -1,4 +1,5 @@
-"""TODO docstring dissection"""
+"""Layer dissection: every call of every leaf module in one forward pass, its statistics, a PNG
+of its feature maps and an NPY of its values, with host memory bounded by a writer queue."""
 from __future__ import annotations
 
 import math

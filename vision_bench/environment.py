@@ -1,4 +1,5 @@
-"""TODO docstring environment"""
+"""The machine as the report states it: library versions, device, numeric settings, and the
+torch thread count pinned for every model."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
-"""TODO docstring images"""
+"""Input images: which files to benchmark (with the bundled samples as the fallback) and how
+any image file is opened as 8-bit RGB."""
 from __future__ import annotations
 
 from pathlib import Path

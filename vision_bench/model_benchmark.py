@@ -1,7 +1,8 @@
-"""TODO docstring model_benchmark"""
+"""The contract a model implements (ModelBenchmark) and what it inherits: the pipeline and its
+timing, FLOPs, dissection, the time breakdown, cleanup; plus the bases for transformers depth
+models and ultralytics models that the classes in unified_benchmark.py extend."""
 from __future__ import annotations
 
-import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -9,16 +10,21 @@ from pathlib import Path
 from PIL import Image
 
 from .common import (
-    WeightsError,
+    VariantUnsupported,
     atomic_write_json,
-    exception_line,
     first_tensor,
     leaf_modules,
     log,
 )
 from .dissection import LayerDissector
+from .parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
 from .progress import pass_progress
 from .time_breakdown import TimeBreakdown
+
+
+def as_numpy(parts: dict) -> dict:
+    """Tensors (any dtype, any device) as float64 numpy copies; other values kept as they are."""
+    return {k: (v if v is None or isinstance(v, (str, int, float)) else to_numpy(v)) for k, v in parts.items()}
 
 
 class ModelBenchmark(ABC):
@@ -35,6 +41,10 @@ class ModelBenchmark(ABC):
     INPUT_SIZE = None             # nominal input size; the report shows the real input shape
     LIBRARY = ""
     TIME_BLOCKS: tuple = ()       # module paths for "where the time goes"; empty: the first level that branches
+    # Output parity of a variant against torch-fp32 (--variants): one set of limits for fp32
+    # backends, looser ones for half precision. See parity.verdict for what each limit checks.
+    PARITY_TOLERANCE = FP32_TOLERANCE
+    HALF_PRECISION_TOLERANCE = HALF_TOLERANCE
 
     def __init__(self, device, weights: str = "pretrained", models_dir: Path | str = "models",
                  sam_prompt: str | None = None):
@@ -44,6 +54,8 @@ class ModelBenchmark(ABC):
         self.sam_prompt = sam_prompt
         self.weights_source = None
         self.input_shape = None
+        self.autocast_dtype = None    # set by the half-precision variants
+        self.channels_last = False    # set by the channels-last variant
 
     # -- what a subclass provides ----------------------------------------------------------
     @abstractmethod
@@ -99,7 +111,7 @@ class ModelBenchmark(ABC):
         inputs = self.preprocess(image)
         self.sync()
         t1 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), self.variant_context():
             outputs = self.forward(inputs)
         self.sync()
         t2 = time.perf_counter()
@@ -115,6 +127,54 @@ class ModelBenchmark(ABC):
         prediction, phases = self.run_pipeline(image)
         self.sync()
         return prediction, time.perf_counter() - start, phases
+
+    # -- variants (--variants): what a deployment changes, and the outputs parity compares ---
+    def variant_context(self):
+        """Around the network's forward: autocast for the half-precision variants. Autocast, not
+        a cast of the model: weights stay float32 and the ops autocast keeps in float32
+        (softmax, normalisations, reductions) stay there, as mixed precision is deployed."""
+        import contextlib
+
+        import torch
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def use_channels_last(self) -> None:
+        import torch
+        self.network().to(memory_format=torch.channels_last)
+        self.channels_last = True
+
+    def compile_network(self) -> None:
+        """torch.compile the module that runs (the library bases know where it sits)."""
+        raise VariantUnsupported(f"{type(self).__name__} does not say which module to compile")
+
+    def export_onnx(self, path: Path) -> None:
+        """Write the network as ONNX to `path` through the library's own export path."""
+        raise VariantUnsupported(f"{type(self).__name__} has no ONNX export")
+
+    def use_onnx(self, path: Path) -> str:
+        """Run the exported network with ONNX Runtime from now on; returns the provider used."""
+        raise VariantUnsupported(f"{type(self).__name__} cannot run an ONNX export")
+
+    def raw_parts(self, output) -> dict:
+        """The network's raw output as named parts for parity (each part normalised on its own)."""
+        tensor, _ = first_tensor(output)
+        return {} if tensor is None else {"output": tensor}
+
+    def task_outputs(self, prediction) -> dict:
+        """The prediction in the terms parity compares: depth map, boxes and classes, keypoints, masks."""
+        return {}
+
+    def parity_outputs(self, image: Image.Image) -> tuple[dict, dict]:
+        """One pipeline call; the network's raw output parts and the task outputs, as float64 numpy."""
+        import torch
+        inputs = self.preprocess(image)
+        with torch.inference_mode(), self.variant_context():
+            outputs = self.forward(inputs)
+        raw = self.raw_parts(outputs)
+        prediction = self.postprocess(outputs, image)
+        return as_numpy(raw), as_numpy(self.task_outputs(prediction))
 
     def count_parameters(self) -> int:
         return sum(p.numel() for p in self.network().parameters())
@@ -198,224 +258,6 @@ class ModelBenchmark(ABC):
     def release(self) -> None:
         """Drop every reference to the model so that gc can free it."""
         for attr in list(vars(self)):
-            if attr not in ("device", "weights", "models_dir", "sam_prompt", "weights_source", "input_shape"):
+            if attr not in ("device", "weights", "models_dir", "sam_prompt", "weights_source", "input_shape",
+                            "autocast_dtype", "channels_last"):
                 setattr(self, attr, None)
-
-
-# -- Hugging Face depth models ------------------------------------------------------------
-class HFDepthBenchmark(ModelBenchmark):
-    """A transformers depth-estimation model with its image processor."""
-
-    TASK = "depth"
-    LIBRARY = "transformers"
-    HF_REPO = ""                 # hub id of the released checkpoint
-    PRETRAINED_KWARGS: dict = {}
-
-    @classmethod
-    def model_class(cls):
-        raise NotImplementedError
-
-    @classmethod
-    def random_config(cls):
-        raise NotImplementedError
-
-    @classmethod
-    def random_processor(cls):
-        raise NotImplementedError
-
-    @classmethod
-    def build_random_network(cls):
-        return cls.model_class()(cls.random_config())
-
-    def local_folder(self) -> Path:
-        """A save_pretrained folder in models/ wins over the hub (machines without a hub)."""
-        return self.models_dir / self.HF_REPO.split("/")[-1]
-
-    def _from_pretrained(self, source: str, local_only: bool) -> None:
-        from transformers import AutoImageProcessor
-        self.processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
-        # transformers 5 loads in the checkpoint's dtype by default ("auto"), and DepthPro does
-        # not cast its inputs to it: state float32, the dtype every model here is measured in.
-        import torch
-        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, dtype=torch.float32,
-                                                        **self.PRETRAINED_KWARGS)
-
-    def load_pretrained(self) -> str:
-        folder = self.local_folder()
-        source = str(folder) if folder.is_dir() else self.HF_REPO
-        fix = (f"Fix: put a save_pretrained() folder at {folder}, or run with --weights random")
-        try:  # the local folder or the Hugging Face cache: no network at all
-            self._from_pretrained(source, local_only=True)
-            where = "local folder" if folder.is_dir() else "Hugging Face cache"
-        except (OSError, ValueError) as exc:
-            if folder.is_dir():
-                raise WeightsError(f"could not load the model folder {folder}: {exception_line(exc)}. Fix: re-save "
-                                   "it with save_pretrained(), or remove it to use the hub, or run with --weights random"
-                                   ) from exc
-            if os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise WeightsError(f"'{self.HF_REPO}' is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
-                                   f"the download. {fix}") from exc
-            self._check_hub_reachable(fix)
-            try:  # downloads into the cache, with the library's progress bars
-                self._from_pretrained(self.HF_REPO, local_only=False)
-            except (OSError, ValueError) as exc2:
-                raise WeightsError(f"could not download '{self.HF_REPO}': {exception_line(exc2)}. {fix}") from exc2
-            where = "downloaded from the Hugging Face hub"
-        self.model.to(self.device).eval()
-        return f"pretrained ({source}, {where})"
-
-    def _check_hub_reachable(self, fix: str) -> None:
-        """One bounded request, so that a machine without network fails in seconds rather than
-        after the libraries' minute or more of retries."""
-        from huggingface_hub import model_info
-        try:
-            model_info(self.HF_REPO, timeout=15)
-        except Exception as exc:
-            raise WeightsError(f"'{self.HF_REPO}' is not cached and the hub cannot be reached "
-                               f"({exception_line(exc)}). {fix}") from exc
-
-    def load_random(self) -> str:
-        self.processor = self.random_processor()
-        self.model = self.build_random_network().to(self.device).eval()
-        return f"random (released {self.HF_REPO} architecture, seed-initialised)"
-
-    def network(self):
-        return self.model
-
-    def preprocess(self, image):
-        return self.processor(images=image, return_tensors="pt").to(self.device)
-
-    def forward(self, inputs):
-        return self.model(**inputs)
-
-    def postprocess(self, outputs, image):
-        return self.processor.post_process_depth_estimation(outputs, target_sizes=[(image.height, image.width)])[0]
-
-    def summarize_prediction(self, prediction) -> dict:
-        depth = prediction["predicted_depth"].float()
-        out = {"depth_" + k: v for k, v in zip(
-            ("min", "max", "mean", "median", "std"),
-            [float(depth.min()), float(depth.max()), float(depth.mean()), float(depth.median()), float(depth.std())])}
-        if prediction.get("field_of_view") is not None:
-            out["field_of_view_deg"] = float(prediction["field_of_view"])
-        return out
-
-    def render_prediction(self, image, prediction, path):
-        import matplotlib.pyplot as plt
-        summary = self.summarize_prediction(prediction)
-        depth = prediction["predicted_depth"].float().cpu().numpy()
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
-        axes[0].imshow(image)
-        axes[0].set_title("input")
-        shown = axes[1].imshow(depth, cmap="Spectral_r")
-        axes[1].set_title("predicted depth (" + ("metres" if "field_of_view_deg" in summary else "relative") + ")")
-        for ax in axes:
-            ax.axis("off")
-        fig.colorbar(shown, ax=axes[1], shrink=0.85)
-        text = "  ".join(f"{k.replace('depth_', '')}={v:.4g}" for k, v in summary.items())
-        fig.suptitle(f"{self.MODEL_NAME}: {text}", fontsize=9)
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-
-
-# -- Ultralytics models -------------------------------------------------------------------
-class UltralyticsBenchmark(ModelBenchmark):
-    """An ultralytics model driven through its own predict(), which reports the phases."""
-
-    LIBRARY = "ultralytics"
-    WEIGHTS_FILE = ""             # file in models/; ultralytics downloads it there if missing
-    INPUT_SIZE = 640
-
-    def weights_path(self) -> Path:
-        return self.models_dir / self.WEIGHTS_FILE
-
-    def load_pretrained(self) -> str:
-        path = self.weights_path()
-        if not path.exists() and os.environ.get("YOLO_OFFLINE") == "1":
-            raise WeightsError(f"weight file {path} is missing and YOLO_OFFLINE=1 forbids the download. "
-                               f"Fix: put {self.WEIGHTS_FILE} there, or run with --weights random")
-        if not path.exists():
-            log("LOAD", f"{path} not found; ultralytics will download it")
-            path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.ul_model = self.ultralytics_class()(str(path))
-        except Exception as exc:
-            broken = path.exists()
-            fix = (f"delete {path} to re-download it, or run with --weights random" if broken else
-                   f"put {self.WEIGHTS_FILE} at {path}, or run with --weights random")
-            what = "could not be read (truncated or corrupt?)" if broken else "is missing and could not be downloaded"
-            raise WeightsError(f"weight file {path} {what}: {exception_line(exc)}. Fix: {fix}") from exc
-        return f"pretrained ({path})"
-
-    @staticmethod
-    def ultralytics_class():
-        from ultralytics import YOLO
-        return YOLO
-
-    def load(self) -> str:
-        source = super().load()
-        self.prepare_predictor()
-        return source
-
-    def prepare_predictor(self) -> None:
-        """Set ultralytics' predictor up in the load phase, as its first predict() would: deep
-        copy, fuse and upload the weights (SAM: upload), and on a GPU AutoBackend's warm-up
-        forward and NMS. Left to the first predict(), all of it would fall in the cold start of
-        the ultralytics models only, while the transformers models upload in load()."""
-        blank = Image.new("RGB", (self.INPUT_SIZE, self.INPUT_SIZE))
-        # predict(stream=True) builds the predictor exactly as the timed predict() calls will
-        # (same arguments, so they reuse it) and returns a generator: never iterated, no image runs.
-        pending = self.ul_model.predict(blank, stream=True, verbose=False, device=str(self.device),
-                                        **self.predict_kwargs(blank))
-        pending.close()
-        predictor = self.ul_model.predictor
-        if not predictor.done_warmup:  # the library warms up on its first image; a dummy of the nominal size here
-            predictor.model.warmup(imgsz=(1, 3, self.INPUT_SIZE, self.INPUT_SIZE))
-            predictor.done_warmup = True
-
-    def predict_kwargs(self, image) -> dict:
-        return {"imgsz": self.INPUT_SIZE}
-
-    def run_pipeline(self, image):
-        results = self.ul_model.predict(image, verbose=False, device=str(self.device), **self.predict_kwargs(image))
-        speed = results[0].speed  # milliseconds, measured by ultralytics with CUDA synchronisation
-        return results[0], {"preprocess": speed["preprocess"] / 1000, "forward": speed["inference"] / 1000,
-                            "postprocess": speed["postprocess"] / 1000}
-
-    def summarize_prediction(self, prediction) -> dict:
-        out = {}
-        if prediction.boxes is not None:
-            out["detections"] = len(prediction.boxes)
-            if len(prediction.boxes):
-                names = prediction.names
-                classes = [names[int(c)] for c in prediction.boxes.cls.tolist()]
-                out["classes"] = {c: classes.count(c) for c in sorted(set(classes))}
-        if prediction.masks is not None:
-            out["masks"] = len(prediction.masks)
-        if prediction.keypoints is not None:
-            out["people_with_keypoints"] = len(prediction.keypoints)
-        return out
-
-    def render_prediction(self, image, prediction, path):
-        # pil=False draws labels with OpenCV: no font file, so nothing is fetched from the network.
-        plotted = prediction.plot(pil=False)
-        Image.fromarray(plotted[..., ::-1]).save(path)
-
-
-class YOLOBenchmark(UltralyticsBenchmark):
-    ARCH_YAML = ""                # the yaml shipped with ultralytics: the random architecture
-
-    @classmethod
-    def build_random_network(cls):
-        from ultralytics import YOLO
-        return YOLO(cls.ARCH_YAML, verbose=False).model.fuse()
-
-    def load_random(self) -> str:
-        from ultralytics import YOLO
-        self.ul_model = YOLO(self.ARCH_YAML, verbose=False)
-        return f"random ({self.ARCH_YAML} from ultralytics, seed-initialised)"
-
-    def network(self):
-        # The predictor (set up in load()) runs a fused copy of the model: hook and count that one.
-        predictor = getattr(self.ul_model, "predictor", None)
-        return predictor.model.model if predictor is not None and predictor.model is not None else self.ul_model.model

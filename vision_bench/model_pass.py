@@ -1,4 +1,5 @@
-"""TODO docstring model_pass"""
+"""One model's pass, in whatever process runs it: load, cold start, warm-up, timed runs, FLOPs,
+output picture, time breakdown and dissection, filling the model's result record as it goes."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ import numpy as np
 
 from .common import (
     UsageError,
+    VariantUnsupported,
     WeightsError,
     exception_line,
     format_bytes,
@@ -21,6 +23,13 @@ from .environment import system_info
 from .images import load_rgb
 from .memory import MemoryTracker, free_cached_memory
 from .stats import format_interval, latency_stats
+from .variants import (
+    REFERENCE_VARIANT,
+    VARIANTS,
+    compare_outputs,
+    parity_outputs,
+    prepare_variant,
+)
 
 
 class RunContext:
@@ -137,31 +146,8 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
            if ctx.device.type == "cuda" else ""))
 
     tracker.reset_peak()
-    total = 1 + (args.warmup + args.runs) * len(ctx.images)
     first_image = load_rgb(ctx.images[0])
-
-    def run(path, image, kind):
-        prediction, seconds, phases = bench.timed_run(image)
-        result["runs"].append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
-                               "cold": kind == "cold", "total_s": seconds,
-                               **{f"{k}_s": v for k, v in phases.items()}})
-        log(f"INFER {len(result['runs'])}/{total}",
-            f"{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
-            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
-        return prediction
-
-    # One progress reporter a phase, not a run: no thread is started between two timed runs.
-    def runs_done():
-        return f"run {len(result['runs']) + 1} of {total}"
-
-    with phase("cold_start"), bench.progress("cold start", through_network=False, detail=runs_done):
-        first_prediction = run(ctx.images[0], first_image, "cold")
-    for kind, repeats in (("warmup", args.warmup), ("timed", args.runs)):
-        with phase(kind), bench.progress(f"{kind} runs", through_network=False, detail=runs_done):
-            for path in ctx.images:
-                image = first_image if path == ctx.images[0] else load_rgb(path)
-                for _ in range(repeats):
-                    run(path, image, kind)
+    first_prediction = run_timed_phases(bench, ctx, result["runs"], phase, first_image)
     memory.update(tracker.peak())
     result["torch_threads"] = torch.get_num_threads()
     summarize_latency(result)
@@ -202,6 +188,122 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
                    f"-> {folder}")
     if summary["writer_errors"]:
         log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
+
+    variants = getattr(args, "variants", None) or [REFERENCE_VARIANT]
+    if len(variants) > 1:
+        with phase("variants"):
+            measure_variants(bench, ctx, result, tracker, variants[1:])
+
+
+def measure_variants(bench, ctx: RunContext, result: dict, tracker, variants: list[str]) -> None:
+    """Each variant in a fresh instance of the model (same seed, so the same weights), measured
+    like the reference and checked against its outputs. A variant that cannot run is a row marked
+    'unsupported' or 'failed' with its reason; the model and the run go on."""
+    images = [(path, load_rgb(path)) for path in ctx.images]
+    log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
+    reference = parity_outputs(bench, images)
+    result["variants"] = [reference_row(result)]
+    bench.release()                     # each variant's memory is its own, not the reference's too
+    free_cached_memory(ctx.device)
+    for variant in variants:
+        record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
+        result["variants"].append(record)
+        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {VARIANTS[variant]}")
+        variant_bench = None
+        try:
+            variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
+            record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
+            add_speedups(record, result)
+            record["status"] = "complete"
+            log("VARIANT", variant_line(record))
+        except VariantUnsupported as exc:
+            record.update(status="unsupported", reason=str(exc))
+            log("VARIANT", f"{variant}: unsupported: {exc}")
+        except Exception as exc:      # one variant's failure is its row's, never the run's
+            record.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
+            log("WARNING", f"{bench.MODEL_NAME} {variant} failed: {exception_line(exc)}")
+        finally:
+            if variant_bench is not None:
+                variant_bench.release()
+            del variant_bench
+            free_cached_memory(ctx.device)
+
+
+def measure_variant(cls, variant: str, ctx: RunContext, record: dict, tracker, images: list):
+    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs."""
+    args = ctx.args
+    seed_everything(args.seed)
+    bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
+    tracker.reset_peak()
+    record["memory"] = {"cpu_rss_before_load_bytes": tracker.rss()}
+    if ctx.device.type == "cuda":
+        record["memory"]["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
+    start = time.perf_counter()
+    bench.load()
+    record["details"] = prepare_variant(bench, variant)
+    record["prepare_seconds"] = time.perf_counter() - start
+    run_timed_phases(bench, ctx, record["runs"], lambda name: contextlib.nullcontext(), images[0][1],
+                     label=f"[{variant}] ")
+    record["memory"].update(tracker.peak())
+    summarize_latency(record)
+    set_headline_memory(record, ctx.device)
+    return bench
+
+
+def reference_row(result: dict) -> dict:
+    """The reference's row of the variants table: its figures as measured above, not again."""
+    return {"variant": REFERENCE_VARIANT, "status": "complete", "description": VARIANTS[REFERENCE_VARIANT],
+            "reference": True, "speedup_forward": 1.0, "speedup_end_to_end": 1.0,
+            **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
+            "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")}}
+
+
+def add_speedups(record: dict, result: dict) -> None:
+    for key, name in (("latency_forward", "speedup_forward"), ("latency_end_to_end", "speedup_end_to_end")):
+        ref, mine = (result.get(key) or {}).get("median"), (record.get(key) or {}).get("median")
+        record[name] = ref / mine if ref and mine else None
+
+
+def variant_line(record: dict) -> str:
+    forward = record["latency_forward"]["median"]
+    parity = record["parity"]
+    worst = parity["worst"]
+    return (f"{record['variant']}: forward median {forward * 1000:.1f} ms ({record['speedup_forward']:.2f}x "
+            f"the reference), parity {parity['verdict']}"
+            + (f" (worst normalised error {worst.get('normalised_error'):.3g} in {worst.get('worst_part')})"
+               if worst.get("normalised_error") is not None else "")
+            + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else ""))
+
+
+def run_timed_phases(bench, ctx: RunContext, runs: list, phase, first_image, label: str = ""):
+    """The cold start on the first image, the warm-up rounds and the timed runs over all images,
+    each run appended to `runs` (marked with its kind); returns the cold start's prediction.
+    `phase(name)` names each phase; `label` prefixes the log lines (a variant's name)."""
+    args = ctx.args
+    total = 1 + (args.warmup + args.runs) * len(ctx.images)
+
+    def run(path, image, kind):
+        prediction, seconds, phases = bench.timed_run(image)
+        runs.append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
+                     "cold": kind == "cold", "total_s": seconds, **{f"{k}_s": v for k, v in phases.items()}})
+        log(f"INFER {len(runs)}/{total}",
+            f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
+            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
+        return prediction
+
+    # One progress reporter a phase, not a run: no thread is started between two timed runs.
+    def runs_done():
+        return f"run {len(runs) + 1} of {total}"
+
+    with phase("cold_start"), bench.progress(f"{label}cold start", through_network=False, detail=runs_done):
+        first_prediction = run(ctx.images[0], first_image, "cold")
+    for kind, repeats in (("warmup", args.warmup), ("timed", args.runs)):
+        with phase(kind), bench.progress(f"{label}{kind} runs", through_network=False, detail=runs_done):
+            for path in ctx.images:
+                image = first_image if path == ctx.images[0] else load_rgb(path)
+                for _ in range(repeats):
+                    run(path, image, kind)
+    return first_prediction
 
 
 def cuda_context_bytes(device) -> int | None:

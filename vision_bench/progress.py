@@ -1,4 +1,4 @@
-"""TODO docstring progress"""
+"""Progress lines while a long pass runs, saying how far it is through the network."""
 from __future__ import annotations
 
 import threading

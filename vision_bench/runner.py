@@ -1,4 +1,5 @@
-"""TODO docstring runner"""
+"""All the models of a run: in order or over --devices, failing fast, holding signals while the
+reports are written after every model."""
 from __future__ import annotations
 
 import queue

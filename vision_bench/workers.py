@@ -1,4 +1,5 @@
-"""TODO docstring workers"""
+"""One fresh worker process per model, forked from a server that imported the libraries once:
+starting it, relaying its output, and turning a dead or overdue worker into a failed record."""
 from __future__ import annotations
 
 import collections
@@ -22,7 +23,7 @@ WORKER_PRELOAD = ["torch", "torchvision", "cv2", "matplotlib.pyplot", "transform
                   "transformers.models.depth_pro.modeling_depth_pro", "transformers.models.dpt.image_processing_dpt",
                   "transformers.models.depth_pro.image_processing_depth_pro",
                   # the package itself, so that a worker unpickles its task without importing anything
-                  "vision_bench.model_pass", "vision_bench.model_benchmark", "vision_bench.workers"]
+                  "vision_bench.model_pass", "vision_bench.library_bases", "vision_bench.workers"]
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 WORKER_LOG_TAIL_LINES = 25          # lines of a dead worker's output kept in the error record
 WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL

@@ -1,4 +1,4 @@
-"""TODO docstring reports.charts"""
+"""The report's charts: latency per model, memory against size, activations across depth."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""TODO docstring reports.compare"""
+"""--compare: later runs against a base run, model by model, with a significance test, as
+Markdown, HTML and terminal lines, and the --fail-if-slower gate."""
 from __future__ import annotations
 
 import collections

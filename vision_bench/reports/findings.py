@@ -1,8 +1,10 @@
-"""TODO docstring reports.findings"""
+"""Findings: observations computed from a run's numbers (fastest, noisiest, cold start, new input
+shapes), never about outputs or activations."""
 from __future__ import annotations
 
 from ..common import format_bytes, ms
 from ..stats import format_interval
+from .variants import variant_findings
 
 UNSTABLE_CI_WIDTH = 0.20            # 95% interval of a median wider than this share of it: noisy timing
 COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
@@ -55,4 +57,4 @@ def findings(results: list[dict]) -> list[str]:
                          + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow)
                          + "; varying input sizes cost a warm-up each (kernels are built per shape). The warm-up "
                            "rounds take this out of the timed runs.")
-    return lines
+    return lines + variant_findings(results)

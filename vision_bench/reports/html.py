@@ -1,4 +1,9 @@
-"""TODO docstring reports.html"""
+"""The HTML report: one offline page with sortable tables and a layer explorer. The styles and
+script live in report_page.html beside this file, read at write time.
+
+Text reaches the page only through html.escape (Python) or textContent (script); the layer
+records travel as JSON in a script element with every "<" escaped, so no name can close it.
+Pictures are referenced relative to results/, so results/ and viz/ can be moved together."""
 from __future__ import annotations
 
 import json
@@ -9,6 +14,7 @@ from ..common import ms, strict_json
 from .findings import findings
 from .markdown import failure_memory
 from .results_file import report_paths
+from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 PAGE_TEMPLATE = Path(__file__).with_name("report_page.html")
 
@@ -119,6 +125,12 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
                                                    for k, v in summary.items())) + "</p>")
         if r.get("weights") == "random":
             out.append('<p class="meta">Random weights: this output shows the pipeline works, not what the model can do.</p>')
+    if r.get("variants"):
+        out.append("<h3>Variants</h3><p>Each variant loaded afresh (same weights), timed like the reference, then "
+                   "run once more per image to compare its outputs with torch-fp32's (normalised error: "
+                   "max|a-b| / max|b| of the raw output, per part, worst part shown).</p>"
+                   + html_table(VARIANT_HEADERS, variant_rows(r))
+                   + "".join(f"<p class=meta>{html_text(note)}</p>" for note in variant_notes(r)))
     tb = r.get("time_breakdown")
     if tb:
         out.append(f"<h3>Where the time goes</h3><p>One profiled pass (not a timed run), forward "

@@ -1,4 +1,4 @@
-"""TODO docstring reports.markdown"""
+"""The Markdown report, and the table and text helpers the comparison report shares."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from ..stats import CI_METHOD, format_interval
 from .charts import activation_profile_chart, latency_chart, memory_chart
 from .findings import findings
 from .results_file import report_paths
+from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:
@@ -156,7 +157,8 @@ def markdown_report(data: dict, ctx) -> str:
 
 PHASE_LABELS = {"worker_start": "worker start", "load": "load", "cold_start": "cold start", "warmup": "warm-up",
                 "timed": "timed runs", "flops": "FLOPs pass", "output": "output picture",
-                "time_breakdown": "profiled pass", "dissection": "dissection", "cleanup": "cleanup"}
+                "time_breakdown": "profiled pass", "dissection": "dissection", "variants": "variants",
+                "cleanup": "cleanup"}
 
 
 def run_time_section(data: dict) -> list[str]:
@@ -237,6 +239,12 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
             lines += ["- " + ", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in summary.items()), ""]
         if r["weights"] == "random":
             lines += ["(Random weights: this output shows the pipeline works, not what the model can do.)", ""]
+    if r.get("variants"):
+        lines += ["### Variants", "", "Each variant loaded afresh (same weights), timed like the reference, then run "
+                  "once more per image to compare its outputs with torch-fp32's: the normalised error is "
+                  "max|a-b| / max|b| of the raw output, per part (boxes, scores, keypoints, ...), worst part shown.", "",
+                  md_table(VARIANT_HEADERS, [[c.replace("|", "/") for c in row] for row in variant_rows(r)]), ""]
+        lines += [f"- {note}" for note in variant_notes(r)] + ([""] if variant_notes(r) else [])
     tb = r.get("time_breakdown")
     if tb:
         lines += ["### Where the time goes", "", f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms "

@@ -1,4 +1,4 @@
-"""TODO docstring reports.merge"""
+"""--merge: one set of reports from result files of model subsets (shards, devices, machines)."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
-"""TODO docstring reports.results_file"""
+"""The results file: its schema name, its file names, the run's time accounting, and reading it
+back (--compare, --merge) with the accessors that know its older layouts."""
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ def report_paths(ctx) -> dict:
             "html": ctx.results_dir / f"benchmark_report_{ctx.run_id}.html"}
 
 
-RESULTS_SCHEMA = "unified-benchmark/2"
+RESULTS_SCHEMA = "unified-benchmark/3"   # 3: per-model "variants" (--variants)
 # The phases that measure something; the rest of the wall time is the tool's own overhead.
-MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "dissection")
+MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "dissection", "variants")
 
 
 def phase_totals(results: list[dict], total_seconds: float) -> dict:
@@ -31,7 +32,7 @@ def phase_totals(results: list[dict], total_seconds: float) -> dict:
     return {**totals, "wall": total_seconds, "measuring": measured, "overhead": max(total_seconds - measured, 0.0)}
 
 
-SCHEMAS_READ = ("unified-benchmark/1", RESULTS_SCHEMA)  # the previous layout is still read
+SCHEMAS_READ = ("unified-benchmark/1", "unified-benchmark/2", RESULTS_SCHEMA)  # earlier layouts are still read
 
 
 def read_results(path: Path, option: str) -> dict:

@@ -1,4 +1,5 @@
-"""TODO docstring reports.write"""
+"""Writing a run's reports: the results JSON, the CSV (one row a model), the Markdown and the
+HTML, after every model and once at the end."""
 from __future__ import annotations
 
 import csv
@@ -12,11 +13,14 @@ from ..stats import CI_METHOD
 from .html import html_report
 from .markdown import markdown_report
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
+from .variants import variant_csv_rows
 
 CSV_COLUMNS = [
     "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_ci95_low_s",
     "e2e_ci95_high_s", "e2e_p90_s", "e2e_mean_s", "e2e_std_s", "e2e_cov", "forward_median_s", "fps", "peak_memory_mb", "peak_over_baseline_mb", "peak_memory_kind", "parameters",
     "gflops", "input_shape", "layers_dissected", "warm_runs", "warmup_runs", "sam_prompt",
+    # --variants: the model's own row is torch-fp32; one more row per other variant
+    "variant", "speedup_forward", "parity_verdict", "parity_normalised_error", "parity_worst_part", "variant_reason",
 ]
 
 
@@ -37,6 +41,7 @@ def csv_row(r: dict) -> dict:
         "layers_dissected": (r.get("dissection") or {}).get("records"), "warm_runs": e2e.get("n"),
         "warmup_runs": sum(1 for run in r.get("runs", []) if run.get("kind") == "warmup"),
         "sam_prompt": (r.get("config") or {}).get("sam_prompt"),
+        "variant": "torch-fp32" if r.get("variants") else None,
     }
 
 
@@ -51,6 +56,7 @@ def write_reports(ctx) -> dict:
                    "model_timeout_s": ctx.args.model_timeout, "latency_interval": CI_METHOD, "seed": ctx.args.seed, "weights": ctx.args.weights,
                    "device": str(ctx.device), "torch_threads": ctx.args.threads, "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
                    "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
+                   "variants": getattr(ctx.args, "variants", None),
                    "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
     }
@@ -71,7 +77,9 @@ def write_report_files(data: dict, ctx) -> dict:
     writer.writeheader()
     for r in data["models"]:
         if r["status"] != "not run":
-            writer.writerow({k: ("" if v is None else v) for k, v in csv_row(r).items()})
+            row = dict.fromkeys(CSV_COLUMNS) | csv_row(r)
+            for written in [row] + variant_csv_rows(r, row):
+                writer.writerow({k: ("" if v is None else v) for k, v in written.items()})
     atomic_write_text(paths["csv"], buffer.getvalue())
 
     atomic_write_text(paths["md"], markdown_report(data, ctx))

@@ -1,0 +1,159 @@
+"""The layout: unified_benchmark.py holds what users edit, vision_bench/ the machinery. Imports run
+one way (no cycle, nothing imports unified_benchmark back), heavy libraries load only when used,
+and the script works as a script, as a module, and through a worker process.
+
+    python tests/test_layout.py      # prints the package's import graph
+"""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "vision_bench"
+MAX_MODULE_LINES = 600
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this project it imports (at module level or inside functions)."""
+    files = sorted(PACKAGE.rglob("*.py")) + [ROOT / "unified_benchmark.py"]
+    known = {module_name(f) for f in files}
+    graph = {}
+    for f in files:
+        name = module_name(f)
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - node.level + 1]
+                    stem = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    stem = node.module
+                targets.add(stem)
+                targets |= {f"{stem}.{a.name}" for a in node.names}   # `from . import x`
+        graph[name] = {t for t in targets if t in known and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_imports_run_one_way_without_cycles():
+    graph = import_graph()
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+    back = [m for m, targets in graph.items() if m.startswith("vision_bench") and "unified_benchmark" in targets]
+    assert not back, f"the package imports unified_benchmark: {back}"
+    assert "vision_bench.cli" in graph["unified_benchmark"]
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_is_too_long_and_each_says_what_it_owns():
+    for f in sorted(PACKAGE.rglob("*.py")) + [ROOT / "unified_benchmark.py"]:
+        text = f.read_text()
+        assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{f.relative_to(ROOT)}: {len(text.splitlines())} lines"
+        assert ast.get_docstring(ast.parse(text)), f"{f.relative_to(ROOT)} has no docstring"
+
+
+def test_the_user_file_holds_settings_models_and_registry_only():
+    tree = ast.parse((ROOT / "unified_benchmark.py").read_text())
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert functions == ["main"]
+    assert all(c.name.endswith("Benchmark") for c in classes)
+    assert classes[0].lineno <= 150, "the first model class should be near the top of the file"
+
+
+def test_importing_the_tool_imports_no_heavy_library():
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import unified_benchmark; "
+            "heavy = [m for m in ('torch', 'transformers', 'ultralytics', 'matplotlib', 'cv2') if m in sys.modules]; "
+            "print(heavy)")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_script_and_module_run_from_another_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    as_script = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), "--list-models"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+    as_module = subprocess.run([sys.executable, "-m", "unified_benchmark", "--list-models"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120)
+    for proc in (as_script, as_module):
+        assert proc.returncode == 0, proc.stderr
+        assert "yolo11n-detect" in proc.stdout and "depthpro" in proc.stdout
+
+
+def test_compare_with_a_malformed_file_exits_2_in_one_line_when_run_as_a_script(tmp_path):
+    """The import loop of a split where the reports import the main file: run as a script, its
+    UsageError was a second class and escaped main() with a traceback and exit 1."""
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"schema": "unified-benchmark/3", "models": []}))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    proc = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), "--compare", str(good), str(bad),
+                           "--output-dir", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[ERROR] --compare:") and "bad.json" in lines[0]
+
+
+def test_a_model_class_of_the_script_runs_in_a_worker_and_its_failure_is_recorded(tmp_path):
+    """Run as a script, the model classes live in __main__: the worker, forked from the server,
+    must still find them; a failure inside one (here: no weight file offline) is its failed record."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), "--models", "yolo11n-detect",
+                           "--weights", "pretrained", "--models-dir", str(tmp_path / "no_weights"),
+                           "--output-dir", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(next((tmp_path / "results").glob("benchmark_results_*.json")).read_text())
+    [record] = data["models"]
+    assert record["status"] == "failed" and record["error"]["type"] == "WeightsError"
+    assert record["error"]["phase"] == "load"
+    assert record["worker"]["pid"] and record["worker"]["exit_code"] == 0   # the worker ran it and reported
+    assert "YOLO_OFFLINE=1 forbids the download" in record["error"]["message"]
+
+
+if __name__ == "__main__":
+    for module, targets in sorted(import_graph().items()):
+        print(f"{module} -> {', '.join(sorted(targets)) or '(nothing of this project)'}")
+    print("cycle:", find_cycle(import_graph()))

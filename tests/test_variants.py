@@ -1,0 +1,122 @@
+"""Variants (--variants): the ONNX path against PyTorch on a non-square photo, the letterbox trap
+caught by the verdict, unsupported variants as rows, the export cache, and a run through the CLI."""
+import csv
+
+import pytest
+import torch
+
+from conftest import load_run
+from vision_bench.common import UsageError, VariantUnsupported
+from vision_bench.variants import (
+    REFERENCE_VARIANT,
+    compare_outputs,
+    export_path,
+    parse_variants,
+    prepare_variant,
+)
+from worker_models import TinyConvBenchmark
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def bus():
+    from ultralytics.utils import ASSETS
+
+    from vision_bench.images import load_rgb
+    return [(ASSETS / "bus.jpg", load_rgb(ASSETS / "bus.jpg"))]   # 810x1080: not square
+
+
+def loaded(cls, models_dir):
+    from vision_bench.common import seed_everything
+    seed_everything(42)
+    bench = cls(CPU, weights="random", models_dir=models_dir)
+    bench.load()
+    return bench
+
+
+def outputs(bench, images):
+    from vision_bench.variants import parity_outputs
+    return parity_outputs(bench, images)
+
+
+def test_parse_variants_puts_the_reference_first_and_refuses_unknown_names():
+    assert parse_variants(None) == [REFERENCE_VARIANT]
+    assert parse_variants("onnxruntime,torch-bf16,onnxruntime") == ["torch-fp32", "onnxruntime", "torch-bf16"]
+    assert parse_variants("torch-bf16,torch-fp32") == ["torch-fp32", "torch-bf16"]
+    with pytest.raises(UsageError, match="unknown variant 'tensorrt'"):
+        parse_variants("torch-fp32,tensorrt")
+
+
+def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tmp_path, bus):
+    """The exported model through ultralytics' own predictor sees the same letterboxed input as the
+    .pt path (dynamic axes) and agrees with it; exported at a fixed 640x640, the predictor letterboxes
+    the photo square, the prototype's ONNX bug, and the verdict fails it."""
+    cls = ub.YOLO11nDetectBenchmark
+    reference_bench = loaded(cls, tmp_path)
+    reference = outputs(reference_bench, bus)
+    reference_bench.release()
+
+    onnx_bench = loaded(cls, tmp_path)
+    details = prepare_variant(onnx_bench, "onnxruntime")
+    assert details["provider"] == "CPUExecutionProvider" and not details["cached"]
+    parity = compare_outputs(onnx_bench, "onnxruntime", reference, outputs(onnx_bench, bus))
+    raw = parity["per_image"][0]["raw"]
+    assert {p["part"] for p in raw["parts"]} == {"boxes", "scores"}
+    assert parity["verdict"] == "pass", parity["reasons"]
+    assert parity["worst"]["normalised_error"] < 1e-3
+
+    class SquareLetterbox(cls):
+        ONNX_DYNAMIC = False              # fixed 640x640 input: ultralytics letterboxes every image square
+
+    square = loaded(SquareLetterbox, tmp_path)
+    prepare_variant(square, "onnxruntime")
+    wrong = compare_outputs(square, "onnxruntime", reference, outputs(square, bus))
+    assert wrong["verdict"] == "fail"
+    assert wrong["per_image"][0]["raw"]["shape_mismatch"]
+
+
+def test_the_export_cache_is_reused_and_keyed_by_input_size(ub, tmp_path):
+    cls = ub.YOLO11nDetectBenchmark
+    first = loaded(cls, tmp_path)
+    assert prepare_variant(first, "onnxruntime")["cached"] is False
+    path = export_path(loaded(cls, tmp_path))
+    assert path.exists() and path.is_relative_to(tmp_path / "exported" / cls.MODEL_NAME)
+    before = path.stat().st_mtime_ns
+
+    again = prepare_variant(loaded(cls, tmp_path), "onnxruntime")
+    assert again["cached"] is True and "export_seconds" not in again
+    assert path.stat().st_mtime_ns == before
+
+    class Smaller(cls):
+        INPUT_SIZE = 320
+
+    smaller = loaded(Smaller, tmp_path)
+    assert export_path(smaller) != path
+    assert prepare_variant(smaller, "onnxruntime")["cached"] is False
+
+
+def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goes_on(ub, tmp_path, sample_image,
+                                                                                     monkeypatch):
+    monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, TinyConvBenchmark.CLI_NAME, TinyConvBenchmark)
+    with pytest.raises(VariantUnsupported):
+        prepare_variant(loaded(TinyConvBenchmark, tmp_path), "torch-compile")
+    code = ub.main(["--models", "tinyconv", "--weights", "random", "--runs", "2", "--no-dissect", "--isolation", "none",
+                    "--variants", "torch-compile,torch-channels-last,onnxruntime", "--images", str(sample_image),
+                    "--output-dir", str(tmp_path)])
+    assert code == 0
+    run = load_run(tmp_path)
+    [model] = run["json"]["models"]
+    assert model["status"] == "complete"
+    rows = {v["variant"]: v for v in model["variants"]}
+    assert list(rows) == ["torch-fp32", "torch-compile", "torch-channels-last", "onnxruntime"]
+    assert rows["torch-compile"]["status"] == "unsupported" and "compile" in rows["torch-compile"]["reason"]
+    assert rows["onnxruntime"]["status"] == "unsupported" and "ONNX" in rows["onnxruntime"]["reason"]
+    channels_last = rows["torch-channels-last"]
+    assert channels_last["status"] == "complete" and channels_last["parity"]["verdict"] == "pass"
+    assert len([r for r in channels_last["runs"] if r["kind"] == "timed"]) == 2
+    md = run["md_path"].read_text()
+    assert "### Variants" in md and "| torch-compile | unsupported |" in md
+    with open(run["csv_path"], newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["variant"] for r in csv_rows] == ["torch-fp32", "torch-compile", "torch-channels-last", "onnxruntime"]

@@ -181,7 +181,7 @@ def test_merging_two_shards_gives_one_report_with_all_models(real_runs):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     merged = load_run(root / "merged")
     data = merged["json"]
-    assert data["schema"] == "unified-benchmark/2"
+    assert data["schema"] == "unified-benchmark/3"
     assert [m["model"] for m in data["models"]] == ["YOLO11nDetect", "YOLO11nPose"]
     originals = [json.loads(runs[k].read_text())["models"][0] for k in ("a", "c")]
     for mine, original in zip(data["models"], originals):

@@ -65,7 +65,7 @@ def test_json_is_strict_and_complete(run):
         assert key in data["system"]
     assert data["config"]["seed"] == 42 and data["config"]["weights"] == "random"
     assert data["config"]["isolation"] == run["isolation"] and data["config"]["warmup_rounds"] == WARMUP
-    assert data["schema"] == "unified-benchmark/2"
+    assert data["schema"] == "unified-benchmark/3"
     assert "--weights random" in data["command"]
     for m in data["models"]:
         assert m["status"] == "complete"

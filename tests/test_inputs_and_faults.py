@@ -368,7 +368,7 @@ def test_bad_image_is_skipped_with_warning(ub, tmp_path, sample_image, capsys, k
     folder = tmp_path / "imgs"
     good = small_image(folder, sample_image, name="a_good.jpg")
     bad = BAD_IMAGE_WRITERS[kind](folder)
-    images, source = discover_images([str(folder)])
+    images, source = discover_images([str(folder)], ub.DEFAULT_IMAGE_DIR)
     assert images == [good]
     assert source == "--images"
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[WARNING]")]
@@ -381,7 +381,7 @@ def test_only_bad_images_given_is_a_usage_error(ub, tmp_path, capsys):
     folder.mkdir()
     bad = [writer(folder) for writer in BAD_IMAGE_WRITERS.values()]
     with pytest.raises(UsageError, match="no readable image"):
-        discover_images([str(folder)])
+        discover_images([str(folder)], ub.DEFAULT_IMAGE_DIR)
     out = capsys.readouterr().out
     for path in bad:
         assert f"Skipping image {path}" in out

@@ -1,6 +1,7 @@
 """Variants (--variants): the ONNX path against PyTorch on a non-square photo, the letterbox trap
 caught by the verdict, unsupported variants as rows, the export cache, and a run through the CLI."""
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
     reference_bench.release()
 
     onnx_bench = loaded(cls, tmp_path)
-    details = prepare_variant(onnx_bench, "onnxruntime")
+    details = prepare_variant(onnx_bench, "onnxruntime", bus)
     assert details["provider"] == "CPUExecutionProvider" and not details["cached"]
     parity = compare_outputs(onnx_bench, "onnxruntime", reference, outputs(onnx_bench, bus))
     raw = parity["per_image"][0]["raw"]
@@ -70,37 +71,63 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
         ONNX_DYNAMIC = False              # fixed 640x640 input: ultralytics letterboxes every image square
 
     square = loaded(SquareLetterbox, tmp_path)
-    prepare_variant(square, "onnxruntime")
+    prepare_variant(square, "onnxruntime", bus)
     wrong = compare_outputs(square, "onnxruntime", reference, outputs(square, bus))
     assert wrong["verdict"] == "fail"
     assert wrong["per_image"][0]["raw"]["shape_mismatch"]
 
 
-def test_the_export_cache_is_reused_and_keyed_by_input_size(ub, tmp_path):
+def test_the_export_cache_is_reused_and_keyed_by_input_size(ub, tmp_path, bus):
     cls = ub.YOLO11nDetectBenchmark
-    first = loaded(cls, tmp_path)
-    assert prepare_variant(first, "onnxruntime")["cached"] is False
-    path = export_path(loaded(cls, tmp_path))
+    first = prepare_variant(loaded(cls, tmp_path), "onnxruntime", bus)
+    assert first["cached"] is False and first["export_seconds"] > 0
+    [path] = map(Path, first["files"])
+    assert path == export_path(loaded(cls, tmp_path), "dynamic-640")
     assert path.exists() and path.is_relative_to(tmp_path / "exported" / cls.MODEL_NAME)
     before = path.stat().st_mtime_ns
 
-    again = prepare_variant(loaded(cls, tmp_path), "onnxruntime")
-    assert again["cached"] is True and "export_seconds" not in again
+    again = prepare_variant(loaded(cls, tmp_path), "onnxruntime", bus)
+    assert again["cached"] is True and "export_seconds" not in again and again["files"] == first["files"]
     assert path.stat().st_mtime_ns == before
 
     class Smaller(cls):
         INPUT_SIZE = 320
 
-    smaller = loaded(Smaller, tmp_path)
-    assert export_path(smaller) != path
-    assert prepare_variant(smaller, "onnxruntime")["cached"] is False
+    smaller = prepare_variant(loaded(Smaller, tmp_path), "onnxruntime", bus)
+    assert smaller["cached"] is False and smaller["files"] != first["files"]
+
+
+def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub, tmp_path):
+    """Depth Anything computes its patch grid from the input size in Python: one export per shape the
+    processor gives (two photos of different aspect, two files), each matching PyTorch."""
+    from PIL import Image
+
+    class TinyDepthAnything(ub.DepthAnythingV2SmallBenchmark):
+        HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 32, 4, 2, [1, 2, 3, 4]
+        FUSION_SIZE, NECK_SIZES = 16, [8, 16, 32, 32]
+
+    images = [(Path("tall.jpg"), Image.new("RGB", (300, 400), (90, 30, 10))),
+              (Path("wide.jpg"), Image.effect_noise((500, 280), 60).convert("RGB"))]
+    reference_bench = loaded(TinyDepthAnything, tmp_path)
+    reference = outputs(reference_bench, images)
+    reference_bench.release()
+    bench = loaded(TinyDepthAnything, tmp_path)
+    details = prepare_variant(bench, "onnxruntime", images)
+    assert len(details["files"]) == 2 and all(Path(f).exists() for f in details["files"])
+    shapes = sorted("x".join(map(str, bench.preprocess(im)["pixel_values"].shape)) for _, im in images)
+    assert shapes[0] != shapes[1]
+    assert sorted(Path(f).name.split("-")[1] for f in details["files"]) == shapes
+    parity = compare_outputs(bench, "onnxruntime", reference, outputs(bench, images))
+    assert parity["verdict"] == "pass", parity["reasons"]
+    assert [img["raw"]["shape_mismatch"] for img in parity["per_image"]] == [False, False]
+    assert parity["worst"]["normalised_error"] < 1e-4
 
 
 def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goes_on(ub, tmp_path, sample_image,
                                                                                      monkeypatch):
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, TinyConvBenchmark.CLI_NAME, TinyConvBenchmark)
     with pytest.raises(VariantUnsupported):
-        prepare_variant(loaded(TinyConvBenchmark, tmp_path), "torch-compile")
+        prepare_variant(loaded(TinyConvBenchmark, tmp_path), "torch-compile", [])
     code = ub.main(["--models", "tinyconv", "--weights", "random", "--runs", "2", "--no-dissect", "--isolation", "none",
                     "--variants", "torch-compile,torch-channels-last,onnxruntime", "--images", str(sample_image),
                     "--output-dir", str(tmp_path)])

@@ -48,9 +48,14 @@ def format_bytes(num_bytes: float | None) -> str:
     return f"{num_bytes / 1024 ** 2:.1f} MB"
 
 
+EXCEPTION_LINE_CHARS = 1500
+
+
 def exception_line(exc: BaseException) -> str:
     """An exception as one plain-ASCII line (libraries decorate theirs with emoji and newlines)."""
     text = " ".join(str(exc).split()).encode("ascii", "ignore").decode().strip().rstrip(".")
+    if len(text) > EXCEPTION_LINE_CHARS:   # some libraries put whole tensors in their messages
+        text = text[:EXCEPTION_LINE_CHARS] + " [...]"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

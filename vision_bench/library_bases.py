@@ -113,30 +113,49 @@ class HFDepthBenchmark(ModelBenchmark):
         import torch
         self.model = torch.compile(self.model)
 
-    def export_onnx(self, path: Path) -> None:
-        """torch.onnx.export of the network alone (its outputs as plain tensors), height and
-        width dynamic, so every image keeps the shape the processor gives it."""
+    def onnx_targets(self, images: list) -> dict:
+        """One export per input shape the processor gives these images: the models compute their
+        patch grid and resize targets from the input size in Python, so a traced graph keeps the
+        size it was traced at (measured: "dynamic" axes gave Depth Anything 518x518 outputs for a
+        686x518 input)."""
+        samples = {}
+        for image in images:
+            pixels = self.preprocess(image)["pixel_values"]
+            samples.setdefault("x".join(map(str, pixels.shape)), pixels)
+        return samples
+
+    def export_onnx(self, path: Path, sample) -> None:
+        """torch.onnx.export of the network alone, its outputs as plain tensors, at `sample`'s shape."""
         import torch
-        model, names = self.model, self.ONNX_OUTPUTS
+        names = self.ONNX_OUTPUTS
 
         class Tensors(torch.nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                self.model = model   # a submodule: its weights are exported as weights, not traced constants
+
             def forward(self, pixel_values):
-                out = model(pixel_values=pixel_values)
+                out = self.model(pixel_values=pixel_values)
                 return tuple(getattr(out, name) for name in names)
 
-        sample = self.preprocess(Image.new("RGB", (self.INPUT_SIZE, self.INPUT_SIZE)))["pixel_values"]
-        axes = {"pixel_values": {2: "height", 3: "width"}, "predicted_depth": {1: "height", 2: "width"}}
-        export_with_torch(Tensors().eval(), (sample,), path, ["pixel_values"], list(names), axes)
+        export_with_torch(Tensors(self.model).eval(), (sample,), path, ["pixel_values"], list(names))
 
-    def use_onnx(self, path: Path) -> str:
-        self.onnx_session, provider = onnxruntime_session(path, self.device)
+    def use_onnx(self, paths: dict) -> str:
+        self.onnx_sessions = {}
+        for name, path in paths.items():
+            self.onnx_sessions[tuple(int(n) for n in name.split("x"))], provider = onnxruntime_session(path, self.device)
+        self.onnx_session = True
         return provider
 
     def onnx_forward(self, inputs):
         import torch
         from transformers.modeling_outputs import DepthEstimatorOutput
         pixels = inputs["pixel_values"].detach().cpu().numpy()
-        arrays = self.onnx_session.run(None, {"pixel_values": pixels})
+        session = self.onnx_sessions.get(tuple(pixels.shape))
+        if session is None:
+            raise RuntimeError(f"no ONNX export for input shape {list(pixels.shape)} "
+                               f"(exported: {sorted(self.onnx_sessions)})")
+        arrays = session.run(None, {"pixel_values": pixels})
         tensors = {name: torch.from_numpy(a).to(self.device) for name, a in zip(self.ONNX_OUTPUTS, arrays)}
         if "field_of_view" in tensors:   # DepthPro's output type carries it
             from transformers.models.depth_pro.modeling_depth_pro import (
@@ -278,13 +297,17 @@ class UltralyticsBenchmark(ModelBenchmark):
             out["masks"] = prediction.masks.data > 0.5
         return out
 
-    def export_onnx(self, path: Path) -> None:
+    def onnx_targets(self, images: list) -> dict:
+        return {f"{'dynamic' if self.ONNX_DYNAMIC else 'fixed'}-{self.INPUT_SIZE}": None}
+
+    def export_onnx(self, path: Path, sample) -> None:
         import shutil
         written = self.ul_model.export(format="onnx", dynamic=self.ONNX_DYNAMIC, imgsz=self.INPUT_SIZE,
                                        device=str(self.device), simplify=False, verbose=False)
         shutil.move(str(written), path)
 
-    def use_onnx(self, path: Path) -> str:
+    def use_onnx(self, paths: dict) -> str:
+        [path] = paths.values()
         self.ul_model = self.ultralytics_class()(str(path), task=self.TASK)
         self.prepare_predictor()
         session = getattr(getattr(self.ul_model.predictor.model, "backend", None), "session", None) \

@@ -149,12 +149,17 @@ class ModelBenchmark(ABC):
         """torch.compile the module that runs (the library bases know where it sits)."""
         raise VariantUnsupported(f"{type(self).__name__} does not say which module to compile")
 
-    def export_onnx(self, path: Path) -> None:
+    def onnx_targets(self, images: list) -> dict:
+        """The ONNX files this model needs for `images`: {name: sample input or None}, one file with
+        dynamic axes or one per input shape. The name keys the exported-file cache."""
+        raise VariantUnsupported(f"{type(self).__name__} has no ONNX export")
+
+    def export_onnx(self, path: Path, sample) -> None:
         """Write the network as ONNX to `path` through the library's own export path."""
         raise VariantUnsupported(f"{type(self).__name__} has no ONNX export")
 
-    def use_onnx(self, path: Path) -> str:
-        """Run the exported network with ONNX Runtime from now on; returns the provider used."""
+    def use_onnx(self, paths: dict) -> str:
+        """Run the exported network(s) ({name: path}) with ONNX Runtime from now on; returns the provider."""
         raise VariantUnsupported(f"{type(self).__name__} cannot run an ONNX export")
 
     def raw_parts(self, output) -> dict:

@@ -240,7 +240,7 @@ def measure_variant(cls, variant: str, ctx: RunContext, record: dict, tracker, i
         record["memory"]["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
     start = time.perf_counter()
     bench.load()
-    record["details"] = prepare_variant(bench, variant)
+    record["details"] = prepare_variant(bench, variant, images)
     record["prepare_seconds"] = time.perf_counter() - start
     run_timed_phases(bench, ctx, record["runs"], lambda name: contextlib.nullcontext(), images[0][1],
                      label=f"[{variant}] ")

@@ -52,7 +52,7 @@ def limits_for(bench, variant: str) -> dict:
 
 
 # -- preparing a loaded model -------------------------------------------------------------
-def prepare_variant(bench, variant: str) -> dict:
+def prepare_variant(bench, variant: str, images: list) -> dict:
     """Turn a freshly loaded model into `variant`; returns what the report shows about it. Raises
     VariantUnsupported when this model or device cannot run it."""
     import torch
@@ -68,7 +68,7 @@ def prepare_variant(bench, variant: str) -> dict:
         bench.compile_network()
         return {"backend": "inductor"}
     if variant == "onnxruntime":
-        return prepare_onnxruntime(bench)
+        return prepare_onnxruntime(bench, [image for _, image in images])
     return {}
 
 
@@ -86,44 +86,47 @@ def check_autocast(device, dtype) -> None:
                                  f"{exception_line(exc)}") from exc
 
 
-def prepare_onnxruntime(bench) -> dict:
+def prepare_onnxruntime(bench, images: list) -> dict:
     try:
         import onnxruntime  # noqa: F401  (a clear reason when it is missing)
     except ImportError as exc:
         raise VariantUnsupported("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu "
                                  "on a CUDA machine)") from exc
-    path = export_path(bench)
-    details = {"file": str(path), "cached": path.exists()}
-    if not path.exists():
+    paths, made = {}, {}
+    for name, sample in bench.onnx_targets(images).items():
+        paths[name] = path = export_path(bench, name)
+        if path.exists():
+            log("LOAD", f"Reusing the exported file {path}")
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.stem}.partial.onnx")
-        log("LOAD", f"Exporting {bench.MODEL_NAME} to ONNX -> {path}")
+        log("LOAD", f"Exporting {bench.MODEL_NAME} to ONNX ({name}) -> {path}")
         start = time.perf_counter()
         try:
-            with bench.progress("ONNX export", through_network=False):
-                bench.export_onnx(partial)
+            with bench.progress(f"ONNX export ({name})", through_network=False):
+                bench.export_onnx(partial, sample)
         except VariantUnsupported:
             raise
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise VariantUnsupported(f"the ONNX export failed: {exception_line(exc)}") from exc
         partial.replace(path)                # a file under its final name is always complete
-        details["export_seconds"] = time.perf_counter() - start
-    else:
-        log("LOAD", f"Reusing the exported file {path}")
-    details["provider"] = bench.use_onnx(path)
+        made[name] = time.perf_counter() - start
+    details = {"files": [str(p) for p in paths.values()], "cached": not made}
+    if made:
+        details["export_seconds"] = sum(made.values())
+    details["provider"] = bench.use_onnx(paths)
     return details
 
 
-def export_path(bench) -> Path:
-    """models/exported/<model>/<file>: keyed by the variant, the input size and dynamic axes, the
-    library versions and a hash of the weights, so a file is reused only for the same network."""
+def export_path(bench, name: str) -> Path:
+    """models/exported/<model>/<file>: keyed by the input shape (or dynamic axes and nominal size),
+    the library versions and a hash of the weights, so a file is reused only for the same network."""
     from importlib.metadata import version
 
     import torch
     library = bench.LIBRARY or "torch"
-    dynamic = "dynamic" if getattr(bench, "ONNX_DYNAMIC", True) else "fixed"
-    key = (f"onnx-{dynamic}-{bench.INPUT_SIZE}-torch{torch.__version__.split('+')[0]}-{library}{version(library)}"
+    key = (f"onnx-{name}-torch{torch.__version__.split('+')[0]}-{library}{version(library)}"
            f"-{weights_hash(bench.network())}")
     return bench.models_dir / EXPORT_FOLDER / bench.MODEL_NAME / f"{key}.onnx"
 
@@ -138,16 +141,16 @@ def weights_hash(network) -> str:
     return digest.hexdigest()[:12]
 
 
-def export_with_torch(module, args: tuple, path: Path, input_names: list, output_names: list, dynamic_axes: dict):
-    """torch.onnx.export with dynamic axes (the TorchScript exporter: its dynamic_axes keep every
-    image at the shape its processor gives it)."""
+def export_with_torch(module, args: tuple, path: Path, input_names: list, output_names: list):
+    """torch.onnx.export by the TorchScript exporter at the sample's shape: one file, weights
+    inside it (the dynamo exporter writes them to a second file)."""
     import warnings
 
     import torch
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+                          opset_version=17, dynamo=False)
 
 
 def onnxruntime_session(path: Path, device):

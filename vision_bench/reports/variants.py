@@ -62,7 +62,8 @@ def variant_notes(r: dict) -> list[str]:
         if "provider" in d:
             export = (f"exported in {d['export_seconds']:.1f} s" if d.get("export_seconds") is not None
                       else "export reused from the cache")
-            notes.append(f"onnxruntime: {export} (`{d.get('file')}`), provider {d['provider']}")
+            files = ", ".join(f"`{f}`" for f in d.get("files") or [])
+            notes.append(f"onnxruntime: {export} ({files}), provider {d['provider']}")
         if v["variant"] == "torch-compile" and v.get("cold_start"):
             notes.append(f"torch-compile: compiling happens in the cold start "
                          f"({ms(v['cold_start']['total_s'])} ms, against the reference's "

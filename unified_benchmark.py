@@ -45,6 +45,7 @@ class DepthProBenchmark(HFDepthBenchmark):
     PRETRAINED_KWARGS = {"use_fov_model": True}
     TIME_BLOCKS = ("depth_pro.encoder.patch_encoder", "depth_pro.encoder.image_encoder", "depth_pro.neck",
                    "fusion_stage", "head", "fov_model")
+    ONNX_OUTPUTS = ("predicted_depth", "field_of_view")
 
     @classmethod
     def model_class(cls):
@@ -193,6 +194,19 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
 
     def input_module(self):
         return self.ul_model.model.image_encoder
+
+    # Variants: the predictor calls the encoders and the decoder one by one, never the SAM module
+    # itself, so parity compares the image embedding and torch.compile takes the image encoder.
+    def raw_output_module(self):
+        return self.ul_model.model.image_encoder
+
+    def raw_parts(self, output) -> dict:
+        return {"image_embeddings": output}
+
+    def compile_network(self) -> None:
+        import torch
+        sam = self.ul_model.model
+        sam.image_encoder = torch.compile(sam.image_encoder)
 
     def predict_kwargs(self, image) -> dict:
         if self.prompt() != "box":

@@ -130,7 +130,7 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
                    "run once more per image to compare its outputs with torch-fp32's (normalised error: "
                    "max|a-b| / max|b| of the raw output, per part, worst part shown).</p>"
                    + html_table(VARIANT_HEADERS, variant_rows(r))
-                   + "".join(f"<p class=meta>{html_text(note)}</p>" for note in variant_notes(r)))
+                   + "".join(f"<p class=meta>{html_text(note.replace('`', ''))}</p>" for note in variant_notes(r)))
     tb = r.get("time_breakdown")
     if tb:
         out.append(f"<h3>Where the time goes</h3><p>One profiled pass (not a timed run), forward "

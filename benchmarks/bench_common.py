@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "unified_benchmark.py"
 SEED = 42
@@ -28,6 +27,7 @@ def bus_path() -> Path:
 def load_bench(ub, cli_name: str, progress):
     """A loaded model of the tool's registry, random weights, on the CPU, seeded like the tool."""
     import torch
+
     from vision_bench.common import seed_everything
     seed_everything(SEED)
     bench = ub.MODELS_BY_CLI_NAME[cli_name](torch.device("cpu"), weights="random")

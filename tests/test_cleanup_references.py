@@ -5,9 +5,9 @@ frees what it says). Checked with weak references to every tensor the model crea
 import weakref
 
 import torch
+from conftest import load_run
 from torch import nn
 
-from conftest import load_run
 import vision_bench.model_pass
 from vision_bench.memory import free_cached_memory
 from vision_bench.model_benchmark import ModelBenchmark

@@ -2,8 +2,8 @@
 import re
 
 import pytest
-
 from conftest import ROOT, load_run, run_cli
+
 from vision_bench.reports.findings import findings
 from vision_bench.stats import latency_stats
 

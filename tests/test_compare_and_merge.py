@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import load_run, run_cli
+
 from vision_bench.stats import mann_whitney_p
 
 SMALL_RUN = ["--weights", "random", "--no-dissect"]
@@ -264,6 +264,7 @@ def test_an_interrupt_with_devices_stops_every_worker_and_keeps_the_finished_mod
     import subprocess
     import sys
     import time
+
     import psutil
     from conftest import ROOT
     log = tmp_path / "stdout.txt"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 from test_slow_models_small_settings import tiny_depthpro  # noqa: F401  (fixture shared with that file)
+
 from vision_bench.cli import resolve_device
 from vision_bench.common import UsageError, leaf_modules, seed_everything
 from vision_bench.environment import system_info

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+
 from vision_bench.common import atomic_write_json, first_tensor
 from vision_bench.dissection import LayerDissector, feature_planes, render_feature_grid, tensor_stats, token_grid
 

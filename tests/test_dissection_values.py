@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
 from vision_bench.dissection import LayerDissector
 
 

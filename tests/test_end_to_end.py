@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import load_run, run_cli
+from PIL import Image
 
 MODELS = ["yolo11n-detect", "yolo11n-segment", "yolo11n-pose", "depth-anything-v2-small", "mobilesam"]
 RUNS = 3        # timed runs per image: 2 images x 3 = 6, the fewest with a 95% interval of the median

@@ -5,9 +5,9 @@ import socket
 import numpy as np
 import pytest
 import torch
+from conftest import load_run
 from torch import nn
 
-from conftest import load_run
 from vision_bench.model_benchmark import ModelBenchmark
 
 

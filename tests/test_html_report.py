@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 import pytest
+from conftest import load_run, run_cli
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
@@ -20,7 +21,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from conftest import load_run, run_cli
 from vision_bench.reports.html import html_report
 from vision_bench.reports.markdown import markdown_report
 

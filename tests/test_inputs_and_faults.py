@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SCRIPT, load_run, run_cli
 from PIL import Image
 
-from conftest import SCRIPT, load_run, run_cli
 import vision_bench.cli
 from vision_bench.cli import prepare_output
 from vision_bench.common import UsageError, atomic_write_json

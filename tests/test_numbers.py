@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import SCRIPT, load_run, run_cli
 from PIL import Image
 from torch import nn
 
-from conftest import SCRIPT, load_run, run_cli
 from vision_bench.common import leaf_modules
 from vision_bench.model_benchmark import ModelBenchmark
 from vision_bench.model_pass import summarize_latency

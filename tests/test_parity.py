@@ -6,7 +6,6 @@ import pytest
 
 from vision_bench import parity
 
-
 # --- boxes ---------------------------------------------------------------------------------
 
 def test_identical_boxes_match_with_iou_one():

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from conftest import SCRIPT
 from PIL import Image
 
-from conftest import SCRIPT
 from vision_bench.common import WeightsError
 from vision_bench.library_bases import HFDepthBenchmark
 

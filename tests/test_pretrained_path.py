@@ -2,8 +2,8 @@
 format loads back through exactly the path a user's run takes."""
 import pytest
 import torch
-
 from conftest import load_run, run_cli
+
 from vision_bench.common import WeightsError
 from vision_bench.images import load_rgb
 

@@ -6,9 +6,9 @@ import signal
 
 import pytest
 import torch
+from conftest import load_run
 from torch import nn
 
-from conftest import load_run
 import vision_bench.common
 import vision_bench.reports.write
 from vision_bench.common import EXIT_SIGINT, atomic_write_text

@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, SCRIPT
 from PIL import Image
 from torch import nn
 
-from conftest import ROOT, SCRIPT
+import vision_bench.progress
 from vision_bench.dissection import float64_sum, tensor_stats
 from vision_bench.model_benchmark import ModelBenchmark
-import vision_bench.progress
 from vision_bench.progress import pass_progress
 
 

@@ -5,17 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import load_run
-from vision_bench.common import UsageError, VariantUnsupported
-from vision_bench.variants import (
-    REFERENCE_VARIANT,
-    compare_outputs,
-    export_path,
-    parse_variants,
-    prepare_variant,
-)
 from worker_models import TinyConvBenchmark
+
+from vision_bench.common import UsageError, VariantUnsupported
+from vision_bench.variants import REFERENCE_VARIANT, compare_outputs, export_path, parse_variants, prepare_variant
 
 CPU = torch.device("cpu")
 

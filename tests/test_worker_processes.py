@@ -10,8 +10,8 @@ import time
 import numpy as np
 import psutil
 import pytest
-
 from conftest import ROOT, load_run
+
 from vision_bench.model_pass import summarize_latency
 from vision_bench.reports.findings import findings
 from vision_bench.stats import latency_stats, median_interval

@@ -21,9 +21,7 @@ def configure_threads(requested: int | None) -> int:
 
 
 def system_info(device) -> dict:
-    from importlib.metadata import (
-        version,  # not the packages themselves: the parent needs no import
-    )
+    from importlib.metadata import version  # not the packages themselves: the parent needs no import
 
     import torch
     info = {

@@ -158,9 +158,7 @@ class HFDepthBenchmark(ModelBenchmark):
         arrays = session.run(None, {"pixel_values": pixels})
         tensors = {name: torch.from_numpy(a).to(self.device) for name, a in zip(self.ONNX_OUTPUTS, arrays)}
         if "field_of_view" in tensors:   # DepthPro's output type carries it
-            from transformers.models.depth_pro.modeling_depth_pro import (
-                DepthProDepthEstimatorOutput,
-            )
+            from transformers.models.depth_pro.modeling_depth_pro import DepthProDepthEstimatorOutput
             return DepthProDepthEstimatorOutput(**tensors)
         return DepthEstimatorOutput(**tensors)
 
@@ -301,10 +299,16 @@ class UltralyticsBenchmark(ModelBenchmark):
         return {f"{'dynamic' if self.ONNX_DYNAMIC else 'fixed'}-{self.INPUT_SIZE}": None}
 
     def export_onnx(self, path: Path, sample) -> None:
+        """ultralytics writes the file into the working directory (a model built from a yaml has no
+        folder of its own), so the export runs in a temporary one. simplify=False: the simplifier
+        would be installed at run time when missing."""
+        import contextlib
         import shutil
-        written = self.ul_model.export(format="onnx", dynamic=self.ONNX_DYNAMIC, imgsz=self.INPUT_SIZE,
-                                       device=str(self.device), simplify=False, verbose=False)
-        shutil.move(str(written), path)
+        import tempfile
+        with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+            written = self.ul_model.export(format="onnx", dynamic=self.ONNX_DYNAMIC, imgsz=self.INPUT_SIZE,
+                                           device=str(self.device), simplify=False, verbose=False)
+            shutil.move(str(Path(scratch) / written), path)
 
     def use_onnx(self, paths: dict) -> str:
         [path] = paths.values()

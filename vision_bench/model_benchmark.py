@@ -9,13 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .common import (
-    VariantUnsupported,
-    atomic_write_json,
-    first_tensor,
-    leaf_modules,
-    log,
-)
+from .common import VariantUnsupported, atomic_write_json, first_tensor, leaf_modules, log
 from .dissection import LayerDissector
 from .parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
 from .progress import pass_progress

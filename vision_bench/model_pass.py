@@ -9,27 +9,13 @@ from datetime import datetime
 
 import numpy as np
 
-from .common import (
-    UsageError,
-    VariantUnsupported,
-    WeightsError,
-    exception_line,
-    format_bytes,
-    log,
-    seed_everything,
-)
+from .common import UsageError, VariantUnsupported, WeightsError, exception_line, format_bytes, log, seed_everything
 from .dissection import dissection_digest
 from .environment import system_info
 from .images import load_rgb
 from .memory import MemoryTracker, free_cached_memory
 from .stats import format_interval, latency_stats
-from .variants import (
-    REFERENCE_VARIANT,
-    VARIANTS,
-    compare_outputs,
-    parity_outputs,
-    prepare_variant,
-)
+from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
 
 class RunContext:

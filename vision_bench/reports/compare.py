@@ -6,15 +6,7 @@ import collections
 import json
 from pathlib import Path
 
-from ..common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
-    atomic_write_text,
-    get_timestamp,
-    log,
-    ms,
-)
+from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
 from ..stats import (
     EXACT_TEST_MAX_SIDE,
     EXACT_TEST_MAX_SPLITS,

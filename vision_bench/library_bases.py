@@ -102,7 +102,7 @@ class HFDepthBenchmark(ModelBenchmark):
         return inputs
 
     def forward(self, inputs):
-        if getattr(self, "onnx_session", None) is not None:
+        if getattr(self, "onnx_sessions", None):
             return self.onnx_forward(inputs)
         return self.model(**inputs)
 
@@ -144,7 +144,6 @@ class HFDepthBenchmark(ModelBenchmark):
         self.onnx_sessions = {}
         for name, path in paths.items():
             self.onnx_sessions[tuple(int(n) for n in name.split("x"))], provider = onnxruntime_session(path, self.device)
-        self.onnx_session = True
         return provider
 
     def onnx_forward(self, inputs):

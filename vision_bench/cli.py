@@ -8,10 +8,9 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from .common import EXIT_OK, EXIT_USAGE, UsageError, get_timestamp, log
+from .common import EXIT_OK, EXIT_USAGE, UsageError, get_timestamp, log, process_start_time
 from .environment import configure_threads
 from .images import discover_images
 from .model_pass import RunContext
@@ -68,7 +67,9 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                     "statistics), memory, parameters, FLOPs, and a dissection of every layer call. Writes "
                     "results/benchmark_{results.json,summary.csv,report.md} and viz/<run id>/<model>/.",
         epilog="Without network: --weights random builds the released architectures with random weights. "
-               "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows), 2 bad input, 130 interrupted (Ctrl-C), 143 terminated.")
+               "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows, or "
+               "one that completed in base did not in new), 2 bad input (--compare/--merge: a file that cannot be "
+               "read or is not valid), 130 interrupted (Ctrl-C), 143 terminated.")
     what = parser.add_argument_group("what to run")
     what.add_argument("--models", default=",".join(registry),
                       help=f"comma-separated model names, in the order to run (default: all {len(registry)}; see --list-models)")
@@ -124,7 +125,11 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                       help="BASE.json NEW.json [MORE.json ...]: each later run against the first, with a significance "
                            "test per model; writes results/comparison_<run>.md and .html")
     back.add_argument("--fail-if-slower", type=float, default=None, metavar="PCT",
-                      help="with --compare: exit 1 when a model is significantly slower than base by more than PCT%%")
+                      help="with --compare: exit 1 when a model's slowdown is larger than PCT%% with 95%% confidence "
+                           "(the lower bound of the interval of its shift is above PCT%%)")
+    back.add_argument("--allow-missing", action="store_true",
+                      help="with --compare: a model that completed in base and failed, timed out or is missing in "
+                           "new is reported, not a failure (by default it makes the comparison exit 1)")
     back.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                       help="A.json B.json ...: one set of reports from runs of model subsets (shards)")
     back.add_argument("--prefer", choices=["last"], default=None,
@@ -241,7 +246,7 @@ def list_models(registry: dict) -> None:
 def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -> int:
     """The command line: `registry` maps --models names to model classes, `defaults` are the
     settings of unified_benchmark.py. Returns the exit code."""
-    invoked = datetime.now()
+    invoked = process_start_time()
     try:
         args = build_parser(registry, defaults).parse_args(argv)
         if args.list_models:
@@ -252,6 +257,8 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
         if args.fail_if_slower is not None and (not args.compare or not math.isfinite(args.fail_if_slower)
                                                 or args.fail_if_slower < 0):
             raise UsageError("--fail-if-slower PCT needs --compare and a percentage of 0 or more")
+        if args.allow_missing and not args.compare:
+            raise UsageError("--allow-missing needs --compare")
         if args.prefer and not args.merge:
             raise UsageError("--prefer needs --merge")
         if args.compare:

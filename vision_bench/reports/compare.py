@@ -8,18 +8,21 @@ from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
 from ..stats import (
+    EXACT_SHIFT_MAX_PAIRS,
     EXACT_TEST_MAX_SIDE,
     EXACT_TEST_MAX_SPLITS,
     MIN_RUNS_FOR_CI,
+    SHIFT_METHOD,
     format_interval,
     latency_stats,
     mann_whitney_p,
+    shift_estimate,
 )
 from .html import html_table, html_text, render_page
 from .markdown import SYSTEM_IDENTITY, md_table
 from .results_file import model_key, read_results, setting, timed_seconds
 
-SIGNIFICANCE_LEVEL = 0.05
+TOO_FEW = "too few runs to tell"
 SIGNIFICANCE_METHOD = (
     "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
     f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
@@ -40,24 +43,52 @@ COMPARED_SETTINGS = [
 
 
 def compare_model(base: dict, new: dict) -> dict:
-    """One model on both sides: latency verdict, memory, size and status."""
+    """One model on both sides: the shift of its end-to-end times with its interval and verdict,
+    memory, size and status."""
     a, b = timed_seconds(base), timed_seconds(new)
     sa, sb = latency_stats(a), latency_stats(b)
-    ratio = sb["median"] / sa["median"] if sa["median"] and sb["median"] else None
-    p = mann_whitney_p(a, b) if a and b else None
-    if p is None:
-        verdict = "not compared"
-    elif p < SIGNIFICANCE_LEVEL and ratio is not None and ratio != 1:
-        verdict = "slower" if ratio > 1 else "faster"
-    else:
-        verdict = "no significant change"
+    shift = shift_estimate(a, b)
     peaks = [(r.get("memory") or {}).get("peak_bytes") for r in (base, new)]
     changed = [label for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
                if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)]
-    return {"key": model_key(base), "model": base["model"], "base": sa, "new": sb, "ratio": ratio, "p": p,
-            "verdict": verdict, "peak_bytes": peaks, "status": [base["status"], new["status"]],
+    return {"key": model_key(base), "model": base["model"], "base": sa, "new": sb, "shift": shift,
+            "shift_pct": relative_shift(shift, sa["median"]), "p": mann_whitney_p(a, b) if a and b else None,
+            "verdict": shift_verdict(shift), "peak_bytes": peaks, "status": [base["status"], new["status"]],
             "parameters": [base.get("parameters"), new.get("parameters")], "gflops": [base.get("gflops"), new.get("gflops")],
             "dtype": [base.get("dtype"), new.get("dtype")], "different_model": changed}
+
+
+def shift_verdict(shift: dict | None) -> str:
+    """Direction and significance from one statistic: where the shift's 95% interval lies."""
+    if shift is None:
+        return "not compared"
+    if shift["low"] is None:
+        return TOO_FEW
+    if shift["low"] > 0:
+        return "slower"
+    if shift["high"] < 0:
+        return "faster"
+    return "no significant change"
+
+
+def relative_shift(shift: dict | None, base_median: float | None) -> dict | None:
+    """The shift and its interval in percent of the base median (None where base's median is 0)."""
+    if shift is None or not base_median:
+        return None
+    pct = lambda v: None if v is None else v / base_median * 100.0
+    return {"shift": pct(shift["shift"]), "low": pct(shift["low"]), "high": pct(shift["high"])}
+
+
+def shift_text(row: dict) -> str:
+    """'+4.1% [+2.3, +5.9]', or why there is no figure."""
+    shift, pct = row["shift"], row["shift_pct"]
+    if shift is None:
+        return "n/a"
+    if pct is None:
+        return f"{shift['shift'] * 1000:+.2f} ms (base median 0)"
+    if pct["low"] is None:
+        return f"{pct['shift']:+.1f}% (no 95% interval: smallest p {shift['smallest_p']:.2g})"
+    return f"{pct['shift']:+.1f}% [{pct['low']:+.1f}, {pct['high']:+.1f}]"
 
 
 def compare_pair(base: dict, new: dict) -> dict:
@@ -91,13 +122,39 @@ def compare_pair(base: dict, new: dict) -> dict:
                             "weights change what postprocessing does (e.g. how many boxes survive), so the "
                             "end-to-end times are not comparable.")
     return {"base": base, "new": new, "differences": differences, "warnings": warnings,
+            "base_all": {model_key(r): r for r in base["models"]}, "new_all": {model_key(r): r for r in new["models"]},
             "models": [compare_model(base_models[k], new_models[k]) for k in common],
             "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
             "new_only": [new_models[k]["model"] for k in new_models if k not in base_models]}
 
 
 def slower_than(row: dict, pct: float) -> bool:
-    return row["verdict"] == "slower" and (row["ratio"] - 1) * 100 > pct
+    """The gate: the data show a slowdown larger than pct%, i.e. the interval's lower bound is above it."""
+    if row["verdict"] != "slower":
+        return False
+    return row["shift_pct"] is None or row["shift_pct"]["low"] > pct
+
+
+def not_completed_in_new(pair: dict) -> list[str]:
+    """Models that completed in base and did not in new (failed, timed out, interrupted, not run,
+    missing, or without timed runs): each a gate failure of its own unless --allow-missing."""
+    lines = []
+    for key, r in pair["base_all"].items():
+        if r["status"] != "complete" or not timed_seconds(r):
+            continue
+        other = pair["new_all"].get(key)
+        if other is None:
+            reason = "missing in new"
+        elif other["status"] != "complete":
+            error = other.get("error") or {}
+            reason = f"{other['status']} in new" + (f" ({error.get('type')}: {error.get('message')})"
+                                                     if error.get("message") else "")
+        elif not timed_seconds(other):
+            reason = "no timed runs in new"
+        else:
+            continue
+        lines.append(f"{r['model']}: completed in base, {reason}")
+    return lines
 
 
 def change_text(before, after, fmt) -> str:
@@ -122,17 +179,24 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
     ("table", headers, rows) or ("list", items). Text may hold `code` and **bold** spans."""
     mb = lambda b: "n/a" if b is None else f"{b / 1024 ** 2:.0f} MB"
     blocks = [("h1", "Benchmark comparison"), ("p", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
-              ("p", f"Significance: {SIGNIFICANCE_METHOD}. A verdict says whether the two sets of timed runs differ by "
-                    "more than their noise; the ratio says by how much. Medians in ms with their 95% interval in brackets "
-                    f"(it needs {MIN_RUNS_FOR_CI} timed runs or more). With 3 runs on each side no difference can be "
-                    "significant (the smallest possible p is 0.1); more runs let the test see smaller changes.")]
+              ("p", f"Change: {SHIFT_METHOD.format(exact=EXACT_SHIFT_MAX_PAIRS)}, in percent of the base median. The "
+                    "verdict is **slower** or **faster** when that interval excludes 0, which is the U test at 5% "
+                    f"({SIGNIFICANCE_METHOD}); its p value is in the table. When the run counts cannot reach 5% at all "
+                    f"(3 runs a side: the smallest p is 0.1) the verdict is **{TOO_FEW}**. Medians in ms with their "
+                    f"95% interval in brackets (it needs {MIN_RUNS_FOR_CI} timed runs or more).")]
     if args.fail_if_slower is not None:
-        blocks.append(("p", f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model significantly slower "
-                            f"than base by more than {args.fail_if_slower:g}%."))
+        blocks.append(("p", f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model whose slowdown is "
+                            f"larger than {args.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
+                            f"above {args.fail_if_slower:g}%)."))
+    if not args.allow_missing:
+        blocks.append(("p", "A model that completed in base and did not complete in new (failed, timed out, missing, "
+                            "no timed runs) fails the comparison (exit 1) unless `--allow-missing` is given."))
     for pair, path in zip(pairs, paths[1:]):
         new = pair["new"]
         blocks += [("h2", f"New: run `{new.get('run_id')}`"), ("p", f"File `{path}`.")]
         blocks += [("warn", f"**Warning:** {w}") for w in pair["warnings"]]
+        blocks += [("warn", f"**Not completed in new{' (allowed)' if args.allow_missing else ''}:** {line}.")
+                   for line in not_completed_in_new(pair)]
         blocks.append(("h3", "What differs between the runs"))
         if pair["differences"]:
             blocks.append(("table", ["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
@@ -146,9 +210,10 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
                                      if pair["base_only"] or pair["new_only"] else "")))
         if rows:
             blocks += [("h3", "Latency (end to end, timed runs)"), ("table",
-                ["model", "base median ms [95% CI]", "new median ms [95% CI]", "new / base", "runs", "p", "verdict"],
-                [[r["model"], median_text(r["base"]), median_text(r["new"]),
-                  "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x", f"{r['base']['n']} / {r['new']['n']}",
+                ["model", "base median ms [95% CI]", "new median ms [95% CI]", "change [95% CI]", "runs", "p",
+                 "verdict"],
+                [[r["model"], median_text(r["base"]), median_text(r["new"]), shift_text(r),
+                  f"{r['base']['n']} / {r['new']['n']}",
                   "n/a" if r["p"] is None else f"{r['p']:.3g}",
                   f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None
                                            and slower_than(r, args.fail_if_slower) else "")] for r in rows]),
@@ -230,7 +295,8 @@ def unique_output(results_dir: Path, stem: str) -> tuple[str, Path]:
 
 def compare_results(paths: list[Path], args) -> int:
     """--compare BASE NEW [MORE]: each later file against the first. Exit 1 when --fail-if-slower
-    trips, else 0 (2 for unreadable files, raised as UsageError before anything is written)."""
+    trips or a model that completed in base did not in new (unless --allow-missing), else 0
+    (2 for unreadable or invalid files, raised as UsageError before anything is written)."""
     if len(paths) < 2:
         raise UsageError("--compare needs two or more result files: BASE.json NEW.json [MORE.json ...]")
     files = [read_results(p, "--compare") for p in paths]
@@ -241,23 +307,28 @@ def compare_results(paths: list[Path], args) -> int:
         target = stem.with_suffix(f".{suffix}")
         atomic_write_text(target, render(pairs, paths, args))
         written.append(target)
-    gate_failed = []
+    gate_failed, missing = [], []
     for pair, path in zip(pairs, paths[1:]):
         print(f"Base {files[0].get('run_id')} -> new {pair['new'].get('run_id')} ({path})")
         for label, a, b in pair["differences"]:
             print(f"  differs: {label}: {a} -> {b}")
         for w in pair["warnings"]:
             log("WARNING", w)
-        print(f"  {'model':<24} {'base ms':>10} {'new ms':>10} {'new/base':>9} {'p':>8}  verdict")
+        print(f"  {'model':<24} {'base ms':>10} {'new ms':>10} {'change [95% CI]':>24} {'p':>8}  verdict")
         for r in pair["models"]:
-            ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}x"
             p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
-            print(f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {ratio:>9} "
+            print(f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {shift_text(r):>24} "
                   f"{p:>8}  {r['verdict']}" + ("" if r["status"][0] == r["status"][1]
                                               else f" (status {r['status'][0]} -> {r['status'][1]})")
                   + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else ""))
             if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower):
-                gate_failed.append(f"{r['model']} {(r['ratio'] - 1) * 100:.1f}% slower in {pair['new'].get('run_id')}")
+                gate_failed.append(f"{r['model']} {shift_text(r)} slower in {pair['new'].get('run_id')}")
+        for line in not_completed_in_new(pair):
+            if args.allow_missing:
+                log("WARNING", f"{line} (allowed by --allow-missing)")
+            else:
+                log("ERROR", f"{line} (in {pair['new'].get('run_id')}; --allow-missing accepts it)")
+                missing.append(line)
         for side, names in (("base", pair["base_only"]), ("new", pair["new_only"])):
             if names:
                 print(f"  only in {side}: {', '.join(names)}")
@@ -265,5 +336,6 @@ def compare_results(paths: list[Path], args) -> int:
         print(f"Comparison: {target}")
     if gate_failed:
         log("ERROR", f"--fail-if-slower {args.fail_if_slower:g}: " + "; ".join(gate_failed))
-        return EXIT_FAILED
-    return EXIT_OK
+    if missing:
+        log("ERROR", f"{len(missing)} model(s) completed in base and not in new: the comparison fails")
+    return EXIT_FAILED if gate_failed or missing else EXIT_OK

@@ -3,6 +3,7 @@ back (--compare, --merge) with the accessors that know its older layouts."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..common import UsageError, exception_line
@@ -20,25 +21,120 @@ RESULTS_SCHEMA = "unified-benchmark/3"   # 3: per-model "variants" (--variants)
 MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "dissection", "variants")
 
 
-def phase_totals(results: list[dict], total_seconds: float) -> dict:
-    """Wall seconds per phase summed over the models, and the overhead: wall time minus the
-    measuring phases (worker start, output pictures, cleanup, reports, start-up)."""
+def phase_totals(results: list[dict], total_seconds: float, slots: list[dict] | None = None,
+                 shards: list[dict] | None = None) -> dict:
+    """Seconds per phase summed over the models, and the overhead: the time available minus the
+    measuring phases (worker start, output pictures, cleanup, reports, start-up). The time available
+    is the wall time; with --devices (`slots`: each device slot's busy seconds) it is the slots' busy
+    time plus the parent's time outside them, since the slots measure in parallel. For --merge
+    (`shards`: each file's wall time) the wall time is the shards' sum, labelled so. Never clamped:
+    a negative overhead would be an accounting error, and is shown as one."""
     totals: dict[str, float] = {}
     for r in results:
         for name, seconds in (r.get("phase_seconds") or {}).items():
             if seconds is not None:
                 totals[name] = totals.get(name, 0.0) + seconds
     measured = sum(totals.get(name, 0.0) for name in MEASURING_PHASES)
-    return {**totals, "wall": total_seconds, "measuring": measured, "overhead": max(total_seconds - measured, 0.0)}
+    out = {**totals, "wall": total_seconds, "measuring": measured}
+    available = total_seconds
+    if slots:
+        for slot in slots:
+            mine = [r for r in results if r.get("device_slot") == slot["slot"]]
+            slot["measuring"] = sum(seconds for r in mine for name, seconds in (r.get("phase_seconds") or {}).items()
+                                    if name in MEASURING_PHASES and seconds is not None)
+            slot["overhead"] = slot["busy"] - slot["measuring"]
+            slot["models"] = [r["model"] for r in mine]
+        parallel = max(s["end"] for s in slots) - min(s["start"] for s in slots)
+        available = total_seconds - parallel + sum(s["busy"] for s in slots)
+        out |= {"slots": slots, "outside_slots": total_seconds - parallel, "available": available}
+    if shards:
+        out["shards"] = shards
+        out["wall_kind"] = f"sum of {len(shards)} files' wall times"
+    out["overhead"] = available - measured
+    return out
 
 
 SCHEMAS_READ = ("unified-benchmark/1", "unified-benchmark/2", RESULTS_SCHEMA)  # earlier layouts are still read
+SCHEMA_FILE = Path(__file__).with_name("results_schema.json")  # the published format; --compare/--merge check it
+MAX_INTEGER_DIGITS = 30
+
+
+class NotAFiniteNumber:
+    """What a number JSON cannot hold (NaN, Infinity, 1e999, a 5,000-digit integer) parses to, so
+    that the schema rejects it with its JSON path instead of the parser failing without one."""
+
+    def __init__(self, text: str):
+        self.text = text if len(text) <= 20 else f"{text[:8]}... ({len(text)} characters)"
+
+    def __repr__(self) -> str:
+        return f"{self.text} (not a finite number)"
+
+
+def parse_float(text: str):
+    value = float(text)
+    return value if math.isfinite(value) else NotAFiniteNumber(text)
+
+
+def parse_int(text: str):
+    return int(text) if len(text.lstrip("-")) <= MAX_INTEGER_DIGITS else NotAFiniteNumber(text)
+
+
+def describe(value) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def schema_error_text(error) -> str:
+    """One line: where in the file, what was expected, what was there."""
+    where = error.json_path
+    if error.validator == "type":
+        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        return f"{where}: expected {expected}, found {describe(error.instance)}"
+    if error.validator == "enum":
+        return f"{where}: expected one of {', '.join(map(str, error.validator_value))}, found {describe(error.instance)}"
+    if error.validator in ("minimum", "minLength"):
+        return f"{where}: expected {error.validator} {error.validator_value}, found {describe(error.instance)}"
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+    return f"{where}: {message}"
+
+
+def validate_results(data, path: Path, option: str) -> None:
+    """The file against results_schema.json, then what a schema cannot say: each model once."""
+    import jsonschema
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is None and option == "--merge":  # the merged report shows every figure of a complete model
+        mergeable = {"$ref": "#/$defs/mergeable_file", "$defs": schema["$defs"]}
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(mergeable).iter_errors(data))
+    if error is not None:
+        if list(error.absolute_path) == ["schema"] or (error.validator == "required" and "'schema'" in error.message):
+            found = data.get("schema") if isinstance(data, dict) else None
+            raise UsageError(f"{option}: {path}: " + (f"schema {found!r} is not one this version reads "
+                             f"({', '.join(SCHEMAS_READ)}); use the version of the tool that wrote it" if found else
+                             "not a benchmark results file (no 'schema' and 'models'); expected a "
+                             "results/benchmark_results_<run>.json file"))
+        raise UsageError(f"{option}: {path}: not a valid results file: {schema_error_text(error)} "
+                         f"(the format: vision_bench/reports/{SCHEMA_FILE.name})")
+    seen: dict[str, int] = {}
+    for index, r in enumerate(data["models"]):
+        key = model_key(r)
+        if key in seen:
+            raise UsageError(f"{option}: {path}: {r['model']} ({key}) appears twice, at $.models[{seen[key]}] and "
+                             f"$.models[{index}]; a results file holds each model once")
+        seen[key] = index
 
 
 def read_results(path: Path, option: str) -> dict:
-    """A results JSON of a schema this version reads, or a UsageError in one line."""
+    """A results JSON of a schema this version reads, validated, or a UsageError in one line."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text, parse_constant=NotAFiniteNumber, parse_float=parse_float, parse_int=parse_int)
     except FileNotFoundError:
         raise UsageError(f"{option}: {path}: no such file")
     except (OSError, UnicodeDecodeError) as exc:
@@ -46,13 +142,12 @@ def read_results(path: Path, option: str) -> dict:
     except json.JSONDecodeError as exc:
         raise UsageError(f"{option}: {path}: not JSON ({exc.msg} at line {exc.lineno}); "
                          "expected a results/benchmark_results_<run>.json file")
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema is None or not isinstance(data.get("models"), list):
+    except RecursionError:
+        raise UsageError(f"{option}: {path}: not a results file (nested too deeply to read)")
+    if not isinstance(data, dict) or "schema" not in data or not isinstance(data.get("models"), list):
         raise UsageError(f"{option}: {path}: not a benchmark results file (no 'schema' and 'models'); "
                          "expected a results/benchmark_results_<run>.json file")
-    if schema not in SCHEMAS_READ:
-        raise UsageError(f"{option}: {path}: schema {schema!r} is not one this version reads "
-                         f"({', '.join(SCHEMAS_READ)}); use the version of the tool that wrote it")
+    validate_results(data, path, option)
     return data
 
 

@@ -63,6 +63,21 @@ def get_timestamp() -> str:
     return datetime.now().strftime(TIMESTAMP_FORMAT)
 
 
+def process_start_time() -> datetime:
+    """When this process started, to 10 ms: its start in clock ticks since boot (/proc/self/stat)
+    against the seconds since boot (/proc/uptime), so that the interpreter's start-up and the imports
+    before main() count in the wall time. Now, where /proc does not say."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        return datetime.fromtimestamp(datetime.now().timestamp() - max(age, 0.0))
+    except (OSError, ValueError, IndexError):
+        return datetime.now()
+
+
 def strict_json(value):
     """Replace NaN and Infinity by None, recursively: the JSON we write is strict."""
     if isinstance(value, float):

@@ -6,6 +6,7 @@ import queue
 import signal
 import threading
 import time
+from datetime import datetime
 
 from .common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
 from .environment import system_info
@@ -85,9 +86,11 @@ def run_on_devices(classes, ctx: RunContext) -> int:
             write_reports(ctx)
 
     def serve(device, slot: int) -> None:
+        ctx.device_slots[slot]["start"] = datetime.now()
         try:
             serve_models(device, slot)
         finally:
+            ctx.device_slots[slot]["end"] = datetime.now()
             finished[slot].set()
 
     def serve_models(device, slot: int) -> None:
@@ -128,6 +131,7 @@ def run_on_devices(classes, ctx: RunContext) -> int:
     # join() can leave the thread marked as stopped while it still runs (seen here: the report was
     # written before the last worker's record was final).
     finished = [threading.Event() for _ in threads]
+    ctx.device_slots = [{"device": str(d), "slot": i, "start": None, "end": None} for i, d in enumerate(ctx.args.devices)]
 
     def wait_for_all() -> None:
         while not all(e.is_set() for e in finished):

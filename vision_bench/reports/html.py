@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..common import ms, strict_json
 from .findings import findings
-from .markdown import failure_memory
+from .markdown import SUMMARY_CHARTS, failure_memory, memory_note
 from .results_file import report_paths
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
@@ -201,7 +201,7 @@ def html_report(data: dict, ctx) -> str:
                                      "torch_threads", "isolation", "dissect_files", "sam_prompt", "keep_going") if k in config]
     if data.get("phase_totals"):
         settings.append(["wall time by phase", ", ".join(f"{k} {v:.1f} s" for k, v in data["phase_totals"].items()
-                                                         if v is not None)])
+                                                         if isinstance(v, (int, float)))])
     body.append("<div><h2>Configuration</h2>" + html_table(["setting", "value"], settings) + "</div></div>")
 
     kind = next((r["memory"]["peak_kind"] for r in shown if (r.get("memory") or {}).get("peak_kind")), "peak memory")
@@ -222,12 +222,9 @@ def html_report(data: dict, ctx) -> str:
          "forward median ms", "CoV", "FPS", f"peak memory MB ({kind})", "params", "GFLOPs", "input shape",
          "layers dissected", "timed runs"], rows, sortable=True)
                 + "<p class=meta>Click a column to sort. End to end = preprocess + forward + postprocess; FPS = 1 / its "
-                  "median. GFLOPs count 2 per multiply-add. Peak memory is over the timed runs; in brackets, its increase "
-                  "over what the process held just before the model loaded.</p>")
+                  "median. GFLOPs count 2 per multiply-add. " + html_text(memory_note(results)) + "</p>")
 
-    charts = [(f, alt) for f, alt in (("latency.png", "Latency per model"), ("memory_vs_params.png",
-                                                                             "Peak memory against parameters"))
-              if (ctx.assets_dir / f).exists()]
+    charts = [(f, alt) for f, alt, _ in SUMMARY_CHARTS if (ctx.assets_dir / f).exists()]
     body.append('<h2 id="charts">Charts</h2><div class="charts">' + "".join(
         f'<img src="{html_url(ctx.assets_dir.name + "/" + f)}" alt="{html_text(alt)}">' for f, alt in charts)
                 + ("" if charts else "<p>No charts yet: they are drawn when the run ends.</p>") + "</div>")

@@ -49,9 +49,37 @@ def placement_lines(data: dict) -> list[str]:
     for r in results:
         s = r.get("system") or data["system"]
         slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
-        rows.append([r["model"], (r.get("device") or s.get("device")) + slot, s.get("gpu") or s.get("cpu"),
+        rows.append([r["model"], (r.get("device") or s.get("device") or "unknown device") + slot, s.get("gpu") or s.get("cpu"),
                      f"torch {s.get('torch')}", f"`{r.get('source_run_id') or data['run_id']}`"])
     return lines + ["Where each model ran:", "", md_table(["model", "device", "GPU or CPU", "torch", "run"], rows), ""]
+
+
+def memory_note(results: list[dict]) -> str:
+    """What the peak memory column means, and what a worker held before its model loaded."""
+    text = ("Peak memory is over the cold start, warm-up and timed runs (the load's own peak is in the JSON). On the "
+            "CPU it is the resident set of the whole process, as the OS sees it; in brackets, the model's own share: "
+            "the growth of its worker's private memory (USS) from just before the load to the peak. On CUDA: the "
+            "allocator's peak, and in brackets its growth from before the load.")
+    before = [((r.get("memory") or {}).get("cpu_rss_before_load_bytes"),
+               (r.get("memory") or {}).get("cpu_private_before_load_bytes")) for r in results if r["status"] == "complete"]
+    before = [(rss, uss) for rss, uss in before if rss is not None and uss is not None]
+    if before:
+        rss, uss = before[0]
+        text += (f" Before its model loaded, a worker held {rss / 2 ** 20:.0f} MB resident, {uss / 2 ** 20:.0f} MB of "
+                 "it private: the rest are the libraries the worker server imported (torch, transformers, ultralytics, "
+                 "OpenCV), shared with it and not the model's.")
+    return text
+
+
+SUMMARY_CHARTS = [("latency.png", "Latency per model", latency_chart),
+                  ("memory_vs_params.png", "Peak memory against parameters", memory_chart)]
+
+
+def draw_summary_charts(data: dict, assets: Path) -> None:
+    """The run's summary charts, drawn once when it ends; a chart with nothing to show is removed."""
+    for name, _, draw in SUMMARY_CHARTS:
+        if not draw(data["models"], assets / name):
+            (assets / name).unlink(missing_ok=True)
 
 
 def markdown_report(data: dict, ctx) -> str:
@@ -117,20 +145,17 @@ def markdown_report(data: dict, ctx) -> str:
         "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median; "
         "timed runs only, the 95% interval of the median in brackets. "
         "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
-        "Peak memory is over the timed runs; in brackets, its increase over what the process held just before the "
-        "model loaded (the model's own share). CPU memory is the resident set of the whole process.", ""]
+        + memory_note(results), ""]
     lines += placement_lines(data)
 
-    # The summary charts change with every model but are drawn once, when the run ends: drawing
-    # them after every model cost 0.3-0.6 s a model in the parent, the tool's own overhead.
+    # The summary charts change with every model but are drawn once, when the run ends (by
+    # draw_summary_charts, before the wall time is stamped): drawing them after every model cost
+    # 0.3-0.6 s a model in the parent, the tool's own overhead.
     charts = []
     if data.get("status") == "running":
         lines += ["## Charts", "", "Drawn when the run ends.", ""]
     else:
-        if latency_chart(results, assets / "latency.png"):
-            charts.append(f"![Latency per model]({rel}/latency.png)")
-        if memory_chart(results, assets / "memory_vs_params.png"):
-            charts.append(f"![Peak memory against parameters]({rel}/memory_vs_params.png)")
+        charts = [f"![{alt}]({rel}/{name})" for name, alt, _ in SUMMARY_CHARTS if (assets / name).exists()]
     if charts:
         lines += ["## Charts", ""] + [f"{c}\n" for c in charts]
 
@@ -166,13 +191,30 @@ def run_time_section(data: dict) -> list[str]:
     wall = totals.get("wall") or 0
     if not wall:
         return []
-    rows = [[label, f"{totals[name]:.1f}", f"{totals[name] / wall * 100:.1f}%"]
+    available = totals.get("available") or wall
+    rows = [[label, f"{totals[name]:.1f}", f"{totals[name] / available * 100:.1f}%"]
             for name, label in PHASE_LABELS.items() if totals.get(name)]
-    return ["## Where the run's time went", "", md_table(["phase (summed over models)", "s", "share of wall time"], rows),
-            "", f"Wall time {wall:.1f} s; measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, "
-            f"dissection) {totals['measuring']:.1f} s; the tool's own overhead (everything else: worker start, "
-            f"pictures, cleanup, reports, start-up) {totals['overhead']:.1f} s "
-            f"({totals['overhead'] / wall * 100:.1f}%).", ""]
+    share = "share of the slots' time" if totals.get("slots") else "share of wall time"
+    lines = ["## Where the run's time went", "", md_table(["phase (summed over models)", "s", share], rows), ""]
+    if totals.get("shards"):
+        lines += [f"Wall time {wall:.1f} s: the sum of the {len(totals['shards'])} merged files' wall times ("
+                  + ", ".join(f"`{s['run_id']}` {s['wall'] or 0:.1f} s" for s in totals["shards"])
+                  + "), not the time any one run took."]
+    elif totals.get("slots"):
+        lines += [f"Wall time {wall:.1f} s on {len(totals['slots'])} device slots in parallel: the slots were busy "
+                  f"{available - totals['outside_slots']:.1f} s in all, and the parent {totals['outside_slots']:.1f} s "
+                  f"outside them (start-up, final reports); {available:.1f} s of time available in all.", "",
+                  md_table(["slot", "device", "models", "busy s", "measuring s", "overhead s"],
+                           [[s["slot"], s["device"], ", ".join(s["models"]) or "none", f"{s['busy']:.1f}",
+                             f"{s['measuring']:.1f}", f"{s['overhead']:.1f}"] for s in totals["slots"]]), ""]
+    else:
+        lines += [f"Wall time {wall:.1f} s, from the process's start to the last chart drawn (the report files "
+                  "themselves are written after it)."]
+    lines[-1] += (f" Measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, dissection, variants) "
+                  f"{totals['measuring']:.1f} s; the tool's own overhead (everything else: worker start, pictures, "
+                  f"cleanup, reports, start-up) {totals['overhead']:.1f} s ({totals['overhead'] / available * 100:.1f}%"
+                  + (" of the time available" if totals.get("slots") else "") + ").")
+    return lines + [""]
 
 
 def numeric_settings_text(s: dict) -> str:

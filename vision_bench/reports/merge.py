@@ -9,6 +9,7 @@ from pathlib import Path
 from ..common import EXIT_OK, UsageError, log
 from .compare import unique_output
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
+from .markdown import draw_summary_charts
 from .write import write_report_files
 
 
@@ -55,13 +56,16 @@ def merge_results(paths: list[Path], args) -> int:
             "started": min(d.get("started", "") for d in files), "written": datetime.now().isoformat(timespec="seconds"),
             "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-            "config": {**first["config"], "models": [r["cli_name"] for r in models]}, "system": first["system"],
+            "config": {**(first.get("config") or {}), "models": [r["cli_name"] for r in models]},
+            "system": first.get("system") or {},
             "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))), "models": models,
             "merged_from": [{"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"),
                              "command": d.get("command")} for p, d in zip(paths, files)]}
-    data["phase_totals"] = phase_totals(models, data["total_seconds"])
+    shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
+    data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
     ctx = argparse.Namespace(run_id=run_id, results_dir=stem.parent, assets_dir=assets,
-                             viz_dir=Path(first["config"].get("viz_dir") or "viz"))
+                             viz_dir=Path((first.get("config") or {}).get("viz_dir") or "viz"))
+    draw_summary_charts(data, assets)
     written = write_report_files(data, ctx)
     log("INFO", f"Merged {len(models)} model(s) from {len(files)} file(s)"
         + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""))

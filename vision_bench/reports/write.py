@@ -11,7 +11,7 @@ from pathlib import Path
 from ..common import atomic_write_json, atomic_write_text
 from ..stats import CI_METHOD
 from .html import html_report
-from .markdown import markdown_report
+from .markdown import draw_summary_charts, markdown_report
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
 from .variants import variant_csv_rows
 
@@ -46,6 +46,10 @@ def csv_row(r: dict) -> dict:
 
 
 def write_reports(ctx) -> dict:
+    """The reports of the run so far. When it has ended, the summary charts are drawn first, so
+    that the wall time written runs to the end of all the work but the text files' own writing."""
+    if ctx.status != "running":
+        draw_summary_charts({"models": ctx.results}, ctx.assets_dir)
     finished = datetime.now()
     data = {
         "schema": RESULTS_SCHEMA, "run_id": ctx.run_id, "status": ctx.status,
@@ -60,10 +64,20 @@ def write_reports(ctx) -> dict:
                    "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
     }
-    data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"])
+    data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"], slots=slot_spans(ctx, finished))
     if getattr(ctx.args, "devices", None):
         data["config"]["devices"] = [str(d) for d in ctx.args.devices]
     return write_report_files(data, ctx)
+
+
+def slot_spans(ctx, now: datetime) -> list[dict] | None:
+    """--devices: each device slot's busy seconds, from its thread's start to its end (or now)."""
+    spans = getattr(ctx, "device_slots", None)
+    if not spans:
+        return None
+    at = lambda t: (t - ctx.started).total_seconds()
+    return [{"device": s["device"], "slot": s["slot"], "start": at(s["start"]), "end": at(s.get("end") or now),
+             "busy": ((s.get("end") or now) - s["start"]).total_seconds()} for s in spans if s.get("start")]
 
 
 def write_report_files(data: dict, ctx) -> dict:

@@ -99,6 +99,26 @@ class MemoryTracker:
             return {"cpu_peak_rss_bytes": cpu_peak, "cuda_error": exception_line(exc)}
 
 
+def private_memory(pid: int | str = "self") -> dict | None:
+    """A process's private memory (USS: private clean and dirty pages), PSS and resident set from
+    /proc/<pid>/smaps_rollup, in bytes; None where the kernel does not provide the file. In a
+    worker forked from the server, the resident set counts the server's library pages the worker
+    touches; USS counts only what is the worker's own."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[0].endswith(":") and parts[2] == "kB":
+                    fields[parts[0][:-1]] = int(parts[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    if "Rss" not in fields:
+        return None
+    uss = sum(fields.get(k, 0) for k in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"))
+    return {"uss": uss, "pss": fields.get("Pss"), "rss": fields["Rss"]}
+
+
 def safe_cuda_cleanup(device) -> str | None:
     """Return cached CUDA blocks to the driver; the error as one line instead of raising
     (a sticky CUDA error would otherwise hide the error that caused it). None on success

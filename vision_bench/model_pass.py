@@ -13,7 +13,7 @@ from .common import UsageError, VariantUnsupported, WeightsError, exception_line
 from .dissection import dissection_digest
 from .environment import system_info
 from .images import load_rgb
-from .memory import MemoryTracker, free_cached_memory
+from .memory import MemoryTracker, free_cached_memory, private_memory
 from .stats import format_interval, latency_stats
 from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
@@ -74,10 +74,10 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
     tracker = MemoryTracker(ctx.device)
     tracker.reset_peak()  # a model that fails while loading reports its own peak, not an earlier one's
     memory = result.setdefault("memory", {})
-    memory["cpu_rss_before_load_bytes"] = tracker.rss()
-    if ctx.device.type == "cuda":
-        memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
-    log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident")
+    memory.update(memory_before_load(tracker, ctx.device))
+    log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident"
+        + (f", {format_bytes(memory['cpu_private_before_load_bytes'])} of it private"
+           if memory.get("cpu_private_before_load_bytes") is not None else ""))
 
     seed_everything(ctx.args.seed)
     bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
@@ -135,6 +135,7 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     first_image = load_rgb(ctx.images[0])
     first_prediction = run_timed_phases(bench, ctx, result["runs"], phase, first_image)
     memory.update(tracker.peak())
+    set_private_peak(memory, private_memory())
     result["torch_threads"] = torch.get_num_threads()
     summarize_latency(result)
     set_headline_memory(result, ctx.device)
@@ -221,9 +222,7 @@ def measure_variant(cls, variant: str, ctx: RunContext, record: dict, tracker, i
     seed_everything(args.seed)
     bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
     tracker.reset_peak()
-    record["memory"] = {"cpu_rss_before_load_bytes": tracker.rss()}
-    if ctx.device.type == "cuda":
-        record["memory"]["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
+    record["memory"] = memory_before_load(tracker, ctx.device)
     start = time.perf_counter()
     bench.load()
     record["details"] = prepare_variant(bench, variant, images)
@@ -231,6 +230,7 @@ def measure_variant(cls, variant: str, ctx: RunContext, record: dict, tracker, i
     run_timed_phases(bench, ctx, record["runs"], lambda name: contextlib.nullcontext(), images[0][1],
                      label=f"[{variant}] ")
     record["memory"].update(tracker.peak())
+    set_private_peak(record["memory"], private_memory())
     summarize_latency(record)
     set_headline_memory(record, ctx.device)
     return bench
@@ -348,12 +348,43 @@ def summarize_latency(result: dict) -> None:
     result["latency_per_image"] = per_image
 
 
+def memory_before_load(tracker, device) -> dict:
+    """What the process holds just before a model loads: the baseline of the model's own share."""
+    memory = {"cpu_rss_before_load_bytes": tracker.rss()}
+    private = private_memory()
+    if private:
+        memory["cpu_private_before_load_bytes"] = private["uss"]
+    if device.type == "cuda":
+        memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
+    return memory
+
+
+def set_private_peak(memory: dict, now: dict | None) -> None:
+    """The private memory (USS) at the window's peak: USS now plus what the resident set has
+    given back since its peak (memory freed after a forward returned, activations: private)."""
+    if now and memory.get("cpu_private_before_load_bytes") is not None:
+        memory["cpu_private_peak_bytes"] = now["uss"] + max(memory["cpu_peak_rss_bytes"] - now["rss"], 0)
+
+
 def set_headline_memory(result: dict, device) -> None:
+    """The headline peak (what the OS or the allocator saw) and the model's own share of it: on
+    CUDA the allocated growth, on the CPU the growth of the worker's private memory (USS) from
+    before the load to the peak; the resident set's growth also counts library pages first
+    touched by this worker though the server already holds them (kept as rss_over_baseline)."""
     memory = result["memory"]
     if device.type == "cuda":
         memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
     else:
         memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
-    # The model's own share: its peak over what its process held just before it loaded.
-    baseline = memory.get("cuda_allocated_before_load_bytes", memory["cpu_rss_before_load_bytes"])
-    memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - baseline
+    memory["rss_over_baseline_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_before_load_bytes"]
+    if device.type == "cuda":
+        memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - memory["cuda_allocated_before_load_bytes"]
+        memory["own_share_kind"] = "CUDA allocated growth"
+    elif memory.get("cpu_private_peak_bytes") is not None:
+        memory["peak_over_baseline_bytes"] = memory["cpu_private_peak_bytes"] - memory["cpu_private_before_load_bytes"]
+        memory["own_share_kind"] = "private memory (USS) growth"
+    else:
+        memory["peak_over_baseline_bytes"] = memory["rss_over_baseline_bytes"]
+        memory["own_share_kind"] = "resident set growth (no /proc/self/smaps_rollup)"
+
+

@@ -73,6 +73,20 @@ def test_findings_come_from_the_numbers(ub):
     assert "New input shape: B's first run on b.jpg took 2.00x its timed median" in text and "New input shape: A" not in text
 
 
+def test_unstable_timing_can_fire_at_the_default_five_runs_an_image(ub):
+    """5 runs an image have no 95% interval; their range is a 93.8% interval of the median."""
+    noisy, quiet = make_result("Noisy", 0.100), make_result("Quiet", 0.010)
+    for result, spread in ((noisy, 0.15), (quiet, 0.05)):
+        for img in result["latency_per_image"].values():
+            m = img["steady"]["median"]
+            img["steady"] = {"n": 5, "median": m, "ci95_low": None, "ci95_high": None, "cov": spread,
+                             "min": m * (1 - spread), "max": m * (1 + spread)}
+    text = "\n".join(findings([noisy, quiet]))
+    assert "Unstable timing: Noisy on a.jpg: median 100.0 ms, range of its runs (a 93.8% interval) [85.0, 115.0] ms, " \
+           "30% of the median wide over 5 timed runs" in text
+    assert "Unstable timing: Quiet" not in text
+
+
 def test_findings_say_nothing_without_data(ub):
     assert findings([make_result("A", 0.01)]) == []
     assert findings([]) == []
@@ -83,4 +97,5 @@ def test_latency_stats(ub):
     assert stats["n"] == 4 and stats["median"] == pytest.approx(0.25)
     assert stats["cov"] == pytest.approx(stats["std"] / stats["mean"])
     assert latency_stats([])["median"] is None and latency_stats([])["n"] == 0
-    assert latency_stats([0.5])["std"] == 0.0
+    one = latency_stats([0.5])  # one run: no spread to report (the README promises null)
+    assert one["std"] is None and one["cov"] is None and one["median"] == 0.5

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 import vision_bench.progress
-from vision_bench.dissection import float64_sum, tensor_stats
+from vision_bench.dissection import float64_moments, memory_chunks, tensor_stats
 from vision_bench.model_benchmark import ModelBenchmark
 from vision_bench.progress import pass_progress
 
@@ -71,13 +71,30 @@ def test_stats_of_a_large_tensor_against_float64_numpy(ub):
     assert_matches(stats, ref, rel=1e-6)
 
 
-def test_float64_sum_of_a_permuted_tensor(ub):
-    """Partial sums over the dimensions innermost in memory (here dim 0 of size 7, then dim 2):
-    within float32 rounding of the sum of magnitudes, whatever the order of the dimensions."""
-    t = torch.randn(3, 5000, 7).permute(2, 0, 1)
-    scale = float(t.double().abs().sum())
-    assert float(float64_sum(t)) == pytest.approx(float(t.double().sum()), abs=1e-8 * scale)
-    assert float(float64_sum(torch.tensor(2.5))) == 2.5
+def test_float64_moments_of_a_permuted_tensor_in_chunks(ub):
+    """Chunks split along the dimensions outermost in memory, whatever their order: the sum and
+    the squared deviations match a float64 copy, and the chunks cover every element once."""
+    t = torch.randn(3, 5000, 7).permute(2, 0, 1) * 0.01 + 100
+    chunks = list(memory_chunks(t, limit=4000))
+    assert sum(c.numel() for c in chunks) == t.numel() and max(c.numel() for c in chunks) <= 4000
+    total, squares = float64_moments(t)
+    d = t.double()
+    assert float(total) == pytest.approx(float(d.sum()), rel=1e-14)
+    assert float(squares) == pytest.approx(float(((d - d.mean()) ** 2).sum()), rel=1e-9)
+    assert float(float64_moments(torch.tensor(2.5))[0]) == 2.5
+
+
+def test_a_constant_tensor_has_std_0_and_its_mean_inside_its_range(ub):
+    """The audit's case: float32 accumulation gave std 2.86e-6 and a mean above the max."""
+    for value in (-10.150347709655762, 1e4 + 0.1, 3.0):
+        t = torch.full((1, 64, 80, 80), value).to(memory_format=torch.channels_last)
+        stats = tensor_stats(t)
+        assert stats["std"] == 0.0 and stats["min"] == stats["max"] == stats["mean"] == float(t[0, 0, 0, 0]), stats
+    near = torch.full((4, 1000, 1000), -10.150347709655762)
+    near[0, 0, 0] = -10.15034580230713  # one value a few ulps away
+    stats = tensor_stats(near)
+    assert stats["min"] <= stats["mean"] <= stats["max"]
+    assert stats["std"] == pytest.approx(float(near.double().std(correction=0)), rel=1e-6)
 
 
 MEMORY_CHILD = textwrap.dedent("""

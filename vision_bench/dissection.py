@@ -21,7 +21,7 @@ DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bound
 DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
 DISSECT_SPARE_THREADS = 0           # torch threads given up to the writers (measured: giving one up was slower)
-STATS_BLOCK_ELEMENTS = 4096         # float32 partial sums this long, then summed in float64
+STATS_CHUNK_ELEMENTS = 1 << 18      # the statistics' float64 copies are of this many elements (2 MB) at a time
 DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
 DISSECT_VECTOR_PIXELS = 256 * 256   # maps up to this size are colour-mapped all channels at once
 MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
@@ -50,30 +50,39 @@ def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
     return None
 
 
-def float64_sum(x):
-    """Sum of x with float64 accumulation and no full-size temporary: float32 partial sums over
-    the dimensions innermost in memory (at least STATS_BLOCK_ELEMENTS elements each), then the
-    partials in float64. `x.sum(dtype=torch.float64)` would first copy x to float64 on the CPU."""
-    import torch
-    inner, size = [], 1
-    for d in sorted(range(x.dim()), key=lambda d: x.stride(d)):
-        if size >= STATS_BLOCK_ELEMENTS:
-            break
-        inner.append(d)
-        size *= x.shape[d]
-    partials = x.sum(dim=inner) if inner else x
-    return partials.sum(dtype=torch.float64)
+def memory_chunks(x, limit: int = STATS_CHUNK_ELEMENTS):
+    """Views of x of at most `limit` elements each (whatever its strides), split along the
+    dimensions outermost in memory."""
+    if x.numel() <= limit or x.dim() == 0:
+        yield x
+        return
+    d = max((d for d in range(x.dim()) if x.shape[d] > 1), key=lambda d: x.stride(d))
+    step = max(1, limit // (x.numel() // x.shape[d]))
+    for part in x.split(step, dim=d):
+        yield from memory_chunks(part, limit)
+
+
+def float64_moments(x):
+    """(sum, sum of squared deviations from the mean) of x as float64 tensors on x's device, in two
+    passes over float64 copies of one chunk at a time: the variance is not overstated by the square
+    of a float32 mean's error (a constant tensor gets exactly 0), and the extra memory is two
+    chunk (2 MB), not a float64 copy of x."""
+    total = sum(chunk.double().sum() for chunk in memory_chunks(x))
+    mean = total / x.numel()
+    squares = sum(chunk.double().sub_(mean).square_().sum() for chunk in memory_chunks(x))
+    return total, squares
 
 
 def tensor_stats(t) -> dict:
     """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
     with a single transfer of five numbers to the host in the common all-finite case; the
-    masked path runs only when NaN or Inf is present.
+    masked path runs only when NaN or Inf is present. The mean and the variance accumulate in
+    float64 (float64_moments), and the mean is kept inside [min, max].
 
-    Memory: every reduction reads the tensor in place, whatever its strides (channels_last
-    and permuted outputs are common), and uses all of torch's threads. The extra memory is the
-    partial sums, 1/STATS_BLOCK_ELEMENTS of the tensor; float16/bfloat16 add a float32 copy
-    (2x the tensor's bytes), and the NaN/Inf path masks and copies (up to 1.75x)."""
+    Memory: min, max and the zero count read the tensor in place, whatever its strides
+    (channels_last and permuted outputs are common); the moments add one float64 chunk of
+    STATS_CHUNK_ELEMENTS; float16/bfloat16 add a float32 copy (2x the tensor's bytes), and the
+    NaN/Inf path masks and copies (up to 1.75x)."""
     import torch
     x = t.detach()
     if x.is_complex():
@@ -85,29 +94,27 @@ def tensor_stats(t) -> dict:
         return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
                 "nan_count": 0, "inf_count": 0}
     # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
-    # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy. torch.var over
-    # all dimensions is a parallel two-pass reduction with float64 accumulators and no copy.
+    # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy.
     lo, hi = torch.amin(x), torch.amax(x)
-    total = float64_sum(x)
-    var = torch.var(x, correction=0)
+    total, squares = float64_moments(x)  # NaN where a value is not finite: then the masked path below
     zeros = n - torch.count_nonzero(x)
-    lo_, hi_, total_, var_, zeros_ = torch.stack(
-        [lo.double(), hi.double(), total, var.double(), zeros.double()]).tolist()
+    lo_, hi_, total_, squares_, zeros_ = torch.stack(
+        [lo.double(), hi.double(), total, squares, zeros.double()]).tolist()
     if math.isfinite(lo_) and math.isfinite(hi_):
-        return {"min": lo_, "max": hi_, "mean": total_ / n, "std": math.sqrt(max(var_, 0.0)),
+        return {"min": lo_, "max": hi_, "mean": min(max(total_ / n, lo_), hi_), "std": math.sqrt(squares_ / n),
                 "zero_fraction": zeros_ / n, "nan_count": 0, "inf_count": 0}
     finite = torch.isfinite(x)
     finite_count = int(finite.sum())
     nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
-    values = x if finite_count == n else x[finite]
-    zeros = (x == 0).sum()
+    values = x[finite]
+    zeros = int((x == 0).sum())
     if values.numel():
-        lo, hi = torch.aminmax(values)
-        std, mean = torch.std_mean(values, correction=0)
-        lo, hi, mean, std, zeros = torch.stack([lo, hi, mean, std, zeros.to(values.dtype)]).tolist()
+        total, squares = float64_moments(values)
+        lo, hi = float(values.amin()), float(values.amax())
+        count = values.numel()
+        mean, std = min(max(float(total) / count, lo), hi), math.sqrt(float(squares) / count)
     else:
         lo = hi = mean = std = None
-        zeros = int(zeros)
     return {"min": lo, "max": hi, "mean": mean, "std": std, "zero_fraction": zeros / n,
             "nan_count": nan_count, "inf_count": n - finite_count - nan_count}
 

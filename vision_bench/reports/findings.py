@@ -3,10 +3,10 @@ shapes), never about outputs or activations."""
 from __future__ import annotations
 
 from ..common import format_bytes, ms
-from ..stats import format_interval
 from .variants import variant_findings
 
-UNSTABLE_CI_WIDTH = 0.20            # 95% interval of a median wider than this share of it: noisy timing
+UNSTABLE_CI_WIDTH = 0.20            # an interval of a median wider than this share of it: noisy timing
+MIN_RUNS_FOR_RANGE = 5              # [min, max] of 5 runs covers the median with 93.8%: enough to flag noise
 COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
 SHAPE_WARMUP_FACTOR = 1.3           # first run on a new image this much slower than its repeats
 
@@ -34,16 +34,23 @@ def findings(results: list[dict]) -> list[str]:
     for r in warm:
         e2e = r["latency_end_to_end"]
         # Noise is judged within one image (mixing input sizes widens any interval) from the
-        # width of its median's 95% interval, not from the CoV of a handful of runs.
+        # width of an interval of its median, not from the CoV of a handful of runs. Below the
+        # runs a 95% interval needs, [min, max] is one with coverage 1 - 2/2^n (93.8% with the
+        # default 5 runs an image).
         for name, img in (r.get("latency_per_image") or {}).items():
             steady = img["steady"]
-            if steady.get("ci95_low") is None:
+            if steady.get("ci95_low") is not None:
+                low, high, what = steady["ci95_low"], steady["ci95_high"], "95% interval"
+            elif (steady.get("n") or 0) >= MIN_RUNS_FOR_RANGE:
+                low, high = steady["min"], steady["max"]
+                what = f"range of its runs (a {(1 - 2 / 2 ** steady['n']) * 100:.1f}% interval)"
+            else:
                 continue
-            width = (steady["ci95_high"] - steady["ci95_low"]) / steady["median"]
+            width = (high - low) / steady["median"]
             if width > UNSTABLE_CI_WIDTH:
-                lines.append(f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, 95% interval "
-                             f"{format_interval(steady)} ms, {width * 100:.0f}% of the median wide over {steady['n']} "
-                             "timed runs; treat its figures with care or raise --runs.")
+                lines.append(f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, {what} "
+                             f"[{low * 1000:.1f}, {high * 1000:.1f}] ms, {width * 100:.0f}% of the median wide over "
+                             f"{steady['n']} timed runs; treat its figures with care or raise --runs.")
         cold = r["cold_start"]["total_s"]
         if cold > COLD_START_FACTOR * e2e["median"]:
             lines.append(f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "

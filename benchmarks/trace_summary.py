@@ -4,7 +4,7 @@ events and of module ranges against the dissection's record count (every leaf ca
 range), the per-block shares from the trace against the hook-based breakdown, and the profiled
 pass's overhead against the timed median.
 
-    python benchmarks/trace_summary.py [--runs 3] [--output-dir DIR] [--results benchmark_results_<run>.json]
+    python benchmarks/trace_summary.py [--runs 3] [--threads N] [--output-dir DIR] [--results benchmark_results_<run>.json]
 
 With --results, the figures of an earlier run are printed and nothing runs.
 Targets (issue 22): leaf ranges == dissection records; per-block shares within 10 percentage points.
@@ -28,7 +28,7 @@ MODELS = "yolo11n-detect,depth-anything-v2-small"
 TARGET_PP = 10.0
 
 
-def run_tool(out: Path, runs: int) -> tuple[Path, float]:
+def run_tool(out: Path, runs: int, threads: int | None) -> tuple[Path, float]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg"}
     cmd = [
         sys.executable,
@@ -47,7 +47,7 @@ def run_tool(out: Path, runs: int) -> tuple[Path, float]:
         str(bus_path()),
         "--output-dir",
         str(out),
-    ]
+    ] + (["--threads", str(threads)] if threads else [])
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -99,6 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--results", type=Path, help="an earlier run's results JSON: print its figures, run nothing")
+    parser.add_argument("--threads", type=int, help="torch threads (1 is the least disturbed on a shared machine)")
     parser.add_argument("--output-dir", type=Path, help="keep the run's files there (default: a temporary folder)")
     args = parser.parse_args()
     print(f"[{load_note()}]")
@@ -106,7 +107,7 @@ def main() -> int:
         if args.results:
             path, wall = args.results, None
         else:
-            path, wall = run_tool(args.output_dir or Path(tmp), args.runs)
+            path, wall = run_tool(args.output_dir or Path(tmp), args.runs, args.threads)
         data = json.loads(path.read_text())
         if wall is not None:
             print(

@@ -179,6 +179,14 @@ def test_trace_written_and_linked_from_both_reports(ub, tmp_path, monkeypatch, t
     assert f"[`TinyShared_trace.json.gz`]({trace['file']})" in run["md"] and "ui.perfetto.dev" in run["md"]
     assert f'<a href="{trace["file"]}">TinyShared_trace.json.gz</a>' in run["html"]
     assert "chrome://tracing" in run["html"] and "hooks share" in run["html"]
+    # --merge copies the trace along with the output picture, and its reports link to the copy.
+    results = run["results_dir"] / f"benchmark_results_{run['run_id']}.json"
+    merged = tmp_path / "merged"
+    assert ub.main(["--merge", str(results), str(results), "--prefer", "last", "--output-dir", str(merged)]) == 0
+    merged_run = load_run(merged)
+    copied = merged_run["json"]["models"][0]["trace"]["file"]
+    assert copied.startswith(f"report_{merged_run['run_id']}/") and (merged_run["results_dir"] / copied).is_file()
+    assert f"]({copied})" in merged_run["md_path"].read_text()
 
 
 def test_no_trace_without_the_option(ub, tmp_path, monkeypatch, tiny_image):

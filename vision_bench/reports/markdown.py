@@ -297,5 +297,7 @@ def trace_markdown(r: dict) -> list[str]:
     lines += [f"- {sentence}" for sentence in trace_sentences(r)] + ["", block_caption(r), "",
                                                                      md_table(BLOCK_HEADERS, block_rows(r)), ""]
     for caption, rows in operator_tables(r):
-        lines += [caption, "", md_table(OPERATOR_HEADERS, [[f"`{row[0]}`"] + row[1:] for row in rows]), ""]
+        # Kernel names are C++ signatures: a "|" in one would split its row.
+        lines += [caption, "", md_table(OPERATOR_HEADERS, [[f"`{row[0].replace('|', '/')}`"] + row[1:]
+                                                           for row in rows]), ""]
     return lines

@@ -15,6 +15,14 @@ def percent(value, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
 
 
+def signed_pp(value) -> str:
+    """A difference in percentage points with its sign; 0.0 when it rounds to zero."""
+    if value is None:
+        return "n/a"
+    text = f"{value:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
 def trace_link(r: dict) -> tuple[str, str] | None:
     """(file name, path relative to results/) of the model's trace, None without one."""
     trace = r.get("trace") or {}
@@ -29,7 +37,7 @@ def trace_sentences(r: dict) -> list[str]:
     records = (r.get("dissection") or {}).get("records")
     overhead = (
         f" against the timed end-to-end median {t['timed_median_s'] * 1000:.1f} ms "
-        f"({t['overhead_ratio']:.2f}x: the profiler's own overhead)"
+        f"({t['overhead_ratio']:.2f}x: the profiler's own overhead, and the noise between runs)"
         if t.get("overhead_ratio")
         else ""
     )
@@ -84,7 +92,7 @@ def block_rows(r: dict) -> list[list[str]]:
             f"{b['ms']:.2f}",
             percent(b["share"]),
             percent(b.get("hook_share")),
-            "n/a" if b.get("difference_pp") is None else f"{b['difference_pp']:+.1f}",
+            signed_pp(b.get("difference_pp")),
         ]
         for b in r["trace"]["blocks"]
     ]

@@ -117,6 +117,13 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                           "reference and always runs first; a variant a model or device cannot run is reported "
                           "'unsupported' with the reason. ONNX exports are cached under --models-dir/exported/ "
                           "(default: torch-fp32 only)")
+    how.add_argument("--trace", action="store_true",
+                     help="one more warm pass per model (not timed) under torch.profiler, CPU and on CUDA also CUDA "
+                          "activities, with ranges named after the pipeline phases and the layer explorer's modules; "
+                          "written as results/report_<run>/<MODEL>_trace.json.gz (open it in ui.perfetto.dev or "
+                          "chrome://tracing) and summarised in the reports")
+    how.add_argument("--trace-stacks", action="store_true",
+                     help="with --trace: record Python call stacks too (a larger trace; default: shapes only)")
     out = parser.add_argument_group("where to write")
     out.add_argument("--output-dir", type=Path, default=defaults.output_dir,
                      help="folder that receives results/ and viz/ (default: the script's folder)")
@@ -267,6 +274,8 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
             return merge_results(args.merge, args)
         args.model_classes = parse_models(args.models, registry)
         args.variants = parse_variants(args.variants)
+        if args.trace_stacks and not args.trace:
+            raise UsageError("--trace-stacks adds stacks to the trace: it needs --trace")
         args.models_dir = args.models_dir.expanduser()
         if args.model_timeout and args.isolation == "none":
             raise UsageError("--model-timeout needs --isolation process: a model in this process cannot be stopped")

@@ -262,6 +262,12 @@ class UltralyticsBenchmark(ModelBenchmark):
         return results[0], {"preprocess": speed["preprocess"] / 1000, "forward": speed["inference"] / 1000,
                             "postprocess": speed["postprocess"] / 1000}
 
+    def phase_methods(self) -> dict:
+        """The predictor's own phases, the ones its speed figures (run_pipeline) time."""
+        predictor = self.ul_model.predictor
+        return {"preprocess": (predictor, "preprocess"), "forward": (predictor, "inference"),
+                "postprocess": (predictor, "postprocess")}
+
     # -- variants: the library's own export and predictor, so pre- and postprocessing are its own --
     ONNX_DYNAMIC = True           # dynamic axes: the exported model gets the same letterboxed shape as PyTorch
 

@@ -14,6 +14,7 @@ from .dissection import LayerDissector
 from .parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
 from .progress import pass_progress
 from .time_breakdown import TimeBreakdown
+from .trace import record_trace
 
 
 def as_numpy(parts: dict) -> dict:
@@ -72,6 +73,11 @@ class ModelBenchmark(ABC):
 
     def postprocess(self, outputs, image: Image.Image):
         raise NotImplementedError
+
+    def phase_methods(self) -> dict:
+        """Where each pipeline phase runs, as {phase: (object, method name)}: the methods run_pipeline
+        times. The profiler trace (--trace) wraps them in ranges named after the phases."""
+        return {"preprocess": (self, "preprocess"), "forward": (self, "forward"), "postprocess": (self, "postprocess")}
 
     def input_module(self):
         """The module whose first tensor argument is the network's real input."""
@@ -253,6 +259,13 @@ class ModelBenchmark(ABC):
         with self.progress("profiled pass (where the time goes)"):
             return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
                                                   lambda: self.run_pipeline(image))
+
+    def record_trace(self, image: Image.Image, path: Path, stacks: bool = False) -> dict:
+        """One more warm pass of the pipeline under torch.profiler, written as a gzipped Chrome trace
+        to `path`, with ranges named like the layer explorer's records; returns its summary."""
+        with self.progress("profiler trace"):
+            return record_trace(self.device, self.network(), self.top_level_blocks(), self.phase_methods(),
+                                lambda: self.run_pipeline(image), path, stacks=stacks)
 
     def release(self) -> None:
         """Drop every reference to the model so that gc can free it."""

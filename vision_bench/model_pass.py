@@ -15,6 +15,7 @@ from .environment import system_info
 from .images import load_rgb
 from .memory import MemoryTracker, free_cached_memory, private_memory
 from .stats import format_interval, latency_stats
+from .trace import beside_breakdown, file_size
 from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
 
@@ -163,6 +164,10 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     with phase("time_breakdown"):
         result["time_breakdown"] = bench.profile_time(first_image)
 
+    if getattr(args, "trace", False):
+        with phase("trace"):
+            result["trace"] = trace_model(bench, ctx, result, first_image)
+
     with phase("dissection"):
         folder = ctx.viz_dir / bench.MODEL_NAME
         log("DISSECT", f"Starting layer dissection on {ctx.images[0].name}"
@@ -180,6 +185,24 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     if len(variants) > 1:
         with phase("variants"):
             measure_variants(bench, ctx, result, tracker, variants[1:])
+
+
+def trace_model(bench, ctx: RunContext, result: dict, image) -> dict:
+    """--trace: the profiler trace of one more warm pass, its summary beside the hook-based
+    breakdown, and the pass's own overhead against the timed median."""
+    path = ctx.assets_dir / f"{bench.MODEL_NAME}_trace.json.gz"
+    stacks = getattr(ctx.args, "trace_stacks", False)
+    log("TRACE", f"One more warm pass under torch.profiler (shapes{', stacks' if stacks else ''}) -> {path.name}")
+    trace = bench.record_trace(image, path, stacks=stacks)
+    trace["file"] = str(path.relative_to(ctx.results_dir))
+    beside_breakdown(trace, result.get("time_breakdown"))
+    median = result["latency_end_to_end"]["median"]
+    trace["timed_median_s"] = median
+    trace["overhead_ratio"] = trace["pass_wall_s"] / median if median else None
+    log("TRACE", f"{file_size(trace['bytes'])}, {trace['events']} events, {trace['module_ranges']} module ranges "
+                 f"({trace['leaf_ranges']} leaf calls); traced pass {trace['pass_wall_s'] * 1000:.1f} ms against the "
+                 f"timed median {median * 1000:.1f} ms")
+    return trace
 
 
 def measure_variants(bench, ctx: RunContext, result: dict, tracker, variants: list[str]) -> None:

@@ -2,6 +2,7 @@
 extra pass, with a host clock on the CPU and CUDA events on a GPU."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 
@@ -37,6 +38,34 @@ class CudaEventClock:
 
     def elapsed_ms(self, start, end) -> float:
         return start.elapsed_time(end)
+
+
+@contextlib.contextmanager
+def forward_hooks(hooks):
+    """Each (module, pre, post): `pre` as a forward pre-hook and `post` as a forward hook of
+    `module` while the block runs; removed on the way out, whatever happens inside."""
+    handles = []
+    try:
+        for module, pre, post in hooks:
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+OUTSIDE_BLOCKS = "(outside top-level blocks)"
+
+
+def block_share_rows(block_ms: dict, forward_ms: float) -> tuple[list[dict], float]:
+    """Each top-level block's share of the forward, and the remainder (time between blocks); the
+    denominator is the forward or, when the blocks' sum exceeds it (clock noise), that sum."""
+    blocks_total = sum(block_ms.values())
+    denominator = max(forward_ms, blocks_total) or 1.0
+    rows = [{"block": label, "ms": ms, "share": ms / denominator} for label, ms in block_ms.items()]
+    outside = max(denominator - blocks_total, 0.0)
+    rows.append({"block": OUTSIDE_BLOCKS, "ms": outside, "share": outside / denominator})
+    return rows, denominator
 
 
 def clock_for(device):
@@ -77,27 +106,15 @@ class TimeBreakdown:
         self._intervals.clear()
 
     def run(self, blocks, leaves, call) -> dict:
-        handles = []
-        try:
-            for label, module in blocks:
-                pre, post = self._hooks(label, self.block_ms, None)
-                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-            for name, module in leaves:
-                self.leaf_types[name] = type(module).__name__
-                pre, post = self._hooks(name, self.leaf_ms, self.leaf_calls)
-                handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        for name, module in leaves:
+            self.leaf_types[name] = type(module).__name__
+        hooks = [(module, *self._hooks(label, self.block_ms, None)) for label, module in blocks]
+        hooks += [(module, *self._hooks(name, self.leaf_ms, self.leaf_calls)) for name, module in leaves]
+        with forward_hooks(hooks):
             _, phases = call()
-        finally:
-            for h in handles:
-                h.remove()
         self._read_intervals()
         forward_ms = phases["forward"] * 1000
-        blocks_total = sum(self.block_ms.values())
-        # Shares of the measured forward phase; the remainder is time between blocks.
-        denominator = max(forward_ms, blocks_total) or 1.0
-        rows = [{"block": label, "ms": ms, "share": ms / denominator} for label, ms in self.block_ms.items()]
-        rows.append({"block": "(outside top-level blocks)", "ms": max(denominator - blocks_total, 0.0),
-                     "share": max(denominator - blocks_total, 0.0) / denominator})
+        rows, denominator = block_share_rows(self.block_ms, forward_ms)
         top = sorted(self.leaf_ms.items(), key=lambda kv: -kv[1])[:10]
         return {"forward_ms": forward_ms, "blocks": rows,
                 "top_leaves": [{"name": n, "type": self.leaf_types[n], "ms": ms, "calls": self.leaf_calls[n],

@@ -11,9 +11,19 @@ import os
 from pathlib import Path
 
 from ..common import ms, strict_json
+from ..trace import TRACE_OPEN_HINT
 from .findings import findings
 from .markdown import SUMMARY_CHARTS, failure_memory, memory_note
 from .results_file import report_paths
+from .trace import (
+    BLOCK_HEADERS,
+    OPERATOR_HEADERS,
+    block_caption,
+    block_rows,
+    operator_tables,
+    trace_link,
+    trace_sentences,
+)
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 PAGE_TEMPLATE = Path(__file__).with_name("report_page.html")
@@ -84,6 +94,19 @@ def html_explorer_records(dissection: dict) -> tuple[list[dict], str | None]:
     return out, None
 
 
+def trace_html(r: dict) -> str:
+    """The model's profiler trace (--trace): its link, what it holds, and its summary tables."""
+    link = trace_link(r)
+    if not link:
+        return ""
+    out = [f'<h3>Profiler trace</h3><p>Trace: <a href="{html_url(link[1])}">{html_text(link[0])}</a>. '
+           f"{html_text(TRACE_OPEN_HINT)}</p><ul>" + "".join(f"<li>{html_text(s)}</li>" for s in trace_sentences(r))
+           + f"</ul><p>{html_text(block_caption(r))}</p>" + html_table(BLOCK_HEADERS, block_rows(r)) + "<div class=pair>"]
+    out += [f"<div><p>{html_text(caption)}</p>{html_table(OPERATOR_HEADERS, rows)}</div>"
+            for caption, rows in operator_tables(r)]
+    return "".join(out) + "</div>"
+
+
 def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> str:
     name = r.get("model", "?")
     out = [f'<section id="model-{position}"><h2>{html_text(name)}</h2><ul>',
@@ -141,6 +164,7 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
         out.append("</div><div>" + html_table(["most expensive leaf module", "type", "calls", "ms", "share"], [
             [t["name"], t["type"], t["calls"], html_num(t["ms"], lambda v: f"{v:.1f}"),
              html_num(t["share"], lambda v: f"{v * 100:.1f}%")] for t in tb.get("top_leaves", [])]) + "</div></div>")
+    out.append(trace_html(r))
     d = r.get("dissection")
     if d:
         link = os.path.relpath(d["folder"], ctx.results_dir) if d.get("folder") else ""

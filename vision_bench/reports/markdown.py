@@ -7,9 +7,19 @@ from pathlib import Path
 
 from ..common import format_bytes, ms
 from ..stats import CI_METHOD, format_interval
+from ..trace import TRACE_OPEN_HINT
 from .charts import activation_profile_chart, latency_chart, memory_chart
 from .findings import findings
 from .results_file import report_paths
+from .trace import (
+    BLOCK_HEADERS,
+    OPERATOR_HEADERS,
+    block_caption,
+    block_rows,
+    operator_tables,
+    trace_link,
+    trace_sentences,
+)
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 
@@ -182,7 +192,8 @@ def markdown_report(data: dict, ctx) -> str:
 
 PHASE_LABELS = {"worker_start": "worker start", "load": "load", "cold_start": "cold start", "warmup": "warm-up",
                 "timed": "timed runs", "flops": "FLOPs pass", "output": "output picture",
-                "time_breakdown": "profiled pass", "dissection": "dissection", "variants": "variants",
+                "time_breakdown": "profiled pass", "trace": "profiler trace", "dissection": "dissection",
+                "variants": "variants",
                 "cleanup": "cleanup"}
 
 
@@ -210,7 +221,7 @@ def run_time_section(data: dict) -> list[str]:
     else:
         lines += [f"Wall time {wall:.1f} s, from the process's start to the last chart drawn (the report files "
                   "themselves are written after it)."]
-    lines[-1] += (f" Measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, dissection, variants) "
+    lines[-1] += (f" Measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, profiler trace, dissection, variants) "
                   f"{totals['measuring']:.1f} s; the tool's own overhead (everything else: worker start, pictures, "
                   f"cleanup, reports, start-up) {totals['overhead']:.1f} s ({totals['overhead'] / available * 100:.1f}%"
                   + (" of the time available" if totals.get("slots") else "") + ").")
@@ -296,6 +307,7 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
                   md_table(["module", "type", "calls", "ms", "share"], [
                       [f"`{t['name']}`", t["type"], t["calls"], f"{t['ms']:.1f}", f"{t['share'] * 100:.1f}%"]
                       for t in tb["top_leaves"]]), ""]
+    lines += trace_markdown(r)
     d = r.get("dissection")
     if d:
         folder = Path(d["folder"])
@@ -315,4 +327,19 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
             md_table(["record", "module", "call", "type", "zeros"], [
                 [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
                 for z in d["most_zeros"]]), ""]
+    return lines
+
+
+def trace_markdown(r: dict) -> list[str]:
+    """The model's profiler trace (--trace): its link, what it holds, and its summary tables."""
+    link = trace_link(r)
+    if not link:
+        return []
+    lines = ["### Profiler trace", "", f"Trace: [`{link[0]}`]({link[1]}). {TRACE_OPEN_HINT}", ""]
+    lines += [f"- {sentence}" for sentence in trace_sentences(r)] + ["", block_caption(r), "",
+                                                                     md_table(BLOCK_HEADERS, block_rows(r)), ""]
+    for caption, rows in operator_tables(r):
+        # Kernel names are C++ signatures: a "|" in one would split its row.
+        lines += [caption, "", md_table(OPERATOR_HEADERS, [[f"`{row[0].replace('|', '/')}`"] + row[1:]
+                                                           for row in rows]), ""]
     return lines

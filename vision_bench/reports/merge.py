@@ -44,12 +44,15 @@ def merge_results(paths: list[Path], args) -> int:
             r["system"] = r.get("system") or files[index].get("system")
         if mixed["config"]:
             r["run_config"] = files[index].get("config")
-        for key in ("output_image",):  # files the report links to, relative to their results folder
-            if r.get(key):
-                source = Path(paths[index]).parent / r[key]
+        if r.get("trace"):
+            r["trace"] = dict(r["trace"])   # its file is copied along, below
+        # Files the reports link to, relative to their results folder: the output picture, the trace.
+        for holder, key in ((r, "output_image"), (r.get("trace"), "file")):
+            if holder and holder.get(key):
+                source = Path(paths[index]).parent / holder[key]
                 if source.exists():
                     shutil.copy2(source, assets / source.name)
-                    r[key] = f"{assets.name}/{source.name}"
+                    holder[key] = f"{assets.name}/{source.name}"
         models.append(r)
     statuses = {d.get("status") for d in files}
     data = {"schema": RESULTS_SCHEMA, "run_id": run_id, "status": "complete" if statuses == {"complete"} else "incomplete",

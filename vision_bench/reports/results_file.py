@@ -16,9 +16,10 @@ def report_paths(ctx) -> dict:
             "html": ctx.results_dir / f"benchmark_report_{ctx.run_id}.html"}
 
 
-RESULTS_SCHEMA = "unified-benchmark/3"   # 3: per-model "variants" (--variants)
+RESULTS_SCHEMA = "unified-benchmark/3"   # 3: per-model "variants" (--variants); optional per-model "trace" (--trace)
 # The phases that measure something; the rest of the wall time is the tool's own overhead.
-MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "dissection", "variants")
+MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "trace", "dissection",
+                    "variants")
 
 
 def phase_totals(results: list[dict], total_seconds: float, slots: list[dict] | None = None,

@@ -2,9 +2,10 @@
 RELATIVE_COST, the usage errors, and the coverage check on merge (a failed shard and a shard that
 wrote nothing both leave their models failed with the task's log named, exit code 1)."""
 import json
+import subprocess
 
 import pytest
-from conftest import load_run, run_cli
+from conftest import ROOT, load_run, run_cli
 from test_worker_processes import run_tool
 
 from vision_bench.shards import plan_shards
@@ -124,3 +125,18 @@ def test_shards_of_different_arrays_or_with_plain_results_are_refused(shard_runs
     proc = run_cli("--merge", tmp_path / "plain.json", "--shard-logs", "x_{shard}.log", "--output-dir", tmp_path / "c")
     assert proc.returncode == 2 and "--merge needs two or more result files" in proc.stderr
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_submit_sh_tells_a_cluster_user_what_to_type_and_refuses_what_it_sets_itself():
+    submit = ROOT / "slurm" / "submit.sh"
+    proc = subprocess.run(["bash", str(submit), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout.startswith("Usage: slurm/submit.sh [--shards N]")
+    for what in ("--dependency=afterany", "--gres=gpu:1", "sinfo -h -o %G", "--threads N",
+                 "DIR/shards/<array job id>/<task>/", "DIR/merged/<array job id>/results/", "merge job exits non-zero"):
+        assert what in proc.stdout, what
+    for option in (["--threads", "4"], ["--shard", "0/2"], ["--merge", "a.json"]):  # before any sbatch is called
+        proc = subprocess.run(["bash", str(submit), *option], capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 2 and f"submit.sh sets {option[0]} itself" in proc.stderr
+    proc = subprocess.run(["bash", str(submit), "--shards", "4", "--models", "yolo11n-detect,yolo11n-pose"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "--shards 4 for 2 model(s)" in proc.stderr

@@ -37,10 +37,11 @@ def tool_options(sample_image, runs: int) -> list[str]:
             "--no-dissect", "--images", str(sample_image)]
 
 
-def submit(cluster, out: Path, options: list[str]) -> tuple[str, str]:
+def submit(cluster, out: Path, options: list[str], sbatch: str = "") -> tuple[str, str]:
     """slurm/submit.sh as a user types it; returns the array and merge job ids it prints."""
     import subprocess
-    proc = subprocess.run(["bash", str(SUBMIT), "--shards", "3", "--cpus", "1", "--output-dir", str(out), *options],
+    proc = subprocess.run(["bash", str(SUBMIT), "--shards", "3", "--cpus", "1", "--sbatch", sbatch,
+                           "--output-dir", str(out), *options],
                           env={**cluster.env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -68,7 +69,9 @@ def logs_of(out: Path) -> str:
 def test_the_shipped_array_of_three_shards_merges_to_what_a_local_run_measures(cluster, sample_image, tmp_path):
     out = tmp_path / "cluster"
     start = time.monotonic()
-    array, merge = submit(cluster, out, tool_options(sample_image, runs=6))
+    # Each task has the node to itself (--exclusive, passed through --sbatch), one at a time, as a task
+    # should have its GPU to itself: its medians are then comparable with a local run on one thread.
+    array, merge = submit(cluster, out, tool_options(sample_image, runs=6), sbatch="--exclusive")
     tasks, merged_job = wait(cluster, array, merge)
     TIMINGS["submit to merged"] = time.monotonic() - start
     assert [(t["ArrayTaskId"], t["JobState"], t["ExitCode"]) for t in tasks] == \
@@ -82,7 +85,7 @@ def test_the_shipped_array_of_three_shards_merges_to_what_a_local_run_measures(c
         shard = data["config"]["shard"]
         assert (shard["index"], shard["count"]) == (task, 3)
         assert shard["slurm"]["array_job_id"] == array and shard["slurm"]["array_task_id"] == str(task)
-        assert data["config"]["torch_threads"] == 1 and data["status"] == "complete"
+        assert data["config"]["torch_threads"] == 1 and data["status"] == "complete"  # SLURM_CPUS_PER_TASK
         assert [m["cli_name"] for m in data["models"]] == shard["models"]
         shard_models += shard["models"]
     assert sorted(shard_models) == sorted(MODELS)   # every model once
@@ -116,7 +119,7 @@ def test_a_cancelled_task_leaves_its_model_failed_with_its_log_and_the_merge_job
     plan = plan_shards([ub.MODELS_BY_CLI_NAME[m] for m in MODELS], 3)
     victim = next(i for i, members in enumerate(plan) if members[0].CLI_NAME == "depth-anything-v2-small")
     out = tmp_path / "cluster"
-    array, merge = submit(cluster, out, tool_options(sample_image, runs=2))
+    array, merge = submit(cluster, out, tool_options(sample_image, runs=2))  # tasks side by side
     log = out / "logs" / f"bench_{array}_{victim}.log"
     deadline = time.monotonic() + 600
     while not (log.exists() and "[LOAD] Loading DepthAnythingV2Small" in log.read_text(errors="replace")):

@@ -23,12 +23,16 @@ CLIENTS = ("sbatch", "scontrol", "sinfo", "squeue", "scancel")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 
 
+def sbin(name: str) -> str | None:
+    """A command's path, the daemons' sbin folders included (root's PATH may lack them)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
 def unavailable_reason() -> str | None:
     """Why a cluster cannot start here, or None when it can."""
     if os.geteuid() != 0:
         return "the Slurm daemons need root (slurmd runs jobs as their users)"
-    missing = [name for name in DAEMONS + CLIENTS + ("slurmd",) if not shutil.which(name, path=os.environ.get(
-        "PATH", "") + ":/usr/sbin:/sbin")]
+    missing = [name for name in DAEMONS + CLIENTS if not sbin(name)]
     if missing:
         return f"Slurm is not installed (missing {', '.join(sorted(set(missing)))}); " \
                "apt-get install slurmctld slurmd slurm-client munge"
@@ -48,10 +52,6 @@ def free_port() -> int:
 def die_with_parent() -> None:
     """In the child before exec: SIGTERM when the test process dies, so no daemon outlives it."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def sbin(name: str) -> str:
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
 class OneNodeCluster:
@@ -208,8 +208,12 @@ PartitionName=debug Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP
     # -- stop -------------------------------------------------------------------------------
     def stop(self) -> None:
         start = time.monotonic()
-        if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
-            self.run("scancel", "--full", "--user", "root", check=False, timeout=30)  # this cluster's jobs only
+        if all(name in self.processes and self.processes[name].poll() is None for name in ("slurmctld", "slurmd")):
+            # A test that failed half-way may leave jobs: cancel them (this cluster's only) while slurmd can.
+            self.run("scancel", "--full", "--user", "root", check=False, timeout=30)
+            deadline = time.monotonic() + 30
+            while self.run("squeue", "-h", check=False, timeout=30).stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             process = self.processes.get(name)
             if process is None or process.poll() is not None:

@@ -36,12 +36,15 @@ DEFAULT_OUTPUT_DIR = SCRIPT_DIR                  # --output-dir: receives result
 
 
 # -- The models ----------------------------------------------------------------------------
+# RELATIVE_COST (each class): the expected cost of a model's run, YOLO11n-Detect = 1, roughly its
+# forward FLOPs at the nominal input size. --shard I/N balances a job array's shards by it.
 class DepthProBenchmark(HFDepthBenchmark):
     MODEL_NAME = "DepthPro"
     CLI_NAME = "depthpro"
     DESCRIPTION = "Apple DepthPro: metric depth and field of view, three DINOv2-L encoders (transformers)"
     HF_REPO = "apple/DepthPro-hf"
     INPUT_SIZE = 1536             # the processor resizes every image to 1536x1536
+    RELATIVE_COST = 700           # --shard balancing: the costliest by far, a task of its own
     PRETRAINED_KWARGS = {"use_fov_model": True}
     TIME_BLOCKS = ("depth_pro.encoder.patch_encoder", "depth_pro.encoder.image_encoder", "depth_pro.neck",
                    "fusion_stage", "head", "fov_model")
@@ -109,6 +112,7 @@ class DepthAnythingV2SmallBenchmark(DepthAnythingV2Benchmark):
     HF_REPO = "depth-anything/Depth-Anything-V2-Small-hf"
     HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 384, 12, 6, [3, 6, 9, 12]
     FUSION_SIZE, NECK_SIZES = 64, [48, 96, 192, 384]
+    RELATIVE_COST = 15
 
 
 class DepthAnythingV2BaseBenchmark(DepthAnythingV2Benchmark):
@@ -118,6 +122,7 @@ class DepthAnythingV2BaseBenchmark(DepthAnythingV2Benchmark):
     HF_REPO = "depth-anything/Depth-Anything-V2-Base-hf"
     HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 768, 12, 12, [3, 6, 9, 12]
     FUSION_SIZE, NECK_SIZES = 128, [96, 192, 384, 768]
+    RELATIVE_COST = 60
 
 
 class DepthAnythingV2LargeBenchmark(DepthAnythingV2Benchmark):
@@ -127,6 +132,7 @@ class DepthAnythingV2LargeBenchmark(DepthAnythingV2Benchmark):
     HF_REPO = "depth-anything/Depth-Anything-V2-Large-hf"
     HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 1024, 24, 16, [5, 12, 18, 24]
     FUSION_SIZE, NECK_SIZES = 256, [256, 512, 1024, 1024]
+    RELATIVE_COST = 200
 
 
 class YOLO11nDetectBenchmark(YOLOBenchmark):
@@ -135,6 +141,7 @@ class YOLO11nDetectBenchmark(YOLOBenchmark):
     DESCRIPTION = "YOLO11n object detection, 80 COCO classes (ultralytics)"
     TASK = "detect"
     WEIGHTS_FILE, ARCH_YAML = "yolo11n.pt", "yolo11n.yaml"
+    RELATIVE_COST = 1             # the unit of RELATIVE_COST
 
 
 class YOLO11nSegmentBenchmark(YOLOBenchmark):
@@ -143,6 +150,7 @@ class YOLO11nSegmentBenchmark(YOLOBenchmark):
     DESCRIPTION = "YOLO11n instance segmentation (ultralytics)"
     TASK = "segment"
     WEIGHTS_FILE, ARCH_YAML = "yolo11n-seg.pt", "yolo11n-seg.yaml"
+    RELATIVE_COST = 1.6
 
 
 class YOLO11nPoseBenchmark(YOLOBenchmark):
@@ -151,6 +159,7 @@ class YOLO11nPoseBenchmark(YOLOBenchmark):
     DESCRIPTION = "YOLO11n human pose, 17 keypoints (ultralytics)"
     TASK = "pose"
     WEIGHTS_FILE, ARCH_YAML = "yolo11n-pose.pt", "yolo11n-pose.yaml"
+    RELATIVE_COST = 1.2
 
 
 class MobileSAMBenchmark(UltralyticsBenchmark):
@@ -160,6 +169,7 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
     TASK = "sam"
     WEIGHTS_FILE = "mobile_sam.pt"
     INPUT_SIZE = 1024
+    RELATIVE_COST = 100           # with SAM_PROMPT "everything"; one box prompt costs far less
     # "everything": a grid of point prompts over the whole image (minutes on a CPU);
     # "box": one box prompt, the usual interactive use (seconds). --sam-prompt overrides.
     SAM_PROMPT = "everything"

@@ -12,7 +12,8 @@ def test_help_explains_every_option():
     proc = run_cli("--help")
     assert proc.returncode == 0
     for option in ("--models", "--list-models", "--runs", "--images", "--device", "--weights", "--output-dir",
-                   "--no-dissect", "--seed", "--sam-prompt", "--keep-going", "--models-dir", "--threads"):
+                   "--no-dissect", "--seed", "--sam-prompt", "--keep-going", "--models-dir", "--threads", "--shard",
+                   "--shard-logs"):
         assert option in proc.stdout
 
 

@@ -18,6 +18,7 @@ from .reports.compare import compare_results
 from .reports.merge import merge_results
 from .reports.results_file import report_paths
 from .runner import raise_on_signal, run_all
+from .shards import select_shard
 from .variants import VARIANTS, parse_variants
 from .workers import keep_freed_memory, start_worker_server
 
@@ -74,6 +75,10 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
     what.add_argument("--models", default=",".join(registry),
                       help=f"comma-separated model names, in the order to run (default: all {len(registry)}; see --list-models)")
     what.add_argument("--list-models", action="store_true", help="print the model names with a description and exit")
+    what.add_argument("--shard", default=None, metavar="I/N",
+                      help="run only shard I of N (0 <= I < N) of the selected models, the shards balanced by each "
+                           "model's RELATIVE_COST; the results record the shard and the whole plan, and --merge of "
+                           "the N shards checks that every model is there (one task of a job array: slurm/submit.sh)")
     what.add_argument("--images", nargs="+", metavar="PATH",
                       help=f"image files or folders (default: {defaults.image_dir.name}/; if it holds no usable image, "
                            "the sample photos bundled with ultralytics)")
@@ -141,6 +146,9 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                       help="A.json B.json ...: one set of reports from runs of model subsets (shards)")
     back.add_argument("--prefer", choices=["last"], default=None,
                       help="with --merge: a model in several files is taken from the last one (default: an error)")
+    back.add_argument("--shard-logs", default=None, metavar="TEMPLATE",
+                      help="with --merge of shards: the log of shard I's task, {shard} standing for I (e.g. "
+                           "logs/bench_123_{shard}.log); a model its shard did not complete is marked failed with it")
     return parser
 
 
@@ -268,11 +276,18 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
             raise UsageError("--allow-missing needs --compare")
         if args.prefer and not args.merge:
             raise UsageError("--prefer needs --merge")
+        if args.shard_logs and not args.merge:
+            raise UsageError("--shard-logs needs --merge")
+        if args.shard and (args.compare or args.merge):
+            raise UsageError("--shard runs a share of the models: not with --compare or --merge")
         if args.compare:
             return compare_results(args.compare, args)
         if args.merge:
             return merge_results(args.merge, args)
         args.model_classes = parse_models(args.models, registry)
+        args.shard_record = None
+        if args.shard:
+            args.model_classes, args.shard_record = select_shard(args.model_classes, args.shard)
         args.variants = parse_variants(args.variants)
         if args.trace_stacks and not args.trace:
             raise UsageError("--trace-stacks adds stacks to the trace: it needs --trace")
@@ -311,6 +326,10 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
                     f"{args.warmup} warm-up round(s), {args.runs} timed run(s) per image, {args.weights} weights, "
                     f"device {', '.join(map(str, args.devices)) if args.devices else device}, seed {args.seed}, "
                     + ("one worker process per model" if args.isolation == "process" else "all in this process"))
+        if args.shard_record:
+            shard = args.shard_record
+            log("INFO", f"Shard {shard['index']}/{shard['count']} of {len(shard['selected'])} selected model(s): "
+                        f"{', '.join(shard['models'])}")
         log("INFO", f"Images: {', '.join(p.name for p in images)}")
         code = run_all(args.model_classes, ctx)
     finally:

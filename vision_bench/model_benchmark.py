@@ -36,6 +36,9 @@ class ModelBenchmark(ABC):
     INPUT_SIZE = None             # nominal input size; the report shows the real input shape
     LIBRARY = ""
     TIME_BLOCKS: tuple = ()       # module paths for "where the time goes"; empty: the first level that branches
+    # Expected cost of one run of this model relative to the others (YOLO11n-Detect = 1; roughly its
+    # forward FLOPs and run time): --shard I/N balances the shards of a job array by it.
+    RELATIVE_COST = 1.0
     # Output parity of a variant against torch-fp32 (--variants): one set of limits for fp32
     # backends, looser ones for half precision. See parity.verdict for what each limit checks.
     PARITY_TOLERANCE = FP32_TOLERANCE

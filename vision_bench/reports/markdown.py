@@ -46,6 +46,12 @@ def placement_lines(data: dict) -> list[str]:
     if data.get("merged_from"):
         lines += [f"Merged from {len(data['merged_from'])} result files: "
                   + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"]) + ".", ""]
+    shards = data.get("shards")
+    if shards:
+        missing = ", ".join(str(k) for k in shards["missing"])
+        lines += [f"Shards of one job array (--shard I/{shards['count']}): {len(shards['present'])} of {shards['count']} "
+                  "wrote results" + (f"; no results from shard {missing} (see the failed models below)" if missing
+                                     else "") + ".", ""]
     if len(systems) > 1:
         lines += ["> **Mixed systems.** These models ran on different systems (GPU, CPU or library versions "
                   "differ, see the table below); compare their figures with that in mind.", ""]
@@ -57,6 +63,8 @@ def placement_lines(data: dict) -> list[str]:
                                                           for k in differing) for r in results) + ".", ""]
     rows = []
     for r in results:
+        if r.get("status_in_shard") == "missing":  # its shard wrote nothing: it ran nowhere
+            continue
         s = r.get("system") or data["system"]
         slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
         rows.append([r["model"], (r.get("device") or s.get("device") or "unknown device") + slot, s.get("gpu") or s.get("cpu"),

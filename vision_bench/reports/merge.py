@@ -6,7 +6,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from ..common import EXIT_OK, UsageError, log
+from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
+from ..shards import mark_array_failures, shard_array
 from .compare import unique_output
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
 from .markdown import draw_summary_charts
@@ -16,10 +17,16 @@ from .write import write_report_files
 def merge_results(paths: list[Path], args) -> int:
     """--merge A B ...: one set of reports from results run in parts (--models subsets on several
     devices or machines). Each model keeps its runs and statistics; where the parts' systems or
-    settings differ, each model carries its own (keys 'system' and 'run_config')."""
-    if len(paths) < 2:
-        raise UsageError("--merge needs two or more result files")
+    settings differ, each model carries its own (keys 'system' and 'run_config'). Shards of a job
+    array (--shard) are checked for coverage: a selected model that no shard completed is in the
+    report as failed, naming its shard and the task's log (--shard-logs). Exit code 1 when the
+    merged report is not complete."""
     files = [read_results(p, "--merge") for p in paths]
+    array = shard_array(files, paths)
+    if len(paths) < 2 and array is None:
+        raise UsageError("--merge needs two or more result files (or the shards of one array, --shard)")
+    if args.shard_logs and array is None:
+        raise UsageError("--shard-logs needs the result files of shards (--shard I/N)")
     chosen: dict[str, tuple[dict, int]] = {}
     for index, data in enumerate(files):
         for r in data["models"]:
@@ -37,7 +44,7 @@ def merge_results(paths: list[Path], args) -> int:
     assets = stem.parent / f"report_{run_id}"
     assets.mkdir(exist_ok=True)
     import shutil
-    models = []
+    models, problems = [], []
     for r, index in chosen.values():
         r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
         if mixed["system"]:
@@ -54,8 +61,12 @@ def merge_results(paths: list[Path], args) -> int:
                     shutil.copy2(source, assets / source.name)
                     holder[key] = f"{assets.name}/{source.name}"
         models.append(r)
+    if array is not None:
+        models, problems = mark_array_failures(array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"),
+                                               args.shard_logs)
     statuses = {d.get("status") for d in files}
-    data = {"schema": RESULTS_SCHEMA, "run_id": run_id, "status": "complete" if statuses == {"complete"} else "incomplete",
+    complete = statuses == {"complete"} and not problems
+    data = {"schema": RESULTS_SCHEMA, "run_id": run_id, "status": "complete" if complete else "incomplete",
             "started": min(d.get("started", "") for d in files), "written": datetime.now().isoformat(timespec="seconds"),
             "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
@@ -64,6 +75,10 @@ def merge_results(paths: list[Path], args) -> int:
             "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))), "models": models,
             "merged_from": [{"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"),
                              "command": d.get("command")} for p, d in zip(paths, files)]}
+    if array is not None:
+        data["shards"] = {"count": array["count"], "present": array["present"],
+                          "missing": [k for k in range(array["count"]) if k not in array["present"]],
+                          "logs_template": args.shard_logs}
     shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
     data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
     ctx = argparse.Namespace(run_id=run_id, results_dir=stem.parent, assets_dir=assets,
@@ -72,6 +87,8 @@ def merge_results(paths: list[Path], args) -> int:
     written = write_report_files(data, ctx)
     log("INFO", f"Merged {len(models)} model(s) from {len(files)} file(s)"
         + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""))
+    for problem in problems:
+        log("ERROR", f"--merge: {problem}")
     for p in written.values():
         print(f"  - {p}")
-    return EXIT_OK
+    return EXIT_OK if complete else EXIT_FAILED

@@ -60,7 +60,7 @@ def write_reports(ctx) -> dict:
                    "model_timeout_s": ctx.args.model_timeout, "latency_interval": CI_METHOD, "seed": ctx.args.seed, "weights": ctx.args.weights,
                    "device": str(ctx.device), "torch_threads": ctx.args.threads, "dissect_files": ctx.args.dissect, "sam_prompt": ctx.args.sam_prompt,
                    "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
-                   "variants": getattr(ctx.args, "variants", None),
+                   "variants": getattr(ctx.args, "variants", None), "shard": getattr(ctx.args, "shard_record", None),
                    "trace": getattr(ctx.args, "trace", False), "trace_stacks": getattr(ctx.args, "trace_stacks", False),
                    "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,

@@ -11,6 +11,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "unified_benchmark.py"
 sys.path.insert(0, str(ROOT))  # one copy of the tool, importable by name here and in its worker processes
+pytest_plugins = ["strict_skips"]  # VISION_BENCH_STRICT_SKIPS=1 (CI): a skip not on its allowed list fails the run
 
 # The libraries must never try the network during tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -232,3 +232,95 @@ def test_a_base_median_of_zero_still_gives_a_direction(tmp_path):
                    "--fail-if-slower", "5")
     line = verdict_line(proc)
     assert line.rstrip().endswith("slower") and "(base median 0)" in line and proc.returncode == 1, line
+
+
+SKIPPING_TESTS = """
+import pytest
+
+def test_runs():
+    assert True
+
+def test_needs_a_missing_reference():
+    pytest.importorskip("a_module_that_is_not_installed")
+
+def test_cpu_only():
+    pytest.skip("this machine has CUDA")
+"""
+
+
+@pytest.mark.parametrize("strict, expected_code", [("1", 1), ("", 0)])
+def test_ci_fails_on_a_skip_that_is_not_allowed(tmp_path, strict, expected_code):
+    """The reference test of the U test was skipped silently in CI (scipy not installed): with
+    VISION_BENCH_STRICT_SKIPS=1 such a skip fails the run; an allowed reason does not."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "test_sample.py").write_text(SKIPPING_TESTS)
+    tests_dir = Path(__file__).resolve().parent
+    env = {**os.environ, "VISION_BENCH_STRICT_SKIPS": strict, "PYTHONPATH": str(tests_dir)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "strict_skips", "-p", "no:cacheprovider",
+                           str(tmp_path / "test_sample.py")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == expected_code, proc.stdout + proc.stderr
+    assert "1 passed, 2 skipped" in proc.stdout
+    if strict:
+        assert "test_needs_a_missing_reference: Skipped: could not import 'a_module_that_is_not_installed'" in proc.stdout
+        assert "test_cpu_only" not in proc.stdout.split("skips not allowed")[1]
+
+
+SLOW_MODELS = '''
+import time
+
+import unified_benchmark as ub
+
+
+class SlowYOLO11nDetect(ub.YOLO11nDetectBenchmark):
+    """yolo11n-detect with a deliberate slowdown: a sleep in every pass through the pipeline."""
+
+    def run_pipeline(self, image):
+        time.sleep(1.0)
+        return super().run_pipeline(image)
+'''
+
+SLOW_RUNNER = '''
+import sys
+
+import unified_benchmark as ub
+
+if __name__ == "__main__":
+    if sys.argv[1] == "slow":
+        import slow_models
+        ub.MODELS_BY_CLI_NAME["yolo11n-detect"] = slow_models.SlowYOLO11nDetect
+    sys.exit(ub.main(sys.argv[2:]))
+'''
+
+
+def test_a_real_slowdown_of_yolo11n_detect_fails_the_gate_with_its_interval_shown(tmp_path, sample_image):
+    """Two real runs of yolo11n-detect (random weights), the second with a 1 s sleep in its pipeline."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, load_run
+    (tmp_path / "slow_models.py").write_text(SLOW_MODELS)
+    (tmp_path / "run_slow.py").write_text(SLOW_RUNNER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    files = {}
+    for name in ("base", "slow"):
+        proc = subprocess.run([sys.executable, str(tmp_path / "run_slow.py"), name, "--models", "yolo11n-detect",
+                               "--weights", "random", "--no-dissect", "--runs", "8", "--warmup", "1", "--images",
+                               str(sample_image), "--output-dir", str(tmp_path / name)],
+                              capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        run = load_run(tmp_path / name)
+        files[name] = run["results_dir"] / f"benchmark_results_{run['run_id']}.json"
+    proc = run_cli("--compare", files["base"], files["slow"], "--fail-if-slower", "50", "--output-dir", tmp_path / "cmp")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = verdict_line(proc, "YOLO11nDetect")
+    assert line.rstrip().endswith("slower"), line
+    low = float(line.split("[")[1].split(",")[0])
+    assert low > 50, line
+    md = comparison_md(tmp_path / "cmp")
+    row = next(r for r in md.splitlines() if r.startswith("| YOLO11nDetect |"))
+    assert "**slower** (fails the gate)" in row and "% [+" in row and "8 / 8" in row, row

@@ -3,6 +3,7 @@ and the real writer, with the signal sent from inside the writer's atomic file w
 import csv
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 import vision_bench.common
 import vision_bench.reports.write
+import vision_bench.runner
 from vision_bench.common import EXIT_SIGINT, atomic_write_text
 from vision_bench.model_benchmark import ModelBenchmark
 
@@ -56,7 +58,13 @@ def sigint_during_writes(ub, monkeypatch, at_calls: set[int]) -> list:
     def write_with_signal(path, text):
         is_report = path.name.startswith("benchmark_")   # not the layer folder's metadata
         if is_report and len(written) + 1 in at_calls:
-            os.kill(os.getpid(), signal.SIGINT)   # Python runs the handler right after this call
+            os.kill(os.getpid(), signal.SIGINT)
+            # Python runs the handler in this thread at a later bytecode boundary, usually the next;
+            # wait until the writer's holding code has it, so that no load can move it past the write.
+            deadline = time.monotonic() + 60
+            while not vision_bench.runner._deferred_signals and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert vision_bench.runner._deferred_signals, "the signal was not held during the write"
         real(path, text)
         if is_report:
             written.append(path.name)

@@ -126,7 +126,7 @@ def interval_rank(m: int, n: int, level: float = 0.95) -> tuple[int, float]:
         c = int(np.searchsorted(cdf, alpha_half + 1e-12, side="right"))  # P(U <= c - 1) <= alpha/2
         return c, (1.0 - 2.0 * float(cdf[c - 1])) if c else 0.0
     z = 1.959963984540054
-    c = int(math.floor(m * n / 2.0 - z * math.sqrt(m * n * (m + n + 1) / 12.0)))
+    c = math.floor(m * n / 2.0 - z * math.sqrt(m * n * (m + n + 1) / 12.0))
     return max(c, 0), level if c > 0 else 0.0
 
 

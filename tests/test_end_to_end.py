@@ -111,7 +111,13 @@ def test_phases_are_timed_and_the_overhead_is_what_is_left(run):
                                         "dissection"))
     assert totals["measuring"] == pytest.approx(measuring)
     assert totals["overhead"] == pytest.approx(data["total_seconds"] - measuring, abs=0.01)
-    assert "## Where the run's time went" in run["md_path"].read_text()
+    md = run["md_path"].read_text()
+    assert "## Where the run's time went" in md
+    # The final write drew the summary charts (before it stamped the wall time) and links them.
+    assets = run["results_dir"] / f"report_{run['run_id']}"
+    assert (assets / "latency.png").exists() and f"]({assets.name}/latency.png)" in md
+    # The wall time starts with the process, before main() ran: it is at least the sum of the phases measured.
+    assert data["total_seconds"] >= totals["measuring"]
 
 
 def test_worker_records(run):

@@ -22,7 +22,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from vision_bench.reports.html import html_report
-from vision_bench.reports.markdown import markdown_report
+from vision_bench.reports.markdown import draw_summary_charts, markdown_report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -289,7 +289,7 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
 
 def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
     """Mid-run writes skip the summary charts (they were the parent's largest per-model cost);
-    the final write draws them and both reports show them."""
+    the final write draws them (write_reports, before the wall time is stamped) and both reports show them."""
     data = copy.deepcopy(run["json"])
     results = tmp_path / "results"
     ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
@@ -300,6 +300,7 @@ def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
     assert "Drawn when the run ends." in md and not (ctx.assets_dir / "latency.png").exists()
     assert "No charts yet: they are drawn when the run ends." in html_report(data, ctx)
     data["status"] = "complete"
+    draw_summary_charts(data, ctx.assets_dir)  # the final write draws them before it stamps the wall time
     md = markdown_report(data, ctx)
     assert (ctx.assets_dir / "latency.png").exists() and (ctx.assets_dir / "memory_vs_params.png").exists()
     assert f"]({ctx.assets_dir.name}/latency.png)" in md and "Drawn when the run ends." not in md

@@ -56,7 +56,7 @@ def write_reports(ctx) -> dict:
         "started": ctx.started.isoformat(timespec="seconds"), "written": finished.isoformat(timespec="seconds"),
         "total_seconds": (finished - ctx.started).total_seconds(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "config": {"runs_per_image": ctx.args.runs, "warmup_rounds": ctx.args.warmup, "isolation": ctx.args.isolation,
+        "config": {"runs_per_image": None if getattr(ctx.args, "precision", None) else ctx.args.runs, "warmup_rounds": ctx.args.warmup, "isolation": ctx.args.isolation,
                    "model_timeout_s": ctx.args.model_timeout, "precision_pct": getattr(ctx.args, "precision", None),
                    "max_time_s": getattr(ctx.args, "max_time", None) if getattr(ctx.args, "precision", None) else None,
                    "processes": getattr(ctx.args, "processes", 1), "discard_throttled": getattr(ctx.args, "discard_throttled", False), "latency_interval": CI_METHOD, "seed": ctx.args.seed, "weights": ctx.args.weights,

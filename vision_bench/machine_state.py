@@ -30,11 +30,15 @@ def cpu_static_state(root: Path = CPU_SYS) -> dict:
             "throttle_counters": bool(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count")))}
 
 
-def cpu_sample(root: Path = CPU_SYS) -> dict:
-    freqs = [int(f) for f in (read_sys(p) for p in glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_cur_freq")))
-             if f and f.isdigit()]
-    counts = [int(c) for c in (read_sys(p) for p in glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count")))
-              if c and c.isdigit()]
+def cpu_files(root: Path = CPU_SYS) -> dict:
+    """The /sys files read at every sample, found once (a glob per sample would cost more than the reads)."""
+    return {"freq": sorted(glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_cur_freq"))),
+            "throttle": sorted(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count")))}
+
+
+def cpu_sample(files: dict) -> dict:
+    freqs = [int(f) for f in (read_sys(p) for p in files["freq"]) if f and f.isdigit()]
+    counts = [int(c) for c in (read_sys(p) for p in files["throttle"]) if c and c.isdigit()]
     return {"load1": os.getloadavg()[0], "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
             "cpu_freq_mhz": sum(freqs) / len(freqs) / 1000.0 if freqs else None,
             "cpu_throttle_count": sum(counts) if counts else None}
@@ -45,7 +49,7 @@ class MachineGuard:
 
     def __init__(self, device, nvml=None, cpu_root: Path = CPU_SYS):
         self.device_type = getattr(device, "type", str(device))
-        self.cpu_root = cpu_root
+        self.cpu_files = cpu_files(cpu_root)
         self.static = {**cpu_static_state(cpu_root), "cpus": len(os.sched_getaffinity(0))
                        if hasattr(os, "sched_getaffinity") else os.cpu_count(), "nvml": None}
         self.gpu = None
@@ -62,7 +66,7 @@ class MachineGuard:
 
     def sample(self) -> dict:
         start = time.perf_counter()
-        state = cpu_sample(self.cpu_root)
+        state = cpu_sample(self.cpu_files)
         if self.gpu is not None:
             state.update(self.gpu.sample())
         self.cost_s += time.perf_counter() - start

@@ -18,6 +18,7 @@ from .reports.compare import compare_results
 from .reports.merge import merge_results
 from .reports.results_file import report_paths
 from .runner import raise_on_signal, run_all
+from .sampling import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .shards import select_shard
 from .variants import VARIANTS, parse_variants
 from .workers import keep_freed_memory, start_worker_server
@@ -61,6 +62,9 @@ non_negative_int = checked_number(int, lambda v: v >= 0, "a whole number of 0 or
 positive_seconds = checked_number(float, lambda v: math.isfinite(v) and v > 0, "a positive number of seconds")
 
 
+positive_percent = checked_number(float, lambda v: math.isfinite(v) and 0 < v < 100, "a percentage above 0 and below 100")
+
+
 def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="unified_benchmark.py",
@@ -92,9 +96,26 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                       help="MobileSAM workload: everything (grid of point prompts) or box (one box prompt) "
                            "(default: the model class's SAM_PROMPT constant)")
     how = parser.add_argument_group("how to measure")
-    how.add_argument("--runs", type=positive_int, default=defaults.runs,
+    how.add_argument("--runs", type=positive_int, default=None,
                      help=f"timed runs per image, the only runs in the latency statistics (default: {defaults.runs}); "
                           "each model first gets one cold-start run and the warm-up rounds")
+    how.add_argument("--precision", type=positive_percent, default=None, metavar="PCT",
+                     help="instead of a fixed --runs: after the warm-up, keep running timed rounds over the images "
+                          "until the 95%% interval of the end-to-end median is within +-PCT%% of it (at least "
+                          f"{PRECISION_MIN_RUNS} runs), or --max-time, or {PRECISION_MAX_RUNS} runs; the report says "
+                          "which stopped it and the precision reached. Not with --runs")
+    how.add_argument("--max-time", type=positive_seconds, default=None, metavar="SECONDS",
+                     help=f"with --precision: the most seconds of timed runs per model (default: {DEFAULT_MAX_TIME:g}; "
+                          "shared between its --processes)")
+    how.add_argument("--processes", type=positive_int, default=1, metavar="K",
+                     help="run each model in K fresh worker processes one after another and pool their timed runs; "
+                          "the median's interval then covers the spread between processes, and the report lists each "
+                          "process's median. Each process loads the model, runs its cold start and warm-up again: "
+                          "loading K times costs time (the first process alone also runs FLOPs and dissection) "
+                          "(default: 1)")
+    how.add_argument("--discard-throttled", action="store_true",
+                     help="leave timed runs the machine-state guard flagged (GPU throttled or shared with another "
+                          "process, CPU thermal throttling) out of the statistics; they stay in the JSON, marked")
     how.add_argument("--warmup", type=non_negative_int, default=defaults.warmup,
                      help="warm-up rounds over all images after the cold start, kept in the JSON but not in the "
                           f"statistics, so every input shape is seen before timing (default: {defaults.warmup})")
@@ -150,6 +171,19 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                       help="with --merge of shards: the log of shard I's task, {shard} standing for I (e.g. "
                            "logs/bench_123_{shard}.log); a model its shard did not complete is marked failed with it")
     return parser
+
+
+def check_sampling(args, defaults: RunDefaults) -> None:
+    """--runs against --precision, --max-time and --processes; fills the defaults."""
+    if args.precision is not None and args.runs is not None:
+        raise UsageError("--runs N is a fixed count and --precision PCT runs until the interval is tight: give one")
+    if args.max_time is not None and args.precision is None:
+        raise UsageError("--max-time caps --precision's runs: it needs --precision")
+    args.runs = defaults.runs if args.runs is None else args.runs
+    args.max_time = DEFAULT_MAX_TIME if args.max_time is None else args.max_time
+    if args.processes > 1 and (args.isolation == "none" or args.devices):
+        raise UsageError("--processes K runs a model in K worker processes one after another: it needs --isolation "
+                         "process and no --devices")
 
 
 def parse_models(text: str, registry: dict) -> list[type]:
@@ -289,6 +323,7 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
         if args.shard:
             args.model_classes, args.shard_record = select_shard(args.model_classes, args.shard)
         args.variants = parse_variants(args.variants)
+        check_sampling(args, defaults)
         if args.trace_stacks and not args.trace:
             raise UsageError("--trace-stacks adds stacks to the trace: it needs --trace")
         args.models_dir = args.models_dir.expanduser()
@@ -323,7 +358,11 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
     previous = {s: signal.signal(s, raise_on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         log("INFO", f"Run {run_id}: {len(args.model_classes)} model(s), {len(images)} image(s), 1 cold-start run, "
-                    f"{args.warmup} warm-up round(s), {args.runs} timed run(s) per image, {args.weights} weights, "
+                    f"{args.warmup} warm-up round(s), "
+                    + (f"timed rounds until +-{args.precision:g}% (at most {args.max_time:g} s)" if args.precision
+                       else f"{args.runs} timed run(s) per image")
+                    + (f" in each of {args.processes} processes" if args.processes > 1 else "")
+                    + f", {args.weights} weights, "
                     f"device {', '.join(map(str, args.devices)) if args.devices else device}, seed {args.seed}, "
                     + ("one worker process per model" if args.isolation == "process" else "all in this process"))
         if args.shard_record:

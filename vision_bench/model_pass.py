@@ -14,7 +14,9 @@ from .dissection import dissection_digest
 from .environment import system_info
 from .images import load_rgb
 from .memory import MemoryTracker, free_cached_memory, private_memory
-from .stats import format_interval, latency_stats
+from .machine_state import MachineGuard, summarize_state
+from .sampling import STOPPED_BY, StoppingRule
+from .stats import format_interval, latency_stats, tail_stats
 from .trace import beside_breakdown, file_size
 from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
@@ -134,17 +136,19 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
 
     tracker.reset_peak()
     first_image = load_rgb(ctx.images[0])
-    first_prediction = run_timed_phases(bench, ctx, result["runs"], phase, first_image)
+    first_prediction = run_timed_phases(bench, ctx, result, phase, first_image)
     memory.update(tracker.peak())
     set_private_peak(memory, private_memory())
     result["torch_threads"] = torch.get_num_threads()
-    summarize_latency(result)
+    summarize_latency(result, discard_flagged=getattr(args, "discard_throttled", False))
     set_headline_memory(result, ctx.device)
     e2e = result["latency_end_to_end"]
     log("STATS", f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; timed end to end over "
                  f"{e2e['n']} runs: median {e2e['median'] * 1000:.1f} ms {format_interval(e2e)}, "
                  f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS")
     log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
+    if getattr(ctx, "timing_only", False):   # a later process of --processes: its timed runs are what counts
+        return
 
     with phase("flops"):
         result["parameters"] = bench.count_parameters()
@@ -250,11 +254,11 @@ def measure_variant(cls, variant: str, ctx: RunContext, record: dict, tracker, i
     bench.load()
     record["details"] = prepare_variant(bench, variant, images)
     record["prepare_seconds"] = time.perf_counter() - start
-    run_timed_phases(bench, ctx, record["runs"], lambda name: contextlib.nullcontext(), images[0][1],
+    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1],
                      label=f"[{variant}] ")
     record["memory"].update(tracker.peak())
     set_private_peak(record["memory"], private_memory())
-    summarize_latency(record)
+    summarize_latency(record, discard_flagged=getattr(args, "discard_throttled", False))
     set_headline_memory(record, ctx.device)
     return bench
 
@@ -284,12 +288,17 @@ def variant_line(record: dict) -> str:
             + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else ""))
 
 
-def run_timed_phases(bench, ctx: RunContext, runs: list, phase, first_image, label: str = ""):
+def run_timed_phases(bench, ctx: RunContext, record: dict, phase, first_image, label: str = ""):
     """The cold start on the first image, the warm-up rounds and the timed runs over all images,
-    each run appended to `runs` (marked with its kind); returns the cold start's prediction.
-    `phase(name)` names each phase; `label` prefixes the log lines (a variant's name)."""
-    args = ctx.args
-    total = 1 + (args.warmup + args.runs) * len(ctx.images)
+    each run appended to record['runs'] (marked with its kind); returns the cold start's prediction.
+    Timed runs are a fixed --runs per image, or with --precision rounds over the images until the
+    stopping rule says (record['precision'] says why); the machine-state guard samples at every
+    timed run's boundaries (record['guard']). `phase(name)` names each phase; `label` prefixes the
+    log lines (a variant's name)."""
+    args, runs = ctx.args, record["runs"]
+    rule = stopping_rule(args)
+    total = f"max {1 + args.warmup * len(ctx.images) + rule.max_runs}" if rule else \
+        1 + (args.warmup + args.runs) * len(ctx.images)
 
     def run(path, image, kind):
         prediction, seconds, phases = bench.timed_run(image)
@@ -306,13 +315,42 @@ def run_timed_phases(bench, ctx: RunContext, runs: list, phase, first_image, lab
 
     with phase("cold_start"), bench.progress(f"{label}cold start", through_network=False, detail=runs_done):
         first_prediction = run(ctx.images[0], first_image, "cold")
-    for kind, repeats in (("warmup", args.warmup), ("timed", args.runs)):
-        with phase(kind), bench.progress(f"{label}{kind} runs", through_network=False, detail=runs_done):
-            for path in ctx.images:
-                image = first_image if path == ctx.images[0] else load_rgb(path)
-                for _ in range(repeats):
-                    run(path, image, kind)
+    images = [(path, first_image if path == ctx.images[0] else load_rgb(path)) for path in ctx.images]
+    with phase("warmup"), bench.progress(f"{label}warmup runs", through_network=False, detail=runs_done):
+        for path, image in images:
+            for _ in range(args.warmup):
+                run(path, image, "warmup")
+    guard = MachineGuard(ctx.device)
+    try:
+        with phase("timed"), bench.progress(f"{label}timed runs", through_network=False, detail=runs_done):
+            guard.begin()
+            if rule:
+                rule.start()
+            while True:
+                for path, image in images:
+                    for _ in range(1 if rule else args.runs):
+                        run(path, image, "timed")
+                        runs[-1]["state"] = guard.after_run()
+                stopped_by = rule.reason([r["total_s"] for r in runs if r["kind"] == "timed"]) if rule else "fixed"
+                if stopped_by:
+                    break
+    finally:
+        guard.close()
+        record["guard"] = {"static": guard.static, "cost_s": guard.cost_s, "samples": guard.samples}
+    if rule:
+        record["precision"] = rule.record([r["total_s"] for r in runs if r["kind"] == "timed"], stopped_by)
+        reached = record["precision"]["reached_pct"]
+        log("STATS", f"{label}--precision {rule.precision_pct:g}%: {STOPPED_BY[stopped_by]} after "
+                     f"{record['precision']['runs']} timed runs in {record['precision']['seconds']:.1f} s (interval "
+                     + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"))
     return first_prediction
+
+
+def stopping_rule(args) -> StoppingRule | None:
+    """--precision's rule, its time cap shared by the model's --processes; None for a fixed --runs."""
+    if getattr(args, "precision", None) is None:
+        return None
+    return StoppingRule(args.precision, max_seconds=args.max_time / max(getattr(args, "processes", 1), 1))
 
 
 def cuda_context_bytes(device) -> int | None:
@@ -346,24 +384,42 @@ def record_failure(result: dict, exc: Exception, tracker) -> None:
         traceback.print_exc()
 
 
-def summarize_latency(result: dict) -> None:
+def summarize_latency(result: dict, discard_flagged: bool = False) -> None:
     """Headline statistics from the timed runs only; the cold start and warm-up runs stay in
-    result['runs'], marked, and in the per-image table."""
+    result['runs'], marked, and in the per-image table. With `discard_flagged` (--discard-throttled)
+    timed runs the guard flagged throttled or shared are marked 'discarded' and left out (unless
+    that would leave none: then all stay, and the machine state says so)."""
     runs = result["runs"]
     result["cold_start"] = runs[0]
-    timed = [r for r in runs if r["kind"] == "timed"]
+    timed_all = [r for r in runs if r["kind"] == "timed"]
+    for r in timed_all:
+        r.pop("discarded", None)
+    flagged = [r for r in timed_all if (r.get("state") or {}).get("flags")]
+    if discard_flagged and len(flagged) < len(timed_all):
+        for r in flagged:
+            r["discarded"] = True
+    timed = [r for r in timed_all if not r.get("discarded")]
+    kept = {id(r) for r in timed}
     result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
     result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
+    result["latency_tails"] = tail_stats([r["total_s"] for r in timed])
     result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
                                        for p in ("preprocess", "forward", "postprocess")}
     median = result["latency_end_to_end"]["median"]
     result["fps"] = 1.0 / median if median else None
+    guard = result.get("guard")
+    if guard:
+        result["machine_state"] = summarize_state(guard["static"], timed_all, guard["cost_s"], guard["samples"], median,
+                                                  discarded=len(timed_all) - len(timed))
+        if discard_flagged and flagged and not len(timed_all) - len(timed):
+            result["machine_state"]["warnings"].append("--discard-throttled: every timed run was flagged; none was "
+                                                       "discarded")
     # Per image: the first run it got (cold start or first warm-up: a new input shape builds new
     # kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs.
     per_image = {}
     for name in dict.fromkeys(r["image"] for r in runs):
         mine = [r for r in runs if r["image"] == name]
-        mine_timed = [r for r in mine if r in timed]
+        mine_timed = [r for r in mine if id(r) in kept]
         per_image[name] = {"image_size": mine[0]["image_size"], "first_run_s": mine[0]["total_s"],
                            "first_is_cold_start": mine[0]["cold"],
                            "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],

@@ -11,6 +11,7 @@ from datetime import datetime
 from .common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
 from .environment import system_info
 from .model_pass import RunContext, benchmark_model, new_result
+from .processes import run_processes
 from .reports.write import write_reports
 from .workers import run_in_worker
 
@@ -29,7 +30,9 @@ def run_all(classes, ctx: RunContext) -> int:
             print("=" * 80, flush=True)
             result = new_result(cls, ctx)
             ctx.results.append(result)
-            if ctx.args.isolation == "process":
+            if getattr(ctx.args, "processes", 1) > 1:
+                run_processes(cls, ctx, result)
+            elif ctx.args.isolation == "process":
                 run_in_worker(cls, ctx, result)
             else:
                 benchmark_model(cls, ctx, result)

@@ -1,5 +1,6 @@
-"""Statistics of run times: the median with a distribution-free 95% interval, percentiles, and
-the Mann-Whitney U test that --compare uses."""
+"""Statistics of run times: the median and the tail percentiles with distribution-free 95%
+intervals (order statistics at binomial ranks), and the Mann-Whitney U test and Hodges-Lehmann
+shift that --compare uses."""
 from __future__ import annotations
 
 import math
@@ -10,28 +11,107 @@ MIN_RUNS_FOR_CI = 6                 # fewer runs than this have no distribution-
 CI_METHOD = "distribution-free 95% interval of the median from order statistics (binomial ranks)"
 
 
+def binomial_pmf(n: int, q: float) -> list[float]:
+    """P(B = j), j = 0..n, for B ~ Binomial(n, q): exact products up to 1000 runs, through
+    log-gamma beyond (where q**j underflows and 2**n overflows a float)."""
+    if n <= 1000:
+        return [math.comb(n, j) * q ** j * (1.0 - q) ** (n - j) for j in range(n + 1)]
+    log_q, log_r, log_n = math.log(q), math.log1p(-q), math.lgamma(n + 1)
+    return [math.exp(log_n - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_q + (n - j) * log_r)
+            for j in range(n + 1)]
+
+
+def binomial_ranks(n: int, q: float, level: float = 0.95) -> tuple[int, int, float] | None:
+    """Ranks (1-based) l and u such that [x(l), x(u)] covers the q-quantile with probability at
+    least `level`, whatever the distribution: the number of runs below the quantile is Binomial(n, q);
+    l is the largest rank with P(B < l) <= (1 - level)/2, u the smallest with P(B >= u) <= (1 - level)/2.
+    Returns (l, u, exact coverage), or None when n is too small for either end."""
+    tail = (1.0 - level) / 2.0
+    pmf = binomial_pmf(n, q)
+    below, low = 0.0, 0
+    for j in range(n + 1):
+        if below + pmf[j] > tail:
+            break
+        below += pmf[j]
+        low = j + 1
+    above, high = 0.0, n + 1
+    for j in range(n, -1, -1):
+        if above + pmf[j] > tail:
+            break
+        above += pmf[j]
+        high = j
+    if low == 0 or high > n or low > high:
+        return None
+    return low, high, 1.0 - (2.0 * below if q == 0.5 else below + above)  # the median's tails are equal
+
+
+def runs_needed(q: float, level: float = 0.95) -> int:
+    """The fewest runs for which the q-quantile has a distribution-free interval at `level`."""
+    n = MIN_RUNS_FOR_CI
+    while binomial_ranks(n, q, level) is None:
+        n += 1
+    return n
+
+
+def percentile_interval(values, q: float) -> tuple[float, float, float] | None:
+    """The distribution-free 95% interval of the q-quantile from order statistics at binomial ranks
+    (low, high, exact coverage), or None when there are too few values for it."""
+    a = np.sort(np.asarray(values, dtype=np.float64))
+    ranks = binomial_ranks(a.size, q)
+    if ranks is None:
+        return None
+    low, high, coverage = ranks
+    return float(a[low - 1]), float(a[high - 1]), coverage
+
+
 def median_interval(values) -> tuple[float, float, float] | None:
     """A 95% confidence interval of the median that assumes nothing about the distribution:
     order statistics x(k) and x(n+1-k), with k the largest rank such that a Binomial(n, 1/2)
     falls below k with probability at most 2.5%. Returns (low, high, exact coverage), or None
     when there are too few values (n < 6: even [min, max] covers less than 95%)."""
-    a = np.sort(np.asarray(values, dtype=np.float64))
-    n = a.size
-    below, k = 0.0, 0
-    for j in range(n + 1):
-        p = math.comb(n, j) / 2.0 ** n
-        if below + p > 0.025:
-            break
-        below += p
-        k = j + 1
-    if k == 0:
+    return percentile_interval(values, 0.5)
+
+
+TAIL_PERCENTILES = (90, 99)
+
+
+def tail_stats(seconds: list[float]) -> dict:
+    """p90 and p99 of the runs, each with its distribution-free 95% interval, or, when the runs
+    are too few for one, `needed_runs` (p90 needs 36 runs, p99 368: the interval's upper end must
+    be a run that, with 97.5% probability, lies above the percentile)."""
+    tails = {}
+    for pct in TAIL_PERCENTILES:
+        q = pct / 100.0
+        interval = percentile_interval(seconds, q) if seconds else None
+        tails[f"p{pct}"] = {
+            "value": float(np.percentile(seconds, pct)) if seconds else None, "n": len(seconds),
+            "ci95_low": interval[0] if interval else None, "ci95_high": interval[1] if interval else None,
+            "ci_coverage": interval[2] if interval else None, "needed_runs": runs_needed(q)}
+    return tails
+
+
+def tail_text(tail: dict) -> str:
+    """'812.3 ms [790.1, 901.7]' or '812.3 ms (no interval: not estimable with 20 runs, needs 368)'."""
+    if tail.get("value") is None:
+        return "n/a"
+    if tail.get("ci95_low") is None:
+        return (f"{tail['value'] * 1000:.1f} ms (not estimable with {tail['n']} runs: its 95% interval needs "
+                f"{tail['needed_runs']})")
+    return f"{tail['value'] * 1000:.1f} ms [{tail['ci95_low'] * 1000:.1f}, {tail['ci95_high'] * 1000:.1f}]"
+
+
+def relative_half_width(stats: dict) -> float | None:
+    """How far the median's interval reaches from the median, in percent of it (the larger side)."""
+    median, low, high = stats.get("median"), stats.get("ci95_low"), stats.get("ci95_high")
+    if not median or low is None or high is None:
         return None
-    return float(a[k - 1]), float(a[n - k]), 1.0 - 2.0 * below
+    return max(median - low, high - median) / median * 100.0
 
 
 def latency_stats(seconds: list[float]) -> dict:
     """Statistics of a list of run times in seconds; every field None when the list is empty."""
-    keys = ("n", "median", "ci95_low", "ci95_high", "ci_coverage", "p10", "p90", "mean", "std", "min", "max", "cov")
+    keys = ("n", "median", "ci95_low", "ci95_high", "ci_coverage", "p10", "p90", "p99", "mean", "std", "min", "max",
+            "cov")
     if not seconds:
         return dict.fromkeys(keys) | {"n": 0}
     a = np.asarray(seconds, dtype=np.float64)
@@ -41,7 +121,7 @@ def latency_stats(seconds: list[float]) -> dict:
     return {
         "n": int(a.size), "median": float(np.median(a)), "ci95_low": low, "ci95_high": high,
         "ci_coverage": coverage, "p10": float(np.percentile(a, 10)),
-        "p90": float(np.percentile(a, 90)), "mean": mean, "std": std,
+        "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)), "mean": mean, "std": std,
         "min": float(a.min()), "max": float(a.max()), "cov": std / mean if std is not None and mean > 0 else None,
     }
 

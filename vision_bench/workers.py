@@ -123,13 +123,15 @@ def stop_worker(process, finished: bool) -> None:
     process.join()
 
 
-def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
+def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -> None:
     """Run one model in a fresh worker process and fill `result` from its reports. A worker that
     dies (any signal, the OOM killer, an exit without a result) or overruns --model-timeout gives
-    a failed record with what it had measured, the phase it was in and its last output lines."""
+    a failed record with what it had measured, the phase it was in and its last output lines.
+    `part` numbers the model's worker under --processes (its own log file)."""
     import multiprocessing
     mp = multiprocessing.get_context("forkserver")
-    log_path = ctx.assets_dir / f"{cls.MODEL_NAME}_worker.log"
+    log_path = ctx.assets_dir / (f"{cls.MODEL_NAME}_worker.log" if part is None else
+                                 f"{cls.MODEL_NAME}_worker_p{part}.log")
     receive, send = mp.Pipe(duplex=False)
     process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path)), name=f"worker-{cls.CLI_NAME}",
                          daemon=True)

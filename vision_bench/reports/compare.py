@@ -21,8 +21,10 @@ from ..stats import (
 from .html import html_table, html_text, render_page
 from .markdown import SYSTEM_IDENTITY, md_table
 from .results_file import model_key, read_results, setting, timed_seconds
+from .sampling import not_clean, state_text, throttled_in_statistics
 
 TOO_FEW = "too few runs to tell"
+REFUSED = "no verdict: throttled or shared runs"
 SIGNIFICANCE_METHOD = (
     "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
     f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
@@ -39,6 +41,8 @@ COMPARED_SETTINGS = [
     ("torch threads", "system", "torch_threads"), ("weights", "config", "weights"),
     ("timed runs per image", "config", "runs_per_image"), ("warm-up rounds", "config", "warmup_rounds"),
     ("isolation", "config", "isolation"), ("seed", "config", "seed"), ("MobileSAM prompt", "config", "sam_prompt"),
+    ("--precision %", "config", "precision_pct"), ("processes", "config", "processes"),
+    ("--discard-throttled", "config", "discard_throttled"),
 ]
 
 
@@ -51,9 +55,11 @@ def compare_model(base: dict, new: dict) -> dict:
     peaks = [(r.get("memory") or {}).get("peak_bytes") for r in (base, new)]
     changed = [label for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
                if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)]
+    throttled = [side for side, r in (("base", base), ("new", new)) if throttled_in_statistics(r)]
     return {"key": model_key(base), "model": base["model"], "base": sa, "new": sb, "shift": shift,
             "shift_pct": relative_shift(shift, sa["median"]), "p": mann_whitney_p(a, b) if a and b else None,
-            "verdict": shift_verdict(shift), "peak_bytes": peaks, "status": [base["status"], new["status"]],
+            "verdict": f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
+            "refused": bool(throttled), "machine_state": [base.get("machine_state"), new.get("machine_state")], "peak_bytes": peaks, "status": [base["status"], new["status"]],
             "parameters": [base.get("parameters"), new.get("parameters")], "gflops": [base.get("gflops"), new.get("gflops")],
             "dtype": [base.get("dtype"), new.get("dtype")], "different_model": changed}
 
@@ -187,7 +193,9 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
     if args.fail_if_slower is not None:
         blocks.append(("p", f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model whose slowdown is "
                             f"larger than {args.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
-                            f"above {args.fail_if_slower:g}%)."))
+                            f"above {args.fail_if_slower:g}%). A model with runs the machine-state guard flagged "
+                            f"throttled or shared in the statistics of either side gets **{REFUSED}** and fails the "
+                            "gate too: its times may describe the machine, not the model."))
     if not args.allow_missing:
         blocks.append(("p", "A model that completed in base and did not complete in new (failed, timed out, missing, "
                             "no timed runs) fails the comparison (exit 1) unless `--allow-missing` is given."))
@@ -217,6 +225,8 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
                   "n/a" if r["p"] is None else f"{r['p']:.3g}",
                   f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None
                                            and slower_than(r, args.fail_if_slower) else "")] for r in rows]),
+                ("h3", "Machine state (timed runs)"), ("table", ["model", "base", "new"],
+                [[r["model"], *map(state_text, r["machine_state"])] for r in rows]),
                 ("h3", "Memory, size and status"), ("table",
                 ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
                 [[r["model"], change_text(*r["peak_bytes"], mb),
@@ -323,6 +333,12 @@ def compare_results(paths: list[Path], args) -> int:
                   + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else ""))
             if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower):
                 gate_failed.append(f"{r['model']} {shift_text(r)} slower in {pair['new'].get('run_id')}")
+            for side, state in zip(("base", "new"), r["machine_state"]):
+                if not_clean(state):
+                    log("WARNING", f"{r['model']} machine state in {side}: " + "; ".join(state["warnings"]))
+            if args.fail_if_slower is not None and r["refused"] and not slower_than(r, args.fail_if_slower):
+                gate_failed.append(f"{r['model']}: the gate cannot judge it, {r['verdict']} in "
+                                   f"{pair['new'].get('run_id')} (rerun on a quiet machine, or --discard-throttled)")
         for line in not_completed_in_new(pair):
             if args.allow_missing:
                 log("WARNING", f"{line} (allowed by --allow-missing)")

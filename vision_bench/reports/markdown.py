@@ -11,6 +11,7 @@ from ..trace import TRACE_OPEN_HINT
 from .charts import activation_profile_chart, latency_chart, memory_chart
 from .findings import findings
 from .results_file import report_paths
+from .sampling import machine_state_lines, sampling_lines
 from .trace import (
     BLOCK_HEADERS,
     OPERATOR_HEADERS,
@@ -122,11 +123,18 @@ def markdown_report(data: dict, ctx) -> str:
         ["ultralytics", s["ultralytics"]], ["CUDA", s["cuda_version"] if s["cuda_available"] else "not available"],
         ["GPU", s["gpu"] or "none"], ["CPU", f"{s['cpu']}, {s['cpu_count']} logical cores, torch threads {s['torch_threads']}"],
         ["device", s["device"]], ["numeric settings", numeric_settings_text(s)]]), ""]
+    lines += machine_state_lines(results)
     c = data["config"]
     lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
               + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
               f"- Each model: one cold-start run, then {c.get('warmup_rounds', 0)} warm-up round(s) over all images, "
-              f"then {c['runs_per_image']} timed run(s) per image; the latency statistics come from the timed runs "
+              + (f"then timed rounds over the images until the median's 95% interval was within "
+                 f"+-{c['precision_pct']:g}% (at most {c['max_time_s']:g} s)" if c.get("precision_pct")
+                 else f"then {c['runs_per_image']} timed run(s) per image")
+              + (f", in each of {c['processes']} fresh processes (runs pooled)" if (c.get("processes") or 1) > 1 else "")
+              + ("; runs the guard flagged throttled or shared are left out (--discard-throttled)"
+                 if c.get("discard_throttled") else "")
+              + "; the latency statistics come from the timed runs "
               "only, each median with its 95% interval (" + c.get("latency_interval", CI_METHOD) + ")",
               "- Isolation: " + ("each model in a fresh worker process (forked from a server that imported the "
                                  "libraries), so no model's figures depend on the models before it"
@@ -282,6 +290,7 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
         lines.append(f"- Timed medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms "
                      f"{format_interval(r['latency_forward'])}, postprocess {ms(phases['postprocess'])} ms; "
                      f"cold start {ms(r['cold_start']['total_s'])} ms")
+    lines += sampling_lines(r)
     lines.append("")
     per_image = r.get("latency_per_image") or {}
     if per_image:

@@ -158,11 +158,11 @@ def model_key(r: dict) -> str:
 
 
 def timed_seconds(r: dict) -> list[float]:
-    """End-to-end times of the runs in the headline statistics: kind 'timed' (schema 2), or every
-    run but the cold start (schema 1, which had no warm-up)."""
+    """End-to-end times of the runs in the headline statistics: kind 'timed' (schema 2) and not
+    discarded by --discard-throttled, or every run but the cold start (schema 1, no warm-up)."""
     runs = r.get("runs") or []
     if any("kind" in run for run in runs):
-        return [run["total_s"] for run in runs if run.get("kind") == "timed"]
+        return [run["total_s"] for run in runs if run.get("kind") == "timed" and not run.get("discarded")]
     return [run["total_s"] for run in runs if not run.get("cold")]
 
 

@@ -69,7 +69,62 @@ class SleepyBenchmark(TinyConvBenchmark):
         return super().forward(inputs)
 
 
-TEST_MODELS = [TinyConvBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark]
+class KnownMemoryBenchmark(TinyConvBenchmark):
+    """Sweeps: a batch of n takes exactly n x ITEM_BYTES more (one touched tensor, held until the
+    postprocess), and a batch past OOM_PAST raises an out-of-memory error, as a device that full would."""
+    MODEL_NAME, CLI_NAME = "KnownMemory", "knownmemory"
+    SWEEP_UNSUPPORTED: dict = {}
+    SIZE_STEP = 8
+    ITEM_BYTES = 48 * 2 ** 20
+    OOM_PAST: int | None = 12
+
+    def preprocess_batch(self, images, size):
+        return torch.zeros(len(images), 3, size or 16, size or 16)
+
+    def forward(self, inputs):
+        n = inputs.shape[0]
+        if self.OOM_PAST is not None and n > self.OOM_PAST:
+            raise MemoryError(f"out of memory (a simulated device: batch {n} > {self.OOM_PAST})")
+        held = torch.ones(n * self.ITEM_BYTES // 4)   # float32, every page written
+        return self.model(inputs), held
+
+    def postprocess(self, outputs, image):
+        return outputs[0]
+
+    def postprocess_batch(self, outputs, images):
+        return list(outputs[0])
+
+
+class RealLimitMemoryBenchmark(KnownMemoryBenchmark):
+    """The same growth, no simulated edge: --memory-limit makes the allocation itself fail."""
+    MODEL_NAME, CLI_NAME = "RealLimitMemory", "reallimitmemory"
+    OOM_PAST = None
+
+
+class KilledAtBatchBenchmark(KnownMemoryBenchmark):
+    """Its worker is killed (SIGKILL, as the kernel's OOM killer does) at any batch of KILL_FROM or more."""
+    MODEL_NAME, CLI_NAME = "KilledAtBatch", "killedatbatch"
+    ITEM_BYTES = 2 ** 20
+    OOM_PAST = None
+    KILL_FROM = 8
+
+    def forward(self, inputs):
+        if inputs.shape[0] >= self.KILL_FROM:
+            print("killing myself like the OOM killer", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(5)
+        return super().forward(inputs)
+
+
+class NoBatchBenchmark(KnownMemoryBenchmark):
+    """Resizes but cannot batch: swept on input size only."""
+    MODEL_NAME, CLI_NAME = "NoBatch", "nobatch"
+    ITEM_BYTES = 2 ** 20
+    SWEEP_UNSUPPORTED = {"batch": "this test model takes one image at a time"}
+
+
+TEST_MODELS = [TinyConvBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark, KnownMemoryBenchmark,
+               RealLimitMemoryBenchmark, KilledAtBatchBenchmark, NoBatchBenchmark]
 
 
 def register():

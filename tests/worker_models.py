@@ -40,6 +40,12 @@ class TinyConvBenchmark(ModelBenchmark):
         return outputs
 
 
+def kill_self(sig, message: str) -> None:
+    print(message, flush=True)
+    os.kill(os.getpid(), sig)
+    time.sleep(5)
+
+
 class SelfKillBenchmark(TinyConvBenchmark):
     """Kills its own process on its second inference run (os.kill: nothing Python can catch)."""
     MODEL_NAME, CLI_NAME = "SelfKill", "selfkill"
@@ -48,9 +54,7 @@ class SelfKillBenchmark(TinyConvBenchmark):
     def forward(self, inputs):
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == 2:
-            print("about to die", flush=True)
-            os.kill(os.getpid(), self.SIGNAL)
-            time.sleep(5)
+            kill_self(self.SIGNAL, "about to die")
         return super().forward(inputs)
 
 
@@ -110,9 +114,7 @@ class KilledAtBatchBenchmark(KnownMemoryBenchmark):
 
     def forward(self, inputs):
         if inputs.shape[0] >= self.KILL_FROM:
-            print("killing myself like the OOM killer", flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(5)
+            kill_self(signal.SIGKILL, "killing myself like the OOM killer")
         return super().forward(inputs)
 
 

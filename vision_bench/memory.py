@@ -9,6 +9,18 @@ import time
 from .common import exception_line
 
 
+def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A size field of /proc/<pid>/status (VmHWM, VmData, ...) in bytes; None where it is not there."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class MemoryTracker:
     """Process memory on CPU (resident set, with a true peak) and allocator figures on CUDA."""
 
@@ -32,14 +44,7 @@ class MemoryTracker:
     def _read_hwm(pid: int | str = "self") -> int | None:
         """The kernel's high-water mark of a process's resident set (also read by the parent
         for a worker: all that is left of it if the OOM killer ends it)."""
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
+        return proc_status_bytes("VmHWM", pid)
 
     def reset_peak(self) -> None:
         """Start a new peak window. Linux resets the kernel's high-water mark (exact);
@@ -151,18 +156,6 @@ def return_free_heap() -> None:
         pass
 
 
-def vm_data() -> int | None:
-    """The process's data size (VmData: heap and private writable mappings), what RLIMIT_DATA limits."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmData:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def apply_memory_limit(limit: int, device) -> dict:
     """--memory-limit for this worker. CUDA: the caching allocator's fraction of the device. CPU:
     RLIMIT_DATA (RLIMIT_AS where the data size is unknown) set to the data size now plus the
@@ -177,7 +170,7 @@ def apply_memory_limit(limit: int, device) -> dict:
         torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
         return {"bytes": limit, "kind": "--memory-limit (CUDA allocator fraction)"}
     import psutil
-    rss, data = psutil.Process().memory_info().rss, vm_data()
+    rss, data = psutil.Process().memory_info().rss, proc_status_bytes("VmData")  # what RLIMIT_DATA limits
     which, base = (resource.RLIMIT_DATA, data) if data is not None else (resource.RLIMIT_AS, psutil.Process().memory_info().vms)
     soft = max(base + limit - rss, base)   # never below what it holds: a worker already past the limit fails its next allocation
     resource.setrlimit(which, (soft, resource.getrlimit(which)[1]))

@@ -152,13 +152,20 @@ def finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, plt) -> bo
     return True
 
 
-def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
+def batch_figure(sweep: dict, fewest: int = 2):
+    """(plt, fig, ax, the batch points, their batches) for a chart against batch; None with too few points."""
     points = batch_points(sweep)
-    if len(points) < 2:
-        return False
+    if len(points) < fewest:
+        return None
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
-    x = [p["value"] for p in points]
+    return plt, fig, ax, points, [p["value"] for p in points]
+
+
+def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
+    if (figure := batch_figure(sweep)) is None:
+        return False
+    plt, fig, ax, points, x = figure
     y = [p["throughput"]["median"] for p in points]
     low = [p["throughput"]["median"] - (p["throughput"]["ci95_low"] or p["throughput"]["median"]) for p in points]
     high = [(p["throughput"]["ci95_high"] or p["throughput"]["median"]) - p["throughput"]["median"] for p in points]
@@ -174,12 +181,9 @@ def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
 
 
 def draw_latency(r: dict, sweep: dict, path: Path) -> bool:
-    points = batch_points(sweep)
-    if len(points) < 2:
+    if (figure := batch_figure(sweep)) is None:
         return False
-    plt = plot_style()
-    fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
-    x = [p["value"] for p in points]
+    plt, fig, ax, points, x = figure
     ax.plot(x, [p["latency_end_to_end"]["median"] / p["value"] * 1000 for p in points], "o-", color="black",
             label="end to end, per image")
     ax.plot(x, [p["latency_forward"]["median"] / p["value"] * 1000 for p in points], "s--", color="gray",
@@ -191,12 +195,9 @@ def draw_latency(r: dict, sweep: dict, path: Path) -> bool:
 
 
 def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
-    points = batch_points(sweep)
-    if not points:
+    if (figure := batch_figure(sweep, fewest=1)) is None:
         return False
-    plt = plot_style()
-    fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
-    x = [p["value"] for p in points]
+    plt, fig, ax, points, x = figure
     peaks = [p["memory"]["peak_bytes"] / MB for p in points]
     ax.plot(x, peaks, "o", color="black", label="peak, measured")
     a = sweep.get("batch_analysis") or {}

@@ -113,7 +113,7 @@ def cross_check(runs: int) -> None:
     images = [image] * CHECK_BATCH
     predictor = bench.ul_model.predictor
     bench.run_batch(images)  # warm: the predictor set up for a batch of this shape
-    x = predictor.preprocess(images)
+    x = predictor.preprocess([np.asarray(image)[..., ::-1] for image in images])  # BGR arrays, as its loader gives
     network = predictor.model
     print(f"\nCross-check at batch {CHECK_BATCH}, tensor {list(x.shape)}:")
     tool, independent = [], []

@@ -161,7 +161,9 @@ def apply_memory_limit(limit: int, device) -> dict:
     RLIMIT_DATA (RLIMIT_AS where the data size is unknown) set to the data size now plus the
     headroom `limit - resident set now`, so that the limit reads in the unit the sweep measures (the
     resident peak): an allocation that would take the worker past it fails (CPU allocator: "can't
-    allocate memory"). Set again before every sweep point, as the gap between the two drifts."""
+    allocate memory"). Set again before every sweep point, as the gap between the two drifts. Memory
+    the process holds in its data size but not resident (a trimmed heap) escapes it: the sweep does not
+    trim the heap under a limit."""
     import resource
 
     import torch

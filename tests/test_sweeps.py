@@ -102,6 +102,8 @@ def test_parsing_and_what_counts_as_out_of_memory():
         parse_memory("lots")
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch")) and not is_out_of_memory(ValueError("out of memory"))
+    onednn = RuntimeError("could not create a primitive")
+    assert is_out_of_memory(onednn, limited=True) and not is_out_of_memory(onednn)
 
 
 def sweep_of(run, cli_name):

@@ -263,7 +263,7 @@ def measure_point(bench, ctx: RunContext, point: dict, tracker, image, flops: di
         point["pixels"] = shape[-2] * shape[-1] if shape and len(shape) == 4 else None
         point["status"] = "ok"
     except Exception as exc:
-        point["status"] = "oom" if is_out_of_memory(exc) else "failed"
+        point["status"] = "oom" if is_out_of_memory(exc, limited=bool(ctx.args.memory_limit)) else "failed"
         point["reason"] = exception_line(exc)
         log("SWEEP" if point["status"] == "oom" else "WARNING", f"{bench.MODEL_NAME} {label}{point['status']}: "
                                                                f"{point['reason']}")

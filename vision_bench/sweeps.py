@@ -49,13 +49,20 @@ def parse_memory(text: str) -> int:
     return int(float(match[1]) * UNITS[unit])
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
+# oneDNN's error when it cannot get the memory for a convolution's primitive: under --memory-limit,
+# seen at yolo11n-detect's batch 10 between a batch that ran and one the CPU allocator refused
+LIMITED_OOM_PATTERNS = ("could not create a primitive",)
+
+
+def is_out_of_memory(exc: BaseException, limited: bool = False) -> bool:
     """A CUDA or CPU allocation failure (torch.OutOfMemoryError, MemoryError, the CPU allocator's
-    "can't allocate memory" under --memory-limit), as opposed to any other failure of a point."""
+    "can't allocate memory" under --memory-limit), as opposed to any other failure of a point.
+    `limited`: a memory limit is set, so oneDNN failing to create a primitive is one too."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(p in text for p in OOM_PATTERNS)
+    patterns = OOM_PATTERNS + (LIMITED_OOM_PATTERNS if limited else ())
+    return isinstance(exc, RuntimeError) and any(p in text for p in patterns)
 
 
 def new_sweep(cls, args, limit: dict | None) -> dict:

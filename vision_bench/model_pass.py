@@ -248,7 +248,7 @@ def measure_point(bench, ctx: RunContext, point: dict, tracker, image, flops: di
     tracker.reset_peak()
     memory = point["memory"] = {"cpu_rss_start_bytes": tracker.rss()}
     try:
-        run_timed_phases(BatchCall(bench, [image] * batch, size), point_ctx, point["runs"],
+        run_timed_phases(BatchCall(bench, [image] * batch, size, quiet=bool(ctx.args.memory_limit)), point_ctx, point["runs"],
                          lambda name: contextlib.nullcontext(), image, label=label)
         summarize_latency(point)
         for key in ("fps", "latency_per_image", "cold_start"):

@@ -226,13 +226,16 @@ def throughput(latency: dict, batch: int) -> dict:
 
 class BatchCall:
     """A model seen through run_timed_phases' eyes at one sweep point: each 'run' is one pipeline
-    call over the whole batch at the point's input size."""
+    call over the whole batch at the point's input size. `quiet`: no progress thread (under
+    --memory-limit a thread's start can fail inside it, and Thread.start() then waits forever:
+    seen at yolo11n-detect's batch 10)."""
 
-    def __init__(self, bench, images: list, size: int | None):
-        self.bench, self.images, self.size = bench, images, size
+    def __init__(self, bench, images: list, size: int | None, quiet: bool = False):
+        self.bench, self.images, self.size, self.quiet = bench, images, size, quiet
 
     def timed_run(self, image):
         return self.bench.timed_call(lambda: self.bench.run_batch(self.images, self.size))
 
     def progress(self, *args, **kwargs):
-        return self.bench.progress(*args, **kwargs)
+        import contextlib
+        return contextlib.nullcontext() if self.quiet else self.bench.progress(*args, **kwargs)

@@ -78,6 +78,7 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None =
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     conn.send(("started", time.time()))
+    ctx.in_worker = True    # a sweep may ask for a fresh worker for its next point
     ctx.args.allocator = keep_freed_memory()
     configure_threads(ctx.args.threads)
     if getattr(ctx.args, "memory_limit", None):
@@ -137,12 +138,15 @@ def run_in_worker(cls, ctx: RunContext, result: dict) -> None:
     dies (any signal, the OOM killer, an exit without a result) or overruns --model-timeout gives
     a failed record with what it had measured, the phase it was in and its last output lines;
     except at a sweep point, which becomes that point's `oom` edge: the model keeps what it
-    measured and a fresh worker goes on with the sweep."""
+    measured and a fresh worker goes on with the sweep. Under --memory-limit, a fresh worker also
+    takes the point after every out-of-memory one."""
+    resume = None
     for _ in range(MAX_SWEEP_RESUMES + 1):
-        resume = result if result.get("status") == "complete" and result.get("phase") == "sweep" else None
         run_one_worker(cls, ctx, result, resume)
-        if not sweep_point_died(result):
+        fresh_next = result.get("status") == "complete" and (result.get("sweep") or {}).get("fresh_worker_next")
+        if not (sweep_point_died(result) or fresh_next):
             return
+        resume = result
 
 
 def sweep_point_died(result: dict) -> bool:
@@ -170,12 +174,14 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None) -> N
     receive, send = mp.Pipe(duplex=False)
     process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path), resume),
                          name=f"worker-{cls.CLI_NAME}", daemon=True)
+    logged = log_path.stat().st_size if resume is not None and log_path.exists() else 0
     started = time.time()
     process.start()
     send.close()
     worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
     result["worker"] = worker
     relay = LogRelay(log_path, prefix=getattr(ctx, "log_prefix", ""))
+    relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
     stop = getattr(ctx, "stop_event", None)  # set by the main thread when --devices runs this in a thread
     deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
     finished = timed_out = False

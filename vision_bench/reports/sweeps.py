@@ -142,6 +142,13 @@ def oom_points(sweep: dict, dimension: str) -> list[dict]:
     return [p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == "oom"]
 
 
+def mark_edge(ax, sweep: dict) -> None:
+    """The out-of-memory edge: a line at the smallest batch that did not run."""
+    oom = [p["value"] for p in oom_points(sweep, "batch")]
+    if oom:
+        ax.axvline(min(oom), color="tab:red", ls="--", lw=1, label=f"out of memory from batch {min(oom)}")
+
+
 def finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, plt) -> bool:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
@@ -174,8 +181,7 @@ def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
     ax.axhline(knee["share_of_best"] * sweep["batch_analysis"]["best"]["throughput"], color="gray", ls=":", lw=1,
                label=f"{knee['share_of_best']:.0%} of the best")
     ax.plot([knee["batch"]], [knee["throughput"]], "*", ms=14, color="tab:red", label=f"knee: batch {knee['batch']}")
-    for p in oom_points(sweep, "batch"):
-        ax.axvline(p["value"], color="tab:red", ls="--", lw=1, label=f"out of memory at {p['value']}")
+    mark_edge(ax, sweep)
     ax.set_xscale("log", base=2)
     return finish(fig, ax, path, f"{r['model']}: throughput against batch", "batch size (log 2)", "images per second", plt)
 
@@ -211,13 +217,13 @@ def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
     if shows_limit:
         ax.axhline(limit / MB, color="tab:red", lw=1, label=f"limit {limit / MB:.0f} MB ({sweep['limit']['kind']})")
         if a.get("predicted_max_batch") is not None:
-            ax.axvline(a["predicted_max_batch"], color="tab:blue", ls=":", lw=1,
-                       label=f"predicted largest batch {a['predicted_max_batch']}")
+            predicted = a["predicted_max_batch"]
+            ax.plot([predicted], [(fit["a"] + fit["b"] * predicted) / MB], "D", color="tab:blue", ms=7, zorder=3,
+                    label=f"predicted largest batch {predicted} (on the fit)")
     elif limit is not None:
         ax.text(0.02, 0.96, f"limit {limit / 2 ** 30:.1f} GB ({sweep['limit']['kind']}): off the chart", fontsize=8,
                 transform=ax.transAxes, va="top")
-    for p in oom_points(sweep, "batch"):
-        ax.axvline(p["value"], color="tab:red", ls="--", lw=1, label=f"out of memory at {p['value']}")
+    mark_edge(ax, sweep)
     return finish(fig, ax, path, f"{r['model']}: memory against batch", "batch size", "peak memory (MB)", plt)
 
 

@@ -46,6 +46,8 @@ class DepthProBenchmark(HFDepthBenchmark):
     INPUT_SIZE = 1536             # the processor resizes every image to 1536x1536
     RELATIVE_COST = 700           # --shard balancing: the costliest by far, a task of its own
     PRETRAINED_KWARGS = {"use_fov_model": True}
+    SWEEP_UNSUPPORTED = {"input_size": "the processor resizes every image to 1536x1536, the size the encoders' "
+                                       "patch layout is built for"}
     TIME_BLOCKS = ("depth_pro.encoder.patch_encoder", "depth_pro.encoder.image_encoder", "depth_pro.neck",
                    "fusion_stage", "head", "fov_model")
     ONNX_OUTPUTS = ("predicted_depth", "field_of_view")
@@ -174,6 +176,8 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
     # "box": one box prompt, the usual interactive use (seconds). --sam-prompt overrides.
     SAM_PROMPT = "everything"
     BOX_FRACTION = (0.25, 0.25, 0.75, 0.75)   # the box prompt, as fractions of width and height
+    SWEEP_UNSUPPORTED = {"batch": "the SAM predictor prompts one image at a time",
+                         "input_size": "the image encoder is built for 1024x1024 inputs (fixed positional embeddings)"}
 
     @staticmethod
     def ultralytics_class():

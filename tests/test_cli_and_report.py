@@ -13,7 +13,7 @@ def test_help_explains_every_option():
     assert proc.returncode == 0
     for option in ("--models", "--list-models", "--runs", "--images", "--device", "--weights", "--output-dir",
                    "--no-dissect", "--seed", "--sam-prompt", "--keep-going", "--models-dir", "--threads", "--shard",
-                   "--shard-logs"):
+                   "--shard-logs", "--batch-sizes", "--input-sizes", "--sweep-budget", "--memory-limit"):
         assert option in proc.stdout
 
 

@@ -40,6 +40,12 @@ class TinyConvBenchmark(ModelBenchmark):
         return outputs
 
 
+def kill_self(sig, message: str) -> None:
+    print(message, flush=True)
+    os.kill(os.getpid(), sig)
+    time.sleep(5)
+
+
 class SelfKillBenchmark(TinyConvBenchmark):
     """Kills its own process on its second inference run (os.kill: nothing Python can catch)."""
     MODEL_NAME, CLI_NAME = "SelfKill", "selfkill"
@@ -48,9 +54,7 @@ class SelfKillBenchmark(TinyConvBenchmark):
     def forward(self, inputs):
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls == 2:
-            print("about to die", flush=True)
-            os.kill(os.getpid(), self.SIGNAL)
-            time.sleep(5)
+            kill_self(self.SIGNAL, "about to die")
         return super().forward(inputs)
 
 
@@ -69,7 +73,60 @@ class SleepyBenchmark(TinyConvBenchmark):
         return super().forward(inputs)
 
 
-TEST_MODELS = [TinyConvBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark]
+class KnownMemoryBenchmark(TinyConvBenchmark):
+    """Sweeps: a batch of n takes exactly n x ITEM_BYTES more (one touched tensor, held until the
+    postprocess), and a batch past OOM_PAST raises an out-of-memory error, as a device that full would."""
+    MODEL_NAME, CLI_NAME = "KnownMemory", "knownmemory"
+    SWEEP_UNSUPPORTED: dict = {}
+    SIZE_STEP = 8
+    ITEM_BYTES = 48 * 2 ** 20
+    OOM_PAST: int | None = 12
+
+    def preprocess_batch(self, images, size):
+        return torch.zeros(len(images), 3, size or 16, size or 16)
+
+    def forward(self, inputs):
+        n = inputs.shape[0]
+        if self.OOM_PAST is not None and n > self.OOM_PAST:
+            raise MemoryError(f"out of memory (a simulated device: batch {n} > {self.OOM_PAST})")
+        held = torch.ones(n * self.ITEM_BYTES // 4)   # float32, every page written
+        return self.model(inputs), held
+
+    def postprocess(self, outputs, image):
+        return outputs[0]
+
+    def postprocess_batch(self, outputs, images):
+        return list(outputs[0])
+
+
+class RealLimitMemoryBenchmark(KnownMemoryBenchmark):
+    """The same growth, no simulated edge: --memory-limit makes the allocation itself fail."""
+    MODEL_NAME, CLI_NAME = "RealLimitMemory", "reallimitmemory"
+    OOM_PAST = None
+
+
+class KilledAtBatchBenchmark(KnownMemoryBenchmark):
+    """Its worker is killed (SIGKILL, as the kernel's OOM killer does) at any batch of KILL_FROM or more."""
+    MODEL_NAME, CLI_NAME = "KilledAtBatch", "killedatbatch"
+    ITEM_BYTES = 2 ** 20
+    OOM_PAST = None
+    KILL_FROM = 8
+
+    def forward(self, inputs):
+        if inputs.shape[0] >= self.KILL_FROM:
+            kill_self(signal.SIGKILL, "killing myself like the OOM killer")
+        return super().forward(inputs)
+
+
+class NoBatchBenchmark(KnownMemoryBenchmark):
+    """Resizes but cannot batch: swept on input size only."""
+    MODEL_NAME, CLI_NAME = "NoBatch", "nobatch"
+    ITEM_BYTES = 2 ** 20
+    SWEEP_UNSUPPORTED = {"batch": "this test model takes one image at a time"}
+
+
+TEST_MODELS = [TinyConvBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark, KnownMemoryBenchmark,
+               RealLimitMemoryBenchmark, KilledAtBatchBenchmark, NoBatchBenchmark]
 
 
 def register():

@@ -20,6 +20,7 @@ from .reports.results_file import report_paths
 from .runner import raise_on_signal, run_all
 from .sampling import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .shards import select_shard
+from .sweeps import parse_memory, parse_sizes
 from .variants import VARIANTS, parse_variants
 from .workers import keep_freed_memory, start_worker_server
 
@@ -150,6 +151,23 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                           "chrome://tracing) and summarised in the reports")
     how.add_argument("--trace-stacks", action="store_true",
                      help="with --trace: record Python call stacks too (a larger trace; default: shapes only)")
+    sweep = parser.add_argument_group("how cost grows (sweeps, after each model's own pass)")
+    sweep.add_argument("--batch-sizes", default=None, metavar="1,2,4,...|auto",
+                       help="also time each model at these batch sizes (the first image repeated) at its nominal "
+                            "input size, each point with its own warm-up and timed runs: latency per batch, images "
+                            "per second, peak memory, FLOPs per image; an out-of-memory point is the edge, bisected "
+                            "to one image; auto: doubling from 1 until out of memory or --sweep-budget")
+    sweep.add_argument("--input-sizes", default=None, metavar="320,480,...|auto",
+                       help="also time each model at batch 1 at these input sizes (auto: doubling from half the "
+                            "nominal size); a model that cannot resize (or batch) says so and is swept along the "
+                            "other dimension only")
+    sweep.add_argument("--sweep-budget", type=positive_seconds, default=None, metavar="SECONDS",
+                       help="stop starting new sweep points for a model after this long (default: no limit)")
+    sweep.add_argument("--memory-limit", default=None, metavar="SIZE",
+                       help="cap each model's worker at SIZE (e.g. 3GB): on the CPU by RLIMIT_DATA, read against "
+                            "the resident set; on CUDA as the allocator's share of the device. A sweep point past "
+                            "it is an out-of-memory point, not a failed model; the memory model predicts the "
+                            "largest batch under it (default: none; the prediction uses the device's memory)")
     out = parser.add_argument_group("where to write")
     out.add_argument("--output-dir", type=Path, default=defaults.output_dir,
                      help="folder that receives results/ and viz/ (default: the script's folder)")
@@ -324,6 +342,11 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
             args.model_classes, args.shard_record = select_shard(args.model_classes, args.shard)
         args.variants = parse_variants(args.variants)
         check_sampling(args, defaults)
+        args.batch_sizes = parse_sizes(args.batch_sizes, "--batch-sizes")
+        args.input_sizes = parse_sizes(args.input_sizes, "--input-sizes")
+        args.memory_limit = parse_memory(args.memory_limit) if args.memory_limit else None
+        if args.sweep_budget and not (args.batch_sizes or args.input_sizes):
+            raise UsageError("--sweep-budget limits a sweep: it needs --batch-sizes or --input-sizes")
         if args.trace_stacks and not args.trace:
             raise UsageError("--trace-stacks adds stacks to the trace: it needs --trace")
         args.models_dir = args.models_dir.expanduser()

@@ -94,8 +94,17 @@ class HFDepthBenchmark(ModelBenchmark):
     def network(self):
         return self.model
 
+    # Sweeps: the processor takes a list of images and a size (the shorter side kept at the size,
+    # a multiple of the patch size, for Depth Anything); the network a batch.
+    SWEEP_UNSUPPORTED: dict = {}
+    SIZE_STEP = 14
+
     def preprocess(self, image):
-        inputs = self.processor(images=image, return_tensors="pt").to(self.device)
+        return self.preprocess_batch([image], None)
+
+    def preprocess_batch(self, images: list, size: int | None):
+        resize = {} if size is None else {"size": {"height": size, "width": size}}
+        inputs = self.processor(images=images, return_tensors="pt", **resize).to(self.device)
         if self.channels_last:
             import torch
             inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
@@ -168,7 +177,10 @@ class HFDepthBenchmark(ModelBenchmark):
         return {"depth": prediction["predicted_depth"]}
 
     def postprocess(self, outputs, image):
-        return self.processor.post_process_depth_estimation(outputs, target_sizes=[(image.height, image.width)])[0]
+        return self.postprocess_batch(outputs, [image])[0]
+
+    def postprocess_batch(self, outputs, images: list):
+        return self.processor.post_process_depth_estimation(outputs, target_sizes=[(i.height, i.width) for i in images])
 
     def summarize_prediction(self, prediction) -> dict:
         depth = prediction["predicted_depth"].float()
@@ -255,12 +267,23 @@ class UltralyticsBenchmark(ModelBenchmark):
     def predict_kwargs(self, image) -> dict:
         return {"imgsz": self.INPUT_SIZE}
 
+    # Sweeps: predict() takes a list of images (one batch) and imgsz, a multiple of the stride.
+    SWEEP_UNSUPPORTED: dict = {}
+    SIZE_STEP = 32
+
     def run_pipeline(self, image):
+        results, phases = self.run_batch([image])
+        return results[0], phases
+
+    def run_batch(self, images: list, size: int | None = None):
+        kwargs = self.predict_kwargs(images[0]) | ({"imgsz": size} if size else {})
         with self.variant_context():
-            results = self.ul_model.predict(image, verbose=False, device=str(self.device), **self.predict_kwargs(image))
-        speed = results[0].speed  # milliseconds, measured by ultralytics with CUDA synchronisation
-        return results[0], {"preprocess": speed["preprocess"] / 1000, "forward": speed["inference"] / 1000,
-                            "postprocess": speed["postprocess"] / 1000}
+            results = self.ul_model.predict(images if len(images) > 1 else images[0], verbose=False,
+                                            device=str(self.device), **kwargs)
+        # milliseconds per image, measured by ultralytics with CUDA synchronisation: times the batch
+        speed, n = results[0].speed, len(images)
+        return results, {"preprocess": speed["preprocess"] * n / 1000, "forward": speed["inference"] * n / 1000,
+                         "postprocess": speed["postprocess"] * n / 1000}
 
     def phase_methods(self) -> dict:
         """The predictor's own phases, the ones its speed figures (run_pipeline) time."""

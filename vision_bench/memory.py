@@ -9,6 +9,18 @@ import time
 from .common import exception_line
 
 
+def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
+    """A size field of /proc/<pid>/status (VmHWM, VmData, ...) in bytes; None where it is not there."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class MemoryTracker:
     """Process memory on CPU (resident set, with a true peak) and allocator figures on CUDA."""
 
@@ -32,14 +44,7 @@ class MemoryTracker:
     def _read_hwm(pid: int | str = "self") -> int | None:
         """The kernel's high-water mark of a process's resident set (also read by the parent
         for a worker: all that is left of it if the OOM killer ends it)."""
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
+        return proc_status_bytes("VmHWM", pid)
 
     def reset_peak(self) -> None:
         """Start a new peak window. Linux resets the kernel's high-water mark (exact);
@@ -138,3 +143,49 @@ def free_cached_memory(device) -> str | None:
     """gc, then the CUDA caching allocator's free blocks back to the driver (an error as text)."""
     gc.collect()
     return safe_cuda_cleanup(device)
+
+
+def return_free_heap() -> None:
+    """gc, then glibc's free heap pages back to the kernel (malloc_trim), so that a sweep point's
+    resident peak is its own, not what a larger point before it left in the allocator."""
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def apply_memory_limit(limit: int, device) -> dict:
+    """--memory-limit for this worker. CUDA: the caching allocator's fraction of the device. CPU:
+    RLIMIT_DATA (RLIMIT_AS where the data size is unknown) set to the data size now plus the
+    headroom `limit - resident set now`, so that the limit reads in the unit the sweep measures (the
+    resident peak): an allocation that would take the worker past it fails (CPU allocator: "can't
+    allocate memory"). Set again before every sweep point, as the gap between the two drifts. Memory
+    the process holds in its data size but not resident (a trimmed heap) escapes it: the sweep does not
+    trim the heap under a limit."""
+    import resource
+
+    import torch
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
+        return {"bytes": limit, "kind": "--memory-limit (CUDA allocator fraction)"}
+    import psutil
+    rss, data = psutil.Process().memory_info().rss, proc_status_bytes("VmData")  # what RLIMIT_DATA limits
+    which, base = (resource.RLIMIT_DATA, data) if data is not None else (resource.RLIMIT_AS, psutil.Process().memory_info().vms)
+    soft = max(base + limit - rss, base)   # never below what it holds: a worker already past the limit fails its next allocation
+    resource.setrlimit(which, (soft, resource.getrlimit(which)[1]))
+    return {"bytes": limit, "kind": "--memory-limit (RLIMIT_DATA over the resident set)" if data is not None
+            else "--memory-limit (RLIMIT_AS over the resident set)"}
+
+
+def memory_limit(limit: int | None, device) -> dict:
+    """What a sweep's prediction compares with: --memory-limit, else the device's memory."""
+    if limit:
+        return {"bytes": limit, "kind": "--memory-limit"}
+    if device.type == "cuda":
+        import torch
+        return {"bytes": torch.cuda.get_device_properties(device).total_memory, "kind": "CUDA device memory"}
+    import psutil
+    return {"bytes": psutil.virtual_memory().total, "kind": "machine RAM (no --memory-limit)"}

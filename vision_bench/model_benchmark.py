@@ -43,6 +43,12 @@ class ModelBenchmark(ABC):
     # backends, looser ones for half precision. See parity.verdict for what each limit checks.
     PARITY_TOLERANCE = FP32_TOLERANCE
     HALF_PRECISION_TOLERANCE = HALF_TOLERANCE
+    # How the model batches and resizes (--batch-sizes, --input-sizes): a dimension named here, with
+    # the reason, is reported `unsupported` and the model is swept along the other only. The library
+    # bases implement both (run_batch); a model of its own says how, or keeps these.
+    SWEEP_UNSUPPORTED: dict = {"batch": "the model class does not implement run_batch",
+                               "input_size": "the model class does not implement run_batch"}
+    SIZE_STEP = 1                 # input sizes come in multiples of this (a sweep bisects to one step)
 
     def __init__(self, device, weights: str = "pretrained", models_dir: Path | str = "models",
                  sam_prompt: str | None = None):
@@ -109,25 +115,44 @@ class ModelBenchmark(ABC):
 
     def run_pipeline(self, image: Image.Image):
         """One image through preprocess, forward and postprocess; returns (prediction, phase seconds)."""
+        return self.three_phases(lambda: self.preprocess(image), lambda outputs: self.postprocess(outputs, image))
+
+    def run_batch(self, images: list, size: int | None = None):
+        """One pipeline call over a batch of images at input size `size` (None: the nominal one);
+        returns (predictions, phase seconds of the whole call). Used by the sweeps."""
+        return self.three_phases(lambda: self.preprocess_batch(images, size),
+                                 lambda outputs: self.postprocess_batch(outputs, images))
+
+    def preprocess_batch(self, images: list, size: int | None):
+        raise NotImplementedError(self.SWEEP_UNSUPPORTED.get("batch", "no batched preprocess"))
+
+    def postprocess_batch(self, outputs, images: list):
+        raise NotImplementedError(self.SWEEP_UNSUPPORTED.get("batch", "no batched postprocess"))
+
+    def three_phases(self, preprocess, postprocess):
         import torch
         t0 = time.perf_counter()
-        inputs = self.preprocess(image)
+        inputs = preprocess()
         self.sync()
         t1 = time.perf_counter()
         with torch.inference_mode(), self.variant_context():
             outputs = self.forward(inputs)
         self.sync()
         t2 = time.perf_counter()
-        prediction = self.postprocess(outputs, image)
+        prediction = postprocess(outputs)
         self.sync()
         t3 = time.perf_counter()
         return prediction, {"preprocess": t1 - t0, "forward": t2 - t1, "postprocess": t3 - t2}
 
     def timed_run(self, image: Image.Image):
         """End-to-end time of one pipeline call, as a pipeline pays it, plus its phases."""
+        return self.timed_call(lambda: self.run_pipeline(image))
+
+    def timed_call(self, call):
+        """`call()` -> (prediction, phases), timed end to end: (prediction, seconds, phases)."""
         self.sync()
         start = time.perf_counter()
-        prediction, phases = self.run_pipeline(image)
+        prediction, phases = call()
         self.sync()
         return prediction, time.perf_counter() - start, phases
 
@@ -202,9 +227,10 @@ class ModelBenchmark(ABC):
         return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks(),
                              detail=detail)
 
-    def count_flops_and_input(self, image: Image.Image) -> tuple[int, list[int] | None]:
+    def count_flops_and_input(self, image: Image.Image, run=None) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
-        matmuls, convolutions and attention count) and the shape of the tensor the network received."""
+        matmuls, convolutions and attention count) and the shape of the tensor the network received.
+        `run`: the call to count instead of run_pipeline(image) (a sweep point's batch)."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
         seen = {}
@@ -224,7 +250,7 @@ class ModelBenchmark(ABC):
             # paid by this one counting pass only, never by the timed runs.
             with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, \
                     self.progress("FLOPs pass"):
-                self.run_pipeline(image)
+                (run or (lambda: self.run_pipeline(image)))()
         finally:
             handle.remove()
         self.input_shape = seen.get("shape")

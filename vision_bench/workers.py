@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .common import RunInterrupted, log
 from .environment import configure_threads
-from .memory import MemoryTracker
-from .model_pass import RunContext, benchmark_model, new_result
+from .memory import MemoryTracker, apply_memory_limit
+from .model_pass import RunContext, benchmark_model, new_result, resume_sweep
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
 # may touch CUDA or run a parallel torch op: a forked child cannot use either.
@@ -28,6 +28,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 WORKER_LOG_TAIL_LINES = 25          # lines of a dead worker's output kept in the error record
 WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL
 WORKER_POLL_SEC = 0.2
+MAX_SWEEP_RESUMES = 32              # fresh workers for one model's sweep after deaths at its points
 
 
 def keep_freed_memory() -> dict | None:
@@ -63,9 +64,10 @@ def start_worker_server() -> None:
     forkserver.ensure_running()
 
 
-def worker_main(cls, ctx: RunContext, conn, log_path: str) -> None:
+def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None = None) -> None:
     """Runs in the worker process: one model, its output into log_path (the parent relays it),
-    its result record to the parent at every phase."""
+    its result record to the parent at every phase. `resume`: the record of a model whose worker
+    died during its sweep; this worker only goes on with the sweep."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -76,10 +78,18 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     conn.send(("started", time.time()))
+    ctx.in_worker = True    # a sweep may ask for a fresh worker for its next point
     ctx.args.allocator = keep_freed_memory()
     configure_threads(ctx.args.threads)
-    result = new_result(cls, ctx)
-    benchmark_model(cls, ctx, result, publish=lambda r: conn.send(("update", r)))
+    if getattr(ctx.args, "memory_limit", None):
+        apply_memory_limit(ctx.args.memory_limit, ctx.device)
+    publish = lambda r: conn.send(("update", r))  # noqa: E731
+    if resume is not None:
+        result = resume
+        resume_sweep(cls, ctx, result, publish)
+    else:
+        result = new_result(cls, ctx)
+        benchmark_model(cls, ctx, result, publish=publish)
     conn.send(("done", result))
     conn.close()
 
@@ -126,21 +136,54 @@ def stop_worker(process, finished: bool) -> None:
 def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -> None:
     """Run one model in a fresh worker process and fill `result` from its reports. A worker that
     dies (any signal, the OOM killer, an exit without a result) or overruns --model-timeout gives
-    a failed record with what it had measured, the phase it was in and its last output lines.
-    `part` numbers the model's worker under --processes (its own log file)."""
+    a failed record with what it had measured, the phase it was in and its last output lines;
+    except at a sweep point, which becomes that point's `oom` edge: the model keeps what it
+    measured and a fresh worker goes on with the sweep. Under --memory-limit, a fresh worker also
+    takes the point after every out-of-memory one. `part` numbers the model's worker under
+    --processes (its own log file)."""
+    resume = None
+    for _ in range(MAX_SWEEP_RESUMES + 1):
+        run_one_worker(cls, ctx, result, resume, part)
+        fresh_next = result.get("status") == "complete" and (result.get("sweep") or {}).get("fresh_worker_next")
+        if not (sweep_point_died(result) or fresh_next):
+            return
+        resume = result
+
+
+def sweep_point_died(result: dict) -> bool:
+    """If the worker died at a sweep point: that point is `oom`, the model complete; True then."""
+    sweep, error = result.get("sweep") or {}, result.get("error") or {}
+    running = [p for p in sweep.get("points", []) if p.get("status") == "running"]
+    if result.get("status") != "failed" or error.get("type") != "WorkerDied" or error.get("phase") != "sweep" \
+            or not running:
+        return False
+    point = running[-1]
+    point.update(status="oom", killed=True, reason=error["message"])
+    log("SWEEP", f"{result['model']}: the worker died at {point['dimension']} {point['value']} (out of memory): "
+                 "that is the edge; a fresh worker goes on with the sweep")
+    sweep.setdefault("worker_deaths", []).append({"dimension": point["dimension"], "value": point["value"],
+                                                  "message": error["message"]})
+    result.pop("error")
+    result.update(status="complete", phase="sweep")
+    return True
+
+
+def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part: int | None) -> None:
     import multiprocessing
     mp = multiprocessing.get_context("forkserver")
     log_path = ctx.assets_dir / (f"{cls.MODEL_NAME}_worker.log" if part is None else
                                  f"{cls.MODEL_NAME}_worker_p{part}.log")
     receive, send = mp.Pipe(duplex=False)
-    process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path)), name=f"worker-{cls.CLI_NAME}",
-                         daemon=True)
+    process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path), resume),
+                         name=f"worker-{cls.CLI_NAME}", daemon=True)
+    logged = log_path.stat().st_size if resume is not None and log_path.exists() else 0
     started = time.time()
     process.start()
     send.close()
     worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
     result["worker"] = worker
     relay = LogRelay(log_path, prefix=getattr(ctx, "log_prefix", ""))
+    relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
     stop = getattr(ctx, "stop_event", None)  # set by the main thread when --devices runs this in a thread
     deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
     finished = timed_out = False
@@ -157,7 +200,8 @@ def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -
                 except EOFError:
                     break  # the worker is gone without a last word
                 if kind == "started":
-                    result["phase_seconds"]["worker_start"] = payload - started
+                    seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
+                    seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
                     if ctx.args.model_timeout:
                         deadline = time.time() + ctx.args.model_timeout
                 else:

@@ -24,6 +24,7 @@ from .trace import (
     trace_link,
     trace_sentences,
 )
+from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 PAGE_TEMPLATE = Path(__file__).with_name("report_page.html")
@@ -154,6 +155,13 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
                    "max|a-b| / max|b| of the raw output, per part, worst part shown).</p>"
                    + html_table(VARIANT_HEADERS, variant_rows(r))
                    + "".join(f"<p class=meta>{html_text(note.replace('`', ''))}</p>" for note in variant_notes(r)))
+    if r.get("sweep"):
+        out.append("<h3>How cost grows</h3>" + (f"<p>{html_text(summary_line(r))}</p>" if summary_line(r) else "")
+                   + html_table(SWEEP_HEADERS, sweep_rows(r))
+                   + "".join(f"<p class=meta>{html_text(note)}</p>" for note in sweep_notes(r))
+                   + '<div class="charts">' + "".join(
+                       f'<img src="{html_url(ctx.assets_dir.name + "/" + f)}" alt="{html_text(alt)}">'
+                       for f, alt in sweep_charts(r, ctx.assets_dir)) + "</div>")
     tb = r.get("time_breakdown")
     if tb:
         out.append(f"<h3>Where the time goes</h3><p>One profiled pass (not a timed run), forward "

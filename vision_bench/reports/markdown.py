@@ -21,6 +21,7 @@ from .trace import (
     trace_link,
     trace_sentences,
 )
+from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 
@@ -172,6 +173,10 @@ def markdown_report(data: dict, ctx) -> str:
         "timed runs only, the 95% interval of the median in brackets. "
         "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
         + memory_note(results), ""]
+    swept = [line for line in map(summary_line, done) if line]
+    if swept:
+        lines += ["How cost grows (--batch-sizes, --input-sizes; details per model below):", ""] + \
+            [f"- {line}" for line in swept] + [""]
     lines += placement_lines(data)
 
     # The summary charts change with every model but are drawn once, when the run ends (by
@@ -209,7 +214,7 @@ def markdown_report(data: dict, ctx) -> str:
 PHASE_LABELS = {"worker_start": "worker start", "load": "load", "cold_start": "cold start", "warmup": "warm-up",
                 "timed": "timed runs", "flops": "FLOPs pass", "output": "output picture",
                 "time_breakdown": "profiled pass", "trace": "profiler trace", "dissection": "dissection",
-                "variants": "variants",
+                "variants": "variants", "sweep": "sweeps",
                 "cleanup": "cleanup"}
 
 
@@ -237,7 +242,7 @@ def run_time_section(data: dict) -> list[str]:
     else:
         lines += [f"Wall time {wall:.1f} s, from the process's start to the last chart drawn (the report files "
                   "themselves are written after it)."]
-    lines[-1] += (f" Measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, profiler trace, dissection, variants) "
+    lines[-1] += (f" Measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, profiler trace, dissection, variants, sweeps) "
                   f"{totals['measuring']:.1f} s; the tool's own overhead (everything else: worker start, pictures, "
                   f"cleanup, reports, start-up) {totals['overhead']:.1f} s ({totals['overhead'] / available * 100:.1f}%"
                   + (" of the time available" if totals.get("slots") else "") + ").")
@@ -315,6 +320,8 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
                   "max|a-b| / max|b| of the raw output, per part (boxes, scores, keypoints, ...), worst part shown.", "",
                   md_table(VARIANT_HEADERS, [[c.replace("|", "/") for c in row] for row in variant_rows(r)]), ""]
         lines += [f"- {note}" for note in variant_notes(r)] + ([""] if variant_notes(r) else [])
+    if r.get("sweep"):
+        lines += sweep_markdown(r, ctx)
     tb = r.get("time_breakdown")
     if tb:
         lines += ["### Where the time goes", "", f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms "
@@ -359,4 +366,13 @@ def trace_markdown(r: dict) -> list[str]:
         # Kernel names are C++ signatures: a "|" in one would split its row.
         lines += [caption, "", md_table(OPERATOR_HEADERS, [[f"`{row[0].replace('|', '/')}`"] + row[1:]
                                                            for row in rows]), ""]
+    return lines
+
+
+def sweep_markdown(r: dict, ctx) -> list[str]:
+    """The model's sweep: its summary line, the table of its points, the notes and the charts."""
+    lines = ["### How cost grows", ""] + ([summary_line(r), ""] if summary_line(r) else [])
+    lines += [md_table(SWEEP_HEADERS, [[c.replace("|", "/") for c in row] for row in sweep_rows(r)]), ""]
+    lines += [f"- {note}" for note in sweep_notes(r)] + [""]
+    lines += [f"![{alt}]({ctx.assets_dir.name}/{name})\n" for name, alt in sweep_charts(r, ctx.assets_dir)]
     return lines

@@ -17,9 +17,10 @@ def report_paths(ctx) -> dict:
 
 
 RESULTS_SCHEMA = "unified-benchmark/3"   # 3: per-model "variants" (--variants); optional per-model "trace" (--trace)
+# and "sweep" (--batch-sizes, --input-sizes)
 # The phases that measure something; the rest of the wall time is the tool's own overhead.
 MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "trace", "dissection",
-                    "variants")
+                    "variants", "sweep")
 
 
 def phase_totals(results: list[dict], total_seconds: float, slots: list[dict] | None = None,

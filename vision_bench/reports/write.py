@@ -13,6 +13,7 @@ from ..stats import CI_METHOD
 from .html import html_report
 from .markdown import draw_summary_charts, markdown_report
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
+from .sweeps import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from .variants import variant_csv_rows
 
 CSV_COLUMNS = [
@@ -21,6 +22,8 @@ CSV_COLUMNS = [
     "gflops", "input_shape", "layers_dissected", "warm_runs", "warmup_runs", "sam_prompt",
     # --variants: the model's own row is torch-fp32; one more row per other variant
     "variant", "speedup_forward", "parity_verdict", "parity_normalised_error", "parity_worst_part", "variant_reason",
+    # --batch-sizes / --input-sizes: one more row per sweep point (times per batch, GFLOPs per image)
+    *SWEEP_CSV_COLUMNS,
 ]
 
 
@@ -64,6 +67,8 @@ def write_reports(ctx) -> dict:
                    "keep_going": ctx.args.keep_going, "models": [c.CLI_NAME for c in ctx.args.model_classes],
                    "variants": getattr(ctx.args, "variants", None), "shard": getattr(ctx.args, "shard_record", None),
                    "trace": getattr(ctx.args, "trace", False), "trace_stacks": getattr(ctx.args, "trace_stacks", False),
+                   "batch_sizes": getattr(ctx.args, "batch_sizes", None), "input_sizes": getattr(ctx.args, "input_sizes", None),
+                   "sweep_budget_s": getattr(ctx.args, "sweep_budget", None), "memory_limit_bytes": getattr(ctx.args, "memory_limit", None),
                    "image_source": ctx.image_source, "viz_dir": str(ctx.viz_dir)},
         "system": ctx.system, "images": [str(p) for p in ctx.images], "models": ctx.results,
     }
@@ -95,7 +100,7 @@ def write_report_files(data: dict, ctx) -> dict:
     for r in data["models"]:
         if r["status"] != "not run":
             row = dict.fromkeys(CSV_COLUMNS) | csv_row(r)
-            for written in [row] + variant_csv_rows(r, row):
+            for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):
                 writer.writerow({k: ("" if v is None else v) for k, v in written.items()})
     atomic_write_text(paths["csv"], buffer.getvalue())
 

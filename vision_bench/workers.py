@@ -25,7 +25,8 @@ WORKER_PRELOAD = ["torch", "torchvision", "cv2", "matplotlib.pyplot", "transform
                   # the package itself, so that a worker unpickles its task without importing anything
                   "vision_bench.model_pass", "vision_bench.library_bases", "vision_bench.workers"]
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
-WORKER_LOG_TAIL_LINES = 25          # lines of a dead worker's output kept in the error record
+WORKER_LOG_TAIL_LINES = 80          # a dead worker's last output lines kept in its error record: enough for
+                                    # faulthandler's report of a few threads and the lines before it
 WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL
 WORKER_POLL_SEC = 0.2
 MAX_SWEEP_RESUMES = 32              # fresh workers for one model's sweep after deaths at its points

@@ -11,8 +11,8 @@ import torch
 from conftest import load_run
 from PIL import Image
 from torch import nn
+from worker_models import TinyConvBenchmark
 
-from vision_bench.model_benchmark import ModelBenchmark
 from vision_bench.reports.html import trace_html
 from vision_bench.reports.markdown import trace_markdown
 from vision_bench.trace import profiler_activities, self_times, summarize_trace
@@ -33,24 +33,13 @@ class SharedActNet(nn.Module):
         return self.act(self.head(self.act(self.stem(x))))
 
 
-class TinySharedBenchmark(ModelBenchmark):
-    MODEL_NAME, CLI_NAME, TASK, INPUT_SIZE = "TinyShared", "tinyshared", "test", 16
-
-    def load_pretrained(self):
-        raise NotImplementedError
+class TinySharedBenchmark(TinyConvBenchmark):
+    """TinyConv's pipeline around a network with a shared leaf (called twice) and an unused one."""
+    MODEL_NAME, CLI_NAME = "TinyShared", "tinyshared"
 
     def load_random(self):
         self.model = SharedActNet().eval()
         return "random (test)"
-
-    def network(self):
-        return self.model
-
-    def preprocess(self, image):
-        return torch.zeros(1, 3, 16, 16)
-
-    def forward(self, inputs):
-        return self.model(inputs)
 
     def postprocess(self, outputs, image):
         return outputs.mean()

@@ -53,7 +53,7 @@ def memory_chart(results: list[dict], path: Path) -> bool:
                 ls="none", label=f"{r['model']} ({r.get('gflops') or 0:.1f} GFLOPs)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
-    ax.set_ylabel("peak memory over pre-load baseline (MB)")
+    ax.set_ylabel("model's own share of peak memory (MB)")
     ax.set_title(f"Peak memory ({points[0]['memory']['peak_kind']}) against size", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)

@@ -2,6 +2,7 @@
 back (--compare, --merge) with the accessors that know its older layouts."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -106,14 +107,22 @@ def schema_error_text(error) -> str:
     return f"{where}: {message}"
 
 
+@functools.cache
+def results_validators():
+    """The published schema's validators, read once: any results file, and a file --merge takes."""
+    import jsonschema
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    mergeable = {"$ref": "#/$defs/mergeable_file", "$defs": schema["$defs"]}
+    return jsonschema.Draft202012Validator(schema), jsonschema.Draft202012Validator(mergeable)
+
+
 def validate_results(data, path: Path, option: str) -> None:
     """The file against results_schema.json, then what a schema cannot say: each model once."""
     import jsonschema
-    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    readable, mergeable = results_validators()
+    error = jsonschema.exceptions.best_match(readable.iter_errors(data))
     if error is None and option == "--merge":  # the merged report shows every figure of a complete model
-        mergeable = {"$ref": "#/$defs/mergeable_file", "$defs": schema["$defs"]}
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(mergeable).iter_errors(data))
+        error = jsonschema.exceptions.best_match(mergeable.iter_errors(data))
     if error is not None:
         if list(error.absolute_path) == ["schema"] or (error.validator == "required" and "'schema'" in error.message):
             found = data.get("schema") if isinstance(data, dict) else None

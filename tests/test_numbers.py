@@ -17,9 +17,9 @@ from torch import nn
 
 from vision_bench.common import leaf_modules
 from vision_bench.model_benchmark import ModelBenchmark
-from vision_bench.model_pass import summarize_latency
 from vision_bench.stats import latency_stats
 from vision_bench.time_breakdown import TimeBreakdown
+from vision_bench.timed_runs import summarize_latency
 
 MB = 1024 ** 2
 

@@ -11,11 +11,11 @@ from test_gate import verdict_line
 from test_worker_processes import run_tool
 
 from vision_bench.machine_state import MachineGuard
-from vision_bench.model_pass import summarize_latency
 from vision_bench.reports.compare import REFUSED, compare_model
 from vision_bench.reports.sampling import machine_state_lines
 from vision_bench.sampling import StoppingRule, process_interval
 from vision_bench.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
+from vision_bench.timed_runs import summarize_latency
 
 
 class FakeClock:

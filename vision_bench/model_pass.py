@@ -1,5 +1,6 @@
 """One model's pass, in whatever process runs it: load, cold start, warm-up, timed runs, FLOPs,
-output picture, time breakdown and dissection, filling the model's result record as it goes."""
+output picture, time breakdown and dissection, then its variants and sweep, filling the model's
+result record as it goes."""
 from __future__ import annotations
 
 import contextlib
@@ -7,19 +8,17 @@ import time
 import traceback
 from datetime import datetime
 
-import numpy as np
-
-from .common import UsageError, VariantUnsupported, WeightsError, exception_line, format_bytes, log, ms, seed_everything
+from .common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
 from .dissection import dissection_digest
 from .environment import system_info
 from .images import load_rgb
-from .machine_state import MachineGuard, summarize_state
-from .memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, private_memory, return_free_heap
-from .sampling import STOPPED_BY, StoppingRule
-from .stats import format_interval, latency_stats, tail_stats
-from .sweeps import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
+from .memory import MemoryTracker, free_cached_memory, private_memory
+from .stats import format_interval
+from .sweep_pass import load_fresh, measure_sweep
+from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
 from .trace import beside_breakdown, file_size
-from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
+from .variant_pass import measure_variants
+from .variants import REFERENCE_VARIANT
 
 
 class RunContext:
@@ -198,117 +197,6 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
             measure_sweep(bench, ctx, result, tracker, phase.publish)
 
 
-def load_fresh(cls, ctx: RunContext):
-    seed_everything(ctx.args.seed)
-    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
-    bench.load()
-    return bench
-
-
-def measure_sweep(bench, ctx: RunContext, result: dict, tracker, publish) -> None:
-    """--batch-sizes / --input-sizes: point after point (sweeps.next_point) in this worker, each with
-    its own warm-up and timed runs. The record is published before every point, so that if the worker
-    dies at one (the OOM killer, --memory-limit) the parent marks that point `oom` and a fresh worker
-    goes on from the next (resume_sweep)."""
-    sweep = result.get("sweep")
-    if sweep is None:
-        sweep = result["sweep"] = new_sweep(type(bench), ctx.args, memory_limit(ctx.args.memory_limit, ctx.device))
-    for dimension, reason in sweep["unsupported"].items():
-        log("SWEEP", f"{bench.MODEL_NAME}: {dimension} unsupported: {reason}")
-    image = load_rgb(ctx.images[0])
-    flops: dict = {}
-    sweep.pop("fresh_worker_next", None)
-    start = time.perf_counter() - sweep["seconds"]
-    while (step := next_point(sweep, time.perf_counter() - start)) is not None:
-        point = point_record(*step)
-        sweep["points"].append(point)
-        sweep["seconds"] = time.perf_counter() - start
-        publish(result)
-        measure_point(bench, ctx, point, tracker, image, flops)
-        sweep["seconds"] = time.perf_counter() - start
-        if point["status"] == "oom" and ctx.args.memory_limit and getattr(ctx, "in_worker", False):
-            # What the failed attempt left in the heap would count against the limit at the next point
-            # (measured: yolo11n-detect's edge two batches below the memory model's prediction): the
-            # next point starts in a fresh worker (workers.run_in_worker), as the first ones did.
-            sweep["fresh_worker_next"] = True
-            return
-    finish_sweep(sweep)
-    publish(result)
-
-
-def measure_point(bench, ctx: RunContext, point: dict, tracker, image, flops: dict) -> None:
-    """One sweep point: the batch (the first image, repeated) at the point's input size, a first
-    run, max(1, --warmup) warm-up runs and --runs timed runs, its peak memory, FLOPs per image (counted
-    at batch 1 of the size). An out-of-memory error makes it an `oom` point, any other a `failed` one."""
-    import copy
-    batch, size = point["batch"], point["input_size"]
-    label = f"[{point['dimension']} {point['value']}{' bisect' if point['bisect'] else ''}] "
-    log("SWEEP", f"{bench.MODEL_NAME} {label}batch {batch}, input size {size or 'nominal'}")
-    if ctx.args.memory_limit:
-        # The freed heap stays resident: trimmed, the worker could touch it again without growing its
-        # data size, past the limit unseen (measured: yolo11n-detect's batch 16 ran 150 MB over it).
-        free_cached_memory(ctx.device)
-        apply_memory_limit(ctx.args.memory_limit, ctx.device)
-    else:
-        return_free_heap()
-        free_cached_memory(ctx.device)
-    point_ctx = copy.copy(ctx)
-    point_ctx.images = ctx.images[:1]
-    point_ctx.args = copy.copy(ctx.args)
-    point_ctx.args.warmup = max(1, ctx.args.warmup)
-    point_ctx.args.precision = None   # a sweep point is a fixed --runs: --precision is for the headline figure
-    tracker.reset_peak()
-    memory = point["memory"] = {"cpu_rss_start_bytes": tracker.rss()}
-    try:
-        run_timed_phases(BatchCall(bench, [image] * batch, size, quiet=bool(ctx.args.memory_limit)), point_ctx, point,
-                         lambda name: contextlib.nullcontext(), image, label=label)
-        summarize_latency(point)
-        for key in ("fps", "latency_per_image", "cold_start"):
-            point.pop(key)
-        point["throughput"] = throughput(point["latency_end_to_end"], batch)
-        if size not in flops:
-            count, shape = bench.count_flops_and_input(image, run=lambda: bench.run_batch([image], size))
-            flops[size] = (count, shape)
-        count, shape = flops[size]
-        point["flops_per_image"] = count
-        point["input_shape"] = [batch] + list(shape[1:]) if shape else None
-        point["pixels"] = shape[-2] * shape[-1] if shape and len(shape) == 4 else None
-        point["status"] = "ok"
-    except Exception as exc:
-        point["status"] = "oom" if is_out_of_memory(exc, limited=bool(ctx.args.memory_limit)) else "failed"
-        point["reason"] = exception_line(exc)
-        log("SWEEP" if point["status"] == "oom" else "WARNING", f"{bench.MODEL_NAME} {label}{point['status']}: "
-                                                               f"{point['reason']}")
-    memory.update(tracker.safe_peak())
-    memory["peak_bytes"] = memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"])
-    memory["cpu_peak_growth_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_start_bytes"]
-    if point["status"] == "ok":
-        t = point["throughput"]
-        log("SWEEP", f"{label}{ms(point['latency_end_to_end']['median'])} ms a batch "
-                     f"{format_interval(point['latency_end_to_end'])}, {t['median']:.2f} images/s, peak "
-                     f"{format_bytes(memory['peak_bytes'])}")
-
-
-def resume_sweep(cls, ctx: RunContext, result: dict, publish) -> None:
-    """In a fresh worker: the model loads again and its sweep goes on from the point after the one
-    its previous worker died at; nothing else is measured again."""
-    tracker = MemoryTracker(ctx.device)
-    bench = None
-    try:
-        bench = load_fresh(cls, ctx)
-        measure_sweep(bench, ctx, result, tracker, publish)
-    except Exception as exc:
-        result["sweep"]["error"] = exception_line(exc)
-        log("ERROR", f"{cls.MODEL_NAME}: the sweep could not go on: {exception_line(exc)}")
-    finally:
-        tracker.stop_sampling()
-        if bench is not None:
-            bench.release()
-        free_cached_memory(ctx.device)
-    result["phase"] = None
-    publish(result)
-
-
 def trace_model(bench, ctx: RunContext, result: dict, image) -> dict:
     """--trace: the profiler trace of one more warm pass, its summary beside the hook-based
     breakdown, and the pass's own overhead against the timed median."""
@@ -325,150 +213,6 @@ def trace_model(bench, ctx: RunContext, result: dict, image) -> dict:
                  f"({trace['leaf_ranges']} leaf calls); traced pass {trace['pass_wall_s'] * 1000:.1f} ms against the "
                  f"timed median {median * 1000:.1f} ms")
     return trace
-
-
-def measure_variants(bench, ctx: RunContext, result: dict, tracker, variants: list[str]) -> None:
-    """Each variant in a fresh instance of the model (same seed, so the same weights), measured
-    like the reference and checked against its outputs. A variant that cannot run is a row marked
-    'unsupported' or 'failed' with its reason; the model and the run go on."""
-    images = [(path, load_rgb(path)) for path in ctx.images]
-    log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
-    reference = parity_outputs(bench, images)
-    result["variants"] = [reference_row(result)]
-    bench.release()                     # each variant's memory is its own, not the reference's too
-    free_cached_memory(ctx.device)
-    for variant in variants:
-        record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
-        result["variants"].append(record)
-        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {VARIANTS[variant]}")
-        variant_bench = None
-        try:
-            variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
-            record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
-            add_speedups(record, result)
-            record["status"] = "complete"
-            log("VARIANT", variant_line(record))
-        except VariantUnsupported as exc:
-            record.update(status="unsupported", reason=str(exc))
-            log("VARIANT", f"{variant}: unsupported: {exc}")
-        except Exception as exc:      # one variant's failure is its row's, never the run's
-            record.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
-            log("WARNING", f"{bench.MODEL_NAME} {variant} failed: {exception_line(exc)}")
-        finally:
-            if variant_bench is not None:
-                variant_bench.release()
-            del variant_bench
-            free_cached_memory(ctx.device)
-
-
-def measure_variant(cls, variant: str, ctx: RunContext, record: dict, tracker, images: list):
-    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs."""
-    args = ctx.args
-    seed_everything(args.seed)
-    bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
-    tracker.reset_peak()
-    record["memory"] = memory_before_load(tracker, ctx.device)
-    start = time.perf_counter()
-    bench.load()
-    record["details"] = prepare_variant(bench, variant, images)
-    record["prepare_seconds"] = time.perf_counter() - start
-    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1],
-                     label=f"[{variant}] ")
-    record["memory"].update(tracker.peak())
-    set_private_peak(record["memory"], private_memory())
-    summarize_latency(record, discard_flagged=getattr(args, "discard_throttled", False))
-    set_headline_memory(record, ctx.device)
-    return bench
-
-
-def reference_row(result: dict) -> dict:
-    """The reference's row of the variants table: its figures as measured above, not again."""
-    return {"variant": REFERENCE_VARIANT, "status": "complete", "description": VARIANTS[REFERENCE_VARIANT],
-            "reference": True, "speedup_forward": 1.0, "speedup_end_to_end": 1.0,
-            **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
-            "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")}}
-
-
-def add_speedups(record: dict, result: dict) -> None:
-    for key, name in (("latency_forward", "speedup_forward"), ("latency_end_to_end", "speedup_end_to_end")):
-        ref, mine = (result.get(key) or {}).get("median"), (record.get(key) or {}).get("median")
-        record[name] = ref / mine if ref and mine else None
-
-
-def variant_line(record: dict) -> str:
-    forward = record["latency_forward"]["median"]
-    parity = record["parity"]
-    worst = parity["worst"]
-    return (f"{record['variant']}: forward median {forward * 1000:.1f} ms ({record['speedup_forward']:.2f}x "
-            f"the reference), parity {parity['verdict']}"
-            + (f" (worst normalised error {worst.get('normalised_error'):.3g} in {worst.get('worst_part')})"
-               if worst.get("normalised_error") is not None else "")
-            + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else ""))
-
-
-def run_timed_phases(bench, ctx: RunContext, record: dict, phase, first_image, label: str = ""):
-    """The cold start on the first image, the warm-up rounds and the timed runs over all images,
-    each run appended to record['runs'] (marked with its kind); returns the cold start's prediction.
-    Timed runs are a fixed --runs per image, or with --precision rounds over the images until the
-    stopping rule says (record['precision'] says why); the machine-state guard samples at every
-    timed run's boundaries (record['guard']). `phase(name)` names each phase; `label` prefixes the
-    log lines (a variant's name)."""
-    args, runs = ctx.args, record["runs"]
-    rule = stopping_rule(args)
-    total = f"max {1 + args.warmup * len(ctx.images) + rule.max_runs}" if rule else \
-        1 + (args.warmup + args.runs) * len(ctx.images)
-
-    def run(path, image, kind):
-        prediction, seconds, phases = bench.timed_run(image)
-        runs.append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
-                     "cold": kind == "cold", "total_s": seconds, **{f"{k}_s": v for k, v in phases.items()}})
-        log(f"INFER {len(runs)}/{total}",
-            f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
-            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
-        return prediction
-
-    # One progress reporter a phase, not a run: no thread is started between two timed runs.
-    def runs_done():
-        return f"run {len(runs) + 1} of {total}"
-
-    with phase("cold_start"), bench.progress(f"{label}cold start", through_network=False, detail=runs_done):
-        first_prediction = run(ctx.images[0], first_image, "cold")
-    images = [(path, first_image if path == ctx.images[0] else load_rgb(path)) for path in ctx.images]
-    with phase("warmup"), bench.progress(f"{label}warmup runs", through_network=False, detail=runs_done):
-        for path, image in images:
-            for _ in range(args.warmup):
-                run(path, image, "warmup")
-    guard = MachineGuard(ctx.device)
-    try:
-        with phase("timed"), bench.progress(f"{label}timed runs", through_network=False, detail=runs_done):
-            guard.begin()
-            if rule:
-                rule.start()
-            while True:
-                for path, image in images:
-                    for _ in range(1 if rule else args.runs):
-                        run(path, image, "timed")
-                        runs[-1]["state"] = guard.after_run()
-                stopped_by = rule.reason([r["total_s"] for r in runs if r["kind"] == "timed"]) if rule else "fixed"
-                if stopped_by:
-                    break
-    finally:
-        guard.close()
-        record["guard"] = {"static": guard.static, "cost_s": guard.cost_s, "samples": guard.samples}
-    if rule:
-        record["precision"] = rule.record([r["total_s"] for r in runs if r["kind"] == "timed"], stopped_by)
-        reached = record["precision"]["reached_pct"]
-        log("STATS", f"{label}--precision {rule.precision_pct:g}%: {STOPPED_BY[stopped_by]} after "
-                     f"{record['precision']['runs']} timed runs in {record['precision']['seconds']:.1f} s (interval "
-                     + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"))
-    return first_prediction
-
-
-def stopping_rule(args) -> StoppingRule | None:
-    """--precision's rule, its time cap shared by the model's --processes; None for a fixed --runs."""
-    if getattr(args, "precision", None) is None:
-        return None
-    return StoppingRule(args.precision, max_seconds=args.max_time / max(getattr(args, "processes", 1), 1))
 
 
 def cuda_context_bytes(device) -> int | None:
@@ -500,88 +244,3 @@ def record_failure(result: dict, exc: Exception, tracker) -> None:
     if not isinstance(exc, (WeightsError, UsageError)):
         result["error"]["traceback"] = traceback.format_exc()
         traceback.print_exc()
-
-
-def summarize_latency(result: dict, discard_flagged: bool = False) -> None:
-    """Headline statistics from the timed runs only; the cold start and warm-up runs stay in
-    result['runs'], marked, and in the per-image table. With `discard_flagged` (--discard-throttled)
-    timed runs the guard flagged throttled or shared are marked 'discarded' and left out (unless
-    that would leave none: then all stay, and the machine state says so)."""
-    runs = result["runs"]
-    result["cold_start"] = runs[0]
-    timed_all = [r for r in runs if r["kind"] == "timed"]
-    for r in timed_all:
-        r.pop("discarded", None)
-    flagged = [r for r in timed_all if (r.get("state") or {}).get("flags")]
-    if discard_flagged and len(flagged) < len(timed_all):
-        for r in flagged:
-            r["discarded"] = True
-    timed = [r for r in timed_all if not r.get("discarded")]
-    kept = {id(r) for r in timed}
-    result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
-    result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
-    result["latency_tails"] = tail_stats([r["total_s"] for r in timed])
-    result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
-                                       for p in ("preprocess", "forward", "postprocess")}
-    median = result["latency_end_to_end"]["median"]
-    result["fps"] = 1.0 / median if median else None
-    guard = result.get("guard")
-    if guard:
-        result["machine_state"] = summarize_state(guard["static"], timed_all, guard["cost_s"], guard["samples"], median,
-                                                  discarded=len(timed_all) - len(timed))
-        if discard_flagged and flagged and not len(timed_all) - len(timed):
-            result["machine_state"]["warnings"].append("--discard-throttled: every timed run was flagged; none was "
-                                                       "discarded")
-    # Per image: the first run it got (cold start or first warm-up: a new input shape builds new
-    # kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs.
-    per_image = {}
-    for name in dict.fromkeys(r["image"] for r in runs):
-        mine = [r for r in runs if r["image"] == name]
-        mine_timed = [r for r in mine if id(r) in kept]
-        per_image[name] = {"image_size": mine[0]["image_size"], "first_run_s": mine[0]["total_s"],
-                           "first_is_cold_start": mine[0]["cold"],
-                           "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],
-                           "steady": latency_stats([r["total_s"] for r in mine_timed])}
-    result["latency_per_image"] = per_image
-
-
-def memory_before_load(tracker, device) -> dict:
-    """What the process holds just before a model loads: the baseline of the model's own share."""
-    memory = {"cpu_rss_before_load_bytes": tracker.rss()}
-    private = private_memory()
-    if private:
-        memory["cpu_private_before_load_bytes"] = private["uss"]
-    if device.type == "cuda":
-        memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
-    return memory
-
-
-def set_private_peak(memory: dict, now: dict | None) -> None:
-    """The private memory (USS) at the window's peak: USS now plus what the resident set has
-    given back since its peak (memory freed after a forward returned, activations: private)."""
-    if now and memory.get("cpu_private_before_load_bytes") is not None:
-        memory["cpu_private_peak_bytes"] = now["uss"] + max(memory["cpu_peak_rss_bytes"] - now["rss"], 0)
-
-
-def set_headline_memory(result: dict, device) -> None:
-    """The headline peak (what the OS or the allocator saw) and the model's own share of it: on
-    CUDA the allocated growth, on the CPU the growth of the worker's private memory (USS) from
-    before the load to the peak; the resident set's growth also counts library pages first
-    touched by this worker though the server already holds them (kept as rss_over_baseline)."""
-    memory = result["memory"]
-    if device.type == "cuda":
-        memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
-    else:
-        memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
-    memory["rss_over_baseline_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_before_load_bytes"]
-    if device.type == "cuda":
-        memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - memory["cuda_allocated_before_load_bytes"]
-        memory["own_share_kind"] = "CUDA allocated growth"
-    elif memory.get("cpu_private_peak_bytes") is not None:
-        memory["peak_over_baseline_bytes"] = memory["cpu_private_peak_bytes"] - memory["cpu_private_before_load_bytes"]
-        memory["own_share_kind"] = "private memory (USS) growth"
-    else:
-        memory["peak_over_baseline_bytes"] = memory["rss_over_baseline_bytes"]
-        memory["own_share_kind"] = "resident set growth (no /proc/self/smaps_rollup)"
-
-

@@ -8,9 +8,10 @@ import copy
 import numpy as np
 
 from .common import log
-from .model_pass import RunContext, new_result, summarize_latency
+from .model_pass import RunContext, new_result
 from .sampling import process_interval
 from .stats import format_interval
+from .timed_runs import summarize_latency
 from .workers import run_in_worker
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from .common import RunInterrupted, log
 from .environment import configure_threads
 from .memory import MemoryTracker, apply_memory_limit
-from .model_pass import RunContext, benchmark_model, new_result, resume_sweep
+from .model_pass import RunContext, benchmark_model, new_result
+from .sweep_pass import resume_sweep
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
 # may touch CUDA or run a parallel torch op: a forked child cannot use either.

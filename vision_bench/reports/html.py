@@ -15,6 +15,7 @@ from ..trace import TRACE_OPEN_HINT
 from .findings import findings
 from .markdown import SUMMARY_CHARTS, failure_memory, memory_note
 from .results_file import report_paths
+from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
 from .trace import (
     BLOCK_HEADERS,
     OPERATOR_HEADERS,
@@ -24,7 +25,6 @@ from .trace import (
     trace_link,
     trace_sentences,
 )
-from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 PAGE_TEMPLATE = Path(__file__).with_name("report_page.html")

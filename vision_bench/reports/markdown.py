@@ -12,6 +12,7 @@ from .charts import activation_profile_chart, latency_chart, memory_chart
 from .findings import findings
 from .results_file import report_paths
 from .sampling import machine_state_lines, sampling_lines
+from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
 from .trace import (
     BLOCK_HEADERS,
     OPERATOR_HEADERS,
@@ -21,7 +22,6 @@ from .trace import (
     trace_link,
     trace_sentences,
 )
-from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
 from .variants import VARIANT_HEADERS, variant_notes, variant_rows
 
 

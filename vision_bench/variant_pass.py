@@ -1,0 +1,92 @@
+"""A model's variants (--variants) in the process that runs it: each in a fresh instance, measured
+like the reference, its outputs checked against the reference's."""
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+
+from .common import VariantUnsupported, exception_line, log, seed_everything
+from .images import load_rgb
+from .memory import free_cached_memory, private_memory
+from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
+from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
+
+
+def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> None:
+    """Each variant in a fresh instance of the model (same seed, so the same weights), measured
+    like the reference and checked against its outputs. A variant that cannot run is a row marked
+    'unsupported' or 'failed' with its reason; the model and the run go on."""
+    images = [(path, load_rgb(path)) for path in ctx.images]
+    log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
+    reference = parity_outputs(bench, images)
+    result["variants"] = [reference_row(result)]
+    bench.release()                     # each variant's memory is its own, not the reference's too
+    free_cached_memory(ctx.device)
+    for variant in variants:
+        record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
+        result["variants"].append(record)
+        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {VARIANTS[variant]}")
+        variant_bench = None
+        try:
+            variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
+            record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
+            add_speedups(record, result)
+            record["status"] = "complete"
+            log("VARIANT", variant_line(record))
+        except VariantUnsupported as exc:
+            record.update(status="unsupported", reason=str(exc))
+            log("VARIANT", f"{variant}: unsupported: {exc}")
+        except Exception as exc:      # one variant's failure is its row's, never the run's
+            record.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
+            log("WARNING", f"{bench.MODEL_NAME} {variant} failed: {exception_line(exc)}")
+        finally:
+            if variant_bench is not None:
+                variant_bench.release()
+            del variant_bench
+            free_cached_memory(ctx.device)
+
+
+def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list):
+    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs."""
+    args = ctx.args
+    seed_everything(args.seed)
+    bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
+    tracker.reset_peak()
+    record["memory"] = memory_before_load(tracker, ctx.device)
+    start = time.perf_counter()
+    bench.load()
+    record["details"] = prepare_variant(bench, variant, images)
+    record["prepare_seconds"] = time.perf_counter() - start
+    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1],
+                     label=f"[{variant}] ")
+    record["memory"].update(tracker.peak())
+    set_private_peak(record["memory"], private_memory())
+    summarize_latency(record, discard_flagged=getattr(args, "discard_throttled", False))
+    set_headline_memory(record, ctx.device)
+    return bench
+
+
+def reference_row(result: dict) -> dict:
+    """The reference's row of the variants table: its figures as measured above, not again."""
+    return {"variant": REFERENCE_VARIANT, "status": "complete", "description": VARIANTS[REFERENCE_VARIANT],
+            "reference": True, "speedup_forward": 1.0, "speedup_end_to_end": 1.0,
+            **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
+            "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")}}
+
+
+def add_speedups(record: dict, result: dict) -> None:
+    for key, name in (("latency_forward", "speedup_forward"), ("latency_end_to_end", "speedup_end_to_end")):
+        ref, mine = (result.get(key) or {}).get("median"), (record.get(key) or {}).get("median")
+        record[name] = ref / mine if ref and mine else None
+
+
+def variant_line(record: dict) -> str:
+    forward = record["latency_forward"]["median"]
+    parity = record["parity"]
+    worst = parity["worst"]
+    return (f"{record['variant']}: forward median {forward * 1000:.1f} ms ({record['speedup_forward']:.2f}x "
+            f"the reference), parity {parity['verdict']}"
+            + (f" (worst normalised error {worst.get('normalised_error'):.3g} in {worst.get('worst_part')})"
+               if worst.get("normalised_error") is not None else "")
+            + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else ""))

@@ -1,0 +1,413 @@
+"""Where a variant leaves the fp32 reference (--divergence): every call of every leaf module compared
+record by record, matched by (module path, call index).
+
+Two passes on the same image, on one instance of the model (its weights are never held twice):
+- the reference pass (fp32) spills each leaf output to disk through a bounded queue and, inside the
+  same hook, runs the leaf once more as the variant runs it on the reference's own input: the
+  *shadow* call, whose error against the reference output is the error the layer itself adds;
+- the variant pass runs the whole network as the variant and compares each leaf output with the
+  spilled reference: the *propagated* error, own plus inherited.
+The culprit is the first record, in execution order, whose own error passes the tolerance.
+Host memory: the queue's bytes, one reference tensor read back, and float64 chunks of the figures.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import first_tensor, leaf_modules, log
+
+METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
+SPILL_QUEUE_BYTES = 64 << 20        # reference outputs waiting to be written; the hook waits beyond this
+FIGURE_CHUNK_ELEMENTS = 1 << 20     # the error figures accumulate in float64 over chunks of this many values
+TOP_OWN = 5
+
+
+# -- the error figures of one record --------------------------------------------------------------
+def error_figures(variant, reference) -> dict:
+    """||a-b|| / ||b||, cosine(a, b), max|a-b| and max|a-b| / max|b| of a variant tensor `a` against
+    the reference `b` (any dtype, any device; the reference may be a numpy array). Each chunk of
+    FIGURE_CHUNK_ELEMENTS is reduced in float32 (the difference of two float32 values close to each
+    other is exact, and torch sums blockwise: ~1e-7 relative, far below any tolerance) and the chunks'
+    sums add up in Python's float64. A value finite in the reference and not in the variant makes the
+    error infinite (`non_finite` counts them); values not finite in both are left out."""
+    import torch
+    a = variant.detach().reshape(-1)
+    b = reference if isinstance(reference, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reference))
+    b = b.detach().reshape(-1)
+    if a.numel() != b.numel():
+        return {"shape_mismatch": True}
+    dd = bb = aa = 0.0
+    max_d = max_b = 0.0
+    non_finite = 0
+    for start in range(0, a.numel(), FIGURE_CHUNK_ELEMENTS):
+        x = a[start:start + FIGURE_CHUNK_ELEMENTS].to("cpu", torch.float32)
+        y = b[start:start + FIGURE_CHUNK_ELEMENTS].to("cpu", torch.float32)
+        d = x - y
+        sums = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), d.abs().max(), y.abs().max()]).tolist()
+        if not all(map(math.isfinite, sums)):     # rare: the masked path
+            fx, fy = torch.isfinite(x), torch.isfinite(y)
+            non_finite += int((fy & ~fx).sum())
+            keep = fx & fy
+            x, y = x[keep], y[keep]
+            if not x.numel():
+                continue
+            d = x - y
+            sums = [float(torch.dot(d, d)), float(torch.dot(y, y)), float(torch.dot(x, x)), float(d.abs().max()),
+                    float(y.abs().max())]
+        dd, bb, aa = dd + sums[0], bb + sums[1], aa + sums[2]
+        max_d, max_b = max(max_d, sums[3]), max(max_b, sums[4])
+    if non_finite:
+        return {"relative_l2": math.inf, "cosine": None, "max_abs": math.inf, "normalised": math.inf,
+                "non_finite": non_finite}
+    norm_d, norm_b, norm_a = math.sqrt(dd), math.sqrt(bb), math.sqrt(aa)
+    return {"relative_l2": norm_d / norm_b if norm_b > 0 else norm_d,
+            # 1 - cos from the exact differences: a.b in float32 would lose the digits that matter near 1
+            "cosine": 1 - (dd - (norm_a - norm_b) ** 2) / (2 * norm_a * norm_b) if norm_a > 0 and norm_b > 0
+            else float(norm_a == norm_b),
+            "max_abs": max_d, "normalised": max_d / max_b if max_b > 0 else max_d}
+
+
+def error_of(figures: dict | None) -> float | None:
+    """The figure the verdict reads (relative L2); infinite for a non-finite variant value."""
+    if not figures or figures.get("shape_mismatch"):
+        return math.inf if figures else None
+    return figures.get("relative_l2")
+
+
+# -- how a variant runs one leaf ------------------------------------------------------------------
+class HookedVariant:
+    """A variant the divergence pass can hook: how it turns the model into itself after the
+    reference pass (`apply`), and how it runs one leaf module on given inputs (`shadow`).
+    `overrides`: {module path: forward(module, *args, **kwargs)} that replace a leaf's computation in
+    both (a planted fault, or a module kept in fp32)."""
+
+    def __init__(self, name: str, tolerance: float, overrides: dict | None = None):
+        self.name = name
+        self.tolerance = tolerance
+        self.overrides = overrides or {}
+
+    def apply(self, bench) -> None:
+        install_overrides(bench.network(), self.overrides)
+
+    def context(self, device):
+        import contextlib
+        return contextlib.nullcontext()
+
+    def shadow(self, name: str, module, args, kwargs):
+        with self.context(module_device(module, args)):
+            override = self.overrides.get(name)
+            return override(module, *args, **kwargs) if override else module.forward(*args, **kwargs)
+
+
+class AutocastVariant(HookedVariant):
+    def __init__(self, name: str, dtype, tolerance: float, overrides: dict | None = None):
+        super().__init__(name, tolerance, overrides)
+        self.dtype = dtype
+
+    def apply(self, bench) -> None:
+        super().apply(bench)
+        bench.autocast_dtype = self.dtype
+
+    def context(self, device):
+        import torch
+        return torch.autocast(device.type, dtype=self.dtype)
+
+
+class ChannelsLastVariant(HookedVariant):
+    """Shadow: a copy of the leaf in channels-last on channels-last inputs (the model itself
+    converts only after the reference pass)."""
+
+    def apply(self, bench) -> None:
+        super().apply(bench)
+        bench.use_channels_last()
+
+    def shadow(self, name: str, module, args, kwargs):
+        import copy
+
+        import torch
+
+        def last(x):
+            return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+        twin = copy.deepcopy(module).to(memory_format=torch.channels_last)
+        override = self.overrides.get(name)
+        args = tuple(last(a) for a in args)
+        kwargs = {k: last(v) for k, v in kwargs.items()}
+        return override(twin, *args, **kwargs) if override else twin.forward(*args, **kwargs)
+
+
+def module_device(module, args):
+    import torch
+    for p in module.parameters():
+        return p.device
+    tensor, _ = first_tensor(list(args))
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def install_overrides(network, overrides: dict) -> None:
+    """Each module named in `overrides` computes through its override from now on (instance attribute
+    `forward`, which nn.Module.__call__ reads; hooks still run)."""
+    import functools
+    for name, override in overrides.items():
+        module = network.get_submodule(name)
+        module.forward = functools.partial(override, module)
+
+
+def fp32_forward(module, *args, **kwargs):
+    """A module's own forward with autocast off and its floating-point inputs in float32: a module kept
+    in fp32 inside a half-precision variant."""
+    import torch
+
+    def full(x):
+        return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+    device = module_device(module, args)
+    with torch.autocast(device.type, enabled=False):
+        return type(module).forward(module, *(full(a) for a in args), **{k: full(v) for k, v in kwargs.items()})
+
+
+# -- the reference store --------------------------------------------------------------------------
+class ReferenceStore:
+    """The reference pass's leaf outputs as raw float32 files in a scratch folder, written by a thread
+    behind a queue bounded in bytes (the hook waits beyond SPILL_QUEUE_BYTES), read back one at a time."""
+
+    def __init__(self, parent: Path | None = None, max_bytes: int = SPILL_QUEUE_BYTES):
+        self.folder = Path(tempfile.mkdtemp(prefix="divergence-", dir=parent))
+        self.max_bytes = max_bytes
+        self.index: dict[tuple, tuple[Path, list[int]]] = {}
+        self.bytes_written = 0
+        self.wait_s = 0.0
+        self.errors: list[str] = []
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+        self._thread.start()
+
+    def put(self, key: tuple, tensor) -> None:
+        import torch
+        nbytes = tensor.numel() * 4
+        start = time.perf_counter()
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0 or self._pending + nbytes <= self.max_bytes)
+            self._pending += nbytes
+        self.wait_s += time.perf_counter() - start
+        host = tensor.detach().to("cpu", torch.float32, copy=True).contiguous().numpy()
+        path = self.folder / f"{len(self.index):06d}.f32"
+        self.index[key] = (path, list(tensor.shape))
+        self._queue.put((host, path))
+
+    def _write(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            host, path = item
+            nbytes = host.nbytes
+            try:
+                host.tofile(path)
+                self.bytes_written += nbytes
+            except OSError as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                item = host = None
+                with self._cond:
+                    self._pending -= nbytes
+                    self._cond.notify_all()
+
+    def flush(self) -> None:
+        start = time.perf_counter()
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0)
+        self.wait_s += time.perf_counter() - start
+        if self.errors:
+            raise OSError(f"the reference outputs could not be spilled to {self.folder}: {self.errors[0]}")
+
+    def get(self, key: tuple):
+        entry = self.index.get(key)
+        if entry is None:
+            return None, None
+        path, shape = entry
+        return np.fromfile(path, dtype=np.float32), shape
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -- the two passes ---------------------------------------------------------------------------------
+def in_place(output, args, kwargs) -> bool:
+    """The output shares memory with an input (ReLU(inplace=True) and the like): the input the hook sees
+    is already overwritten, so no shadow call can be made on it."""
+    import torch
+    out, _ = first_tensor(output)
+    if out is None:
+        return False
+    ptr = out.untyped_storage().data_ptr()
+    return any(isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() == ptr
+               for x in list(args) + list(kwargs.values()))
+
+
+class ReferencePass:
+    """Hooks of the fp32 pass: a record per leaf call, its output spilled, its shadow call compared."""
+
+    def __init__(self, variant: HookedVariant, store: ReferenceStore, shadow: bool = True):
+        self.variant, self.store, self.with_shadow = variant, store, shadow
+        self.records: list[dict] = []
+        self.calls: dict[str, int] = {}
+        self.shadow_s = 0.0
+        self.inputs = {}       # the first tensor argument of the network (an ONNX variant is fed it)
+
+    def hook(self, name: str, module_type: str):
+        def after(module, args, kwargs, output):
+            call = self.calls.get(name, 0) + 1
+            self.calls[name] = call
+            record = {"index": len(self.records), "name": name, "call": call, "type": module_type}
+            self.records.append(record)
+            tensor, _ = first_tensor(output)
+            if tensor is None or not (tensor.is_floating_point() or tensor.is_complex()):
+                record["note"] = "no floating-point tensor in the output"
+                return
+            record["shape"] = list(tensor.shape)
+            self.store.put((name, call), tensor)
+            if not self.with_shadow:
+                return
+            if in_place(output, args, kwargs):
+                record["note"] = "in-place module: its input is overwritten, no shadow call"
+                return
+            start = time.perf_counter()
+            try:
+                shadow, _ = first_tensor(self.variant.shadow(name, module, args, kwargs))
+                record["shadow"] = error_figures(shadow, tensor) if shadow is not None else None
+            except Exception as exc:  # noqa: BLE001  (a leaf that cannot be called alone: its record says so)
+                record["note"] = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
+            self.shadow_s += time.perf_counter() - start
+        return after
+
+
+class VariantPass:
+    """Hooks of the variant pass: each leaf call's output against the spilled reference."""
+
+    def __init__(self, store: ReferenceStore, records: list[dict]):
+        self.store = store
+        self.by_key = {(r["name"], r["call"]): r for r in records}
+        self.calls: dict[str, int] = {}
+        self.unmatched: list[dict] = []
+
+    def hook(self, name: str, module_type: str):
+        def after(module, args, output):
+            call = self.calls.get(name, 0) + 1
+            self.calls[name] = call
+            record = self.by_key.get((name, call))
+            tensor, _ = first_tensor(output)
+            if record is None:
+                self.unmatched.append({"name": name, "call": call, "type": module_type})
+                return
+            if tensor is None or "shape" not in record:
+                return
+            reference, shape = self.store.get((name, call))
+            if list(tensor.shape) != shape:
+                record["propagated"] = {"shape_mismatch": True, "variant_shape": list(tensor.shape)}
+            else:
+                record["propagated"] = error_figures(tensor, reference)
+        return after
+
+
+def hooked_pass(network, make_hook, call, with_kwargs: bool = False) -> float:
+    """`call()` with `make_hook(name, type)` on every leaf; returns its seconds. Hooks always removed."""
+    handles = [m.register_forward_hook(make_hook(name, type(m).__name__), with_kwargs=with_kwargs)
+               for name, m in leaf_modules(network)]
+    start = time.perf_counter()
+    try:
+        call()
+    finally:
+        for h in handles:
+            h.remove()
+    return time.perf_counter() - start
+
+
+def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = None, shadow: bool = True,
+                   progress=None) -> dict:
+    """The reference pass, then `variant` applied to the same instance and its pass; the figures of every
+    record, the culprit, the top records by own error. `bench` is left in the variant."""
+    import contextlib
+    store = ReferenceStore(scratch)
+    progress = progress or (lambda what: contextlib.nullcontext())
+    try:
+        reference = ReferencePass(variant, store, shadow=shadow)
+        with progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")):
+            reference_s = hooked_pass(bench.network(), reference.hook, lambda: bench.run_pipeline(image),
+                                      with_kwargs=True)
+            store.flush()
+        variant.apply(bench)
+        matched = VariantPass(store, reference.records)
+        with progress(f"divergence: {variant.name} pass"):
+            variant_s = hooked_pass(bench.network(), matched.hook, lambda: bench.run_pipeline(image))
+        spilled = store.bytes_written
+    finally:
+        store.close()
+    records = reference.records
+    out = summarise_records(records, variant.tolerance)
+    out.update(variant=variant.name, tolerance=variant.tolerance, metric="relative_l2",
+               modes=["propagated", "shadow"] if shadow else ["propagated"], level="leaf", records=records,
+               unmatched_in_variant=matched.unmatched[:20], unmatched_count=len(matched.unmatched),
+               passes={"reference_s": reference_s - reference.shadow_s, "shadow_s": reference.shadow_s,
+                       "variant_s": variant_s, "spill_wait_s": store.wait_s},
+               spilled_bytes=spilled)
+    return out
+
+
+def brief(record: dict) -> dict:
+    return {"index": record["index"], "name": record["name"], "call": record["call"], "type": record["type"],
+            "own": error_of(record.get("shadow")), "inherited": error_of(record.get("propagated"))}
+
+
+def summarise_records(records: list[dict], tolerance: float) -> dict:
+    """The culprit (first record whose own error passes the tolerance), the first record whose
+    propagated error does, the top records by own error."""
+    def over(figures):
+        value = error_of(figures)
+        return value is not None and value > tolerance
+    own = [r for r in records if error_of(r.get("shadow")) is not None]
+    first_own = next((r for r in records if over(r.get("shadow"))), None)
+    first_propagated = next((r for r in records if over(r.get("propagated"))), None)
+    top = sorted(own, key=lambda r: -error_of(r["shadow"]))[:TOP_OWN]
+    return {"first_divergent": brief(first_own) if first_own else None,
+            "first_propagated": brief(first_propagated) if first_propagated else None,
+            "top_own": [brief(r) for r in top],
+            "over_tolerance": sum(1 for r in records if over(r.get("shadow"))),
+            "compared": sum(1 for r in records if r.get("propagated") is not None)}
+
+
+def candidate_modules(records: list[dict], tolerance: float, limit: int = 32) -> list[str]:
+    """Modules to try in fp32, worst own error first: those over the tolerance, else the worst few."""
+    ranked = sorted((r for r in records if error_of(r.get("shadow")) is not None), key=lambda r: -error_of(r["shadow"]))
+    over = [r for r in ranked if error_of(r["shadow"]) > tolerance]
+    names = list(dict.fromkeys(r["name"] for r in (over or ranked[:8])))
+    return names[:limit]
+
+
+def prefix_sizes(n: int) -> list[int]:
+    """1, 2, 3, 5, 8, ... up to n, then n: the set sizes the suggestion tries, smallest first."""
+    sizes, a, b = [], 1, 2
+    while a < n:
+        sizes.append(a)
+        a, b = b, a + b
+    return sizes + [n] if n else []
+
+
+def log_culprit(model: str, out: dict) -> None:
+    first = out.get("first_divergent")
+    if first:
+        log("DIVERGE", f"{model} {out['variant']}: first divergent layer #{first['index']} {first['name']} "
+                       f"(call {first['call']}, {first['type']}): own error {first['own']:.3g} > {out['tolerance']:g}, "
+                       f"{out['over_tolerance']} record(s) over the tolerance")
+    else:
+        log("DIVERGE", f"{model} {out['variant']}: no layer's own error passes {out['tolerance']:g}")

@@ -144,6 +144,14 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
                           "reference and always runs first; a variant a model or device cannot run is reported "
                           "'unsupported' with the reason. ONNX exports are cached under --models-dir/exported/ "
                           "(default: torch-fp32 only)")
+    how.add_argument("--divergence", action="store_true",
+                     help="with --variants: where each variant leaves torch-fp32, layer by layer. On the first image, "
+                          "every call of every leaf module is compared with the reference's (relative L2 error, "
+                          "cosine, max abs error, normalised error) twice: propagated (the whole network ran as the "
+                          "variant) and shadow (the layer alone, fed the reference's input: the error it adds itself). "
+                          "Names the first layer whose own error passes the model's DIVERGENCE_TOLERANCE, the top 5, "
+                          "and for bf16/fp16 the smallest set of modules to keep in fp32, re-timed and re-checked. About "
+                          "3 forward passes a variant; reference outputs spill to a scratch folder beside the results")
     how.add_argument("--trace", action="store_true",
                      help="one more warm pass per model (not timed) under torch.profiler, CPU and on CUDA also CUDA "
                           "activities, with ranges named after the pipeline phases and the layer explorer's modules; "
@@ -341,6 +349,9 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
         if args.shard:
             args.model_classes, args.shard_record = select_shard(args.model_classes, args.shard)
         args.variants = parse_variants(args.variants)
+        if args.divergence and len(args.variants) < 2:
+            raise UsageError("--divergence compares variants with torch-fp32: it needs --variants with at least one "
+                             "other variant (e.g. --variants torch-bf16)")
         check_sampling(args, defaults)
         args.batch_sizes = parse_sizes(args.batch_sizes, "--batch-sizes")
         args.input_sizes = parse_sizes(args.input_sizes, "--input-sizes")

@@ -160,6 +160,12 @@ def install_overrides(network, overrides: dict) -> None:
         module.forward = functools.partial(override, module)
 
 
+def remove_overrides(network, names) -> None:
+    """Undo install_overrides for `names`: the class's forward again."""
+    for name in names:
+        network.get_submodule(name).__dict__.pop("forward", None)
+
+
 def fp32_forward(module, *args, **kwargs):
     """A module's own forward with autocast off and its floating-point inputs in float32: a module kept
     in fp32 inside a half-precision variant."""

@@ -10,14 +10,15 @@ from datetime import datetime
 
 from .common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
 from .dissection import dissection_digest
+from .divergence_pass import measure_divergence
 from .environment import system_info
 from .images import load_rgb
 from .memory import MemoryTracker, free_cached_memory, private_memory
 from .stats import format_interval
-from .sweep_pass import load_fresh, measure_sweep
+from .sweep_pass import measure_sweep
 from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
 from .trace import beside_breakdown, file_size
-from .variant_pass import measure_variants
+from .variant_pass import load_fresh, measure_variants
 from .variants import REFERENCE_VARIANT
 
 
@@ -188,7 +189,10 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     variants = getattr(args, "variants", None) or [REFERENCE_VARIANT]
     if len(variants) > 1:
         with phase("variants"):
-            measure_variants(bench, ctx, result, tracker, variants[1:])
+            reference_outputs = measure_variants(bench, ctx, result, tracker, variants[1:])
+        if getattr(args, "divergence", False):
+            with phase("divergence"):
+                measure_divergence(type(bench), ctx, result, tracker, variants[1:], reference_outputs, phase.publish)
 
     if getattr(args, "batch_sizes", None) or getattr(args, "input_sizes", None):
         with phase("sweep"):   # last: a worker killed at a point (out of memory) has measured all the rest

@@ -6,19 +6,13 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .common import exception_line, format_bytes, log, ms, seed_everything
+from .common import exception_line, format_bytes, log, ms
 from .images import load_rgb
 from .memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
 from .stats import format_interval
 from .sweeps import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 from .timed_runs import run_timed_phases, summarize_latency
-
-
-def load_fresh(cls, ctx):
-    seed_everything(ctx.args.seed)
-    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
-    bench.load()
-    return bench
+from .variant_pass import load_fresh
 
 
 def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:

@@ -13,10 +13,18 @@ from .timed_runs import memory_before_load, run_timed_phases, set_headline_memor
 from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
 
+def load_fresh(cls, ctx):
+    seed_everything(ctx.args.seed)
+    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
+    bench.load()
+    return bench
+
+
 def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> None:
     """Each variant in a fresh instance of the model (same seed, so the same weights), measured
     like the reference and checked against its outputs. A variant that cannot run is a row marked
-    'unsupported' or 'failed' with its reason; the model and the run go on."""
+    'unsupported' or 'failed' with its reason; the model and the run go on. Returns the reference's
+    outputs (what --divergence's suggested fp32 sets are checked against)."""
     images = [(path, load_rgb(path)) for path in ctx.images]
     log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
     reference = parity_outputs(bench, images)
@@ -45,6 +53,7 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
                 variant_bench.release()
             del variant_bench
             free_cached_memory(ctx.device)
+    return reference
 
 
 def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list):

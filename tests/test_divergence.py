@@ -1,0 +1,221 @@
+"""--divergence: networks with a known culprit are localised in both modes, a layer that only inherits
+error is not blamed, records match by call index, the figures against numpy, memory stays bounded."""
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_cli
+from torch import nn
+
+from vision_bench.common import VariantUnsupported
+from vision_bench.divergence import (
+    AutocastVariant,
+    HookedVariant,
+    candidate_modules,
+    error_figures,
+    prefix_sizes,
+    run_divergence,
+)
+from vision_bench.model_benchmark import ModelBenchmark
+
+TOLERANCE = 1e-4
+
+
+class Shared(nn.Module):
+    """A network that calls one module (`shared`) three times, with `middle` between its 2nd and 3rd call."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(8, 16)
+        self.norm = nn.LayerNorm(16)
+        self.shared = nn.Linear(16, 16)
+        self.middle = nn.Linear(16, 16)
+        self.act = nn.ReLU()
+        self.last = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.shared(self.norm(self.first(x)))
+        x = self.shared(x)
+        x = self.act(self.middle(x))
+        return self.last(self.shared(x))
+
+
+class OffsetLinear(nn.Module):
+    """(x + 1000) W - 1000 W: exact in fp32, ruined by rounding x + 1000 to bfloat16 (steps of 4 or 8)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, n) / n ** 0.5)
+
+    def forward(self, x):
+        offset = torch.full_like(x, 1000.0)
+        return nn.functional.linear(x + offset, self.weight) - nn.functional.linear(offset, self.weight)
+
+
+class Bench(ModelBenchmark):
+    MODEL_NAME, CLI_NAME, TASK = "Tiny", "tiny", "test"
+
+    def __init__(self, network, inputs):
+        super().__init__(torch.device("cpu"), weights="random")
+        self.model, self.inputs = network.eval(), inputs
+
+    def load_pretrained(self):
+        raise NotImplementedError
+
+    def load_random(self):
+        return "test"
+
+    def network(self):
+        return self.model
+
+    def preprocess(self, image):
+        return self.inputs
+
+    def forward(self, inputs):
+        return self.model(inputs)
+
+    def postprocess(self, outputs, image):
+        return outputs
+
+
+def add_error(module, x):
+    """The culprit's computation in the variant: its own output plus a constant."""
+    return type(module).forward(module, x) + 0.05
+
+
+def by_key(out):
+    return {(r["name"], r["call"]): r for r in out["records"]}
+
+
+def own(record):
+    return record["shadow"]["relative_l2"]
+
+
+def inherited(record):
+    return record["propagated"]["relative_l2"]
+
+
+def test_a_layer_that_adds_an_error_only_in_the_variant_is_named_in_both_modes_and_nothing_after_it_is_blamed():
+    torch.manual_seed(0)
+    bench = Bench(Shared(), torch.randn(4, 8))
+    variant = HookedVariant("planted", TOLERANCE, overrides={"middle": add_error})
+    out = run_divergence(bench, variant, image=None)
+    records = by_key(out)
+    assert [(r["name"], r["call"]) for r in out["records"]] == [
+        ("first", 1), ("norm", 1), ("shared", 1), ("shared", 2), ("middle", 1), ("act", 1), ("shared", 3), ("last", 1)]
+    assert out["first_divergent"]["name"] == "middle" and out["first_propagated"]["name"] == "middle"
+    assert out["over_tolerance"] == 1 and out["top_own"][0]["name"] == "middle"
+    for key in [("first", 1), ("norm", 1), ("shared", 1), ("shared", 2)]:
+        assert inherited(records[key]) == 0 and own(records[key]) == 0
+    # after the culprit: the error is inherited (large), never the layer's own (exactly 0 here)
+    for key in [("act", 1), ("shared", 3), ("last", 1)]:
+        assert inherited(records[key]) > 100 * TOLERANCE
+        assert own(records[key]) == 0
+    assert own(records["middle", 1]) > 100 * TOLERANCE
+
+
+def test_a_module_called_three_times_is_matched_call_by_call():
+    """The fault sits in the shared module's third call only (its input comes after `middle`): calls 1
+    and 2 stay exact, call 3 inherits. Matched by name alone, call 3 would be compared with call 1."""
+    torch.manual_seed(1)
+    bench = Bench(Shared(), torch.randn(4, 8))
+    out = run_divergence(bench, HookedVariant("planted", TOLERANCE, overrides={"middle": add_error}), image=None)
+    records = by_key(out)
+    assert [records["shared", c]["shape"] for c in (1, 2, 3)] == [[4, 16]] * 3
+    assert inherited(records["shared", 1]) == inherited(records["shared", 2]) == 0
+    assert inherited(records["shared", 3]) > 0 and out["unmatched_count"] == 0
+
+
+def test_bfloat16_autocast_names_the_layer_whose_rounding_ruins_it_in_both_modes():
+    torch.manual_seed(2)
+    network = nn.Sequential(nn.Linear(32, 32), nn.GELU(), OffsetLinear(32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, 8))
+    bench = Bench(network, torch.randn(16, 32))
+    tolerance = 2 * 2 ** -7
+    out = run_divergence(bench, AutocastVariant("torch-bf16", torch.bfloat16, tolerance), image=None)
+    records = by_key(out)
+    assert out["first_divergent"]["name"] == "2" and out["first_propagated"]["name"] == "2"
+    assert own(records["2", 1]) > 10 * tolerance
+    assert 0 < own(records["0", 1]) < tolerance      # plain bf16 rounding: an error, under the tolerance
+    assert own(records["4", 1]) < tolerance < inherited(records["4", 1])   # inherits, not blamed
+    assert candidate_modules(out["records"], tolerance) == ["2"]
+    assert bench.autocast_dtype == torch.bfloat16     # the bench is left in the variant
+
+
+def test_error_figures_match_numpy_in_float64_and_non_finite_values_are_infinite_error():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(3, 2, size=(3, 700_001)).astype(np.float32)
+    variant = (reference + rng.normal(0, 1e-3, size=reference.shape)).astype(np.float32)
+    figures = error_figures(torch.from_numpy(variant), reference)
+    a, b = variant.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
+    assert figures["relative_l2"] == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b), rel=1e-5)
+    assert 1 - figures["cosine"] == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-3)
+    assert figures["max_abs"] == pytest.approx(np.abs(a - b).max(), rel=1e-6)
+    assert figures["normalised"] == pytest.approx(np.abs(a - b).max() / np.abs(b).max(), rel=1e-6)
+    variant[1, 5] = np.inf
+    broken = error_figures(torch.from_numpy(variant), reference)
+    assert broken["relative_l2"] == math.inf and broken["non_finite"] == 1
+    same = error_figures(torch.full((10,), 2.5), torch.full((10,), 2.5))
+    assert same == {"relative_l2": 0.0, "cosine": 1.0, "max_abs": 0.0, "normalised": 0.0}
+
+
+def test_the_suggestion_tries_sets_of_1_2_3_5_8_modules_then_all():
+    assert prefix_sizes(0) == [] and prefix_sizes(1) == [1] and prefix_sizes(4) == [1, 2, 3, 4]
+    assert prefix_sizes(20) == [1, 2, 3, 5, 8, 13, 20]
+
+
+def test_torch_compile_is_unsupported_with_the_reason():
+    from vision_bench.divergence_pass import hooked_variant
+    bench = Bench(nn.Linear(2, 2), torch.zeros(1, 2))
+    with pytest.raises(VariantUnsupported, match="fuses the leaf modules"):
+        hooked_variant(bench, "torch-compile")
+
+
+BOUNDED = textwrap.dedent("""
+    import json, resource, sys, torch
+    from torch import nn
+    sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
+    from test_divergence import Bench
+    from vision_bench.divergence import HookedVariant, run_divergence
+    from vision_bench.memory import MemoryTracker
+
+    class Scale(nn.Module):
+        def forward(self, x):
+            return x * 1.001
+
+    torch.set_grad_enabled(False)
+    bench = Bench(nn.Sequential(*[Scale() for _ in range(24)]), torch.randn(4096, 4096))   # 64 MB a layer
+    tracker = MemoryTracker(torch.device("cpu"))
+    bench.run_pipeline(None)
+    tracker.reset_peak()
+    bench.run_pipeline(None)
+    plain = tracker.peak()["cpu_peak_rss_bytes"]
+    tracker.reset_peak()
+    out = run_divergence(bench, HookedVariant("same", 1e-4), None, scratch={scratch!r})
+    print(json.dumps({{"plain": plain, "divergence": tracker.peak()["cpu_peak_rss_bytes"],
+                      "spilled": out["spilled_bytes"], "compared": out["compared"]}}))
+""")
+
+
+def test_a_network_of_large_activations_stays_within_the_spill_queue_and_a_few_activations(tmp_path):
+    """24 layers of 64 MB (1.5 GB of activations): the divergence passes' peak, measured in a process of its
+    own, stays within the plain forward's peak plus the spill queue (64 MB) plus four activations."""
+    from vision_bench.divergence import SPILL_QUEUE_BYTES
+    script = BOUNDED.format(tests=str(ROOT / "tests"), root=str(ROOT), scratch=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    activation = 4096 * 4096 * 4
+    assert figures["compared"] == 24 and figures["spilled"] == 24 * activation
+    assert figures["divergence"] - figures["plain"] < SPILL_QUEUE_BYTES + 4 * activation, figures
+    assert not list(tmp_path.iterdir())     # the scratch folder is gone
+
+
+def test_divergence_without_a_variant_to_compare_is_a_usage_error(tmp_path):
+    done = run_cli("--weights", "random", "--models", "yolo11n-detect", "--divergence", "--output-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "--divergence compares variants with torch-fp32: it needs --variants" in done.stderr

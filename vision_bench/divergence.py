@@ -31,7 +31,31 @@ TOP_OWN = 5
 
 
 # -- the error figures of one record --------------------------------------------------------------
-def error_figures(variant, reference) -> dict:
+class FigureBuffers:
+    """float32 buffers of FIGURE_CHUNK_ELEMENTS reused by every record of a pass: a new allocation per
+    chunk (page faults on 4 MB) costs more than the arithmetic (the same finding as dissection's)."""
+
+    def __init__(self):
+        self.buffers: dict[str, object] = {}
+
+    def __call__(self, name: str, n: int):
+        import torch
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty(FIGURE_CHUNK_ELEMENTS, dtype=torch.float32)
+        return self.buffers[name][:n]
+
+
+def as_float32_chunk(chunk, buffers: FigureBuffers, name: str):
+    """`chunk` as float32 on the CPU: itself when it is already, else copied into a reused buffer."""
+    import torch
+    if chunk.dtype == torch.float32 and chunk.device.type == "cpu":
+        return chunk
+    out = buffers(name, chunk.numel())
+    out.copy_(chunk)
+    return out
+
+
+def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> dict:
     """||a-b|| / ||b||, cosine(a, b), max|a-b| and max|a-b| / max|b| of a variant tensor `a` against
     the reference `b` (any dtype, any device; the reference may be a numpy array). Each chunk of
     FIGURE_CHUNK_ELEMENTS is reduced in float32 (the difference of two float32 values close to each
@@ -39,6 +63,7 @@ def error_figures(variant, reference) -> dict:
     sums add up in Python's float64. A value finite in the reference and not in the variant makes the
     error infinite (`non_finite` counts them); values not finite in both are left out."""
     import torch
+    buffers = buffers or FigureBuffers()
     a = variant.detach().reshape(-1)
     b = reference if isinstance(reference, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reference))
     b = b.detach().reshape(-1)
@@ -48,9 +73,9 @@ def error_figures(variant, reference) -> dict:
     max_d = max_b = 0.0
     non_finite = 0
     for start in range(0, a.numel(), FIGURE_CHUNK_ELEMENTS):
-        x = a[start:start + FIGURE_CHUNK_ELEMENTS].to("cpu", torch.float32)
-        y = b[start:start + FIGURE_CHUNK_ELEMENTS].to("cpu", torch.float32)
-        d = x - y
+        x = as_float32_chunk(a[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "x")
+        y = as_float32_chunk(b[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "y")
+        d = torch.sub(x, y, out=buffers("d", x.numel()))
         sums = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), d.abs().max(), y.abs().max()]).tolist()
         if not all(map(math.isfinite, sums)):     # rare: the masked path
             fx, fy = torch.isfinite(x), torch.isfinite(y)
@@ -191,6 +216,7 @@ class ReferenceStore:
         self.wait_s = 0.0
         self.errors: list[str] = []
         self._pending = 0
+        self._read_buffer = None
         self._cond = threading.Condition()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._write, daemon=True)
@@ -236,11 +262,20 @@ class ReferenceStore:
             raise OSError(f"the reference outputs could not be spilled to {self.folder}: {self.errors[0]}")
 
     def get(self, key: tuple):
+        """The reference output of `key` as a flat float32 array and its shape, read into one buffer reused
+        from record to record (the size of the largest so far): valid until the next get."""
         entry = self.index.get(key)
         if entry is None:
             return None, None
         path, shape = entry
-        return np.fromfile(path, dtype=np.float32), shape
+        n = math.prod(shape)
+        if self._read_buffer is None or self._read_buffer.size < n:
+            self._read_buffer = np.empty(n, dtype=np.float32)
+        out = self._read_buffer[:n]
+        with open(path, "rb") as f:
+            if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise OSError(f"{path}: the spilled reference output is shorter than its shape {shape}")
+        return out, shape
 
     def close(self) -> None:
         self._queue.put(None)
@@ -269,7 +304,7 @@ class ReferencePass:
         self.records: list[dict] = []
         self.calls: dict[str, int] = {}
         self.shadow_s = 0.0
-        self.inputs = {}       # the first tensor argument of the network (an ONNX variant is fed it)
+        self.buffers = FigureBuffers()
 
     def hook(self, name: str, module_type: str):
         def after(module, args, kwargs, output):
@@ -291,7 +326,7 @@ class ReferencePass:
             start = time.perf_counter()
             try:
                 shadow, _ = first_tensor(self.variant.shadow(name, module, args, kwargs))
-                record["shadow"] = error_figures(shadow, tensor) if shadow is not None else None
+                record["shadow"] = error_figures(shadow, tensor, self.buffers) if shadow is not None else None
             except Exception as exc:  # noqa: BLE001  (a leaf that cannot be called alone: its record says so)
                 record["note"] = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
             self.shadow_s += time.perf_counter() - start
@@ -306,6 +341,7 @@ class VariantPass:
         self.by_key = {(r["name"], r["call"]): r for r in records}
         self.calls: dict[str, int] = {}
         self.unmatched: list[dict] = []
+        self.buffers = FigureBuffers()
 
     def hook(self, name: str, module_type: str):
         def after(module, args, output):
@@ -322,7 +358,7 @@ class VariantPass:
             if list(tensor.shape) != shape:
                 record["propagated"] = {"shape_mismatch": True, "variant_shape": list(tensor.shape)}
             else:
-                record["propagated"] = error_figures(tensor, reference)
+                record["propagated"] = error_figures(tensor, reference, self.buffers)
         return after
 
 

@@ -219,3 +219,48 @@ def test_divergence_without_a_variant_to_compare_is_a_usage_error(tmp_path):
     done = run_cli("--weights", "random", "--models", "yolo11n-detect", "--divergence", "--output-dir", str(tmp_path))
     assert done.returncode == 2
     assert "--divergence compares variants with torch-fp32: it needs --variants" in done.stderr
+
+
+def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_compares_a_real_model(tmp_path):
+    """Through the command line: a test model whose one OffsetLinear bfloat16 ruins (torch-bf16 fails parity)
+    and yolo11n-detect. The culprit is named, keeping it alone in fp32 passes parity and is timed; every
+    record of the real model is compared in both modes; the scratch folder is gone."""
+    worker_models = ROOT / "tests" / "worker_models.py"
+    done = subprocess.run([sys.executable, str(worker_models), "--weights", "random", "--models",
+                           "halffragile,yolo11n-detect", "--variants", "torch-bf16,torch-channels-last", "--divergence",
+                           "--runs", "2", "--warmup", "0", "--no-dissect", "--output-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "first divergent layer #3 3 (call 1, OffsetLinear)" in done.stdout
+    [results] = (tmp_path / "results").glob("benchmark_results_*.json")
+    fragile, yolo = json.loads(results.read_text())["models"]
+    bf16, channels_last = fragile["divergence"]
+    assert bf16["status"] == "complete" and bf16["first_divergent"]["name"] == "3"
+    assert [r["name"] for r in bf16["records"]] == ["0", "1", "2", "3", "4", "5"]
+    suggestion = bf16["suggestion"]
+    assert suggestion["plain"]["verdict"] == "fail"
+    assert suggestion["status"] == "passes" and suggestion["modules"] == ["3"]
+    assert suggestion["parity"]["verdict"] == "pass" and suggestion["latency_forward"]["n"] == 4
+    assert suggestion["speedup_forward"] > 0
+    assert channels_last["status"] == "complete" and "suggestion" not in channels_last
+    for entry in yolo["divergence"]:
+        assert entry["status"] == "complete", entry.get("reason")
+        assert len(entry["records"]) == entry["compared"] == 178
+        assert all("propagated" in r for r in entry["records"])
+        # every record has its own error too: the Identity activations of model.10 alias their input
+        # (their shadow call gets copies); an in-place module would be the one exception, with its reason
+        assert all("shadow" in r for r in entry["records"]), [r.get("note") for r in entry["records"]]
+        assert entry["memory"]["peak_bytes"] > 0 and entry["spilled_bytes"] > 0
+    yolo_bf16 = yolo["divergence"][0]
+    assert yolo_bf16["suggestion"]["status"] in ("not needed", "passes", "no small set")
+    assert not list((tmp_path / "results").glob("divergence-*"))
+
+
+def test_an_in_place_module_gets_no_shadow_call_and_the_reference_it_aliases_stays_intact():
+    torch.manual_seed(3)
+    network = nn.Sequential(nn.Linear(8, 8), nn.SiLU(inplace=True), nn.Identity(), nn.Flatten(), nn.Linear(8, 2))
+    out = run_divergence(Bench(network, torch.randn(4, 8)), HookedVariant("same", TOLERANCE), image=None)
+    records = by_key(out)
+    assert "shadow" not in records["1", 1] and "in-place" in records["1", 1]["note"]
+    assert own(records["2", 1]) == 0 and own(records["3", 1]) == 0      # Identity and Flatten: copies
+    assert all(inherited(r) == 0 for r in out["records"])

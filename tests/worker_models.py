@@ -125,7 +125,33 @@ class NoBatchBenchmark(KnownMemoryBenchmark):
     SWEEP_UNSUPPORTED = {"batch": "this test model takes one image at a time"}
 
 
-TEST_MODELS = [TinyConvBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark, KnownMemoryBenchmark,
+class OffsetLinear(nn.Module):
+    """(x + 1000) W - 1000 W: exact in fp32, ruined by rounding x + 1000 to bfloat16 (steps of 4 or 8)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, n) / n ** 0.5)
+
+    def forward(self, x):
+        offset = torch.full_like(x, 1000.0)
+        return nn.functional.linear(x + offset, self.weight) - nn.functional.linear(offset, self.weight)
+
+
+class HalfFragileBenchmark(TinyConvBenchmark):
+    """--divergence: one layer (`3`, an OffsetLinear) that bfloat16 ruins among layers it barely touches;
+    torch-bf16 fails parity and keeping that one layer in fp32 makes it pass."""
+    MODEL_NAME, CLI_NAME = "HalfFragile", "halffragile"
+
+    def load_random(self):
+        self.model = nn.Sequential(nn.Flatten(), nn.Linear(768, 64), nn.GELU(), OffsetLinear(64), nn.ReLU(),
+                                   nn.Linear(64, 16)).eval()
+        return "random (test)"
+
+    def preprocess(self, image):
+        return torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+TEST_MODELS = [TinyConvBenchmark, HalfFragileBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark, KnownMemoryBenchmark,
                RealLimitMemoryBenchmark, KilledAtBatchBenchmark, NoBatchBenchmark]
 
 

@@ -284,9 +284,8 @@ class ReferenceStore:
 
 
 # -- the two passes ---------------------------------------------------------------------------------
-def in_place(output, args, kwargs) -> bool:
-    """The output shares memory with an input (ReLU(inplace=True) and the like): the input the hook sees
-    is already overwritten, so no shadow call can be made on it."""
+def aliases_input(output, args, kwargs) -> bool:
+    """The output shares memory with an input: an Identity, a view, or an in-place module."""
     import torch
     out, _ = first_tensor(output)
     if out is None:
@@ -294,6 +293,11 @@ def in_place(output, args, kwargs) -> bool:
     ptr = out.untyped_storage().data_ptr()
     return any(isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() == ptr
                for x in list(args) + list(kwargs.values()))
+
+
+def cloned(values):
+    import torch
+    return type(values)(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
 
 
 class ReferencePass:
@@ -320,9 +324,12 @@ class ReferencePass:
             self.store.put((name, call), tensor)
             if not self.with_shadow:
                 return
-            if in_place(output, args, kwargs):
-                record["note"] = "in-place module: its input is overwritten, no shadow call"
-                return
+            if aliases_input(output, args, kwargs):
+                if getattr(module, "inplace", False):
+                    record["note"] = "in-place module: its input is overwritten, no shadow call"
+                    return
+                # an Identity or a view: its shadow call gets copies, so nothing it does reaches the reference
+                args, kwargs = cloned(args), dict(zip(kwargs, cloned(list(kwargs.values()))))
             start = time.perf_counter()
             try:
                 shadow, _ = first_tensor(self.variant.shadow(name, module, args, kwargs))

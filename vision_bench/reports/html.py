@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..common import ms, strict_json
 from ..trace import TRACE_OPEN_HINT
-from .divergence import DIVERGENCE_HEADERS, INTRO, divergence_blocks
+from .divergence import DIVERGENCE_HEADERS, INTRO, divergence_blocks, explorer_overlay
 from .findings import findings
 from .markdown import SUMMARY_CHARTS, failure_memory, memory_note
 from .results_file import report_paths
@@ -226,7 +226,7 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
             out.append(f'<div class="explorer" id="explorer-{len(explorers)}" tabindex="0"></div>'
                        "<noscript><p>The layer explorer needs JavaScript.</p></noscript>")
             explorers.append({"model": name, "base": (Path(link).as_posix() + "/") if link else "",
-                              "records": records})
+                              "records": records, "divergence": explorer_overlay(r, records)})
         else:
             out.append(f'<p class="meta">{html_text(problem or "no records")}</p>')
     return "".join(out) + "</section>"

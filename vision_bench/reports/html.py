@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..common import ms, strict_json
 from ..trace import TRACE_OPEN_HINT
+from .divergence import DIVERGENCE_HEADERS, INTRO, divergence_blocks, explorer_overlay
 from .findings import findings
 from .markdown import SUMMARY_CHARTS, failure_memory, memory_note
 from .results_file import report_paths
@@ -108,6 +109,31 @@ def trace_html(r: dict) -> str:
     return "".join(out) + "</div>"
 
 
+def code_text(text: str) -> str:
+    """Escaped text whose `quoted` parts (module paths) are shown as code."""
+    import re
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html_text(text))
+
+
+def divergence_html(r: dict, ctx) -> str:
+    """Per variant: the first divergent layer, the largest own errors, the passes' cost, the suggestion, the chart."""
+    out = [f"<h3>Where the variants diverge</h3><p class=meta>{html_text(INTRO)}"
+           + (" The layer explorer below colours its records by these errors." if r.get("dissection") else "") + "</p>"]
+    for block in divergence_blocks(r, ctx.assets_dir):
+        first, *rest = block["sentences"]
+        out.append(f"<h4>{html_text(block['variant'])}</h4><p>{code_text(first)}</p>")
+        if block["rows"]:
+            out.append("<p>Largest own errors:</p>" + html_table(DIVERGENCE_HEADERS, block["rows"]))
+        items = [code_text(s) for s in rest]
+        if block["modules"]:
+            items.append("Kept in fp32: " + ", ".join(f"<code>{html_text(m)}</code>" for m in block["modules"]))
+        out.append("<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>" if items else "")
+        if block["chart"]:
+            out.append(f'<div class="charts"><img src="{html_url(ctx.assets_dir.name + "/" + block["chart"][0])}" '
+                       f'alt="{html_text(block["chart"][1])}"></div>')
+    return "".join(out)
+
+
 def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> str:
     name = r.get("model", "?")
     out = [f'<section id="model-{position}"><h2>{html_text(name)}</h2><ul>',
@@ -155,6 +181,8 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
                    "max|a-b| / max|b| of the raw output, per part, worst part shown).</p>"
                    + html_table(VARIANT_HEADERS, variant_rows(r))
                    + "".join(f"<p class=meta>{html_text(note.replace('`', ''))}</p>" for note in variant_notes(r)))
+    if r.get("divergence"):
+        out.append(divergence_html(r, ctx))
     if r.get("sweep"):
         out.append("<h3>How cost grows</h3>" + (f"<p>{html_text(summary_line(r))}</p>" if summary_line(r) else "")
                    + html_table(SWEEP_HEADERS, sweep_rows(r))
@@ -198,7 +226,7 @@ def html_model_section(r: dict, position: int, ctx, explorers: list[dict]) -> st
             out.append(f'<div class="explorer" id="explorer-{len(explorers)}" tabindex="0"></div>'
                        "<noscript><p>The layer explorer needs JavaScript.</p></noscript>")
             explorers.append({"model": name, "base": (Path(link).as_posix() + "/") if link else "",
-                              "records": records})
+                              "records": records, "divergence": explorer_overlay(r, records)})
         else:
             out.append(f'<p class="meta">{html_text(problem or "no records")}</p>')
     return "".join(out) + "</section>"

@@ -9,6 +9,7 @@ from ..common import format_bytes, ms
 from ..stats import CI_METHOD, format_interval
 from ..trace import TRACE_OPEN_HINT
 from .charts import activation_profile_chart, latency_chart, memory_chart
+from .divergence import DIVERGENCE_HEADERS, INTRO, divergence_blocks
 from .findings import findings
 from .results_file import report_paths
 from .sampling import machine_state_lines, sampling_lines
@@ -320,6 +321,8 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
                   "max|a-b| / max|b| of the raw output, per part (boxes, scores, keypoints, ...), worst part shown.", "",
                   md_table(VARIANT_HEADERS, [[c.replace("|", "/") for c in row] for row in variant_rows(r)]), ""]
         lines += [f"- {note}" for note in variant_notes(r)] + ([""] if variant_notes(r) else [])
+    if r.get("divergence"):
+        lines += divergence_markdown(r, ctx)
     if r.get("sweep"):
         lines += sweep_markdown(r, ctx)
     tb = r.get("time_breakdown")
@@ -375,4 +378,23 @@ def sweep_markdown(r: dict, ctx) -> list[str]:
     lines += [md_table(SWEEP_HEADERS, [[c.replace("|", "/") for c in row] for row in sweep_rows(r)]), ""]
     lines += [f"- {note}" for note in sweep_notes(r)] + [""]
     lines += [f"![{alt}]({ctx.assets_dir.name}/{name})\n" for name, alt in sweep_charts(r, ctx.assets_dir)]
+    return lines
+
+
+def divergence_markdown(r: dict, ctx) -> list[str]:
+    """Per variant: the first divergent layer, the largest own errors, the passes' cost, the suggestion, the chart."""
+    lines = ["### Where the variants diverge", "", INTRO, ""]
+    for block in divergence_blocks(r, ctx.assets_dir):
+        first, *rest = block["sentences"]
+        lines += [f"#### {block['variant']}", "", first, ""]
+        if block["rows"]:
+            lines += ["Largest own errors:", "", md_table(DIVERGENCE_HEADERS, [
+                [row[0], f"`{row[1]}`"] + row[2:] for row in ([c.replace("|", "/") for c in row]
+                                                              for row in block["rows"])]), ""]
+        lines += [f"- {sentence}" for sentence in rest]
+        if block["modules"]:
+            lines.append("- Kept in fp32: " + ", ".join(f"`{m}`" for m in block["modules"]))
+        lines += [""] if rest or block["modules"] else []
+        if block["chart"]:
+            lines += [f"![{block['chart'][1]}]({ctx.assets_dir.name}/{block['chart'][0]})", ""]
     return lines

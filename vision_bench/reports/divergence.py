@@ -1,0 +1,309 @@
+"""What the reports show of divergence (--divergence): per model and variant, the sentence naming the
+first divergent layer, the table of the records with the largest own error, the passes' cost, the
+suggestion (modules kept in fp32), a chart of the errors against execution order, and the figures the
+HTML layer explorer lays over its records. The same sentences and rows in Markdown and HTML.
+
+"Own" error: the shadow call's relative L2 (the layer fed the reference input); "inherited": the
+propagated one (the whole network ran as the variant). Results written to JSON hold null for an
+infinite figure; a null figure beside `non_finite` is infinite, and is shown as "inf"."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from ..common import format_bytes
+from .charts import plot_style
+
+DIVERGENCE_HEADERS = ["#", "module", "call", "type", "own error", "inherited error", "cosine (own / inherited)"]
+INTRO = ("Each leaf module's output under the variant against the fp32 reference, call by call (matched by module "
+         "path and call index), as relative L2 error ||a-b|| / ||b||. Own error: the layer run as the variant on the "
+         "reference's own input (what the layer itself adds). Inherited error: the same output when the whole "
+         "network ran as the variant (its own error plus everything before it). The first divergent layer is the "
+         "first record, in execution order, whose own error passes the tolerance.")
+METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
+MODES = (("own", "shadow"), ("inherited", "propagated"))
+
+
+# -- figures, whether read back from JSON (inf -> null) or still in memory -------------------------
+def figure(figures: dict | None, metric: str = "relative_l2"):
+    """A figure of one mode of a record: a float, math.inf, or None when it is missing."""
+    if not figures:
+        return None
+    value = figures.get(metric)
+    if metric == "cosine":
+        return value
+    if figures.get("shape_mismatch") or value is None and figures.get("non_finite"):
+        return math.inf
+    return value
+
+
+def own_error(record: dict):
+    return figure(record.get("shadow"))
+
+
+def inherited_error(record: dict):
+    return figure(record.get("propagated"))
+
+
+def error_text(value) -> str:
+    if value is None:
+        return "n/a"
+    return "inf" if math.isinf(value) else f"{value:.3g}"
+
+
+def cosine_text(value) -> str:
+    return "n/a" if value is None else f"{value:.7f}"
+
+
+def complete(r: dict) -> list[dict]:
+    return [e for e in r.get("divergence") or [] if e.get("status") == "complete"]
+
+
+def by_index(entry: dict) -> dict:
+    return {rec.get("index"): rec for rec in entry.get("records") or []}
+
+
+def where(brief: dict) -> str:
+    return f"#{brief['index']} `{brief['name']}` (call {brief['call']}, {brief['type']})"
+
+
+def briefed(entry: dict, brief: dict) -> tuple:
+    """(own, inherited) of a record the summary names: from its record when there (which knows an
+    infinite figure), else the summary's own figures (a null own error there is an infinite one)."""
+    record = by_index(entry).get(brief["index"])
+    if record is not None:
+        return own_error(record), inherited_error(record)
+    return (math.inf if brief.get("own") is None else brief["own"]), brief.get("inherited")
+
+
+# -- the sentences and the table -----------------------------------------------------------------
+def culprit_sentence(entry: dict) -> str:
+    tol, v = entry.get("tolerance"), entry["variant"]
+    tol_text = "n/a" if tol is None else f"{tol:g}"
+    metric = {"relative_l2": "relative L2"}.get(entry.get("metric"), entry.get("metric") or "relative L2")
+    head = f"{v} on {entry.get('image') or 'the first image'} (tolerance {tol_text} {metric}, {entry.get('level', 'leaf')} level): "
+    first, top = entry.get("first_divergent"), entry.get("top_own") or []
+    counts = f"{entry.get('over_tolerance', 0)} of {entry.get('compared', 0)} compared records over the tolerance"
+    if first:
+        own, inherited = briefed(entry, first)
+        text = (f"first divergent layer {where(first)}: own error {error_text(own)} > {tol_text}, inherited "
+                f"{error_text(inherited)}; {counts} by their own error.")
+    elif top:
+        own, _ = briefed(entry, top[0])
+        text = (f"no layer's own error passes the tolerance; the largest is {error_text(own)} at {where(top[0])}; "
+                f"{counts}.")
+    else:
+        text = "no record has an own error (no shadow calls were made)."
+    propagated = entry.get("first_propagated")
+    if propagated:
+        text += f" The inherited error first passes the tolerance at {where(propagated)}."
+    elif entry.get("compared"):
+        text += " No inherited error passes the tolerance."
+    return head + text
+
+
+def divergence_rows(entry: dict) -> list[list[str]]:
+    """The records with the largest own error (the engine's top_own), one row each."""
+    rows, records = [], by_index(entry)
+    for brief in entry.get("top_own") or []:
+        own, inherited = briefed(entry, brief)
+        rec = records.get(brief["index"]) or {}
+        cosines = " / ".join(cosine_text(figure(rec.get(mode), "cosine")) for _, mode in MODES)
+        rows.append([str(brief["index"]), brief["name"], str(brief["call"]), brief["type"], error_text(own),
+                     error_text(inherited), cosines])
+    return rows
+
+
+def passes_sentence(entry: dict) -> str:
+    p = entry.get("passes") or {}
+    parts = [f"{label} {p[key]:.2f} s" for key, label in (("reference_s", "fp32 reference"), ("shadow_s", "shadow calls"),
+                                                          ("variant_s", entry["variant"]),
+                                                          ("spill_wait_s", "waiting on the spill")) if p.get(key) is not None]
+    total = sum(p.get(k) or 0 for k in ("reference_s", "shadow_s", "variant_s"))
+    fe = p.get("forward_equivalents")
+    text = (f"The passes took {total:.2f} s (" + ", ".join(parts) + "), "
+            + (f"{fe:.1f} forward passes' worth" if fe is not None else "forward equivalents n/a")
+            + f"; {format_bytes(entry.get('spilled_bytes'))} of reference outputs spilled to disk")
+    mem = entry.get("memory") or {}
+    if mem.get("peak_bytes"):
+        text += f"; peak memory {format_bytes(mem['peak_bytes'])} ({mem.get('peak_kind') or 'n/a'})"
+    return text + "."
+
+
+def speed(value, bare: bool = False) -> str:
+    if value is None:
+        return "speed-up n/a"
+    return f"{value:.2f}x" + ("" if bare else " faster" if value >= 1 else " (slower than torch-fp32)")
+
+
+def worst_text(worst: dict | None) -> str:
+    worst = worst or {}
+    if worst.get("normalised_error") is None:
+        return ""
+    return f", worst normalised error {worst['normalised_error']:.3g} ({worst.get('worst_part') or 'n/a'})"
+
+
+def suggestion_sentence(entry: dict) -> str | None:
+    """What keeping a few modules in fp32 does: the passing set, or why there is none."""
+    s, v = entry.get("suggestion"), entry["variant"]
+    if not s:
+        return None
+    plain = s.get("plain") or {}
+    plain_text = f"plain {v}: {speed(plain.get('speedup_forward'), bare=True)}, {plain.get('verdict') or 'n/a'}"
+    reason = f": {s['reason']}" if s.get("reason") else ""
+    status, mods = s.get("status"), s.get("modules") or []
+    if status == "passes":
+        count = "this module" if len(mods) == 1 else f"these {len(mods)} modules"
+        return (f"Suggestion: {v} with {count} in fp32: {speed(s.get('speedup_forward'))}, parity "
+                f"{(s.get('parity') or {}).get('verdict', 'n/a')} ({plain_text}).")
+    if status == "no small set":
+        tried = ", ".join(f"{t.get('modules')} ({t.get('verdict')}{worst_text(t.get('worst'))})"
+                          for t in s.get("tried") or [])
+        return (f"Suggestion: no small set of modules kept in fp32 makes {v} pass parity ({plain_text})"
+                + (f"; tried sets of {tried}" if tried else "") + f"{reason}.")
+    if status == "not needed":
+        return (f"Suggestion: not needed, {v} as it is: {speed(plain.get('speedup_forward'))}, parity "
+                f"{plain.get('verdict') or 'n/a'}{reason}.")
+    return f"Suggestion {status or 'missing'}{reason}."
+
+
+def level_sentence(entry: dict) -> str | None:
+    note = entry.get("level_note")
+    if entry.get("level") == "block" or note:
+        return f"Compared at {entry.get('level', 'leaf')} level" + (f": {note}" if note else ".")
+    return None
+
+
+def unmatched_sentence(entry: dict) -> str | None:
+    n = entry.get("unmatched_count") or 0
+    if not n:
+        return None
+    shown = ", ".join(f"{u['name']} (call {u['call']})" for u in (entry.get("unmatched_in_variant") or [])[:3])
+    return f"{n} call(s) of the variant had no reference record to compare with" + (f", e.g. {shown}" if shown else "") + "."
+
+
+def divergence_blocks(r: dict, assets: Path) -> list[dict]:
+    """Per variant of the model: its sentences, its table's rows, the modules of a passing
+    suggestion, and its chart (file name, alt text) or None. One sentence for an entry that did
+    not complete."""
+    blocks = []
+    for entry in r.get("divergence") or []:
+        v = entry.get("variant", "?")
+        if entry.get("status") != "complete":
+            blocks.append({"variant": v, "sentences": [f"Not compared ({entry.get('status')}): {entry.get('reason') or 'no reason given'}"],
+                           "rows": [], "modules": [], "chart": None})
+            continue
+        sentences = [culprit_sentence(entry)] + [s for s in (level_sentence(entry), unmatched_sentence(entry),
+                                                             passes_sentence(entry), suggestion_sentence(entry)) if s]
+        s = entry.get("suggestion") or {}
+        path = chart_path(assets, r, v)
+        chart = (path.name, f"{r['model']} {v}: own and inherited error against execution order") \
+            if path.exists() or draw_divergence(r, entry, path) else None
+        blocks.append({"variant": v, "sentences": sentences, "rows": divergence_rows(entry), "chart": chart,
+                       "modules": (s.get("modules") or []) if s.get("status") == "passes" else []})
+    return blocks
+
+
+# -- the chart -----------------------------------------------------------------------------------
+def chart_path(assets: Path, r: dict, variant: str) -> Path:
+    return assets / f"{r['model']}_divergence_{re.sub(r'[^A-Za-z0-9_.-]', '_', variant)}.png"
+
+
+def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
+    """Own and inherited error against record index, log scale: the tolerance as a line, the first
+    divergent record starred, zeros clipped to a floor a decade below the smallest error, infinite
+    errors drawn as triangles at the top. Drawn once: a finished entry never changes."""
+    records = sorted(entry.get("records") or [], key=lambda rec: rec.get("index", 0))
+    series = {"own": [own_error(rec) for rec in records], "inherited": [inherited_error(rec) for rec in records]}
+    values = [v for vs in series.values() for v in vs if v is not None]
+    if not values:
+        return False
+    tol = entry.get("tolerance")
+    positive = [v for v in values if 0 < v < math.inf] + ([tol] if tol else [])
+    floor = 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-12
+    top = 10.0 ** (math.ceil(math.log10(max(positive))) + 1) if positive else 1.0
+    plt = plot_style()
+    fig, ax = plt.subplots(figsize=(9, 3.4), constrained_layout=True)
+    x = [rec.get("index", i) for i, rec in enumerate(records)]
+
+    def shown(v):   # the line breaks at a missing or infinite figure; those get their own markers
+        return math.nan if v is None or math.isinf(v) else max(v, floor)
+    ax.plot(x, [shown(v) for v in series["inherited"]], color="tab:blue", lw=1.2, zorder=3,
+            label="inherited (whole network as variant)")
+    ax.plot(x, [shown(v) if v else math.nan for v in series["own"]], "o", color="black", ms=2.5 if len(x) <= 300 else 1.5,
+            ls="none", label="own (layer alone on the reference input)")
+    over = [(i, v) for i, v in zip(x, series["own"]) if v is not None and tol is not None and tol < v < math.inf]
+    if over:
+        ax.plot(*zip(*over), "o", color="tab:red", ms=3.5, ls="none", label="own error over the tolerance")
+    infinite = [(i, top) for name in series for i, v in zip(x, series[name]) if v is not None and math.isinf(v)]
+    if infinite:
+        ax.plot(*zip(*infinite), "^", color="tab:purple", ms=7, ls="none", label="infinite (non-finite output), at the top")
+    zeros = [i for name in series for i, v in zip(x, series[name]) if v == 0]
+    if zeros:
+        ax.plot(zeros, [floor] * len(zeros), "o", color="black", mfc="white", ms=4, ls="none",
+                label=f"exactly zero, drawn at the floor {floor:.0e}")
+    if tol:
+        ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tolerance {tol:g}")
+    first = entry.get("first_divergent")
+    if first:
+        own, _ = briefed(entry, first)
+        name = first["name"] if len(first["name"]) <= 40 else "..." + first["name"][-37:]
+        ax.axvline(first["index"], color="tab:red", ls=":", lw=1)
+        ax.plot([first["index"]], [top if math.isinf(own) else own], "*", ms=14, color="tab:red", mec="black", ls="none",
+                label=f"first divergent: #{first['index']} {name}")
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 3, top * 3)
+    if infinite:   # the top decade holds the infinite errors: its tick says so
+        from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation
+        scientific = LogFormatterSciNotation()
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, at: "inf" if math.isclose(v, top) else scientific(v, at)))
+    ax.set_xlabel("record (execution order)")
+    ax.set_ylabel("relative L2 error vs fp32 (log)")
+    ax.set_title(f"{r['model']} {entry['variant']}: where it leaves the fp32 reference "
+                 f"({entry.get('image') or 'first image'})", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# -- the layer explorer's overlay ---------------------------------------------------------------
+def compact(value, metric: str):
+    """A figure for the page's JSON: "inf" for an infinite one (strict JSON has no Infinity), four
+    significant digits, nine for a cosine (its digits near 1 are the information)."""
+    if value is None:
+        return None
+    if math.isinf(value):
+        return "inf"
+    return float(format(value, ".9g" if metric == "cosine" else ".4g"))
+
+
+def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
+    """Per complete variant, the figures of each explorer record (matched by module path and call),
+    in arrays aligned with `records`; null where the variant has no figure for a record."""
+    position = {(rec.get("name"), rec.get("call", 1)): pos for pos, rec in enumerate(records)}
+    out = []
+    for entry in complete(r):
+        arrays = {label: {metric: [None] * len(records) for metric in METRICS} for label, _ in MODES}
+        notes, matched = {}, 0
+        for rec in entry.get("records") or []:
+            pos = position.get((rec.get("name"), rec.get("call")))
+            if pos is None:
+                continue
+            matched += 1
+            for label, mode in MODES:
+                for metric in METRICS:
+                    arrays[label][metric][pos] = compact(figure(rec.get(mode), metric), metric)
+            said = [rec["note"]] if rec.get("note") else []
+            said += [f"{label}: {(rec.get(mode) or {})['non_finite']} value(s) finite in the reference are not in the "
+                     "variant" for label, mode in MODES if (rec.get(mode) or {}).get("non_finite")]
+            said += [f"{label}: the variant's output has another shape" for label, mode in MODES
+                     if (rec.get(mode) or {}).get("shape_mismatch")]
+            if said:
+                notes[str(pos)] = "; ".join(said)
+        first = entry.get("first_divergent")
+        out.append({"variant": entry["variant"], "tolerance": entry.get("tolerance"), "image": entry.get("image"),
+                    "level": entry.get("level"), "first": position.get((first["name"], first["call"])) if first else None,
+                    "matched": matched, "compared": len(entry.get("records") or []), "notes": notes, **arrays})
+    return out

@@ -170,7 +170,7 @@ def test_the_variant_pass_fills_the_reference_records(tiny, tmp_path):
         hooked_pass(network, reference.hook, lambda: network(tiny["x"]), with_kwargs=True)
         store.flush()
         bench = types.SimpleNamespace(network=lambda: network, device=CPU)
-        out = onnx_variant_pass(bench, tiny["path"], tiny["x"], "x", store, reference.records, budget=20000)
+        out = onnx_variant_pass(bench, tiny["path"], tiny["x"], None, store, reference.records, budget=20000)
     finally:
         store.close()
     records = {(r["name"], r["call"]): r for r in reference.records}

@@ -336,7 +336,7 @@ def intermediate_values(model, targets: list[Target], feeds: dict, budget: int =
 
 
 # -- the variant pass of --divergence -------------------------------------------------------------
-def onnx_variant_pass(bench, onnx_path, input_array, input_name: str, store, records: list[dict],
+def onnx_variant_pass(bench, onnx_path, input_array, input_name: str | None, store, records: list[dict],
                       budget: int = DEFAULT_BUDGET_BYTES, facts: dict | None = None) -> dict:
     """VariantPass and the hooked pass, for the onnxruntime variant: a record whose call has a value in
     the graph gets `propagated` (that value against the spilled reference); the records of a block
@@ -344,7 +344,8 @@ def onnx_variant_pass(bench, onnx_path, input_array, input_name: str, store, rec
     level="block", `block` and `block_reference`; a record without a value gets `onnx_unmapped` (why).
     `facts`: leaf_facts() of the torch network taken before the variant replaced it (ultralytics run by
     ONNX Runtime has no torch network left); else bench.network()'s, or the records' names without
-    aliases. `input_array`: the network's input in the reference pass. Returns the mapping's report,
+    aliases. `input_array`: the network's input in the reference pass, fed as `input_name` (None: the
+    graph's first input: `images` for ultralytics, `pixel_values` here). Returns the mapping's report,
     the runs, seconds and a note on the level."""
     import time
 
@@ -358,9 +359,9 @@ def onnx_variant_pass(bench, onnx_path, input_array, input_name: str, store, rec
             {"leaves": list(dict.fromkeys(r["name"] for r in records)), "aliases": {}, "types": {}}
     if isinstance(input_array, torch.Tensor):
         input_array = input_array.detach().cpu().numpy()
-    feeds = {input_name: np.ascontiguousarray(input_array)}
     start = time.perf_counter()
     model = onnx.load(str(onnx_path))
+    feeds = {input_name or model.graph.input[0].name: np.ascontiguousarray(input_array)}
     typed = value_types(model, feeds)
     mapping = map_leaf_outputs(model, facts["leaves"], aliases=facts["aliases"], types=facts["types"],
                                order=[(r["name"], r["call"]) for r in records], typed=typed)

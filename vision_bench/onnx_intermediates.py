@@ -1,0 +1,396 @@
+"""The onnxruntime variant's pass of --divergence: an ONNX file has no hooks, so each leaf call's
+output is found in the graph and fetched from ONNX Runtime as an extra graph output.
+
+The TorchScript exporter (torch.onnx.export(dynamo=False)) names a node `/<scope>/.../<Op>[_n]`, one
+scope per module *call*, a scope being the module's first name in the exported module's
+named_modules() from its last non-numeric atom on (`model.2.m.0` -> `m.0`). Another call giving the
+same scope string gets `_1`, `_2`, ... on its last atom (so does each child of a repeated block:
+`/b/conv_1` under `/b_1`); a shared module is named under its call site (ultralytics' one SiLU:
+`/model.1/act`, `/model.2/cv1/act`). So a scope is resolved atom by atom against the network's
+module paths and aliases, under the prefix that aligns the exported names with the hooked network's
+(`model.` for a wrapper: the one that resolves the most leaves), and a module's calls are its scopes
+in graph order, which is the trace's. A leaf call's value is the one floating-point value leaving its
+scope (consumed outside it, or a graph output). No node: an Identity, a Dropout at inference, or
+folded; the exporter folds a BatchNorm into the Conv before it, whose value is then the BatchNorm's.
+Several values leaving, or not one scope per torch call: ambiguous, see block_fallback.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .common import leaf_modules, log
+
+DEFAULT_BUDGET_BYTES = 512 << 20
+ELEMENT_BYTES = {1: 4, 10: 2, 16: 2, 11: 8}          # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
+UNIQUE_SUFFIX = re.compile(r"^(.*)_(\d+)$")
+NO_NODE = "no node in the graph (an identity at inference, or folded into a constant)"
+
+
+@dataclass
+class Target:
+    """An ONNX value and the reference record (name, call) it is compared with; level "block": the
+    value ends `block` and the record is that of the leaf call making it."""
+    name: str
+    call: int
+    value: str
+    level: str = "leaf"
+    block: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class OnnxMapping:
+    prefix: str
+    targets: list[Target] = field(default_factory=list)
+    fallbacks: list[dict] = field(default_factory=list)    # {block, reference: [name, call], records, reason}
+    unmapped: list[dict] = field(default_factory=list)     # {name, call, reason}
+    unresolved_scopes: list[str] = field(default_factory=list)
+
+    def report(self) -> dict:
+        leaf = sum(t.level == "leaf" for t in self.targets)
+        block = len({tuple(r) for f in self.fallbacks for r in f["records"]})
+        return {"prefix": self.prefix, "records": leaf + block + len(self.unmapped), "leaf": leaf, "block": block,
+                "unmapped": len(self.unmapped), "blocks": self.fallbacks,
+                "unmapped_reasons": dict(Counter(u["reason"] for u in self.unmapped)),
+                "unmapped_records": self.unmapped[:40], "unresolved_scopes": self.unresolved_scopes[:20]}
+
+
+def leaf_facts(network) -> dict:
+    """From the torch network: its leaf paths (as the hooks name them), every other path a module is
+    reachable by -> its first path (shared modules), the leaves' types."""
+    first = {}
+    for path, module in network.named_modules():
+        first.setdefault(id(module), path)
+    aliases = {p: first[id(m)] for p, m in network.named_modules(remove_duplicate=False) if first[id(m)] != p}
+    leaves = leaf_modules(network)
+    return {"leaves": [n for n, _ in leaves], "aliases": aliases, "types": {n: type(m).__name__ for n, m in leaves}}
+
+
+# -- the graph ------------------------------------------------------------------------------------
+class _Graph:
+    def __init__(self, model, typed: dict | None = None):
+        self.nodes = list(model.graph.node)
+        self.outputs = {o.name for o in model.graph.output}
+        self.types = typed or {}
+        self.consumers = defaultdict(set)
+        self.scope_nodes = defaultdict(list)          # scope string -> node indices, in graph order
+        for i, node in enumerate(self.nodes):
+            for name in list(node.input) + subgraph_inputs(node):
+                self.consumers[name].add(i)
+            if node.name.startswith("/"):
+                self.scope_nodes[node.name.rsplit("/", 1)[0]].append(i)
+
+    def under(self, scope: str) -> list[int]:
+        return sorted(i for s, nodes in self.scope_nodes.items() if s == scope or s.startswith(scope + "/")
+                      for i in nodes)
+
+    def end(self, members: list[int]):
+        """((node index, value), None): the one floating-point (or untyped) value leaving these nodes;
+        else (None, why), why starting with "several" when more than one leaves."""
+        inside, leaving = set(members), []
+        for i in members:
+            for v in self.nodes[i].output:
+                if v and self.types.get(v, (None,))[0] in (None, *ELEMENT_BYTES) and \
+                        (v in self.outputs or self.consumers[v] - inside):
+                    leaving.append((i, v))
+        if len(leaving) == 1:
+            return leaving[0], None
+        if not leaving:
+            return None, "no floating-point value leaves its scope (folded)"
+        return None, f"several values leave its scope ({', '.join(v for _, v in leaving[:3])})"
+
+
+def subgraph_inputs(node) -> list[str]:
+    names = []
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            for inner in g.node:
+                names += list(inner.input) + subgraph_inputs(inner)
+    return names
+
+
+def value_types(model, feeds: dict) -> dict:
+    """{value: (element type, dims or None)}: ONNX shape inference at the fed shapes, on a light copy of
+    the graph whose large weights are typed inputs (their values are not needed)."""
+    import onnx
+    from onnx import helper
+    g = model.graph
+    small = [t for t in g.initializer if t.data_type not in ELEMENT_BYTES or np.prod(t.dims) <= 1024]
+    kept = {t.name for t in small}
+    inputs = [helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, feeds[i.name].shape)
+              if i.name in feeds else i for i in g.input if i.name not in kept]
+    named = {i.name for i in inputs}
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in g.initializer
+               if t.name not in kept and t.name not in named]
+    light = helper.make_model(helper.make_graph(g.node, g.name, inputs, g.output, small),
+                              opset_imports=model.opset_import, ir_version=model.ir_version)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    except Exception as exc:  # noqa: BLE001  (no types: every value may be floating-point, sizes measured)
+        log("DIVERGE", f"ONNX shape inference failed ({type(exc).__name__}): value sizes are measured")
+        return {}
+    out = {t.name: (t.data_type, list(t.dims)) for t in small}
+    for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else [None]
+        out[vi.name] = (t.elem_type or None, None if None in dims else dims)
+    return out
+
+
+# -- the scopes -----------------------------------------------------------------------------------
+def resolve_scope(chain: list[str], index: dict) -> str | None:
+    """The module path a scope's atoms name: each atom ends a path under the one resolved so far, the
+    nearest (two as near: ambiguous, None); the last atom may carry the exporter's `_n`."""
+    parent = ""
+    for k, atom in enumerate(chain):
+        repeated = UNIQUE_SUFFIX.match(atom) if k == len(chain) - 1 else None
+        for option in [atom] + ([repeated.group(1)] if repeated else []):
+            found = [c for c in index.get(option, ()) if not parent or c.startswith(parent + ".")]
+            if found:
+                nearest = [c for c in found if c.count(".") == min(c.count(".") for c in found)]
+                if len(nearest) > 1:
+                    return None
+                parent = nearest[0]
+                break
+        else:
+            return None
+    return parent
+
+
+def resolve_all(scopes, paths, leaves: set) -> tuple[str, dict]:
+    """{scope string: path or None} under the prefix (leading atoms dropped) that resolves the most leaves."""
+    index = defaultdict(list)
+    for p in paths:
+        atoms = p.split(".")
+        for k in range(len(atoms)):
+            index[".".join(atoms[k:])].append(p)
+    chains = {s: s.split("/")[1:] for s in scopes if s}
+    best = (-1, "", {})
+    for k in range(3):
+        heads = Counter(tuple(c[:k]) for c in chains.values() if len(c) > k)
+        if not heads:
+            break
+        head = heads.most_common(1)[0][0]
+        resolved = {s: resolve_scope(c[k:], index) for s, c in chains.items() if len(c) > k and tuple(c[:k]) == head}
+        score = sum(p in leaves for p in resolved.values())
+        if score > best[0]:
+            best = (score, "".join(a + "." for a in head), resolved)
+    return best[1], best[2]
+
+
+# -- the mapping ----------------------------------------------------------------------------------
+def map_leaf_outputs(model, leaves: list[str], *, aliases: dict | None = None, types: dict | None = None,
+                     order: list[tuple[str, int]] | None = None, typed: dict | None = None) -> OnnxMapping:
+    """Each leaf call (name, call) -> the ONNX value that is its output. `aliases`, `types`: leaf_facts();
+    `order`: the torch leaf calls in execution order (the reference records: the number of calls of
+    each leaf, and what precedes a BatchNorm); `typed`: value_types(), which leaves integers out."""
+    aliases, types = aliases or {}, types or {}
+    graph = _Graph(model, typed)
+    paths = {".".join(p.split(".")[:k]) for p in list(leaves) + list(aliases) for k in range(1, p.count(".") + 2)}
+    prefix, resolved = resolve_all(graph.scope_nodes, paths, set(leaves))
+    instances = defaultdict(list)                     # module -> its scopes in graph (= call) order
+    for scope in sorted(resolved, key=lambda s: graph.scope_nodes[s][0]):
+        if resolved[scope] is not None:
+            instances[aliases.get(resolved[scope], resolved[scope])].append(scope)
+    unresolved = [s for s, p in resolved.items() if p is None]
+    order = order or [(n, c + 1) for n in leaves for c in range(max(1, len(instances.get(n, ()))))]
+    calls = Counter(n for n, _ in order)
+    mapping = OnnxMapping(prefix, unresolved_scopes=unresolved)
+    ends, ambiguous = {}, []
+    for name, call in order:
+        found, why = instances.get(name, []), None
+        if not found:
+            last = name.rsplit(".", 1)[-1]
+            if any(UNIQUE_SUFFIX.sub(r"\1", s.rsplit("/", 1)[-1]) == last for s in unresolved):
+                ambiguous.append((name, call, "a scope of this name could not be resolved to one module"))
+            else:
+                why = NO_NODE
+        elif len(found) != calls[name]:
+            ambiguous.append((name, call, f"{len(found)} scopes in the graph for {calls[name]} torch calls"))
+        else:
+            ends[(name, call)], why = graph.end(graph.scope_nodes[found[call - 1]])
+            if why:
+                del ends[(name, call)]
+                if why.startswith("several"):
+                    ambiguous.append((name, call, why))
+                    why = None
+        if why:
+            mapping.unmapped.append({"name": name, "call": call, "reason": why})
+    notes = fold_batchnorms(graph, order, ends, mapping, types, prefix)
+    mapping.targets = [Target(n, c, v, note=notes.get((n, c))) for (n, c), (_, v) in ends.items()]
+    block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliases)
+    position = {key: i for i, key in enumerate(order)}
+    mapping.targets.sort(key=lambda t: position.get((t.name, t.call), 0))
+    return mapping
+
+
+def fold_batchnorms(graph, order, ends, mapping, types, prefix) -> dict:
+    """A BatchNorm call without a node right after a call whose value comes from a Conv whose weights
+    are not its own: the exporter folded the BatchNorm into the Conv, whose value is the BatchNorm's
+    output; the Conv's own output is nowhere in the graph."""
+    notes, no_node = {}, {(u["name"], u["call"]) for u in mapping.unmapped if u["reason"] == NO_NODE}
+    for before, key in itertools.pairwise(order):
+        if before not in ends or key not in no_node or "BatchNorm" not in types.get(key[0], "BatchNorm"):
+            continue
+        node = graph.nodes[ends[before][0]]
+        if node.op_type == "Conv" and node.input[1] != f"{prefix}{before[0]}.weight":
+            ends[key] = ends.pop(before)
+            notes[key] = f"the value of the Conv of {before[0]} (call {before[1]}), BatchNorm folded in"
+            mapping.unmapped = [u for u in mapping.unmapped if (u["name"], u["call"]) != key]
+            mapping.unmapped.append({"name": before[0], "call": before[1],
+                                     "reason": "the exporter folded the BatchNorm after it into its Conv"})
+    return notes
+
+
+def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliases) -> None:
+    """An ambiguous leaf call -> its nearest enclosing block that (a) has one scope in the graph (called
+    once), (b) contains every call of the leaf, (c) has one value leaving it and (d) that value is made
+    by a leaf call we can name (its scope is that leaf's, whose call index is known): the block returns
+    that leaf call's output. The block's value is compared with that leaf call's reference, and the
+    figures stand, at block level, for every ambiguous call inside. No such block: not mapped."""
+    groups = {}
+    for name, call, why in ambiguous:
+        atoms, chosen = name.split("."), None
+        mine = instances.get(name, [])
+        for depth in range(len(atoms) - 1, 0, -1):
+            block = ".".join(atoms[:depth])
+            scopes = instances.get(block, [])
+            end = graph.end(graph.under(scopes[0]))[0] if len(scopes) == 1 else None
+            if end is None or not (calls[name] == 1 or len(mine) == calls[name] and
+                                   all(s.startswith(scopes[0] + "/") for s in mine)):
+                continue
+            scope = graph.nodes[end[0]].name.rsplit("/", 1)[0]
+            last = aliases.get(resolved.get(scope), resolved.get(scope))
+            made_by = instances.get(last, [])
+            if last in calls and scope in made_by and (len(made_by) == calls[last] or calls[last] == 1):
+                chosen = (block, last, made_by.index(scope) + 1 if calls[last] > 1 else 1, end[1])
+                break
+        if chosen is None:
+            mapping.unmapped.append({"name": name, "call": call, "reason": f"ambiguous ({why}); no enclosing "
+                                     "block called once ends in a leaf's output"})
+            continue
+        block, last, last_call, value = chosen
+        group = groups.setdefault(block, {"block": block, "reference": [last, last_call], "records": [],
+                                          "reason": why})
+        group["records"].append([name, call])
+        if not any(t.name == last and t.call == last_call for t in mapping.targets):
+            mapping.targets.append(Target(last, last_call, value, "block", block))
+    mapping.fallbacks = list(groups.values())
+
+
+# -- fetching the values --------------------------------------------------------------------------
+def intermediate_values(model, targets: list[Target], feeds: dict, budget: int = DEFAULT_BUDGET_BYTES,
+                        device=None, typed: dict | None = None, report: dict | None = None):
+    """Yield (module path, call, numpy array, level) per target, in the targets' order. ONNX Runtime
+    keeps every graph output of a session alive during a run, fetched or not (measured: 2.7 GB peak
+    for 5 fetched values of 276 added), so the values become outputs a group at a time, one session
+    and run per group, a group holding at most `budget` bytes: sizes from shape inference at the fed
+    shapes, an unknown one counted as the largest seen so far (known or fetched); nothing known: the
+    first run fetches 4 values. `report` gets the runs and bytes. CPU, or CUDA as onnxruntime_session."""
+    import onnxruntime as ort
+    typed = typed if typed is not None else value_types(model, feeds)
+    values = list(dict.fromkeys(t.value for t in targets))
+    sizes = {v: int(np.prod(typed[v][1])) * ELEMENT_BYTES.get(typed[v][0], 4)
+             for v in values if v in typed and typed[v][1] is not None}
+    by_value = defaultdict(list)
+    for t in targets:
+        by_value[t.value].append(t)
+    providers = ["CPUExecutionProvider"]
+    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    report = report if report is not None else {}
+    report.update(runs=0, budget_bytes=budget, estimated_bytes=sum(sizes.values()), provider=str(providers[0][0]
+                  if len(providers) > 1 else providers[0]), unknown_sizes=len(values) - len(sizes),
+                  fetched_bytes=0, largest_run_bytes=0)
+    base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
+    try:
+        while todo:
+            group, total = [], 0
+            for v in todo:
+                size = sizes.get(v) or max(sizes.values(), default=0)
+                if group and (total + size > budget or not size and len(group) == 4):
+                    break
+                group.append(v)
+                total += size
+            todo = todo[len(group):]
+            del model.graph.output[base:]
+            for v in group:
+                if v not in present:
+                    model.graph.output.add().name = v      # no type given: ONNX Runtime takes the node's
+            arrays = ort.InferenceSession(model.SerializeToString(), providers=providers).run(group, feeds)
+            sizes.update({v: a.nbytes for v, a in zip(group, arrays)})
+            fetched = sum(a.nbytes for a in arrays)
+            report.update(runs=report["runs"] + 1, fetched_bytes=report["fetched_bytes"] + fetched,
+                          largest_run_bytes=max(report["largest_run_bytes"], fetched))
+            for v, array in zip(group, arrays):
+                for t in by_value[v]:
+                    yield t.name, t.call, array, t.level
+            arrays = array = None
+    finally:
+        del model.graph.output[base:]
+
+
+# -- the variant pass of --divergence -------------------------------------------------------------
+def onnx_variant_pass(bench, onnx_path, input_array, input_name: str | None, store, records: list[dict],
+                      budget: int = DEFAULT_BUDGET_BYTES, facts: dict | None = None) -> dict:
+    """VariantPass and the hooked pass, for the onnxruntime variant: a record whose call has a value in
+    the graph gets `propagated` (that value against the spilled reference); the records of a block
+    fallback get the figures of the block's value against its last leaf call's reference, with
+    level="block", `block` and `block_reference`; a record without a value gets `onnx_unmapped` (why).
+    `facts`: leaf_facts() of the torch network taken before the variant replaced it (ultralytics run by
+    ONNX Runtime has no torch network left); else bench.network()'s, or the records' names without
+    aliases. `input_array`: the network's input in the reference pass, fed as `input_name` (None: the
+    graph's first input: `images` for ultralytics, `pixel_values` here). Returns the mapping's report,
+    the runs, seconds and a note on the level."""
+    import time
+
+    import onnx
+    import torch
+
+    from .divergence import error_figures
+    if facts is None:
+        network = bench.network()
+        facts = leaf_facts(network) if isinstance(network, torch.nn.Module) else \
+            {"leaves": list(dict.fromkeys(r["name"] for r in records)), "aliases": {}, "types": {}}
+    if isinstance(input_array, torch.Tensor):
+        input_array = input_array.detach().cpu().numpy()
+    start = time.perf_counter()
+    model = onnx.load(str(onnx_path))
+    feeds = {input_name or model.graph.input[0].name: np.ascontiguousarray(input_array)}
+    typed = value_types(model, feeds)
+    mapping = map_leaf_outputs(model, facts["leaves"], aliases=facts["aliases"], types=facts["types"],
+                               order=[(r["name"], r["call"]) for r in records], typed=typed)
+    by_key = {(r["name"], r["call"]): r for r in records}
+    figures_of, runs = {}, {}
+    for name, call, array, level in intermediate_values(model, mapping.targets, feeds, budget, bench.device,
+                                                        typed, runs):
+        record = by_key.get((name, call))
+        reference, shape = store.get((name, call)) if record is not None and "shape" in record else (None, None)
+        if reference is None:
+            continue
+        figures_of[(name, call)] = figures = (
+            {"shape_mismatch": True, "variant_shape": list(array.shape)} if list(array.shape) != shape
+            else error_figures(torch.from_numpy(array), reference))
+        if level == "leaf":
+            record["propagated"] = figures
+    for fallback in mapping.fallbacks:
+        figures = figures_of.get(tuple(fallback["reference"]))
+        for key in map(tuple, fallback["records"]):
+            if key in by_key and figures is not None:
+                by_key[key].update(propagated=figures, level="block", block=fallback["block"],
+                                   block_reference=fallback["reference"])
+    for missing in mapping.unmapped:
+        if (missing["name"], missing["call"]) in by_key:
+            by_key[(missing["name"], missing["call"])]["onnx_unmapped"] = missing["reason"]
+    for target in mapping.targets:
+        if target.note and (target.name, target.call) in by_key:
+            by_key[(target.name, target.call)]["onnx_note"] = target.note
+    report = mapping.report()
+    return {**report, "runs": runs, "compared": len(figures_of), "seconds": time.perf_counter() - start,
+            "level_note": f"{report['leaf']} of {report['records']} record(s) compared at leaf level, "
+                          f"{report['block']} at block level, {report['unmapped']} without a value in the graph"}

@@ -114,6 +114,8 @@ class HookedVariant:
     `overrides`: {module path: forward(module, *args, **kwargs)} that replace a leaf's computation in
     both (a planted fault, or a module kept in fp32)."""
 
+    shadow_mode = True            # False: a variant whose leaves cannot be run one by one (ONNX Runtime)
+
     def __init__(self, name: str, tolerance: float, overrides: dict | None = None):
         self.name = name
         self.tolerance = tolerance
@@ -121,6 +123,19 @@ class HookedVariant:
 
     def apply(self, bench) -> None:
         install_overrides(bench.network(), self.overrides)
+
+    def watch(self, bench):
+        """Around the reference pass: what the variant pass will need from it (nothing, for a hooked one)."""
+        import contextlib
+        return contextlib.nullcontext()
+
+    def compare(self, bench, image, store: ReferenceStore, records: list[dict]) -> tuple[float, dict]:
+        """Turn `bench` into the variant and run the pipeline hooked: each leaf call's output against the
+        spilled reference. Returns the pass's seconds and what the entry adds."""
+        self.apply(bench)
+        matched = VariantPass(store, records)
+        seconds = hooked_pass(bench.network(), matched.hook, lambda: bench.run_pipeline(image))
+        return seconds, {"unmatched_in_variant": matched.unmatched[:20], "unmatched_count": len(matched.unmatched)}
 
     def context(self, device):
         import contextlib
@@ -382,34 +397,34 @@ def hooked_pass(network, make_hook, call, with_kwargs: bool = False) -> float:
     return time.perf_counter() - start
 
 
-def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = None, shadow: bool = True,
-                   progress=None) -> dict:
-    """The reference pass, then `variant` applied to the same instance and its pass; the figures of every
-    record, the culprit, the top records by own error. `bench` is left in the variant."""
+def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = None, progress=None) -> dict:
+    """The reference pass (with shadow calls when the variant has them), then the variant's pass on the
+    same instance; the figures of every record, the culprit, the top records by own error. `bench` is
+    left in the variant."""
     import contextlib
     store = ReferenceStore(scratch)
     progress = progress or (lambda what: contextlib.nullcontext())
+    shadow = variant.shadow_mode
     try:
         reference = ReferencePass(variant, store, shadow=shadow)
-        with progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")):
+        with progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")), \
+                variant.watch(bench):
             reference_s = hooked_pass(bench.network(), reference.hook, lambda: bench.run_pipeline(image),
                                       with_kwargs=True)
             store.flush()
-        variant.apply(bench)
-        matched = VariantPass(store, reference.records)
         with progress(f"divergence: {variant.name} pass"):
-            variant_s = hooked_pass(bench.network(), matched.hook, lambda: bench.run_pipeline(image))
+            variant_s, extra = variant.compare(bench, image, store, reference.records)
         spilled = store.bytes_written
     finally:
         store.close()
     records = reference.records
-    out = summarise_records(records, variant.tolerance)
+    out = summarise_records(records, variant.tolerance, shadow)
     out.update(variant=variant.name, tolerance=variant.tolerance, metric="relative_l2",
                modes=["propagated", "shadow"] if shadow else ["propagated"], level="leaf", records=records,
-               unmatched_in_variant=matched.unmatched[:20], unmatched_count=len(matched.unmatched),
                passes={"reference_s": reference_s - reference.shadow_s, "shadow_s": reference.shadow_s,
                        "variant_s": variant_s, "spill_wait_s": store.wait_s},
                spilled_bytes=spilled)
+    out.update(extra)
     return out
 
 
@@ -418,20 +433,20 @@ def brief(record: dict) -> dict:
             "own": error_of(record.get("shadow")), "inherited": error_of(record.get("propagated"))}
 
 
-def summarise_records(records: list[dict], tolerance: float) -> dict:
-    """The culprit (first record whose own error passes the tolerance), the first record whose
-    propagated error does, the top records by own error."""
+def summarise_records(records: list[dict], tolerance: float, shadow: bool = True) -> dict:
+    """The culprit (first record whose own error passes the tolerance; without shadow calls, whose
+    propagated error does), the first record whose propagated error does, the top records by own error."""
     def over(figures):
         value = error_of(figures)
         return value is not None and value > tolerance
     own = [r for r in records if error_of(r.get("shadow")) is not None]
-    first_own = next((r for r in records if over(r.get("shadow"))), None)
     first_propagated = next((r for r in records if over(r.get("propagated"))), None)
+    first_own = next((r for r in records if over(r.get("shadow"))), None) if shadow else first_propagated
     top = sorted(own, key=lambda r: -error_of(r["shadow"]))[:TOP_OWN]
-    return {"first_divergent": brief(first_own) if first_own else None,
+    return {"first_divergent": brief(first_own) if first_own else None, "culprit_by": "own" if shadow else "propagated",
             "first_propagated": brief(first_propagated) if first_propagated else None,
             "top_own": [brief(r) for r in top],
-            "over_tolerance": sum(1 for r in records if over(r.get("shadow"))),
+            "over_tolerance": sum(1 for r in records if over(r.get("shadow" if shadow else "propagated"))),
             "compared": sum(1 for r in records if r.get("propagated") is not None)}
 
 
@@ -453,10 +468,11 @@ def prefix_sizes(n: int) -> list[int]:
 
 
 def log_culprit(model: str, out: dict) -> None:
-    first = out.get("first_divergent")
+    first, by = out.get("first_divergent"), out.get("culprit_by", "own")
     if first:
         log("DIVERGE", f"{model} {out['variant']}: first divergent layer #{first['index']} {first['name']} "
-                       f"(call {first['call']}, {first['type']}): own error {first['own']:.3g} > {out['tolerance']:g}, "
+                       f"(call {first['call']}, {first['type']}): {by} error "
+                       f"{first['own' if by == 'own' else 'inherited']:.3g} > {out['tolerance']:g}, "
                        f"{out['over_tolerance']} record(s) over the tolerance")
     else:
-        log("DIVERGE", f"{model} {out['variant']}: no layer's own error passes {out['tolerance']:g}")
+        log("DIVERGE", f"{model} {out['variant']}: no layer's {by} error passes {out['tolerance']:g}")

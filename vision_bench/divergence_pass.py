@@ -7,10 +7,11 @@ import contextlib
 import time
 import traceback
 
-from .common import VariantUnsupported, exception_line, format_bytes, log
+from .common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
 from .divergence import (
     AutocastVariant,
     ChannelsLastVariant,
+    HookedVariant,
     candidate_modules,
     fp32_forward,
     install_overrides,
@@ -23,7 +24,14 @@ from .images import load_rgb
 from .memory import free_cached_memory
 from .timed_runs import run_timed_phases, summarize_latency
 from .variant_pass import load_fresh
-from .variants import HALF_PRECISION, check_autocast, compare_outputs, parity_outputs, prepare_variant
+from .variants import (
+    HALF_PRECISION,
+    check_autocast,
+    compare_outputs,
+    export_onnx_files,
+    parity_outputs,
+    prepare_variant,
+)
 
 COMPILE_UNSUPPORTED = ("torch.compile fuses the leaf modules into kernels of its own: their outputs never exist in "
                        "the compiled graph, so there is no record to compare")
@@ -41,7 +49,49 @@ def hooked_variant(bench, variant: str):
         return ChannelsLastVariant(variant, tolerance["float32"])
     if variant == "torch-compile":
         raise VariantUnsupported(COMPILE_UNSUPPORTED)
-    raise VariantUnsupported(f"{variant}: no divergence pass for it yet")
+    if variant == "onnxruntime":
+        return OnnxRuntimeVariant(variant, tolerance["float32"])
+    raise VariantUnsupported(f"{variant}: no divergence pass for it")
+
+
+class OnnxRuntimeVariant(HookedVariant):
+    """The exported graph run by ONNX Runtime with the outputs of the nodes that end each module added
+    (onnx_intermediates): propagated errors only, since a leaf cannot be run alone in the graph; fed
+    the network's input as the reference pass saw it."""
+    shadow_mode = False
+
+    def __init__(self, name: str, tolerance: float):
+        super().__init__(name, tolerance)
+        self.inputs: list = []
+
+    def watch(self, bench):
+        """A pre-hook on the network's input module keeping its first tensor argument (keyword or not)."""
+        @contextlib.contextmanager
+        def watching():
+            def keep(module, args, kwargs):
+                if not self.inputs:
+                    tensor, _ = first_tensor((list(args), kwargs))
+                    if tensor is not None:
+                        self.inputs.append(tensor.detach().to("cpu", copy=True).numpy())
+            handle = bench.input_module().register_forward_pre_hook(keep, with_kwargs=True)
+            try:
+                yield
+            finally:
+                handle.remove()
+        return watching()
+
+    def compare(self, bench, image, store, records: list[dict]) -> tuple[float, dict]:
+        from .onnx_intermediates import leaf_facts, onnx_variant_pass
+        if not self.inputs:
+            raise RuntimeError("the reference pass never reached the network's input module")
+        paths, _ = export_onnx_files(bench, [image])
+        shape = "x".join(map(str, self.inputs[0].shape))
+        path = paths.get(shape) or next(iter(paths.values()))
+        summary = onnx_variant_pass(bench, path, self.inputs[0], None, store, records,
+                                    facts=leaf_facts(bench.network()))
+        return summary["seconds"], {"onnx": {k: v for k, v in summary.items() if k != "level_note"}, "file": str(path),
+                                    "level": "block" if summary.get("block") else "leaf",
+                                    "level_note": summary["level_note"]}
 
 
 def measure_divergence(cls, ctx, result: dict, tracker, variants: list[str], reference_outputs: list[dict],

@@ -78,6 +78,17 @@ def check_autocast(device, dtype) -> None:
 
 
 def prepare_onnxruntime(bench, images: list) -> dict:
+    paths, made = export_onnx_files(bench, images)
+    details = {"files": [str(p) for p in paths.values()], "cached": not made}
+    if made:
+        details["export_seconds"] = sum(made.values())
+    details["provider"] = bench.use_onnx(paths)
+    return details
+
+
+def export_onnx_files(bench, images: list) -> tuple[dict, dict]:
+    """The ONNX files `images` need, exported where the cache has none: ({name: path}, {name: seconds
+    of the exports made})."""
     try:
         import onnxruntime  # noqa: F401  (a clear reason when it is missing)
     except ImportError as exc:
@@ -104,11 +115,7 @@ def prepare_onnxruntime(bench, images: list) -> dict:
             raise VariantUnsupported(f"the ONNX export failed: {exception_line(exc)}") from exc
         partial.replace(path)                # a file under its final name is always complete
         made[name] = time.perf_counter() - start
-    details = {"files": [str(p) for p in paths.values()], "cached": not made}
-    if made:
-        details["export_seconds"] = sum(made.values())
-    details["provider"] = bench.use_onnx(paths)
-    return details
+    return paths, made
 
 
 def export_path(bench, name: str, weights: str | None = None) -> Path:

@@ -85,6 +85,14 @@ def culprit_sentence(entry: dict) -> str:
     head = f"{v} on {entry.get('image') or 'the first image'} (tolerance {tol_text} {metric}, {entry.get('level', 'leaf')} level): "
     first, top = entry.get("first_divergent"), entry.get("top_own") or []
     counts = f"{entry.get('over_tolerance', 0)} of {entry.get('compared', 0)} compared records over the tolerance"
+    if entry.get("culprit_by") == "propagated":   # ONNX Runtime: no leaf can be run alone, no own error
+        text = (f"no shadow calls (a leaf of the graph cannot be run alone), so the first divergent layer is the "
+                f"first whose propagated error passes the tolerance: {where(first)}, "
+                f"{error_text(briefed(entry, first)[1])}; {entry.get('over_tolerance', 0)} of "
+                f"{entry.get('compared', 0)} compared records over it." if first else
+                f"no shadow calls (a leaf of the graph cannot be run alone); no propagated error passes the "
+                f"tolerance over the {entry.get('compared', 0)} records compared.")
+        return head + text
     if first:
         own, inherited = briefed(entry, first)
         text = (f"first divergent layer {where(first)}: own error {error_text(own)} > {tol_text}, inherited "

@@ -102,10 +102,9 @@ def cross_check(runs: int) -> None:
     torch.utils.benchmark on the network with the same preprocessed tensor, alternating."""
     import numpy as np
     import torch
+    from bench_common import bus_path
     from PIL import Image
     from torch.utils import benchmark
-
-    from bench_common import bus_path
     ub = import_tool()
     torch.set_num_threads(int(THREADS[1]))
     bench = load_bench(ub, "yolo11n-detect", print)

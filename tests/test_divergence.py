@@ -227,14 +227,16 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     record of the real model is compared in both modes; the scratch folder is gone."""
     worker_models = ROOT / "tests" / "worker_models.py"
     done = subprocess.run([sys.executable, str(worker_models), "--weights", "random", "--models",
-                           "halffragile,yolo11n-detect", "--variants", "torch-bf16,torch-channels-last", "--divergence",
-                           "--runs", "2", "--warmup", "0", "--no-dissect", "--output-dir", str(tmp_path)],
+                           "halffragile,yolo11n-detect", "--variants", "torch-bf16,torch-channels-last,onnxruntime",
+                           "--divergence", "--runs", "2", "--warmup", "0", "--no-dissect", "--output-dir", str(tmp_path),
+                           "--models-dir", str(tmp_path / "models")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "first divergent layer #3 3 (call 1, OffsetLinear)" in done.stdout
     [results] = (tmp_path / "results").glob("benchmark_results_*.json")
     fragile, yolo = json.loads(results.read_text())["models"]
-    bf16, channels_last = fragile["divergence"]
+    bf16, channels_last, onnx = fragile["divergence"]
+    assert onnx["status"] == "unsupported" and "no ONNX export" in onnx["reason"]
     assert bf16["status"] == "complete" and bf16["first_divergent"]["name"] == "3"
     assert [r["name"] for r in bf16["records"]] == ["0", "1", "2", "3", "4", "5"]
     suggestion = bf16["suggestion"]
@@ -243,7 +245,11 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     assert suggestion["parity"]["verdict"] == "pass" and suggestion["latency_forward"]["n"] == 4
     assert suggestion["speedup_forward"] > 0
     assert channels_last["status"] == "complete" and "suggestion" not in channels_last
-    for entry in yolo["divergence"]:
+    yolo_onnx = yolo["divergence"][2]
+    assert yolo_onnx["status"] == "complete" and yolo_onnx["modes"] == ["propagated"]
+    assert yolo_onnx["compared"] == 174 and yolo_onnx["onnx"]["unmapped"] == 4      # four Identity activations
+    assert max(r["propagated"]["relative_l2"] for r in yolo_onnx["records"] if "propagated" in r) < 1e-4
+    for entry in yolo["divergence"][:2]:
         assert entry["status"] == "complete", entry.get("reason")
         assert len(entry["records"]) == entry["compared"] == 178
         assert all("propagated" in r for r in entry["records"])
@@ -254,6 +260,12 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     yolo_bf16 = yolo["divergence"][0]
     assert yolo_bf16["suggestion"]["status"] in ("not needed", "passes", "no small set")
     assert not list((tmp_path / "results").glob("divergence-*"))
+    [report] = (tmp_path / "results").glob("benchmark_report_*.md")
+    text = report.read_text()
+    assert "### Where the variants diverge" in text and "first divergent layer #3 `3` (call 1, OffsetLinear)" in text
+    assert "Suggestion: torch-bf16 with this module in fp32" in text, \
+        text[text.index("### Where the variants diverge"):][:3000]
+    assert list((tmp_path / "results").glob("report_*/HalfFragile_divergence_torch-bf16.png"))
 
 
 def test_an_in_place_module_gets_no_shadow_call_and_the_reference_it_aliases_stays_intact():

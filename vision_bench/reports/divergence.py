@@ -313,5 +313,6 @@ def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
         first = entry.get("first_divergent")
         out.append({"variant": entry["variant"], "tolerance": entry.get("tolerance"), "image": entry.get("image"),
                     "level": entry.get("level"), "first": position.get((first["name"], first["call"])) if first else None,
+                    "culprit_by": entry.get("culprit_by", "own"),
                     "matched": matched, "compared": len(entry.get("records") or []), "notes": notes, **arrays})
     return out

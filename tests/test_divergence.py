@@ -11,16 +11,11 @@ import pytest
 import torch
 from conftest import ROOT, run_cli
 from torch import nn
+from worker_models import OffsetLinear
 
 from vision_bench.common import VariantUnsupported
-from vision_bench.divergence import (
-    AutocastVariant,
-    HookedVariant,
-    candidate_modules,
-    error_figures,
-    prefix_sizes,
-    run_divergence,
-)
+from vision_bench.divergence import AutocastVariant, HookedVariant, candidate_modules, prefix_sizes, run_divergence
+from vision_bench.error_figures import error_figures
 from vision_bench.model_benchmark import ModelBenchmark
 
 TOLERANCE = 1e-4
@@ -43,18 +38,6 @@ class Shared(nn.Module):
         x = self.shared(x)
         x = self.act(self.middle(x))
         return self.last(self.shared(x))
-
-
-class OffsetLinear(nn.Module):
-    """(x + 1000) W - 1000 W: exact in fp32, ruined by rounding x + 1000 to bfloat16 (steps of 4 or 8)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n, n) / n ** 0.5)
-
-    def forward(self, x):
-        offset = torch.full_like(x, 1000.0)
-        return nn.functional.linear(x + offset, self.weight) - nn.functional.linear(offset, self.weight)
 
 
 class Bench(ModelBenchmark):
@@ -276,3 +259,35 @@ def test_an_in_place_module_gets_no_shadow_call_and_the_reference_it_aliases_sta
     assert "shadow" not in records["1", 1] and "in-place" in records["1", 1]["note"]
     assert own(records["2", 1]) == 0 and own(records["3", 1]) == 0      # Identity and Flatten: copies
     assert all(inherited(r) == 0 for r in out["records"])
+
+
+class OwnOperations(nn.Module):
+    """A container whose forward does arithmetic of its own between its two leaves: the offset trick of
+    OffsetLinear as a plain matmul, which no leaf owns."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.before, self.after = nn.Linear(n, n), nn.Linear(n, n)
+        self.weight = nn.Parameter(torch.randn(n, n) / n ** 0.5)
+
+    def forward(self, x):
+        y = self.before(x)
+        offset = torch.full_like(y, 1000.0)
+        return self.after(torch.matmul(y + offset, self.weight) - torch.matmul(offset, self.weight))
+
+
+def test_an_error_made_between_the_leaves_is_owned_by_its_container_and_a_pure_composition_owns_none():
+    torch.manual_seed(4)
+    network = nn.Sequential(nn.Linear(16, 16), OwnOperations(16), nn.ReLU(), nn.Linear(16, 4))
+    tolerance = 2 * 2 ** -7
+    out = run_divergence(Bench(network, torch.randn(8, 16)), AutocastVariant("torch-bf16", torch.bfloat16, tolerance),
+                         image=None)
+    assert all(own(r) < tolerance for r in out["records"])      # no leaf is to blame
+    ops = {r["name"]: r for r in out["ops_records"]}
+    assert set(ops) == {"1", "Sequential"} and ops["1"]["after"] == 2     # it returned after its leaf `1.after`
+    assert own(ops["1"]) > 10 * tolerance
+    assert own(ops["Sequential"]) == 0                                     # it only calls its children
+    first = out["first_divergent"]
+    assert (first["name"], first["kind"], first["index"]) == ("1", "ops", 2)
+    assert first["type"] == "OwnOperations (its own operations)"
+    assert candidate_modules(out["records"] + out["ops_records"], tolerance) == ["1"]

@@ -23,90 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from .common import first_tensor, leaf_modules, log
+from .container_ops import ContainerShadows
+from .error_figures import FigureBuffers, aliases_input, cloned, error_figures, error_of
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
 SPILL_QUEUE_BYTES = 64 << 20        # reference outputs waiting to be written; the hook waits beyond this
-FIGURE_CHUNK_ELEMENTS = 1 << 20     # the error figures accumulate in float64 over chunks of this many values
 TOP_OWN = 5
 
 
 # -- the error figures of one record --------------------------------------------------------------
-class FigureBuffers:
-    """float32 buffers of FIGURE_CHUNK_ELEMENTS reused by every record of a pass: a new allocation per
-    chunk (page faults on 4 MB) costs more than the arithmetic (the same finding as dissection's)."""
-
-    def __init__(self):
-        self.buffers: dict[str, object] = {}
-
-    def __call__(self, name: str, n: int):
-        import torch
-        if name not in self.buffers:
-            self.buffers[name] = torch.empty(FIGURE_CHUNK_ELEMENTS, dtype=torch.float32)
-        return self.buffers[name][:n]
-
-
-def as_float32_chunk(chunk, buffers: FigureBuffers, name: str):
-    """`chunk` as float32 on the CPU: itself when it is already, else copied into a reused buffer."""
-    import torch
-    if chunk.dtype == torch.float32 and chunk.device.type == "cpu":
-        return chunk
-    out = buffers(name, chunk.numel())
-    out.copy_(chunk)
-    return out
-
-
-def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> dict:
-    """||a-b|| / ||b||, cosine(a, b), max|a-b| and max|a-b| / max|b| of a variant tensor `a` against
-    the reference `b` (any dtype, any device; the reference may be a numpy array). Each chunk of
-    FIGURE_CHUNK_ELEMENTS is reduced in float32 (the difference of two float32 values close to each
-    other is exact, and torch sums blockwise: ~1e-7 relative, far below any tolerance) and the chunks'
-    sums add up in Python's float64. A value finite in the reference and not in the variant makes the
-    error infinite (`non_finite` counts them); values not finite in both are left out."""
-    import torch
-    buffers = buffers or FigureBuffers()
-    a = variant.detach().reshape(-1)
-    b = reference if isinstance(reference, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reference))
-    b = b.detach().reshape(-1)
-    if a.numel() != b.numel():
-        return {"shape_mismatch": True}
-    dd = bb = aa = 0.0
-    max_d = max_b = 0.0
-    non_finite = 0
-    for start in range(0, a.numel(), FIGURE_CHUNK_ELEMENTS):
-        x = as_float32_chunk(a[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "x")
-        y = as_float32_chunk(b[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "y")
-        d = torch.sub(x, y, out=buffers("d", x.numel()))
-        sums = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), d.abs().max(), y.abs().max()]).tolist()
-        if not all(map(math.isfinite, sums)):     # rare: the masked path
-            fx, fy = torch.isfinite(x), torch.isfinite(y)
-            non_finite += int((fy & ~fx).sum())
-            keep = fx & fy
-            x, y = x[keep], y[keep]
-            if not x.numel():
-                continue
-            d = x - y
-            sums = [float(torch.dot(d, d)), float(torch.dot(y, y)), float(torch.dot(x, x)), float(d.abs().max()),
-                    float(y.abs().max())]
-        dd, bb, aa = dd + sums[0], bb + sums[1], aa + sums[2]
-        max_d, max_b = max(max_d, sums[3]), max(max_b, sums[4])
-    if non_finite:
-        return {"relative_l2": math.inf, "cosine": None, "max_abs": math.inf, "normalised": math.inf,
-                "non_finite": non_finite}
-    norm_d, norm_b, norm_a = math.sqrt(dd), math.sqrt(bb), math.sqrt(aa)
-    return {"relative_l2": norm_d / norm_b if norm_b > 0 else norm_d,
-            # 1 - cos from the exact differences: a.b in float32 would lose the digits that matter near 1
-            "cosine": 1 - (dd - (norm_a - norm_b) ** 2) / (2 * norm_a * norm_b) if norm_a > 0 and norm_b > 0
-            else float(norm_a == norm_b),
-            "max_abs": max_d, "normalised": max_d / max_b if max_b > 0 else max_d}
-
-
-def error_of(figures: dict | None) -> float | None:
-    """The figure the verdict reads (relative L2); infinite for a non-finite variant value."""
-    if not figures or figures.get("shape_mismatch"):
-        return math.inf if figures else None
-    return figures.get("relative_l2")
-
-
 # -- how a variant runs one leaf ------------------------------------------------------------------
 class HookedVariant:
     """A variant the divergence pass can hook: how it turns the model into itself after the
@@ -299,22 +224,6 @@ class ReferenceStore:
 
 
 # -- the two passes ---------------------------------------------------------------------------------
-def aliases_input(output, args, kwargs) -> bool:
-    """The output shares memory with an input: an Identity, a view, or an in-place module."""
-    import torch
-    out, _ = first_tensor(output)
-    if out is None:
-        return False
-    ptr = out.untyped_storage().data_ptr()
-    return any(isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() == ptr
-               for x in list(args) + list(kwargs.values()))
-
-
-def cloned(values):
-    import torch
-    return type(values)(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
-
-
 class ReferencePass:
     """Hooks of the fp32 pass: a record per leaf call, its output spilled, its shadow call compared."""
 
@@ -324,9 +233,12 @@ class ReferencePass:
         self.calls: dict[str, int] = {}
         self.shadow_s = 0.0
         self.buffers = FigureBuffers()
+        self.suspended = False      # while a container's shadow call replays its children (container_ops)
 
     def hook(self, name: str, module_type: str):
         def after(module, args, kwargs, output):
+            if self.suspended:
+                return
             call = self.calls.get(name, 0) + 1
             self.calls[name] = call
             record = {"index": len(self.records), "name": name, "call": call, "type": module_type}
@@ -407,21 +319,29 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
     shadow = variant.shadow_mode
     try:
         reference = ReferencePass(variant, store, shadow=shadow)
-        with progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")), \
-                variant.watch(bench):
-            reference_s = hooked_pass(bench.network(), reference.hook, lambda: bench.run_pipeline(image),
-                                      with_kwargs=True)
-            store.flush()
+        containers = ContainerShadows(variant, reference)
+        handles = containers.register(bench.network()) if shadow else []
+        try:
+            with progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")), \
+                    variant.watch(bench):
+                reference_s = hooked_pass(bench.network(), reference.hook, lambda: bench.run_pipeline(image),
+                                          with_kwargs=True)
+                store.flush()
+        finally:
+            for handle in handles:
+                handle.remove()
         with progress(f"divergence: {variant.name} pass"):
             variant_s, extra = variant.compare(bench, image, store, reference.records)
         spilled = store.bytes_written
     finally:
         store.close()
     records = reference.records
-    out = summarise_records(records, variant.tolerance, shadow)
+    out = summarise_records(records, variant.tolerance, shadow, containers.records)
     out.update(variant=variant.name, tolerance=variant.tolerance, metric="relative_l2",
                modes=["propagated", "shadow"] if shadow else ["propagated"], level="leaf", records=records,
-               passes={"reference_s": reference_s - reference.shadow_s, "shadow_s": reference.shadow_s,
+               ops_records=containers.records,
+               passes={"reference_s": reference_s - reference.shadow_s - containers.seconds,
+                       "shadow_s": reference.shadow_s + containers.seconds,
                        "variant_s": variant_s, "spill_wait_s": store.wait_s},
                spilled_bytes=spilled)
     out.update(extra)
@@ -429,24 +349,36 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
 
 
 def brief(record: dict) -> dict:
-    return {"index": record["index"], "name": record["name"], "call": record["call"], "type": record["type"],
+    ops = record.get("kind") == "ops"
+    return {"index": record["after"] if ops else record["index"], "name": record["name"], "call": record["call"],
+            "type": f"{record['type']} (its own operations)" if ops else record["type"], "kind": record.get("kind", "leaf"),
             "own": error_of(record.get("shadow")), "inherited": error_of(record.get("propagated"))}
 
 
-def summarise_records(records: list[dict], tolerance: float, shadow: bool = True) -> dict:
-    """The culprit (first record whose own error passes the tolerance; without shadow calls, whose
-    propagated error does), the first record whose propagated error does, the top records by own error."""
+def in_execution_order(records: list[dict], ops_records=()) -> list[dict]:
+    """Leaf records and containers' own-operation records together: a container's after the last leaf
+    call it made (`after`), in the order the containers returned."""
+    keyed = [((r["index"], 0, 0), r) for r in records]
+    keyed += [((r["after"], 1, i), r) for i, r in enumerate(ops_records)]
+    return [r for _, r in sorted(keyed, key=lambda kv: kv[0])]
+
+
+def summarise_records(records: list[dict], tolerance: float, shadow: bool = True, ops_records=()) -> dict:
+    """The culprit (first record, leaves and containers' own operations in execution order, whose own error
+    passes the tolerance; without shadow calls, whose propagated error does), the first record whose
+    propagated error does, the top records by own error."""
     def over(figures):
         value = error_of(figures)
         return value is not None and value > tolerance
-    own = [r for r in records if error_of(r.get("shadow")) is not None]
+    ordered = in_execution_order(records, ops_records)
+    own = [r for r in ordered if error_of(r.get("shadow")) is not None]
     first_propagated = next((r for r in records if over(r.get("propagated"))), None)
-    first_own = next((r for r in records if over(r.get("shadow"))), None) if shadow else first_propagated
+    first_own = next((r for r in ordered if over(r.get("shadow"))), None) if shadow else first_propagated
     top = sorted(own, key=lambda r: -error_of(r["shadow"]))[:TOP_OWN]
     return {"first_divergent": brief(first_own) if first_own else None, "culprit_by": "own" if shadow else "propagated",
             "first_propagated": brief(first_propagated) if first_propagated else None,
             "top_own": [brief(r) for r in top],
-            "over_tolerance": sum(1 for r in records if over(r.get("shadow" if shadow else "propagated"))),
+            "over_tolerance": sum(1 for r in ordered if over(r.get("shadow" if shadow else "propagated"))),
             "compared": sum(1 for r in records if r.get("propagated") is not None)}
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-import traceback
 
-from .common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
+from .common import VariantUnsupported, first_tensor, format_bytes, log
 from .divergence import (
     AutocastVariant,
     ChannelsLastVariant,
@@ -23,7 +22,7 @@ from .divergence import (
 from .images import load_rgb
 from .memory import free_cached_memory
 from .timed_runs import run_timed_phases, summarize_latency
-from .variant_pass import load_fresh
+from .variant_pass import load_fresh, variant_attempt
 from .variants import (
     HALF_PRECISION,
     check_autocast,
@@ -106,29 +105,17 @@ def measure_divergence(cls, ctx, result: dict, tracker, variants: list[str], ref
         entries.append(entry)
         publish(result)
         log("DIVERGE", f"{cls.MODEL_NAME} {variant}: every leaf call against torch-fp32 on {images[0][0].name}")
-        bench = None
-        try:
-            bench = load_fresh(cls, ctx)
+        with variant_attempt(entry, cls.MODEL_NAME, f"{variant} divergence", "DIVERGE", ctx.device) as held:
+            held["bench"] = bench = load_fresh(cls, ctx)
             compare_layers(bench, hooked_variant(bench, variant), ctx, entry, tracker, images[0][1], result,
                            plain_records.get(variant))
-            bench.release()
-            bench = None
+            held.pop("bench").release()
+            del bench
             free_cached_memory(ctx.device)
             if variant in HALF_PRECISION:
                 entry["suggestion"] = suggest_fp32_set(cls, ctx, variant, entry, plain_records.get(variant),
                                                        reference_outputs, images, result)
             entry["status"] = "complete"
-        except VariantUnsupported as exc:
-            entry.update(status="unsupported", reason=str(exc))
-            log("DIVERGE", f"{variant}: unsupported: {exc}")
-        except Exception as exc:      # one variant's failure is its entry's, never the model's
-            entry.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
-            log("WARNING", f"{cls.MODEL_NAME} {variant} divergence failed: {exception_line(exc)}")
-        finally:
-            if bench is not None:
-                bench.release()
-            del bench
-            free_cached_memory(ctx.device)
     publish(result)
 
 
@@ -168,7 +155,7 @@ def suggest_fp32_set(cls, ctx, variant: str, entry: dict, plain: dict | None, re
                      "worst": plain["parity"]["worst"]}}
     if plain["parity"]["verdict"] == "pass":
         return {"status": "not needed", "reason": f"the plain {variant} passes parity", **out}
-    candidates = candidate_modules(entry["records"], entry["tolerance"])
+    candidates = candidate_modules(entry["records"] + entry.get("ops_records", []), entry["tolerance"])
     if not candidates:
         return {"status": "no small set", "reason": "no record has an own error to rank", **out}
     bench = load_fresh(cls, ctx)

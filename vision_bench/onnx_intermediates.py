@@ -352,7 +352,7 @@ def onnx_variant_pass(bench, onnx_path, input_array, input_name: str | None, sto
     import onnx
     import torch
 
-    from .divergence import error_figures
+    from .error_figures import error_figures
     if facts is None:
         network = bench.network()
         facts = leaf_facts(network) if isinstance(network, torch.nn.Module) else \

@@ -20,6 +20,26 @@ def load_fresh(cls, ctx):
     return bench
 
 
+@contextlib.contextmanager
+def variant_attempt(record: dict, model: str, variant: str, tag: str, device):
+    """One variant's attempt: a VariantUnsupported makes its record 'unsupported', any other error
+    'failed' (with the traceback), never the model's or the run's; the instance it put in the yielded
+    dict under "bench" is released either way."""
+    held = {}
+    try:
+        yield held
+    except VariantUnsupported as exc:
+        record.update(status="unsupported", reason=str(exc))
+        log(tag, f"{model} {variant}: unsupported: {exc}")
+    except Exception as exc:
+        record.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
+        log("WARNING", f"{model} {variant} failed: {exception_line(exc)}")
+    finally:
+        if held.get("bench") is not None:
+            held.pop("bench").release()
+        free_cached_memory(device)
+
+
 def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> None:
     """Each variant in a fresh instance of the model (same seed, so the same weights), measured
     like the reference and checked against its outputs. A variant that cannot run is a row marked
@@ -35,24 +55,13 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
         record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
         result["variants"].append(record)
         log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {VARIANTS[variant]}")
-        variant_bench = None
-        try:
-            variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
+        with variant_attempt(record, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
+            held["bench"] = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
             record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
             add_speedups(record, result)
             record["status"] = "complete"
             log("VARIANT", variant_line(record))
-        except VariantUnsupported as exc:
-            record.update(status="unsupported", reason=str(exc))
-            log("VARIANT", f"{variant}: unsupported: {exc}")
-        except Exception as exc:      # one variant's failure is its row's, never the run's
-            record.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
-            log("WARNING", f"{bench.MODEL_NAME} {variant} failed: {exception_line(exc)}")
-        finally:
-            if variant_bench is not None:
-                variant_bench.release()
             del variant_bench
-            free_cached_memory(ctx.device)
     return reference
 
 

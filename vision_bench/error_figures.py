@@ -1,0 +1,104 @@
+"""The figures that compare a variant's tensor with the reference's (--divergence): relative L2 error,
+cosine, max abs and normalised error, reduced chunk by chunk in reused float32 buffers; and whether a
+module's output is its input."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .common import first_tensor
+
+FIGURE_CHUNK_ELEMENTS = 1 << 20     # the error figures accumulate over chunks of this many values
+
+
+class FigureBuffers:
+    """float32 buffers of FIGURE_CHUNK_ELEMENTS reused by every record of a pass: a new allocation per
+    chunk (page faults on 4 MB) costs more than the arithmetic (the same finding as dissection's)."""
+
+    def __init__(self):
+        self.buffers: dict[str, object] = {}
+
+    def __call__(self, name: str, n: int):
+        import torch
+        if name not in self.buffers:
+            self.buffers[name] = torch.empty(FIGURE_CHUNK_ELEMENTS, dtype=torch.float32)
+        return self.buffers[name][:n]
+
+
+def as_float32_chunk(chunk, buffers: FigureBuffers, name: str):
+    """`chunk` as float32 on the CPU: itself when it is already, else copied into a reused buffer."""
+    import torch
+    if chunk.dtype == torch.float32 and chunk.device.type == "cpu":
+        return chunk
+    out = buffers(name, chunk.numel())
+    out.copy_(chunk)
+    return out
+
+
+def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> dict:
+    """||a-b|| / ||b||, cosine(a, b), max|a-b| and max|a-b| / max|b| of a variant tensor `a` against
+    the reference `b` (any dtype, any device; the reference may be a numpy array). Each chunk of
+    FIGURE_CHUNK_ELEMENTS is reduced in float32 (the difference of two float32 values close to each
+    other is exact, and torch sums blockwise: ~1e-7 relative, far below any tolerance) and the chunks'
+    sums add up in Python's float64. A value finite in the reference and not in the variant makes the
+    error infinite (`non_finite` counts them); values not finite in both are left out."""
+    import torch
+    buffers = buffers or FigureBuffers()
+    a = variant.detach().reshape(-1)
+    b = reference if isinstance(reference, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reference))
+    b = b.detach().reshape(-1)
+    if a.numel() != b.numel():
+        return {"shape_mismatch": True}
+    dd = bb = aa = 0.0
+    max_d = max_b = 0.0
+    non_finite = 0
+    for start in range(0, a.numel(), FIGURE_CHUNK_ELEMENTS):
+        x = as_float32_chunk(a[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "x")
+        y = as_float32_chunk(b[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "y")
+        d = torch.sub(x, y, out=buffers("d", x.numel()))
+        sums = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), d.abs().max(), y.abs().max()]).tolist()
+        if not all(map(math.isfinite, sums)):     # rare: the masked path
+            fx, fy = torch.isfinite(x), torch.isfinite(y)
+            non_finite += int((fy & ~fx).sum())
+            keep = fx & fy
+            x, y = x[keep], y[keep]
+            if not x.numel():
+                continue
+            d = x - y
+            sums = [float(torch.dot(d, d)), float(torch.dot(y, y)), float(torch.dot(x, x)), float(d.abs().max()),
+                    float(y.abs().max())]
+        dd, bb, aa = dd + sums[0], bb + sums[1], aa + sums[2]
+        max_d, max_b = max(max_d, sums[3]), max(max_b, sums[4])
+    if non_finite:
+        return {"relative_l2": math.inf, "cosine": None, "max_abs": math.inf, "normalised": math.inf,
+                "non_finite": non_finite}
+    norm_d, norm_b, norm_a = math.sqrt(dd), math.sqrt(bb), math.sqrt(aa)
+    return {"relative_l2": norm_d / norm_b if norm_b > 0 else norm_d,
+            # 1 - cos from the exact differences: a.b in float32 would lose the digits that matter near 1
+            "cosine": 1 - (dd - (norm_a - norm_b) ** 2) / (2 * norm_a * norm_b) if norm_a > 0 and norm_b > 0
+            else float(norm_a == norm_b),
+            "max_abs": max_d, "normalised": max_d / max_b if max_b > 0 else max_d}
+
+
+def error_of(figures: dict | None) -> float | None:
+    """The figure the verdict reads (relative L2); infinite for a non-finite variant value."""
+    if not figures or figures.get("shape_mismatch"):
+        return math.inf if figures else None
+    return figures.get("relative_l2")
+
+
+def aliases_input(output, args, kwargs) -> bool:
+    """The output shares memory with an input: an Identity, a view, or an in-place module."""
+    import torch
+    out, _ = first_tensor(output)
+    if out is None:
+        return False
+    ptr = out.untyped_storage().data_ptr()
+    return any(isinstance(x, torch.Tensor) and x.untyped_storage().data_ptr() == ptr
+               for x in list(args) + list(kwargs.values()))
+
+
+def cloned(values):
+    import torch
+    return type(values)(v.clone() if isinstance(v, torch.Tensor) else v for v in values)

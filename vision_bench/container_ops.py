@@ -84,7 +84,7 @@ class ContainerShadows:
                 handles.append(module.register_forward_hook(self.closed(name, type(module).__name__),
                                                             with_kwargs=True))
             else:
-                handles.append(module.register_forward_hook(self.returned, with_kwargs=True))
+                handles.append(module.register_forward_hook(self.returned(), with_kwargs=True))
         return handles
 
     def keep(self, module, args, kwargs, output) -> None:
@@ -103,9 +103,13 @@ class ContainerShadows:
         frame["bytes"] += nbytes
         self.held += nbytes
 
-    def returned(self, module, args, kwargs, output):
-        if not self.reference.suspended:
-            self.keep(module, args, kwargs, output)
+    def returned(self):
+        # A function, not a bound method: a deepcopy of the module (the channels-last shadow call) copies its
+        # hooks, and a bound method would drag this object (and the spill's thread locks) along.
+        def after(module, args, kwargs, output):
+            if not self.reference.suspended:
+                self.keep(module, args, kwargs, output)
+        return after
 
     def opened(self, name: str):
         def before(module, args, kwargs):

@@ -282,3 +282,17 @@ def test_the_explorer_colours_records_by_error_and_shows_own_beside_inherited(re
     variant.select_by_value("")
     assert set(colours()) == {""} and not root.find_elements(By.CSS_SELECTOR, ".ex-div")
     assert page_log(browser)[0] == []
+
+
+def test_a_containers_own_operations_are_shown_with_their_own_figure_not_the_leaf_at_their_position():
+    from vision_bench.reports.divergence import divergence_rows
+    leaf = {"index": 3, "name": "a.leaf", "call": 1, "type": "Linear",
+            "shadow": {"relative_l2": 0.001}, "propagated": {"relative_l2": 0.002}}
+    entry = {"variant": "torch-bf16", "records": [leaf],
+             "top_own": [{"index": 3, "name": "a", "call": 1, "type": "Attention (its own operations)", "kind": "ops",
+                          "own": 0.5, "inherited": None},
+                         {"index": 3, "name": "a.leaf", "call": 1, "type": "Linear", "kind": "leaf", "own": 0.001,
+                          "inherited": 0.002}]}
+    ops_row, leaf_row = divergence_rows(entry)
+    assert ops_row[1:5] == ["a", "1", "Attention (its own operations)", "0.5"]
+    assert leaf_row[1:5] == ["a.leaf", "1", "Linear", "0.001"]

@@ -69,9 +69,10 @@ def where(brief: dict) -> str:
 
 
 def briefed(entry: dict, brief: dict) -> tuple:
-    """(own, inherited) of a record the summary names: from its record when there (which knows an
-    infinite figure), else the summary's own figures (a null own error there is an infinite one)."""
-    record = by_index(entry).get(brief["index"])
+    """(own, inherited) of a record the summary names: from its leaf record when there (which knows an
+    infinite figure), else the summary's own figures (a null own error there is an infinite one; a
+    container's own operations have no record among the leaves, and no inherited figure)."""
+    record = by_index(entry).get(brief["index"]) if brief.get("kind", "leaf") == "leaf" else None
     if record is not None:
         return own_error(record), inherited_error(record)
     return (math.inf if brief.get("own") is None else brief["own"]), brief.get("inherited")

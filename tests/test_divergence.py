@@ -291,3 +291,31 @@ def test_an_error_made_between_the_leaves_is_owned_by_its_container_and_a_pure_c
     assert (first["name"], first["kind"], first["index"]) == ("1", "ops", 2)
     assert first["type"] == "OwnOperations (its own operations)"
     assert candidate_modules(out["records"] + out["ops_records"], tolerance) == ["1"]
+
+
+def test_keeping_a_module_with_an_instance_forward_in_fp32_and_back_keeps_that_forward():
+    """ultralytics' fused Conv blocks carry `forward = forward_fuse` on the instance: an fp32 override and
+    its removal must compute with it and leave it in place."""
+    from vision_bench.divergence import fp32_forward, install_overrides, remove_overrides
+
+    class Fused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Linear(4, 4)
+
+        def forward(self, x):
+            raise AssertionError("the unfused forward")
+
+        def forward_fuse(self, x):
+            return self.conv(x) * 2
+
+    network = nn.Sequential(Fused())
+    network[0].forward = network[0].forward_fuse
+    x = torch.randn(2, 4)
+    expected = network(x)
+    install_overrides(network, {"0": fp32_forward})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        kept = network(x)
+    assert kept.dtype == torch.float32 and torch.equal(kept, expected)
+    remove_overrides(network, ["0"])
+    assert network[0].forward == network[0].forward_fuse and torch.equal(network(x), expected)

@@ -116,31 +116,53 @@ def module_device(module, args):
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+ORIGINAL_FORWARD = "_forward_before_override"
+
+
+def own_forward(module):
+    """The forward a module computes with when no override is installed: an instance one when it has one
+    (ultralytics' fused Conv blocks set `forward = forward_fuse`), else its class's."""
+    if ORIGINAL_FORWARD in module.__dict__:
+        original = module.__dict__[ORIGINAL_FORWARD]
+    else:
+        original = module.__dict__.get("forward")
+    return original or type(module).forward.__get__(module)
+
+
 def install_overrides(network, overrides: dict) -> None:
     """Each module named in `overrides` computes through its override from now on (instance attribute
-    `forward`, which nn.Module.__call__ reads; hooks still run)."""
+    `forward`, which nn.Module.__call__ reads; hooks still run). remove_overrides puts back what was there."""
     import functools
     for name, override in overrides.items():
         module = network.get_submodule(name)
+        if ORIGINAL_FORWARD not in module.__dict__:
+            module.__dict__[ORIGINAL_FORWARD] = module.__dict__.get("forward")
         module.forward = functools.partial(override, module)
 
 
 def remove_overrides(network, names) -> None:
-    """Undo install_overrides for `names`: the class's forward again."""
+    """Undo install_overrides for `names`: the forward each had before."""
     for name in names:
-        network.get_submodule(name).__dict__.pop("forward", None)
+        module = network.get_submodule(name)
+        if ORIGINAL_FORWARD not in module.__dict__:
+            continue
+        original = module.__dict__.pop(ORIGINAL_FORWARD)
+        if original is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.forward = original
 
 
 def fp32_forward(module, *args, **kwargs):
     """A module's own forward with autocast off and its floating-point inputs in float32: a module kept
-    in fp32 inside a half-precision variant."""
+    in fp32 inside a half-precision variant (a container with everything it calls)."""
     import torch
 
     def full(x):
         return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
     device = module_device(module, args)
     with torch.autocast(device.type, enabled=False):
-        return type(module).forward(module, *(full(a) for a in args), **{k: full(v) for k, v in kwargs.items()})
+        return own_forward(module)(*(full(a) for a in args), **{k: full(v) for k, v in kwargs.items()})
 
 
 # -- the reference store --------------------------------------------------------------------------

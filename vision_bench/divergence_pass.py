@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .common import VariantUnsupported, first_tensor, format_bytes, log
+from .common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
 from .divergence import (
     AutocastVariant,
     ChannelsLastVariant,
@@ -112,10 +112,14 @@ def measure_divergence(cls, ctx, result: dict, tracker, variants: list[str], ref
             held.pop("bench").release()
             del bench
             free_cached_memory(ctx.device)
-            if variant in HALF_PRECISION:
-                entry["suggestion"] = suggest_fp32_set(cls, ctx, variant, entry, plain_records.get(variant),
-                                                       reference_outputs, images, result)
             entry["status"] = "complete"
+            if variant in HALF_PRECISION:
+                try:
+                    entry["suggestion"] = suggest_fp32_set(cls, ctx, variant, entry, plain_records.get(variant),
+                                                           reference_outputs, images, result)
+                except Exception as exc:  # noqa: BLE001  (the comparison stands; only its suggestion failed)
+                    entry["suggestion"] = {"status": "failed", "reason": exception_line(exc)}
+                    log("WARNING", f"{cls.MODEL_NAME} {variant}: no suggestion: {exception_line(exc)}")
     publish(result)
 
 

@@ -175,7 +175,8 @@ class ReferenceStore:
         self.max_bytes = max_bytes
         self.index: dict[tuple, tuple[Path, list[int]]] = {}
         self.bytes_written = 0
-        self.wait_s = 0.0
+        self.wait_s = 0.0            # the hook waiting for the queue to drain
+        self.copy_s = 0.0            # the hook copying outputs to the host
         self.errors: list[str] = []
         self._pending = 0
         self._read_buffer = None
@@ -191,11 +192,13 @@ class ReferenceStore:
         with self._cond:
             self._cond.wait_for(lambda: self._pending == 0 or self._pending + nbytes <= self.max_bytes)
             self._pending += nbytes
-        self.wait_s += time.perf_counter() - start
+        copied = time.perf_counter()
+        self.wait_s += copied - start
         host = tensor.detach().to("cpu", torch.float32, copy=True).contiguous().numpy()
         path = self.folder / f"{len(self.index):06d}.f32"
         self.index[key] = (path, list(tensor.shape))
         self._queue.put((host, path))
+        self.copy_s += time.perf_counter() - copied
 
     def _write(self) -> None:
         while True:
@@ -364,7 +367,7 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
                ops_records=containers.records,
                passes={"reference_s": reference_s - reference.shadow_s - containers.seconds,
                        "shadow_s": reference.shadow_s + containers.seconds,
-                       "variant_s": variant_s, "spill_wait_s": store.wait_s},
+                       "variant_s": variant_s, "spill_wait_s": store.wait_s, "spill_copy_s": store.copy_s},
                spilled_bytes=spilled)
     out.update(extra)
     return out

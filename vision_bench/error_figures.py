@@ -13,32 +13,35 @@ FIGURE_CHUNK_ELEMENTS = 1 << 20     # the error figures accumulate over chunks o
 
 
 class FigureBuffers:
-    """float32 buffers of FIGURE_CHUNK_ELEMENTS reused by every record of a pass: a new allocation per
-    chunk (page faults on 4 MB) costs more than the arithmetic (the same finding as dissection's)."""
+    """float32 buffers of FIGURE_CHUNK_ELEMENTS reused by every record of a pass, one set per device: a
+    new allocation per chunk (page faults on 4 MB) costs more than the arithmetic (the same finding as
+    dissection's)."""
 
     def __init__(self):
-        self.buffers: dict[str, object] = {}
+        self.buffers: dict = {}
 
-    def __call__(self, name: str, n: int):
+    def __call__(self, name: str, n: int, device=None):
         import torch
-        if name not in self.buffers:
-            self.buffers[name] = torch.empty(FIGURE_CHUNK_ELEMENTS, dtype=torch.float32)
-        return self.buffers[name][:n]
+        key = (name, str(device or "cpu"))
+        if key not in self.buffers:
+            self.buffers[key] = torch.empty(FIGURE_CHUNK_ELEMENTS, dtype=torch.float32, device=device or "cpu")
+        return self.buffers[key][:n]
 
 
-def as_float32_chunk(chunk, buffers: FigureBuffers, name: str):
-    """`chunk` as float32 on the CPU: itself when it is already, else copied into a reused buffer."""
+def as_float32_chunk(chunk, buffers: FigureBuffers, name: str, device):
+    """`chunk` as float32 on `device`: itself when it is already, else copied into a reused buffer."""
     import torch
-    if chunk.dtype == torch.float32 and chunk.device.type == "cpu":
+    if chunk.dtype == torch.float32 and chunk.device == device:
         return chunk
-    out = buffers(name, chunk.numel())
+    out = buffers(name, chunk.numel(), device)
     out.copy_(chunk)
     return out
 
 
 def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> dict:
     """||a-b|| / ||b||, cosine(a, b), max|a-b| and max|a-b| / max|b| of a variant tensor `a` against
-    the reference `b` (any dtype, any device; the reference may be a numpy array). Each chunk of
+    the reference `b` (any dtype, any device; the reference may be a numpy array), computed where `a`
+    lives (a GPU's activations are not copied to the host for this). Each chunk of
     FIGURE_CHUNK_ELEMENTS is reduced in float32 (the difference of two float32 values close to each
     other is exact, and torch sums blockwise: ~1e-7 relative, far below any tolerance) and the chunks'
     sums add up in Python's float64. A value finite in the reference and not in the variant makes the
@@ -54,9 +57,9 @@ def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> d
     max_d = max_b = 0.0
     non_finite = 0
     for start in range(0, a.numel(), FIGURE_CHUNK_ELEMENTS):
-        x = as_float32_chunk(a[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "x")
-        y = as_float32_chunk(b[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "y")
-        d = torch.sub(x, y, out=buffers("d", x.numel()))
+        x = as_float32_chunk(a[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "x", a.device)
+        y = as_float32_chunk(b[start:start + FIGURE_CHUNK_ELEMENTS], buffers, "y", a.device)
+        d = torch.sub(x, y, out=buffers("d", x.numel(), a.device))
         sums = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), d.abs().max(), y.abs().max()]).tolist()
         if not all(map(math.isfinite, sums)):     # rare: the masked path
             fx, fy = torch.isfinite(x), torch.isfinite(y)

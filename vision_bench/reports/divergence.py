@@ -147,7 +147,11 @@ def speed(value, bare: bool = False) -> str:
 
 
 def worst_text(worst: dict | None) -> str:
+    """The worst figure of a try: the depth error where there is one (what fails a depth model), else the
+    raw output's normalised error."""
     worst = worst or {}
+    if worst.get("depth_p99_relative_error") is not None:
+        return f", depth p99 relative error {worst['depth_p99_relative_error']:.3g}"
     if worst.get("normalised_error") is None:
         return ""
     return f", worst normalised error {worst['normalised_error']:.3g} ({worst.get('worst_part') or 'n/a'})"

@@ -180,6 +180,7 @@ class ReferenceStore:
         self.bytes_written = 0
         self.wait_s = 0.0            # the hook waiting for the queue to drain
         self.copy_s = 0.0            # the hook copying outputs to the host
+        self.write_s = 0.0           # the writer thread writing them, beside the pass
         self.errors: list[str] = []
         self._pending = 0
         self._read_buffer = None
@@ -210,12 +211,14 @@ class ReferenceStore:
                 return
             host, path = item
             nbytes = host.nbytes
+            start = time.perf_counter()
             try:
                 host.tofile(path)
                 self.bytes_written += nbytes
             except OSError as exc:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             finally:
+                self.write_s += time.perf_counter() - start
                 item = host = None
                 with self._cond:
                     self._pending -= nbytes
@@ -370,7 +373,8 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
                ops_records=containers.records,
                passes={"reference_s": reference_s - reference.shadow_s - containers.seconds,
                        "shadow_s": reference.shadow_s + containers.seconds,
-                       "variant_s": variant_s, "spill_wait_s": store.wait_s, "spill_copy_s": store.copy_s},
+                       "variant_s": variant_s, "spill_wait_s": store.wait_s, "spill_copy_s": store.copy_s,
+                       "spill_write_s": store.write_s},
                spilled_bytes=spilled)
     out.update(extra)
     return out

@@ -91,9 +91,9 @@ def main() -> None:
     print("passes in forward passes: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
           + f"; total {sum(parts.values()):.2f}, of which the spill in the hooks (outputs copied to the host "
             f"{p.get('spill_copy_s', 0):.2f} s, waiting for the queue {p['spill_wait_s']:.2f} s) {spill:.2f}: without it "
-            f"{sum(parts.values()) - spill:.2f} (target <= 3 plus the writes); the writer thread wrote for "
-            f"{p.get('spill_write_s', 0):.2f} s ({p.get('spill_write_s', 0) / fp32:.2f} fp32 forwards) beside the reference "
-            f"pass, on the same cores; {d['spilled'] / 2 ** 30:.2f} GB spilled; {d['records']} records, first divergent: "
+            f"{sum(parts.values()) - spill:.2f} (target <= 3 plus the writes); the writer thread's writes took "
+            f"{p.get('spill_write_s', 0):.2f} s of CPU ({p.get('spill_write_s', 0) / fp32:.2f} fp32 forwards) beside the "
+            f"reference pass, on the same cores; {d['spilled'] / 2 ** 30:.2f} GB spilled; {d['records']} records, first divergent: "
           + (f"{d['first']['name']} (own {d['first']['own']:.3g})" if d["first"] else "none"))
 
 

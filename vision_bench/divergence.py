@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import first_tensor, leaf_modules, log
-from .container_ops import ContainerShadows
+from .container_ops import ContainerShadows, in_fp32, tensor_device
 from .error_figures import FigureBuffers, aliases_input, cloned, error_figures, error_of
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
@@ -112,11 +112,9 @@ class ChannelsLastVariant(HookedVariant):
 
 
 def module_device(module, args):
-    import torch
     for p in module.parameters():
         return p.device
-    tensor, _ = first_tensor(list(args))
-    return tensor.device if tensor is not None else torch.device("cpu")
+    return tensor_device(args)
 
 
 ORIGINAL_FORWARD = "_forward_before_override"
@@ -159,13 +157,7 @@ def remove_overrides(network, names) -> None:
 def fp32_forward(module, *args, **kwargs):
     """A module's own forward with autocast off and its floating-point inputs in float32: a module kept
     in fp32 inside a half-precision variant (a container with everything it calls)."""
-    import torch
-
-    def full(x):
-        return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-    device = module_device(module, args)
-    with torch.autocast(device.type, enabled=False):
-        return own_forward(module)(*(full(a) for a in args), **{k: full(v) for k, v in kwargs.items()})
+    return in_fp32(own_forward(module), args, kwargs)
 
 
 # -- the reference store --------------------------------------------------------------------------

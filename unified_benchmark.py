@@ -21,8 +21,8 @@ from pathlib import Path
 from PIL import Image
 
 from vision_bench import cli
-from vision_bench.library_bases import HFDepthBenchmark, UltralyticsBenchmark, YOLOBenchmark
-from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.models.library_bases import HFDepthBenchmark, UltralyticsBenchmark, YOLOBenchmark
+from vision_bench.models.base import ModelBenchmark
 
 # -- Settings users tune (each is also a command-line option) ------------------------------
 NUM_INFERENCE_RUNS = 5              # timed runs per image (--runs)

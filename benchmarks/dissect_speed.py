@@ -39,16 +39,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np
 
 from vision_bench.common import atomic_write_json, first_tensor, leaf_modules
-from vision_bench.dissection import (
+from vision_bench.inspect.dissection import (
     DISSECT_NPY_CHANNELS,
     colormap_lut,
     feature_planes,
     render_feature_grid,
     tensor_stats,
 )
-from vision_bench.environment import configure_threads
-from vision_bench.images import load_rgb
-from vision_bench.memory import MemoryTracker
+from vision_bench.measure.environment import configure_threads
+from vision_bench.models.images import load_rgb
+from vision_bench.measure.memory import MemoryTracker
 
 SPEED_MODELS = ["yolo11n-detect", "depth-anything-v2-small"]
 MEMORY_MODEL = "depth-anything-v2-large"

@@ -25,10 +25,10 @@ from bench_common import ROOT, bus_path, import_tool, load_bench
 def child(mode: str, model: str, variant_name: str) -> dict:
     import torch
 
-    from vision_bench.divergence import run_divergence
-    from vision_bench.divergence_pass import hooked_variant
-    from vision_bench.images import load_rgb
-    from vision_bench.memory import MemoryTracker
+    from vision_bench.divergence.layer_passes import run_divergence
+    from vision_bench.divergence.divergence_pass import hooked_variant
+    from vision_bench.models.images import load_rgb
+    from vision_bench.measure.memory import MemoryTracker
     torch.set_grad_enabled(False)
     ub = import_tool()
     image = load_rgb(bus_path())

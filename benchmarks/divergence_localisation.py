@@ -35,7 +35,7 @@ MAX_DRAWS = 50
 
 def leaf_calls(bench, image) -> list[tuple[str, str]]:
     """(name, type) of every leaf module with a weight, once each, in execution order."""
-    from vision_bench.divergence import hooked_pass
+    from vision_bench.divergence.layer_passes import hooked_pass
     seen = {}
 
     def hook(name, module_type):
@@ -77,7 +77,7 @@ def fault_effect(bench, image, name: str, fault) -> float:
     the input it gets in a plain pass. A fault below the tolerance cannot be told from the variant's own
     rounding, and one on a module whose input has vanished (random YOLO heads: inputs of 1e-11 under a
     bias of -8.8) changes nothing at all."""
-    from vision_bench.divergence import error_figures
+    from vision_bench.divergence.layer_passes import error_figures
     module = bench.network().get_submodule(name)
     changes = []
 
@@ -95,7 +95,7 @@ def fault_effect(bench, image, name: str, fault) -> float:
 def run_planting(bench_factory, image, base: str, name: str, fault, tolerances: dict) -> dict:
     import torch
 
-    from vision_bench.divergence import AutocastVariant, HookedVariant, error_of, run_divergence
+    from vision_bench.divergence.layer_passes import AutocastVariant, HookedVariant, error_of, run_divergence
     bench = bench_factory()
     overrides = {name: fault}
     if base == "bf16":
@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from vision_bench.images import load_rgb
+    from vision_bench.models.images import load_rgb
     ub = import_tool()
     image = load_rgb(bus_path())
     rows = []

@@ -24,10 +24,10 @@ def main() -> None:
     parser.add_argument("--variant", default="torch-bf16")
     parser.add_argument("--sizes", default="8,16,32,64,128,all")
     args = parser.parse_args()
-    from vision_bench.divergence import error_of, fp32_forward, install_overrides, remove_overrides, run_divergence
-    from vision_bench.divergence_pass import hooked_variant
-    from vision_bench.images import bundled_sample_images, load_rgb
-    from vision_bench.variants import compare_outputs, parity_outputs, prepare_variant
+    from vision_bench.divergence.layer_passes import error_of, fp32_forward, install_overrides, remove_overrides, run_divergence
+    from vision_bench.divergence.divergence_pass import hooked_variant
+    from vision_bench.models.images import bundled_sample_images, load_rgb
+    from vision_bench.variants.registry import compare_outputs, parity_outputs, prepare_variant
     ub = import_tool()
     images = [(path, load_rgb(path)) for path in bundled_sample_images()]
     bench = load_bench(ub, args.model, print)

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench_common import ROOT, TOOL
 
 sys.path.insert(0, str(ROOT))
-from vision_bench.memory import private_memory
+from vision_bench.measure.memory import private_memory
 
 
 def descendants(pid: int) -> list[int]:

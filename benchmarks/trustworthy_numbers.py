@@ -88,7 +88,7 @@ def main() -> None:
             if runs <= 0:
                 continue
             r, wall = run_tool(tmp / f"p99_{runs}", "depth-anything-v2-small", "--runs", runs)
-            from vision_bench.stats import tail_text
+            from vision_bench.measure.stats import tail_text
             tails = r["latency_tails"]
             print(f"--runs {runs:>4}: p90 {tail_text(tails['p90'])}; p99 {tail_text(tails['p99'])}; median "
                   f"{r['latency_end_to_end']['median'] * 1000:.1f} ms; {wall:.0f} s  ({load_note()})", flush=True)

@@ -8,9 +8,9 @@ import torch
 from conftest import load_run
 from torch import nn
 
-import vision_bench.model_pass
-from vision_bench.memory import free_cached_memory
-from vision_bench.model_benchmark import ModelBenchmark
+import vision_bench.measure.model_pass
+from vision_bench.measure.memory import free_cached_memory
+from vision_bench.models.base import ModelBenchmark
 
 CREATED: list = []          # weak references to every tensor and module the test model made
 
@@ -65,7 +65,7 @@ def test_nothing_of_a_model_is_alive_when_the_after_cleanup_figure_is_read(ub, t
         alive_at_cleanup[len(alive_at_cleanup)] = [r() for r in CREATED if r() is not None]
         return error
 
-    monkeypatch.setattr(vision_bench.model_pass, "free_cached_memory", checked_free)   # where the pass looks it up
+    monkeypatch.setattr(vision_bench.measure.model_pass, "free_cached_memory", checked_free)   # where the pass looks it up
     CREATED.clear()
     code = ub.main(["--models", f"{failing.CLI_NAME},{ok.CLI_NAME}", "--weights", "random", "--runs", "2",
                     "--keep-going", "--no-dissect", "--isolation", "none", "--images", str(sample_image),

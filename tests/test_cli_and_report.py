@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, load_run, run_cli
 
 from vision_bench.reports.findings import findings
-from vision_bench.stats import latency_stats
+from vision_bench.measure.stats import latency_stats
 
 
 def test_help_explains_every_option():

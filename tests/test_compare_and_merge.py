@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import load_run, run_cli
 
-from vision_bench.stats import mann_whitney_p
+from vision_bench.measure.stats import mann_whitney_p
 
 SMALL_RUN = ["--weights", "random", "--no-dissect"]
 
@@ -23,7 +23,7 @@ def synthetic_model(name: str, times_s, parameters=2_616_248, peak=600 << 20, st
 
 def mergeable_model(name: str, times_s) -> dict:
     """A synthetic complete model with every figure a merged report shows."""
-    from vision_bench.stats import latency_stats
+    from vision_bench.measure.stats import latency_stats
     stats = latency_stats(list(times_s))
     model = synthetic_model(name, times_s)
     return model | {"weights_source": "random", "nominal_input_size": 640, "load_seconds": 0.5,

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from vision_bench.common import atomic_write_json, first_tensor
-from vision_bench.dissection import LayerDissector, feature_planes, render_feature_grid, tensor_stats, token_grid
+from vision_bench.inspect.dissection import LayerDissector, feature_planes, render_feature_grid, tensor_stats, token_grid
 
 
 class SharedActivation(nn.Module):

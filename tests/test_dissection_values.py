@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vision_bench.dissection import LayerDissector
+from vision_bench.inspect.dissection import LayerDissector
 
 
 def viridis_ends() -> tuple[np.ndarray, np.ndarray]:

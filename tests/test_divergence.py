@@ -14,9 +14,9 @@ from torch import nn
 from worker_models import OffsetLinear
 
 from vision_bench.common import VariantUnsupported
-from vision_bench.divergence import AutocastVariant, HookedVariant, candidate_modules, prefix_sizes, run_divergence
-from vision_bench.error_figures import error_figures
-from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.divergence.layer_passes import AutocastVariant, HookedVariant, candidate_modules, prefix_sizes, run_divergence
+from vision_bench.divergence.error_figures import error_figures
+from vision_bench.models.base import ModelBenchmark
 
 TOLERANCE = 1e-4
 
@@ -152,7 +152,7 @@ def test_the_suggestion_tries_sets_of_1_2_3_5_8_modules_then_all():
 
 
 def test_torch_compile_is_unsupported_with_the_reason():
-    from vision_bench.divergence_pass import hooked_variant
+    from vision_bench.divergence.divergence_pass import hooked_variant
     bench = Bench(nn.Linear(2, 2), torch.zeros(1, 2))
     with pytest.raises(VariantUnsupported, match="fuses the leaf modules"):
         hooked_variant(bench, "torch-compile")
@@ -163,8 +163,8 @@ BOUNDED = textwrap.dedent("""
     from torch import nn
     sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
     from test_divergence import Bench
-    from vision_bench.divergence import HookedVariant, run_divergence
-    from vision_bench.memory import MemoryTracker
+    from vision_bench.divergence.layer_passes import HookedVariant, run_divergence
+    from vision_bench.measure.memory import MemoryTracker
 
     class Scale(nn.Module):
         def forward(self, x):
@@ -187,7 +187,7 @@ BOUNDED = textwrap.dedent("""
 def test_a_network_of_large_activations_stays_within_the_spill_queue_and_a_few_activations(tmp_path):
     """24 layers of 64 MB (1.5 GB of activations): the divergence passes' peak, measured in a process of its
     own, stays within the plain forward's peak plus the spill queue (64 MB) plus four activations."""
-    from vision_bench.divergence import SPILL_QUEUE_BYTES
+    from vision_bench.divergence.layer_passes import SPILL_QUEUE_BYTES
     script = BOUNDED.format(tests=str(ROOT / "tests"), root=str(ROOT), scratch=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -296,7 +296,7 @@ def test_an_error_made_between_the_leaves_is_owned_by_its_container_and_a_pure_c
 def test_keeping_a_module_with_an_instance_forward_in_fp32_and_back_keeps_that_forward():
     """ultralytics' fused Conv blocks carry `forward = forward_fuse` on the instance: an fp32 override and
     its removal must compute with it and leave it in place."""
-    from vision_bench.divergence import fp32_forward, install_overrides, remove_overrides
+    from vision_bench.divergence.layer_passes import fp32_forward, install_overrides, remove_overrides
 
     class Fused(nn.Module):
         def __init__(self):

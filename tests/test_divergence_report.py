@@ -18,11 +18,11 @@ from selenium.webdriver.support.ui import Select
 from test_html_report import browser, open_page, page_log  # noqa: F401  (the headless Chromium fixture)
 
 from vision_bench.common import UsageError
-from vision_bench.divergence import summarise_records
-from vision_bench.reports.divergence import explorer_overlay
+from vision_bench.divergence.layer_passes import summarise_records
+from vision_bench.divergence.divergence_report import explorer_overlay
 from vision_bench.reports.results_file import RESULTS_SCHEMA, read_results
 from vision_bench.reports.write import write_report_files
-from vision_bench.stats import latency_stats
+from vision_bench.measure.stats import latency_stats
 
 TOLERANCE = 0.0156
 CULPRIT, INFINITE, NO_SHADOW, ZERO = 17, 25, 30, 5
@@ -174,7 +174,7 @@ def test_markdown_names_the_culprit_lists_the_top_five_and_gives_the_suggestion(
 
 
 def test_the_sentences_for_no_culprit_and_for_no_small_set(report, tmp_path):
-    from vision_bench.reports.divergence import culprit_sentence, suggestion_sentence
+    from vision_bench.divergence.divergence_report import culprit_sentence, suggestion_sentence
     entry = divergence_entry()
     calm = [r for r in entry["records"] if r["index"] not in (CULPRIT, INFINITE)]
     entry.update(summarise_records(calm, TOLERANCE), records=calm)
@@ -285,7 +285,7 @@ def test_the_explorer_colours_records_by_error_and_shows_own_beside_inherited(re
 
 
 def test_a_containers_own_operations_are_shown_with_their_own_figure_not_the_leaf_at_their_position():
-    from vision_bench.reports.divergence import divergence_rows
+    from vision_bench.divergence.divergence_report import divergence_rows
     leaf = {"index": 3, "name": "a.leaf", "call": 1, "type": "Linear",
             "shadow": {"relative_l2": 0.001}, "propagated": {"relative_l2": 0.002}}
     entry = {"variant": "torch-bf16", "records": [leaf],

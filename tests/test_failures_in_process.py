@@ -8,7 +8,7 @@ import torch
 from conftest import load_run
 from torch import nn
 
-from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.models.base import ModelBenchmark
 
 
 def test_out_of_memory_is_reported_with_memory_figures_and_others_kept(ub, tmp_path, sample_image, monkeypatch):

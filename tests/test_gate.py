@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from test_compare_and_merge import comparison_md, mergeable_model, synthetic_file, synthetic_model, tight
 
-from vision_bench.stats import interval_rank, shift_estimate, smallest_two_sided_p, u_distribution
+from vision_bench.measure.stats import interval_rank, shift_estimate, smallest_two_sided_p, u_distribution
 
 
 def compare(tmp_path, base_models, new_models, *extra):

@@ -24,8 +24,8 @@ from PIL import Image
 import vision_bench.cli
 from vision_bench.cli import prepare_output
 from vision_bench.common import UsageError, atomic_write_json
-from vision_bench.dissection import LayerDissector, tensor_stats
-from vision_bench.images import discover_images, load_rgb
+from vision_bench.inspect.dissection import LayerDissector, tensor_stats
+from vision_bench.models.images import discover_images, load_rgb
 from vision_bench.reports.write import CSV_COLUMNS
 
 ALL_MODEL_NAMES = ["depthpro", "depth-anything-v2-small", "depth-anything-v2-base", "depth-anything-v2-large",

@@ -16,10 +16,10 @@ from PIL import Image
 from torch import nn
 
 from vision_bench.common import leaf_modules
-from vision_bench.model_benchmark import ModelBenchmark
-from vision_bench.stats import latency_stats
-from vision_bench.time_breakdown import TimeBreakdown
-from vision_bench.timed_runs import summarize_latency
+from vision_bench.models.base import ModelBenchmark
+from vision_bench.measure.stats import latency_stats
+from vision_bench.inspect.time_breakdown import TimeBreakdown
+from vision_bench.measure.timed_runs import summarize_latency
 
 MB = 1024 ** 2
 
@@ -197,7 +197,7 @@ import numpy as np
 import torch
 from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[1]).parent))
-from vision_bench.memory import MemoryTracker
+from vision_bench.measure.memory import MemoryTracker
 tracker = MemoryTracker(torch.device("cpu"))
 if sys.argv[2] == "sampler":          # the path taken where the kernel's high-water mark is unavailable
     tracker._read_hwm = lambda: None

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from vision_bench import parity
+from vision_bench.variants import parity
 
 # --- boxes ---------------------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ from test_compare_and_merge import synthetic_file, synthetic_model
 from test_gate import verdict_line
 from test_worker_processes import run_tool
 
-from vision_bench.machine_state import MachineGuard
+from vision_bench.measure.machine_state import MachineGuard
 from vision_bench.reports.compare import REFUSED, compare_model
-from vision_bench.reports.sampling import machine_state_lines
-from vision_bench.sampling import StoppingRule, process_interval
-from vision_bench.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
-from vision_bench.timed_runs import summarize_latency
+from vision_bench.measure.sampling_report import machine_state_lines
+from vision_bench.measure.stopping_rule import StoppingRule, process_interval
+from vision_bench.measure.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
+from vision_bench.measure.timed_runs import summarize_latency
 
 
 class FakeClock:

@@ -12,7 +12,7 @@ from conftest import SCRIPT
 from PIL import Image
 
 from vision_bench.common import WeightsError
-from vision_bench.library_bases import HFDepthBenchmark
+from vision_bench.models.library_bases import HFDepthBenchmark
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, load_run, run_cli
 from test_worker_processes import run_tool
 
-from vision_bench.shards import plan_shards
+from vision_bench.run.shards import plan_shards
 
 
 def names(plan) -> list[list[str]]:

@@ -12,9 +12,9 @@ from torch import nn
 
 import vision_bench.common
 import vision_bench.reports.write
-import vision_bench.runner
+import vision_bench.run.orchestrator
 from vision_bench.common import EXIT_SIGINT, atomic_write_text
-from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.models.base import ModelBenchmark
 
 
 def tiny_benchmark_class(ub, model_name, cli_name):
@@ -62,9 +62,9 @@ def sigint_during_writes(ub, monkeypatch, at_calls: set[int]) -> list:
             # Python runs the handler in this thread at a later bytecode boundary, usually the next;
             # wait until the writer's holding code has it, so that no load can move it past the write.
             deadline = time.monotonic() + 60
-            while not vision_bench.runner._deferred_signals and time.monotonic() < deadline:
+            while not vision_bench.run.orchestrator._deferred_signals and time.monotonic() < deadline:
                 time.sleep(0.001)
-            assert vision_bench.runner._deferred_signals, "the signal was not held during the write"
+            assert vision_bench.run.orchestrator._deferred_signals, "the signal was not held during the write"
         real(path, text)
         if is_report:
             written.append(path.name)

@@ -115,7 +115,7 @@ def test_the_shipped_array_of_three_shards_merges_to_what_a_local_run_measures(c
 
 def test_a_cancelled_task_leaves_its_model_failed_with_its_log_and_the_merge_job_failed(cluster, sample_image,
                                                                                           tmp_path, ub):
-    from vision_bench.shards import plan_shards
+    from vision_bench.run.shards import plan_shards
     plan = plan_shards([ub.MODELS_BY_CLI_NAME[m] for m in MODELS], 3)
     victim = next(i for i, members in enumerate(plan) if members[0].CLI_NAME == "depth-anything-v2-small")
     out = tmp_path / "cluster"

@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 import vision_bench.progress
-from vision_bench.dissection import float64_moments, memory_chunks, tensor_stats
-from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.inspect.dissection import float64_moments, memory_chunks, tensor_stats
+from vision_bench.models.base import ModelBenchmark
 from vision_bench.progress import pass_progress
 
 
@@ -103,7 +103,7 @@ MEMORY_CHILD = textwrap.dedent("""
     import torch
     from torch import nn
     sys.path.insert(0, str(Path(sys.argv[1]).parent))
-    import vision_bench.dissection as dissection
+    import vision_bench.inspect.dissection as dissection
     dissection.DISSECT_QUEUE_BYTES = 32 << 20
     torch.set_grad_enabled(False)
 

@@ -12,7 +12,7 @@ from conftest import ROOT, load_run
 
 from vision_bench.common import UsageError
 from vision_bench.reports.results_file import read_results
-from vision_bench.sweeps import (
+from vision_bench.sweeps.sweep_plan import (
     batch_analysis,
     finish_sweep,
     fit_line,

@@ -15,7 +15,7 @@ from worker_models import TinyConvBenchmark
 
 from vision_bench.reports.html import trace_html
 from vision_bench.reports.markdown import trace_markdown
-from vision_bench.trace import profiler_activities, self_times, summarize_trace
+from vision_bench.inspect.trace import profiler_activities, self_times, summarize_trace
 
 
 class SharedActNet(nn.Module):

@@ -9,7 +9,7 @@ from conftest import load_run
 from worker_models import TinyConvBenchmark
 
 from vision_bench.common import UsageError, VariantUnsupported
-from vision_bench.variants import REFERENCE_VARIANT, compare_outputs, export_path, parse_variants, prepare_variant
+from vision_bench.variants.registry import REFERENCE_VARIANT, compare_outputs, export_path, parse_variants, prepare_variant
 
 CPU = torch.device("cpu")
 
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 def bus():
     from ultralytics.utils import ASSETS
 
-    from vision_bench.images import load_rgb
+    from vision_bench.models.images import load_rgb
     return [(ASSETS / "bus.jpg", load_rgb(ASSETS / "bus.jpg"))]   # 810x1080: not square
 
 
@@ -31,7 +31,7 @@ def loaded(cls, models_dir):
 
 
 def outputs(bench, images):
-    from vision_bench.variants import parity_outputs
+    from vision_bench.variants.registry import parity_outputs
     return parity_outputs(bench, images)
 
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import ROOT, load_run
 
 from vision_bench.reports.findings import findings
-from vision_bench.stats import latency_stats, median_interval
-from vision_bench.timed_runs import summarize_latency
+from vision_bench.measure.stats import latency_stats, median_interval
+from vision_bench.measure.timed_runs import summarize_latency
 
 WORKER_MODELS = ROOT / "tests" / "worker_models.py"
 

@@ -13,7 +13,7 @@ from torch import nn
 
 import unified_benchmark as ub
 from vision_bench.common import WeightsError
-from vision_bench.model_benchmark import ModelBenchmark
+from vision_bench.models.base import ModelBenchmark
 
 
 class TinyConvBenchmark(ModelBenchmark):

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import EXIT_OK, EXIT_USAGE, UsageError, get_timestamp, log, process_start_time
-from .environment import configure_threads
-from .images import discover_images
-from .model_pass import RunContext
+from .measure.environment import configure_threads
+from .models.images import discover_images
+from .measure.model_pass import RunContext
 from .reports.compare import compare_results
 from .reports.merge import merge_results
 from .reports.results_file import report_paths
-from .runner import raise_on_signal, run_all
-from .sampling import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
-from .shards import select_shard
-from .sweeps import parse_memory, parse_sizes
-from .variants import VARIANTS, parse_variants
-from .workers import keep_freed_memory, start_worker_server
+from .run.orchestrator import raise_on_signal, run_all
+from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
+from .run.shards import select_shard
+from .sweeps.sweep_plan import parse_memory, parse_sizes
+from .variants.registry import VARIANTS, parse_variants
+from .run.worker_processes import keep_freed_memory, start_worker_server
 
 
 @dataclass(frozen=True)

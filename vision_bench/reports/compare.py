@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
-from ..stats import (
+from ..measure.stats import (
     EXACT_SHIFT_MAX_PAIRS,
     EXACT_TEST_MAX_SIDE,
     EXACT_TEST_MAX_SPLITS,
@@ -21,7 +21,7 @@ from ..stats import (
 from .html import html_table, html_text, render_page
 from .markdown import SYSTEM_IDENTITY, md_table
 from .results_file import model_key, read_results, setting, timed_seconds
-from .sampling import not_clean, state_text, throttled_in_statistics
+from ..measure.sampling_report import not_clean, state_text, throttled_in_statistics
 
 TOO_FEW = "too few runs to tell"
 REFUSED = "no verdict: throttled or shared runs"

@@ -3,7 +3,7 @@ shapes), never about outputs or activations."""
 from __future__ import annotations
 
 from ..common import format_bytes, ms
-from .variants import variant_findings
+from ..variants.variants_report import variant_findings
 
 UNSTABLE_CI_WIDTH = 0.20            # an interval of a median wider than this share of it: noisy timing
 MIN_RUNS_FOR_RANGE = 5              # [min, max] of 5 runs covers the median with 93.8%: enough to flag noise

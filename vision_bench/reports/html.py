@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 
 from ..common import ms, strict_json
-from ..trace import TRACE_OPEN_HINT
-from .divergence import DIVERGENCE_HEADERS, INTRO, divergence_blocks, explorer_overlay
+from ..inspect.trace import TRACE_OPEN_HINT
+from ..divergence.divergence_report import DIVERGENCE_HEADERS, INTRO, divergence_blocks, explorer_overlay
 from .findings import findings
 from .markdown import SUMMARY_CHARTS, failure_memory, memory_note
 from .results_file import report_paths
-from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
-from .trace import (
+from ..sweeps.sweep_report import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
+from ..inspect.trace_report import (
     BLOCK_HEADERS,
     OPERATOR_HEADERS,
     block_caption,
@@ -26,7 +26,7 @@ from .trace import (
     trace_link,
     trace_sentences,
 )
-from .variants import VARIANT_HEADERS, variant_notes, variant_rows
+from ..variants.variants_report import VARIANT_HEADERS, variant_notes, variant_rows
 
 PAGE_TEMPLATE = Path(__file__).with_name("report_page.html")
 

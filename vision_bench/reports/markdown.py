@@ -6,15 +6,15 @@ import os
 from pathlib import Path
 
 from ..common import format_bytes, ms
-from ..stats import CI_METHOD, format_interval
-from ..trace import TRACE_OPEN_HINT
+from ..measure.stats import CI_METHOD, format_interval
+from ..inspect.trace import TRACE_OPEN_HINT
 from .charts import activation_profile_chart, latency_chart, memory_chart
-from .divergence import DIVERGENCE_HEADERS, INTRO, divergence_blocks
+from ..divergence.divergence_report import DIVERGENCE_HEADERS, INTRO, divergence_blocks
 from .findings import findings
 from .results_file import report_paths
-from .sampling import machine_state_lines, sampling_lines
-from .sweeps import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
-from .trace import (
+from ..measure.sampling_report import machine_state_lines, sampling_lines
+from ..sweeps.sweep_report import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
+from ..inspect.trace_report import (
     BLOCK_HEADERS,
     OPERATOR_HEADERS,
     block_caption,
@@ -23,7 +23,7 @@ from .trace import (
     trace_link,
     trace_sentences,
 )
-from .variants import VARIANT_HEADERS, variant_notes, variant_rows
+from ..variants.variants_report import VARIANT_HEADERS, variant_notes, variant_rows
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
-from ..shards import mark_array_failures, shard_array
+from ..run.shards import mark_array_failures, shard_array
 from .compare import unique_output
 from .markdown import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results

@@ -9,12 +9,12 @@ from datetime import datetime
 from pathlib import Path
 
 from ..common import atomic_write_json, atomic_write_text
-from ..stats import CI_METHOD
+from ..measure.stats import CI_METHOD
 from .html import html_report
 from .markdown import draw_summary_charts, markdown_report
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
-from .sweeps import SWEEP_CSV_COLUMNS, sweep_csv_rows
-from .variants import variant_csv_rows
+from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
+from ..variants.variants_report import variant_csv_rows
 
 CSV_COLUMNS = [
     "model", "cli_name", "status", "weights", "load_s", "cold_start_s", "e2e_median_s", "e2e_ci95_low_s",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common import ms
-from .charts import plot_style
+from ..reports.charts import plot_style
 
 SWEEP_HEADERS = ["point", "status", "input shape", "ms a batch [95% CI]", "ms an image", "images/s [95% CI]",
                  "peak memory MB", "point's growth MB", "GFLOPs an image", "note"]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from .common import WeightsError, exception_line, first_tensor, log
-from .model_benchmark import ModelBenchmark, as_numpy
-from .parity import split_yolo_output
-from .variants import export_with_torch, onnxruntime_session
+from ..common import WeightsError, exception_line, first_tensor, log
+from .base import ModelBenchmark, as_numpy
+from ..variants.parity import split_yolo_output
+from ..variants.registry import export_with_torch, onnxruntime_session
 
 
 # -- Hugging Face depth models ------------------------------------------------------------

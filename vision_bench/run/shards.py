@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 
-from .common import UsageError
+from ..common import UsageError
 
 SLURM_VARIABLES = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
                    "array_task_id": "SLURM_ARRAY_TASK_ID", "node": "SLURMD_NODENAME"}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .common import leaf_modules, log
+from ..common import leaf_modules, log
 
 DEFAULT_BUDGET_BYTES = 512 << 20
 ELEMENT_BYTES = {1: 4, 10: 2, 16: 2, 11: 8}          # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE

@@ -6,7 +6,7 @@ import gc
 import threading
 import time
 
-from .common import exception_line
+from ..common import exception_line
 
 
 def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .common import first_tensor, leaf_modules, log
-from .progress import pass_progress
+from ..common import first_tensor, leaf_modules, log
+from ..progress import pass_progress
 
 DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
 DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY

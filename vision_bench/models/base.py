@@ -9,12 +9,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from .common import VariantUnsupported, atomic_write_json, first_tensor, leaf_modules, log
-from .dissection import LayerDissector
-from .parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
-from .progress import pass_progress
-from .time_breakdown import TimeBreakdown
-from .trace import record_trace
+from ..common import VariantUnsupported, atomic_write_json, first_tensor, leaf_modules, log
+from ..inspect.dissection import LayerDissector
+from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
+from ..progress import pass_progress
+from ..inspect.time_breakdown import TimeBreakdown
+from ..inspect.trace import record_trace
 
 
 def as_numpy(parts: dict) -> dict:

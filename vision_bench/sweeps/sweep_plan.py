@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 
-from .common import UsageError
+from ..common import UsageError
 
 DIMENSIONS = ("input_size", "batch")      # the order a sweep runs in: the out-of-memory-prone batches last
 AUTO_MAX = {"batch": 1024, "input_size": 4096}

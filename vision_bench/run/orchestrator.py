@@ -8,12 +8,12 @@ import threading
 import time
 from datetime import datetime
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
-from .environment import system_info
-from .model_pass import RunContext, benchmark_model, new_result
-from .processes import run_processes
-from .reports.write import write_reports
-from .workers import run_in_worker
+from ..common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
+from ..measure.environment import system_info
+from ..measure.model_pass import RunContext, benchmark_model, new_result
+from .repeated_processes import run_processes
+from ..reports.write import write_reports
+from .worker_processes import run_in_worker
 
 
 def run_all(classes, ctx: RunContext) -> int:

@@ -6,11 +6,11 @@ import contextlib
 import time
 import traceback
 
-from .common import VariantUnsupported, exception_line, log, seed_everything
-from .images import load_rgb
-from .memory import free_cached_memory, private_memory
-from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
-from .variants import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
+from ..common import VariantUnsupported, exception_line, log, seed_everything
+from ..models.images import load_rgb
+from ..measure.memory import free_cached_memory, private_memory
+from ..measure.timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
+from .registry import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
 
 def load_fresh(cls, ctx):

@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .common import format_bytes, leaf_modules
+from ..common import format_bytes, leaf_modules
 from .time_breakdown import block_share_rows, forward_hooks
 
 PHASES = ("preprocess", "forward", "postprocess")  # range names, as in the latency tables

@@ -7,12 +7,12 @@ import copy
 
 import numpy as np
 
-from .common import log
-from .model_pass import RunContext, new_result
-from .sampling import process_interval
-from .stats import format_interval
-from .timed_runs import summarize_latency
-from .workers import run_in_worker
+from ..common import log
+from ..measure.model_pass import RunContext, new_result
+from ..measure.stopping_rule import process_interval
+from ..measure.stats import format_interval
+from ..measure.timed_runs import summarize_latency
+from .worker_processes import run_in_worker
 
 
 def run_processes(cls, ctx: RunContext, result: dict) -> None:

@@ -8,18 +8,18 @@ import time
 import traceback
 from datetime import datetime
 
-from .common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
-from .dissection import dissection_digest
-from .divergence_pass import measure_divergence
+from ..common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
+from ..inspect.dissection import dissection_digest
+from ..divergence.divergence_pass import measure_divergence
 from .environment import system_info
-from .images import load_rgb
+from ..models.images import load_rgb
 from .memory import MemoryTracker, free_cached_memory, private_memory
 from .stats import format_interval
-from .sweep_pass import measure_sweep
+from ..sweeps.sweep_pass import measure_sweep
 from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
-from .trace import beside_breakdown, file_size
-from .variant_pass import load_fresh, measure_variants
-from .variants import REFERENCE_VARIANT
+from ..inspect.trace import beside_breakdown, file_size
+from ..variants.variant_pass import load_fresh, measure_variants
+from ..variants.registry import REFERENCE_VARIANT
 
 
 class RunContext:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import first_tensor, leaf_modules, log
+from ..common import first_tensor, leaf_modules, log
 from .container_ops import ContainerShadows, in_fp32, tensor_device
 from .error_figures import FigureBuffers, aliases_input, cloned, error_figures, error_of
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import log
-from .images import load_rgb
+from ..common import log
+from ..models.images import load_rgb
 from .machine_state import MachineGuard, summarize_state
 from .memory import private_memory
-from .sampling import STOPPED_BY, StoppingRule
+from .stopping_rule import STOPPED_BY, StoppingRule
 from .stats import latency_stats, tail_stats
 
 

@@ -5,7 +5,7 @@ sentences and rows in Markdown and HTML."""
 
 from __future__ import annotations
 
-from ..trace import PHASES, file_size
+from .trace import PHASES, file_size
 
 BLOCK_HEADERS = ["block", "trace ms", "trace share", "hooks share", "difference (pp)"]
 OPERATOR_HEADERS = ["operator", "calls", "self ms", "share"]

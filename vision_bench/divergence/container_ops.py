@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from .common import first_tensor
+from ..common import first_tensor
 from .error_figures import aliases_input, error_figures
 
 HELD_BYTES = 256 << 20

@@ -3,8 +3,8 @@ section, --compare), the --precision stop, the --processes medians and the tail 
 from __future__ import annotations
 
 from ..common import ms
-from ..sampling import STOPPED_BY
-from ..stats import tail_text
+from .stopping_rule import STOPPED_BY
+from .stats import tail_text
 
 
 def fmt_range(values, unit: str, digits: int = 0) -> str | None:

@@ -10,7 +10,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from .common import UsageError, VariantUnsupported, exception_line, log
+from ..common import UsageError, VariantUnsupported, exception_line, log
 from .parity import combine_verdicts, depth_parity, detection_parity, mask_parity, raw_output_parity, summarise, verdict
 
 REFERENCE_VARIANT = "torch-fp32"

@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RunInterrupted, log
-from .environment import configure_threads
-from .memory import MemoryTracker, apply_memory_limit
-from .model_pass import RunContext, benchmark_model, new_result
-from .sweep_pass import resume_sweep
+from ..common import RunInterrupted, log
+from ..measure.environment import configure_threads
+from ..measure.memory import MemoryTracker, apply_memory_limit
+from ..measure.model_pass import RunContext, benchmark_model, new_result
+from ..sweeps.sweep_pass import resume_sweep
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
 # may touch CUDA or run a parallel torch op: a forked child cannot use either.
@@ -24,8 +24,8 @@ WORKER_PRELOAD = ["torch", "torchvision", "cv2", "matplotlib.pyplot", "transform
                   "transformers.models.depth_pro.modeling_depth_pro", "transformers.models.dpt.image_processing_dpt",
                   "transformers.models.depth_pro.image_processing_depth_pro",
                   # the package itself, so that a worker unpickles its task without importing anything
-                  "vision_bench.model_pass", "vision_bench.library_bases", "vision_bench.workers"]
-PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+                  "vision_bench.measure.model_pass", "vision_bench.models.library_bases", "vision_bench.run.worker_processes"]
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 WORKER_LOG_TAIL_LINES = 80          # a dead worker's last output lines kept in its error record: enough for
                                     # faulthandler's report of a few threads and the lines before it
 WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
-from .divergence import (
+from ..common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
+from .layer_passes import (
     AutocastVariant,
     ChannelsLastVariant,
     HookedVariant,
@@ -19,11 +19,11 @@ from .divergence import (
     remove_overrides,
     run_divergence,
 )
-from .images import load_rgb
-from .memory import free_cached_memory
-from .timed_runs import run_timed_phases, summarize_latency
-from .variant_pass import load_fresh, variant_attempt
-from .variants import (
+from ..models.images import load_rgb
+from ..measure.memory import free_cached_memory
+from ..measure.timed_runs import run_timed_phases, summarize_latency
+from ..variants.variant_pass import load_fresh, variant_attempt
+from ..variants.registry import (
     HALF_PRECISION,
     check_autocast,
     compare_outputs,

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .common import first_tensor
+from ..common import first_tensor
 
 FIGURE_CHUNK_ELEMENTS = 1 << 20     # the error figures accumulate over chunks of this many values
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .common import exception_line, format_bytes, log, ms
-from .images import load_rgb
-from .memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
-from .stats import format_interval
-from .sweeps import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
-from .timed_runs import run_timed_phases, summarize_latency
-from .variant_pass import load_fresh
+from ..common import exception_line, format_bytes, log, ms
+from ..models.images import load_rgb
+from ..measure.memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
+from ..measure.stats import format_interval
+from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
+from ..measure.timed_runs import run_timed_phases, summarize_latency
+from ..variants.variant_pass import load_fresh
 
 
 def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from ..common import format_bytes
-from .charts import plot_style
+from ..reports.charts import plot_style
 
 DIVERGENCE_HEADERS = ["#", "module", "call", "type", "own error", "inherited error", "cosine (own / inherited)"]
 INTRO = ("Each leaf module's output under the variant against the fp32 reference, call by call (matched by module "

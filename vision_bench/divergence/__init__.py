@@ -1,0 +1,1 @@
+"""--divergence: where a variant leaves the reference, layer by layer."""

@@ -1,0 +1,1 @@
+"""One model's measured pass: timed runs, the stopping rule, statistics, memory, machine state."""

@@ -1,0 +1,1 @@
+"""--batch-sizes and --input-sizes: how a model's cost grows."""

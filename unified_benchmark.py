@@ -13,6 +13,7 @@ This file holds what users edit: the settings below, one class per model, and th
 (MODEL_CLASSES). To add a model, write a subclass of one of the bases (see README.md, "Adding a
 model") and add it to MODEL_CLASSES. The machinery lives in the vision_bench/ package.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,18 +22,18 @@ from pathlib import Path
 from PIL import Image
 
 from vision_bench import cli
-from vision_bench.models.library_bases import HFDepthBenchmark, UltralyticsBenchmark, YOLOBenchmark
 from vision_bench.models.base import ModelBenchmark
+from vision_bench.models.library_bases import HFDepthBenchmark, UltralyticsBenchmark, YOLOBenchmark
 
 # -- Settings users tune (each is also a command-line option) ------------------------------
-NUM_INFERENCE_RUNS = 5              # timed runs per image (--runs)
-NUM_WARMUP_ROUNDS = 1               # rounds over all images after the cold start, before timing (--warmup)
-RANDOM_SEED = 42                    # seeds python, numpy and torch before every model (--seed)
+NUM_INFERENCE_RUNS = 5  # timed runs per image (--runs)
+NUM_WARMUP_ROUNDS = 1  # rounds over all images after the cold start, before timing (--warmup)
+RANDOM_SEED = 42  # seeds python, numpy and torch before every model (--seed)
 
 SCRIPT_DIR = Path(__file__).resolve().parent
-DEFAULT_IMAGE_DIR = SCRIPT_DIR / "test_data"     # --images
-DEFAULT_MODELS_DIR = SCRIPT_DIR / "models"       # --models-dir: local weights and exported models
-DEFAULT_OUTPUT_DIR = SCRIPT_DIR                  # --output-dir: receives results/ and viz/
+DEFAULT_IMAGE_DIR = SCRIPT_DIR / "test_data"  # --images
+DEFAULT_MODELS_DIR = SCRIPT_DIR / "models"  # --models-dir: local weights and exported models
+DEFAULT_OUTPUT_DIR = SCRIPT_DIR  # --output-dir: receives results/ and viz/
 
 
 # -- The models ----------------------------------------------------------------------------
@@ -43,42 +44,64 @@ class DepthProBenchmark(HFDepthBenchmark):
     CLI_NAME = "depthpro"
     DESCRIPTION = "Apple DepthPro: metric depth and field of view, three DINOv2-L encoders (transformers)"
     HF_REPO = "apple/DepthPro-hf"
-    INPUT_SIZE = 1536             # the processor resizes every image to 1536x1536
-    RELATIVE_COST = 700           # --shard balancing: the costliest by far, a task of its own
+    INPUT_SIZE = 1536  # the processor resizes every image to 1536x1536
+    RELATIVE_COST = 700  # --shard balancing: the costliest by far, a task of its own
     PRETRAINED_KWARGS = {"use_fov_model": True}
-    SWEEP_UNSUPPORTED = {"input_size": "the processor resizes every image to 1536x1536, the size the encoders' "
-                                       "patch layout is built for"}
-    TIME_BLOCKS = ("depth_pro.encoder.patch_encoder", "depth_pro.encoder.image_encoder", "depth_pro.neck",
-                   "fusion_stage", "head", "fov_model")
+    SWEEP_UNSUPPORTED = {
+        "input_size": "the processor resizes every image to 1536x1536, the size the encoders' patch layout is built for"
+    }
+    TIME_BLOCKS = (
+        "depth_pro.encoder.patch_encoder",
+        "depth_pro.encoder.image_encoder",
+        "depth_pro.neck",
+        "fusion_stage",
+        "head",
+        "fov_model",
+    )
     ONNX_OUTPUTS = ("predicted_depth", "field_of_view")
 
     @classmethod
     def model_class(cls):
         from transformers import DepthProForDepthEstimation
+
         return DepthProForDepthEstimation
 
     @classmethod
     def random_config(cls):
         from transformers import DepthProConfig, Dinov2Config
+
         encoder = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=16, image_size=384)
         return DepthProConfig(
-            patch_model_config=Dinov2Config(**encoder), image_model_config=Dinov2Config(**encoder),
-            fov_model_config=Dinov2Config(**encoder), fusion_hidden_size=256, intermediate_hook_ids=[11, 5],
-            intermediate_feature_dims=[256, 256], scaled_images_ratios=[0.25, 0.5, 1],
-            scaled_images_overlap_ratios=[0.0, 0.5, 0.25], scaled_images_feature_dims=[1024, 1024, 512],
-            use_fov_model=True)
+            patch_model_config=Dinov2Config(**encoder),
+            image_model_config=Dinov2Config(**encoder),
+            fov_model_config=Dinov2Config(**encoder),
+            fusion_hidden_size=256,
+            intermediate_hook_ids=[11, 5],
+            intermediate_feature_dims=[256, 256],
+            scaled_images_ratios=[0.25, 0.5, 1],
+            scaled_images_overlap_ratios=[0.0, 0.5, 0.25],
+            scaled_images_feature_dims=[1024, 1024, 512],
+            use_fov_model=True,
+        )
 
     @classmethod
     def random_processor(cls):
         from transformers import DepthProImageProcessor
-        return DepthProImageProcessor(size={"height": 1536, "width": 1536}, do_rescale=True, rescale_factor=1 / 255,
-                                      do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+        return DepthProImageProcessor(
+            size={"height": 1536, "width": 1536},
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            do_normalize=True,
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        )
 
 
 class DepthAnythingV2Benchmark(HFDepthBenchmark):
     """Depth Anything V2 (relative depth): DINOv2 backbone and DPT head, from transformers."""
 
-    INPUT_SIZE = 518              # shorter side, aspect ratio kept, multiple of 14
+    INPUT_SIZE = 518  # shorter side, aspect ratio kept, multiple of 14
     HIDDEN_SIZE = LAYERS = HEADS = FUSION_SIZE = 0
     OUT_INDICES: list = []
     NECK_SIZES: list = []
@@ -86,25 +109,47 @@ class DepthAnythingV2Benchmark(HFDepthBenchmark):
     @classmethod
     def model_class(cls):
         from transformers import DepthAnythingForDepthEstimation
+
         return DepthAnythingForDepthEstimation
 
     @classmethod
     def random_config(cls):
         from transformers import DepthAnythingConfig, Dinov2Config
+
         backbone = Dinov2Config(
-            hidden_size=cls.HIDDEN_SIZE, num_hidden_layers=cls.LAYERS, num_attention_heads=cls.HEADS,
-            patch_size=14, image_size=518, out_features=[f"stage{i}" for i in cls.OUT_INDICES],
-            apply_layernorm=True, reshape_hidden_states=False)
-        return DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=cls.HIDDEN_SIZE,
-                                   fusion_hidden_size=cls.FUSION_SIZE, neck_hidden_sizes=cls.NECK_SIZES,
-                                   depth_estimation_type="relative")
+            hidden_size=cls.HIDDEN_SIZE,
+            num_hidden_layers=cls.LAYERS,
+            num_attention_heads=cls.HEADS,
+            patch_size=14,
+            image_size=518,
+            out_features=[f"stage{i}" for i in cls.OUT_INDICES],
+            apply_layernorm=True,
+            reshape_hidden_states=False,
+        )
+        return DepthAnythingConfig(
+            backbone_config=backbone,
+            reassemble_hidden_size=cls.HIDDEN_SIZE,
+            fusion_hidden_size=cls.FUSION_SIZE,
+            neck_hidden_sizes=cls.NECK_SIZES,
+            depth_estimation_type="relative",
+        )
 
     @classmethod
     def random_processor(cls):
         from transformers import DPTImageProcessor
-        return DPTImageProcessor(size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                                 resample=Image.BICUBIC, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_pad=False)
+
+        return DPTImageProcessor(
+            size={"height": 518, "width": 518},
+            keep_aspect_ratio=True,
+            ensure_multiple_of=14,
+            resample=Image.BICUBIC,
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            do_normalize=True,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+            do_pad=False,
+        )
 
 
 class DepthAnythingV2SmallBenchmark(DepthAnythingV2Benchmark):
@@ -143,7 +188,7 @@ class YOLO11nDetectBenchmark(YOLOBenchmark):
     DESCRIPTION = "YOLO11n object detection, 80 COCO classes (ultralytics)"
     TASK = "detect"
     WEIGHTS_FILE, ARCH_YAML = "yolo11n.pt", "yolo11n.yaml"
-    RELATIVE_COST = 1             # the unit of RELATIVE_COST
+    RELATIVE_COST = 1  # the unit of RELATIVE_COST
 
 
 class YOLO11nSegmentBenchmark(YOLOBenchmark):
@@ -171,26 +216,31 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
     TASK = "sam"
     WEIGHTS_FILE = "mobile_sam.pt"
     INPUT_SIZE = 1024
-    RELATIVE_COST = 100           # with SAM_PROMPT "everything"; one box prompt costs far less
+    RELATIVE_COST = 100  # with SAM_PROMPT "everything"; one box prompt costs far less
     # "everything": a grid of point prompts over the whole image (minutes on a CPU);
     # "box": one box prompt, the usual interactive use (seconds). --sam-prompt overrides.
     SAM_PROMPT = "everything"
-    BOX_FRACTION = (0.25, 0.25, 0.75, 0.75)   # the box prompt, as fractions of width and height
-    SWEEP_UNSUPPORTED = {"batch": "the SAM predictor prompts one image at a time",
-                         "input_size": "the image encoder is built for 1024x1024 inputs (fixed positional embeddings)"}
+    BOX_FRACTION = (0.25, 0.25, 0.75, 0.75)  # the box prompt, as fractions of width and height
+    SWEEP_UNSUPPORTED = {
+        "batch": "the SAM predictor prompts one image at a time",
+        "input_size": "the image encoder is built for 1024x1024 inputs (fixed positional embeddings)",
+    }
 
     @staticmethod
     def ultralytics_class():
         from ultralytics import SAM
+
         return SAM
 
     @classmethod
     def build_random_network(cls):
         from ultralytics.models.sam.build import build_mobile_sam
+
         return build_mobile_sam(None)
 
     def load_random(self) -> str:
         from ultralytics import SAM
+
         builder = self.build_random_network
 
         class RandomMobileSAM(SAM):
@@ -219,6 +269,7 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
 
     def compile_network(self) -> None:
         import torch
+
         sam = self.ul_model.model
         sam.image_encoder = torch.compile(sam.image_encoder)
 
@@ -226,13 +277,16 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
         if self.prompt() != "box":
             return {"imgsz": self.INPUT_SIZE}
         x0, y0, x1, y1 = self.BOX_FRACTION
-        return {"imgsz": self.INPUT_SIZE,
-                "bboxes": [[x0 * image.width, y0 * image.height, x1 * image.width, y1 * image.height]]}
+        return {
+            "imgsz": self.INPUT_SIZE,
+            "bboxes": [[x0 * image.width, y0 * image.height, x1 * image.width, y1 * image.height]],
+        }
 
     def render_prediction(self, image, prediction, path):
         super().render_prediction(image, prediction, path)
         if self.prompt() == "box":
             from PIL import ImageDraw
+
             with Image.open(path) as drawn:
                 drawn = drawn.convert("RGB")
             box = self.predict_kwargs(image)["bboxes"][0]
@@ -244,6 +298,7 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
         if self.prompt() == "box":
             config["box_fraction_xyxy"] = list(self.BOX_FRACTION)
         return config
+
 
 MODEL_CLASSES: list[type[ModelBenchmark]] = [
     DepthProBenchmark,
@@ -259,8 +314,14 @@ MODELS_BY_CLI_NAME = {cls.CLI_NAME: cls for cls in MODEL_CLASSES}
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = cli.RunDefaults(runs=NUM_INFERENCE_RUNS, warmup=NUM_WARMUP_ROUNDS, seed=RANDOM_SEED,
-                               image_dir=DEFAULT_IMAGE_DIR, models_dir=DEFAULT_MODELS_DIR, output_dir=DEFAULT_OUTPUT_DIR)
+    defaults = cli.RunDefaults(
+        runs=NUM_INFERENCE_RUNS,
+        warmup=NUM_WARMUP_ROUNDS,
+        seed=RANDOM_SEED,
+        image_dir=DEFAULT_IMAGE_DIR,
+        models_dir=DEFAULT_MODELS_DIR,
+        output_dir=DEFAULT_OUTPUT_DIR,
+    )
     return cli.main(MODELS_BY_CLI_NAME, defaults, argv)
 
 

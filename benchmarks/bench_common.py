@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the tool imported from its file, the bundled bus.jpg, and a
 model built with random weights the way the tool builds it."""
+
 from __future__ import annotations
 
 import sys
@@ -9,18 +10,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "unified_benchmark.py"
 SEED = 42
-if str(ROOT) not in sys.path:   # the tool and its package, importable by name (worker pickling needs that)
+if str(ROOT) not in sys.path:  # the tool and its package, importable by name (worker pickling needs that)
     sys.path.insert(0, str(ROOT))
 
 
 def import_tool():
     """unified_benchmark.py as a module: the registry and the user's settings."""
     import unified_benchmark
+
     return unified_benchmark
 
 
 def bus_path() -> Path:
     from ultralytics.utils import ASSETS
+
     return Path(ASSETS) / "bus.jpg"
 
 
@@ -29,6 +32,7 @@ def load_bench(ub, cli_name: str, progress):
     import torch
 
     from vision_bench.common import seed_everything
+
     seed_everything(SEED)
     bench = ub.MODELS_BY_CLI_NAME[cli_name](torch.device("cpu"), weights="random")
     start = time.perf_counter()
@@ -40,5 +44,6 @@ def load_bench(ub, cli_name: str, progress):
 def load_note() -> str:
     """How busy the machine was: figures from a loaded machine are not worth comparing."""
     import os
+
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"

@@ -19,6 +19,7 @@ CPU, random weights, bus.jpg, the tool's own code (unified_benchmark.py is impor
 Targets are printed next to the figures with PASS/FAIL; the exit code is 0 unless something
 crashed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,16 +36,16 @@ from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_not
 
 from vision_bench.inspect.dissection import colormap_lut
 from vision_bench.measure.environment import configure_threads
-from vision_bench.models.images import load_rgb
 from vision_bench.measure.memory import MemoryTracker
+from vision_bench.models.images import load_rgb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 MB = 1024 * 1024
-RATIO_TARGET = 2.0            # dissection with files / plain forward
-MEMORY_TARGET_MB = 500.0      # dissection peak - plain forward peak
+RATIO_TARGET = 2.0  # dissection with files / plain forward
+MEMORY_TARGET_MB = 500.0  # dissection peak - plain forward peak
 SILENCE_TARGET_S = 10.0
 
 
@@ -52,18 +53,16 @@ def progress(message: str) -> None:
     print(f"[depthpro_passes] {message}", flush=True)
 
 
-
-
-
 # -- 1. DepthPro, one fresh subprocess ------------------------------------------------------
 def depthpro_child(plain_repeats: int) -> None:
     ub = import_tool()
     configure_threads(None)
     import torch
+
     image = load_rgb(bus_path())
     bench = load_bench(ub, "depthpro", progress)
     colormap_lut()
-    bench.input_shape = [1, 3, 1536, 1536]     # what count_flops_and_input would find, without its pass
+    bench.input_shape = [1, 3, 1536, 1536]  # what count_flops_and_input would find, without its pass
     tracker = MemoryTracker(torch.device("cpu"))
     out = {"plain_s": [], "plain_peak_bytes": [], "exact_hwm": None}
     for i in range(plain_repeats):
@@ -87,10 +86,16 @@ def depthpro_child(plain_repeats: int) -> None:
 
 
 def run_depthpro(plain_repeats: int) -> dict:
-    progress(f"DepthPro (full size, random weights): fresh subprocess, {plain_repeats} plain run(s) then "
-             f"one dissection with files; {load_note()}")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--depthpro-child",
-                             str(plain_repeats)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    progress(
+        f"DepthPro (full size, random weights): fresh subprocess, {plain_repeats} plain run(s) then "
+        f"one dissection with files; {load_note()}"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--depthpro-child", str(plain_repeats)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     result = None
     for line in proc.stdout:
         if line.startswith("DEPTHPRO_RESULT "):
@@ -130,9 +135,27 @@ def run_cli() -> dict:
     progress(f"CLI: --models depthpro --weights random --runs 1 --images bus.jpg; {load_note()}")
     with tempfile.TemporaryDirectory(prefix="depthpro_passes_cli_") as tmp:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-u", str(TOOL), "--models", "depthpro", "--weights", "random",
-                                 "--runs", "1", "--images", str(bus_path()), "--output-dir", tmp],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-u",
+                str(TOOL),
+                "--models",
+                "depthpro",
+                "--weights",
+                "random",
+                "--runs",
+                "1",
+                "--images",
+                str(bus_path()),
+                "--output-dir",
+                tmp,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
         last, longest, where, lines = start, 0.0, "", 0
         for line in proc.stdout:
             now = time.perf_counter()
@@ -146,8 +169,13 @@ def run_cli() -> dict:
         now = time.perf_counter()
         if now - last > longest:
             longest, where = now - last, "(until exit)"
-    return {"exit_code": code, "seconds": now - start, "longest_silence_s": longest, "silence_before": where,
-            "lines": lines}
+    return {
+        "exit_code": code,
+        "seconds": now - start,
+        "longest_silence_s": longest,
+        "silence_before": where,
+        "lines": lines,
+    }
 
 
 def verdict(ok: bool) -> str:
@@ -155,10 +183,13 @@ def verdict(ok: bool) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--plain-repeats", type=int, default=2, help="DepthPro plain runs; the fastest counts (default: 2)")
-    p.add_argument("--small-repeats", type=int, default=3, help="Depth Anything V2 Small runs of each kind (default: 3)")
+    p.add_argument(
+        "--small-repeats", type=int, default=3, help="Depth Anything V2 Small runs of each kind (default: 3)"
+    )
     p.add_argument("--no-cli", action="store_true", help="skip the full CLI run (longest silence)")
     p.add_argument("--no-depthpro", action="store_true", help="skip the DepthPro subprocess")
     p.add_argument("--depthpro-child", type=int, help=argparse.SUPPRESS)
@@ -176,44 +207,69 @@ def main() -> int:
     cli = None if args.no_cli else run_cli()
 
     checks = []
-    print("\n" + "=" * 78 + f"\nRESULTS (CPU, random weights, bus.jpg; {load_note()}; "
-          f"{time.perf_counter() - started:.0f}s in all)\n" + "=" * 78)
+    print(
+        "\n" + "=" * 78 + f"\nRESULTS (CPU, random weights, bus.jpg; {load_note()}; "
+        f"{time.perf_counter() - started:.0f}s in all)\n" + "=" * 78
+    )
     print(f"{'figure':<52} {'measured':>12}   target")
     if dp is not None:
         plain = min(dp["plain_s"])
         plain_peak = min(dp["plain_peak_bytes"])
         ratio = dp["dissect_s"] / plain
         extra_mb = (dp["dissect_peak_bytes"] - plain_peak) / MB
-        print(f"{'DepthPro plain forward (run_pipeline), s':<52} {plain:12.1f}   "
-              f"(runs: {', '.join(f'{s:.1f}' for s in dp['plain_s'])}; fastest counts)")
-        print(f"{'DepthPro dissection with files, s':<52} {dp['dissect_s']:12.1f}   "
-              f"({dp['records']} records, {dp['png']} PNG+NPY pairs, {dp['files_mb']:.0f} MB of files)")
-        print(f"{'DepthPro dissection / plain forward':<52} {ratio:11.2f}x   <= {RATIO_TARGET:.1f}x  "
-              f"{verdict(ratio <= RATIO_TARGET)}")
-        print(f"{'DepthPro plain forward peak resident, MB':<52} {plain_peak / MB:12.0f}   "
-              f"(runs: {', '.join(f'{b / MB:.0f}' for b in dp['plain_peak_bytes'])}; exact VmHWM: {dp['exact_hwm']})")
+        print(
+            f"{'DepthPro plain forward (run_pipeline), s':<52} {plain:12.1f}   "
+            f"(runs: {', '.join(f'{s:.1f}' for s in dp['plain_s'])}; fastest counts)"
+        )
+        print(
+            f"{'DepthPro dissection with files, s':<52} {dp['dissect_s']:12.1f}   "
+            f"({dp['records']} records, {dp['png']} PNG+NPY pairs, {dp['files_mb']:.0f} MB of files)"
+        )
+        print(
+            f"{'DepthPro dissection / plain forward':<52} {ratio:11.2f}x   <= {RATIO_TARGET:.1f}x  "
+            f"{verdict(ratio <= RATIO_TARGET)}"
+        )
+        print(
+            f"{'DepthPro plain forward peak resident, MB':<52} {plain_peak / MB:12.0f}   "
+            f"(runs: {', '.join(f'{b / MB:.0f}' for b in dp['plain_peak_bytes'])}; exact VmHWM: {dp['exact_hwm']})"
+        )
         print(f"{'DepthPro dissection peak resident, MB':<52} {dp['dissect_peak_bytes'] / MB:12.0f}")
-        print(f"{'DepthPro dissection peak - plain forward peak, MB':<52} {extra_mb:12.0f}   "
-              f"< {MEMORY_TARGET_MB:.0f} MB  {verdict(extra_mb < MEMORY_TARGET_MB)}")
-        checks += [("DepthPro dissection <= 2.0x plain forward", ratio <= RATIO_TARGET),
-                   ("DepthPro dissection peak - plain peak < 500 MB", extra_mb < MEMORY_TARGET_MB)]
+        print(
+            f"{'DepthPro dissection peak - plain forward peak, MB':<52} {extra_mb:12.0f}   "
+            f"< {MEMORY_TARGET_MB:.0f} MB  {verdict(extra_mb < MEMORY_TARGET_MB)}"
+        )
+        checks += [
+            ("DepthPro dissection <= 2.0x plain forward", ratio <= RATIO_TARGET),
+            ("DepthPro dissection peak - plain peak < 500 MB", extra_mb < MEMORY_TARGET_MB),
+        ]
     s_plain, s_dis = statistics.median(small["plain_s"]), statistics.median(small["dissect_s"])
     s_ratio = s_dis / s_plain
-    print(f"{'depth-anything-v2-small plain forward (median), s':<52} {s_plain:12.3f}   "
-          f"(runs: {', '.join(f'{s:.2f}' for s in small['plain_s'])})")
-    print(f"{'depth-anything-v2-small dissection (median), s':<52} {s_dis:12.3f}   "
-          f"(runs: {', '.join(f'{s:.2f}' for s in small['dissect_s'])})")
-    print(f"{'depth-anything-v2-small dissection / plain forward':<52} {s_ratio:11.2f}x   <= {RATIO_TARGET:.1f}x  "
-          f"{verdict(s_ratio <= RATIO_TARGET)}")
+    print(
+        f"{'depth-anything-v2-small plain forward (median), s':<52} {s_plain:12.3f}   "
+        f"(runs: {', '.join(f'{s:.2f}' for s in small['plain_s'])})"
+    )
+    print(
+        f"{'depth-anything-v2-small dissection (median), s':<52} {s_dis:12.3f}   "
+        f"(runs: {', '.join(f'{s:.2f}' for s in small['dissect_s'])})"
+    )
+    print(
+        f"{'depth-anything-v2-small dissection / plain forward':<52} {s_ratio:11.2f}x   <= {RATIO_TARGET:.1f}x  "
+        f"{verdict(s_ratio <= RATIO_TARGET)}"
+    )
     checks.append(("depth-anything-v2-small dissection <= 2.0x plain forward", s_ratio <= RATIO_TARGET))
     if cli is not None:
-        print(f"{'CLI depthpro run: wall time, s (exit code)':<52} {cli['seconds']:12.0f}   "
-              f"(exit {cli['exit_code']}, {cli['lines']} lines)")
-        print(f"{'CLI depthpro run: longest silent gap, s':<52} {cli['longest_silence_s']:12.1f}   "
-              f"<= {SILENCE_TARGET_S:.0f} s  {verdict(cli['longest_silence_s'] <= SILENCE_TARGET_S)}")
+        print(
+            f"{'CLI depthpro run: wall time, s (exit code)':<52} {cli['seconds']:12.0f}   "
+            f"(exit {cli['exit_code']}, {cli['lines']} lines)"
+        )
+        print(
+            f"{'CLI depthpro run: longest silent gap, s':<52} {cli['longest_silence_s']:12.1f}   "
+            f"<= {SILENCE_TARGET_S:.0f} s  {verdict(cli['longest_silence_s'] <= SILENCE_TARGET_S)}"
+        )
         print(f"    the gap ended with: {cli['silence_before']}")
-        checks.append(("longest silent gap of a full-size DepthPro run <= 10 s",
-                       cli["longest_silence_s"] <= SILENCE_TARGET_S))
+        checks.append(
+            ("longest silent gap of a full-size DepthPro run <= 10 s", cli["longest_silence_s"] <= SILENCE_TARGET_S)
+        )
     print("\nTARGETS")
     for label, ok in checks:
         print(f"  {verdict(ok)}  {label}")

@@ -10,6 +10,7 @@ Prints each peak (absolute and over the resident set after the load), the ratio 
 to each plain peak (target: within 20%), and the passes' time in forward passes: the reference pass
 against the fp32 median, the variant pass and the shadow calls against the variant's median (target: 3).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,11 @@ from bench_common import ROOT, bus_path, import_tool, load_bench
 def child(mode: str, model: str, variant_name: str) -> dict:
     import torch
 
-    from vision_bench.divergence.layer_passes import run_divergence
     from vision_bench.divergence.divergence_pass import hooked_variant
-    from vision_bench.models.images import load_rgb
+    from vision_bench.divergence.layer_passes import run_divergence
     from vision_bench.measure.memory import MemoryTracker
+    from vision_bench.models.images import load_rgb
+
     torch.set_grad_enabled(False)
     ub = import_tool()
     image = load_rgb(bus_path())
@@ -40,8 +42,13 @@ def child(mode: str, model: str, variant_name: str) -> dict:
     if mode == "divergence":
         tracker.reset_peak()
         result = run_divergence(bench, variant, image)
-        out.update(peak=tracker.peak()["cpu_peak_rss_bytes"], passes=result["passes"], spilled=result["spilled_bytes"],
-                   first=result["first_divergent"], records=len(result["records"]))
+        out.update(
+            peak=tracker.peak()["cpu_peak_rss_bytes"],
+            passes=result["passes"],
+            spilled=result["spilled_bytes"],
+            first=result["first_divergent"],
+            records=len(result["records"]),
+        )
         return out
     warm, timed = (2, 3) if mode == "plain-fp32" else (1, 2)
     if mode == "plain-variant":
@@ -70,31 +77,44 @@ def main() -> None:
     figures = {}
     for mode in ("plain-fp32", "plain-variant", "divergence"):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--variant", args.variant, "--child", mode],
-                              capture_output=True, text=True, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, __file__, "--model", args.model, "--variant", args.variant, "--child", mode],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
         if done.returncode:
             sys.exit(f"{mode} failed:\n{done.stderr[-3000:]}")
         figures[mode] = json.loads(done.stdout.strip().splitlines()[-1])
         f = figures[mode]
-        print(f"{mode}: peak {f['peak'] / 2 ** 20:.0f} MB ({(f['peak'] - f['after_load']) / 2 ** 20:.0f} MB over the "
-              f"{f['after_load'] / 2 ** 20:.0f} MB after the load)"
-              + (f", median {f['median_s']:.2f} s of {[round(s, 2) for s in f['runs_s']]}" if "median_s" in f else "")
-              + f"; process {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"{mode}: peak {f['peak'] / 2**20:.0f} MB ({(f['peak'] - f['after_load']) / 2**20:.0f} MB over the "
+            f"{f['after_load'] / 2**20:.0f} MB after the load)"
+            + (f", median {f['median_s']:.2f} s of {[round(s, 2) for s in f['runs_s']]}" if "median_s" in f else "")
+            + f"; process {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
     d = figures["divergence"]
     for plain in ("plain-fp32", "plain-variant"):
         print(f"divergence peak / {plain} peak: {d['peak'] / figures[plain]['peak']:.3f} (target <= 1.20)")
     p = d["passes"]
     fp32, var = figures["plain-fp32"]["median_s"], figures["plain-variant"]["median_s"]
-    parts = {"reference pass": p["reference_s"] / fp32, "variant pass": p["variant_s"] / var,
-             "shadow calls": p["shadow_s"] / var}
+    parts = {
+        "reference pass": p["reference_s"] / fp32,
+        "variant pass": p["variant_s"] / var,
+        "shadow calls": p["shadow_s"] / var,
+    }
     spill = (p["spill_wait_s"] + p.get("spill_copy_s", 0.0)) / fp32
-    print("passes in forward passes: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
-          + f"; total {sum(parts.values()):.2f}, of which the spill in the hooks (outputs copied to the host "
-            f"{p.get('spill_copy_s', 0):.2f} s, waiting for the queue {p['spill_wait_s']:.2f} s) {spill:.2f}: without it "
-            f"{sum(parts.values()) - spill:.2f} (target <= 3 plus the writes); the writer thread's writes took "
-            f"{p.get('spill_write_s', 0):.2f} s of CPU ({p.get('spill_write_s', 0) / fp32:.2f} fp32 forwards) beside the "
-            f"reference pass, on the same cores; {d['spilled'] / 2 ** 30:.2f} GB spilled; {d['records']} records, first divergent: "
-          + (f"{d['first']['name']} (own {d['first']['own']:.3g})" if d["first"] else "none"))
+    print(
+        "passes in forward passes: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+        + f"; total {sum(parts.values()):.2f}, of which the spill in the hooks (outputs copied to the host "
+        f"{p.get('spill_copy_s', 0):.2f} s, waiting for the queue {p['spill_wait_s']:.2f} s) {spill:.2f}: without it "
+        f"{sum(parts.values()) - spill:.2f} (target <= 3 plus the writes); the writer thread's writes took "
+        f"{p.get('spill_write_s', 0):.2f} s of CPU ({p.get('spill_write_s', 0) / fp32:.2f} fp32 forwards) beside the "
+        f"reference pass, on the same cores; {d['spilled'] / 2**30:.2f} GB spilled; {d['records']} records, first divergent: "
+        + (f"{d['first']['name']} (own {d['first']['own']:.3g})" if d["first"] else "none")
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Prints a table per model and base: plantings, how often the planted module was n
 error (shadow mode) and by the propagated error, its own error, and the largest own error elsewhere.
 Target: >= 95% named first over >= 20 plantings per model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,16 @@ MAX_DRAWS = 50
 def leaf_calls(bench, image) -> list[tuple[str, str]]:
     """(name, type) of every leaf module with a weight, once each, in execution order."""
     from vision_bench.divergence.layer_passes import hooked_pass
+
     seen = {}
 
     def hook(name, module_type):
         def after(module, args, output):
             if module_type in PLANTABLE and getattr(module, "weight", None) is not None:
                 seen.setdefault(name, module_type)
+
         return after
+
     hooked_pass(bench.network(), hook, lambda: bench.run_pipeline(image))
     return list(seen.items())
 
@@ -50,6 +54,7 @@ def leaf_calls(bench, image) -> list[tuple[str, str]]:
 def weight_fault(pct: float, generator):
     """A fault that computes with the weight perturbed by pct% (element-wise relative noise)."""
     import torch
+
     cache = {}
 
     def faulty(module, *args, **kwargs):
@@ -61,14 +66,21 @@ def weight_fault(pct: float, generator):
             return type(module).forward(module, *args, **kwargs)
         finally:
             module.weight.data = saved
+
     return faulty
 
 
 def fp16_layer_norm(module, x, *args, **kwargs):
     import torch
+
     with torch.autocast(x.device.type, enabled=False):
-        out = torch.nn.functional.layer_norm(x.half(), module.normalized_shape, module.weight.half(),
-                                             module.bias.half() if module.bias is not None else None, 1e-12)
+        out = torch.nn.functional.layer_norm(
+            x.half(),
+            module.normalized_shape,
+            module.weight.half(),
+            module.bias.half() if module.bias is not None else None,
+            1e-12,
+        )
     return out.to(x.dtype)
 
 
@@ -78,12 +90,14 @@ def fault_effect(bench, image, name: str, fault) -> float:
     rounding, and one on a module whose input has vanished (random YOLO heads: inputs of 1e-11 under a
     bias of -8.8) changes nothing at all."""
     from vision_bench.divergence.layer_passes import error_figures
+
     module = bench.network().get_submodule(name)
     changes = []
 
     def compare(mod, args, kwargs, output):
         if not changes:
             changes.append(error_figures(fault(mod, *args, **kwargs), output)["relative_l2"])
+
     handle = module.register_forward_hook(compare, with_kwargs=True)
     try:
         bench.run_pipeline(image)
@@ -96,6 +110,7 @@ def run_planting(bench_factory, image, base: str, name: str, fault, tolerances: 
     import torch
 
     from vision_bench.divergence.layer_passes import AutocastVariant, HookedVariant, error_of, run_divergence
+
     bench = bench_factory()
     overrides = {name: fault}
     if base == "bf16":
@@ -108,11 +123,14 @@ def run_planting(bench_factory, image, base: str, name: str, fault, tolerances: 
     planted = [r for r in out["records"] if r["name"] == name]
     others = [error_of(r.get("shadow")) or 0.0 for r in out["records"] if r["name"] != name]
     bench.release()
-    return {"own_first": (out["first_divergent"] or {}).get("name") == name,
-            "propagated_first": (out["first_propagated"] or {}).get("name") == name,
-            "named": (out["first_divergent"] or {}).get("name"),
-            "own": max(error_of(r.get("shadow")) or 0.0 for r in planted), "others_max": max(others, default=0.0),
-            "seconds": seconds}
+    return {
+        "own_first": (out["first_divergent"] or {}).get("name") == name,
+        "propagated_first": (out["first_propagated"] or {}).get("name") == name,
+        "named": (out["first_divergent"] or {}).get("name"),
+        "own": max(error_of(r.get("shadow")) or 0.0 for r in planted),
+        "others_max": max(others, default=0.0),
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -125,6 +143,7 @@ def main() -> None:
     import torch
 
     from vision_bench.models.images import load_rgb
+
     ub = import_tool()
     image = load_rgb(bus_path())
     rows = []
@@ -134,48 +153,79 @@ def main() -> None:
         tolerances = probe.DIVERGENCE_TOLERANCE
         probe.release()
         types = sorted({t for _, t in calls})
-        print(f"{model}: {len(calls)} plantable modules ({', '.join(f'{t} {sum(1 for _, x in calls if x == t)}' for t in types)})")
+        print(
+            f"{model}: {len(calls)} plantable modules ({', '.join(f'{t} {sum(1 for _, x in calls if x == t)}' for t in types)})"
+        )
         for base in args.bases.split(","):
             faults = [("weights 5%", 5.0)] if base == "bf16" else [("weights 1%", 1.0)]
-            if "LayerNorm" in types and base == "fp32":   # its effect (about 3e-4) is under bfloat16's tolerance
+            if "LayerNorm" in types and base == "fp32":  # its effect (about 3e-4) is under bfloat16's tolerance
                 faults.append(("fp16-eps (LayerNorm)", None))
             for label, pct in faults:
                 rng = random.Random(f"{args.seed}-{model}-{base}-{label}")
                 generator = torch.Generator().manual_seed(args.seed)
                 pool = calls if pct is not None else [c for c in calls if c[1] == "LayerNorm"]
-                if pct is not None:   # a type first, then a depth: each type gets its share of the plantings
+                if pct is not None:  # a type first, then a depth: each type gets its share of the plantings
                     by_type = {t: [c for c in pool if c[1] == t] for t in types}
                 results, redrawn = [], []
                 tolerance = tolerances["bfloat16" if base == "bf16" else "float32"]
                 checker = load_bench(ub, model, lambda _: None)
                 for i in range(args.plantings):
                     for _ in range(MAX_DRAWS):
-                        name, module_type = rng.choice(by_type[types[i % len(types)]]) if pct is not None \
-                            else rng.choice(pool)
+                        name, module_type = (
+                            rng.choice(by_type[types[i % len(types)]]) if pct is not None else rng.choice(pool)
+                        )
                         fault = weight_fault(pct, generator) if pct is not None else fp16_layer_norm
                         effect = fault_effect(checker, image, name, fault)
                         if effect > tolerance:
                             break
                         redrawn.append(f"{name} ({effect:.2g})")
                     else:
-                        sys.exit(f"{model} {base} {label}: no module among {MAX_DRAWS} draws where the fault's effect "
-                                 f"passes {tolerance:g}")
-                    result = run_planting(lambda: load_bench(ub, model, lambda _: None), image, base, name, fault, tolerances)
+                        sys.exit(
+                            f"{model} {base} {label}: no module among {MAX_DRAWS} draws where the fault's effect "
+                            f"passes {tolerance:g}"
+                        )
+                    result = run_planting(
+                        lambda model=model: load_bench(ub, model, lambda _: None), image, base, name, fault, tolerances
+                    )
                     results.append(result)
-                    print(f"  {base} {label} #{i + 1}: {module_type} {name}: named {result['named']} "
-                          f"({'ok' if result['own_first'] else 'MISSED'}), own {result['own']:.3g}, "
-                          f"largest elsewhere {result['others_max']:.3g}, {result['seconds']:.1f} s", flush=True)
+                    print(
+                        f"  {base} {label} #{i + 1}: {module_type} {name}: named {result['named']} "
+                        f"({'ok' if result['own_first'] else 'MISSED'}), own {result['own']:.3g}, "
+                        f"largest elsewhere {result['others_max']:.3g}, {result['seconds']:.1f} s",
+                        flush=True,
+                    )
                 checker.release()
                 if redrawn:
-                    print(f"  drawn again, the fault's own effect under the tolerance {tolerance:g}: {', '.join(redrawn)}")
+                    print(
+                        f"  drawn again, the fault's own effect under the tolerance {tolerance:g}: {', '.join(redrawn)}"
+                    )
                 n = len(results)
-                rows.append([model, base, label, n, len(redrawn), f"{sum(r['own_first'] for r in results) / n * 100:.0f}%",
-                             f"{sum(r['propagated_first'] for r in results) / n * 100:.0f}%",
-                             f"{statistics.median(r['own'] for r in results):.3g}",
-                             f"{max(r['others_max'] for r in results):.3g}",
-                             f"{statistics.median(r['seconds'] for r in results):.1f}"])
-    headers = ["model", "base", "fault", "plantings", "drawn again (no effect)", "named first (own error)", "named first (propagated)",
-               "planted own error (median)", "largest own error elsewhere", "s a planting"]
+                rows.append(
+                    [
+                        model,
+                        base,
+                        label,
+                        n,
+                        len(redrawn),
+                        f"{sum(r['own_first'] for r in results) / n * 100:.0f}%",
+                        f"{sum(r['propagated_first'] for r in results) / n * 100:.0f}%",
+                        f"{statistics.median(r['own'] for r in results):.3g}",
+                        f"{max(r['others_max'] for r in results):.3g}",
+                        f"{statistics.median(r['seconds'] for r in results):.1f}",
+                    ]
+                )
+    headers = [
+        "model",
+        "base",
+        "fault",
+        "plantings",
+        "drawn again (no effect)",
+        "named first (own error)",
+        "named first (propagated)",
+        "planted own error (median)",
+        "largest own error elsewhere",
+        "s a planting",
+    ]
     print("\n| " + " | ".join(headers) + " |\n|" + "---|" * len(headers))
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")

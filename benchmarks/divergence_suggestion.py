@@ -10,6 +10,7 @@ fresh instance in the variant, keeps the k worst in fp32 for each k and checks p
 photos (the tool's compare_outputs). Prints per k: the verdict, the depth relative error (mean and p99)
 or the worst normalised error, and the share of the network's leaf calls kept in fp32.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,21 +25,32 @@ def main() -> None:
     parser.add_argument("--variant", default="torch-bf16")
     parser.add_argument("--sizes", default="8,16,32,64,128,all")
     args = parser.parse_args()
-    from vision_bench.divergence.layer_passes import error_of, fp32_forward, install_overrides, remove_overrides, run_divergence
     from vision_bench.divergence.divergence_pass import hooked_variant
+    from vision_bench.divergence.layer_passes import (
+        error_of,
+        fp32_forward,
+        install_overrides,
+        remove_overrides,
+        run_divergence,
+    )
     from vision_bench.models.images import bundled_sample_images, load_rgb
     from vision_bench.variants.registry import compare_outputs, parity_outputs, prepare_variant
+
     ub = import_tool()
     images = [(path, load_rgb(path)) for path in bundled_sample_images()]
     bench = load_bench(ub, args.model, print)
     reference = parity_outputs(bench, images)
     start = time.perf_counter()
     out = run_divergence(bench, hooked_variant(bench, args.variant), images[0][1])
-    print(f"divergence passes: {time.perf_counter() - start:.0f} s; {len(out['records'])} records, first divergent: "
-          f"{(out['first_divergent'] or {}).get('name')}; largest own error {out['top_own'][0]['own']:.3g} "
-          f"(tolerance {out['tolerance']:g})")
+    print(
+        f"divergence passes: {time.perf_counter() - start:.0f} s; {len(out['records'])} records, first divergent: "
+        f"{(out['first_divergent'] or {}).get('name')}; largest own error {out['top_own'][0]['own']:.3g} "
+        f"(tolerance {out['tolerance']:g})"
+    )
     bench.release()
-    ranked = sorted((r for r in out["records"] if error_of(r.get("shadow")) is not None), key=lambda r: -error_of(r["shadow"]))
+    ranked = sorted(
+        (r for r in out["records"] if error_of(r.get("shadow")) is not None), key=lambda r: -error_of(r["shadow"])
+    )
     names = list(dict.fromkeys(r["name"] for r in ranked))
     bench = load_bench(ub, args.model, print)
     prepare_variant(bench, args.variant, images)
@@ -53,12 +65,16 @@ def main() -> None:
         parity = compare_outputs(bench, args.variant, reference, parity_outputs(bench, images))
         worst = parity["worst"]
         calls = sum(1 for r in out["records"] if r["name"] in set(installed))
-        figures = (f"depth rel. error mean {worst['depth_mean_relative_error']:.4f}, p99 {worst['depth_p99_relative_error']:.4f}"
-                   if worst.get("depth_p99_relative_error") is not None else
-                   f"worst normalised error {worst.get('normalised_error'):.3g}")
+        figures = (
+            f"depth rel. error mean {worst['depth_mean_relative_error']:.4f}, p99 {worst['depth_p99_relative_error']:.4f}"
+            if worst.get("depth_p99_relative_error") is not None
+            else f"worst normalised error {worst.get('normalised_error'):.3g}"
+        )
         rows.append([k, f"{calls} of {len(out['records'])}", parity["verdict"], figures])
-        print(f"{k} modules in fp32 ({calls} calls): {parity['verdict']}, {figures}, {time.perf_counter() - start:.0f} s",
-              flush=True)
+        print(
+            f"{k} modules in fp32 ({calls} calls): {parity['verdict']}, {figures}, {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
     print("\n| modules in fp32 (worst own error first) | leaf calls | parity | figures |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")

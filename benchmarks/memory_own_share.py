@@ -8,6 +8,7 @@ Prints, per model: the tool's USS before the load, at the peak, and their differ
 share), the same three read from outside (the baseline: the last sample before the worker's
 resident set starts growing with the load; the peak: the largest sample up to the end of the timed
 runs, which end the tool's peak window), and the resident-set growth the tool used to report."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ from vision_bench.measure.memory import private_memory
 
 def descendants(pid: int) -> list[int]:
     import psutil
+
     try:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -39,9 +41,23 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=5.0)
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="own_share_"))
-    proc = subprocess.Popen([sys.executable, str(TOOL), "--weights", "random", "--models", args.models, "--runs",
-                             str(args.runs), "--no-dissect", "--output-dir", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(TOOL),
+            "--weights",
+            "random",
+            "--models",
+            args.models,
+            "--runs",
+            str(args.runs),
+            "--no-dissect",
+            "--output-dir",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     samples: dict[int, list[tuple[float, dict]]] = {}
     while proc.poll() is None:
         for pid in descendants(proc.pid):
@@ -54,9 +70,11 @@ def main() -> None:
     for model in data["models"]:
         mem, pid = model["memory"], model["worker"]["pid"]
         series = samples.get(pid, [])
-        mb = lambda b: b / 2 ** 20
-        print(f"{model['cli_name']:<16} {'tool':>8} {mb(mem['cpu_private_before_load_bytes']):>14.1f} "
-              f"{mb(mem['cpu_private_peak_bytes']):>12.1f} {mb(mem['peak_over_baseline_bytes']):>13.1f}")
+        mb = lambda b: b / 2**20
+        print(
+            f"{model['cli_name']:<16} {'tool':>8} {mb(mem['cpu_private_before_load_bytes']):>14.1f} "
+            f"{mb(mem['cpu_private_peak_bytes']):>12.1f} {mb(mem['peak_over_baseline_bytes']):>13.1f}"
+        )
         if not series:
             print(f"{'':<16} {'outside':>8} no samples of pid {pid}")
             continue
@@ -71,8 +89,10 @@ def main() -> None:
         peak = max(r["uss"] for t, r in series[start:] if t <= end)
         own = peak - baseline
         print(f"{'':<16} {'outside':>8} {mb(baseline):>14.1f} {mb(peak):>12.1f} {mb(own):>13.1f}  {len(series)}")
-        print(f"{'':<16} own share: tool / outside = {mem['peak_over_baseline_bytes'] / own:.3f}; resident-set "
-              f"growth (the old figure) {mb(mem['rss_over_baseline_bytes']):.1f} MB")
+        print(
+            f"{'':<16} own share: tool / outside = {mem['peak_over_baseline_bytes'] / own:.3f}; resident-set "
+            f"growth (the old figure) {mb(mem['rss_over_baseline_bytes']):.1f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ session timed outside the tool on the same input.
 Targets (issue 12): onnxruntime normalised error of the raw outputs < 1e-3 on both photos for both
 models; the five-variant run of the two models under 10 minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,22 @@ TARGET_ERROR, TARGET_WALL_S = 1e-3, 600
 
 def run_tool(out: Path, runs: int) -> tuple[dict, float]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    cmd = [sys.executable, str(TOOL), "--weights", "random", "--models", MODELS, "--variants", VARIANTS,
-           "--runs", str(runs), "--output-dir", str(out), "--models-dir", str(out / "models")]
+    cmd = [
+        sys.executable,
+        str(TOOL),
+        "--weights",
+        "random",
+        "--models",
+        MODELS,
+        "--variants",
+        VARIANTS,
+        "--runs",
+        str(runs),
+        "--output-dir",
+        str(out),
+        "--models-dir",
+        str(out / "models"),
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -40,20 +55,36 @@ def run_tool(out: Path, runs: int) -> tuple[dict, float]:
 
 
 def print_table(data: dict) -> None:
-    print(f"{'model':<22} {'variant':<20} {'forward ms':>10} {'speed-up':>8}  {'parity':<6} {'worst norm. error':>17}"
-          "  task level / reason")
+    print(
+        f"{'model':<22} {'variant':<20} {'forward ms':>10} {'speed-up':>8}  {'parity':<6} {'worst norm. error':>17}"
+        "  task level / reason"
+    )
     for m in data["models"]:
         for v in m.get("variants") or []:
             if v["status"] != "complete":
-                print(f"{m['model']:<22} {v['variant']:<20} {'':>10} {'':>8}  {v['status']:<6} {'':>17}  {v.get('reason')}")
+                print(
+                    f"{m['model']:<22} {v['variant']:<20} {'':>10} {'':>8}  {v['status']:<6} {'':>17}  {v.get('reason')}"
+                )
                 continue
             worst = (v.get("parity") or {}).get("worst") or {}
-            error = "reference" if v.get("reference") else f"{worst.get('normalised_error'):.2e} ({worst.get('worst_part')})"
-            task = "" if v.get("reference") else ", ".join(
-                f"{k} {worst[k]:.3g}" for k in ("depth_mean_relative_error", "depth_p99_relative_error", "min_mean_iou")
-                if worst.get(k) is not None)
-            print(f"{m['model']:<22} {v['variant']:<20} {v['latency_forward']['median'] * 1000:>10.1f} "
-                  f"{v['speedup_forward']:>7.2f}x  {(v.get('parity') or {}).get('verdict', 'ref'):<6} {error:>17}  {task}")
+            error = (
+                "reference"
+                if v.get("reference")
+                else f"{worst.get('normalised_error'):.2e} ({worst.get('worst_part')})"
+            )
+            task = (
+                ""
+                if v.get("reference")
+                else ", ".join(
+                    f"{k} {worst[k]:.3g}"
+                    for k in ("depth_mean_relative_error", "depth_p99_relative_error", "min_mean_iou")
+                    if worst.get(k) is not None
+                )
+            )
+            print(
+                f"{m['model']:<22} {v['variant']:<20} {v['latency_forward']['median'] * 1000:>10.1f} "
+                f"{v['speedup_forward']:>7.2f}x  {(v.get('parity') or {}).get('verdict', 'ref'):<6} {error:>17}  {task}"
+            )
 
 
 def onnx_error_per_image(data: dict) -> list[tuple[str, str, float]]:
@@ -76,6 +107,7 @@ def crosscheck_onnxruntime(data: dict, repeats: int = 15) -> None:
 
     import unified_benchmark
     from vision_bench.models.images import load_rgb
+
     model = next(m for m in data["models"] if m["cli_name"] == "depth-anything-v2-small")
     variant = next(v for v in model["variants"] if v["variant"] == "onnxruntime")
     bench = unified_benchmark.DepthAnythingV2SmallBenchmark(torch.device("cpu"), weights="random")
@@ -90,10 +122,14 @@ def crosscheck_onnxruntime(data: dict, repeats: int = 15) -> None:
         start = time.perf_counter()
         session.run(None, {"pixel_values": pixels})
         times.append(time.perf_counter() - start)
-    tool = statistics.median(r["forward_s"] for r in variant["runs"] if r["kind"] == "timed" and r["image"] == "bus.jpg")
+    tool = statistics.median(
+        r["forward_s"] for r in variant["runs"] if r["kind"] == "timed" and r["image"] == "bus.jpg"
+    )
     bare = float(np.median(times))
-    print(f"cross-check, DA-small onnxruntime on bus.jpg: tool forward median {tool * 1000:.1f} ms, bare session "
-          f"median of {repeats} {bare * 1000:.1f} ms, ratio {tool / bare:.3f}")
+    print(
+        f"cross-check, DA-small onnxruntime on bus.jpg: tool forward median {tool * 1000:.1f} ms, bare session "
+        f"median of {repeats} {bare * 1000:.1f} ms, ratio {tool / bare:.3f}"
+    )
 
 
 def main():
@@ -107,10 +143,14 @@ def main():
         print_table(data)
         errors = onnx_error_per_image(data)
         for model, image, error in errors:
-            print(f"onnxruntime normalised error, {model} on {image}: {error:.2e} "
-                  f"({'PASS' if error < TARGET_ERROR else 'FAIL'}, target < {TARGET_ERROR:g})")
-        print(f"whole run: {wall:.0f} s wall ({'PASS' if wall < TARGET_WALL_S else 'FAIL'}, target < {TARGET_WALL_S} s); "
-              f"variants phase {sum((m.get('phase_seconds') or {}).get('variants', 0) for m in data['models']):.0f} s")
+            print(
+                f"onnxruntime normalised error, {model} on {image}: {error:.2e} "
+                f"({'PASS' if error < TARGET_ERROR else 'FAIL'}, target < {TARGET_ERROR:g})"
+            )
+        print(
+            f"whole run: {wall:.0f} s wall ({'PASS' if wall < TARGET_WALL_S else 'FAIL'}, target < {TARGET_WALL_S} s); "
+            f"variants phase {sum((m.get('phase_seconds') or {}).get('variants', 0) for m in data['models']):.0f} s"
+        )
         if not options.skip_crosscheck:
             crosscheck_onnxruntime(data)
         print(load_note())

@@ -1,4 +1,5 @@
 """Shared fixtures. Every test runs on the CPU with random weights and no network."""
+
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def ub():
     """The tool imported as a module (for unit tests)."""
     import unified_benchmark
+
     return unified_benchmark
 
 
@@ -30,6 +32,7 @@ def ub():
 def sample_image(tmp_path_factory) -> Path:
     """A small photo-like image: the bundled bus.jpg scaled down (models resize anyway)."""
     from ultralytics.utils import ASSETS
+
     out = tmp_path_factory.mktemp("images") / "bus_small.jpg"
     with Image.open(Path(ASSETS) / "bus.jpg") as im:
         im.convert("RGB").resize((270, 360)).save(out, quality=90)
@@ -39,8 +42,14 @@ def sample_image(tmp_path_factory) -> Path:
 def run_cli(*args, cwd=None, timeout=900, env=None):
     """Run the tool as a user would; returns the CompletedProcess (text output)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd or ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load_run(output_dir: Path) -> dict:
@@ -48,7 +57,7 @@ def load_run(output_dir: Path) -> dict:
     results = Path(output_dir) / "results"
     jsons = sorted(results.glob("benchmark_results_*.json"))
     assert len(jsons) == 1, f"expected one results JSON, found {jsons}"
-    run_id = jsons[0].name[len("benchmark_results_"):-len(".json")]
+    run_id = jsons[0].name[len("benchmark_results_") : -len(".json")]
     return {
         "run_id": run_id,
         "json": json.loads(jsons[0].read_text()),

@@ -4,6 +4,7 @@ started from a temporary folder on free ports and stopped by the PIDs started he
 What it takes in a sandbox without cgroups (learned the hard way, see issue 23): munged as the
 munge user, proctrack/linuxproc and task/none (the cgroup plugins report a job COMPLETED that
 never ran and drain the node), the node line from `slurmd -C` with RealMemory cut to 90%."""
+
 from __future__ import annotations
 
 import ctypes
@@ -34,8 +35,10 @@ def unavailable_reason() -> str | None:
         return "the Slurm daemons need root (slurmd runs jobs as their users)"
     missing = [name for name in DAEMONS + CLIENTS if not sbin(name)]
     if missing:
-        return f"Slurm is not installed (missing {', '.join(sorted(set(missing)))}); " \
-               "apt-get install slurmctld slurmd slurm-client munge"
+        return (
+            f"Slurm is not installed (missing {', '.join(sorted(set(missing)))}); "
+            "apt-get install slurmctld slurmd slurm-client munge"
+        )
     try:
         pwd.getpwnam("munge")
     except KeyError:
@@ -91,8 +94,9 @@ class OneNodeCluster:
 
     def start(self, name: str, command: list[str], **kwargs) -> None:
         with open(self.root / f"{name}.out", "w") as log:  # the tests start no threads before this
-            self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                                    preexec_fn=die_with_parent, **kwargs)  # noqa: PLW1509
+            self.processes[name] = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=die_with_parent, **kwargs
+            )  # noqa: PLW1509
 
     def start_munge(self) -> None:
         munge = self.root / "munge"
@@ -104,10 +108,20 @@ class OneNodeCluster:
             shutil.chown(MUNGE_KEY, "munge", "munge")
         self.munge_socket = munge / "munge.socket"
         # munged refuses to run as root: the munge user, in the foreground so that its PID is ours.
-        self.start("munged", [sbin("munged"), "--foreground", f"--socket={self.munge_socket}",
-                              f"--pid-file={munge / 'munged.pid'}", f"--log-file={munge / 'munged.log'}",
-                              f"--seed-file={munge / 'munged.seed'}", f"--key-file={MUNGE_KEY}"],
-                   user="munge", group="munge")
+        self.start(
+            "munged",
+            [
+                sbin("munged"),
+                "--foreground",
+                f"--socket={self.munge_socket}",
+                f"--pid-file={munge / 'munged.pid'}",
+                f"--log-file={munge / 'munged.log'}",
+                f"--seed-file={munge / 'munged.seed'}",
+                f"--key-file={MUNGE_KEY}",
+            ],
+            user="munge",
+            group="munge",
+        )
         self.wait_for(lambda: self.munge_socket.exists(), 30, "munged to open its socket")
 
     def node_line(self) -> str:
@@ -127,7 +141,7 @@ class OneNodeCluster:
             (self.root / folder).mkdir()
         self.conf.write_text(f"""# one-node test cluster (tests/slurm_cluster.py)
 ClusterName=visionbench
-SlurmctldHost={socket.gethostname().split('.')[0]}
+SlurmctldHost={socket.gethostname().split(".")[0]}
 SlurmctldPort={free_port()}
 SlurmdPort={free_port()}
 SlurmUser=root
@@ -135,12 +149,12 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
-StateSaveLocation={self.root / 'state'}
-SlurmdSpoolDir={self.root / 'spool'}
-SlurmctldPidFile={self.root / 'slurmctld.pid'}
-SlurmdPidFile={self.root / 'slurmd.pid'}
-SlurmctldLogFile={self.root / 'slurmctld.log'}
-SlurmdLogFile={self.root / 'slurmd.log'}
+StateSaveLocation={self.root / "state"}
+SlurmdSpoolDir={self.root / "spool"}
+SlurmctldPidFile={self.root / "slurmctld.pid"}
+SlurmdPidFile={self.root / "slurmd.pid"}
+SlurmctldLogFile={self.root / "slurmctld.log"}
+SlurmdLogFile={self.root / "slurmd.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -171,12 +185,19 @@ PartitionName=debug Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP
         def idle():
             out = self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
             return out == "idle"
+
         self.wait_for(idle, 120, "the node to be idle")
 
     # -- use --------------------------------------------------------------------------------
     def run(self, *command, check=True, timeout=120) -> subprocess.CompletedProcess:
-        return subprocess.run([sbin(command[0]) or command[0], *map(str, command[1:])], env=self.env,
-                              capture_output=True, text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            [sbin(command[0]) or command[0], *map(str, command[1:])],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
 
     def job(self, job_id: str) -> list[dict]:
         """`scontrol show job` as one dict per job record (an array gives one per task)."""
@@ -185,14 +206,24 @@ PartitionName=debug Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP
 
     def wait_for_jobs(self, job_ids, seconds: float = 900) -> dict[str, list[dict]]:
         """Poll scontrol (sbatch --wait is slow) until every record of the jobs has ended."""
-        ended = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-                 "BOOT_FAIL", "DEADLINE")
+        ended = (
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+            "PREEMPTED",
+            "BOOT_FAIL",
+            "DEADLINE",
+        )
         records = {}
 
         def done():
             for j in job_ids:
                 records[j] = self.job(j)
             return all(recs and all(r.get("JobState") in ended for r in recs) for recs in records.values())
+
         self.wait_for(done, seconds, f"jobs {', '.join(job_ids)} to end")
         return records
 
@@ -201,8 +232,9 @@ PartitionName=debug Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP
         for name in ("slurmctld.log", "slurmd.log", "munge/munged.log", "munged.out", "slurmctld.out", "slurmd.out"):
             path = self.root / name
             if path.exists():
-                parts.append(f"--- {name} (last lines)\n" + "\n".join(path.read_text(errors="replace")
-                                                                      .splitlines()[-15:]))
+                parts.append(
+                    f"--- {name} (last lines)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+                )
         return "\n".join(parts)
 
     # -- stop -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 network, not the inputs, not the last prediction, not the frames of an exception (issue: cleanup
 frees what it says). Checked with weak references to every tensor the model created, in-process
 (--isolation none, where a leak would carry over to the next model)."""
+
 import weakref
 
 import torch
@@ -12,7 +13,7 @@ import vision_bench.measure.model_pass
 from vision_bench.measure.memory import free_cached_memory
 from vision_bench.models.base import ModelBenchmark
 
-CREATED: list = []          # weak references to every tensor and module the test model made
+CREATED: list = []  # weak references to every tensor and module the test model made
 
 
 def track(obj):
@@ -65,11 +66,28 @@ def test_nothing_of_a_model_is_alive_when_the_after_cleanup_figure_is_read(ub, t
         alive_at_cleanup[len(alive_at_cleanup)] = [r() for r in CREATED if r() is not None]
         return error
 
-    monkeypatch.setattr(vision_bench.measure.model_pass, "free_cached_memory", checked_free)   # where the pass looks it up
+    monkeypatch.setattr(
+        vision_bench.measure.model_pass, "free_cached_memory", checked_free
+    )  # where the pass looks it up
     CREATED.clear()
-    code = ub.main(["--models", f"{failing.CLI_NAME},{ok.CLI_NAME}", "--weights", "random", "--runs", "2",
-                    "--keep-going", "--no-dissect", "--isolation", "none", "--images", str(sample_image),
-                    "--output-dir", str(tmp_path)])
+    code = ub.main(
+        [
+            "--models",
+            f"{failing.CLI_NAME},{ok.CLI_NAME}",
+            "--weights",
+            "random",
+            "--runs",
+            "2",
+            "--keep-going",
+            "--no-dissect",
+            "--isolation",
+            "none",
+            "--images",
+            str(sample_image),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 1
     failed, complete = load_run(tmp_path)["json"]["models"]
     assert failed["status"] == "failed" and failed["error"]["phase"] == "output"
@@ -77,5 +95,6 @@ def test_nothing_of_a_model_is_alive_when_the_after_cleanup_figure_is_read(ub, t
     assert len(CREATED) > 10, "the test model should have made tensors to track"
     assert len(alive_at_cleanup) == 2
     for model, alive in zip(("failed", "complete"), alive_at_cleanup.values()):
-        assert alive == [], f"{model} model: {len(alive)} objects still referenced at cleanup: " \
-                            f"{[type(a).__name__ for a in alive][:5]}"
+        assert alive == [], (
+            f"{model} model: {len(alive)} objects still referenced at cleanup: {[type(a).__name__ for a in alive][:5]}"
+        )

@@ -1,5 +1,6 @@
 """--compare, --merge and --devices: significance verdicts on synthetic result files, real runs
 compared and merged, two workers on the CPU, and the one-line errors for files that are not results."""
+
 import copy
 import json
 from pathlib import Path
@@ -14,30 +15,58 @@ SMALL_RUN = ["--weights", "random", "--no-dissect"]
 
 
 def synthetic_model(name: str, times_s, parameters=2_616_248, peak=600 << 20, status="complete", weights="random"):
-    return {"model": name, "cli_name": name.lower(), "status": status, "weights": weights, "dtype": "float32",
-            "parameters": parameters, "flops": 2 * parameters, "gflops": 2 * parameters / 1e9,
-            "input_shape": [1, 3, 640, 480], "memory": {"peak_bytes": peak},
-            "runs": [{"image": "a.jpg", "kind": "cold", "cold": True, "total_s": 1.0}]
-            + [{"image": "a.jpg", "kind": "timed", "cold": False, "total_s": float(t)} for t in times_s]}
+    return {
+        "model": name,
+        "cli_name": name.lower(),
+        "status": status,
+        "weights": weights,
+        "dtype": "float32",
+        "parameters": parameters,
+        "flops": 2 * parameters,
+        "gflops": 2 * parameters / 1e9,
+        "input_shape": [1, 3, 640, 480],
+        "memory": {"peak_bytes": peak},
+        "runs": [{"image": "a.jpg", "kind": "cold", "cold": True, "total_s": 1.0}]
+        + [{"image": "a.jpg", "kind": "timed", "cold": False, "total_s": float(t)} for t in times_s],
+    }
 
 
 def mergeable_model(name: str, times_s) -> dict:
     """A synthetic complete model with every figure a merged report shows."""
     from vision_bench.measure.stats import latency_stats
+
     stats = latency_stats(list(times_s))
     model = synthetic_model(name, times_s)
-    return model | {"weights_source": "random", "nominal_input_size": 640, "load_seconds": 0.5,
-                    "cold_start": model["runs"][0], "latency_end_to_end": stats, "latency_forward": stats,
-                    "memory": {"peak_bytes": 600 << 20, "peak_over_baseline_bytes": 100 << 20}}
+    return model | {
+        "weights_source": "random",
+        "nominal_input_size": 640,
+        "load_seconds": 0.5,
+        "cold_start": model["runs"][0],
+        "latency_end_to_end": stats,
+        "latency_forward": stats,
+        "memory": {"peak_bytes": 600 << 20, "peak_over_baseline_bytes": 100 << 20},
+    }
 
 
-def synthetic_file(path: Path, models: list[dict], run_id="20260101_000000", schema="unified-benchmark/2",
-                   gpu=None) -> Path:
-    data = {"schema": schema, "run_id": run_id, "status": "complete", "images": ["/x/a.jpg"],
-            "config": {"runs_per_image": 10, "warmup_rounds": 1, "weights": "random", "device": "cpu",
-                       "isolation": "process", "seed": 42},
-            "system": {"gpu": gpu, "cpu": "x86_64", "torch": "2.14.1", "transformers": "5.0", "ultralytics": "8.4"},
-            "models": models}
+def synthetic_file(
+    path: Path, models: list[dict], run_id="20260101_000000", schema="unified-benchmark/2", gpu=None
+) -> Path:
+    data = {
+        "schema": schema,
+        "run_id": run_id,
+        "status": "complete",
+        "images": ["/x/a.jpg"],
+        "config": {
+            "runs_per_image": 10,
+            "warmup_rounds": 1,
+            "weights": "random",
+            "device": "cpu",
+            "isolation": "process",
+            "seed": 42,
+        },
+        "system": {"gpu": gpu, "cpu": "x86_64", "torch": "2.14.1", "transformers": "5.0", "ultralytics": "8.4"},
+        "models": models,
+    }
     path.write_text(json.dumps(data))
     return path
 
@@ -56,7 +85,9 @@ def comparison_md(out: Path) -> str:
 
 def test_thirty_percent_slower_with_tight_spreads_is_slower_and_fails_the_gate(tmp_path):
     base = synthetic_file(tmp_path / "base.json", [synthetic_model("Net", tight(0.100, seed=1))])
-    new = synthetic_file(tmp_path / "new.json", [synthetic_model("Net", tight(0.130, seed=2))], run_id="20260101_000001")
+    new = synthetic_file(
+        tmp_path / "new.json", [synthetic_model("Net", tight(0.130, seed=2))], run_id="20260101_000001"
+    )
     gated = run_cli("--compare", base, new, "--fail-if-slower", "10", "--output-dir", tmp_path / "a")
     assert gated.returncode == 1, gated.stdout + gated.stderr
     row = next(line for line in gated.stdout.splitlines() if line.strip().startswith("Net "))
@@ -76,9 +107,12 @@ def test_identical_distributions_are_no_significant_change_and_one_sided_models_
     # Two draws from one distribution: their medians differ a little, and the test must not call that a change.
     base_times, new_times = tight(0.100, seed=3), tight(0.100, seed=4)
     assert np.median(base_times) != np.median(new_times)
-    base = synthetic_file(tmp_path / "base.json", [synthetic_model("Net", base_times),
-                                                   synthetic_model("OnlyBase", base_times)])
-    new = synthetic_file(tmp_path / "new.json", [synthetic_model("Net", new_times), synthetic_model("OnlyNew", new_times)])
+    base = synthetic_file(
+        tmp_path / "base.json", [synthetic_model("Net", base_times), synthetic_model("OnlyBase", base_times)]
+    )
+    new = synthetic_file(
+        tmp_path / "new.json", [synthetic_model("Net", new_times), synthetic_model("OnlyNew", new_times)]
+    )
     proc = run_cli("--compare", base, new, "--fail-if-slower", "10", "--allow-missing", "--output-dir", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # OnlyBase is missing in new: allowed here
     assert "no significant change" in proc.stdout
@@ -89,10 +123,18 @@ def test_identical_distributions_are_no_significant_change_and_one_sided_models_
 
 
 def test_a_different_model_a_status_change_and_random_against_pretrained_are_flagged(tmp_path):
-    base = synthetic_file(tmp_path / "base.json", [synthetic_model("Net", tight(0.1)),
-                                                   synthetic_model("Other", tight(0.1), weights="pretrained")])
-    new = synthetic_file(tmp_path / "new.json", [synthetic_model("Net", tight(0.1), parameters=3_000_000, status="failed"),
-                                                 synthetic_model("Other", tight(0.1))], gpu="NVIDIA A100")
+    base = synthetic_file(
+        tmp_path / "base.json",
+        [synthetic_model("Net", tight(0.1)), synthetic_model("Other", tight(0.1), weights="pretrained")],
+    )
+    new = synthetic_file(
+        tmp_path / "new.json",
+        [
+            synthetic_model("Net", tight(0.1), parameters=3_000_000, status="failed"),
+            synthetic_model("Other", tight(0.1)),
+        ],
+        gpu="NVIDIA A100",
+    )
     proc = run_cli("--compare", base, new, "--output-dir", tmp_path)
     assert proc.returncode == 1, proc.stderr  # Net completed in base and failed in new
     md = comparison_md(tmp_path)
@@ -104,7 +146,9 @@ def test_a_different_model_a_status_change_and_random_against_pretrained_are_fla
 
 
 def test_a_model_that_moved_to_another_system_inside_a_merged_file_is_a_warning(tmp_path):
-    base = synthetic_file(tmp_path / "base.json", [synthetic_model("Net", tight(0.1)), synthetic_model("Other", tight(0.1))])
+    base = synthetic_file(
+        tmp_path / "base.json", [synthetic_model("Net", tight(0.1)), synthetic_model("Other", tight(0.1))]
+    )
     moved = synthetic_model("Net", tight(0.1)) | {"system": {"gpu": "NVIDIA L4", "torch": "2.14.1"}, "device": "cuda:1"}
     new = synthetic_file(tmp_path / "new.json", [moved, synthetic_model("Other", tight(0.1))])
     proc = run_cli("--compare", base, new, "--output-dir", tmp_path)
@@ -117,25 +161,34 @@ def test_a_model_that_moved_to_another_system_inside_a_merged_file_is_a_warning(
 def test_mann_whitney_p_matches_scipy(ub):
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(7)
-    cases = [(rng.normal(1, 0.1, 5), rng.normal(1.2, 0.1, 5), "exact"),
-             (np.round(rng.normal(1, 0.1, 6), 1), np.round(rng.normal(1.1, 0.1, 7), 1), "exact"),  # ties
-             (rng.normal(1, 0.1, 20), rng.normal(1.05, 0.1, 25), "asymptotic"),
-             (rng.normal(1, 0.1, 5), rng.normal(1.1, 0.1, 100), "asymptotic"),  # too many splits to enumerate
-             (np.round(rng.normal(1, 0.1, 30), 2), np.round(rng.normal(1, 0.1, 30), 2), "asymptotic")]
+    cases = [
+        (rng.normal(1, 0.1, 5), rng.normal(1.2, 0.1, 5), "exact"),
+        (np.round(rng.normal(1, 0.1, 6), 1), np.round(rng.normal(1.1, 0.1, 7), 1), "exact"),  # ties
+        (rng.normal(1, 0.1, 20), rng.normal(1.05, 0.1, 25), "asymptotic"),
+        (rng.normal(1, 0.1, 5), rng.normal(1.1, 0.1, 100), "asymptotic"),  # too many splits to enumerate
+        (np.round(rng.normal(1, 0.1, 30), 2), np.round(rng.normal(1, 0.1, 30), 2), "asymptotic"),
+    ]
     for a, b, method in cases:
         # scipy's own exact test ignores ties; its permutation method over every split does not.
-        expected = stats.mannwhitneyu(a, b, alternative="two-sided", method=method if method == "asymptotic"
-                                      else stats.PermutationMethod(n_resamples=np.inf)).pvalue
+        expected = stats.mannwhitneyu(
+            a,
+            b,
+            alternative="two-sided",
+            method=method if method == "asymptotic" else stats.PermutationMethod(n_resamples=np.inf),
+        ).pvalue
         assert mann_whitney_p(list(a), list(b)) == pytest.approx(expected, rel=1e-6, abs=1e-9), (a, b)
     assert mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "no such file"),
-    ("this is not json", "not JSON"),
-    (json.dumps({"hello": 1}), "not a benchmark results file"),
-    (json.dumps({"schema": "unified-benchmark/99", "models": []}), "schema 'unified-benchmark/99'"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "no such file"),
+        ("this is not json", "not JSON"),
+        (json.dumps({"hello": 1}), "not a benchmark results file"),
+        (json.dumps({"schema": "unified-benchmark/99", "models": []}), "schema 'unified-benchmark/99'"),
+    ],
+)
 @pytest.mark.parametrize("option", ["--compare", "--merge"])
 def test_a_file_that_is_not_a_readable_result_exits_2_with_one_line(tmp_path, content, expected, option):
     good = synthetic_file(tmp_path / "good.json", [mergeable_model("Net", tight(0.1))])
@@ -167,8 +220,9 @@ def real_runs(tmp_path_factory, sample_image):
     root = tmp_path_factory.mktemp("real")
     runs = {}
     for name, model, n in (("a", "yolo11n-detect", "5"), ("b", "yolo11n-detect", "5"), ("c", "yolo11n-pose", "1")):
-        proc = run_cli("--models", model, "--runs", n, "--images", sample_image, *SMALL_RUN,
-                       "--output-dir", root / name)
+        proc = run_cli(
+            "--models", model, "--runs", n, "--images", sample_image, *SMALL_RUN, "--output-dir", root / name
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         run = load_run(root / name)
         runs[name] = run["results_dir"] / f"benchmark_results_{run['run_id']}.json"
@@ -201,7 +255,10 @@ def test_merging_two_shards_gives_one_report_with_all_models(real_runs):
     md = merged["md_path"].read_text()
     assert "| YOLO11nDetect | random" in md and "| YOLO11nPose | random" in md and "Merged from 2 result files" in md
     assert "Mixed systems" not in md  # same machine; but the shards ran 5 and 1 timed runs per image:
-    assert "The parts ran with different runs_per_image: YOLO11nDetect runs_per_image=5; YOLO11nPose runs_per_image=1" in md
+    assert (
+        "The parts ran with different runs_per_image: YOLO11nDetect runs_per_image=5; YOLO11nPose runs_per_image=1"
+        in md
+    )
     walls = [json.loads(runs[k].read_text())["total_seconds"] for k in "ac"]
     assert data["total_seconds"] == pytest.approx(sum(walls))
     assert [s["wall"] for s in data["phase_totals"]["shards"]] == walls
@@ -239,14 +296,29 @@ def test_a_merge_of_different_systems_says_so(real_runs, tmp_path):
     assert [m["system"]["gpu"] for m in merged["json"]["models"]] == [None, "NVIDIA H100"]
     md = merged["md_path"].read_text()
     assert "**Mixed systems.**" in md and "| YOLO11nPose | cpu | NVIDIA H100 | torch 2.99.0 |" in md
-    assert "**Mixed settings.** The parts ran with different runs_per_image: YOLO11nDetect runs_per_image=5; " \
-           "YOLO11nPose runs_per_image=10." in md
+    assert (
+        "**Mixed settings.** The parts ran with different runs_per_image: YOLO11nDetect runs_per_image=5; "
+        "YOLO11nPose runs_per_image=10." in md
+    )
     assert [m["run_config"]["runs_per_image"] for m in merged["json"]["models"]] == [5, 10]
 
 
 def test_two_workers_on_the_cpu_split_the_models_and_write_one_report(tmp_path, sample_image):
-    proc = run_cli("--devices", "cpu,cpu", "--models", "yolo11n-detect,yolo11n-pose", "--runs", "1", "--warmup", "0",
-                   "--images", sample_image, *SMALL_RUN, "--output-dir", tmp_path)
+    proc = run_cli(
+        "--devices",
+        "cpu,cpu",
+        "--models",
+        "yolo11n-detect,yolo11n-pose",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--images",
+        sample_image,
+        *SMALL_RUN,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = load_run(tmp_path)
     models = run["json"]["models"]
@@ -264,18 +336,23 @@ def test_two_workers_on_the_cpu_split_the_models_and_write_one_report(tmp_path, 
     assert sorted(s["slot"] for s in slots) == [0, 1] and all(s["busy"] > s["measuring"] > 0 for s in slots)
     assert totals["available"] == pytest.approx(totals["outside_slots"] + sum(s["busy"] for s in slots))
     assert totals["available"] > totals["wall"] and totals["overhead"] == pytest.approx(
-        totals["available"] - totals["measuring"])
+        totals["available"] - totals["measuring"]
+    )
     assert totals["overhead"] == pytest.approx(sum(s["overhead"] for s in slots) + totals["outside_slots"])
     assert "device slots in parallel" in md
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--devices", "cuda:0,cuda:1"], "CUDA is not available"),
-    (["--devices", "cpu,cpu", "--isolation", "none"], "needs --isolation process"),
-    (["--devices", "cpu", "--device", "cpu"], "one or the other"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--devices", "cuda:0,cuda:1"], "CUDA is not available"),
+        (["--devices", "cpu,cpu", "--isolation", "none"], "needs --isolation process"),
+        (["--devices", "cpu", "--device", "cpu"], "one or the other"),
+    ],
+)
 def test_devices_usage_errors(tmp_path, extra, expected):
     import torch
+
     if "cuda:0,cuda:1" in extra and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     proc = run_cli(*extra, "--models", "yolo11n-detect", *SMALL_RUN, "--output-dir", tmp_path / "out")
@@ -294,12 +371,31 @@ def test_an_interrupt_with_devices_stops_every_worker_and_keeps_the_finished_mod
 
     import psutil
     from conftest import ROOT
+
     log = tmp_path / "stdout.txt"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "worker_models.py"), "--devices", "cpu,cpu",
-                                 "--models", "sleepy,tinyconv", "--weights", "random", "--runs", "2", "--no-dissect",
-                                 "--images", str(sample_image), "--output-dir", str(tmp_path / "out")],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "worker_models.py"),
+                "--devices",
+                "cpu,cpu",
+                "--models",
+                "sleepy,tinyconv",
+                "--weights",
+                "random",
+                "--runs",
+                "2",
+                "--no-dissect",
+                "--images",
+                str(sample_image),
+                "--output-dir",
+                str(tmp_path / "out"),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 240
         while not ("SLEEPING" in log.read_text() and "[COMPLETE] TinyConv" in log.read_text()):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
@@ -311,8 +407,12 @@ def test_an_interrupt_with_devices_stops_every_worker_and_keeps_the_finished_mod
     assert code == 130, text[-2000:]
     run = load_run(tmp_path / "out")
     sleepy, tiny = run["json"]["models"]
-    assert (sleepy["model"], sleepy["status"], tiny["model"], tiny["status"]) == \
-        ("Sleepy", "interrupted", "TinyConv", "complete")
+    assert (sleepy["model"], sleepy["status"], tiny["model"], tiny["status"]) == (
+        "Sleepy",
+        "interrupted",
+        "TinyConv",
+        "complete",
+    )
     assert {sleepy["device_slot"], tiny["device_slot"]} == {0, 1}
     assert "Sleepy                 interrupted" in text  # the closing summary agrees with the JSON
     assert sleepy["worker"]["pid"] in {p.pid for p in children}
@@ -326,10 +426,12 @@ def test_an_interrupt_with_devices_stops_every_worker_and_keeps_the_finished_mod
 
 def test_the_comparison_page_has_the_markdown_verdicts_and_escapes_names(tmp_path):
     from html.parser import HTMLParser
+
     hostile = "Net<script>alert(1)</script>"
     base = synthetic_file(tmp_path / "base.json", [synthetic_model(hostile, tight(0.100, seed=1))])
-    new = synthetic_file(tmp_path / "new.json", [synthetic_model(hostile, tight(0.130, seed=2))],
-                         run_id="20260101_000001</b><img src=x>")
+    new = synthetic_file(
+        tmp_path / "new.json", [synthetic_model(hostile, tight(0.130, seed=2))], run_id="20260101_000001</b><img src=x>"
+    )
     proc = run_cli("--compare", base, new, "--output-dir", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pages = sorted((tmp_path / "results").glob("comparison_*.html"))

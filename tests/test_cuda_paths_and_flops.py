@@ -2,6 +2,7 @@
 independent count). The CUDA-only branches are checked on the CPU: the time breakdown's CUDA
 clock with a fake torch.cuda, the device parser through the CLI, the cleanup helpers with a
 CUDA call that raises as a sticky error would."""
+
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +14,19 @@ from test_slow_models_small_settings import tiny_depthpro  # noqa: F401  (fixtur
 
 from vision_bench.cli import resolve_device
 from vision_bench.common import UsageError, leaf_modules, seed_everything
+from vision_bench.inspect.time_breakdown import CudaEventClock, HostClock, TimeBreakdown, clock_for
 from vision_bench.measure.environment import system_info
-from vision_bench.models.images import load_rgb
 from vision_bench.measure.memory import MemoryTracker, safe_cuda_cleanup
 from vision_bench.models.base import ModelBenchmark
+from vision_bench.models.images import load_rgb
 from vision_bench.reports.markdown import markdown_report, numeric_settings_text
-from vision_bench.inspect.time_breakdown import CudaEventClock, HostClock, TimeBreakdown, clock_for
 
-MB = 1024 ** 2
+MB = 1024**2
 
 
 def bus_image(ub):
     from ultralytics.utils import ASSETS
+
     return load_rgb(Path(ASSETS) / "bus.jpg")
 
 
@@ -33,6 +35,7 @@ def independent_flops(call) -> int:
     the matmuls every device computes)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
+
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         call()
     return counter.get_total_flops()
@@ -48,10 +51,19 @@ class TinyViT(torch.nn.Module):
         self.heads = heads
         self.embed = torch.nn.Conv2d(3, dim, patch, stride=patch)
         self.cls = torch.nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({
-            "norm1": torch.nn.LayerNorm(dim), "qkv": torch.nn.Linear(dim, 3 * dim), "proj": torch.nn.Linear(dim, dim),
-            "norm2": torch.nn.LayerNorm(dim), "fc1": torch.nn.Linear(dim, 4 * dim), "fc2": torch.nn.Linear(4 * dim, dim),
-        }) for _ in range(depth))
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.ModuleDict(
+                {
+                    "norm1": torch.nn.LayerNorm(dim),
+                    "qkv": torch.nn.Linear(dim, 3 * dim),
+                    "proj": torch.nn.Linear(dim, dim),
+                    "norm2": torch.nn.LayerNorm(dim),
+                    "fc1": torch.nn.Linear(dim, 4 * dim),
+                    "fc2": torch.nn.Linear(4 * dim, dim),
+                }
+            )
+            for _ in range(depth)
+        )
 
     def forward(self, x):
         x = self.embed(x).flatten(2).transpose(1, 2)
@@ -89,6 +101,7 @@ def tiny_vit_benchmark(ub):
 
         def postprocess(self, outputs, image):
             return outputs
+
     return TinyViTBenchmark
 
 
@@ -96,11 +109,11 @@ def test_tiny_vit_flops_equal_the_analytic_count_with_attention(ub, tiny_vit_ben
     bench = tiny_vit_benchmark(torch.device("cpu"), weights="random")
     bench.load()
     c = tiny_vit_benchmark
-    n = (c.SIDE // c.PATCH) ** 2 + 1                    # patches plus the class token
+    n = (c.SIDE // c.PATCH) ** 2 + 1  # patches plus the class token
     d = c.DIM
-    patch_embed = 2 * (n - 1) * d * 3 * c.PATCH ** 2
-    linears = 2 * n * d * d * (3 + 1 + 4 + 4)          # qkv, proj, fc1, fc2 per block
-    attention = 2 * n * n * d + 2 * n * n * d           # Q K^T and (scores) V over all heads
+    patch_embed = 2 * (n - 1) * d * 3 * c.PATCH**2
+    linears = 2 * n * d * d * (3 + 1 + 4 + 4)  # qkv, proj, fc1, fc2 per block
+    attention = 2 * n * n * d + 2 * n * n * d  # Q K^T and (scores) V over all heads
     flops, shape = bench.count_flops_and_input(Image.new("RGB", (100, 80)))
     assert shape == [1, 3, c.SIDE, c.SIDE]
     assert flops == patch_embed + c.DEPTH * (linears + attention)
@@ -119,7 +132,7 @@ def test_depth_anything_v2_small_flops_on_bus_include_attention(ub):
     # D = 384, 12 layers) is 60.66; the count without attention was 106.81.
     tokens = 1 + (686 // 14) * (518 // 14)
     assert independent == pytest.approx(167.465e9, rel=1e-3)
-    assert 4 * tokens ** 2 * 384 * 12 == pytest.approx(60.66e9, rel=1e-3)
+    assert 4 * tokens**2 * 384 * 12 == pytest.approx(60.66e9, rel=1e-3)
 
 
 def test_yolo11n_detect_flops_match_the_network_alone(ub):
@@ -127,7 +140,7 @@ def test_yolo11n_detect_flops_match_the_network_alone(ub):
     bench = ub.YOLO11nDetectBenchmark(torch.device("cpu"), weights="random")
     bench.load()
     flops, shape = bench.count_flops_and_input(bus_image(ub))
-    assert shape == [1, 3, 640, 480]       # letterboxed to a multiple of 32, aspect ratio kept
+    assert shape == [1, 3, 640, 480]  # letterboxed to a multiple of 32, aspect ratio kept
     independent = independent_flops(lambda: bench.network()(torch.zeros(shape)))
     assert abs(flops - independent) <= 0.001 * independent
 
@@ -146,12 +159,18 @@ def test_mobilesam_flops_are_the_encoder_plus_one_prompt_decode(ub):
     def decode():
         features = sam.image_encoder(torch.zeros(shape))
         sparse, dense = sam.prompt_encoder(points=None, boxes=torch.tensor([[100.0, 100.0, 500.0, 700.0]]), masks=None)
-        sam.mask_decoder(image_embeddings=features, image_pe=sam.prompt_encoder.get_dense_pe(),
-                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
+        sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+
     independent = independent_flops(decode)
     assert independent > encoder
     assert abs(flops - independent) <= 0.001 * independent
-    assert flops > encoder * 1.02         # the decoder is counted too (a few percent of the total)
+    assert flops > encoder * 1.02  # the decoder is counted too (a few percent of the total)
 
 
 def test_tiny_depthpro_flops_match_the_network_alone(ub, tiny_depthpro):  # noqa: F811
@@ -203,6 +222,7 @@ class FakeCuda:
             def elapsed_time(self, end):
                 assert cuda.synchronized, "elapsed_time read before the synchronisation"
                 return end.at - self.at
+
         self.Event = Event
 
     def current_stream(self, device):
@@ -214,7 +234,7 @@ class FakeCuda:
 
 
 def breakdown_model(timeline):
-    shared = Work(1.0, timeline)              # called twice, in two blocks
+    shared = Work(1.0, timeline)  # called twice, in two blocks
     first = torch.nn.Sequential(Work(2.0, timeline), shared)
     second = torch.nn.Sequential(torch.nn.Sequential(Work(4.0, timeline), Work(8.0, timeline)), shared)
     return torch.nn.Sequential(first, second), shared
@@ -233,11 +253,12 @@ def test_time_breakdown_cuda_event_bookkeeping_with_a_fake_clock(ub):
 
     def call():
         model(torch.zeros(1))
-        assert fake.syncs == 0                # no synchronisation inside the pass
+        assert fake.syncs == 0  # no synchronisation inside the pass
         return None, {"forward": 20.0 / 1000}
+
     out = breakdown.run(blocks, leaves, call)
     assert fake.syncs == 1
-    assert fake.recorded == 2 * (len(blocks) + 5)   # a pair per block call and per leaf call (shared twice)
+    assert fake.recorded == 2 * (len(blocks) + 5)  # a pair per block call and per leaf call (shared twice)
     assert breakdown.block_ms == {"first": 3.0, "second": 13.0}
     shared_name = next(name for name, m in leaves if m is shared)
     assert breakdown.leaf_ms[shared_name] == 2.0 and breakdown.leaf_calls[shared_name] == 2
@@ -250,7 +271,7 @@ def test_time_breakdown_cuda_event_bookkeeping_with_a_fake_clock(ub):
 
 def test_clock_is_chosen_by_device(ub):
     assert isinstance(clock_for(torch.device("cpu")), HostClock)
-    assert isinstance(clock_for(torch.device("cuda:1")), CudaEventClock)   # no CUDA call on creation
+    assert isinstance(clock_for(torch.device("cuda:1")), CudaEventClock)  # no CUDA call on creation
     assert isinstance(TimeBreakdown(torch.device("cpu")).clock, HostClock)
 
 
@@ -276,6 +297,7 @@ def test_time_breakdown_cpu_path_end_to_end(ub):
         start = time.perf_counter()
         model(torch.zeros(1))
         return None, {"forward": time.perf_counter() - start}
+
     out = breakdown.run([("a", model[0]), ("b", model[1])], leaf_modules(model), call)
     assert breakdown.block_ms["a"] >= 40 and breakdown.block_ms["b"] >= 60
     assert breakdown.leaf_calls["0.1"] == 2 and breakdown.leaf_ms["0.1"] >= 20
@@ -285,7 +307,7 @@ def test_time_breakdown_cpu_path_end_to_end(ub):
 
 # -- Memory: the reset order, and cleanup that survives a sticky CUDA error ----------------
 def touched(megabytes: int) -> np.ndarray:
-    return np.ones(megabytes * MB // 8)      # np.ones writes every page: resident, not just reserved
+    return np.ones(megabytes * MB // 8)  # np.ones writes every page: resident, not just reserved
 
 
 PEAK_CHILD = """
@@ -315,17 +337,24 @@ def test_peak_after_reset_belongs_to_the_load_that_follows(ub):
     between the two windows and move the baseline (seen in full-suite runs on a loaded machine)."""
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-c", PEAK_CHILD], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
+
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     earlier_peak, before_load, peak = map(int, proc.stdout.split())
     assert peak >= before_load + 190 * MB
-    assert peak < earlier_peak - 100 * MB     # not the earlier, bigger allocation's peak
+    assert peak < earlier_peak - 100 * MB  # not the earlier, bigger allocation's peak
 
 
 def test_cleanup_helpers_return_a_sticky_cuda_error_instead_of_raising(ub, monkeypatch):
     def sticky(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nCompile with TORCH_USE_CUDA_DSA")
+
     assert safe_cuda_cleanup(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "synchronize", sticky)
     monkeypatch.setattr(torch.cuda, "empty_cache", sticky)
@@ -333,7 +362,7 @@ def test_cleanup_helpers_return_a_sticky_cuda_error_instead_of_raising(ub, monke
     assert "illegal memory access" in error and "\n" not in error
     tracker = MemoryTracker(torch.device("cpu"))
     tracker.reset_peak()
-    tracker.device = torch.device("cuda:0")   # as if the model ran on a GPU that is now broken
+    tracker.device = torch.device("cuda:0")  # as if the model ran on a GPU that is now broken
     peak = tracker.safe_peak()
     assert peak["cpu_peak_rss_bytes"] > 0 and "illegal memory access" in peak["cuda_error"]
     tracker.stop_sampling()
@@ -358,11 +387,26 @@ def test_system_info_states_the_numeric_settings(ub, monkeypatch):
 
 def test_markdown_system_table_shows_the_numeric_settings(ub, tmp_path):
     from types import SimpleNamespace
+
     ctx = SimpleNamespace(assets_dir=tmp_path / "assets", results_dir=tmp_path, viz_dir=tmp_path / "viz", run_id="x")
-    data = {"models": [], "run_id": "x", "started": "now", "total_seconds": 1.0, "command": "test", "status": "complete",
-            "system": system_info(torch.device("cpu")), "images": [],
-            "config": {"image_source": "test", "runs_per_image": 1, "seed": 0, "weights": "random", "device": "cpu",
-                       "torch_threads": 1}}
+    data = {
+        "models": [],
+        "run_id": "x",
+        "started": "now",
+        "total_seconds": 1.0,
+        "command": "test",
+        "status": "complete",
+        "system": system_info(torch.device("cpu")),
+        "images": [],
+        "config": {
+            "image_source": "test",
+            "runs_per_image": 1,
+            "seed": 0,
+            "weights": "random",
+            "device": "cpu",
+            "torch_threads": 1,
+        },
+    }
     md = markdown_report(data, ctx)
     row = next(line for line in md.splitlines() if line.startswith("| numeric settings |"))
     assert "matmul TF32" in row and "cuDNN TF32" in row and "cudnn.benchmark" in row and "default dtype float32" in row
@@ -379,6 +423,7 @@ def test_compute_dtype_is_the_networks_parameter_dtype(ub, tiny_vit_benchmark):
 def test_pretrained_transformers_model_loads_in_float32(ub, tmp_path):
     """transformers 5 loads in the checkpoint's dtype unless told: a bfloat16 checkpoint must
     still run in float32."""
+
     class TinyDepthAnything(ub.DepthAnythingV2SmallBenchmark):
         HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 32, 4, 2, [1, 2, 3, 4]
         FUSION_SIZE, NECK_SIZES = 16, [8, 16, 32, 32]
@@ -394,17 +439,19 @@ def test_pretrained_transformers_model_loads_in_float32(ub, tmp_path):
 # -- Cold starts that compare: the ultralytics predictor is built in load() ----------------
 def test_yolo_predictor_is_set_up_in_load_and_reused_by_the_timed_runs(ub, monkeypatch):
     from ultralytics.engine.predictor import BasePredictor
+
     bench = ub.YOLO11nDetectBenchmark(torch.device("cpu"), weights="random")
     bench.load()
     predictor = bench.ul_model.predictor
     assert predictor is not None and predictor.done_warmup
     network = bench.network()
-    assert network is predictor.model.model                       # the fused copy that runs
+    assert network is predictor.model.model  # the fused copy that runs
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
-    assert bench.count_parameters() == 2_616_248                  # released, fused
+    assert bench.count_parameters() == 2_616_248  # released, fused
 
     def no_second_setup(*args, **kwargs):
         raise AssertionError("the first timed run set the predictor up again")
+
     monkeypatch.setattr(BasePredictor, "setup_model", no_second_setup)
     bench.timed_run(Image.new("RGB", (96, 64)))
     assert bench.ul_model.predictor is predictor and bench.network() is network
@@ -412,6 +459,7 @@ def test_yolo_predictor_is_set_up_in_load_and_reused_by_the_timed_runs(ub, monke
 
 def test_mobilesam_predictor_is_set_up_in_load(ub, monkeypatch):
     from ultralytics.models.sam.predict import Predictor
+
     bench = ub.MobileSAMBenchmark(torch.device("cpu"), weights="random", sam_prompt="box")
     bench.load()
     predictor = bench.ul_model.predictor
@@ -426,12 +474,13 @@ def test_mobilesam_predictor_is_set_up_in_load(ub, monkeypatch):
 @pytest.mark.parametrize("device", ["cuda:01", "cuda:\u0663"])
 def test_cli_rejects_a_malformed_cuda_index_in_one_line_before_any_folder(tmp_path, device):
     out = tmp_path / "out"
-    proc = run_cli("--device", device, "--weights", "random", "--models", "yolo11n-detect", "--output-dir", out,
-                   timeout=300)
+    proc = run_cli(
+        "--device", device, "--weights", "random", "--models", "yolo11n-detect", "--output-dir", out, timeout=300
+    )
     assert proc.returncode == 2
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, lines
-    assert "cuda:N" in lines[0] and "ASCII digits" in lines[0]   # about the format, not about availability
+    assert "cuda:N" in lines[0] and "ASCII digits" in lines[0]  # about the format, not about availability
     assert "Traceback" not in proc.stderr
     assert not out.exists()
 

@@ -1,5 +1,6 @@
 """Single-pass dissection: every call of every leaf module, numbered in execution order,
 files written off the forward pass, strict JSON, hooks always removed."""
+
 import json
 import threading
 
@@ -10,7 +11,13 @@ from PIL import Image
 from torch import nn
 
 from vision_bench.common import atomic_write_json, first_tensor
-from vision_bench.inspect.dissection import LayerDissector, feature_planes, render_feature_grid, tensor_stats, token_grid
+from vision_bench.inspect.dissection import (
+    LayerDissector,
+    feature_planes,
+    render_feature_grid,
+    tensor_stats,
+    token_grid,
+)
 
 
 class SharedActivation(nn.Module):
@@ -35,7 +42,8 @@ def count_leaf_calls(network, call) -> int:
     leaves = {id(m) for m in network.modules() if next(m.children(), None) is None}
     calls = []
     handle = nn.modules.module.register_module_forward_hook(
-        lambda m, a, o: calls.append(1) if id(m) in leaves else None)
+        lambda m, a, o: calls.append(1) if id(m) in leaves else None
+    )
     try:
         call()
     finally:
@@ -46,6 +54,7 @@ def count_leaf_calls(network, call) -> int:
 def strict(text):
     def reject(c):
         raise ValueError(c)
+
     return json.loads(text, parse_constant=reject)
 
 
@@ -91,7 +100,7 @@ def test_first_tensor_of_structured_outputs(ub):
 def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
     h, w, c = 6, 8, 20
     grid = torch.arange(h).view(h, 1).expand(h, w).reshape(h * w).float()  # channel 0 = patch row
-    tokens = torch.randn(1, 1 + h * w, c)          # one class token first
+    tokens = torch.randn(1, 1 + h * w, c)  # one class token first
     tokens[0, 1:, 0] = grid
     planes, note = feature_planes(tokens, input_hw=(h * 14, w * 14))
     assert note and "6x8" in note and "1 leading" in note
@@ -114,7 +123,7 @@ def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
 def test_token_grid_rejects_non_grids(ub):
     assert token_grid(577, (384, 384)) == (1, 24, 24)
     assert token_grid(1 + 37 * 49, (518, 686)) == (1, 37, 49)
-    assert token_grid(5 + 16 * 16, (224, 224)) == (5, 16, 16)   # register tokens
+    assert token_grid(5 + 16 * 16, (224, 224)) == (5, 16, 16)  # register tokens
     assert token_grid(7, (1024, 1024)) is None
     assert token_grid(577, None) is None
 
@@ -196,10 +205,12 @@ def test_render_feature_grid_handles_tiny_and_large_maps(ub, tmp_path):
 def test_statistics_match_a_float64_reference(ub):
     """The all-finite fast path (chunked, float64 accumulation) against numpy in float64."""
     gen = torch.Generator().manual_seed(0)
-    cases = [torch.randn(1, 32, 300, 200, generator=gen) * 50 + 1000,       # large offset: cancellation risk
-             torch.relu(torch.randn(1, 1814, 384, generator=gen)),          # many exact zeros
-             torch.randn(3, 5, generator=gen).half(),
-             torch.randn(64, 64, generator=gen).t()]                        # non-contiguous
+    cases = [
+        torch.randn(1, 32, 300, 200, generator=gen) * 50 + 1000,  # large offset: cancellation risk
+        torch.relu(torch.randn(1, 1814, 384, generator=gen)),  # many exact zeros
+        torch.randn(3, 5, generator=gen).half(),
+        torch.randn(64, 64, generator=gen).t(),
+    ]  # non-contiguous
     for t in cases:
         ref = t.double().numpy()
         stats = tensor_stats(t)

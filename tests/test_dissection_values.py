@@ -1,6 +1,7 @@
 """The dissection's files hold the right values: the NPY is the activation it came from
 (batch element 0, first channels), token sequences land on the right (C, h, w) grid, and
 every PNG tile is normalised on its own, spanning the colour map from end to end."""
+
 import numpy as np
 import torch
 from PIL import Image
@@ -12,6 +13,7 @@ from vision_bench.inspect.dissection import LayerDissector
 def viridis_ends() -> tuple[np.ndarray, np.ndarray]:
     """The colours of viridis at 0 and 1, from matplotlib directly."""
     from matplotlib import colormaps
+
     cmap = colormaps["viridis"]
     return tuple((np.asarray(cmap(v)[:3]) * 255).astype(np.uint8) for v in (0.0, 1.0))
 
@@ -89,8 +91,9 @@ def test_each_png_tile_spans_the_colour_map(ub, tmp_path):
     """Channels on wildly different scales and one constant channel: each tile is normalised
     on its own, so every non-constant tile shows both ends of viridis; the constant one is flat."""
     rng = np.random.default_rng(3)
-    maps = np.stack([rng.standard_normal((10, 15)) * 10.0 ** k + 5 * k for k in range(-3, 3)] +
-                    [np.full((10, 15), 7.0)]).astype(np.float32)   # 7 channels, the last constant
+    maps = np.stack(
+        [rng.standard_normal((10, 15)) * 10.0**k + 5 * k for k in range(-3, 3)] + [np.full((10, 15), 7.0)]
+    ).astype(np.float32)  # 7 channels, the last constant
     x = torch.from_numpy(maps)[None]
     net = nn.Sequential(nn.Identity())
     dissector = LayerDissector(tmp_path, input_hw=(10, 15))

@@ -1,5 +1,6 @@
 """--divergence: networks with a known culprit are localised in both modes, a layer that only inherits
 error is not blamed, records match by call index, the figures against numpy, memory stays bounded."""
+
 import json
 import math
 import subprocess
@@ -14,8 +15,14 @@ from torch import nn
 from worker_models import OffsetLinear
 
 from vision_bench.common import VariantUnsupported
-from vision_bench.divergence.layer_passes import AutocastVariant, HookedVariant, candidate_modules, prefix_sizes, run_divergence
 from vision_bench.divergence.error_figures import error_figures
+from vision_bench.divergence.layer_passes import (
+    AutocastVariant,
+    HookedVariant,
+    candidate_modules,
+    prefix_sizes,
+    run_divergence,
+)
 from vision_bench.models.base import ModelBenchmark
 
 TOLERANCE = 1e-4
@@ -90,7 +97,15 @@ def test_a_layer_that_adds_an_error_only_in_the_variant_is_named_in_both_modes_a
     out = run_divergence(bench, variant, image=None)
     records = by_key(out)
     assert [(r["name"], r["call"]) for r in out["records"]] == [
-        ("first", 1), ("norm", 1), ("shared", 1), ("shared", 2), ("middle", 1), ("act", 1), ("shared", 3), ("last", 1)]
+        ("first", 1),
+        ("norm", 1),
+        ("shared", 1),
+        ("shared", 2),
+        ("middle", 1),
+        ("act", 1),
+        ("shared", 3),
+        ("last", 1),
+    ]
     assert out["first_divergent"]["name"] == "middle" and out["first_propagated"]["name"] == "middle"
     assert out["over_tolerance"] == 1 and out["top_own"][0]["name"] == "middle"
     for key in [("first", 1), ("norm", 1), ("shared", 1), ("shared", 2)]:
@@ -116,17 +131,19 @@ def test_a_module_called_three_times_is_matched_call_by_call():
 
 def test_bfloat16_autocast_names_the_layer_whose_rounding_ruins_it_in_both_modes():
     torch.manual_seed(2)
-    network = nn.Sequential(nn.Linear(32, 32), nn.GELU(), OffsetLinear(32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, 8))
+    network = nn.Sequential(
+        nn.Linear(32, 32), nn.GELU(), OffsetLinear(32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, 8)
+    )
     bench = Bench(network, torch.randn(16, 32))
-    tolerance = 2 * 2 ** -7
+    tolerance = 2 * 2**-7
     out = run_divergence(bench, AutocastVariant("torch-bf16", torch.bfloat16, tolerance), image=None)
     records = by_key(out)
     assert out["first_divergent"]["name"] == "2" and out["first_propagated"]["name"] == "2"
     assert own(records["2", 1]) > 10 * tolerance
-    assert 0 < own(records["0", 1]) < tolerance      # plain bf16 rounding: an error, under the tolerance
-    assert own(records["4", 1]) < tolerance < inherited(records["4", 1])   # inherits, not blamed
+    assert 0 < own(records["0", 1]) < tolerance  # plain bf16 rounding: an error, under the tolerance
+    assert own(records["4", 1]) < tolerance < inherited(records["4", 1])  # inherits, not blamed
     assert candidate_modules(out["records"], tolerance) == ["2"]
-    assert bench.autocast_dtype == torch.bfloat16     # the bench is left in the variant
+    assert bench.autocast_dtype == torch.bfloat16  # the bench is left in the variant
 
 
 def test_error_figures_match_numpy_in_float64_and_non_finite_values_are_infinite_error():
@@ -153,6 +170,7 @@ def test_the_suggestion_tries_sets_of_1_2_3_5_8_modules_then_all():
 
 def test_torch_compile_is_unsupported_with_the_reason():
     from vision_bench.divergence.divergence_pass import hooked_variant
+
     bench = Bench(nn.Linear(2, 2), torch.zeros(1, 2))
     with pytest.raises(VariantUnsupported, match="fuses the leaf modules"):
         hooked_variant(bench, "torch-compile")
@@ -188,6 +206,7 @@ def test_a_network_of_large_activations_stays_within_the_spill_queue_and_a_few_a
     """24 layers of 64 MB (1.5 GB of activations): the divergence passes' peak, measured in a process of its
     own, stays within the plain forward's peak plus the spill queue (64 MB) plus four activations."""
     from vision_bench.divergence.layer_passes import SPILL_QUEUE_BYTES
+
     script = BOUNDED.format(tests=str(ROOT / "tests"), root=str(ROOT), scratch=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -195,7 +214,7 @@ def test_a_network_of_large_activations_stays_within_the_spill_queue_and_a_few_a
     activation = 4096 * 4096 * 4
     assert figures["compared"] == 24 and figures["spilled"] == 24 * activation
     assert figures["divergence"] - figures["plain"] < SPILL_QUEUE_BYTES + 4 * activation, figures
-    assert not list(tmp_path.iterdir())     # the scratch folder is gone
+    assert not list(tmp_path.iterdir())  # the scratch folder is gone
 
 
 def test_divergence_without_a_variant_to_compare_is_a_usage_error(tmp_path):
@@ -209,11 +228,32 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     and yolo11n-detect. The culprit is named, keeping it alone in fp32 passes parity and is timed; every
     record of the real model is compared in both modes; the scratch folder is gone."""
     worker_models = ROOT / "tests" / "worker_models.py"
-    done = subprocess.run([sys.executable, str(worker_models), "--weights", "random", "--models",
-                           "halffragile,yolo11n-detect", "--variants", "torch-bf16,torch-channels-last,onnxruntime",
-                           "--divergence", "--runs", "2", "--warmup", "0", "--no-dissect", "--output-dir", str(tmp_path),
-                           "--models-dir", str(tmp_path / "models")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(worker_models),
+            "--weights",
+            "random",
+            "--models",
+            "halffragile,yolo11n-detect",
+            "--variants",
+            "torch-bf16,torch-channels-last,onnxruntime",
+            "--divergence",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--no-dissect",
+            "--output-dir",
+            str(tmp_path),
+            "--models-dir",
+            str(tmp_path / "models"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "first divergent layer #3 3 (call 1, OffsetLinear)" in done.stdout
     [results] = (tmp_path / "results").glob("benchmark_results_*.json")
@@ -230,7 +270,7 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     assert channels_last["status"] == "complete" and "suggestion" not in channels_last
     yolo_onnx = yolo["divergence"][2]
     assert yolo_onnx["status"] == "complete" and yolo_onnx["modes"] == ["propagated"]
-    assert yolo_onnx["compared"] == 174 and yolo_onnx["onnx"]["unmapped"] == 4      # four Identity activations
+    assert yolo_onnx["compared"] == 174 and yolo_onnx["onnx"]["unmapped"] == 4  # four Identity activations
     assert max(r["propagated"]["relative_l2"] for r in yolo_onnx["records"] if "propagated" in r) < 1e-4
     for entry in yolo["divergence"][:2]:
         assert entry["status"] == "complete", entry.get("reason")
@@ -246,8 +286,9 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     [report] = (tmp_path / "results").glob("benchmark_report_*.md")
     text = report.read_text()
     assert "### Where the variants diverge" in text and "first divergent layer #3 `3` (call 1, OffsetLinear)" in text
-    assert "Suggestion: torch-bf16 with this module in fp32" in text, \
-        text[text.index("### Where the variants diverge"):][:3000]
+    assert "Suggestion: torch-bf16 with this module in fp32" in text, text[
+        text.index("### Where the variants diverge") :
+    ][:3000]
     assert list((tmp_path / "results").glob("report_*/HalfFragile_divergence_torch-bf16.png"))
 
 
@@ -257,7 +298,7 @@ def test_an_in_place_module_gets_no_shadow_call_and_the_reference_it_aliases_sta
     out = run_divergence(Bench(network, torch.randn(4, 8)), HookedVariant("same", TOLERANCE), image=None)
     records = by_key(out)
     assert "shadow" not in records["1", 1] and "in-place" in records["1", 1]["note"]
-    assert own(records["2", 1]) == 0 and own(records["3", 1]) == 0      # Identity and Flatten: copies
+    assert own(records["2", 1]) == 0 and own(records["3", 1]) == 0  # Identity and Flatten: copies
     assert all(inherited(r) == 0 for r in out["records"])
 
 
@@ -268,7 +309,7 @@ class OwnOperations(nn.Module):
     def __init__(self, n: int):
         super().__init__()
         self.before, self.after = nn.Linear(n, n), nn.Linear(n, n)
-        self.weight = nn.Parameter(torch.randn(n, n) / n ** 0.5)
+        self.weight = nn.Parameter(torch.randn(n, n) / n**0.5)
 
     def forward(self, x):
         y = self.before(x)
@@ -279,14 +320,15 @@ class OwnOperations(nn.Module):
 def test_an_error_made_between_the_leaves_is_owned_by_its_container_and_a_pure_composition_owns_none():
     torch.manual_seed(4)
     network = nn.Sequential(nn.Linear(16, 16), OwnOperations(16), nn.ReLU(), nn.Linear(16, 4))
-    tolerance = 2 * 2 ** -7
-    out = run_divergence(Bench(network, torch.randn(8, 16)), AutocastVariant("torch-bf16", torch.bfloat16, tolerance),
-                         image=None)
-    assert all(own(r) < tolerance for r in out["records"])      # no leaf is to blame
+    tolerance = 2 * 2**-7
+    out = run_divergence(
+        Bench(network, torch.randn(8, 16)), AutocastVariant("torch-bf16", torch.bfloat16, tolerance), image=None
+    )
+    assert all(own(r) < tolerance for r in out["records"])  # no leaf is to blame
     ops = {r["name"]: r for r in out["ops_records"]}
-    assert set(ops) == {"1", "Sequential"} and ops["1"]["after"] == 2     # it returned after its leaf `1.after`
+    assert set(ops) == {"1", "Sequential"} and ops["1"]["after"] == 2  # it returned after its leaf `1.after`
     assert own(ops["1"]) > 10 * tolerance
-    assert own(ops["Sequential"]) == 0                                     # it only calls its children
+    assert own(ops["Sequential"]) == 0  # it only calls its children
     first = out["first_divergent"]
     assert (first["name"], first["kind"], first["index"]) == ("1", "ops", 2)
     assert first["type"] == "OwnOperations (its own operations)"

@@ -5,6 +5,7 @@ checked from several sides: the three reports agree, every run's time is kept an
 cold start and warm-up stand apart from the statistics, every headline median has its interval,
 the phases are timed, the layer folders are complete, and every link in the Markdown report
 resolves to a valid picture."""
+
 import csv
 import json
 import re
@@ -16,13 +17,14 @@ from conftest import load_run, run_cli
 from PIL import Image
 
 MODELS = ["yolo11n-detect", "yolo11n-segment", "yolo11n-pose", "depth-anything-v2-small", "mobilesam"]
-RUNS = 3        # timed runs per image: 2 images x 3 = 6, the fewest with a 95% interval of the median
+RUNS = 3  # timed runs per image: 2 images x 3 = 6, the fewest with a 95% interval of the median
 WARMUP = 1
 
 
 def strict_json_loads(text):
     def reject(constant):
         raise ValueError(f"non-strict JSON constant {constant}")
+
     return json.loads(text, parse_constant=reject)
 
 
@@ -30,6 +32,7 @@ def strict_json_loads(text):
 def second_image(tmp_path_factory):
     """A second input shape (landscape), so that warm-up and per-image statistics mean something."""
     from ultralytics.utils import ASSETS
+
     out = tmp_path_factory.mktemp("images2") / "zidane_small.jpg"
     with Image.open(Path(ASSETS) / "zidane.jpg") as im:
         im.convert("RGB").resize((320, 180)).save(out, quality=90)
@@ -39,9 +42,25 @@ def second_image(tmp_path_factory):
 @pytest.fixture(scope="module", params=["process", "none"])
 def run(request, tmp_path_factory, sample_image, second_image):
     out = tmp_path_factory.mktemp(f"e2e_{request.param}")
-    proc = run_cli("--weights", "random", "--models", ",".join(MODELS), "--runs", RUNS, "--warmup", WARMUP,
-                   "--images", sample_image, second_image, "--sam-prompt", "box", "--isolation", request.param,
-                   "--output-dir", out)
+    proc = run_cli(
+        "--weights",
+        "random",
+        "--models",
+        ",".join(MODELS),
+        "--runs",
+        RUNS,
+        "--warmup",
+        WARMUP,
+        "--images",
+        sample_image,
+        second_image,
+        "--sam-prompt",
+        "box",
+        "--isolation",
+        request.param,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = load_run(out)
     data["stdout"] = proc.stdout
@@ -73,8 +92,12 @@ def test_json_is_strict_and_complete(run):
 
 def test_every_run_is_kept_and_marked_and_only_timed_runs_make_the_statistics(run):
     first, second = run["images"]
-    expected = [("cold", first)] + [("warmup", first), ("warmup", second)] * WARMUP \
-        + [("timed", first)] * RUNS + [("timed", second)] * RUNS
+    expected = (
+        [("cold", first)]
+        + [("warmup", first), ("warmup", second)] * WARMUP
+        + [("timed", first)] * RUNS
+        + [("timed", second)] * RUNS
+    )
     for m in run["json"]["models"]:
         runs = m["runs"]
         assert [(r["kind"], r["image"]) for r in runs] == expected
@@ -92,8 +115,9 @@ def test_every_run_is_kept_and_marked_and_only_timed_runs_make_the_statistics(ru
         for stats in (e2e, m["latency_forward"]):
             assert stats["ci95_low"] <= stats["median"] <= stats["ci95_high"]
         per_image = m["latency_per_image"]
-        assert per_image[second]["warmup_s"] == [r["total_s"] for r in runs if r["kind"] == "warmup"
-                                                 and r["image"] == second]
+        assert per_image[second]["warmup_s"] == [
+            r["total_s"] for r in runs if r["kind"] == "warmup" and r["image"] == second
+        ]
         assert per_image[first]["steady"]["n"] == RUNS and per_image[first]["first_is_cold_start"]
 
 
@@ -107,8 +131,9 @@ def test_phases_are_timed_and_the_overhead_is_what_is_left(run):
         assert all(v >= 0 for v in m["phase_seconds"].values())
         assert m["phase_seconds"]["timed"] >= sum(r["total_s"] for r in m["runs"] if r["kind"] == "timed")
     totals = data["phase_totals"]
-    measuring = sum(totals[p] for p in ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown",
-                                        "dissection"))
+    measuring = sum(
+        totals[p] for p in ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "dissection")
+    )
     assert totals["measuring"] == pytest.approx(measuring)
     assert totals["overhead"] == pytest.approx(data["total_seconds"] - measuring, abs=0.01)
     md = run["md_path"].read_text()
@@ -147,12 +172,11 @@ def test_csv_and_markdown_agree_with_json(run):
         assert float(row["gflops"]) == pytest.approx(m["gflops"])
         assert int(row["layers_dissected"]) == m["dissection"]["records"]
         # The Markdown summary row shows the same figures, in milliseconds.
-        line = next(l for l in md.splitlines() if l.startswith(f"| {m['model']} |"))
+        line = next(line for line in md.splitlines() if line.startswith(f"| {m['model']} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[3] == f"{m['cold_start']['total_s'] * 1000:.1f}"
         e2e = m["latency_end_to_end"]
-        assert cells[4] == (f"{e2e['median'] * 1000:.1f} [{e2e['ci95_low'] * 1000:.1f}, "
-                            f"{e2e['ci95_high'] * 1000:.1f}]")
+        assert cells[4] == (f"{e2e['median'] * 1000:.1f} [{e2e['ci95_low'] * 1000:.1f}, {e2e['ci95_high'] * 1000:.1f}]")
         assert cells[10] == f"{m['parameters']:,}"
         assert cells[13] == str(m["dissection"]["records"])
 
@@ -224,11 +248,11 @@ def test_markdown_report_links_resolve_to_pngs(run):
     assert md.startswith("# Vision model benchmark report")
     assert "Warning: random weights" in md.split("## System")[0]
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert any("latency" in l for l in links) and any("memory" in l for l in links)
+    assert any("latency" in line for line in links) and any("memory" in line for line in links)
     # one output picture and one activation chart per model
     for m in run["json"]["models"]:
-        assert any(l.endswith(f"{m['model']}_output.png") for l in links), m["model"]
-        assert any(l.endswith(f"{m['model']}_activations.png") for l in links), m["model"]
+        assert any(line.endswith(f"{m['model']}_output.png") for line in links), m["model"]
+        assert any(line.endswith(f"{m['model']}_activations.png") for line in links), m["model"]
     for link in links:
         path = run["results_dir"] / link
         assert path.is_file(), link
@@ -254,5 +278,15 @@ def test_time_breakdown_shares_add_up(run):
 def test_progress_lines(run):
     out = run["stdout"]
     total = 1 + (WARMUP + RUNS) * 2
-    for tag in ("[LOAD]", f"[INFER 1/{total}]", f"[INFER {total}/{total}]", "(warm-up)", "[STATS]", "[DISSECT]", "[MEMORY]", "[CLEANUP]", "[COMPLETE]"):
+    for tag in (
+        "[LOAD]",
+        f"[INFER 1/{total}]",
+        f"[INFER {total}/{total}]",
+        "(warm-up)",
+        "[STATS]",
+        "[DISSECT]",
+        "[MEMORY]",
+        "[CLEANUP]",
+        "[COMPLETE]",
+    ):
         assert tag in out

@@ -1,5 +1,6 @@
 """Failures that cannot be produced for real on a CPU machine (CUDA out of memory) and output
 rendering with the network blocked, driven through the tool's own code."""
+
 import socket
 
 import numpy as np
@@ -39,9 +40,24 @@ def test_out_of_memory_is_reported_with_memory_figures_and_others_kept(ub, tmp_p
             return outputs
 
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "oomnet", OOMBenchmark)
-    code = ub.main(["--models", "oomnet,yolo11n-detect", "--weights", "random", "--runs", "3", "--keep-going",
-                    "--isolation", "none",
-                    "--no-dissect", "--images", str(sample_image), "--output-dir", str(tmp_path)])
+    code = ub.main(
+        [
+            "--models",
+            "oomnet,yolo11n-detect",
+            "--weights",
+            "random",
+            "--runs",
+            "3",
+            "--keep-going",
+            "--isolation",
+            "none",
+            "--no-dissect",
+            "--images",
+            str(sample_image),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 1
     run = load_run(tmp_path)
     oom, yolo = run["json"]["models"]
@@ -61,14 +77,17 @@ def test_out_of_memory_is_reported_with_memory_figures_and_others_kept(ub, tmp_p
 def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("rendering tried the network")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     import ultralytics.utils.plotting as plotting
+
     monkeypatch.setattr(plotting, "check_font", refuse)
 
 
 def test_ultralytics_outputs_render_without_network(ub, tmp_path, no_network):
     from PIL import Image
     from ultralytics.engine.results import Results
+
     image = Image.new("RGB", (160, 120), (90, 120, 150))
     bgr = np.asarray(image)[..., ::-1].copy()
     boxes = torch.tensor([[10.0, 10.0, 80.0, 100.0, 0.9, 0.0]])

@@ -1,6 +1,7 @@
 """The --compare gate: a model that did not complete in new fails it, a file the schema rejects is
 exit 2 in one line, and the verdict and the gate follow the Hodges-Lehmann shift's 95% interval
 (checked against brute-force enumeration and scipy)."""
+
 import copy
 import itertools
 import json
@@ -26,20 +27,26 @@ def verdict_line(proc, name="Net") -> str:
 
 # --- a model that did not complete in new -------------------------------------------------------
 
-@pytest.mark.parametrize("case, expected", [
-    ("failed", "Net: completed in base, failed in new (WorkerDied: the worker process was killed by SIGSEGV)"),
-    ("timeout", "Net: completed in base, timeout in new"),
-    ("not run", "Net: completed in base, not run in new"),
-    ("missing", "Net: completed in base, missing in new"),
-    ("no timed runs", "Net: completed in base, no timed runs in new"),
-])
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("failed", "Net: completed in base, failed in new (WorkerDied: the worker process was killed by SIGSEGV)"),
+        ("timeout", "Net: completed in base, timeout in new"),
+        ("not run", "Net: completed in base, not run in new"),
+        ("missing", "Net: completed in base, missing in new"),
+        ("no timed runs", "Net: completed in base, no timed runs in new"),
+    ],
+)
 def test_a_model_that_did_not_complete_in_new_fails_the_comparison(tmp_path, case, expected):
     other = synthetic_model("Other", tight(0.1))
-    broken = {"failed": synthetic_model("Net", [], status="failed") | {
-                  "error": {"type": "WorkerDied", "message": "the worker process was killed by SIGSEGV"}},
-              "timeout": synthetic_model("Net", [], status="timeout"),
-              "not run": synthetic_model("Net", [], status="not run"),
-              "no timed runs": synthetic_model("Net", [])}.get(case)
+    broken = {
+        "failed": synthetic_model("Net", [], status="failed")
+        | {"error": {"type": "WorkerDied", "message": "the worker process was killed by SIGSEGV"}},
+        "timeout": synthetic_model("Net", [], status="timeout"),
+        "not run": synthetic_model("Net", [], status="not run"),
+        "no timed runs": synthetic_model("Net", []),
+    }.get(case)
     new_models = [other] + ([broken] if broken else [])
     proc = compare(tmp_path, [synthetic_model("Net", tight(0.1)), other], new_models, "--fail-if-slower", "10")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -48,20 +55,30 @@ def test_a_model_that_did_not_complete_in_new_fails_the_comparison(tmp_path, cas
     assert "1 model(s) completed in base and not in new" in out
     assert f"**Not completed in new:** {expected}" in comparison_md(tmp_path / "out")
     # The user can accept it explicitly; it stays in the report.
-    allowed = run_cli("--compare", tmp_path / "base.json", tmp_path / "new.json", "--allow-missing",
-                      "--output-dir", tmp_path / "allowed")
+    allowed = run_cli(
+        "--compare",
+        tmp_path / "base.json",
+        tmp_path / "new.json",
+        "--allow-missing",
+        "--output-dir",
+        tmp_path / "allowed",
+    )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert f"[WARNING] {expected} (allowed by --allow-missing)" in allowed.stdout + allowed.stderr
     assert f"**Not completed in new (allowed):** {expected}" in comparison_md(tmp_path / "allowed")
 
 
 def test_a_model_that_failed_in_base_too_is_not_a_gate_failure(tmp_path):
-    proc = compare(tmp_path, [synthetic_model("Net", [], status="failed"), synthetic_model("Other", tight(0.1))],
-                   [synthetic_model("Net", [], status="failed"), synthetic_model("Other", tight(0.1))])
+    proc = compare(
+        tmp_path,
+        [synthetic_model("Net", [], status="failed"), synthetic_model("Other", tight(0.1))],
+        [synthetic_model("Net", [], status="failed"), synthetic_model("Other", tight(0.1))],
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --- files the schema rejects -------------------------------------------------------------------
+
 
 def audit_files(good: dict) -> dict:
     """Every malformed file of the audit, as text: name -> (content, what the error must say)."""
@@ -75,36 +92,64 @@ def audit_files(good: dict) -> dict:
 
     edited("no cli_name", lambda d: d["models"][0].pop("cli_name"), "$.models[0]: 'cli_name' is a required property")
     edited("no status", lambda d: d["models"][0].pop("status"), "$.models[0]: 'status' is a required property")
-    edited("run without total_s", lambda d: d["models"][0]["runs"][2].pop("total_s"),
-           "$.models[0].runs[2]: 'total_s' is a required property")
-    edited("model not an object", lambda d: d["models"].__setitem__(0, "Net"),
-           "$.models[0]: expected object, found 'Net'")
+    edited(
+        "run without total_s",
+        lambda d: d["models"][0]["runs"][2].pop("total_s"),
+        "$.models[0].runs[2]: 'total_s' is a required property",
+    )
+    edited(
+        "model not an object", lambda d: d["models"].__setitem__(0, "Net"), "$.models[0]: expected object, found 'Net'"
+    )
     edited("started null", lambda d: d.__setitem__("started", None), "$.started: expected string, found null")
-    edited("null times", lambda d: [r.__setitem__("total_s", None) for r in d["models"][0]["runs"]],
-           "].total_s: expected number, found null")
-    edited("negative time", lambda d: d["models"][0]["runs"][3].__setitem__("total_s", -0.1),
-           "$.models[0].runs[3].total_s: expected minimum 0, found -0.1")
-    edited("unknown status", lambda d: d["models"][0].__setitem__("status", "done"), "$.models[0].status: expected one of")
-    edited("duplicate model", lambda d: d["models"].append(copy.deepcopy(d["models"][0])),
-           "Net (net) appears twice, at $.models[0] and $.models[1]")
+    edited(
+        "null times",
+        lambda d: [r.__setitem__("total_s", None) for r in d["models"][0]["runs"]],
+        "].total_s: expected number, found null",
+    )
+    edited(
+        "negative time",
+        lambda d: d["models"][0]["runs"][3].__setitem__("total_s", -0.1),
+        "$.models[0].runs[3].total_s: expected minimum 0, found -0.1",
+    )
+    edited(
+        "unknown status", lambda d: d["models"][0].__setitem__("status", "done"), "$.models[0].status: expected one of"
+    )
+    edited(
+        "duplicate model",
+        lambda d: d["models"].append(copy.deepcopy(d["models"][0])),
+        "Net (net) appears twice, at $.models[0] and $.models[1]",
+    )
     assert '"parameters": 2616248' in text
-    cases["5,000-digit integer"] = (text.replace('"parameters": 2616248', '"parameters": ' + "7" * 5000),
-                                    "$.models[0].parameters: expected integer or null, found 77777777... (5000 characters)")
+    cases["5,000-digit integer"] = (
+        text.replace('"parameters": 2616248', '"parameters": ' + "7" * 5000),
+        "$.models[0].parameters: expected integer or null, found 77777777... (5000 characters)",
+    )
     nan = copy.deepcopy(good)
     for run in nan["models"][0]["runs"]:
         run["total_s"] = float("nan")
     cases["all-NaN times"] = (json.dumps(nan), "].total_s: expected number, found NaN (not a finite number)")
-    cases["1e999"] = (text.replace(json.dumps(good["models"][0]["runs"][4]["total_s"]), "1e999", 1),
-                      "$.models[0].runs[4].total_s: expected number, found 1e999 (not a finite number)")
-    cases["Infinity"] = (text.replace(json.dumps(good["models"][0]["runs"][4]["total_s"]), "-Infinity", 1),
-                         "found -Infinity (not a finite number)")
+    cases["1e999"] = (
+        text.replace(json.dumps(good["models"][0]["runs"][4]["total_s"]), "1e999", 1),
+        "$.models[0].runs[4].total_s: expected number, found 1e999 (not a finite number)",
+    )
+    cases["Infinity"] = (
+        text.replace(json.dumps(good["models"][0]["runs"][4]["total_s"]), "-Infinity", 1),
+        "found -Infinity (not a finite number)",
+    )
     return cases
 
 
-GOOD = {"schema": "unified-benchmark/3", "run_id": "20260101_000000", "status": "complete",
-        "started": "2026-01-01T00:00:00", "total_seconds": 12.5, "images": ["/x/a.jpg"],
-        "config": {"runs_per_image": 10, "weights": "random", "device": "cpu"}, "system": {"cpu": "x86_64"},
-        "models": [mergeable_model("Net", tight(0.1))]}
+GOOD = {
+    "schema": "unified-benchmark/3",
+    "run_id": "20260101_000000",
+    "status": "complete",
+    "started": "2026-01-01T00:00:00",
+    "total_seconds": 12.5,
+    "images": ["/x/a.jpg"],
+    "config": {"runs_per_image": 10, "weights": "random", "device": "cpu"},
+    "system": {"cpu": "x86_64"},
+    "models": [mergeable_model("Net", tight(0.1))],
+}
 
 
 @pytest.mark.parametrize("option", ["--compare", "--merge"])
@@ -125,6 +170,7 @@ def test_every_file_the_audit_found_is_exit_2_in_one_line(tmp_path, option, name
 
 def test_the_published_schema_reads_every_schema_version_and_merge_asks_for_the_figures_it_shows(tmp_path):
     from vision_bench.reports.results_file import validate_results
+
     for schema in ("unified-benchmark/1", "unified-benchmark/2", "unified-benchmark/3"):
         validate_results(GOOD | {"schema": schema}, tmp_path / "x.json", "--compare")
     # A complete model without the figures the merged report shows is a compare input but not a merge input.
@@ -132,11 +178,14 @@ def test_the_published_schema_reads_every_schema_version_and_merge_asks_for_the_
     second = synthetic_file(tmp_path / "b.json", [synthetic_model("Other", tight(0.1))], schema="unified-benchmark/3")
     proc = run_cli("--merge", first, second, "--output-dir", tmp_path / "m")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert f"--merge: {first}: not a valid results file: $.models[0]: 'weights_source' is a required property" \
+    assert (
+        f"--merge: {first}: not a valid results file: $.models[0]: 'weights_source' is a required property"
         in proc.stderr
+    )
 
 
 # --- one estimator for direction, size and significance ----------------------------------------
+
 
 def test_the_u_distribution_matches_brute_force_enumeration():
     for m, n in [(1, 1), (2, 3), (4, 4), (3, 6), (6, 7)]:
@@ -151,8 +200,10 @@ def brute_force_shift(a, b):
     """The Hodges-Lehmann shift and its 95% interval by enumeration: every split of the pooled ranks
     gives U's null distribution; the interval's rank is the largest c with P(U <= c-1) <= 2.5%."""
     m, n = len(a), len(b)
-    us = [sum(1 for x in first for y in range(m + n) if y not in first and x > y)
-          for first in itertools.combinations(range(m + n), m)]
+    us = [
+        sum(1 for x in first for y in range(m + n) if y not in first and x > y)
+        for first in itertools.combinations(range(m + n), m)
+    ]
     c = max([k for k in range(m * n + 1) if sum(u <= k - 1 for u in us) / len(us) <= 0.025] or [0])
     differences = sorted(y - x for x in a for y in b)
     return float(np.median(differences)), (differences[c - 1], differences[m * n - c]) if c else (None, None)
@@ -185,8 +236,8 @@ def test_a_bimodal_slowdown_is_slower_though_the_median_ratio_says_faster(tmp_pa
     the rest ten times slower. The ratio of medians says faster; a new run is the slower one 71% of the time."""
     base = np.linspace(0.0303, 0.0323, 30)
     new = np.concatenate([np.linspace(0.03115, 0.03125, 16), np.linspace(0.280, 0.320, 14)])
-    assert np.median(new) / np.median(base) < 1           # the old direction: faster
-    assert np.mean(new[:, None] > base[None, :]) > 0.7   # but a new run is more often the slower one
+    assert np.median(new) / np.median(base) < 1  # the old direction: faster
+    assert np.mean(new[:, None] > base[None, :]) > 0.7  # but a new run is more often the slower one
     proc = compare(tmp_path, [synthetic_model("Net", base)], [synthetic_model("Net", new)], "--fail-if-slower", "0.5")
     line = verdict_line(proc)
     assert line.rstrip().endswith("slower") and float(line.split("[")[1].split(",")[0]) > 0.5, proc.stdout
@@ -196,8 +247,13 @@ def test_a_bimodal_slowdown_is_slower_though_the_median_ratio_says_faster(tmp_pa
 def test_the_gate_fires_only_when_the_interval_shows_a_slowdown_larger_than_the_threshold(tmp_path):
     rng = np.random.default_rng(21)
     tight_base, tight_new = 0.100 * (1 + rng.uniform(-0.005, 0.005, 20)), 0.104 * (1 + rng.uniform(-0.005, 0.005, 20))
-    proc = compare(tmp_path / "tight", [synthetic_model("Net", tight_base)], [synthetic_model("Net", tight_new)],
-                   "--fail-if-slower", "2")
+    proc = compare(
+        tmp_path / "tight",
+        [synthetic_model("Net", tight_base)],
+        [synthetic_model("Net", tight_new)],
+        "--fail-if-slower",
+        "2",
+    )
     line = verdict_line(proc)
     low = float(line.split("[")[1].split(",")[0])
     assert line.rstrip().endswith("slower") and low > 2 and proc.returncode == 1, proc.stdout + proc.stderr
@@ -208,28 +264,48 @@ def test_the_gate_fires_only_when_the_interval_shows_a_slowdown_larger_than_the_
     wide_new = 0.104 * (1 + rng.uniform(-0.05, 0.05, 40))
     shift = shift_estimate(list(wide_base), list(wide_new))
     assert 0 < shift["low"] < 0.002, shift  # chosen so: slower, lower bound under 2% of 100 ms
-    proc = compare(tmp_path / "wide", [synthetic_model("Net", wide_base)], [synthetic_model("Net", wide_new)],
-                   "--fail-if-slower", "2")
+    proc = compare(
+        tmp_path / "wide",
+        [synthetic_model("Net", wide_base)],
+        [synthetic_model("Net", wide_new)],
+        "--fail-if-slower",
+        "2",
+    )
     assert verdict_line(proc).rstrip().endswith("slower") and proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_a_significantly_faster_model_never_fails_the_gate(tmp_path):
-    proc = compare(tmp_path, [synthetic_model("Net", tight(0.100, n=20, seed=1))],
-                   [synthetic_model("Net", tight(0.050, n=20, seed=2))], "--fail-if-slower", "0")
+    proc = compare(
+        tmp_path,
+        [synthetic_model("Net", tight(0.100, n=20, seed=1))],
+        [synthetic_model("Net", tight(0.050, n=20, seed=2))],
+        "--fail-if-slower",
+        "0",
+    )
     assert verdict_line(proc).rstrip().endswith("faster") and proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_too_few_runs_to_tell_instead_of_no_significant_change(tmp_path):
     assert smallest_two_sided_p(3, 3) == pytest.approx(0.1)
-    proc = compare(tmp_path, [synthetic_model("Net", [0.10, 0.11, 0.12])], [synthetic_model("Net", [0.20, 0.21, 0.22])],
-                   "--fail-if-slower", "10")
+    proc = compare(
+        tmp_path,
+        [synthetic_model("Net", [0.10, 0.11, 0.12])],
+        [synthetic_model("Net", [0.20, 0.21, 0.22])],
+        "--fail-if-slower",
+        "10",
+    )
     line = verdict_line(proc)
     assert line.rstrip().endswith("too few runs to tell") and "smallest p 0.1" in line and proc.returncode == 0, line
 
 
 def test_a_base_median_of_zero_still_gives_a_direction(tmp_path):
-    proc = compare(tmp_path, [synthetic_model("Net", [0.0] * 8)], [synthetic_model("Net", tight(0.01, n=8))],
-                   "--fail-if-slower", "5")
+    proc = compare(
+        tmp_path,
+        [synthetic_model("Net", [0.0] * 8)],
+        [synthetic_model("Net", tight(0.01, n=8))],
+        "--fail-if-slower",
+        "5",
+    )
     line = verdict_line(proc)
     assert line.rstrip().endswith("slower") and "(base median 0)" in line and proc.returncode == 1, line
 
@@ -256,16 +332,35 @@ def test_ci_fails_on_a_skip_that_is_not_allowed(tmp_path, strict, expected_code)
     import subprocess
     import sys
     from pathlib import Path
+
     (tmp_path / "test_sample.py").write_text(SKIPPING_TESTS)
     tests_dir = Path(__file__).resolve().parent
     env = {**os.environ, "VISION_BENCH_STRICT_SKIPS": strict, "PYTHONPATH": str(tests_dir)}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "strict_skips", "-p", "no:cacheprovider",
-                           str(tmp_path / "test_sample.py")], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "strict_skips",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_sample.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == expected_code, proc.stdout + proc.stderr
     assert "1 passed, 2 skipped" in proc.stdout
     if strict:
-        assert "test_needs_a_missing_reference: Skipped: could not import 'a_module_that_is_not_installed'" in proc.stdout
+        assert (
+            "test_needs_a_missing_reference: Skipped: could not import 'a_module_that_is_not_installed'" in proc.stdout
+        )
         assert "test_cpu_only" not in proc.stdout.split("skips not allowed")[1]
 
 
@@ -283,7 +378,7 @@ class SlowYOLO11nDetect(ub.YOLO11nDetectBenchmark):
         return super().run_pipeline(image)
 '''
 
-SLOW_RUNNER = '''
+SLOW_RUNNER = """
 import sys
 
 import unified_benchmark as ub
@@ -293,7 +388,7 @@ if __name__ == "__main__":
         import slow_models
         ub.MODELS_BY_CLI_NAME["yolo11n-detect"] = slow_models.SlowYOLO11nDetect
     sys.exit(ub.main(sys.argv[2:]))
-'''
+"""
 
 
 def test_a_real_slowdown_of_yolo11n_detect_fails_the_gate_with_its_interval_shown(tmp_path, sample_image):
@@ -303,19 +398,43 @@ def test_a_real_slowdown_of_yolo11n_detect_fails_the_gate_with_its_interval_show
     import sys
 
     from conftest import ROOT, load_run
+
     (tmp_path / "slow_models.py").write_text(SLOW_MODELS)
     (tmp_path / "run_slow.py").write_text(SLOW_RUNNER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     files = {}
     for name in ("base", "slow"):
-        proc = subprocess.run([sys.executable, str(tmp_path / "run_slow.py"), name, "--models", "yolo11n-detect",
-                               "--weights", "random", "--no-dissect", "--runs", "8", "--warmup", "1", "--images",
-                               str(sample_image), "--output-dir", str(tmp_path / name)],
-                              capture_output=True, text=True, env=env, timeout=900, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(tmp_path / "run_slow.py"),
+                name,
+                "--models",
+                "yolo11n-detect",
+                "--weights",
+                "random",
+                "--no-dissect",
+                "--runs",
+                "8",
+                "--warmup",
+                "1",
+                "--images",
+                str(sample_image),
+                "--output-dir",
+                str(tmp_path / name),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         run = load_run(tmp_path / name)
         files[name] = run["results_dir"] / f"benchmark_results_{run['run_id']}.json"
-    proc = run_cli("--compare", files["base"], files["slow"], "--fail-if-slower", "50", "--output-dir", tmp_path / "cmp")
+    proc = run_cli(
+        "--compare", files["base"], files["slow"], "--fail-if-slower", "50", "--output-dir", tmp_path / "cmp"
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = verdict_line(proc, "YOLO11nDetect")
     assert line.rstrip().endswith("slower"), line

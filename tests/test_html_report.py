@@ -3,6 +3,7 @@
 No skipping: without /usr/bin/chromium and /usr/bin/chromedriver these tests fail (.ci/run
 installs both). The page comes from one random-weights run of two models.
 """
+
 import copy
 import json
 import shutil
@@ -32,8 +33,18 @@ INJECTED = "<script>alert(1)</script>"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, sample_image):
     out = tmp_path_factory.mktemp("html_run")
-    proc = run_cli("--weights", "random", "--models", "yolo11n-detect,depth-anything-v2-small", "--runs", "2",
-                   "--images", sample_image, "--output-dir", out)
+    proc = run_cli(
+        "--weights",
+        "random",
+        "--models",
+        "yolo11n-detect,depth-anything-v2-small",
+        "--runs",
+        "2",
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     loaded = load_run(out)
     loaded["html_path"] = loaded["results_dir"] / f"benchmark_report_{loaded['run_id']}.html"
@@ -50,9 +61,18 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     # Without the background-networking flags Chromium waits on refused connections here.
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1400,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,900",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -64,7 +84,7 @@ def browser():
 
 def open_page(driver, path: Path, fragment: str = ""):
     driver.get("about:blank")
-    driver.get_log("browser"), driver.get_log("performance")   # start each page with empty logs
+    driver.get_log("browser"), driver.get_log("performance")  # start each page with empty logs
     driver.get(path.as_uri() + fragment)
     WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
@@ -108,12 +128,13 @@ def test_page_loads_offline_without_errors_and_only_selected_images(run, browser
     open_page(browser, run["html_path"])
     time.sleep(0.5)
     images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
     assert images, "the page shows no pictures"
     assert all(complete and width > 0 for _, complete, width in images), images
     problems, urls = page_log(browser)
     assert problems == []
-    assert all(url.startswith("file://") or url.startswith("data:") for url in urls), urls   # offline
+    assert all(url.startswith("file://") or url.startswith("data:") for url in urls), urls  # offline
     # Charts and output pictures, plus one layer picture per explorer: never every layer's PNG.
     layer_requests = [url for url in urls if "/viz/" in url]
     assert len(layer_requests) == len(run["json"]["models"]) == 2, layer_requests
@@ -129,7 +150,9 @@ def test_summary_has_a_row_per_model_and_sorts_by_header(run, browser):
     table = browser.find_element(By.CSS_SELECTOR, "#summary + div table.sortable")
 
     def names():
-        return [row.find_elements(By.TAG_NAME, "td")[0].text for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        return [
+            row.find_elements(By.TAG_NAME, "td")[0].text for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        ]
 
     expected = [m["model"] for m in run["json"]["models"]]
     assert names() == expected == ["YOLO11nDetect", "DepthAnythingV2Small"]
@@ -138,7 +161,7 @@ def test_summary_has_a_row_per_model_and_sorts_by_header(run, browser):
     assert names() == sorted(expected)
     header["model"].click()
     assert names() == sorted(expected, reverse=True)
-    header["params"].click()     # numeric: by parameter count, not by the text "24,785,089"
+    header["params"].click()  # numeric: by parameter count, not by the text "24,785,089"
     by_params = sorted(run["json"]["models"], key=lambda m: m["parameters"])
     assert names() == [m["model"] for m in by_params]
 
@@ -170,7 +193,7 @@ def test_selecting_a_record_shows_its_png_and_arrow_keys_step(run, browser):
     assert browser.execute_script("return arguments[0].naturalWidth", img) > 0
     detail = root.find_element(By.CSS_SELECTOR, ".ex-detail").text
     assert "backbone.encoder.layer.0.attention.q_proj" in detail and "1 x 1037 x 384" in detail
-    assert "tokens reshaped to" in detail          # the shape after the token reshape
+    assert "tokens reshaped to" in detail  # the shape after the token reshape
     links = [a.get_attribute("href") for a in root.find_elements(By.CSS_SELECTOR, "a.ex-file")]
     assert [Path(h).name for h in links] == ["layer_003.png", "layer_003.npy"]
     assert fragment(browser) == {"model": "DepthAnythingV2Small", "record": "3"}
@@ -195,7 +218,7 @@ def test_clicking_a_profile_point_selects_its_record_and_marks_it(run, browser):
     assert float(marker.get_attribute("x1")) == pytest.approx(float(point.get_attribute("cx")))
     point = root.find_element(By.CSS_SELECTOR, "svg.ex-profile circle.pt[data-index='120']")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
-    webdriver.ActionChains(browser).move_to_element(point).click().perform()   # a real pointer click
+    webdriver.ActionChains(browser).move_to_element(point).click().perform()  # a real pointer click
     assert selected_index(root) == 120
     assert float(marker.get_attribute("x1")) == pytest.approx(float(point.get_attribute("cx")))
 
@@ -204,7 +227,7 @@ def test_url_fragment_restores_model_and_record_on_reload(run, browser):
     open_page(browser, run["html_path"], "#model=DepthAnythingV2Small&record=17")
     root = explorer(browser, "DepthAnythingV2Small")
     assert selected_index(root) == 17
-    assert selected_index(explorer(browser, "YOLO11nDetect")) == 0     # the other explorer untouched
+    assert selected_index(explorer(browser, "YOLO11nDetect")) == 0  # the other explorer untouched
     rows = root.find_elements(By.CSS_SELECTOR, "tbody tr")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", rows[25])
     rows[25].click()
@@ -230,15 +253,25 @@ def test_names_with_markup_render_as_text(run, browser, ub, tmp_path):
     folder.mkdir(parents=True)
     (folder / "layers_metadata.json").write_text(json.dumps({"records": {str(r["index"]): r for r in records}}))
     good["dissection"]["folder"] = str(folder)
-    failed.update(status="failed", error={"type": "OutOfMemoryError", "phase": "inference",
-                                          "message": '<img src=x onerror="window.pwned=3"> out of memory'},
-                  memory={"cpu_rss_before_load_bytes": 2 ** 30, "at_failure": {"cpu_peak_rss_bytes": 5 * 2 ** 30}})
+    failed.update(
+        status="failed",
+        error={
+            "type": "OutOfMemoryError",
+            "phase": "inference",
+            "message": '<img src=x onerror="window.pwned=3"> out of memory',
+        },
+        memory={"cpu_rss_before_load_bytes": 2**30, "at_failure": {"cpu_peak_rss_bytes": 5 * 2**30}},
+    )
     data["status"] = "failed"
     for model in data["models"]:
-        model.pop("output_image", None)      # pictures live in the real run's folder, not here
+        model.pop("output_image", None)  # pictures live in the real run's folder, not here
     results = tmp_path / "results"
-    ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
-                          assets_dir=results / f"report_{data['run_id']}")
+    ctx = SimpleNamespace(
+        run_id=data["run_id"],
+        results_dir=results,
+        viz_dir=tmp_path / "viz",
+        assets_dir=results / f"report_{data['run_id']}",
+    )
     ctx.assets_dir.mkdir(parents=True)
     page = html_report(data, ctx)
     assert INJECTED not in page and "</script><script>window" not in page
@@ -247,7 +280,7 @@ def test_names_with_markup_render_as_text(run, browser, ub, tmp_path):
 
     open_page(browser, path)
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text
+        _ = browser.switch_to.alert.text
     assert browser.execute_script("return window.pwned") is None
     assert INJECTED in browser.find_element(By.CSS_SELECTOR, "section h2").text
     root = browser.find_element(By.CSS_SELECTOR, ".explorer")
@@ -273,11 +306,22 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
     done["latency_end_to_end"].update(ci95_low=0.0123, ci95_high=0.0456, ci_method="order statistics")
     done["phase_seconds"] = {"load": 1.25, "timed": 3.5}
     data["phase_totals"] = {"load": 1.25, "overhead": 0.75}
-    data["models"].append({"model": "MobileSAM", "status": "timeout", "weights": "random", "runs": [],
-                           "error": {"type": "Timeout", "message": "worker killed", "output_tail": ["line one", "line two"]}})
+    data["models"].append(
+        {
+            "model": "MobileSAM",
+            "status": "timeout",
+            "weights": "random",
+            "runs": [],
+            "error": {"type": "Timeout", "message": "worker killed", "output_tail": ["line one", "line two"]},
+        }
+    )
     results = tmp_path / "results"
-    ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
-                          assets_dir=results / f"report_{data['run_id']}")
+    ctx = SimpleNamespace(
+        run_id=data["run_id"],
+        results_dir=results,
+        viz_dir=tmp_path / "viz",
+        assets_dir=results / f"report_{data['run_id']}",
+    )
     page = html_report(data, ctx)
     assert "<b>Run running.</b>" in page and "DepthAnythingV2Small (running)" in page
     assert page.count("<section ") == 1 and '<section id="model-0"><h2>YOLO11nDetect</h2>' in page
@@ -292,8 +336,12 @@ def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
     the final write draws them (write_reports, before the wall time is stamped) and both reports show them."""
     data = copy.deepcopy(run["json"])
     results = tmp_path / "results"
-    ctx = SimpleNamespace(run_id=data["run_id"], results_dir=results, viz_dir=tmp_path / "viz",
-                          assets_dir=results / f"report_{data['run_id']}")
+    ctx = SimpleNamespace(
+        run_id=data["run_id"],
+        results_dir=results,
+        viz_dir=tmp_path / "viz",
+        assets_dir=results / f"report_{data['run_id']}",
+    )
     ctx.assets_dir.mkdir(parents=True)
     data["status"] = "running"
     md = markdown_report(data, ctx)

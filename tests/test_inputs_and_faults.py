@@ -4,6 +4,7 @@ Every CLI run is a real subprocess on the CPU with --weights random (or a local 
 for the weight-file cases); the only model that runs is yolo11n-detect (plus yolo11n-segment
 for --keep-going and depth-anything-v2-small in the SIGINT test), with one or two runs on tiny
 images."""
+
 import csv
 import json
 import math
@@ -28,10 +29,18 @@ from vision_bench.inspect.dissection import LayerDissector, tensor_stats
 from vision_bench.models.images import discover_images, load_rgb
 from vision_bench.reports.write import CSV_COLUMNS
 
-ALL_MODEL_NAMES = ["depthpro", "depth-anything-v2-small", "depth-anything-v2-base", "depth-anything-v2-large",
-                   "yolo11n-detect", "yolo11n-segment", "yolo11n-pose", "mobilesam"]
-MODEL_RUN_TIMEOUT = 300     # seconds for a CLI run that benchmarks a model
-FAST_TIMEOUT = 120          # seconds for a run that must stop before or at the first model load
+ALL_MODEL_NAMES = [
+    "depthpro",
+    "depth-anything-v2-small",
+    "depth-anything-v2-base",
+    "depth-anything-v2-large",
+    "yolo11n-detect",
+    "yolo11n-segment",
+    "yolo11n-pose",
+    "mobilesam",
+]
+MODEL_RUN_TIMEOUT = 300  # seconds for a CLI run that benchmarks a model
+FAST_TIMEOUT = 120  # seconds for a run that must stop before or at the first model load
 
 
 # =========================================================================================
@@ -83,8 +92,9 @@ def assert_usage_exit(proc, output_dir: Path | None = None) -> str:
     assert "[LOAD]" not in proc.stdout, proc.stdout
     line = one_line_error(proc)
     if output_dir is not None:
-        assert nothing_written(output_dir), \
+        assert nothing_written(output_dir), (
             f"a rejected run wrote under {output_dir}/results: {sorted(p.name for p in (output_dir / 'results').rglob('*'))}"
+        )
     return line
 
 
@@ -101,7 +111,7 @@ def make_corrupt_png(folder: Path) -> Path:
     data = bytearray(good.read_bytes())
     good.unlink()
     i = data.find(b"IDAT")
-    data[i + 20:i + 400] = bytes(np.random.default_rng(1).integers(0, 256, 380, dtype=np.uint8))
+    data[i + 20 : i + 400] = bytes(np.random.default_rng(1).integers(0, 256, 380, dtype=np.uint8))
     path = folder / "corrupt.png"
     path.write_bytes(bytes(data))
     return path
@@ -113,7 +123,7 @@ def make_truncated_jpeg(folder: Path) -> Path:
     data = good.read_bytes()
     good.unlink()
     path = folder / "truncated.jpg"
-    path.write_bytes(data[:len(data) // 2])
+    path.write_bytes(data[: len(data) // 2])
     return path
 
 
@@ -129,8 +139,12 @@ def make_zero_byte(folder: Path) -> Path:
     return path
 
 
-BAD_IMAGE_WRITERS = {"corrupt": make_corrupt_png, "truncated": make_truncated_jpeg,
-                     "text_named_jpg": make_text_as_jpeg, "zero_bytes": make_zero_byte}
+BAD_IMAGE_WRITERS = {
+    "corrupt": make_corrupt_png,
+    "truncated": make_truncated_jpeg,
+    "text_named_jpg": make_text_as_jpeg,
+    "zero_bytes": make_zero_byte,
+}
 
 
 # Unusual but valid images: name -> (writer, expected load_rgb size)
@@ -161,7 +175,7 @@ def _write_I16(p):
 
 
 def _write_CMYK(p):
-    Image.new("CMYK", (48, 32), (0, 255, 255, 0)).save(p, quality=95)    # red in CMYK
+    Image.new("CMYK", (48, 32), (0, 255, 255, 0)).save(p, quality=95)  # red in CMYK
 
 
 def _write_exif_rotated(p):
@@ -214,6 +228,7 @@ def model_cli(*args, timeout=MODEL_RUN_TIMEOUT, env=None):
 def seg_checkpoint(tmp_path_factory) -> Path:
     """A valid yolo11n-seg.pt with random weights, saved in ultralytics' own format."""
     from ultralytics import YOLO
+
     path = tmp_path_factory.mktemp("seg_ckpt") / "yolo11n-seg.pt"
     YOLO("yolo11n-seg.yaml").save(str(path))
     assert path.stat().st_size > 1_000_000
@@ -228,7 +243,7 @@ def corrupt_models_dir(folder: Path, seg_checkpoint: Path | None = None, kind: s
         (folder / "yolo11n.pt").write_bytes(bytes(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8)))
     else:  # a real checkpoint cut in half: a truncated download
         data = seg_checkpoint.read_bytes()
-        (folder / "yolo11n.pt").write_bytes(data[:len(data) // 2])
+        (folder / "yolo11n.pt").write_bytes(data[: len(data) // 2])
     if seg_checkpoint is not None:
         (folder / "yolo11n-seg.pt").write_bytes(seg_checkpoint.read_bytes())
     return folder
@@ -261,8 +276,20 @@ def test_empty_model_list_exits_2_listing_valid_names(tmp_path, value):
 def test_duplicate_models_run_once(tmp_path, sample_image):
     img = small_image(tmp_path / "img", sample_image)
     out = tmp_path / "out"
-    proc = model_cli("--models", "yolo11n-detect,yolo11n-detect", "--weights", "random", "--device", "cpu",
-                     "--runs", "1", "--images", img, "--output-dir", out)
+    proc = model_cli(
+        "--models",
+        "yolo11n-detect,yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--images",
+        img,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "duplicates removed" in proc.stdout
     assert "[1/1] YOLO11nDetect" in proc.stdout and "[2/" not in proc.stdout
@@ -281,29 +308,53 @@ def test_duplicate_models_run_once(tmp_path, sample_image):
 @pytest.mark.parametrize("value", ["0", "-3", "abc"])
 def test_bad_runs_exits_2(tmp_path, sample_image, value):
     out = tmp_path / "out"
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "random", "--runs", value,
-                    "--images", sample_image, "--output-dir", out)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--runs",
+        value,
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+    )
     line = assert_usage_exit(proc, out)
     assert "--runs" in line and value in line, line
     assert not out.exists()
 
 
 # A bad --device is rejected before prepare_output() creates any folder.
-@pytest.mark.parametrize("device, reason", [("cuda", "not available"), ("cuda:7", "not available"),
-                                            ("tpu", "expected auto, cpu, cuda or cuda:n")])
+@pytest.mark.parametrize(
+    "device, reason",
+    [("cuda", "not available"), ("cuda:7", "not available"), ("tpu", "expected auto, cpu, cuda or cuda:n")],
+)
 def test_bad_device_exits_2_and_writes_nothing(tmp_path, sample_image, device, reason):
     import torch
+
     if torch.cuda.is_available() and device.startswith("cuda"):
         pytest.skip("this machine has CUDA")
     out = tmp_path / "out"
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "random", "--device", device,
-                    "--images", sample_image, "--output-dir", out)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        device,
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 2, proc.stderr
     line = one_line_error(proc)
     assert device in line and reason in line.lower(), line
     assert "[LOAD]" not in proc.stdout
-    assert nothing_written(out), \
+    assert nothing_written(out), (
         f"rejected --device {device} left {sorted(str(p.relative_to(out)) for p in out.rglob('*'))}"
+    )
 
 
 # =========================================================================================
@@ -331,10 +382,10 @@ def test_images_folder_of_non_images_exits_2(tmp_path, kind):
     out = tmp_path / "out"
     folder = tmp_path / "junk"
     folder.mkdir()
-    if kind == "other_suffixes":          # no .jpg/.jpeg/.png at all
+    if kind == "other_suffixes":  # no .jpg/.jpeg/.png at all
         (folder / "readme.txt").write_text("hello")
         (folder / "data.csv").write_text("a,b\n1,2\n")
-    else:                                 # image suffixes, but none decodes
+    else:  # image suffixes, but none decodes
         for writer in BAD_IMAGE_WRITERS.values():
             writer(folder)
     proc = fast_cli("--models", "yolo11n-detect", "--weights", "random", "--images", folder, "--output-dir", out)
@@ -392,8 +443,21 @@ def test_cli_run_continues_past_bad_images(tmp_path, sample_image):
     good = small_image(folder, sample_image, name="good.jpg")
     bad = [writer(folder) for writer in BAD_IMAGE_WRITERS.values()]
     out = tmp_path / "out"
-    proc = model_cli("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu", "--runs", "1",
-                     "--no-dissect", "--images", folder, "--output-dir", out)
+    proc = model_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--no-dissect",
+        "--images",
+        folder,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     warning_lines = [line for line in proc.stdout.splitlines() if line.startswith("[WARNING] Skipping image")]
     for path in bad:
@@ -420,7 +484,7 @@ def test_load_rgb_converts_every_mode(ub, tmp_path, name):
     px = np.asarray(im).astype(int)
     if name == "gray_L.png":
         assert (px[..., 0] == px[..., 1]).all() and (px[..., 1] == px[..., 2]).all()
-    elif name == "gray16_I16.png":   # 16-bit scaled to 8 bits: 0 -> 0, 32768 -> 127/128, 65535 -> 255
+    elif name == "gray16_I16.png":  # 16-bit scaled to 8 bits: 0 -> 0, 32768 -> 127/128, 65535 -> 255
         assert px[0, 0].tolist() == [0, 0, 0]
         assert 126 <= px[0, 15, 0] <= 128
         assert px[0, 40].tolist() == [255, 255, 255]
@@ -428,7 +492,7 @@ def test_load_rgb_converts_every_mode(ub, tmp_path, name):
         assert px[16, 24, 0] > 200 and px[16, 24, 1] < 50 and px[16, 24, 2] < 50
     elif name == "palette_P_transparency.png":
         assert px[16, 5].tolist() == [255, 0, 0] and px[16, 40].tolist() == [0, 0, 0]
-    elif name == "exif_rot6.jpg":    # red half on top once the rotation is applied
+    elif name == "exif_rot6.jpg":  # red half on top once the rotation is applied
         assert px[5, 16, 0] > 200 and px[5, 16, 2] < 50
         assert px[58, 16, 2] > 200 and px[58, 16, 0] < 50
 
@@ -436,33 +500,60 @@ def test_load_rgb_converts_every_mode(ub, tmp_path, name):
 def test_cli_run_over_every_image_mode(tmp_path):
     paths = write_odd_images(tmp_path / "imgs")
     out = tmp_path / "out"
-    proc = model_cli("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu", "--runs", "1",
-                     "--no-dissect", "--images", tmp_path / "imgs", "--output-dir", out)
+    proc = model_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--no-dissect",
+        "--images",
+        tmp_path / "imgs",
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[WARNING] Skipping image" not in proc.stdout
     data = strict_run(out)["json"]
     assert data["status"] == "complete"
     runs = [r for r in data["models"][0]["runs"] if r["kind"] == "timed"]
-    assert sorted(r["image"] for r in runs) == sorted(paths)          # one timed run per image
+    assert sorted(r["image"] for r in runs) == sorted(paths)  # one timed run per image
     sizes = {r["image"]: r["image_size"] for r in runs}
     for name, (_, _, size) in ODD_IMAGES.items():
-        assert sizes[name] == list(size), name                        # EXIF rotation applied in the CLI too
+        assert sizes[name] == list(size), name  # EXIF rotation applied in the CLI too
 
 
 def test_cli_tiny_and_huge_images(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "a_1x1.png")   # first: gets FLOPs, output, dissection
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(folder / "a_1x1.png")  # first: gets FLOPs, output, dissection
     Image.linear_gradient("L").resize((6000, 4000)).convert("RGB").save(folder / "b_6000x4000.jpg", quality=80)
     out = tmp_path / "out"
-    proc = model_cli("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu", "--runs", "1",
-                     "--images", folder, "--output-dir", out)
+    proc = model_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--images",
+        folder,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = strict_run(out)
     model = run["json"]["models"][0]
     assert model["status"] == "complete"
-    assert {r["image"]: r["image_size"] for r in model["runs"]} == {"a_1x1.png": [1, 1],
-                                                                    "b_6000x4000.jpg": [6000, 4000]}
+    assert {r["image"]: r["image_size"] for r in model["runs"]} == {
+        "a_1x1.png": [1, 1],
+        "b_6000x4000.jpg": [6000, 4000],
+    }
     assert all(r["total_s"] > 0 for r in model["runs"])
     assert model["dissection"]["records"] > 0 and model["gflops"] > 0
 
@@ -473,8 +564,18 @@ def test_cli_tiny_and_huge_images(tmp_path):
 def test_output_dir_is_a_file(tmp_path, sample_image):
     target = tmp_path / "i_am_a_file"
     target.write_text("keep me")
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu",
-                    "--images", sample_image, "--output-dir", target)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--images",
+        sample_image,
+        "--output-dir",
+        target,
+    )
     line = assert_usage_exit(proc)
     assert str(target) in line and "file" in line
     assert target.read_text() == "keep me"
@@ -484,18 +585,38 @@ def test_output_dirs_results_is_a_file(tmp_path, sample_image):
     out = tmp_path / "out"
     out.mkdir()
     (out / "results").write_text("keep me")
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu",
-                    "--images", sample_image, "--output-dir", out)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+    )
     line = assert_usage_exit(proc)
     assert str(out / "results") in line
     assert (out / "results").read_text() == "keep me"
 
 
 def test_output_dir_cannot_be_created(tmp_path, sample_image):
-    target = Path("/proc/unified_benchmark_test")   # even root cannot create folders in /proc
+    target = Path("/proc/unified_benchmark_test")  # even root cannot create folders in /proc
     assert not target.exists()
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu",
-                    "--images", sample_image, "--output-dir", target)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--images",
+        sample_image,
+        "--output-dir",
+        target,
+    )
     line = assert_usage_exit(proc)
     assert str(target) in line
     assert not target.exists()
@@ -511,15 +632,29 @@ def test_corrupt_weight_file_fails_naming_file_and_fix(tmp_path, sample_image, s
     weight = models_dir / "yolo11n.pt"
     out = tmp_path / "out"
     started = time.monotonic()
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "pretrained", "--models-dir", models_dir,
-                    "--device", "cpu", "--runs", "1", "--images", sample_image, "--output-dir", out)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "pretrained",
+        "--models-dir",
+        models_dir,
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+    )
     assert time.monotonic() - started < 90, "a corrupt weight file must fail, not hang"
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     error_lines = [line for line in proc.stdout.splitlines() if "YOLO11nDetect failed" in line]
     assert len(error_lines) == 1
     assert str(weight) in error_lines[0]
     assert "delete" in error_lines[0] and "--weights random" in error_lines[0]
-    assert "Traceback" not in proc.stdout + proc.stderr       # a WeightsError is reported in one line
+    assert "Traceback" not in proc.stdout + proc.stderr  # a WeightsError is reported in one line
     model = strict_run(out)["json"]["models"][0]
     assert model["status"] == "failed"
     assert model["error"]["phase"] == "load" and model["error"]["type"] == "WeightsError"
@@ -533,9 +668,23 @@ def test_missing_weight_file_offline_fails_fast(tmp_path, sample_image):
     weight = models_dir / "yolo11n.pt"
     out = tmp_path / "out"
     started = time.monotonic()
-    proc = fast_cli("--models", "yolo11n-detect", "--weights", "pretrained", "--models-dir", models_dir,
-                    "--device", "cpu", "--runs", "1", "--images", sample_image, "--output-dir", out,
-                    env={"YOLO_OFFLINE": "1"})
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "pretrained",
+        "--models-dir",
+        models_dir,
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+        env={"YOLO_OFFLINE": "1"},
+    )
     assert time.monotonic() - started < 60
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     error_lines = [line for line in proc.stdout.splitlines() if "YOLO11nDetect failed" in line]
@@ -551,9 +700,24 @@ def test_keep_going_records_failure_and_runs_next_model(tmp_path, sample_image, 
     models_dir = corrupt_models_dir(tmp_path / "models", seg_checkpoint)
     img = small_image(tmp_path / "img", sample_image)
     out = tmp_path / "out"
-    proc = model_cli("--models", "yolo11n-detect,yolo11n-segment", "--weights", "pretrained",
-                     "--models-dir", models_dir, "--keep-going", "--device", "cpu", "--runs", "1", "--no-dissect",
-                     "--images", img, "--output-dir", out)
+    proc = model_cli(
+        "--models",
+        "yolo11n-detect,yolo11n-segment",
+        "--weights",
+        "pretrained",
+        "--models-dir",
+        models_dir,
+        "--keep-going",
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--no-dissect",
+        "--images",
+        img,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = strict_run(out)
     data = run["json"]
@@ -565,8 +729,10 @@ def test_keep_going_records_failure_and_runs_next_model(tmp_path, sample_image, 
     assert segment["model"] == "YOLO11nSegment" and segment["status"] == "complete"
     assert segment["weights_source"] == f"pretrained ({models_dir / 'yolo11n-seg.pt'})"
     assert [r["kind"] for r in segment["runs"]] == ["cold", "warmup", "timed"]
-    assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "failed"),
-                                                                   ("YOLO11nSegment", "complete")]
+    assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [
+        ("YOLO11nDetect", "failed"),
+        ("YOLO11nSegment", "complete"),
+    ]
     md = run["md"]
     assert "## Failed or interrupted models" in md
     section = md.split("## Failed or interrupted models", 1)[1].split("\n## ", 1)[0]
@@ -579,17 +745,33 @@ def test_fail_fast_stops_after_first_failure(ub, tmp_path, sample_image, seg_che
     models_dir = corrupt_models_dir(tmp_path / "models", seg_checkpoint)
     img = small_image(tmp_path / "img", sample_image)
     out = tmp_path / "out"
-    proc = fast_cli("--models", "yolo11n-detect,yolo11n-segment", "--weights", "pretrained",
-                    "--models-dir", models_dir, "--device", "cpu", "--runs", "1", "--no-dissect",
-                    "--images", img, "--output-dir", out)
+    proc = fast_cli(
+        "--models",
+        "yolo11n-detect,yolo11n-segment",
+        "--weights",
+        "pretrained",
+        "--models-dir",
+        models_dir,
+        "--device",
+        "cpu",
+        "--runs",
+        "1",
+        "--no-dissect",
+        "--images",
+        img,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Loading YOLO11nSegment" not in proc.stdout
     assert "[2/2]" not in proc.stdout
     run = strict_run(out)
     data = run["json"]
     assert data["status"] == "incomplete"
-    assert [(m["model"], m["status"]) for m in data["models"]] == [("YOLO11nDetect", "failed"),
-                                                                   ("YOLO11nSegment", "not run")]
+    assert [(m["model"], m["status"]) for m in data["models"]] == [
+        ("YOLO11nDetect", "failed"),
+        ("YOLO11nSegment", "not run"),
+    ]
     assert data["models"][0]["error"]["phase"] == "load"
     assert run["csv_header"] == CSV_COLUMNS
     assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "failed")]
@@ -604,9 +786,15 @@ class LiveProcess:
     """The tool under Popen, its stdout read line by line by a thread (no pipe deadlock)."""
 
     def __init__(self, *args):
-        self.proc = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], cwd=SCRIPT.parent,
-                                     env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *map(str, args)],
+            cwd=SCRIPT.parent,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -628,8 +816,9 @@ class LiveProcess:
             except queue.Empty:
                 continue
             if line is None:
-                raise AssertionError(f"process ended (exit {self.proc.wait()}) before the expected line:\n"
-                                     + "".join(self.lines[-40:]))
+                raise AssertionError(
+                    f"process ended (exit {self.proc.wait()}) before the expected line:\n" + "".join(self.lines[-40:])
+                )
             self.lines.append(line)
             if predicate(line):
                 return line
@@ -660,8 +849,21 @@ class LiveProcess:
 def test_sigint_mid_run_writes_partial_results_and_exits_130(tmp_path, sample_image):
     img = small_image(tmp_path / "img", sample_image)
     out = tmp_path / "out"
-    live = LiveProcess("--models", "yolo11n-detect,depth-anything-v2-small", "--weights", "random",
-                       "--device", "cpu", "--runs", "3", "--no-dissect", "--images", img, "--output-dir", out)
+    live = LiveProcess(
+        "--models",
+        "yolo11n-detect,depth-anything-v2-small",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--runs",
+        "3",
+        "--no-dissect",
+        "--images",
+        img,
+        "--output-dir",
+        out,
+    )
     try:
         live.wait_for(lambda line: "[2/2]" in line or "DepthAnythingV2Small" in line, timeout=240)
         # Mid-model: the second model has started its timed runs.
@@ -677,12 +879,16 @@ def test_sigint_mid_run_writes_partial_results_and_exits_130(tmp_path, sample_im
     run = strict_run(out)
     data = run["json"]
     assert data["status"] == "interrupted"
-    assert [(m["model"], m["status"]) for m in data["models"]] == [("YOLO11nDetect", "complete"),
-                                                                   ("DepthAnythingV2Small", "interrupted")]
+    assert [(m["model"], m["status"]) for m in data["models"]] == [
+        ("YOLO11nDetect", "complete"),
+        ("DepthAnythingV2Small", "interrupted"),
+    ]
     assert data["models"][1]["phase_reached"] in ("cold_start", "warmup", "timed")
     assert data["models"][0]["latency_end_to_end"]["n"] == 3
-    assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "complete"),
-                                                                   ("DepthAnythingV2Small", "interrupted")]
+    assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [
+        ("YOLO11nDetect", "complete"),
+        ("DepthAnythingV2Small", "interrupted"),
+    ]
     assert "interrupted" in run["md"].lower()
     assert "DepthAnythingV2Small (interrupted)" in run["md"]
 
@@ -690,8 +896,21 @@ def test_sigint_mid_run_writes_partial_results_and_exits_130(tmp_path, sample_im
 def test_sigterm_mid_run_exits_143(tmp_path, sample_image):
     img = small_image(tmp_path / "img", sample_image)
     out = tmp_path / "out"
-    live = LiveProcess("--models", "yolo11n-detect", "--weights", "random", "--device", "cpu", "--runs", "2",
-                       "--no-dissect", "--images", img, "--output-dir", out)
+    live = LiveProcess(
+        "--models",
+        "yolo11n-detect",
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--runs",
+        "2",
+        "--no-dissect",
+        "--images",
+        img,
+        "--output-dir",
+        out,
+    )
     try:
         live.wait_for(lambda line: line.startswith("[INFER 1/"), timeout=240)
         live.proc.send_signal(signal.SIGTERM)
@@ -711,7 +930,9 @@ def test_sigterm_mid_run_exits_143(tmp_path, sample_image):
 # Run ids
 # =========================================================================================
 def test_two_runs_in_the_same_second_get_distinct_ids(ub, tmp_path, monkeypatch):
-    monkeypatch.setattr(vision_bench.cli, "get_timestamp", lambda: "20250101_120000")   # where prepare_output looks it up
+    monkeypatch.setattr(
+        vision_bench.cli, "get_timestamp", lambda: "20250101_120000"
+    )  # where prepare_output looks it up
     out = tmp_path / "out"
     id1, (results1, viz1, assets1) = prepare_output(out)
     id2, (results2, viz2, assets2) = prepare_output(out)
@@ -728,11 +949,12 @@ def test_two_runs_in_the_same_second_get_distinct_ids(ub, tmp_path, monkeypatch)
 # =========================================================================================
 def test_tensor_stats_nan_inf_constant_empty(ub):
     import torch
+
     nan, inf = float("nan"), float("inf")
 
     mixed = tensor_stats(torch.tensor([1.0, nan, inf, -inf, 0.0, nan]))
     assert mixed["nan_count"] == 2 and mixed["inf_count"] == 2
-    assert mixed["min"] == 0.0 and mixed["max"] == 1.0          # over the finite values only
+    assert mixed["min"] == 0.0 and mixed["max"] == 1.0  # over the finite values only
     assert mixed["mean"] == pytest.approx(0.5) and mixed["std"] == pytest.approx(0.5)
     assert mixed["zero_fraction"] == pytest.approx(1 / 6)
 
@@ -750,8 +972,15 @@ def test_tensor_stats_nan_inf_constant_empty(ub):
     assert const["zero_fraction"] == 0
 
     empty = tensor_stats(torch.empty(0, 3))
-    assert empty == {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
-                     "nan_count": 0, "inf_count": 0}
+    assert empty == {
+        "min": None,
+        "max": None,
+        "mean": None,
+        "std": None,
+        "zero_fraction": None,
+        "nan_count": 0,
+        "inf_count": 0,
+    }
 
     half = tensor_stats(torch.tensor([nan, 1.0, inf], dtype=torch.float16))
     assert half["nan_count"] == 1 and half["inf_count"] == 1 and half["max"] == 1.0
@@ -762,6 +991,7 @@ def test_tensor_stats_nan_inf_constant_empty(ub):
 
 def test_atomic_write_json_is_strict(ub, tmp_path):
     import torch
+
     nan, inf = float("nan"), float("inf")
     data = {
         "stats": [tensor_stats(torch.tensor([1.0, nan, inf])), tensor_stats(torch.full((3,), nan))],
@@ -789,7 +1019,7 @@ def test_dissection_of_nan_inf_activations_writes_strict_json(ub, tmp_path):
 
     class Log(nn.Module):
         def forward(self, x):
-            return torch.log(x)       # log(0) = -inf, log(<0) = nan
+            return torch.log(x)  # log(0) = -inf, log(<0) = nan
 
     network = nn.Sequential(nn.Identity(), Log(), nn.ReLU())
     x = torch.linspace(-1, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)

@@ -4,6 +4,7 @@ and the script works as a script, as a module, and through a worker process.
 
     python tests/test_layout.py      # prints the package's import graph
 """
+
 import ast
 import json
 import os
@@ -36,12 +37,12 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")
-                    base = base[:len(base) - node.level + 1]
+                    base = base[: len(base) - node.level + 1]
                     stem = ".".join(base + ([node.module] if node.module else []))
                 else:
                     stem = node.module
                 targets.add(stem)
-                targets |= {f"{stem}.{a.name}" for a in node.names}   # `from . import x`
+                targets |= {f"{stem}.{a.name}" for a in node.names}  # `from . import x`
         graph[name] = {t for t in targets if t in known and t != name}
     return graph
 
@@ -55,7 +56,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -102,9 +103,11 @@ def test_the_user_file_holds_settings_models_and_registry_only():
 
 
 def test_importing_the_tool_imports_no_heavy_library():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import unified_benchmark; "
-            "heavy = [m for m in ('torch', 'transformers', 'ultralytics', 'matplotlib', 'cv2') if m in sys.modules]; "
-            "print(heavy)")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import unified_benchmark; "
+        "heavy = [m for m in ('torch', 'transformers', 'ultralytics', 'matplotlib', 'cv2') if m in sys.modules]; "
+        "print(heavy)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -112,10 +115,21 @@ def test_importing_the_tool_imports_no_heavy_library():
 
 def test_script_and_module_run_from_another_folder(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    as_script = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), "--list-models"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=120)
-    as_module = subprocess.run([sys.executable, "-m", "unified_benchmark", "--list-models"], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=120)
+    as_script = subprocess.run(
+        [sys.executable, str(ROOT / "unified_benchmark.py"), "--list-models"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    as_module = subprocess.run(
+        [sys.executable, "-m", "unified_benchmark", "--list-models"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     for proc in (as_script, as_module):
         assert proc.returncode == 0, proc.stderr
         assert "yolo11n-detect" in proc.stdout and "depthpro" in proc.stdout
@@ -128,8 +142,21 @@ def test_compare_with_a_malformed_file_exits_2_in_one_line_when_run_as_a_script(
     good.write_text(json.dumps({"schema": "unified-benchmark/3", "models": []}))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    proc = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), "--compare", str(good), str(bad),
-                           "--output-dir", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "unified_benchmark.py"),
+            "--compare",
+            str(good),
+            str(bad),
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -140,16 +167,31 @@ def test_a_model_class_of_the_script_runs_in_a_worker_and_its_failure_is_recorde
     """Run as a script, the model classes live in __main__: the worker, forked from the server,
     must still find them; a failure inside one (here: no weight file offline) is its failed record."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), "--models", "yolo11n-detect",
-                           "--weights", "pretrained", "--models-dir", str(tmp_path / "no_weights"),
-                           "--output-dir", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "unified_benchmark.py"),
+            "--models",
+            "yolo11n-detect",
+            "--weights",
+            "pretrained",
+            "--models-dir",
+            str(tmp_path / "no_weights"),
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(next((tmp_path / "results").glob("benchmark_results_*.json")).read_text())
     [record] = data["models"]
     assert record["status"] == "failed" and record["error"]["type"] == "WeightsError"
     assert record["error"]["phase"] == "load"
-    assert record["worker"]["pid"] and record["worker"]["exit_code"] == 0   # the worker ran it and reported
+    assert record["worker"]["pid"] and record["worker"]["exit_code"] == 0  # the worker ran it and reported
     assert "YOLO_OFFLINE=1 forbids the download" in record["error"]["message"]
 
 

@@ -1,6 +1,7 @@
 """The numbers themselves: timing statistics against numpy and against hand-built runs, the
 peak-memory tracker against a known allocation, memory figures across the three reports,
 thread pinning, and the time breakdown against blocks of known length."""
+
 import csv
 import json
 import math
@@ -16,12 +17,12 @@ from PIL import Image
 from torch import nn
 
 from vision_bench.common import leaf_modules
-from vision_bench.models.base import ModelBenchmark
-from vision_bench.measure.stats import latency_stats
 from vision_bench.inspect.time_breakdown import TimeBreakdown
+from vision_bench.measure.stats import latency_stats
 from vision_bench.measure.timed_runs import summarize_latency
+from vision_bench.models.base import ModelBenchmark
 
-MB = 1024 ** 2
+MB = 1024**2
 
 
 # =========================================================================================
@@ -30,13 +31,13 @@ MB = 1024 ** 2
 def test_latency_stats_by_hand(ub):
     """Values worked out on paper: p10/p90 by linear interpolation (numpy's default), the
     sample standard deviation (n - 1), CoV = std / mean."""
-    s = latency_stats([1.0, 10.0, 3.0, 2.0, 4.0])   # order must not matter
+    s = latency_stats([1.0, 10.0, 3.0, 2.0, 4.0])  # order must not matter
     assert s["n"] == 5
     assert s["median"] == pytest.approx(3.0)
-    assert s["p10"] == pytest.approx(1.4)              # 1 + 0.4 * (2 - 1)
-    assert s["p90"] == pytest.approx(7.6)              # 4 + 0.6 * (10 - 4)
+    assert s["p10"] == pytest.approx(1.4)  # 1 + 0.4 * (2 - 1)
+    assert s["p90"] == pytest.approx(7.6)  # 4 + 0.6 * (10 - 4)
     assert s["mean"] == pytest.approx(4.0)
-    assert s["std"] == pytest.approx(math.sqrt(50 / 4))   # squared deviations 9+4+1+0+36, n - 1 = 4
+    assert s["std"] == pytest.approx(math.sqrt(50 / 4))  # squared deviations 9+4+1+0+36, n - 1 = 4
     assert s["cov"] == pytest.approx(math.sqrt(12.5) / 4)
     assert s["min"] == 1.0 and s["max"] == 10.0
 
@@ -44,7 +45,7 @@ def test_latency_stats_by_hand(ub):
 def test_latency_stats_against_numpy(ub):
     rng = np.random.default_rng(7)
     for size in (2, 3, 8, 57):
-        data = list(rng.lognormal(mean=-3, sigma=0.6, size=size))   # skewed, like real latencies
+        data = list(rng.lognormal(mean=-3, sigma=0.6, size=size))  # skewed, like real latencies
         a = np.asarray(data)
         s = latency_stats(data)
         assert s["n"] == size
@@ -65,12 +66,20 @@ def test_latency_stats_empty_and_single(ub):
         assert empty[key] is None, key
     one = latency_stats([0.25])
     assert one["n"] == 1 and one["median"] == one["p10"] == one["p90"] == one["min"] == one["max"] == 0.25
-    assert one["std"] is None and one["cov"] is None   # one run has no spread (null in the JSON)
+    assert one["std"] is None and one["cov"] is None  # one run has no spread (null in the JSON)
 
 
 def make_run(image, size, run, total, pre, fwd, post, cold=False, kind=None):
-    r = {"image": image, "image_size": size, "run": run, "cold": cold, "total_s": total,
-         "preprocess_s": pre, "forward_s": fwd, "postprocess_s": post}
+    r = {
+        "image": image,
+        "image_size": size,
+        "run": run,
+        "cold": cold,
+        "total_s": total,
+        "preprocess_s": pre,
+        "forward_s": fwd,
+        "postprocess_s": post,
+    }
     if kind is not None:
         r["kind"] = kind
     return r
@@ -78,8 +87,17 @@ def make_run(image, size, run, total, pre, fwd, post, cold=False, kind=None):
 
 def expected_stats(values):
     a = np.asarray(values, dtype=np.float64)
-    return {"n": a.size, "median": np.median(a), "p10": np.percentile(a, 10), "p90": np.percentile(a, 90),
-            "mean": a.mean(), "std": a.std(ddof=1), "min": a.min(), "max": a.max(), "cov": a.std(ddof=1) / a.mean()}
+    return {
+        "n": a.size,
+        "median": np.median(a),
+        "p10": np.percentile(a, 10),
+        "p90": np.percentile(a, 90),
+        "mean": a.mean(),
+        "std": a.std(ddof=1),
+        "min": a.min(),
+        "max": a.max(),
+        "cov": a.std(ddof=1) / a.mean(),
+    }
 
 
 def assert_stats(actual, values):
@@ -111,7 +129,7 @@ def test_summarize_latency_leaves_warmup_runs_out(ub):
     for key in ("median", "p10", "p90", "mean", "std", "min", "max"):
         assert result["latency_end_to_end"][key] == pytest.approx(expected_stats([r["total_s"] for r in timed])[key])
         assert result["latency_forward"][key] == pytest.approx(expected_stats([r["forward_s"] for r in timed])[key])
-    assert result["latency_end_to_end"]["max"] == pytest.approx(0.170)      # the 0.9 s warm-up is not in it
+    assert result["latency_end_to_end"]["max"] == pytest.approx(0.170)  # the 0.9 s warm-up is not in it
     for phase in ("preprocess", "forward", "postprocess"):
         assert result["latency_phases_median"][phase] == pytest.approx(np.median([r[f"{phase}_s"] for r in timed]))
     assert result["fps"] == pytest.approx(1 / np.median([r["total_s"] for r in timed]))
@@ -119,7 +137,7 @@ def test_summarize_latency_leaves_warmup_runs_out(ub):
         steady = result["latency_per_image"][name]["steady"]
         mine = [r["total_s"] for r in timed if r["image"] == name]
         assert steady["max"] <= max(mine) + 1e-12, f"{name}: a warm-up run is in the steady statistics"
-        assert steady["median"] == pytest.approx(np.median(mine[-steady["n"]:]))
+        assert steady["median"] == pytest.approx(np.median(mine[-steady["n"] :]))
 
 
 # =========================================================================================
@@ -134,9 +152,24 @@ def cli_run(tmp_path_factory, sample_image):
     out = folder / "out"
     # torch would start with 3 threads (importing ultralytics in this process set OMP_NUM_THREADS=1,
     # which the child would inherit): --threads 1 must be what brings it down to one.
-    proc = run_cli("--weights", "random", "--models", "yolo11n-detect", "--runs", 3, "--threads", 1,
-                   "--no-dissect", "--device", "cpu", "--images", image, "--output-dir", out,
-                   env={"OMP_NUM_THREADS": "3"})
+    proc = run_cli(
+        "--weights",
+        "random",
+        "--models",
+        "yolo11n-detect",
+        "--runs",
+        3,
+        "--threads",
+        1,
+        "--no-dissect",
+        "--device",
+        "cpu",
+        "--images",
+        image,
+        "--output-dir",
+        out,
+        env={"OMP_NUM_THREADS": "3"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return load_run(out)
 
@@ -174,9 +207,9 @@ def test_memory_figures_agree_across_json_csv_markdown(cli_run):
         row = rows[m["cli_name"]]
         assert float(row["peak_memory_mb"]) == pytest.approx(mem["peak_bytes"] / MB, rel=1e-9)
         assert float(row["peak_over_baseline_mb"]) == pytest.approx(mem["peak_over_baseline_bytes"] / MB, rel=1e-9)
-        header = cells(next(l for l in md.splitlines() if l.startswith("| model | weights |")))
+        header = cells(next(line for line in md.splitlines() if line.startswith("| model | weights |")))
         column = next(i for i, name in enumerate(header) if name.startswith("peak memory MB"))
-        cell = cells(next(l for l in md.splitlines() if l.startswith(f"| {m['model']} |")))[column]
+        cell = cells(next(line for line in md.splitlines() if line.startswith(f"| {m['model']} |")))[column]
         assert cell == f"{mem['peak_bytes'] / MB:.0f} (+{mem['peak_over_baseline_bytes'] / MB:.0f})"
 
 
@@ -221,15 +254,16 @@ print(json.dumps({"before": before, "during": during, "after": after, "first_pea
 
 @pytest.mark.parametrize("mode", ["kernel", "sampler"])
 def test_memory_tracker_sees_a_freed_300_mb_peak(mode):
-    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(SCRIPT), mode], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(SCRIPT), mode], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     if mode == "kernel" and not m["exact"]:
         pytest.skip("no resettable kernel high-water mark here (not Linux, or /proc/self/clear_refs refused)")
-    assert m["during"] - m["before"] >= 280 * MB, m         # the allocation really was resident
-    assert m["after"] < m["during"] - 280 * MB, m            # and was given back
-    assert m["first_peak"] - m["before"] >= 280 * MB, m      # the peak saw it although it is gone
+    assert m["during"] - m["before"] >= 280 * MB, m  # the allocation really was resident
+    assert m["after"] < m["during"] - 280 * MB, m  # and was given back
+    assert m["first_peak"] - m["before"] >= 280 * MB, m  # the peak saw it although it is gone
     assert m["second_peak"] < m["first_peak"] - 280 * MB, m  # a new window starts from now
 
 
@@ -267,12 +301,14 @@ def tiny_benchmark_class(ub):
 
         def postprocess(self, outputs, image):
             return outputs
+
     return TinyBenchmark
 
 
 @pytest.fixture
 def restore_threads():
     from ultralytics.utils import torch_utils
+
     threads, yolo_threads = torch.get_num_threads(), torch_utils.NUM_THREADS
     yield
     torch.set_num_threads(threads)
@@ -281,6 +317,7 @@ def restore_threads():
 
 def thread_counts_to_test():
     from ultralytics.utils import NUM_THREADS
+
     # One above ultralytics' own choice (cores - 1): a count it would overwrite if it could.
     return [1, NUM_THREADS + 1]
 
@@ -288,18 +325,38 @@ def thread_counts_to_test():
 @pytest.mark.parametrize("threads", thread_counts_to_test())
 def test_pinned_threads_hold_for_every_model(ub, tmp_path, sample_image, monkeypatch, restore_threads, threads):
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "tinynet", tiny_benchmark_class(ub))
-    torch.set_num_threads(threads + 1)   # the tool must set the count, not find it already set
+    torch.set_num_threads(threads + 1)  # the tool must set the count, not find it already set
     image = tmp_path / "small.jpg"
     with Image.open(sample_image) as im:
         im.resize((64, 48)).save(image)
-    code = ub.main(["--isolation", "none", "--models", "yolo11n-detect,tinynet", "--weights", "random", "--runs", "2", "--threads",
-                    str(threads), "--no-dissect", "--device", "cpu", "--images", str(image),
-                    "--output-dir", str(tmp_path / "out")])
+    code = ub.main(
+        [
+            "--isolation",
+            "none",
+            "--models",
+            "yolo11n-detect,tinynet",
+            "--weights",
+            "random",
+            "--runs",
+            "2",
+            "--threads",
+            str(threads),
+            "--no-dissect",
+            "--device",
+            "cpu",
+            "--images",
+            str(image),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     data = load_run(tmp_path / "out")["json"]
     assert data["config"]["torch_threads"] == threads
-    assert [(m["model"], m["torch_threads"]) for m in data["models"]] == [("YOLO11nDetect", threads),
-                                                                          ("TinyNet", threads)]
+    assert [(m["model"], m["torch_threads"]) for m in data["models"]] == [
+        ("YOLO11nDetect", threads),
+        ("TinyNet", threads),
+    ]
 
 
 # =========================================================================================
@@ -333,8 +390,8 @@ class Nested(nn.Module):
 
 
 BLOCK_SECONDS = {"a": 0.030, "b": 0.060, "c": 0.090, "nested": 0.060}
-OUTSIDE_SECONDS = 0.020      # forward time spent outside every block
-HOOK_SLACK_MS = 10           # a block's hooks sit just outside its sleep; allow for scheduling
+OUTSIDE_SECONDS = 0.020  # forward time spent outside every block
+HOOK_SLACK_MS = 10  # a block's hooks sit just outside its sleep; allow for scheduling
 
 
 def test_time_breakdown_against_known_sleeps(ub):
@@ -342,7 +399,7 @@ def test_time_breakdown_against_known_sleeps(ub):
     for name, seconds in BLOCK_SECONDS.items():
         net.add_module(name, Nested() if name == "nested" else Sleep(seconds))
     x = torch.zeros(1)
-    outside = Sleep(OUTSIDE_SECONDS)   # not registered in net: time between blocks
+    outside = Sleep(OUTSIDE_SECONDS)  # not registered in net: time between blocks
 
     def call():
         start = time.perf_counter()
@@ -357,8 +414,12 @@ def test_time_breakdown_against_known_sleeps(ub):
     assert set(rows) == set(BLOCK_SECONDS) | {"(outside top-level blocks)"}
 
     # The truth is what each block really slept, measured inside it (at least its nominal time).
-    truth = {name: (net.nested.first.slept_ms + net.nested.second.slept_ms) if name == "nested"
-             else getattr(net, name).slept_ms for name in BLOCK_SECONDS}
+    truth = {
+        name: (net.nested.first.slept_ms + net.nested.second.slept_ms)
+        if name == "nested"
+        else getattr(net, name).slept_ms
+        for name in BLOCK_SECONDS
+    }
     for name, seconds in BLOCK_SECONDS.items():
         ms = rows[name]["ms"]
         assert truth[name] >= seconds * 1000 - 1

@@ -1,4 +1,5 @@
 """Parity figures and verdicts on hand-made outputs whose right answers are known (numpy only)."""
+
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from vision_bench.variants import parity
 
 # --- boxes ---------------------------------------------------------------------------------
+
 
 def test_identical_boxes_match_with_iou_one():
     boxes = np.array([[0, 0, 10, 10], [20, 20, 50, 40], [100, 100, 200, 300]], dtype=float)
@@ -70,14 +72,16 @@ def test_greedy_takes_highest_iou_first():
 
 # --- keypoints and masks ---------------------------------------------------------------------
 
+
 def test_keypoint_displacement_three_four_five():
     boxes = np.array([[0, 0, 100, 100]], dtype=float)
     kp_ref = np.array([[[10, 10, 0.9], [20, 20, 0.8], [30, 30, 0.7]]])
     kp_var = kp_ref.copy()
     kp_var[0, 1, :2] += (3, 4)
     kp_var[0, 2, 2] = 100.0  # a third column is confidence, not a position: it must not count
-    det = parity.detection_parity({"boxes": boxes, "classes": [0], "keypoints": kp_ref},
-                                  {"boxes": boxes, "classes": [0], "keypoints": kp_var})
+    det = parity.detection_parity(
+        {"boxes": boxes, "classes": [0], "keypoints": kp_ref}, {"boxes": boxes, "classes": [0], "keypoints": kp_var}
+    )
     assert det["max_keypoint_displacement_px"] == pytest.approx(5.0)
     status, reasons = parity.verdict({"detection": det}, parity.HALF_TOLERANCE)
     assert status == "fail" and any("keypoint" in r and "5" in r for r in reasons)
@@ -86,16 +90,17 @@ def test_keypoint_displacement_three_four_five():
 def test_mask_iou_known_value():
     a = np.zeros((1, 4, 4), dtype=bool)
     b = np.zeros((1, 4, 4), dtype=bool)
-    a[0, :2, :2] = True              # 4 pixels
-    b[0, :2, :3] = True              # 6 pixels, 4 shared -> IoU 4/6
+    a[0, :2, :2] = True  # 4 pixels
+    b[0, :2, :3] = True  # 6 pixels, 4 shared -> IoU 4/6
     result = parity.mask_parity(a, b)
     assert result["mean_mask_iou"] == pytest.approx(4 / 6)
     assert result["min_mask_iou"] == pytest.approx(4 / 6)
     assert result["unmatched_reference"] == 0 and result["unmatched_variant"] == 0
     assert parity.verdict({"masks": result}, parity.HALF_TOLERANCE)[0] == "fail"
     boxes = np.array([[0, 0, 4, 4]], dtype=float)
-    det = parity.detection_parity({"boxes": boxes, "classes": [0], "masks": a},
-                                  {"boxes": boxes, "classes": [0], "masks": b})
+    det = parity.detection_parity(
+        {"boxes": boxes, "classes": [0], "masks": a}, {"boxes": boxes, "classes": [0], "masks": b}
+    )
     assert det["mean_mask_iou"] == pytest.approx(4 / 6)
 
 
@@ -112,13 +117,16 @@ def test_mask_parity_pairs_best_unused_and_counts_extra():
 
 def test_detection_masks_of_different_size_are_noted_and_fail():
     boxes = np.array([[0, 0, 4, 4]], dtype=float)
-    det = parity.detection_parity({"boxes": boxes, "classes": [0], "masks": np.ones((1, 4, 4), bool)},
-                                  {"boxes": boxes, "classes": [0], "masks": np.ones((1, 8, 8), bool)})
+    det = parity.detection_parity(
+        {"boxes": boxes, "classes": [0], "masks": np.ones((1, 4, 4), bool)},
+        {"boxes": boxes, "classes": [0], "masks": np.ones((1, 8, 8), bool)},
+    )
     assert det["mean_mask_iou"] is None and det["notes"]
     assert parity.verdict({"detection": det}, parity.HALF_TOLERANCE)[0] == "fail"
 
 
 # --- depth -----------------------------------------------------------------------------------
+
 
 def test_depth_known_relative_error():
     rng = np.random.default_rng(0)
@@ -151,6 +159,7 @@ def test_depth_nan_in_variant_is_infinite():
 
 # --- raw outputs ---------------------------------------------------------------------------
 
+
 def _yolo_like(rng, rows=84, anchors=100):
     raw = np.empty((1, rows, anchors))
     raw[0, :4] = rng.uniform(0, 640, size=(4, anchors))
@@ -165,8 +174,7 @@ def test_per_part_normalisation_sees_score_error_that_whole_tensor_hides():
     var[0, 4:] += 0.02
     whole = np.abs(var - ref).max() / np.abs(ref).max()
     assert whole < 1e-3  # the whole-tensor figure would pass an fp32 tolerance
-    result = parity.raw_output_parity(parity.split_yolo_output(ref, "detect"),
-                                      parity.split_yolo_output(var, "detect"))
+    result = parity.raw_output_parity(parity.split_yolo_output(ref, "detect"), parity.split_yolo_output(var, "detect"))
     assert result["worst_part"] == "scores"
     assert result["normalised_error"] == pytest.approx(0.02 / np.abs(ref[0, 4:]).max(), rel=1e-9)
     assert 0.019 < result["normalised_error"] < 0.021
@@ -229,6 +237,7 @@ def test_split_yolo_output_row_bookkeeping():
 
 # --- conversion, tolerances, verdicts, summary ---------------------------------------------------
 
+
 def test_to_numpy_lists_and_arrays_are_float64():
     assert parity.to_numpy([[1, 2], [3, 4]]).dtype == np.float64
     assert parity.to_numpy(np.ones(3, dtype=np.float16)).dtype == np.float64
@@ -266,14 +275,28 @@ def test_summarise_picks_worst_across_images():
     image_a = {
         "raw": parity.raw_output_parity({"scores": ref, "boxes": ref * 64}, {"scores": ref + 0.01, "boxes": ref * 64}),
         "depth": parity.depth_parity(ref, ref * 1.01),
-        "detection": {"matched": 2, "unmatched_reference": 1, "unmatched_variant": 0, "unmatched": 1,
-                      "mean_iou": 0.97, "max_keypoint_displacement_px": 2.0, "mean_mask_iou": 0.95},
+        "detection": {
+            "matched": 2,
+            "unmatched_reference": 1,
+            "unmatched_variant": 0,
+            "unmatched": 1,
+            "mean_iou": 0.97,
+            "max_keypoint_displacement_px": 2.0,
+            "mean_mask_iou": 0.95,
+        },
     }
     image_b = {
         "raw": parity.raw_output_parity({"scores": ref, "boxes": ref * 64}, {"scores": ref, "boxes": ref * 64 + 3}),
         "depth": parity.depth_parity(ref, ref * 1.03),
-        "detection": {"matched": 3, "unmatched_reference": 0, "unmatched_variant": 2, "unmatched": 2,
-                      "mean_iou": 0.99, "max_keypoint_displacement_px": 0.5, "mean_mask_iou": None},
+        "detection": {
+            "matched": 3,
+            "unmatched_reference": 0,
+            "unmatched_variant": 2,
+            "unmatched": 2,
+            "mean_iou": 0.99,
+            "max_keypoint_displacement_px": 0.5,
+            "mean_mask_iou": None,
+        },
     }
     s = parity.summarise([image_a, image_b])
     assert s["images"] == 2

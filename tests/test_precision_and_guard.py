@@ -1,6 +1,7 @@
 """Time to a trustworthy number: the --precision stopping rule on synthetic timings, the interval
 over --processes on simulated processes, the tails' order-statistic intervals, and the
 machine-state guard's NVML path through a fake of the library."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,11 +12,11 @@ from test_gate import verdict_line
 from test_worker_processes import run_tool
 
 from vision_bench.measure.machine_state import MachineGuard
-from vision_bench.reports.compare import REFUSED, compare_model
 from vision_bench.measure.sampling_report import machine_state_lines
-from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
+from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import summarize_latency
+from vision_bench.reports.compare import REFUSED, compare_model
 
 
 class FakeClock:
@@ -40,8 +41,9 @@ def run_rule(rule, clock, draw, seconds_per_run=0.1):
 
 def test_the_stopping_rule_stops_once_the_interval_is_tight():
     rng, clock = np.random.default_rng(1), FakeClock()
-    reason, runs = run_rule(StoppingRule(2.0, max_seconds=1e9, clock=clock), clock,
-                            lambda: 0.1 * (1 + 0.05 * rng.standard_normal()))
+    reason, runs = run_rule(
+        StoppingRule(2.0, max_seconds=1e9, clock=clock), clock, lambda: 0.1 * (1 + 0.05 * rng.standard_normal())
+    )
     assert reason == "precision"
     assert StoppingRule.reached(runs) <= 2.0
     assert StoppingRule.reached(runs[:-1]) is None or StoppingRule.reached(runs[:-1]) > 2.0  # not one run later
@@ -50,7 +52,7 @@ def test_the_stopping_rule_stops_once_the_interval_is_tight():
 
 def test_the_stopping_rule_respects_the_time_cap_and_the_count_cap():
     rng, clock = np.random.default_rng(2), FakeClock()
-    noisy = lambda: float(rng.lognormal(0.0, 1.0))      # far too noisy for +-1% in a few hundred runs
+    noisy = lambda: float(rng.lognormal(0.0, 1.0))  # far too noisy for +-1% in a few hundred runs
     rule = StoppingRule(1.0, max_seconds=30.0, clock=clock)
     reason, runs = run_rule(rule, clock, noisy, seconds_per_run=0.5)
     assert reason == "max-time" and len(runs) == 60
@@ -78,7 +80,7 @@ def test_the_interval_over_processes_covers_where_one_process_does_not(processes
         low, high, _ = median_interval(groups[0])
         single += low <= 1.0 <= high
     assert pooled >= 900, pooled
-    assert single <= 500, single    # an interval built inside one process is blind to the spread between them
+    assert single <= 500, single  # an interval built inside one process is blind to the spread between them
     assert interval["method"] == ("t over process medians" if processes < 6 else "order statistics of process medians")
 
 
@@ -89,19 +91,22 @@ def test_p99_is_not_estimable_below_the_runs_it_needs():
     assert short["ci95_low"] is None and short["needed_runs"] == 368 and short["value"] is not None
     long = tail_stats(list(rng.lognormal(size=368)))["p99"]
     assert long["ci95_low"] <= long["value"] <= long["ci95_high"] and long["ci_coverage"] >= 0.95
-    assert tail_text(tail_stats(list(rng.lognormal(size=20)))["p99"]).endswith("not estimable with 20 runs: its 95% "
-                                                                               "interval needs 368)")
+    assert tail_text(tail_stats(list(rng.lognormal(size=20)))["p99"]).endswith(
+        "not estimable with 20 runs: its 95% interval needs 368)"
+    )
 
 
 def test_the_p90_interval_covers_the_true_p90():
-    rng, q90 = np.random.default_rng(4), float(-np.log(0.1))      # exponential(1)
-    covered = sum(low <= q90 <= high for low, high, _ in
-                  (percentile_interval(rng.exponential(size=60), 0.9) for _ in range(1000)))
+    rng, q90 = np.random.default_rng(4), float(-np.log(0.1))  # exponential(1)
+    covered = sum(
+        low <= q90 <= high for low, high, _ in (percentile_interval(rng.exponential(size=60), 0.9) for _ in range(1000))
+    )
     assert covered >= 930, covered
 
 
 class FakeNvml:
     """The pynvml functions the guard calls; what each sample returns is set by the test."""
+
     class NVMLError(Exception):
         pass
 
@@ -124,7 +129,7 @@ class FakeNvml:
         return 71
 
     def nvmlDeviceGetPowerUsage(self, handle):
-        raise self.NVMLError("not supported")    # some boards: the guard records None and goes on
+        raise self.NVMLError("not supported")  # some boards: the guard records None and goes on
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle):
         return next(self.reasons)
@@ -138,6 +143,7 @@ class FakeNvml:
 
 def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_out():
     import os
+
     me = os.getpid()
     # Samples at 6 boundaries of 5 runs: thermal slowdown (0x20) around run 2, a stranger (pid 4242) around run 4;
     # idle (0x1) is no slowdown.
@@ -152,12 +158,37 @@ def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_
     assert states[1]["throttle_reasons"] == ["sw_thermal_slowdown"] and states[3]["other_pids"] == [4242]
     assert states[0]["sm_clock_mhz"] == 1410 and "power_w" not in states[0]
 
-    times = [0.100, 0.300, 0.300, 0.250, 0.110]        # the flagged runs are the slow ones
-    record = {"runs": [{"image": "a.jpg", "image_size": [4, 4], "kind": "cold", "cold": True, "total_s": 1.0,
-                        "forward_s": 1.0, "preprocess_s": 0.0, "postprocess_s": 0.0}]
-              + [{"image": "a.jpg", "image_size": [4, 4], "kind": "timed", "cold": False, "total_s": t, "forward_s": t,
-                  "preprocess_s": 0.0, "postprocess_s": 0.0, "state": s} for t, s in zip(times, states)],
-              "guard": {"static": guard.static, "cost_s": guard.cost_s, "samples": guard.samples}, "model": "Net"}
+    times = [0.100, 0.300, 0.300, 0.250, 0.110]  # the flagged runs are the slow ones
+    record = {
+        "runs": [
+            {
+                "image": "a.jpg",
+                "image_size": [4, 4],
+                "kind": "cold",
+                "cold": True,
+                "total_s": 1.0,
+                "forward_s": 1.0,
+                "preprocess_s": 0.0,
+                "postprocess_s": 0.0,
+            }
+        ]
+        + [
+            {
+                "image": "a.jpg",
+                "image_size": [4, 4],
+                "kind": "timed",
+                "cold": False,
+                "total_s": t,
+                "forward_s": t,
+                "preprocess_s": 0.0,
+                "postprocess_s": 0.0,
+                "state": s,
+            }
+            for t, s in zip(times, states)
+        ],
+        "guard": {"static": guard.static, "cost_s": guard.cost_s, "samples": guard.samples},
+        "model": "Net",
+    }
     summarize_latency(record, discard_flagged=False)
     state = record["machine_state"]
     assert state["flagged"] == {"throttled": 2, "shared": 2} and not state["clean"]
@@ -176,20 +207,42 @@ def test_compare_refuses_a_verdict_and_the_gate_when_a_side_ran_throttled(tmp_pa
     new = synthetic_model("Net", np.linspace(0.150, 0.151, 10))
     new["runs"][3]["state"] = {"flags": ["throttled"], "load1": 0.1, "involuntary_switches": 0}
     assert compare_model(base, new)["verdict"] == f"{REFUSED} (new)"
-    new["runs"][3]["discarded"] = True         # --discard-throttled left it out: the rest can be judged
+    new["runs"][3]["discarded"] = True  # --discard-throttled left it out: the rest can be judged
     assert compare_model(base, new)["verdict"] == "slower"
     del new["runs"][3]["discarded"]
     from conftest import run_cli
-    proc = run_cli("--compare", synthetic_file(tmp_path / "b.json", [base]),
-                   synthetic_file(tmp_path / "n.json", [new], run_id="20260101_000001"), "--fail-if-slower", "5",
-                   "--output-dir", tmp_path / "out")
+
+    proc = run_cli(
+        "--compare",
+        synthetic_file(tmp_path / "b.json", [base]),
+        synthetic_file(tmp_path / "n.json", [new], run_id="20260101_000001"),
+        "--fail-if-slower",
+        "5",
+        "--output-dir",
+        tmp_path / "out",
+    )
     assert proc.returncode == 1 and REFUSED in verdict_line(proc)
     assert "the gate cannot judge it" in proc.stderr + proc.stdout
 
 
 def test_precision_and_processes_through_the_command_line(tmp_path, sample_image):
-    proc = run_tool("--models", "tinyconv", "--weights", "random", "--precision", "50", "--processes", 2,
-                    "--threads", 1, "--no-dissect", "--images", sample_image, "--output-dir", tmp_path)
+    proc = run_tool(
+        "--models",
+        "tinyconv",
+        "--weights",
+        "random",
+        "--precision",
+        "50",
+        "--processes",
+        2,
+        "--threads",
+        1,
+        "--no-dissect",
+        "--images",
+        sample_image,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = load_run(tmp_path)
     model = run["json"]["models"][0]
@@ -203,6 +256,7 @@ def test_precision_and_processes_through_the_command_line(tmp_path, sample_image
     assert "Per-process end-to-end medians: #1" in text and "p99" in text and "Machine state" in text
     assert (tmp_path / "results" / f"report_{run['run_id']}" / "TinyConv_worker_p2.log").exists()
     from conftest import run_cli
+
     bad = run_cli("--precision", "2", "--runs", "5", "--models", "yolo11n-detect")
     assert bad.returncode == 2 and "give one" in bad.stderr
     assert ROOT.exists()

@@ -2,6 +2,7 @@
 broken local folder, a Hugging Face cache hit, DepthPro's use_fov_model keyword, and a YOLO
 .pt file whose weights (not only its path) are the ones that run. Tiny configurations of the
 real classes keep every case fast."""
+
 import json
 import subprocess
 import sys
@@ -19,9 +20,11 @@ CPU = torch.device("cpu")
 
 def tiny_depth_anything(ub):
     """The Small model's class with a tiny backbone: same loader, same processor, a 0.1 MB file."""
+
     class TinyDepthAnything(ub.DepthAnythingV2SmallBenchmark):
         HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 32, 4, 2, [1, 2, 3, 4]
         FUSION_SIZE, NECK_SIZES = 16, [8, 16, 32, 32]
+
     return TinyDepthAnything
 
 
@@ -33,7 +36,7 @@ def no_hub(ub, monkeypatch):
     def probe(*args, **kwargs):
         raise AssertionError("the hub was probed")
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)   # so that only the tool's own logic keeps it offline
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # so that only the tool's own logic keeps it offline
     monkeypatch.setattr(HFDepthBenchmark, "_check_hub_reachable", probe)
     monkeypatch.setattr(huggingface_hub, "model_info", probe)
 
@@ -41,7 +44,7 @@ def no_hub(ub, monkeypatch):
 def test_folder_without_weights_names_the_folder_and_never_probes(ub, tmp_path, no_hub):
     cls = ub.DepthAnythingV2SmallBenchmark
     folder = tmp_path / "Depth-Anything-V2-Small-hf"
-    tiny_depth_anything(ub).random_config().save_pretrained(folder)     # config.json, no weights file
+    tiny_depth_anything(ub).random_config().save_pretrained(folder)  # config.json, no weights file
     cls.random_processor().save_pretrained(folder)
     assert not list(folder.glob("*.safetensors")) and not list(folder.glob("*.bin"))
     with pytest.raises(WeightsError) as failure:
@@ -79,6 +82,7 @@ def test_hugging_face_cache_hit_is_named_and_never_probes(ub, tmp_path):
     """A cache laid out as huggingface_hub lays it out (refs/main -> snapshots/<revision>/),
     in a fresh process whose HF_HUB_CACHE points at it, with no local folder and no offline flag."""
     import os
+
     cache = tmp_path / "hub"
     repo_dir = cache / ("models--" + ub.DepthAnythingV2SmallBenchmark.HF_REPO.replace("/", "--"))
     revision = "0123456789abcdef0123456789abcdef01234567"
@@ -95,8 +99,13 @@ def test_hugging_face_cache_hit_is_named_and_never_probes(ub, tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_CACHE")}
     env.update(HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf_home"))
-    proc = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(SCRIPT), str(empty_models),
-                           str(tmp_path / "expected.pt")], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CACHE_PROBE, str(SCRIPT), str(empty_models), str(tmp_path / "expected.pt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "Hugging Face cache" in found["source"] and ub.DepthAnythingV2SmallBenchmark.HF_REPO in found["source"]
@@ -105,25 +114,40 @@ def test_hugging_face_cache_hit_is_named_and_never_probes(ub, tmp_path):
 
 def tiny_depthpro_config(use_fov_model: bool):
     from transformers import DepthProConfig, Dinov2Config
+
     enc = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, patch_size=16, image_size=64)
     return DepthProConfig(
-        patch_size=64, patch_model_config=Dinov2Config(**enc), image_model_config=Dinov2Config(**enc),
-        fov_model_config=Dinov2Config(**enc), fusion_hidden_size=16, intermediate_hook_ids=[3, 1],
-        intermediate_feature_dims=[16, 16], scaled_images_ratios=[0.25, 0.5, 1],
-        scaled_images_overlap_ratios=[0.0, 0.5, 0.25], scaled_images_feature_dims=[32, 32, 16],
-        use_fov_model=use_fov_model)
+        patch_size=64,
+        patch_model_config=Dinov2Config(**enc),
+        image_model_config=Dinov2Config(**enc),
+        fov_model_config=Dinov2Config(**enc),
+        fusion_hidden_size=16,
+        intermediate_hook_ids=[3, 1],
+        intermediate_feature_dims=[16, 16],
+        scaled_images_ratios=[0.25, 0.5, 1],
+        scaled_images_overlap_ratios=[0.0, 0.5, 0.25],
+        scaled_images_feature_dims=[32, 32, 16],
+        use_fov_model=use_fov_model,
+    )
 
 
 def test_depthpro_folder_loads_with_the_field_of_view_model(ub, tmp_path, no_hub):
     """Saved without the field-of-view head: only the loader's use_fov_model=True adds it."""
     from transformers import DepthProForDepthEstimation, DepthProImageProcessor
+
     torch.manual_seed(3)
     saved = DepthProForDepthEstimation(tiny_depthpro_config(use_fov_model=False)).eval()
     assert saved.fov_model is None
     folder = tmp_path / "DepthPro-hf"
     saved.save_pretrained(folder)
-    DepthProImageProcessor(size={"height": 256, "width": 256}, do_rescale=True, rescale_factor=1 / 255,
-                           do_normalize=True, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    DepthProImageProcessor(
+        size={"height": 256, "width": 256},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+    ).save_pretrained(folder)
 
     bench = ub.DepthProBenchmark(CPU, weights="pretrained", models_dir=tmp_path)
     source = bench.load()
@@ -131,7 +155,7 @@ def test_depthpro_folder_loads_with_the_field_of_view_model(ub, tmp_path, no_hub
     network = bench.network()
     assert network.config.use_fov_model is True and network.fov_model is not None
     loaded = network.state_dict()
-    for name, tensor in saved.state_dict().items():   # everything that was saved is what runs
+    for name, tensor in saved.state_dict().items():  # everything that was saved is what runs
         assert torch.equal(loaded[name], tensor), name
     prediction, _ = bench.run_pipeline(Image.new("RGB", (80, 60), (100, 150, 200)))
     assert prediction.get("field_of_view") is not None
@@ -142,11 +166,12 @@ def test_yolo_pt_weights_are_the_ones_that_run(ub, tmp_path):
     """Weights far from the yaml's initialisation, saved as ultralytics saves (fp16): the loaded
     model holds them, and its output is theirs, not a freshly built yaml model's."""
     from ultralytics import YOLO
+
     torch.manual_seed(11)
     source_model = YOLO("yolo11n.yaml", verbose=False)
     with torch.no_grad():
         for p in source_model.model.parameters():
-            p.copy_((torch.randn_like(p) * 0.05 + 0.01).half().float())   # exactly representable in fp16
+            p.copy_((torch.randn_like(p) * 0.05 + 0.01).half().float())  # exactly representable in fp16
     expected = {k: v.clone() for k, v in source_model.model.state_dict().items()}
     source_model.save(tmp_path / "yolo11n.pt")
 

@@ -1,5 +1,6 @@
 """The pretrained path is real code: a random model saved to disk in the library's own
 format loads back through exactly the path a user's run takes."""
+
 import pytest
 import torch
 from conftest import load_run, run_cli
@@ -12,12 +13,26 @@ CPU = torch.device("cpu")
 
 def test_yolo_pt_file_loads_through_the_cli(tmp_path, sample_image):
     from ultralytics import YOLO
+
     models_dir = tmp_path / "models"
     models_dir.mkdir()
     YOLO("yolo11n.yaml", verbose=False).save(models_dir / "yolo11n.pt")  # ultralytics' checkpoint format
     out = tmp_path / "out"
-    proc = run_cli("--weights", "pretrained", "--models-dir", models_dir, "--models", "yolo11n-detect",
-                   "--runs", "1", "--no-dissect", "--images", sample_image, "--output-dir", out)
+    proc = run_cli(
+        "--weights",
+        "pretrained",
+        "--models-dir",
+        models_dir,
+        "--models",
+        "yolo11n-detect",
+        "--runs",
+        "1",
+        "--no-dissect",
+        "--images",
+        sample_image,
+        "--output-dir",
+        out,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     model = load_run(out)["json"]["models"][0]
     assert model["weights"] == "pretrained"
@@ -30,7 +45,7 @@ def test_yolo_pt_file_loads_through_the_cli(tmp_path, sample_image):
 def test_depth_anything_save_pretrained_folder_loads(ub, tmp_path, sample_image):
     cls = ub.DepthAnythingV2SmallBenchmark
     saved = cls.build_random_network()
-    folder = tmp_path / "Depth-Anything-V2-Small-hf"   # named like the hub repo, as README says
+    folder = tmp_path / "Depth-Anything-V2-Small-hf"  # named like the hub repo, as README says
     saved.save_pretrained(folder)
     cls.random_processor().save_pretrained(folder)
 
@@ -47,6 +62,7 @@ def test_depth_anything_save_pretrained_folder_loads(ub, tmp_path, sample_image)
 
 def test_mobile_sam_state_dict_file_loads(ub, tmp_path):
     from ultralytics.models.sam.build import build_mobile_sam
+
     saved = build_mobile_sam(None)
     torch.save(saved.state_dict(), tmp_path / "mobile_sam.pt")  # the released file is a plain state dict
     bench = ub.MobileSAMBenchmark(CPU, weights="pretrained", models_dir=tmp_path, sam_prompt="box")
@@ -71,6 +87,7 @@ def test_unreachable_hub_fails_fast_without_offline_flag(ub, tmp_path, monkeypat
     """Without HF_HUB_OFFLINE the tool asks the hub once, with a timeout, instead of letting the
     libraries retry for minutes: the probe's arguments are the check (the mock fails at once)."""
     import huggingface_hub
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     asked = []
 

@@ -1,6 +1,7 @@
 """--shard I/N and --merge of an array's shards, without a cluster: the plan balanced by
 RELATIVE_COST, the usage errors, and the coverage check on merge (a failed shard and a shard that
 wrote nothing both leave their models failed with the task's log named, exit code 1)."""
+
 import json
 import subprocess
 
@@ -30,18 +31,31 @@ def test_the_plan_balances_by_relative_cost_and_puts_every_model_in_one_shard(ub
             assert next(s for s in plan if heavy in s) == [heavy]
     assert names(plan_shards(classes, 3))[:2] == [["depthpro"], ["depth-anything-v2-large"]]
     # The costs decide, not the order: the same models in reverse order give the same shards.
-    assert sorted(map(sorted, names(plan_shards(classes[::-1], 3)))) == sorted(map(sorted, names(plan_shards(classes, 3))))
+    assert sorted(map(sorted, names(plan_shards(classes[::-1], 3)))) == sorted(
+        map(sorted, names(plan_shards(classes, 3)))
+    )
 
 
-@pytest.mark.parametrize("shard, expected", [
-    ("3/3", "--shard 3/3: the index must be 0 to 2"),
-    ("1/0", "--shard 1/0: N must be 1 or more"),
-    ("one/3", "--shard 'one/3': expected I/N"),
-    ("0/4", "--shard: 4 shards for 3 model(s) leaves a shard with nothing to run; use at most 3 shards"),
-])
+@pytest.mark.parametrize(
+    "shard, expected",
+    [
+        ("3/3", "--shard 3/3: the index must be 0 to 2"),
+        ("1/0", "--shard 1/0: N must be 1 or more"),
+        ("one/3", "--shard 'one/3': expected I/N"),
+        ("0/4", "--shard: 4 shards for 3 model(s) leaves a shard with nothing to run; use at most 3 shards"),
+    ],
+)
 def test_a_bad_shard_exits_2_with_one_line(tmp_path, shard, expected):
-    proc = run_cli("--shard", shard, "--models", "yolo11n-detect,yolo11n-pose,depthpro", "--weights", "random",
-                   "--output-dir", tmp_path / "out")
+    proc = run_cli(
+        "--shard",
+        shard,
+        "--models",
+        "yolo11n-detect,yolo11n-pose,depthpro",
+        "--weights",
+        "random",
+        "--output-dir",
+        tmp_path / "out",
+    )
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
     assert not (tmp_path / "out").exists()
@@ -53,8 +67,21 @@ def shard_runs(tmp_path_factory, sample_image):
     root = tmp_path_factory.mktemp("shards")
     files, codes = [], []
     for index in (0, 1):
-        proc = run_tool("--models", "tinyconv,selfkill", "--shard", f"{index}/2", "--weights", "random", "--runs", 2,
-                        "--no-dissect", "--images", sample_image, "--output-dir", root / str(index))
+        proc = run_tool(
+            "--models",
+            "tinyconv,selfkill",
+            "--shard",
+            f"{index}/2",
+            "--weights",
+            "random",
+            "--runs",
+            2,
+            "--no-dissect",
+            "--images",
+            sample_image,
+            "--output-dir",
+            root / str(index),
+        )
         (root / f"task_{index}.log").write_text(proc.stdout + proc.stderr)
         codes.append(proc.returncode)
         run = load_run(root / str(index))
@@ -69,8 +96,10 @@ def test_each_shard_runs_its_share_and_records_the_whole_plan(shard_runs):
         shard = json.loads(path.read_text())["config"]["shard"]
         assert (shard["index"], shard["count"], shard["slurm"]) == (index, 2, None)
         assert shard["models"] == [["tinyconv"], ["selfkill"]][index]
-        assert [(s["cli_name"], s["model"], s["shard"]) for s in shard["selected"]] == \
-            [("tinyconv", "TinyConv", 0), ("selfkill", "SelfKill", 1)]
+        assert [(s["cli_name"], s["model"], s["shard"]) for s in shard["selected"]] == [
+            ("tinyconv", "TinyConv", 0),
+            ("selfkill", "SelfKill", 1),
+        ]
         assert json.loads(path.read_text())["config"]["models"] == shard["models"]
 
 
@@ -83,8 +112,9 @@ def test_a_failed_shard_is_named_with_its_log_and_the_merge_exits_1(shard_runs, 
     tiny, dead = merged["json"]["models"]
     assert (tiny["status"], dead["status"], dead["status_in_shard"]) == ("complete", "failed", "failed")
     assert dead["shard_log"] == str(root / "task_1.log")
-    assert dead["error"]["message"].startswith("shard 1/2 ended with it failed (WorkerDied: the worker process was "
-                                               "killed by SIGKILL")
+    assert dead["error"]["message"].startswith(
+        "shard 1/2 ended with it failed (WorkerDied: the worker process was killed by SIGKILL"
+    )
     assert f"see the task's log {root / 'task_1.log'}" in dead["error"]["message"]
     assert "[ERROR] --merge: SelfKill: shard 1/2 ended with it failed" in proc.stdout
     assert merged["json"]["status"] == "incomplete" and merged["json"]["shards"]["missing"] == []
@@ -96,8 +126,12 @@ def test_a_shard_that_wrote_nothing_is_missing_and_its_models_failed(shard_runs,
     assert proc.returncode == 1, proc.stdout + proc.stderr
     merged = load_run(tmp_path)
     data = merged["json"]
-    assert data["shards"] == {"count": 2, "present": [0], "missing": [1],
-                              "logs_template": str(root / "task_{shard}.log")}
+    assert data["shards"] == {
+        "count": 2,
+        "present": [0],
+        "missing": [1],
+        "logs_template": str(root / "task_{shard}.log"),
+    }
     assert [(m["model"], m["status"]) for m in data["models"]] == [("TinyConv", "complete"), ("SelfKill", "failed")]
     missing = data["models"][1]
     assert missing["status_in_shard"] == "missing" and missing["runs"] == [] and missing["weights"] == "random"
@@ -131,12 +165,24 @@ def test_submit_sh_tells_a_cluster_user_what_to_type_and_refuses_what_it_sets_it
     submit = ROOT / "slurm" / "submit.sh"
     proc = subprocess.run(["bash", str(submit), "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("Usage: slurm/submit.sh [--shards N]")
-    for what in ("--dependency=afterany", "--gres=gpu:1", "sinfo -h -o %G", "--threads N",
-                 "DIR/shards/<array job id>/<task>/", "DIR/merged/<array job id>/results/", "merge job exits non-zero"):
+    for what in (
+        "--dependency=afterany",
+        "--gres=gpu:1",
+        "sinfo -h -o %G",
+        "--threads N",
+        "DIR/shards/<array job id>/<task>/",
+        "DIR/merged/<array job id>/results/",
+        "merge job exits non-zero",
+    ):
         assert what in proc.stdout, what
     for option in (["--threads", "4"], ["--shard", "0/2"], ["--merge", "a.json"]):  # before any sbatch is called
         proc = subprocess.run(["bash", str(submit), *option], capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2 and f"submit.sh sets {option[0]} itself" in proc.stderr
-    proc = subprocess.run(["bash", str(submit), "--shards", "4", "--models", "yolo11n-detect,yolo11n-pose"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        ["bash", str(submit), "--shards", "4", "--models", "yolo11n-detect,yolo11n-pose"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2 and "--shards 4 for 2 model(s)" in proc.stderr

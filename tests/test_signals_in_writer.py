@@ -1,5 +1,6 @@
 """Ctrl-C while the reports are being written: the real handler, the real signal-holding code
 and the real writer, with the signal sent from inside the writer's atomic file write."""
+
 import csv
 import os
 import signal
@@ -39,6 +40,7 @@ def tiny_benchmark_class(ub, model_name, cli_name):
 
         def postprocess(self, outputs, image):
             return outputs
+
     return Tiny
 
 
@@ -56,7 +58,7 @@ def sigint_during_writes(ub, monkeypatch, at_calls: set[int]) -> list:
     written = []
 
     def write_with_signal(path, text):
-        is_report = path.name.startswith("benchmark_")   # not the layer folder's metadata
+        is_report = path.name.startswith("benchmark_")  # not the layer folder's metadata
         if is_report and len(written) + 1 in at_calls:
             os.kill(os.getpid(), signal.SIGINT)
             # Python runs the handler in this thread at a later bytecode boundary, usually the next;
@@ -83,18 +85,34 @@ def read_reports(out) -> dict:
     return run
 
 
-def test_sigint_during_the_first_report_write_is_held_then_honoured(ub, tmp_path, sample_image, monkeypatch,
-                                                                   two_tiny_models):
+def test_sigint_during_the_first_report_write_is_held_then_honoured(
+    ub, tmp_path, sample_image, monkeypatch, two_tiny_models
+):
     # Call 1 is the JSON after the first model; calls 5-8 are the final write after the interrupt.
     # The second signal lands in the final write, which must finish all the same.
     written = sigint_during_writes(ub, monkeypatch, at_calls={1, 5})
     # What was there before: Python's default handler, or SIG_IGN when the suite runs as a background job
     # of a non-interactive shell (such jobs start with SIGINT ignored)
     before = signal.getsignal(signal.SIGINT)
-    code = ub.main(["--isolation", "none", "--models", "tiny-a,tiny-b", "--weights", "random", "--runs", "2", "--no-dissect",
-                    "--images", str(sample_image), "--output-dir", str(tmp_path)])
+    code = ub.main(
+        [
+            "--isolation",
+            "none",
+            "--models",
+            "tiny-a,tiny-b",
+            "--weights",
+            "random",
+            "--runs",
+            "2",
+            "--no-dissect",
+            "--images",
+            str(sample_image),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == EXIT_SIGINT == 130
-    assert signal.getsignal(signal.SIGINT) is before   # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
     # Both rounds wrote all four files: the signal cut neither.
     kinds = [(name.split("_")[1], name.rsplit(".", 1)[1]) for name in written]
@@ -109,17 +127,34 @@ def test_sigint_during_the_first_report_write_is_held_then_honoured(ub, tmp_path
     assert run["csv_rows"][0]["status"] == "complete"
     md = run["md"]
     assert "**Run interrupted.**" in md and "TinyB (not run)" in md
-    summary_rows = [line.split("|")[1].strip() for line in md.split("## Summary")[1].split("\n## ")[0].splitlines()
-                    if line.startswith("| ") and not line.startswith("| model |")]
+    summary_rows = [
+        line.split("|")[1].strip()
+        for line in md.split("## Summary")[1].split("\n## ")[0].splitlines()
+        if line.startswith("| ") and not line.startswith("| model |")
+    ]
     assert summary_rows == ran
 
 
-def test_second_sigint_during_the_final_write_does_not_cut_it(ub, tmp_path, sample_image, monkeypatch,
-                                                              two_tiny_models):
+def test_second_sigint_during_the_final_write_does_not_cut_it(ub, tmp_path, sample_image, monkeypatch, two_tiny_models):
     """First Ctrl-C in the CSV write after the first model, a second one in the final Markdown write."""
     written = sigint_during_writes(ub, monkeypatch, at_calls={2, 7})
-    code = ub.main(["--isolation", "none", "--models", "tiny-a,tiny-b", "--weights", "random", "--runs", "2", "--no-dissect",
-                    "--images", str(sample_image), "--output-dir", str(tmp_path)])
+    code = ub.main(
+        [
+            "--isolation",
+            "none",
+            "--models",
+            "tiny-a,tiny-b",
+            "--weights",
+            "random",
+            "--runs",
+            "2",
+            "--no-dissect",
+            "--images",
+            str(sample_image),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 130
     assert len(written) == 8, written
     run = read_reports(tmp_path)

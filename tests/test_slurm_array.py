@@ -3,6 +3,7 @@ job array of three shards and merges them (the same models, parameters and FLOPs
 run), and a cancelled task leaves its model failed in the merged report with its log named and
 the merge job failed. Skipped where Slurm cannot start (no root, packages missing), unless
 VISION_BENCH_REQUIRE_SLURM=1 (set by .ci/run): there a skip would hide the test, so it fails."""
+
 import os
 import re
 import sys
@@ -33,17 +34,33 @@ def cluster():
 
 
 def tool_options(sample_image, runs: int) -> list[str]:
-    return ["--weights", "random", "--models", ",".join(MODELS), "--runs", str(runs), "--warmup", "0",
-            "--no-dissect", "--images", str(sample_image)]
+    return [
+        "--weights",
+        "random",
+        "--models",
+        ",".join(MODELS),
+        "--runs",
+        str(runs),
+        "--warmup",
+        "0",
+        "--no-dissect",
+        "--images",
+        str(sample_image),
+    ]
 
 
 def submit(cluster, out: Path, options: list[str], sbatch: str = "") -> tuple[str, str]:
     """slurm/submit.sh as a user types it; returns the array and merge job ids it prints."""
     import subprocess
-    proc = subprocess.run(["bash", str(SUBMIT), "--shards", "3", "--cpus", "1", "--sbatch", sbatch,
-                           "--output-dir", str(out), *options],
-                          env={**cluster.env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
-                          check=False)
+
+    proc = subprocess.run(
+        ["bash", str(SUBMIT), "--shards", "3", "--cpus", "1", "--sbatch", sbatch, "--output-dir", str(out), *options],
+        env={**cluster.env, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     array = re.search(r"^Array job: (\d+) \(3 task\(s\), 1 CPU\(s\) each\)$", proc.stdout, re.MULTILINE)
     merge = re.search(r"^Merge job: (\d+)", proc.stdout, re.MULTILINE)
@@ -74,8 +91,9 @@ def test_the_shipped_array_of_three_shards_merges_to_what_a_local_run_measures(c
     array, merge = submit(cluster, out, tool_options(sample_image, runs=6), sbatch="--exclusive")
     tasks, merged_job = wait(cluster, array, merge)
     TIMINGS["submit to merged"] = time.monotonic() - start
-    assert [(t["ArrayTaskId"], t["JobState"], t["ExitCode"]) for t in tasks] == \
-        [(str(i), "COMPLETED", "0:0") for i in range(3)], logs_of(out)
+    assert [(t["ArrayTaskId"], t["JobState"], t["ExitCode"]) for t in tasks] == [
+        (str(i), "COMPLETED", "0:0") for i in range(3)
+    ], logs_of(out)
     assert (merged_job["JobState"], merged_job["ExitCode"]) == ("COMPLETED", "0:0"), logs_of(out)
 
     # Each task ran its own shard in its own folder, with the task's CPUs as its threads.
@@ -88,7 +106,7 @@ def test_the_shipped_array_of_three_shards_merges_to_what_a_local_run_measures(c
         assert data["config"]["torch_threads"] == 1 and data["status"] == "complete"  # SLURM_CPUS_PER_TASK
         assert [m["cli_name"] for m in data["models"]] == shard["models"]
         shard_models += shard["models"]
-    assert sorted(shard_models) == sorted(MODELS)   # every model once
+    assert sorted(shard_models) == sorted(MODELS)  # every model once
 
     merged = load_run(out / "merged" / array)
     data = merged["json"]
@@ -107,15 +125,19 @@ def test_the_shipped_array_of_three_shards_merges_to_what_a_local_run_measures(c
         for key in ("model", "parameters", "flops", "input_shape", "weights", "dtype"):
             assert mine[key] == theirs[key], (mine["model"], key, mine[key], theirs[key])
         a, b = mine["latency_end_to_end"], theirs["latency_end_to_end"]
-        rows.append(f"{mine['model']}: params {mine['parameters']:,}, GFLOPs {mine['gflops']:.2f}; median end to end "
-                    f"cluster {a['median'] * 1e3:.1f} ms [{a['ci95_low'] * 1e3:.1f}, {a['ci95_high'] * 1e3:.1f}], "
-                    f"local {b['median'] * 1e3:.1f} ms [{b['ci95_low'] * 1e3:.1f}, {b['ci95_high'] * 1e3:.1f}]")
+        rows.append(
+            f"{mine['model']}: params {mine['parameters']:,}, GFLOPs {mine['gflops']:.2f}; median end to end "
+            f"cluster {a['median'] * 1e3:.1f} ms [{a['ci95_low'] * 1e3:.1f}, {a['ci95_high'] * 1e3:.1f}], "
+            f"local {b['median'] * 1e3:.1f} ms [{b['ci95_low'] * 1e3:.1f}, {b['ci95_high'] * 1e3:.1f}]"
+        )
     print("\n[slurm merged vs local]\n" + "\n".join(rows))
 
 
-def test_a_cancelled_task_leaves_its_model_failed_with_its_log_and_the_merge_job_failed(cluster, sample_image,
-                                                                                          tmp_path, ub):
+def test_a_cancelled_task_leaves_its_model_failed_with_its_log_and_the_merge_job_failed(
+    cluster, sample_image, tmp_path, ub
+):
     from vision_bench.run.shards import plan_shards
+
     plan = plan_shards([ub.MODELS_BY_CLI_NAME[m] for m in MODELS], 3)
     victim = next(i for i, members in enumerate(plan) if members[0].CLI_NAME == "depth-anything-v2-small")
     out = tmp_path / "cluster"
@@ -142,8 +164,10 @@ def test_a_cancelled_task_leaves_its_model_failed_with_its_log_and_the_merge_job
     assert killed["status"] == "failed" and killed["shard_log"] == str(log) and log.exists()
     assert f"shard {victim}/3" in killed["error"]["message"] and str(log) in killed["error"]["message"]
     assert killed["status_in_shard"] in ("interrupted", "missing")  # SIGTERM mid-model, or before the tool's handler
-    print(f"\n[slurm cancelled task] {killed['model']}: in its shard {killed['status_in_shard']}; "
-          f"{killed['error']['message']}")
+    print(
+        f"\n[slurm cancelled task] {killed['model']}: in its shard {killed['status_in_shard']}; "
+        f"{killed['error']['message']}"
+    )
     assert all(by_name[m]["status"] == "complete" for m in MODELS if m != "depth-anything-v2-small")
     md = merged["md_path"].read_text()
     failed_row = next(line for line in md.splitlines() if line.startswith("| DepthAnythingV2Small | failed |"))

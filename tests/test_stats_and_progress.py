@@ -1,5 +1,6 @@
 """Layer statistics exact on any strides without full-size copies, the dissection's extra peak
 memory bounded by the largest activation, and progress lines during long passes."""
+
 import json
 import subprocess
 import sys
@@ -22,14 +23,20 @@ from vision_bench.progress import pass_progress
 def reference(t: torch.Tensor) -> dict:
     a = t.double().numpy()
     finite = a[np.isfinite(a)]
-    return {"min": finite.min(), "max": finite.max(), "mean": finite.mean(), "std": finite.std(),
-            "zero_fraction": (a == 0).mean(), "nan_count": int(np.isnan(a).sum()),
-            "inf_count": int(np.isinf(a).sum())}
+    return {
+        "min": finite.min(),
+        "max": finite.max(),
+        "mean": finite.mean(),
+        "std": finite.std(),
+        "zero_fraction": (a == 0).mean(),
+        "nan_count": int(np.isnan(a).sum()),
+        "inf_count": int(np.isinf(a).sum()),
+    }
 
 
 def assert_matches(stats: dict, ref: dict, rel=1e-6):
     for key in ("min", "max"):
-        assert stats[key] == ref[key], key                       # min and max are values of the tensor
+        assert stats[key] == ref[key], key  # min and max are values of the tensor
     # float32 partial sums, then float64: the mean is within 1e-7 of the data's spread even when
     # it is close to zero (a relative bound alone would ask float64 accuracy of float32 sums)
     assert stats["mean"] == pytest.approx(ref["mean"], rel=rel, abs=1e-7 * ref["std"])
@@ -41,15 +48,15 @@ def assert_matches(stats: dict, ref: dict, rel=1e-6):
 def test_stats_exact_on_permuted_and_channels_last_tensors(ub):
     gen = torch.Generator().manual_seed(1)
     channels_last = (torch.randn(2, 24, 40, 30, generator=gen) * 3 + 500).to(memory_format=torch.channels_last)
-    permuted = torch.relu(torch.randn(7, 33, 50, generator=gen)).permute(2, 0, 1)    # zeros too
-    sliced = torch.randn(6, 40, 41, generator=gen)[:, 1:, ::2]                       # gaps: not dense
+    permuted = torch.relu(torch.randn(7, 33, 50, generator=gen)).permute(2, 0, 1)  # zeros too
+    sliced = torch.randn(6, 40, 41, generator=gen)[:, 1:, ::2]  # gaps: not dense
     for t in (channels_last, permuted, sliced):
         assert not t.is_contiguous()
         assert_matches(tensor_stats(t), reference(t))
 
 
 def test_stats_with_zeros_nan_and_inf(ub):
-    t = torch.arange(-50, 150, dtype=torch.float32).reshape(10, 20).t()    # non-contiguous, one exact zero
+    t = torch.arange(-50, 150, dtype=torch.float32).reshape(10, 20).t()  # non-contiguous, one exact zero
     t[3, 4] = float("nan")
     t[5, 6] = float("inf")
     t[7, 8] = -float("inf")
@@ -148,15 +155,16 @@ def test_dissection_extra_peak_is_bounded_by_the_largest_activation(tmp_path):
     the writers' working memory. The old code added 3x (reshape and float64 copies) and 8 queued copies."""
     child = tmp_path / "child.py"
     child.write_text(MEMORY_CHILD)
-    proc = subprocess.run([sys.executable, str(child), str(SCRIPT)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(child), str(SCRIPT)], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT ")).split(" ", 1)[1])
+    r = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT ")).split(" ", 1)[1])
     assert r["pngs"] == 4
     assert r["stats_only"] - r["plain"] < 0.25 * r["activation"], r
     # host copies in flight: at most the queue's byte bound, or one copy when it is larger; plus
     # the writer threads' working memory (one colour-mapped channel at a time, ~20 MB each here)
-    host_copy = r["activation"] // 2           # 16 of the 32 channels
+    host_copy = r["activation"] // 2  # 16 of the 32 channels
     assert r["files"] - r["plain"] < r["queue_bytes"] + host_copy + 64 * 2**20, r
 
 
@@ -176,7 +184,7 @@ class SlowNet(nn.Module):
         super().__init__()
         self.stem = nn.Linear(4, 4)
         self.blocks = nn.Sequential(*[Sleepy(0.15) for _ in range(4)])
-        self.long = Sleepy(0.9)                 # one long module: the ticker must still speak
+        self.long = Sleepy(0.9)  # one long module: the ticker must still speak
 
     def forward(self, x):
         return self.long(self.blocks(self.stem(x)))
@@ -214,7 +222,7 @@ def slow_bench(ub, monkeypatch):
 
 
 def progress_lines(text: str) -> list[str]:
-    return [l for l in text.splitlines() if l.startswith("[PROGRESS] SlowFake")]
+    return [line for line in text.splitlines() if line.startswith("[PROGRESS] SlowFake")]
 
 
 def test_progress_lines_during_the_flops_pass(slow_bench, capsys):
@@ -222,9 +230,9 @@ def test_progress_lines_during_the_flops_pass(slow_bench, capsys):
     slow_bench.count_flops_and_input(image)
     lines = progress_lines(capsys.readouterr().out)
     assert len(lines) >= 3, lines
-    assert all("FLOPs pass" in l for l in lines)
-    assert any("leaf modules run" in l and "/6 " in l for l in lines)
-    assert any("last module started: blocks." in l for l in lines)
+    assert all("FLOPs pass" in line for line in lines)
+    assert any("leaf modules run" in line and "/6 " in line for line in lines)
+    assert any("last module started: blocks." in line for line in lines)
     assert all(not m._forward_pre_hooks for m in slow_bench.network().modules())
 
 
@@ -233,10 +241,10 @@ def test_progress_lines_during_the_profiled_pass_name_the_block(slow_bench, caps
     breakdown = slow_bench.profile_time(image)
     lines = progress_lines(capsys.readouterr().out)
     assert len(lines) >= 3, lines
-    assert all("profiled pass" in l for l in lines)
-    assert any("in blocks (Sequential)" in l for l in lines)
+    assert all("profiled pass" in line for line in lines)
+    assert any("in blocks (Sequential)" in line for line in lines)
     # the last ~0.9 s are one module: lines keep coming while it runs
-    assert any("in long (Sleepy)" in l for l in lines)
+    assert any("in long (Sleepy)" in line for line in lines)
     assert {r["block"] for r in breakdown["blocks"]} >= {"blocks (Sequential)", "long (Sleepy)"}
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in slow_bench.network().modules())
 
@@ -249,8 +257,9 @@ def test_a_short_pass_prints_no_progress(ub, capsys):
     assert not net._forward_pre_hooks
 
 
-def test_timed_runs_have_one_progress_reporter_a_phase_and_say_which_run(ub, slow_bench, monkeypatch, tmp_path,
-                                                                         sample_image, capsys):
+def test_timed_runs_have_one_progress_reporter_a_phase_and_say_which_run(
+    ub, slow_bench, monkeypatch, tmp_path, sample_image, capsys
+):
     """Progress during cold start, warm-up and timed runs, from one reporter a phase: no reporter
     thread is started between two timed runs."""
     labels = []
@@ -263,10 +272,29 @@ def test_timed_runs_have_one_progress_reporter_a_phase_and_say_which_run(ub, slo
     monkeypatch.setattr(pass_progress, "__enter__", counting_enter)
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, "slow-fake", type(slow_bench))
     type(slow_bench).CLI_NAME = "slow-fake"
-    code = ub.main(["--isolation", "none", "--models", "slow-fake", "--weights", "random", "--runs", "2",
-                    "--warmup", "1", "--no-dissect", "--images", str(sample_image), "--output-dir", str(tmp_path)])
+    code = ub.main(
+        [
+            "--isolation",
+            "none",
+            "--models",
+            "slow-fake",
+            "--weights",
+            "random",
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--no-dissect",
+            "--images",
+            str(sample_image),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
-    run_labels = [l for l in labels if "run" in l.split("SlowFake ", 1)[-1] or "cold start" in l]
+    run_labels = [line for line in labels if "run" in line.split("SlowFake ", 1)[-1] or "cold start" in line]
     assert run_labels == ["SlowFake cold start", "SlowFake warmup runs", "SlowFake timed runs"], labels
     lines = progress_lines(capsys.readouterr().out)
-    assert any(l.startswith("[PROGRESS] SlowFake timed runs") and "run 4 of 4" in l for l in lines), lines   # 1 cold + (1 warm-up + 2 timed) x 1 image
+    assert any(line.startswith("[PROGRESS] SlowFake timed runs") and "run 4 of 4" in line for line in lines), (
+        lines
+    )  # 1 cold + (1 warm-up + 2 timed) x 1 image

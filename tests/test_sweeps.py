@@ -2,6 +2,7 @@
 bisection, the memory model and the knee on known figures, and in real worker processes with tiny
 models of worker_models.py: a model with a known memory growth per image and a known out-of-memory
 edge, the same model under a real --memory-limit, a worker killed at a point, a model that cannot batch."""
+
 import csv
 import json
 import subprocess
@@ -24,18 +25,28 @@ from vision_bench.sweeps.sweep_plan import (
 )
 
 WORKER_MODELS = ROOT / "tests" / "worker_models.py"
-MB = 2 ** 20
-ITEM = 48 * MB          # KnownMemoryBenchmark.ITEM_BYTES
+MB = 2**20
+ITEM = 48 * MB  # KnownMemoryBenchmark.ITEM_BYTES
 
 
 def run_tool(*args, timeout=300):
-    return subprocess.run([sys.executable, str(WORKER_MODELS), *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(WORKER_MODELS), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def plan(batch=None, sizes=None, budget=None, unsupported=None):
-    return {"plan": {"batch": batch, "input_size": sizes}, "budget_s": budget, "nominal_size": 640, "size_step": 32,
-            "unsupported": unsupported or {}, "limit": None, "seconds": 0.0, "points": [], "budget_reached": False}
+    return {
+        "plan": {"batch": batch, "input_size": sizes},
+        "budget_s": budget,
+        "nominal_size": 640,
+        "size_step": 32,
+        "unsupported": unsupported or {},
+        "limit": None,
+        "seconds": 0.0,
+        "points": [],
+        "budget_reached": False,
+    }
 
 
 def drive(sweep, fails_from: dict, memory=lambda batch: 0):
@@ -45,7 +56,7 @@ def drive(sweep, fails_from: dict, memory=lambda batch: 0):
         dimension, value, bisect = step
         order.append((dimension, value, bisect))
         point = point_record(dimension, value, bisect)
-        point["status"] = "oom" if value >= fails_from.get(dimension, 10 ** 9) else "ok"
+        point["status"] = "oom" if value >= fails_from.get(dimension, 10**9) else "ok"
         point["memory"] = {"peak_bytes": memory(point["batch"])}
         point["throughput"] = {"median": min(value, 6) * 1.0}
         sweep["points"].append(point)
@@ -57,15 +68,27 @@ def test_the_sweep_runs_sizes_then_batches_and_bisects_the_edge_to_one_step():
     sweep = plan(batch=[1, 2, 4, 8, 16, 32], sizes=[320, 640, 1024, 1280])
     order = drive(sweep, {"batch": 11, "input_size": 1100})
     # sizes bisect in steps of 32 between 1024 (ran) and 1280 (did not): 1152 no, 1088 yes, 1120 no
-    assert order == [("input_size", 320, False), ("input_size", 640, False), ("input_size", 1024, False),
-                     ("input_size", 1280, False), ("input_size", 1152, True), ("input_size", 1088, True),
-                     ("input_size", 1120, True),
-                     ("batch", 1, False), ("batch", 2, False), ("batch", 4, False), ("batch", 8, False),
-                     ("batch", 16, False), ("batch", 12, True), ("batch", 10, True), ("batch", 11, True)]
+    assert order == [
+        ("input_size", 320, False),
+        ("input_size", 640, False),
+        ("input_size", 1024, False),
+        ("input_size", 1280, False),
+        ("input_size", 1152, True),
+        ("input_size", 1088, True),
+        ("input_size", 1120, True),
+        ("batch", 1, False),
+        ("batch", 2, False),
+        ("batch", 4, False),
+        ("batch", 8, False),
+        ("batch", 16, False),
+        ("batch", 12, True),
+        ("batch", 10, True),
+        ("batch", 11, True),
+    ]
     edge = sweep["batch_analysis"]["edge"]
     assert edge == {"last_good": 10, "first_oom": 11, "one_step": True}
     skipped = [(p["dimension"], p["value"]) for p in sweep["points"] if p["status"] == "skipped"]
-    assert skipped == [("batch", 32)]            # beyond the edge
+    assert skipped == [("batch", 32)]  # beyond the edge
     assert sweep["input_size_analysis"] is None  # no pixels recorded by this driver
 
 
@@ -97,10 +120,12 @@ def test_parsing_and_what_counts_as_out_of_memory():
     for bad in ("0,1", "a", ""):
         with pytest.raises(UsageError):
             parse_sizes(bad, "--batch-sizes")
-    assert parse_memory("3GB") == 3 * 2 ** 30 and parse_memory("512 MiB") == 512 * MB and parse_memory("1024") == 1024
+    assert parse_memory("3GB") == 3 * 2**30 and parse_memory("512 MiB") == 512 * MB and parse_memory("1024") == 1024
     with pytest.raises(UsageError):
         parse_memory("lots")
-    assert is_out_of_memory(MemoryError()) and is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(
+        RuntimeError("DefaultCPUAllocator: can't allocate memory")
+    )
     assert not is_out_of_memory(RuntimeError("shape mismatch")) and not is_out_of_memory(ValueError("out of memory"))
     onednn = RuntimeError("could not create a primitive")
     assert is_out_of_memory(onednn, limited=True) and not is_out_of_memory(onednn)
@@ -111,17 +136,42 @@ def sweep_of(run, cli_name):
 
 
 def test_a_known_memory_growth_and_edge_give_the_exact_edge_fit_and_charts(tmp_path, sample_image):
-    proc = run_tool("--models", "knownmemory", "--weights", "random", "--runs", 1, "--warmup", 0, "--no-dissect",
-                    "--batch-sizes", "1,2,4,8,16", "--input-sizes", "16,32", "--images", sample_image,
-                    "--output-dir", tmp_path)
+    proc = run_tool(
+        "--models",
+        "knownmemory",
+        "--weights",
+        "random",
+        "--runs",
+        1,
+        "--warmup",
+        0,
+        "--no-dissect",
+        "--batch-sizes",
+        "1,2,4,8,16",
+        "--input-sizes",
+        "16,32",
+        "--images",
+        sample_image,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     run = load_run(tmp_path)
     r = sweep_of(run, "knownmemory")
     assert r["status"] == "complete"
     points = [(p["dimension"], p["value"], p["status"]) for p in r["sweep"]["points"]]
-    assert points == [("input_size", 16, "ok"), ("input_size", 32, "ok"), ("batch", 1, "ok"), ("batch", 2, "ok"),
-                      ("batch", 4, "ok"), ("batch", 8, "ok"), ("batch", 12, "ok"), ("batch", 13, "oom"),
-                      ("batch", 14, "oom"), ("batch", 16, "oom")]
+    assert points == [
+        ("input_size", 16, "ok"),
+        ("input_size", 32, "ok"),
+        ("batch", 1, "ok"),
+        ("batch", 2, "ok"),
+        ("batch", 4, "ok"),
+        ("batch", 8, "ok"),
+        ("batch", 12, "ok"),
+        ("batch", 13, "oom"),
+        ("batch", 14, "oom"),
+        ("batch", 16, "oom"),
+    ]
     a = r["sweep"]["batch_analysis"]
     assert a["edge"] == {"last_good": 12, "first_oom": 13, "one_step": True}
     # each point's own growth (its peak over its start) is n images' memory, to a one-off allocation of
@@ -140,23 +190,38 @@ def test_a_known_memory_growth_and_edge_give_the_exact_edge_fit_and_charts(tmp_p
     with open(run["csv_path"]) as f:
         rows = [row for row in csv.DictReader(f) if row["sweep_dimension"]]
     assert [(row["sweep_dimension"], row["batch_size"], row["status"]) for row in rows][-3:] == [
-        ("batch", "13", "oom"), ("batch", "14", "oom"), ("batch", "16", "oom")] and len(rows) == 10
+        ("batch", "13", "oom"),
+        ("batch", "14", "oom"),
+        ("batch", "16", "oom"),
+    ] and len(rows) == 10
     # the charts exist and both reports show them
     assets = run["results_dir"] / f"report_{run['run_id']}"
     charts = [f"KnownMemory_sweep_{s}.png" for s in ("throughput", "latency", "memory", "pixels")]
     assert all((assets / c).stat().st_size > 5000 for c in charts)
     html = (run["results_dir"] / f"benchmark_report_{run['run_id']}.html").read_text()
     markdown = run["md_path"].read_text()
-    assert all(f'src="report_{run["run_id"]}/{c}"' in html and f"report_{run['run_id']}/{c})" in markdown
-               for c in charts)
+    assert all(
+        f'src="report_{run["run_id"]}/{c}"' in html and f"report_{run['run_id']}/{c})" in markdown for c in charts
+    )
     assert "KnownMemory: best" in markdown and "edge: batch 12 ran, 13 did not" in markdown
     read_results(run["results_dir"] / f"benchmark_results_{run['run_id']}.json", "--merge")  # the schema holds
 
 
 def test_a_real_memory_limit_is_the_edge_and_the_memory_model_predicts_it(tmp_path, sample_image):
     """The limit set half an image above what batch 12 needs (measured first, without a limit)."""
-    common = ["--models", "reallimitmemory", "--weights", "random", "--runs", 1, "--warmup", 0, "--no-dissect",
-              "--images", sample_image]
+    common = [
+        "--models",
+        "reallimitmemory",
+        "--weights",
+        "random",
+        "--runs",
+        1,
+        "--warmup",
+        0,
+        "--no-dissect",
+        "--images",
+        sample_image,
+    ]
     proc = run_tool(*common, "--batch-sizes", "1,4", "--output-dir", tmp_path / "free")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     fit = sweep_of(load_run(tmp_path / "free"), "reallimitmemory")["sweep"]["batch_analysis"]["memory_fit"]
@@ -171,14 +236,31 @@ def test_a_real_memory_limit_is_the_edge_and_the_memory_model_predicts_it(tmp_pa
     assert a["edge"]["one_step"] and a["edge"]["last_good"] in (12, 13), r["sweep"]["points"]
     assert a["prediction_within_one_step"] and a["predicted_max_batch"] in (12, 13)
     oom = [p for p in r["sweep"]["points"] if p["status"] == "oom"]
-    assert oom and all("allocate" in p["reason"] for p in oom)   # the CPU allocator refused: a real limit
+    assert oom and all("allocate" in p["reason"] for p in oom)  # the CPU allocator refused: a real limit
 
 
 def test_a_worker_killed_at_a_point_is_the_edge_not_a_failed_model_and_a_model_that_cannot_batch_still_sweeps(
-        tmp_path, sample_image):
-    proc = run_tool("--models", "killedatbatch,nobatch", "--weights", "random", "--runs", 1, "--warmup", 0,
-                    "--no-dissect", "--batch-sizes", "1,2,4,8,16", "--input-sizes", "16,24", "--images", sample_image,
-                    "--output-dir", tmp_path)
+    tmp_path, sample_image
+):
+    proc = run_tool(
+        "--models",
+        "killedatbatch,nobatch",
+        "--weights",
+        "random",
+        "--runs",
+        1,
+        "--warmup",
+        0,
+        "--no-dissect",
+        "--batch-sizes",
+        "1,2,4,8,16",
+        "--input-sizes",
+        "16,24",
+        "--images",
+        sample_image,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     run = load_run(tmp_path)
     killed, nobatch = sweep_of(run, "killedatbatch"), sweep_of(run, "nobatch")
@@ -194,6 +276,8 @@ def test_a_worker_killed_at_a_point_is_the_edge_not_a_failed_model_and_a_model_t
     assert nobatch["status"] == "complete"
     assert nobatch["sweep"]["unsupported"] == {"batch": "this test model takes one image at a time"}
     assert [(p["dimension"], p["value"], p["status"]) for p in nobatch["sweep"]["points"]] == [
-        ("input_size", 16, "ok"), ("input_size", 24, "ok")]
+        ("input_size", 16, "ok"),
+        ("input_size", 24, "ok"),
+    ]
     assert "| batch sweep | unsupported |" in run["md_path"].read_text()
     assert json.loads(json.dumps(run["json"]))  # strict JSON

@@ -13,9 +13,9 @@ from PIL import Image
 from torch import nn
 from worker_models import TinyConvBenchmark
 
-from vision_bench.reports.html import trace_html
-from vision_bench.reports.markdown import trace_markdown
 from vision_bench.inspect.trace import profiler_activities, self_times, summarize_trace
+from vision_bench.inspect.trace_report import trace_markdown
+from vision_bench.reports.html import trace_html
 
 
 class SharedActNet(nn.Module):
@@ -35,6 +35,7 @@ class SharedActNet(nn.Module):
 
 class TinySharedBenchmark(TinyConvBenchmark):
     """TinyConv's pipeline around a network with a shared leaf (called twice) and an unused one."""
+
     MODEL_NAME, CLI_NAME = "TinyShared", "tinyshared"
 
     def load_random(self):

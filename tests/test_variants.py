@@ -1,5 +1,6 @@
 """Variants (--variants): the ONNX path against PyTorch on a non-square photo, the letterbox trap
 caught by the verdict, unsupported variants as rows, the export cache, and a run through the CLI."""
+
 import csv
 from pathlib import Path
 
@@ -9,7 +10,13 @@ from conftest import load_run
 from worker_models import TinyConvBenchmark
 
 from vision_bench.common import UsageError, VariantUnsupported
-from vision_bench.variants.registry import REFERENCE_VARIANT, compare_outputs, export_path, parse_variants, prepare_variant
+from vision_bench.variants.registry import (
+    REFERENCE_VARIANT,
+    compare_outputs,
+    export_path,
+    parse_variants,
+    prepare_variant,
+)
 
 CPU = torch.device("cpu")
 
@@ -19,11 +26,13 @@ def bus():
     from ultralytics.utils import ASSETS
 
     from vision_bench.models.images import load_rgb
-    return [(ASSETS / "bus.jpg", load_rgb(ASSETS / "bus.jpg"))]   # 810x1080: not square
+
+    return [(ASSETS / "bus.jpg", load_rgb(ASSETS / "bus.jpg"))]  # 810x1080: not square
 
 
 def loaded(cls, models_dir):
     from vision_bench.common import seed_everything
+
     seed_everything(42)
     bench = cls(CPU, weights="random", models_dir=models_dir)
     bench.load()
@@ -32,6 +41,7 @@ def loaded(cls, models_dir):
 
 def outputs(bench, images):
     from vision_bench.variants.registry import parity_outputs
+
     return parity_outputs(bench, images)
 
 
@@ -62,7 +72,7 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
     assert parity["worst"]["normalised_error"] < 1e-3
 
     class SquareLetterbox(cls):
-        ONNX_DYNAMIC = False              # fixed 640x640 input: ultralytics letterboxes every image square
+        ONNX_DYNAMIC = False  # fixed 640x640 input: ultralytics letterboxes every image square
 
     square = loaded(SquareLetterbox, tmp_path)
     prepare_variant(square, "onnxruntime", bus)
@@ -100,8 +110,10 @@ def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub
         HIDDEN_SIZE, LAYERS, HEADS, OUT_INDICES = 32, 4, 2, [1, 2, 3, 4]
         FUSION_SIZE, NECK_SIZES = 16, [8, 16, 32, 32]
 
-    images = [(Path("tall.jpg"), Image.new("RGB", (300, 400), (90, 30, 10))),
-              (Path("wide.jpg"), Image.effect_noise((500, 280), 60).convert("RGB"))]
+    images = [
+        (Path("tall.jpg"), Image.new("RGB", (300, 400), (90, 30, 10))),
+        (Path("wide.jpg"), Image.effect_noise((500, 280), 60).convert("RGB")),
+    ]
     reference_bench = loaded(TinyDepthAnything, tmp_path)
     reference = outputs(reference_bench, images)
     reference_bench.release()
@@ -117,14 +129,31 @@ def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub
     assert parity["worst"]["normalised_error"] < 1e-4
 
 
-def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goes_on(ub, tmp_path, sample_image,
-                                                                                     monkeypatch):
+def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goes_on(
+    ub, tmp_path, sample_image, monkeypatch
+):
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, TinyConvBenchmark.CLI_NAME, TinyConvBenchmark)
     with pytest.raises(VariantUnsupported):
         prepare_variant(loaded(TinyConvBenchmark, tmp_path), "torch-compile", [])
-    code = ub.main(["--models", "tinyconv", "--weights", "random", "--runs", "2", "--no-dissect", "--isolation", "none",
-                    "--variants", "torch-compile,torch-channels-last,onnxruntime", "--images", str(sample_image),
-                    "--output-dir", str(tmp_path)])
+    code = ub.main(
+        [
+            "--models",
+            "tinyconv",
+            "--weights",
+            "random",
+            "--runs",
+            "2",
+            "--no-dissect",
+            "--isolation",
+            "none",
+            "--variants",
+            "torch-compile,torch-channels-last,onnxruntime",
+            "--images",
+            str(sample_image),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     run = load_run(tmp_path)
     [model] = run["json"]["models"]

@@ -1,6 +1,7 @@
 """One worker process per model: a worker that dies, hangs or is interrupted costs only its own
 model, with a record that says what happened; and the statistics behind the headline medians
 (warm-up runs kept out, a 95% interval that holds the median and narrows with more runs)."""
+
 import math
 import signal
 import subprocess
@@ -12,23 +13,36 @@ import psutil
 import pytest
 from conftest import ROOT, load_run
 
-from vision_bench.reports.findings import findings
 from vision_bench.measure.stats import latency_stats, median_interval
 from vision_bench.measure.timed_runs import summarize_latency
+from vision_bench.reports.findings import findings
 
 WORKER_MODELS = ROOT / "tests" / "worker_models.py"
 
 
 def run_tool(*args, timeout=300):
     """The tool's command line with the tiny test models of worker_models.py added."""
-    return subprocess.run([sys.executable, str(WORKER_MODELS), *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(WORKER_MODELS), *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("model,signal_name", [("selfkill", "SIGKILL"), ("segfault", "SIGSEGV")])
 def test_a_worker_killed_by_a_signal_fails_alone(tmp_path, sample_image, model, signal_name):
-    proc = run_tool("--models", f"{model},tinyconv", "--weights", "random", "--runs", 2, "--keep-going",
-                    "--no-dissect", "--images", sample_image, "--output-dir", tmp_path)
+    proc = run_tool(
+        "--models",
+        f"{model},tinyconv",
+        "--weights",
+        "random",
+        "--runs",
+        2,
+        "--keep-going",
+        "--no-dissect",
+        "--images",
+        sample_image,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = load_run(tmp_path)
     dead, tiny = run["json"]["models"]
@@ -50,16 +64,32 @@ def test_a_worker_killed_by_a_signal_fails_alone(tmp_path, sample_image, model, 
 
 def test_model_timeout_kills_the_worker_and_the_run_goes_on(tmp_path, sample_image):
     started = time.monotonic()
-    proc = run_tool("--models", "sleepy,tinyconv", "--weights", "random", "--runs", 2, "--keep-going",
-                    "--no-dissect", "--model-timeout", 5, "--images", sample_image, "--output-dir", tmp_path)
+    proc = run_tool(
+        "--models",
+        "sleepy,tinyconv",
+        "--weights",
+        "random",
+        "--runs",
+        2,
+        "--keep-going",
+        "--no-dissect",
+        "--model-timeout",
+        5,
+        "--images",
+        sample_image,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert time.monotonic() - started < 240  # the sleeper would hold the run for 10 minutes
     run = load_run(tmp_path)
     sleepy, tiny = run["json"]["models"]
     assert sleepy["status"] == "timeout" and sleepy["error"]["type"] == "Timeout"
     assert sleepy["error"]["phase"] == "cold_start" and "--model-timeout 5" in sleepy["error"]["message"]
-    assert not psutil.pid_exists(sleepy["worker"]["pid"]) or \
-        psutil.Process(sleepy["worker"]["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(sleepy["worker"]["pid"])
+        or psutil.Process(sleepy["worker"]["pid"]).status() == psutil.STATUS_ZOMBIE
+    )
     assert tiny["status"] == "complete"
     assert "timeout" in run["md_path"].read_text()
 
@@ -67,9 +97,26 @@ def test_model_timeout_kills_the_worker_and_the_run_goes_on(tmp_path, sample_ima
 def test_sigint_to_the_parent_stops_the_worker_and_keeps_finished_models(tmp_path, sample_image):
     log = tmp_path / "stdout.txt"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(WORKER_MODELS), "--models", "tinyconv,sleepy", "--weights",
-                                 "random", "--runs", "2", "--no-dissect", "--images", str(sample_image),
-                                 "--output-dir", str(tmp_path / "out")], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER_MODELS),
+                "--models",
+                "tinyconv,sleepy",
+                "--weights",
+                "random",
+                "--runs",
+                "2",
+                "--no-dissect",
+                "--images",
+                str(sample_image),
+                "--output-dir",
+                str(tmp_path / "out"),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 240
         while "SLEEPING" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
@@ -96,8 +143,18 @@ def test_sigint_to_the_parent_stops_the_worker_and_keeps_finished_models(tmp_pat
 
 def test_a_failure_inside_the_worker_is_reported_like_in_process(ub, tmp_path, sample_image):
     """A Python exception in the worker: the worker's own record, with the traceback, not a dead worker."""
-    proc = run_tool("--models", "tinyconv", "--weights", "pretrained", "--runs", 1, "--images", sample_image,
-                    "--output-dir", tmp_path)
+    proc = run_tool(
+        "--models",
+        "tinyconv",
+        "--weights",
+        "pretrained",
+        "--runs",
+        1,
+        "--images",
+        sample_image,
+        "--output-dir",
+        tmp_path,
+    )
     assert proc.returncode == 1
     model = load_run(tmp_path)["json"]["models"][0]
     assert model["status"] == "failed" and model["error"]["type"] == "WeightsError"
@@ -133,25 +190,66 @@ def test_median_interval_holds_the_median_and_narrows_with_more_runs(ub):
 
 def test_unstable_timing_is_judged_by_the_interval_width(ub):
     def model(name, timed):
-        runs = [{"image": "a.jpg", "image_size": [1, 1], "kind": "cold", "cold": True, "total_s": 1.0,
-                 "preprocess_s": 0, "forward_s": 1.0, "postprocess_s": 0}]
-        runs += [{"image": "a.jpg", "image_size": [1, 1], "kind": "timed", "cold": False, "total_s": t,
-                  "preprocess_s": 0, "forward_s": t, "postprocess_s": 0} for t in timed]
-        r = {"model": name, "status": "complete", "runs": runs, "memory": {"peak_bytes": 1, "peak_kind": "CPU"}, "parameters": 1,
-             "gflops": 1.0, "input_shape": [1]}
+        runs = [
+            {
+                "image": "a.jpg",
+                "image_size": [1, 1],
+                "kind": "cold",
+                "cold": True,
+                "total_s": 1.0,
+                "preprocess_s": 0,
+                "forward_s": 1.0,
+                "postprocess_s": 0,
+            }
+        ]
+        runs += [
+            {
+                "image": "a.jpg",
+                "image_size": [1, 1],
+                "kind": "timed",
+                "cold": False,
+                "total_s": t,
+                "preprocess_s": 0,
+                "forward_s": t,
+                "postprocess_s": 0,
+            }
+            for t in timed
+        ]
+        r = {
+            "model": name,
+            "status": "complete",
+            "runs": runs,
+            "memory": {"peak_bytes": 1, "peak_kind": "CPU"},
+            "parameters": 1,
+            "gflops": 1.0,
+            "input_shape": [1],
+        }
         summarize_latency(r)
         return r
+
     steady = model("Steady", [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01])
     noisy = model("Noisy", [1.0, 1.5, 0.7, 1.3, 0.8, 1.2, 1.0, 1.4])
     text = "\n".join(findings([steady, noisy]))
     assert "Unstable timing: Noisy on a.jpg" in text and "Unstable timing: Steady" not in text
 
 
-@pytest.mark.parametrize("args", [["--warmup", "-1"], ["--model-timeout", "0"], ["--model-timeout", "abc"],
-                                  ["--isolation", "threads"], ["--model-timeout", "5", "--isolation", "none"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--warmup", "-1"],
+        ["--model-timeout", "0"],
+        ["--model-timeout", "abc"],
+        ["--isolation", "threads"],
+        ["--model-timeout", "5", "--isolation", "none"],
+    ],
+)
 def test_bad_worker_options_exit_2_in_one_line(tmp_path, args):
-    proc = subprocess.run([sys.executable, str(ROOT / "unified_benchmark.py"), *args, "--output-dir",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "unified_benchmark.py"), *args, "--output-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("[ERROR]")
     assert not (tmp_path / "out").exists()

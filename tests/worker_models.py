@@ -1,5 +1,6 @@
 """Tiny model classes for the worker-process tests. They live at module level so that a worker
 process can import them by name (a class defined inside a test function cannot be sent to one)."""
+
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from vision_bench.models.base import ModelBenchmark
 
 class TinyConvBenchmark(ModelBenchmark):
     """A real (tiny) network: completes every phase in well under a second."""
+
     MODEL_NAME, CLI_NAME, TASK, INPUT_SIZE = "TinyConv", "tinyconv", "test", 16
 
     def load_pretrained(self):
@@ -48,6 +50,7 @@ def kill_self(sig, message: str) -> None:
 
 class SelfKillBenchmark(TinyConvBenchmark):
     """Kills its own process on its second inference run (os.kill: nothing Python can catch)."""
+
     MODEL_NAME, CLI_NAME = "SelfKill", "selfkill"
     SIGNAL = signal.SIGKILL
 
@@ -65,6 +68,7 @@ class SegfaultBenchmark(SelfKillBenchmark):
 
 class SleepyBenchmark(TinyConvBenchmark):
     """Hangs in its first inference run (a stuck model: only a timeout or a signal ends it)."""
+
     MODEL_NAME, CLI_NAME = "Sleepy", "sleepy"
 
     def forward(self, inputs):
@@ -76,10 +80,11 @@ class SleepyBenchmark(TinyConvBenchmark):
 class KnownMemoryBenchmark(TinyConvBenchmark):
     """Sweeps: a batch of n takes exactly n x ITEM_BYTES more (one touched tensor, held until the
     postprocess), and a batch past OOM_PAST raises an out-of-memory error, as a device that full would."""
+
     MODEL_NAME, CLI_NAME = "KnownMemory", "knownmemory"
     SWEEP_UNSUPPORTED: dict = {}
     SIZE_STEP = 8
-    ITEM_BYTES = 48 * 2 ** 20
+    ITEM_BYTES = 48 * 2**20
     OOM_PAST: int | None = 12
 
     def preprocess_batch(self, images, size):
@@ -89,7 +94,7 @@ class KnownMemoryBenchmark(TinyConvBenchmark):
         n = inputs.shape[0]
         if self.OOM_PAST is not None and n > self.OOM_PAST:
             raise MemoryError(f"out of memory (a simulated device: batch {n} > {self.OOM_PAST})")
-        held = torch.ones(n * self.ITEM_BYTES // 4)   # float32, every page written
+        held = torch.ones(n * self.ITEM_BYTES // 4)  # float32, every page written
         return self.model(inputs), held
 
     def postprocess(self, outputs, image):
@@ -101,14 +106,16 @@ class KnownMemoryBenchmark(TinyConvBenchmark):
 
 class RealLimitMemoryBenchmark(KnownMemoryBenchmark):
     """The same growth, no simulated edge: --memory-limit makes the allocation itself fail."""
+
     MODEL_NAME, CLI_NAME = "RealLimitMemory", "reallimitmemory"
     OOM_PAST = None
 
 
 class KilledAtBatchBenchmark(KnownMemoryBenchmark):
     """Its worker is killed (SIGKILL, as the kernel's OOM killer does) at any batch of KILL_FROM or more."""
+
     MODEL_NAME, CLI_NAME = "KilledAtBatch", "killedatbatch"
-    ITEM_BYTES = 2 ** 20
+    ITEM_BYTES = 2**20
     OOM_PAST = None
     KILL_FROM = 8
 
@@ -120,8 +127,9 @@ class KilledAtBatchBenchmark(KnownMemoryBenchmark):
 
 class NoBatchBenchmark(KnownMemoryBenchmark):
     """Resizes but cannot batch: swept on input size only."""
+
     MODEL_NAME, CLI_NAME = "NoBatch", "nobatch"
-    ITEM_BYTES = 2 ** 20
+    ITEM_BYTES = 2**20
     SWEEP_UNSUPPORTED = {"batch": "this test model takes one image at a time"}
 
 
@@ -130,7 +138,7 @@ class OffsetLinear(nn.Module):
 
     def __init__(self, n: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(n, n) / n ** 0.5)
+        self.weight = nn.Parameter(torch.randn(n, n) / n**0.5)
 
     def forward(self, x):
         offset = torch.full_like(x, 1000.0)
@@ -140,19 +148,30 @@ class OffsetLinear(nn.Module):
 class HalfFragileBenchmark(TinyConvBenchmark):
     """--divergence: one layer (`3`, an OffsetLinear) that bfloat16 ruins among layers it barely touches;
     torch-bf16 fails parity and keeping that one layer in fp32 makes it pass."""
+
     MODEL_NAME, CLI_NAME = "HalfFragile", "halffragile"
 
     def load_random(self):
-        self.model = nn.Sequential(nn.Flatten(), nn.Linear(768, 64), nn.GELU(), OffsetLinear(64), nn.ReLU(),
-                                   nn.Linear(64, 16)).eval()
+        self.model = nn.Sequential(
+            nn.Flatten(), nn.Linear(768, 64), nn.GELU(), OffsetLinear(64), nn.ReLU(), nn.Linear(64, 16)
+        ).eval()
         return "random (test)"
 
     def preprocess(self, image):
         return torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-TEST_MODELS = [TinyConvBenchmark, HalfFragileBenchmark, SelfKillBenchmark, SegfaultBenchmark, SleepyBenchmark, KnownMemoryBenchmark,
-               RealLimitMemoryBenchmark, KilledAtBatchBenchmark, NoBatchBenchmark]
+TEST_MODELS = [
+    TinyConvBenchmark,
+    HalfFragileBenchmark,
+    SelfKillBenchmark,
+    SegfaultBenchmark,
+    SleepyBenchmark,
+    KnownMemoryBenchmark,
+    RealLimitMemoryBenchmark,
+    KilledAtBatchBenchmark,
+    NoBatchBenchmark,
+]
 
 
 def register():
@@ -162,5 +181,6 @@ def register():
 
 if __name__ == "__main__":  # the tool's command line with the test models added
     import worker_models  # by name, so that a worker finds the classes under the same name
+
     worker_models.register()
     sys.exit(ub.main(sys.argv[1:]))

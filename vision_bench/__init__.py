@@ -4,6 +4,7 @@ Nothing here imports unified_benchmark; the model registry and the user's settin
 into cli.main. Heavy libraries (torch, transformers, ultralytics, matplotlib, cv2) are imported
 inside functions, so that importing the package stays cheap and the fork server can start first.
 """
+
 import os
 
 # The libraries must not try the network when the user said there is none; set before they load.

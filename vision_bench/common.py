@@ -1,5 +1,6 @@
 """What every module shares: tagged log lines, the errors and exit codes, strict and atomic
 JSON/text writes, seeding, and walking a network's leaves and outputs."""
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,9 @@ class RunInterrupted(BaseException):
 def format_bytes(num_bytes: float | None) -> str:
     if num_bytes is None:
         return "n/a"
-    if abs(num_bytes) >= 1024 ** 3:
-        return f"{num_bytes / 1024 ** 3:.2f} GB"
-    return f"{num_bytes / 1024 ** 2:.1f} MB"
+    if abs(num_bytes) >= 1024**3:
+        return f"{num_bytes / 1024**3:.2f} GB"
+    return f"{num_bytes / 1024**2:.1f} MB"
 
 
 EXCEPTION_LINE_CHARS = 1500
@@ -54,7 +55,7 @@ EXCEPTION_LINE_CHARS = 1500
 def exception_line(exc: BaseException) -> str:
     """An exception as one plain-ASCII line (libraries decorate theirs with emoji and newlines)."""
     text = " ".join(str(exc).split()).encode("ascii", "ignore").decode().strip().rstrip(".")
-    if len(text) > EXCEPTION_LINE_CHARS:   # some libraries put whole tensors in their messages
+    if len(text) > EXCEPTION_LINE_CHARS:  # some libraries put whole tensors in their messages
         text = text[:EXCEPTION_LINE_CHARS] + " [...]"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -106,6 +107,7 @@ def atomic_write_json(path: Path, data) -> None:
 
 def seed_everything(seed: int) -> None:
     import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -116,6 +118,7 @@ def seed_everything(seed: int) -> None:
 def first_tensor(value, where: str = "output"):
     """The first tensor inside a tensor, tuple, list, dict or library output object, and its path."""
     import torch
+
     if isinstance(value, torch.Tensor):
         return value, where
     if isinstance(value, dict) or hasattr(value, "items") and hasattr(value, "keys"):
@@ -133,8 +136,9 @@ def first_tensor(value, where: str = "output"):
 
 
 def leaf_modules(network) -> list[tuple[str, object]]:
-    return [(name or type(network).__name__, m) for name, m in network.named_modules()
-            if next(m.children(), None) is None]
+    return [
+        (name or type(network).__name__, m) for name, m in network.named_modules() if next(m.children(), None) is None
+    ]
 
 
 def ms(seconds) -> str:

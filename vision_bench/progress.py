@@ -1,4 +1,5 @@
 """Progress lines while a long pass runs, saying how far it is through the network."""
+
 from __future__ import annotations
 
 import threading
@@ -6,7 +7,7 @@ import time
 
 from .common import leaf_modules, log
 
-PROGRESS_INTERVAL_SEC = 5.0         # a line this often while a long pass runs; shorter passes print none
+PROGRESS_INTERVAL_SEC = 5.0  # a line this often while a long pass runs; shorter passes print none
 
 
 class pass_progress:
@@ -33,8 +34,8 @@ class pass_progress:
         self.total = 0
         self.seen: set[int] = set()
         self.calls = 0
-        self.current = None               # (name, start time) of the last leaf module started
-        self.block = None                 # label of the last top-level block started
+        self.current = None  # (name, start time) of the last leaf module started
+        self.block = None  # label of the last top-level block started
         self._handles = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,11 +56,13 @@ class pass_progress:
             self.calls += 1
             self.seen.add(id(module))
             self.current = (name, time.perf_counter())
+
         return pre
 
     def _block_hook(self, label: str):
         def pre(module, args):
             self.block = label
+
         return pre
 
     def _tick(self) -> None:

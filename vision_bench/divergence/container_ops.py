@@ -12,6 +12,7 @@ output is the error of its own operations, carried through what it calls after t
 only composes its children (nn.Sequential, a conv-norm-activation block) comes out exactly 0, and at the
 cost of comparing inputs.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,6 +27,7 @@ def clone_output(value):
     """A copy of a module's output for a replay: tensors cloned (the container may write into what its
     children return), tuples and lists rebuilt, anything else as it is."""
     import torch
+
     if isinstance(value, torch.Tensor):
         return value.clone()
     if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
@@ -36,11 +38,16 @@ def clone_output(value):
 def same_inputs(args, kwargs, reference_args, reference_kwargs) -> bool:
     """The same tensors (shape and every value) in the same places; anything not a tensor is not compared."""
     import torch
+
     if len(args) != len(reference_args) or set(kwargs) != set(reference_kwargs):
         return False
     pairs = list(zip(args, reference_args)) + [(kwargs[k], reference_kwargs[k]) for k in kwargs]
-    return all(torch.equal(a, b) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) else
-               not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor) for a, b in pairs)
+    return all(
+        torch.equal(a, b)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        else not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor)
+        for a, b in pairs
+    )
 
 
 def in_fp32(forward, args, kwargs):
@@ -49,6 +56,7 @@ def in_fp32(forward, args, kwargs):
 
     def full(x):
         return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
     device = tensor_device(list(args) + list(kwargs.values()))
     with torch.autocast(device.type, enabled=False):
         return forward(*(full(a) for a in args), **{k: full(v) for k, v in kwargs.items()})
@@ -56,6 +64,7 @@ def in_fp32(forward, args, kwargs):
 
 def output_bytes(value) -> int:
     import torch
+
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
@@ -81,8 +90,7 @@ class ContainerShadows:
             name = name or type(network).__name__
             if next(module.children(), None) is not None:
                 handles.append(module.register_forward_pre_hook(self.opened(name), with_kwargs=True))
-                handles.append(module.register_forward_hook(self.closed(name, type(module).__name__),
-                                                            with_kwargs=True))
+                handles.append(module.register_forward_hook(self.closed(name, type(module).__name__), with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(self.returned(), with_kwargs=True))
         return handles
@@ -109,12 +117,14 @@ class ContainerShadows:
         def after(module, args, kwargs, output):
             if not self.reference.suspended:
                 self.keep(module, args, kwargs, output)
+
         return after
 
     def opened(self, name: str):
         def before(module, args, kwargs):
             if not self.reference.suspended:
                 self.frames.append({"calls": [], "bytes": 0, "dropped": False})
+
         return before
 
     def closed(self, name: str, module_type: str):
@@ -124,8 +134,13 @@ class ContainerShadows:
             frame = self.frames.pop()
             self.held -= frame["bytes"]
             call = self.calls[name] = self.calls.get(name, 0) + 1
-            record = {"name": name, "call": call, "type": module_type, "kind": "ops",
-                      "after": len(self.reference.records) - 1}
+            record = {
+                "name": name,
+                "call": call,
+                "type": module_type,
+                "kind": "ops",
+                "after": len(self.reference.records) - 1,
+            }
             self.records.append(record)
             tensor, _ = first_tensor(output)
             if tensor is None or not tensor.is_floating_point():
@@ -143,6 +158,7 @@ class ContainerShadows:
                     record["note"] = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
                 self.seconds += time.perf_counter() - start
             self.keep(module, args, kwargs, output)
+
         return after
 
     def replay(self, container, calls: list, args, kwargs):
@@ -165,7 +181,9 @@ class ContainerShadows:
                 if same_inputs(call_args, call_kwargs, reference_args, reference_kwargs):
                     return clone_output(output)
                 return in_fp32(own_forward, call_args, call_kwargs)
+
             return forward
+
         self.reference.suspended = True
         try:
             for key, module in modules.items():
@@ -183,5 +201,6 @@ class ContainerShadows:
 
 def tensor_device(args):
     import torch
+
     tensor, _ = first_tensor(list(args))
     return tensor.device if tensor is not None else torch.device("cpu")

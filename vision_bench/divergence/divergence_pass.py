@@ -1,12 +1,25 @@
 """--divergence in the process that runs a model: for each variant, a fresh instance of the model
 through the divergence passes (divergence.run_divergence), and for a half-precision variant that
 fails parity, the smallest set of modules kept in fp32 that passes, timed and checked like a variant."""
+
 from __future__ import annotations
 
 import contextlib
 import time
 
 from ..common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
+from ..measure.memory import free_cached_memory
+from ..measure.timed_runs import run_timed_phases, summarize_latency
+from ..models.images import load_rgb
+from ..variants.registry import (
+    HALF_PRECISION,
+    check_autocast,
+    compare_outputs,
+    export_onnx_files,
+    parity_outputs,
+    prepare_variant,
+)
+from ..variants.variant_pass import load_fresh, variant_attempt
 from .layer_passes import (
     AutocastVariant,
     ChannelsLastVariant,
@@ -19,26 +32,17 @@ from .layer_passes import (
     remove_overrides,
     run_divergence,
 )
-from ..models.images import load_rgb
-from ..measure.memory import free_cached_memory
-from ..measure.timed_runs import run_timed_phases, summarize_latency
-from ..variants.variant_pass import load_fresh, variant_attempt
-from ..variants.registry import (
-    HALF_PRECISION,
-    check_autocast,
-    compare_outputs,
-    export_onnx_files,
-    parity_outputs,
-    prepare_variant,
-)
 
-COMPILE_UNSUPPORTED = ("torch.compile fuses the leaf modules into kernels of its own: their outputs never exist in "
-                       "the compiled graph, so there is no record to compare")
+COMPILE_UNSUPPORTED = (
+    "torch.compile fuses the leaf modules into kernels of its own: their outputs never exist in "
+    "the compiled graph, so there is no record to compare"
+)
 
 
 def hooked_variant(bench, variant: str):
     """The divergence passes' view of `variant`: how it runs the model and one leaf, and its tolerance."""
     import torch
+
     tolerance = bench.DIVERGENCE_TOLERANCE
     if variant in HALF_PRECISION:
         dtype = getattr(torch, HALF_PRECISION[variant])
@@ -57,6 +61,7 @@ class OnnxRuntimeVariant(HookedVariant):
     """The exported graph run by ONNX Runtime with the outputs of the nodes that end each module added
     (onnx_intermediates): propagated errors only, since a leaf cannot be run alone in the graph; fed
     the network's input as the reference pass saw it."""
+
     shadow_mode = False
 
     def __init__(self, name: str, tolerance: float):
@@ -65,6 +70,7 @@ class OnnxRuntimeVariant(HookedVariant):
 
     def watch(self, bench):
         """A pre-hook on the network's input module keeping its first tensor argument (keyword or not)."""
+
         @contextlib.contextmanager
         def watching():
             def keep(module, args, kwargs):
@@ -72,29 +78,37 @@ class OnnxRuntimeVariant(HookedVariant):
                     tensor, _ = first_tensor((list(args), kwargs))
                     if tensor is not None:
                         self.inputs.append(tensor.detach().to("cpu", copy=True).numpy())
+
             handle = bench.input_module().register_forward_pre_hook(keep, with_kwargs=True)
             try:
                 yield
             finally:
                 handle.remove()
+
         return watching()
 
     def compare(self, bench, image, store, records: list[dict]) -> tuple[float, dict]:
         from .onnx_intermediates import leaf_facts, onnx_variant_pass
+
         if not self.inputs:
             raise RuntimeError("the reference pass never reached the network's input module")
         paths, _ = export_onnx_files(bench, [image])
         shape = "x".join(map(str, self.inputs[0].shape))
         path = paths.get(shape) or next(iter(paths.values()))
-        summary = onnx_variant_pass(bench, path, self.inputs[0], None, store, records,
-                                    facts=leaf_facts(bench.network()))
-        return summary["seconds"], {"onnx": {k: v for k, v in summary.items() if k != "level_note"}, "file": str(path),
-                                    "level": "block" if summary.get("block") else "leaf",
-                                    "level_note": summary["level_note"]}
+        summary = onnx_variant_pass(
+            bench, path, self.inputs[0], None, store, records, facts=leaf_facts(bench.network())
+        )
+        return summary["seconds"], {
+            "onnx": {k: v for k, v in summary.items() if k != "level_note"},
+            "file": str(path),
+            "level": "block" if summary.get("block") else "leaf",
+            "level_note": summary["level_note"],
+        }
 
 
-def measure_divergence(cls, ctx, result: dict, tracker, variants: list[str], reference_outputs: list[dict],
-                       publish=lambda result: None) -> None:
+def measure_divergence(
+    cls, ctx, result: dict, tracker, variants: list[str], reference_outputs: list[dict], publish=lambda result: None
+) -> None:
     """One entry per variant in result['divergence']; a variant that cannot be compared says why, and
     the others go on."""
     images = [(path, load_rgb(path)) for path in ctx.images]
@@ -107,16 +121,25 @@ def measure_divergence(cls, ctx, result: dict, tracker, variants: list[str], ref
         log("DIVERGE", f"{cls.MODEL_NAME} {variant}: every leaf call against torch-fp32 on {images[0][0].name}")
         with variant_attempt(entry, cls.MODEL_NAME, f"{variant} divergence", "DIVERGE", ctx.device) as held:
             held["bench"] = bench = load_fresh(cls, ctx)
-            compare_layers(bench, hooked_variant(bench, variant), ctx, entry, tracker, images[0][1], result,
-                           plain_records.get(variant))
+            compare_layers(
+                bench,
+                hooked_variant(bench, variant),
+                ctx,
+                entry,
+                tracker,
+                images[0][1],
+                result,
+                plain_records.get(variant),
+            )
             held.pop("bench").release()
             del bench
             free_cached_memory(ctx.device)
             entry["status"] = "complete"
             if variant in HALF_PRECISION:
                 try:
-                    entry["suggestion"] = suggest_fp32_set(cls, ctx, variant, entry, plain_records.get(variant),
-                                                           reference_outputs, images, result)
+                    entry["suggestion"] = suggest_fp32_set(
+                        cls, ctx, variant, entry, plain_records.get(variant), reference_outputs, images, result
+                    )
                 except Exception as exc:  # noqa: BLE001  (the comparison stands; only its suggestion failed)
                     entry["suggestion"] = {"status": "failed", "reason": exception_line(exc)}
                     log("WARNING", f"{cls.MODEL_NAME} {variant}: no suggestion: {exception_line(exc)}")
@@ -128,35 +151,48 @@ def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict
     against the reference's timed end-to-end median, the variant and shadow calls against the variant's."""
     tracker.reset_peak()
     rss_before = tracker.rss()
-    entry.update(run_divergence(bench, hooked, image, scratch=ctx.results_dir,
-                                progress=lambda what: bench.progress(what)))
+    entry.update(
+        run_divergence(bench, hooked, image, scratch=ctx.results_dir, progress=lambda what: bench.progress(what))
+    )
     memory = tracker.peak()
-    entry["memory"] = {"peak_bytes": memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"]),
-                       "peak_kind": "CUDA peak allocated" if ctx.device.type == "cuda" else "CPU peak resident set",
-                       "rss_before_bytes": rss_before}
+    entry["memory"] = {
+        "peak_bytes": memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"]),
+        "peak_kind": "CUDA peak allocated" if ctx.device.type == "cuda" else "CPU peak resident set",
+        "rss_before_bytes": rss_before,
+    }
     passes = entry["passes"]
     reference_median = (result.get("latency_end_to_end") or {}).get("median")
     variant_median = ((plain or {}).get("latency_end_to_end") or {}).get("median")
     passes["reference_median_s"], passes["variant_median_s"] = reference_median, variant_median
     if reference_median and variant_median:
-        passes["forward_equivalents"] = (passes["reference_s"] / reference_median
-                                         + (passes["variant_s"] + passes["shadow_s"]) / variant_median)
+        passes["forward_equivalents"] = (
+            passes["reference_s"] / reference_median + (passes["variant_s"] + passes["shadow_s"]) / variant_median
+        )
     log_culprit(bench.MODEL_NAME, entry)
-    log("DIVERGE", f"{entry['compared']} of {len(entry['records'])} records compared; passes: reference "
-                   f"{passes['reference_s']:.2f} s, shadow {passes['shadow_s']:.2f} s, variant {passes['variant_s']:.2f} s"
+    log(
+        "DIVERGE",
+        f"{entry['compared']} of {len(entry['records'])} records compared; passes: reference "
+        f"{passes['reference_s']:.2f} s, shadow {passes['shadow_s']:.2f} s, variant {passes['variant_s']:.2f} s"
         + (f" ({passes['forward_equivalents']:.2f} forward passes)" if passes.get("forward_equivalents") else "")
-        + f"; {format_bytes(entry['spilled_bytes'])} spilled; peak {format_bytes(entry['memory']['peak_bytes'])}")
+        + f"; {format_bytes(entry['spilled_bytes'])} spilled; peak {format_bytes(entry['memory']['peak_bytes'])}",
+    )
 
 
-def suggest_fp32_set(cls, ctx, variant: str, entry: dict, plain: dict | None, reference: list[dict], images: list,
-                     result: dict) -> dict:
+def suggest_fp32_set(
+    cls, ctx, variant: str, entry: dict, plain: dict | None, reference: list[dict], images: list, result: dict
+) -> dict:
     """The fewest modules, worst own error first (1, 2, 3, 5, 8, ... of them), that bring the variant's
     parity to a pass when kept in fp32; that set timed like a variant. Each try is one parity check on
     every image (no timing); the first set that passes is the suggestion."""
     if not plain or plain.get("status") != "complete":
         return {"status": "skipped", "reason": f"the plain {variant} was not measured: nothing to compare a set with"}
-    out = {"plain": {"speedup_forward": plain.get("speedup_forward"), "verdict": plain["parity"]["verdict"],
-                     "worst": plain["parity"]["worst"]}}
+    out = {
+        "plain": {
+            "speedup_forward": plain.get("speedup_forward"),
+            "verdict": plain["parity"]["verdict"],
+            "worst": plain["parity"]["worst"],
+        }
+    }
     if plain["parity"]["verdict"] == "pass":
         return {"status": "not needed", "reason": f"the plain {variant} passes parity", **out}
     candidates = candidate_modules(entry["records"] + entry.get("ops_records", []), entry["tolerance"])
@@ -177,10 +213,19 @@ def suggest_fp32_set(cls, ctx, variant: str, entry: dict, plain: dict | None, re
                 chosen = parity
                 break
         if chosen is None:
-            return {"status": "no small set", "modules": candidates, "tried": tried, **out,
-                    "reason": f"with all {len(candidates)} candidate modules in fp32 (those whose own error "
-                              + ("passes the tolerance" if entry["over_tolerance"] else "is largest: none passes the "
-                                 "tolerance, the error builds up over many layers") + ") parity still fails"}
+            return {
+                "status": "no small set",
+                "modules": candidates,
+                "tried": tried,
+                **out,
+                "reason": f"with all {len(candidates)} candidate modules in fp32 (those whose own error "
+                + (
+                    "passes the tolerance"
+                    if entry["over_tolerance"]
+                    else "is largest: none passes the tolerance, the error builds up over many layers"
+                )
+                + ") parity still fails",
+            }
         record = {"runs": []}
         label = f"[{variant} + {len(installed)} in fp32] "
         start = time.perf_counter()
@@ -188,15 +233,24 @@ def suggest_fp32_set(cls, ctx, variant: str, entry: dict, plain: dict | None, re
         summarize_latency(record)
         reference_median = (result.get("latency_forward") or {}).get("median")
         mine = record["latency_forward"]["median"]
-        suggestion = {"status": "passes", "modules": installed, "tried": tried, **out,
-                      "latency_forward": record["latency_forward"], "latency_end_to_end": record["latency_end_to_end"],
-                      "speedup_forward": reference_median / mine if reference_median and mine else None,
-                      "parity": {k: chosen[k] for k in ("verdict", "reasons", "worst")},
-                      "timing_seconds": time.perf_counter() - start}
-        log("DIVERGE", f"{variant} with {len(installed)} module(s) in fp32 ({', '.join(installed[:3])}"
-                       f"{', ...' if len(installed) > 3 else ''}): {suggestion['speedup_forward'] or 0:.2f}x the "
-                       f"reference's forward, parity pass (plain {variant}: {out['plain']['speedup_forward'] or 0:.2f}x, "
-                       f"{out['plain']['verdict']})")
+        suggestion = {
+            "status": "passes",
+            "modules": installed,
+            "tried": tried,
+            **out,
+            "latency_forward": record["latency_forward"],
+            "latency_end_to_end": record["latency_end_to_end"],
+            "speedup_forward": reference_median / mine if reference_median and mine else None,
+            "parity": {k: chosen[k] for k in ("verdict", "reasons", "worst")},
+            "timing_seconds": time.perf_counter() - start,
+        }
+        log(
+            "DIVERGE",
+            f"{variant} with {len(installed)} module(s) in fp32 ({', '.join(installed[:3])}"
+            f"{', ...' if len(installed) > 3 else ''}): {suggestion['speedup_forward'] or 0:.2f}x the "
+            f"reference's forward, parity pass (plain {variant}: {out['plain']['speedup_forward'] or 0:.2f}x, "
+            f"{out['plain']['verdict']})",
+        )
         return suggestion
     finally:
         bench.release()

@@ -6,6 +6,7 @@ HTML layer explorer lays over its records. The same sentences and rows in Markdo
 "Own" error: the shadow call's relative L2 (the layer fed the reference input); "inherited": the
 propagated one (the whole network ran as the variant). Results written to JSON hold null for an
 infinite figure; a null figure beside `non_finite` is infinite, and is shown as "inf"."""
+
 from __future__ import annotations
 
 import math
@@ -14,13 +15,16 @@ from pathlib import Path
 
 from ..common import format_bytes
 from ..reports.charts import plot_style
+from ..reports.tables import md_table
 
 DIVERGENCE_HEADERS = ["#", "module", "call", "type", "own error", "inherited error", "cosine (own / inherited)"]
-INTRO = ("Each leaf module's output under the variant against the fp32 reference, call by call (matched by module "
-         "path and call index), as relative L2 error ||a-b|| / ||b||. Own error: the layer run as the variant on the "
-         "reference's own input (what the layer itself adds). Inherited error: the same output when the whole "
-         "network ran as the variant (its own error plus everything before it). The first divergent layer is the "
-         "first record, in execution order, whose own error passes the tolerance.")
+INTRO = (
+    "Each leaf module's output under the variant against the fp32 reference, call by call (matched by module "
+    "path and call index), as relative L2 error ||a-b|| / ||b||. Own error: the layer run as the variant on the "
+    "reference's own input (what the layer itself adds). Inherited error: the same output when the whole "
+    "network ran as the variant (its own error plus everything before it). The first divergent layer is the "
+    "first record, in execution order, whose own error passes the tolerance."
+)
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
 MODES = (("own", "shadow"), ("inherited", "propagated"))
 
@@ -86,22 +90,28 @@ def culprit_sentence(entry: dict) -> str:
     head = f"{v} on {entry.get('image') or 'the first image'} (tolerance {tol_text} {metric}, {entry.get('level', 'leaf')} level): "
     first, top = entry.get("first_divergent"), entry.get("top_own") or []
     counts = f"{entry.get('over_tolerance', 0)} of {entry.get('compared', 0)} compared records over the tolerance"
-    if entry.get("culprit_by") == "propagated":   # ONNX Runtime: no leaf can be run alone, no own error
-        text = (f"no shadow calls (a leaf of the graph cannot be run alone), so the first divergent layer is the "
-                f"first whose propagated error passes the tolerance: {where(first)}, "
-                f"{error_text(briefed(entry, first)[1])}; {entry.get('over_tolerance', 0)} of "
-                f"{entry.get('compared', 0)} compared records over it." if first else
-                f"no shadow calls (a leaf of the graph cannot be run alone); no propagated error passes the "
-                f"tolerance over the {entry.get('compared', 0)} records compared.")
+    if entry.get("culprit_by") == "propagated":  # ONNX Runtime: no leaf can be run alone, no own error
+        text = (
+            f"no shadow calls (a leaf of the graph cannot be run alone), so the first divergent layer is the "
+            f"first whose propagated error passes the tolerance: {where(first)}, "
+            f"{error_text(briefed(entry, first)[1])}; {entry.get('over_tolerance', 0)} of "
+            f"{entry.get('compared', 0)} compared records over it."
+            if first
+            else f"no shadow calls (a leaf of the graph cannot be run alone); no propagated error passes the "
+            f"tolerance over the {entry.get('compared', 0)} records compared."
+        )
         return head + text
     if first:
         own, inherited = briefed(entry, first)
-        text = (f"first divergent layer {where(first)}: own error {error_text(own)} > {tol_text}, inherited "
-                f"{error_text(inherited)}; {counts} by their own error.")
+        text = (
+            f"first divergent layer {where(first)}: own error {error_text(own)} > {tol_text}, inherited "
+            f"{error_text(inherited)}; {counts} by their own error."
+        )
     elif top:
         own, _ = briefed(entry, top[0])
-        text = (f"no layer's own error passes the tolerance; the largest is {error_text(own)} at {where(top[0])}; "
-                f"{counts}.")
+        text = (
+            f"no layer's own error passes the tolerance; the largest is {error_text(own)} at {where(top[0])}; {counts}."
+        )
     else:
         text = "no record has an own error (no shadow calls were made)."
     propagated = entry.get("first_propagated")
@@ -119,21 +129,41 @@ def divergence_rows(entry: dict) -> list[list[str]]:
         own, inherited = briefed(entry, brief)
         rec = records.get(brief["index"]) or {}
         cosines = " / ".join(cosine_text(figure(rec.get(mode), "cosine")) for _, mode in MODES)
-        rows.append([str(brief["index"]), brief["name"], str(brief["call"]), brief["type"], error_text(own),
-                     error_text(inherited), cosines])
+        rows.append(
+            [
+                str(brief["index"]),
+                brief["name"],
+                str(brief["call"]),
+                brief["type"],
+                error_text(own),
+                error_text(inherited),
+                cosines,
+            ]
+        )
     return rows
 
 
 def passes_sentence(entry: dict) -> str:
     p = entry.get("passes") or {}
-    parts = [f"{label} {p[key]:.2f} s" for key, label in (("reference_s", "fp32 reference"), ("shadow_s", "shadow calls"),
-                                                          ("variant_s", entry["variant"]),
-                                                          ("spill_wait_s", "waiting on the spill")) if p.get(key) is not None]
+    parts = [
+        f"{label} {p[key]:.2f} s"
+        for key, label in (
+            ("reference_s", "fp32 reference"),
+            ("shadow_s", "shadow calls"),
+            ("variant_s", entry["variant"]),
+            ("spill_wait_s", "waiting on the spill"),
+        )
+        if p.get(key) is not None
+    ]
     total = sum(p.get(k) or 0 for k in ("reference_s", "shadow_s", "variant_s"))
     fe = p.get("forward_equivalents")
-    text = (f"The passes took {total:.2f} s (" + ", ".join(parts) + "), "
-            + (f"{fe:.1f} forward passes' worth" if fe is not None else "forward equivalents n/a")
-            + f"; {format_bytes(entry.get('spilled_bytes'))} of reference outputs spilled to disk")
+    text = (
+        f"The passes took {total:.2f} s ("
+        + ", ".join(parts)
+        + "), "
+        + (f"{fe:.1f} forward passes' worth" if fe is not None else "forward equivalents n/a")
+        + f"; {format_bytes(entry.get('spilled_bytes'))} of reference outputs spilled to disk"
+    )
     mem = entry.get("memory") or {}
     if mem.get("peak_bytes"):
         text += f"; peak memory {format_bytes(mem['peak_bytes'])} ({mem.get('peak_kind') or 'n/a'})"
@@ -168,16 +198,24 @@ def suggestion_sentence(entry: dict) -> str | None:
     status, mods = s.get("status"), s.get("modules") or []
     if status == "passes":
         count = "this module" if len(mods) == 1 else f"these {len(mods)} modules"
-        return (f"Suggestion: {v} with {count} in fp32: {speed(s.get('speedup_forward'))}, parity "
-                f"{(s.get('parity') or {}).get('verdict', 'n/a')} ({plain_text}).")
+        return (
+            f"Suggestion: {v} with {count} in fp32: {speed(s.get('speedup_forward'))}, parity "
+            f"{(s.get('parity') or {}).get('verdict', 'n/a')} ({plain_text})."
+        )
     if status == "no small set":
-        tried = ", ".join(f"{t.get('modules')} ({t.get('verdict')}{worst_text(t.get('worst'))})"
-                          for t in s.get("tried") or [])
-        return (f"Suggestion: no small set of modules kept in fp32 makes {v} pass parity ({plain_text})"
-                + (f"; tried sets of {tried}" if tried else "") + f"{reason}.")
+        tried = ", ".join(
+            f"{t.get('modules')} ({t.get('verdict')}{worst_text(t.get('worst'))})" for t in s.get("tried") or []
+        )
+        return (
+            f"Suggestion: no small set of modules kept in fp32 makes {v} pass parity ({plain_text})"
+            + (f"; tried sets of {tried}" if tried else "")
+            + f"{reason}."
+        )
     if status == "not needed":
-        return (f"Suggestion: not needed, {v} as it is: {speed(plain.get('speedup_forward'))}, parity "
-                f"{plain.get('verdict') or 'n/a'}{reason}.")
+        return (
+            f"Suggestion: not needed, {v} as it is: {speed(plain.get('speedup_forward'))}, parity "
+            f"{plain.get('verdict') or 'n/a'}{reason}."
+        )
     return f"Suggestion {status or 'missing'}{reason}."
 
 
@@ -193,7 +231,11 @@ def unmatched_sentence(entry: dict) -> str | None:
     if not n:
         return None
     shown = ", ".join(f"{u['name']} (call {u['call']})" for u in (entry.get("unmatched_in_variant") or [])[:3])
-    return f"{n} call(s) of the variant had no reference record to compare with" + (f", e.g. {shown}" if shown else "") + "."
+    return (
+        f"{n} call(s) of the variant had no reference record to compare with"
+        + (f", e.g. {shown}" if shown else "")
+        + "."
+    )
 
 
 def divergence_blocks(r: dict, assets: Path) -> list[dict]:
@@ -204,17 +246,42 @@ def divergence_blocks(r: dict, assets: Path) -> list[dict]:
     for entry in r.get("divergence") or []:
         v = entry.get("variant", "?")
         if entry.get("status") != "complete":
-            blocks.append({"variant": v, "sentences": [f"Not compared ({entry.get('status')}): {entry.get('reason') or 'no reason given'}"],
-                           "rows": [], "modules": [], "chart": None})
+            blocks.append(
+                {
+                    "variant": v,
+                    "sentences": [f"Not compared ({entry.get('status')}): {entry.get('reason') or 'no reason given'}"],
+                    "rows": [],
+                    "modules": [],
+                    "chart": None,
+                }
+            )
             continue
-        sentences = [culprit_sentence(entry)] + [s for s in (level_sentence(entry), unmatched_sentence(entry),
-                                                             passes_sentence(entry), suggestion_sentence(entry)) if s]
+        sentences = [culprit_sentence(entry)] + [
+            s
+            for s in (
+                level_sentence(entry),
+                unmatched_sentence(entry),
+                passes_sentence(entry),
+                suggestion_sentence(entry),
+            )
+            if s
+        ]
         s = entry.get("suggestion") or {}
         path = chart_path(assets, r, v)
-        chart = (path.name, f"{r['model']} {v}: own and inherited error against execution order") \
-            if path.exists() or draw_divergence(r, entry, path) else None
-        blocks.append({"variant": v, "sentences": sentences, "rows": divergence_rows(entry), "chart": chart,
-                       "modules": (s.get("modules") or []) if s.get("status") == "passes" else []})
+        chart = (
+            (path.name, f"{r['model']} {v}: own and inherited error against execution order")
+            if path.exists() or draw_divergence(r, entry, path)
+            else None
+        )
+        blocks.append(
+            {
+                "variant": v,
+                "sentences": sentences,
+                "rows": divergence_rows(entry),
+                "chart": chart,
+                "modules": (s.get("modules") or []) if s.get("status") == "passes" else [],
+            }
+        )
     return blocks
 
 
@@ -240,22 +307,46 @@ def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(9, 3.4), constrained_layout=True)
     x = [rec.get("index", i) for i, rec in enumerate(records)]
 
-    def shown(v):   # the line breaks at a missing or infinite figure; those get their own markers
+    def shown(v):  # the line breaks at a missing or infinite figure; those get their own markers
         return math.nan if v is None or math.isinf(v) else max(v, floor)
-    ax.plot(x, [shown(v) for v in series["inherited"]], color="tab:blue", lw=1.2, zorder=3,
-            label="inherited (whole network as variant)")
-    ax.plot(x, [shown(v) if v else math.nan for v in series["own"]], "o", color="black", ms=2.5 if len(x) <= 300 else 1.5,
-            ls="none", label="own (layer alone on the reference input)")
+
+    ax.plot(
+        x,
+        [shown(v) for v in series["inherited"]],
+        color="tab:blue",
+        lw=1.2,
+        zorder=3,
+        label="inherited (whole network as variant)",
+    )
+    ax.plot(
+        x,
+        [shown(v) if v else math.nan for v in series["own"]],
+        "o",
+        color="black",
+        ms=2.5 if len(x) <= 300 else 1.5,
+        ls="none",
+        label="own (layer alone on the reference input)",
+    )
     over = [(i, v) for i, v in zip(x, series["own"]) if v is not None and tol is not None and tol < v < math.inf]
     if over:
         ax.plot(*zip(*over), "o", color="tab:red", ms=3.5, ls="none", label="own error over the tolerance")
     infinite = [(i, top) for name in series for i, v in zip(x, series[name]) if v is not None and math.isinf(v)]
     if infinite:
-        ax.plot(*zip(*infinite), "^", color="tab:purple", ms=7, ls="none", label="infinite (non-finite output), at the top")
+        ax.plot(
+            *zip(*infinite), "^", color="tab:purple", ms=7, ls="none", label="infinite (non-finite output), at the top"
+        )
     zeros = [i for name in series for i, v in zip(x, series[name]) if v == 0]
     if zeros:
-        ax.plot(zeros, [floor] * len(zeros), "o", color="black", mfc="white", ms=4, ls="none",
-                label=f"exactly zero, drawn at the floor {floor:.0e}")
+        ax.plot(
+            zeros,
+            [floor] * len(zeros),
+            "o",
+            color="black",
+            mfc="white",
+            ms=4,
+            ls="none",
+            label=f"exactly zero, drawn at the floor {floor:.0e}",
+        )
     if tol:
         ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tolerance {tol:g}")
     first = entry.get("first_divergent")
@@ -263,18 +354,29 @@ def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
         own, _ = briefed(entry, first)
         name = first["name"] if len(first["name"]) <= 40 else "..." + first["name"][-37:]
         ax.axvline(first["index"], color="tab:red", ls=":", lw=1)
-        ax.plot([first["index"]], [top if math.isinf(own) else own], "*", ms=14, color="tab:red", mec="black", ls="none",
-                label=f"first divergent: #{first['index']} {name}")
+        ax.plot(
+            [first["index"]],
+            [top if math.isinf(own) else own],
+            "*",
+            ms=14,
+            color="tab:red",
+            mec="black",
+            ls="none",
+            label=f"first divergent: #{first['index']} {name}",
+        )
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, top * 3)
-    if infinite:   # the top decade holds the infinite errors: its tick says so
+    if infinite:  # the top decade holds the infinite errors: its tick says so
         from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation
+
         scientific = LogFormatterSciNotation()
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, at: "inf" if math.isclose(v, top) else scientific(v, at)))
     ax.set_xlabel("record (execution order)")
     ax.set_ylabel("relative L2 error vs fp32 (log)")
-    ax.set_title(f"{r['model']} {entry['variant']}: where it leaves the fp32 reference "
-                 f"({entry.get('image') or 'first image'})", fontsize=9)
+    ax.set_title(
+        f"{r['model']} {entry['variant']}: where it leaves the fp32 reference ({entry.get('image') or 'first image'})",
+        fontsize=9,
+    )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -309,15 +411,60 @@ def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
                 for metric in METRICS:
                     arrays[label][metric][pos] = compact(figure(rec.get(mode), metric), metric)
             said = [rec["note"]] if rec.get("note") else []
-            said += [f"{label}: {(rec.get(mode) or {})['non_finite']} value(s) finite in the reference are not in the "
-                     "variant" for label, mode in MODES if (rec.get(mode) or {}).get("non_finite")]
-            said += [f"{label}: the variant's output has another shape" for label, mode in MODES
-                     if (rec.get(mode) or {}).get("shape_mismatch")]
+            said += [
+                f"{label}: {(rec.get(mode) or {})['non_finite']} value(s) finite in the reference are not in the "
+                "variant"
+                for label, mode in MODES
+                if (rec.get(mode) or {}).get("non_finite")
+            ]
+            said += [
+                f"{label}: the variant's output has another shape"
+                for label, mode in MODES
+                if (rec.get(mode) or {}).get("shape_mismatch")
+            ]
             if said:
                 notes[str(pos)] = "; ".join(said)
         first = entry.get("first_divergent")
-        out.append({"variant": entry["variant"], "tolerance": entry.get("tolerance"), "image": entry.get("image"),
-                    "level": entry.get("level"), "first": position.get((first["name"], first["call"])) if first else None,
-                    "culprit_by": entry.get("culprit_by", "own"),
-                    "matched": matched, "compared": len(entry.get("records") or []), "notes": notes, **arrays})
+        out.append(
+            {
+                "variant": entry["variant"],
+                "tolerance": entry.get("tolerance"),
+                "image": entry.get("image"),
+                "level": entry.get("level"),
+                "first": position.get((first["name"], first["call"])) if first else None,
+                "culprit_by": entry.get("culprit_by", "own"),
+                "matched": matched,
+                "compared": len(entry.get("records") or []),
+                "notes": notes,
+                **arrays,
+            }
+        )
     return out
+
+
+def divergence_markdown(r: dict, ctx) -> list[str]:
+    """Per variant: the first divergent layer, the largest own errors, the passes' cost, the suggestion, the chart."""
+    lines = ["### Where the variants diverge", "", INTRO, ""]
+    for block in divergence_blocks(r, ctx.assets_dir):
+        first, *rest = block["sentences"]
+        lines += [f"#### {block['variant']}", "", first, ""]
+        if block["rows"]:
+            lines += [
+                "Largest own errors:",
+                "",
+                md_table(
+                    DIVERGENCE_HEADERS,
+                    [
+                        [row[0], f"`{row[1]}`"] + row[2:]
+                        for row in ([c.replace("|", "/") for c in row] for row in block["rows"])
+                    ],
+                ),
+                "",
+            ]
+        lines += [f"- {sentence}" for sentence in rest]
+        if block["modules"]:
+            lines.append("- Kept in fp32: " + ", ".join(f"`{m}`" for m in block["modules"]))
+        lines += [""] if rest or block["modules"] else []
+        if block["chart"]:
+            lines += [f"![{block['chart'][1]}]({ctx.assets_dir.name}/{block['chart'][0]})", ""]
+    return lines

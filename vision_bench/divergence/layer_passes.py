@@ -10,6 +10,7 @@ Two passes on the same image, on one instance of the model (its weights are neve
 The culprit is the first record, in execution order, whose own error passes the tolerance.
 Host memory: the queue's bytes, one reference tensor read back, and float64 chunks of the figures.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,7 @@ from .container_ops import ContainerShadows, in_fp32, tensor_device
 from .error_figures import FigureBuffers, aliases_input, cloned, error_figures, error_of
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
-SPILL_QUEUE_BYTES = 64 << 20        # reference outputs waiting to be written; the hook waits beyond this
+SPILL_QUEUE_BYTES = 64 << 20  # reference outputs waiting to be written; the hook waits beyond this
 TOP_OWN = 5
 
 
@@ -39,7 +40,7 @@ class HookedVariant:
     `overrides`: {module path: forward(module, *args, **kwargs)} that replace a leaf's computation in
     both (a planted fault, or a module kept in fp32)."""
 
-    shadow_mode = True            # False: a variant whose leaves cannot be run one by one (ONNX Runtime)
+    shadow_mode = True  # False: a variant whose leaves cannot be run one by one (ONNX Runtime)
 
     def __init__(self, name: str, tolerance: float, overrides: dict | None = None):
         self.name = name
@@ -52,6 +53,7 @@ class HookedVariant:
     def watch(self, bench):
         """Around the reference pass: what the variant pass will need from it (nothing, for a hooked one)."""
         import contextlib
+
         return contextlib.nullcontext()
 
     def compare(self, bench, image, store: ReferenceStore, records: list[dict]) -> tuple[float, dict]:
@@ -64,6 +66,7 @@ class HookedVariant:
 
     def context(self, device):
         import contextlib
+
         return contextlib.nullcontext()
 
     def shadow(self, name: str, module, args, kwargs):
@@ -83,6 +86,7 @@ class AutocastVariant(HookedVariant):
 
     def context(self, device):
         import torch
+
         return torch.autocast(device.type, dtype=self.dtype)
 
 
@@ -100,7 +104,10 @@ class ChannelsLastVariant(HookedVariant):
         import torch
 
         def last(x):
-            return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+            return (
+                x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+            )
+
         # Only 4-D weights have a channels-last layout: a leaf without them runs as it is (no copy of a
         # 1024 x 4096 Linear per call), on its inputs converted
         has_4d = any(p.dim() == 4 for p in module.parameters(recurse=False))
@@ -134,6 +141,7 @@ def install_overrides(network, overrides: dict) -> None:
     """Each module named in `overrides` computes through its override from now on (instance attribute
     `forward`, which nn.Module.__call__ reads; hooks still run). remove_overrides puts back what was there."""
     import functools
+
     for name, override in overrides.items():
         module = network.get_submodule(name)
         if ORIGINAL_FORWARD not in module.__dict__:
@@ -170,9 +178,9 @@ class ReferenceStore:
         self.max_bytes = max_bytes
         self.index: dict[tuple, tuple[Path, list[int]]] = {}
         self.bytes_written = 0
-        self.wait_s = 0.0            # the hook waiting for the queue to drain
-        self.copy_s = 0.0            # the hook copying outputs to the host
-        self.write_s = 0.0           # CPU time of the writer thread writing them, beside the pass
+        self.wait_s = 0.0  # the hook waiting for the queue to drain
+        self.copy_s = 0.0  # the hook copying outputs to the host
+        self.write_s = 0.0  # CPU time of the writer thread writing them, beside the pass
         self.errors: list[str] = []
         self._pending = 0
         self._read_buffer = None
@@ -183,6 +191,7 @@ class ReferenceStore:
 
     def put(self, key: tuple, tensor) -> None:
         import torch
+
         nbytes = tensor.numel() * 4
         start = time.perf_counter()
         with self._cond:
@@ -203,7 +212,7 @@ class ReferenceStore:
                 return
             host, path = item
             nbytes = host.nbytes
-            start = time.thread_time()    # CPU time: the wall time counts the pass's compute it waits beside
+            start = time.thread_time()  # CPU time: the wall time counts the pass's compute it waits beside
             try:
                 host.tofile(path)
                 self.bytes_written += nbytes
@@ -256,7 +265,7 @@ class ReferencePass:
         self.calls: dict[str, int] = {}
         self.shadow_s = 0.0
         self.buffers = FigureBuffers()
-        self.suspended = False      # while a container's shadow call replays its children (container_ops)
+        self.suspended = False  # while a container's shadow call replays its children (container_ops)
 
     def hook(self, name: str, module_type: str):
         def after(module, args, kwargs, output):
@@ -287,6 +296,7 @@ class ReferencePass:
             except Exception as exc:  # noqa: BLE001  (a leaf that cannot be called alone: its record says so)
                 record["note"] = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
             self.shadow_s += time.perf_counter() - start
+
         return after
 
 
@@ -316,13 +326,16 @@ class VariantPass:
                 record["propagated"] = {"shape_mismatch": True, "variant_shape": list(tensor.shape)}
             else:
                 record["propagated"] = error_figures(tensor, reference, self.buffers)
+
         return after
 
 
 def hooked_pass(network, make_hook, call, with_kwargs: bool = False) -> float:
     """`call()` with `make_hook(name, type)` on every leaf; returns its seconds. Hooks always removed."""
-    handles = [m.register_forward_hook(make_hook(name, type(m).__name__), with_kwargs=with_kwargs)
-               for name, m in leaf_modules(network)]
+    handles = [
+        m.register_forward_hook(make_hook(name, type(m).__name__), with_kwargs=with_kwargs)
+        for name, m in leaf_modules(network)
+    ]
     start = time.perf_counter()
     try:
         call()
@@ -337,6 +350,7 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
     same instance; the figures of every record, the culprit, the top records by own error. `bench` is
     left in the variant."""
     import contextlib
+
     store = ReferenceStore(scratch)
     progress = progress or (lambda what: contextlib.nullcontext())
     shadow = variant.shadow_mode
@@ -345,10 +359,13 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
         containers = ContainerShadows(variant, reference)
         handles = containers.register(bench.network()) if shadow else []
         try:
-            with progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")), \
-                    variant.watch(bench):
-                reference_s = hooked_pass(bench.network(), reference.hook, lambda: bench.run_pipeline(image),
-                                          with_kwargs=True)
+            with (
+                progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")),
+                variant.watch(bench),
+            ):
+                reference_s = hooked_pass(
+                    bench.network(), reference.hook, lambda: bench.run_pipeline(image), with_kwargs=True
+                )
                 store.flush()
         finally:
             for handle in handles:
@@ -360,23 +377,39 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
         store.close()
     records = reference.records
     out = summarise_records(records, variant.tolerance, shadow, containers.records)
-    out.update(variant=variant.name, tolerance=variant.tolerance, metric="relative_l2",
-               modes=["propagated", "shadow"] if shadow else ["propagated"], level="leaf", records=records,
-               ops_records=containers.records,
-               passes={"reference_s": reference_s - reference.shadow_s - containers.seconds,
-                       "shadow_s": reference.shadow_s + containers.seconds,
-                       "variant_s": variant_s, "spill_wait_s": store.wait_s, "spill_copy_s": store.copy_s,
-                       "spill_write_s": store.write_s},
-               spilled_bytes=spilled)
+    out.update(
+        variant=variant.name,
+        tolerance=variant.tolerance,
+        metric="relative_l2",
+        modes=["propagated", "shadow"] if shadow else ["propagated"],
+        level="leaf",
+        records=records,
+        ops_records=containers.records,
+        passes={
+            "reference_s": reference_s - reference.shadow_s - containers.seconds,
+            "shadow_s": reference.shadow_s + containers.seconds,
+            "variant_s": variant_s,
+            "spill_wait_s": store.wait_s,
+            "spill_copy_s": store.copy_s,
+            "spill_write_s": store.write_s,
+        },
+        spilled_bytes=spilled,
+    )
     out.update(extra)
     return out
 
 
 def brief(record: dict) -> dict:
     ops = record.get("kind") == "ops"
-    return {"index": record["after"] if ops else record["index"], "name": record["name"], "call": record["call"],
-            "type": f"{record['type']} (its own operations)" if ops else record["type"], "kind": record.get("kind", "leaf"),
-            "own": error_of(record.get("shadow")), "inherited": error_of(record.get("propagated"))}
+    return {
+        "index": record["after"] if ops else record["index"],
+        "name": record["name"],
+        "call": record["call"],
+        "type": f"{record['type']} (its own operations)" if ops else record["type"],
+        "kind": record.get("kind", "leaf"),
+        "own": error_of(record.get("shadow")),
+        "inherited": error_of(record.get("propagated")),
+    }
 
 
 def in_execution_order(records: list[dict], ops_records=()) -> list[dict]:
@@ -391,19 +424,24 @@ def summarise_records(records: list[dict], tolerance: float, shadow: bool = True
     """The culprit (first record, leaves and containers' own operations in execution order, whose own error
     passes the tolerance; without shadow calls, whose propagated error does), the first record whose
     propagated error does, the top records by own error."""
+
     def over(figures):
         value = error_of(figures)
         return value is not None and value > tolerance
+
     ordered = in_execution_order(records, ops_records)
     own = [r for r in ordered if error_of(r.get("shadow")) is not None]
     first_propagated = next((r for r in records if over(r.get("propagated"))), None)
     first_own = next((r for r in ordered if over(r.get("shadow"))), None) if shadow else first_propagated
     top = sorted(own, key=lambda r: -error_of(r["shadow"]))[:TOP_OWN]
-    return {"first_divergent": brief(first_own) if first_own else None, "culprit_by": "own" if shadow else "propagated",
-            "first_propagated": brief(first_propagated) if first_propagated else None,
-            "top_own": [brief(r) for r in top],
-            "over_tolerance": sum(1 for r in ordered if over(r.get("shadow" if shadow else "propagated"))),
-            "compared": sum(1 for r in records if r.get("propagated") is not None)}
+    return {
+        "first_divergent": brief(first_own) if first_own else None,
+        "culprit_by": "own" if shadow else "propagated",
+        "first_propagated": brief(first_propagated) if first_propagated else None,
+        "top_own": [brief(r) for r in top],
+        "over_tolerance": sum(1 for r in ordered if over(r.get("shadow" if shadow else "propagated"))),
+        "compared": sum(1 for r in records if r.get("propagated") is not None),
+    }
 
 
 def candidate_modules(records: list[dict], tolerance: float, limit: int = 32) -> list[str]:
@@ -426,9 +464,12 @@ def prefix_sizes(n: int) -> list[int]:
 def log_culprit(model: str, out: dict) -> None:
     first, by = out.get("first_divergent"), out.get("culprit_by", "own")
     if first:
-        log("DIVERGE", f"{model} {out['variant']}: first divergent layer #{first['index']} {first['name']} "
-                       f"(call {first['call']}, {first['type']}): {by} error "
-                       f"{first['own' if by == 'own' else 'inherited']:.3g} > {out['tolerance']:g}, "
-                       f"{out['over_tolerance']} record(s) over the tolerance")
+        log(
+            "DIVERGE",
+            f"{model} {out['variant']}: first divergent layer #{first['index']} {first['name']} "
+            f"(call {first['call']}, {first['type']}): {by} error "
+            f"{first['own' if by == 'own' else 'inherited']:.3g} > {out['tolerance']:g}, "
+            f"{out['over_tolerance']} record(s) over the tolerance",
+        )
     else:
         log("DIVERGE", f"{model} {out['variant']}: no layer's {by} error passes {out['tolerance']:g}")

@@ -14,6 +14,7 @@ scope (consumed outside it, or a graph output). No node: an Identity, a Dropout 
 folded; the exporter folds a BatchNorm into the Conv before it, whose value is then the BatchNorm's.
 Several values leaving, or not one scope per torch call: ambiguous, see block_fallback.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -26,7 +27,7 @@ import numpy as np
 from ..common import leaf_modules, log
 
 DEFAULT_BUDGET_BYTES = 512 << 20
-ELEMENT_BYTES = {1: 4, 10: 2, 16: 2, 11: 8}          # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
+ELEMENT_BYTES = {1: 4, 10: 2, 16: 2, 11: 8}  # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
 UNIQUE_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 NO_NODE = "no node in the graph (an identity at inference, or folded into a constant)"
 
@@ -35,6 +36,7 @@ NO_NODE = "no node in the graph (an identity at inference, or folded into a cons
 class Target:
     """An ONNX value and the reference record (name, call) it is compared with; level "block": the
     value ends `block` and the record is that of the leaf call making it."""
+
     name: str
     call: int
     value: str
@@ -47,17 +49,24 @@ class Target:
 class OnnxMapping:
     prefix: str
     targets: list[Target] = field(default_factory=list)
-    fallbacks: list[dict] = field(default_factory=list)    # {block, reference: [name, call], records, reason}
-    unmapped: list[dict] = field(default_factory=list)     # {name, call, reason}
+    fallbacks: list[dict] = field(default_factory=list)  # {block, reference: [name, call], records, reason}
+    unmapped: list[dict] = field(default_factory=list)  # {name, call, reason}
     unresolved_scopes: list[str] = field(default_factory=list)
 
     def report(self) -> dict:
         leaf = sum(t.level == "leaf" for t in self.targets)
         block = len({tuple(r) for f in self.fallbacks for r in f["records"]})
-        return {"prefix": self.prefix, "records": leaf + block + len(self.unmapped), "leaf": leaf, "block": block,
-                "unmapped": len(self.unmapped), "blocks": self.fallbacks,
-                "unmapped_reasons": dict(Counter(u["reason"] for u in self.unmapped)),
-                "unmapped_records": self.unmapped[:40], "unresolved_scopes": self.unresolved_scopes[:20]}
+        return {
+            "prefix": self.prefix,
+            "records": leaf + block + len(self.unmapped),
+            "leaf": leaf,
+            "block": block,
+            "unmapped": len(self.unmapped),
+            "blocks": self.fallbacks,
+            "unmapped_reasons": dict(Counter(u["reason"] for u in self.unmapped)),
+            "unmapped_records": self.unmapped[:40],
+            "unresolved_scopes": self.unresolved_scopes[:20],
+        }
 
 
 def leaf_facts(network) -> dict:
@@ -78,7 +87,7 @@ class _Graph:
         self.outputs = {o.name for o in model.graph.output}
         self.types = typed or {}
         self.consumers = defaultdict(set)
-        self.scope_nodes = defaultdict(list)          # scope string -> node indices, in graph order
+        self.scope_nodes = defaultdict(list)  # scope string -> node indices, in graph order
         for i, node in enumerate(self.nodes):
             for name in list(node.input) + subgraph_inputs(node):
                 self.consumers[name].add(i)
@@ -86,8 +95,9 @@ class _Graph:
                 self.scope_nodes[node.name.rsplit("/", 1)[0]].append(i)
 
     def under(self, scope: str) -> list[int]:
-        return sorted(i for s, nodes in self.scope_nodes.items() if s == scope or s.startswith(scope + "/")
-                      for i in nodes)
+        return sorted(
+            i for s, nodes in self.scope_nodes.items() if s == scope or s.startswith(scope + "/") for i in nodes
+        )
 
     def end(self, members: list[int]):
         """((node index, value), None): the one floating-point (or untyped) value leaving these nodes;
@@ -95,8 +105,11 @@ class _Graph:
         inside, leaving = set(members), []
         for i in members:
             for v in self.nodes[i].output:
-                if v and self.types.get(v, (None,))[0] in (None, *ELEMENT_BYTES) and \
-                        (v in self.outputs or self.consumers[v] - inside):
+                if (
+                    v
+                    and self.types.get(v, (None,))[0] in (None, *ELEMENT_BYTES)
+                    and (v in self.outputs or self.consumers[v] - inside)
+                ):
                     leaving.append((i, v))
         if len(leaving) == 1:
             return leaving[0], None
@@ -119,16 +132,28 @@ def value_types(model, feeds: dict) -> dict:
     the graph whose large weights are typed inputs (their values are not needed)."""
     import onnx
     from onnx import helper
+
     g = model.graph
     small = [t for t in g.initializer if t.data_type not in ELEMENT_BYTES or np.prod(t.dims) <= 1024]
     kept = {t.name for t in small}
-    inputs = [helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, feeds[i.name].shape)
-              if i.name in feeds else i for i in g.input if i.name not in kept]
+    inputs = [
+        helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, feeds[i.name].shape)
+        if i.name in feeds
+        else i
+        for i in g.input
+        if i.name not in kept
+    ]
     named = {i.name for i in inputs}
-    inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in g.initializer
-               if t.name not in kept and t.name not in named]
-    light = helper.make_model(helper.make_graph(g.node, g.name, inputs, g.output, small),
-                              opset_imports=model.opset_import, ir_version=model.ir_version)
+    inputs += [
+        helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+        for t in g.initializer
+        if t.name not in kept and t.name not in named
+    ]
+    light = helper.make_model(
+        helper.make_graph(g.node, g.name, inputs, g.output, small),
+        opset_imports=model.opset_import,
+        ir_version=model.ir_version,
+    )
     try:
         inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
     except Exception as exc:  # noqa: BLE001  (no types: every value may be floating-point, sizes measured)
@@ -137,7 +162,9 @@ def value_types(model, feeds: dict) -> dict:
     out = {t.name: (t.data_type, list(t.dims)) for t in small}
     for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
         t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else [None]
+        dims = (
+            [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else [None]
+        )
         out[vi.name] = (t.elem_type or None, None if None in dims else dims)
     return out
 
@@ -184,8 +211,15 @@ def resolve_all(scopes, paths, leaves: set) -> tuple[str, dict]:
 
 
 # -- the mapping ----------------------------------------------------------------------------------
-def map_leaf_outputs(model, leaves: list[str], *, aliases: dict | None = None, types: dict | None = None,
-                     order: list[tuple[str, int]] | None = None, typed: dict | None = None) -> OnnxMapping:
+def map_leaf_outputs(
+    model,
+    leaves: list[str],
+    *,
+    aliases: dict | None = None,
+    types: dict | None = None,
+    order: list[tuple[str, int]] | None = None,
+    typed: dict | None = None,
+) -> OnnxMapping:
     """Each leaf call (name, call) -> the ONNX value that is its output. `aliases`, `types`: leaf_facts();
     `order`: the torch leaf calls in execution order (the reference records: the number of calls of
     each leaf, and what precedes a BatchNorm); `typed`: value_types(), which leaves integers out."""
@@ -193,7 +227,7 @@ def map_leaf_outputs(model, leaves: list[str], *, aliases: dict | None = None, t
     graph = _Graph(model, typed)
     paths = {".".join(p.split(".")[:k]) for p in list(leaves) + list(aliases) for k in range(1, p.count(".") + 2)}
     prefix, resolved = resolve_all(graph.scope_nodes, paths, set(leaves))
-    instances = defaultdict(list)                     # module -> its scopes in graph (= call) order
+    instances = defaultdict(list)  # module -> its scopes in graph (= call) order
     for scope in sorted(resolved, key=lambda s: graph.scope_nodes[s][0]):
         if resolved[scope] is not None:
             instances[aliases.get(resolved[scope], resolved[scope])].append(scope)
@@ -242,8 +276,13 @@ def fold_batchnorms(graph, order, ends, mapping, types, prefix) -> dict:
             ends[key] = ends.pop(before)
             notes[key] = f"the value of the Conv of {before[0]} (call {before[1]}), BatchNorm folded in"
             mapping.unmapped = [u for u in mapping.unmapped if (u["name"], u["call"]) != key]
-            mapping.unmapped.append({"name": before[0], "call": before[1],
-                                     "reason": "the exporter folded the BatchNorm after it into its Conv"})
+            mapping.unmapped.append(
+                {
+                    "name": before[0],
+                    "call": before[1],
+                    "reason": "the exporter folded the BatchNorm after it into its Conv",
+                }
+            )
     return notes
 
 
@@ -261,8 +300,9 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
             block = ".".join(atoms[:depth])
             scopes = instances.get(block, [])
             end = graph.end(graph.under(scopes[0]))[0] if len(scopes) == 1 else None
-            if end is None or not (calls[name] == 1 or len(mine) == calls[name] and
-                                   all(s.startswith(scopes[0] + "/") for s in mine)):
+            if end is None or not (
+                calls[name] == 1 or len(mine) == calls[name] and all(s.startswith(scopes[0] + "/") for s in mine)
+            ):
                 continue
             scope = graph.nodes[end[0]].name.rsplit("/", 1)[0]
             last = aliases.get(resolved.get(scope), resolved.get(scope))
@@ -271,12 +311,16 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
                 chosen = (block, last, made_by.index(scope) + 1 if calls[last] > 1 else 1, end[1])
                 break
         if chosen is None:
-            mapping.unmapped.append({"name": name, "call": call, "reason": f"ambiguous ({why}); no enclosing "
-                                     "block called once ends in a leaf's output"})
+            mapping.unmapped.append(
+                {
+                    "name": name,
+                    "call": call,
+                    "reason": f"ambiguous ({why}); no enclosing block called once ends in a leaf's output",
+                }
+            )
             continue
         block, last, last_call, value = chosen
-        group = groups.setdefault(block, {"block": block, "reference": [last, last_call], "records": [],
-                                          "reason": why})
+        group = groups.setdefault(block, {"block": block, "reference": [last, last_call], "records": [], "reason": why})
         group["records"].append([name, call])
         if not any(t.name == last and t.call == last_call for t in mapping.targets):
             mapping.targets.append(Target(last, last_call, value, "block", block))
@@ -284,8 +328,15 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
 
 
 # -- fetching the values --------------------------------------------------------------------------
-def intermediate_values(model, targets: list[Target], feeds: dict, budget: int = DEFAULT_BUDGET_BYTES,
-                        device=None, typed: dict | None = None, report: dict | None = None):
+def intermediate_values(
+    model,
+    targets: list[Target],
+    feeds: dict,
+    budget: int = DEFAULT_BUDGET_BYTES,
+    device=None,
+    typed: dict | None = None,
+    report: dict | None = None,
+):
     """Yield (module path, call, numpy array, level) per target, in the targets' order. ONNX Runtime
     keeps every graph output of a session alive during a run, fetched or not (measured: 2.7 GB peak
     for 5 fetched values of 276 added), so the values become outputs a group at a time, one session
@@ -293,10 +344,14 @@ def intermediate_values(model, targets: list[Target], feeds: dict, budget: int =
     shapes, an unknown one counted as the largest seen so far (known or fetched); nothing known: the
     first run fetches 4 values. `report` gets the runs and bytes. CPU, or CUDA as onnxruntime_session."""
     import onnxruntime as ort
+
     typed = typed if typed is not None else value_types(model, feeds)
     values = list(dict.fromkeys(t.value for t in targets))
-    sizes = {v: int(np.prod(typed[v][1])) * ELEMENT_BYTES.get(typed[v][0], 4)
-             for v in values if v in typed and typed[v][1] is not None}
+    sizes = {
+        v: int(np.prod(typed[v][1])) * ELEMENT_BYTES.get(typed[v][0], 4)
+        for v in values
+        if v in typed and typed[v][1] is not None
+    }
     by_value = defaultdict(list)
     for t in targets:
         by_value[t.value].append(t)
@@ -304,9 +359,15 @@ def intermediate_values(model, targets: list[Target], feeds: dict, budget: int =
     if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     report = report if report is not None else {}
-    report.update(runs=0, budget_bytes=budget, estimated_bytes=sum(sizes.values()), provider=str(providers[0][0]
-                  if len(providers) > 1 else providers[0]), unknown_sizes=len(values) - len(sizes),
-                  fetched_bytes=0, largest_run_bytes=0)
+    report.update(
+        runs=0,
+        budget_bytes=budget,
+        estimated_bytes=sum(sizes.values()),
+        provider=str(providers[0][0] if len(providers) > 1 else providers[0]),
+        unknown_sizes=len(values) - len(sizes),
+        fetched_bytes=0,
+        largest_run_bytes=0,
+    )
     base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
     try:
         while todo:
@@ -317,16 +378,19 @@ def intermediate_values(model, targets: list[Target], feeds: dict, budget: int =
                     break
                 group.append(v)
                 total += size
-            todo = todo[len(group):]
+            todo = todo[len(group) :]
             del model.graph.output[base:]
             for v in group:
                 if v not in present:
-                    model.graph.output.add().name = v      # no type given: ONNX Runtime takes the node's
+                    model.graph.output.add().name = v  # no type given: ONNX Runtime takes the node's
             arrays = ort.InferenceSession(model.SerializeToString(), providers=providers).run(group, feeds)
             sizes.update({v: a.nbytes for v, a in zip(group, arrays)})
             fetched = sum(a.nbytes for a in arrays)
-            report.update(runs=report["runs"] + 1, fetched_bytes=report["fetched_bytes"] + fetched,
-                          largest_run_bytes=max(report["largest_run_bytes"], fetched))
+            report.update(
+                runs=report["runs"] + 1,
+                fetched_bytes=report["fetched_bytes"] + fetched,
+                largest_run_bytes=max(report["largest_run_bytes"], fetched),
+            )
             for v, array in zip(group, arrays):
                 for t in by_value[v]:
                     yield t.name, t.call, array, t.level
@@ -336,8 +400,16 @@ def intermediate_values(model, targets: list[Target], feeds: dict, budget: int =
 
 
 # -- the variant pass of --divergence -------------------------------------------------------------
-def onnx_variant_pass(bench, onnx_path, input_array, input_name: str | None, store, records: list[dict],
-                      budget: int = DEFAULT_BUDGET_BYTES, facts: dict | None = None) -> dict:
+def onnx_variant_pass(
+    bench,
+    onnx_path,
+    input_array,
+    input_name: str | None,
+    store,
+    records: list[dict],
+    budget: int = DEFAULT_BUDGET_BYTES,
+    facts: dict | None = None,
+) -> dict:
     """VariantPass and the hooked pass, for the onnxruntime variant: a record whose call has a value in
     the graph gets `propagated` (that value against the spilled reference); the records of a block
     fallback get the figures of the block's value against its last leaf call's reference, with
@@ -353,37 +425,51 @@ def onnx_variant_pass(bench, onnx_path, input_array, input_name: str | None, sto
     import torch
 
     from .error_figures import error_figures
+
     if facts is None:
         network = bench.network()
-        facts = leaf_facts(network) if isinstance(network, torch.nn.Module) else \
-            {"leaves": list(dict.fromkeys(r["name"] for r in records)), "aliases": {}, "types": {}}
+        facts = (
+            leaf_facts(network)
+            if isinstance(network, torch.nn.Module)
+            else {"leaves": list(dict.fromkeys(r["name"] for r in records)), "aliases": {}, "types": {}}
+        )
     if isinstance(input_array, torch.Tensor):
         input_array = input_array.detach().cpu().numpy()
     start = time.perf_counter()
     model = onnx.load(str(onnx_path))
     feeds = {input_name or model.graph.input[0].name: np.ascontiguousarray(input_array)}
     typed = value_types(model, feeds)
-    mapping = map_leaf_outputs(model, facts["leaves"], aliases=facts["aliases"], types=facts["types"],
-                               order=[(r["name"], r["call"]) for r in records], typed=typed)
+    mapping = map_leaf_outputs(
+        model,
+        facts["leaves"],
+        aliases=facts["aliases"],
+        types=facts["types"],
+        order=[(r["name"], r["call"]) for r in records],
+        typed=typed,
+    )
     by_key = {(r["name"], r["call"]): r for r in records}
     figures_of, runs = {}, {}
-    for name, call, array, level in intermediate_values(model, mapping.targets, feeds, budget, bench.device,
-                                                        typed, runs):
+    for name, call, array, level in intermediate_values(
+        model, mapping.targets, feeds, budget, bench.device, typed, runs
+    ):
         record = by_key.get((name, call))
         reference, shape = store.get((name, call)) if record is not None and "shape" in record else (None, None)
         if reference is None:
             continue
         figures_of[(name, call)] = figures = (
-            {"shape_mismatch": True, "variant_shape": list(array.shape)} if list(array.shape) != shape
-            else error_figures(torch.from_numpy(array), reference))
+            {"shape_mismatch": True, "variant_shape": list(array.shape)}
+            if list(array.shape) != shape
+            else error_figures(torch.from_numpy(array), reference)
+        )
         if level == "leaf":
             record["propagated"] = figures
     for fallback in mapping.fallbacks:
         figures = figures_of.get(tuple(fallback["reference"]))
         for key in map(tuple, fallback["records"]):
             if key in by_key and figures is not None:
-                by_key[key].update(propagated=figures, level="block", block=fallback["block"],
-                                   block_reference=fallback["reference"])
+                by_key[key].update(
+                    propagated=figures, level="block", block=fallback["block"], block_reference=fallback["reference"]
+                )
     for missing in mapping.unmapped:
         if (missing["name"], missing["call"]) in by_key:
             by_key[(missing["name"], missing["call"])]["onnx_unmapped"] = missing["reason"]
@@ -391,6 +477,11 @@ def onnx_variant_pass(bench, onnx_path, input_array, input_name: str | None, sto
         if target.note and (target.name, target.call) in by_key:
             by_key[(target.name, target.call)]["onnx_note"] = target.note
     report = mapping.report()
-    return {**report, "runs": runs, "compared": len(figures_of), "seconds": time.perf_counter() - start,
-            "level_note": f"{report['leaf']} of {report['records']} record(s) compared at leaf level, "
-                          f"{report['block']} at block level, {report['unmapped']} without a value in the graph"}
+    return {
+        **report,
+        "runs": runs,
+        "compared": len(figures_of),
+        "seconds": time.perf_counter() - start,
+        "level_note": f"{report['leaf']} of {report['records']} record(s) compared at leaf level, "
+        f"{report['block']} at block level, {report['unmapped']} without a value in the graph",
+    }

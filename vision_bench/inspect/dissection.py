@@ -1,5 +1,6 @@
 """Layer dissection: every call of every leaf module in one forward pass, its statistics, a PNG
 of its feature maps and an NPY of its values, with host memory bounded by a writer queue."""
+
 from __future__ import annotations
 
 import math
@@ -15,16 +16,16 @@ from PIL import Image
 from ..common import first_tensor, leaf_modules, log
 from ..progress import pass_progress
 
-DISSECT_PNG_CHANNELS = 16           # channels drawn in a layer's PNG grid
-DISSECT_NPY_CHANNELS = 8            # channels saved raw in a layer's NPY
-DISSECT_QUEUE_SIZE = 8              # activations waiting for the writers; bounds host memory
-DISSECT_QUEUE_BYTES = 256 << 20     # and their bytes: one larger activation may still pass alone
+DISSECT_PNG_CHANNELS = 16  # channels drawn in a layer's PNG grid
+DISSECT_NPY_CHANNELS = 8  # channels saved raw in a layer's NPY
+DISSECT_QUEUE_SIZE = 8  # activations waiting for the writers; bounds host memory
+DISSECT_QUEUE_BYTES = 256 << 20  # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
-DISSECT_SPARE_THREADS = 0           # torch threads given up to the writers (measured: giving one up was slower)
-STATS_CHUNK_ELEMENTS = 1 << 18      # the statistics' float64 copies are of this many elements (2 MB) at a time
-DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256   # pixels per channel tile in a PNG
-DISSECT_VECTOR_PIXELS = 256 * 256   # maps up to this size are colour-mapped all channels at once
-MAX_LEADING_TOKENS = 8              # class + register tokens before a ViT's patch grid
+DISSECT_SPARE_THREADS = 0  # torch threads given up to the writers (measured: giving one up was slower)
+STATS_CHUNK_ELEMENTS = 1 << 18  # the statistics' float64 copies are of this many elements (2 MB) at a time
+DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256  # pixels per channel tile in a PNG
+DISSECT_VECTOR_PIXELS = 256 * 256  # maps up to this size are colour-mapped all channels at once
+MAX_LEADING_TOKENS = 8  # class + register tokens before a ViT's patch grid
 
 
 def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
@@ -80,12 +81,13 @@ def float64_moments(x):
     of (x - c) and (x - c)^2 are exact for a constant tensor (its std is exactly 0) and lose no
     precision to the mean's size, since c lies among the values."""
     import torch
+
     flat_size = min(x.numel(), STATS_CHUNK_ELEMENTS)
     buffer = torch.empty(flat_size, dtype=torch.float64, device=x.device)
-    shift = x[(0,) * x.dim()].double()   # an element, without the copy reshape(-1) makes of a permuted x
+    shift = x[(0,) * x.dim()].double()  # an element, without the copy reshape(-1) makes of a permuted x
     shifted_sum = shifted_squares = torch.zeros((), dtype=torch.float64, device=x.device)
     for chunk in memory_chunks(x):
-        values = buffer[:chunk.numel()]
+        values = buffer[: chunk.numel()]
         if chunk.is_contiguous():
             values.view(chunk.shape).copy_(chunk)
         else:
@@ -108,6 +110,7 @@ def tensor_stats(t) -> dict:
     STATS_CHUNK_ELEMENTS; float16/bfloat16 add a float32 copy (2x the tensor's bytes), and the
     NaN/Inf path masks and copies (up to 1.75x)."""
     import torch
+
     x = t.detach()
     if x.is_complex():
         x = x.abs()
@@ -115,8 +118,15 @@ def tensor_stats(t) -> dict:
         x = x.float()
     n = x.numel()
     if n == 0:
-        return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None,
-                "nan_count": 0, "inf_count": 0}
+        return {
+            "min": None,
+            "max": None,
+            "mean": None,
+            "std": None,
+            "zero_fraction": None,
+            "nan_count": 0,
+            "inf_count": 0,
+        }
     x = in_memory_order(x)
     # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
     # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy.
@@ -124,10 +134,18 @@ def tensor_stats(t) -> dict:
     total, squares = float64_moments(x)  # NaN where a value is not finite: then the masked path below
     zeros = n - torch.count_nonzero(x)
     lo_, hi_, total_, squares_, zeros_ = torch.stack(
-        [lo.double(), hi.double(), total, squares, zeros.double()]).tolist()
+        [lo.double(), hi.double(), total, squares, zeros.double()]
+    ).tolist()
     if math.isfinite(lo_) and math.isfinite(hi_):
-        return {"min": lo_, "max": hi_, "mean": min(max(total_ / n, lo_), hi_), "std": math.sqrt(squares_ / n),
-                "zero_fraction": zeros_ / n, "nan_count": 0, "inf_count": 0}
+        return {
+            "min": lo_,
+            "max": hi_,
+            "mean": min(max(total_ / n, lo_), hi_),
+            "std": math.sqrt(squares_ / n),
+            "zero_fraction": zeros_ / n,
+            "nan_count": 0,
+            "inf_count": 0,
+        }
     finite = torch.isfinite(x)
     finite_count = int(finite.sum())
     nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
@@ -140,8 +158,15 @@ def tensor_stats(t) -> dict:
         mean, std = min(max(float(total) / count, lo), hi), math.sqrt(float(squares) / count)
     else:
         lo = hi = mean = std = None
-    return {"min": lo, "max": hi, "mean": mean, "std": std, "zero_fraction": zeros / n,
-            "nan_count": nan_count, "inf_count": n - finite_count - nan_count}
+    return {
+        "min": lo,
+        "max": hi,
+        "mean": mean,
+        "std": std,
+        "zero_fraction": zeros / n,
+        "nan_count": nan_count,
+        "inf_count": n - finite_count - nan_count,
+    }
 
 
 def feature_planes(t, input_hw):
@@ -166,6 +191,7 @@ def colormap_lut() -> np.ndarray:
     global _COLORMAP_LUT
     if _COLORMAP_LUT is None:
         from matplotlib import colormaps
+
         _COLORMAP_LUT = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
     return _COLORMAP_LUT
 
@@ -173,7 +199,7 @@ def colormap_lut() -> np.ndarray:
 def colour_indices(ch: np.ndarray) -> np.ndarray:
     """One channel normalised to its own finite min..max as colormap indices 0..255 (NaN/Inf: 0)."""
     lo, hi = float(ch.min()), float(ch.max())
-    if math.isfinite(lo) and math.isfinite(hi):          # no NaN/Inf: no mask, no np.where
+    if math.isfinite(lo) and math.isfinite(hi):  # no NaN/Inf: no mask, no np.where
         norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
     else:
         finite = np.isfinite(ch)
@@ -200,6 +226,7 @@ def colour_indices_all(planes: np.ndarray) -> np.ndarray:
 def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     """A grid of channels, each normalised on its own, saved as PNG by OpenCV (no row filter)."""
     import cv2
+
     lut = colormap_lut()
     c, h, w = planes.shape
     scale = max(1, math.ceil(DISSECT_TILE_MIN / max(h, w)))
@@ -217,7 +244,7 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     tiles = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
     if tiles is not None:
         tiles = np.take(lut, tiles, axis=0)
-        if scale > 1 and (th, tw) == (h * scale, w * scale):   # same pixels as PIL's NEAREST
+        if scale > 1 and (th, tw) == (h * scale, w * scale):  # same pixels as PIL's NEAREST
             tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
     for i in range(c):
         rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
@@ -225,7 +252,7 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
             rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.NEAREST if scale > 1 else Image.BOX))
         r, q = divmod(i, cols)
         y, x = pad + r * (th + pad), pad + q * (tw + pad)
-        canvas[y:y + th, x:x + tw] = rgb
+        canvas[y : y + th, x : x + tw] = rgb
     # OpenCV without PNG row filters: same pixels, ~2.5x faster to encode than Pillow's adaptive
     # filtering, and smaller files on noisy feature maps. Still an 8-bit RGB PNG.
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
@@ -283,8 +310,9 @@ class LayerDissector:
 
     def _reserve(self, nbytes: int) -> None:
         with self._pending:
-            self._pending.wait_for(lambda: self._pending_bytes == 0
-                                   or self._pending_bytes + nbytes <= DISSECT_QUEUE_BYTES)
+            self._pending.wait_for(
+                lambda: self._pending_bytes == 0 or self._pending_bytes + nbytes <= DISSECT_QUEUE_BYTES
+            )
             self._pending_bytes += nbytes
 
     def _release(self, nbytes: int) -> None:
@@ -299,6 +327,7 @@ class LayerDissector:
     def _make_hook(self, name: str, module_type: str):
         def hook(module, args, output):
             import torch
+
             index = len(self.records)
             call = self.call_counts.get(name, 0) + 1
             self.call_counts[name] = call
@@ -324,6 +353,7 @@ class LayerDissector:
                     stem = self._file_stem(index)
                     record["files"] = [f"{stem}.png", f"{stem}.npy"]
                     self.queue.put((host, self.out_dir / f"{stem}.png", self.out_dir / f"{stem}.npy"))
+
         return hook
 
     def _final_line(self) -> None:
@@ -344,13 +374,19 @@ class LayerDissector:
             t.start()
         handles = [m.register_forward_hook(self._make_hook(name, type(m).__name__)) for name, m in leaves]
         import torch
+
         started = time.perf_counter()
         completed = False
         threads = torch.get_num_threads()
         if self.write_files and threads > 1 and DISSECT_SPARE_THREADS:
-            torch.set_num_threads(max(1, threads - DISSECT_SPARE_THREADS))   # cores left to the writers
-        progress = pass_progress(network, label, tag="DISSECT", blocks=blocks,
-                                 detail=lambda: f"{len(self.records)} records, {self.queue.qsize()} waiting for the writers")
+            torch.set_num_threads(max(1, threads - DISSECT_SPARE_THREADS))  # cores left to the writers
+        progress = pass_progress(
+            network,
+            label,
+            tag="DISSECT",
+            blocks=blocks,
+            detail=lambda: f"{len(self.records)} records, {self.queue.qsize()} waiting for the writers",
+        )
         try:
             with progress:
                 forward_call()
@@ -361,9 +397,9 @@ class LayerDissector:
                 h.remove()
             with pass_progress(None, f"{label}, writing the last files", tag="DISSECT", detail=progress.detail):
                 if completed:
-                    self.queue.join()          # every file written before we count them
+                    self.queue.join()  # every file written before we count them
                 else:
-                    self._drop_pending()       # fail or interrupt fast: unwritten files are dropped
+                    self._drop_pending()  # fail or interrupt fast: unwritten files are dropped
                 for _ in writers:
                     self.queue.put(None)
                 for t in writers:
@@ -372,8 +408,14 @@ class LayerDissector:
         seconds = time.perf_counter() - started
         pngs = sum(1 for r in self.records if r.get("files"))
         self._final_line()
-        return {"records": len(self.records), "leaf_modules": self.num_leaves, "png_files": pngs,
-                "npy_files": pngs, "seconds": seconds, "writer_errors": self.writer_errors}
+        return {
+            "records": len(self.records),
+            "leaf_modules": self.num_leaves,
+            "png_files": pngs,
+            "npy_files": pngs,
+            "seconds": seconds,
+            "writer_errors": self.writer_errors,
+        }
 
     def _drop_pending(self) -> None:
         while True:
@@ -403,8 +445,11 @@ class LayerDissector:
             r["files"] = [f"{new_stem}.png", f"{new_stem}.npy"]
 
     def metadata(self, **extra) -> dict:
-        return {**extra, "num_records": len(self.records),
-                "records": {f"{r['index']:0{self.width}d}": r for r in self.records}}
+        return {
+            **extra,
+            "num_records": len(self.records),
+            "records": {f"{r['index']:0{self.width}d}": r for r in self.records},
+        }
 
 
 def dissection_digest(records: list[dict]) -> dict:
@@ -415,8 +460,14 @@ def dissection_digest(records: list[dict]) -> dict:
     with_stats = [r for r in records if r.get("min") is not None]
 
     def brief(r, key, value):
-        return {"index": r["index"], "name": r["name"], "call": r["call"], "type": r["type"], key: value,
-                "files": r.get("files", [])}
+        return {
+            "index": r["index"],
+            "name": r["name"],
+            "call": r["call"],
+            "type": r["type"],
+            key: value,
+            "files": r.get("files", []),
+        }
 
     widest = sorted(with_stats, key=lambda r: -(r["max"] - r["min"]))[:5]
     zeros = sorted(with_stats, key=lambda r: -r["zero_fraction"])[:5]
@@ -426,6 +477,9 @@ def dissection_digest(records: list[dict]) -> dict:
         "most_zeros": [brief(r, "zero_fraction", r["zero_fraction"]) for r in zeros],
         "nan_records": sum(1 for r in records if r.get("nan_count")),
         "inf_records": sum(1 for r in records if r.get("inf_count")),
-        "profile": {"index": [r["index"] for r in with_stats], "std": [r["std"] for r in with_stats],
-                    "absmax": [max(abs(r["min"]), abs(r["max"])) for r in with_stats]},
+        "profile": {
+            "index": [r["index"] for r in with_stats],
+            "std": [r["std"] for r in with_stats],
+            "absmax": [max(abs(r["min"]), abs(r["max"])) for r in with_stats],
+        },
     }

@@ -1,5 +1,6 @@
 """Where the forward time goes: each top-level block and leaf module timed with hooks in one
 extra pass, with a host clock on the CPU and CUDA events on a GPU."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,6 +27,7 @@ class CudaEventClock:
 
     def __init__(self, device):
         import torch
+
         self.torch, self.device = torch, device
 
     def mark(self):
@@ -85,7 +87,7 @@ class TimeBreakdown:
         self.leaf_ms: dict[str, float] = {}
         self.leaf_calls: dict[str, int] = {}
         self.leaf_types: dict[str, str] = {}
-        self._starts: dict[tuple[int, str], list] = {}   # a module can be a block and a leaf
+        self._starts: dict[tuple[int, str], list] = {}  # a module can be a block and a leaf
         self._intervals: list[tuple[str, dict, dict | None, object, object]] = []
 
     def _hooks(self, key: str, totals: dict, counts: dict | None):
@@ -95,6 +97,7 @@ class TimeBreakdown:
         def post(module, args, output):
             end = self.clock.mark()
             self._intervals.append((key, totals, counts, self._starts[(id(module), key)].pop(), end))
+
         return pre, post
 
     def _read_intervals(self) -> None:
@@ -116,6 +119,17 @@ class TimeBreakdown:
         forward_ms = phases["forward"] * 1000
         rows, denominator = block_share_rows(self.block_ms, forward_ms)
         top = sorted(self.leaf_ms.items(), key=lambda kv: -kv[1])[:10]
-        return {"forward_ms": forward_ms, "blocks": rows,
-                "top_leaves": [{"name": n, "type": self.leaf_types[n], "ms": ms, "calls": self.leaf_calls[n],
-                                "share": ms / denominator} for n, ms in top]}
+        return {
+            "forward_ms": forward_ms,
+            "blocks": rows,
+            "top_leaves": [
+                {
+                    "name": n,
+                    "type": self.leaf_types[n],
+                    "ms": ms,
+                    "calls": self.leaf_calls[n],
+                    "share": ms / denominator,
+                }
+                for n, ms in top
+            ],
+        }

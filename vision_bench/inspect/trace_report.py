@@ -5,7 +5,8 @@ sentences and rows in Markdown and HTML."""
 
 from __future__ import annotations
 
-from .trace import PHASES, file_size
+from ..reports.tables import md_table
+from .trace import PHASES, TRACE_OPEN_HINT, file_size
 
 BLOCK_HEADERS = ["block", "trace ms", "trace share", "hooks share", "difference (pp)"]
 OPERATOR_HEADERS = ["operator", "calls", "self ms", "share"]
@@ -118,3 +119,27 @@ def operator_tables(r: dict) -> list[tuple[str, list[list[str]]]]:
         (caption, [[op["name"], op["calls"], f"{op['self_ms']:.3f}", percent(op.get("share"))] for op in ops])
         for caption, ops in tables
     ]
+
+
+def trace_markdown(r: dict) -> list[str]:
+    """The model's profiler trace (--trace): its link, what it holds, and its summary tables."""
+    link = trace_link(r)
+    if not link:
+        return []
+    lines = ["### Profiler trace", "", f"Trace: [`{link[0]}`]({link[1]}). {TRACE_OPEN_HINT}", ""]
+    lines += [f"- {sentence}" for sentence in trace_sentences(r)] + [
+        "",
+        block_caption(r),
+        "",
+        md_table(BLOCK_HEADERS, block_rows(r)),
+        "",
+    ]
+    for caption, rows in operator_tables(r):
+        # Kernel names are C++ signatures: a "|" in one would split its row.
+        lines += [
+            caption,
+            "",
+            md_table(OPERATOR_HEADERS, [[f"`{row[0].replace('|', '/')}`"] + row[1:] for row in rows]),
+            "",
+        ]
+    return lines

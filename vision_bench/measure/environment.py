@@ -1,5 +1,6 @@
 """The machine as the report states it: library versions, device, numeric settings, and the
 torch thread count pinned for every model."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,11 @@ def configure_threads(requested: int | None) -> int:
     thread), and its CPU device selection calls torch.set_num_threads(cores - 1) on the first
     predict; either would silently slow every model that runs after a YOLO model."""
     import torch  # before ultralytics, so that its OMP_NUM_THREADS default does not apply
+
     threads = requested or torch.get_num_threads()
     torch.set_num_threads(threads)
     from ultralytics.utils import torch_utils
+
     torch_utils.NUM_THREADS = threads
     return threads
 
@@ -24,6 +27,7 @@ def system_info(device) -> dict:
     from importlib.metadata import version  # not the packages themselves: the parent needs no import
 
     import torch
+
     info = {
         "os": f"{platform.system()} {platform.release()}",
         "platform": platform.platform(),
@@ -49,6 +53,7 @@ def numeric_settings(device) -> dict:
     effective setting, no deprecation warning on torch 2.14); the newer fp32_precision
     attributes say "none" when a setting is inherited."""
     import torch
+
     cudnn = torch.backends.cudnn
     return {
         "default_dtype": str(torch.get_default_dtype()).replace("torch.", ""),
@@ -67,6 +72,7 @@ def cuda_driver_version() -> str | None:
     NVML is missing or fails."""
     try:
         import pynvml
+
         pynvml.nvmlInit()
         try:
             version = pynvml.nvmlSystemGetDriverVersion()

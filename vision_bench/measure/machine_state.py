@@ -2,6 +2,7 @@
 load average, the process's involuntary context switches) and, on CUDA, of the GPU (through
 nvml_guard), sampled at timed-run boundaries only; each timed run is flagged 'throttled' or
 'shared' from the samples on its two sides, and the guard's own cost is measured."""
+
 from __future__ import annotations
 
 import glob
@@ -24,24 +25,32 @@ def read_sys(path) -> str | None:
 
 def cpu_static_state(root: Path = CPU_SYS) -> dict:
     """What /sys shows once: the frequency governor of every CPU and whether throttle counters exist."""
-    governors = sorted({g for g in (read_sys(p) for p in glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_governor")))
-                        if g})
-    return {"governors": governors or None,
-            "throttle_counters": bool(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count")))}
+    governors = sorted(
+        {g for g in (read_sys(p) for p in glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_governor"))) if g}
+    )
+    return {
+        "governors": governors or None,
+        "throttle_counters": bool(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count"))),
+    }
 
 
 def cpu_files(root: Path = CPU_SYS) -> dict:
     """The /sys files read at every sample, found once (a glob per sample would cost more than the reads)."""
-    return {"freq": sorted(glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_cur_freq"))),
-            "throttle": sorted(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count")))}
+    return {
+        "freq": sorted(glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_cur_freq"))),
+        "throttle": sorted(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count"))),
+    }
 
 
 def cpu_sample(files: dict) -> dict:
     freqs = [int(f) for f in (read_sys(p) for p in files["freq"]) if f and f.isdigit()]
     counts = [int(c) for c in (read_sys(p) for p in files["throttle"]) if c and c.isdigit()]
-    return {"load1": os.getloadavg()[0], "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
-            "cpu_freq_mhz": sum(freqs) / len(freqs) / 1000.0 if freqs else None,
-            "cpu_throttle_count": sum(counts) if counts else None}
+    return {
+        "load1": os.getloadavg()[0],
+        "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
+        "cpu_freq_mhz": sum(freqs) / len(freqs) / 1000.0 if freqs else None,
+        "cpu_throttle_count": sum(counts) if counts else None,
+    }
 
 
 class MachineGuard:
@@ -50,13 +59,17 @@ class MachineGuard:
     def __init__(self, device, nvml=None, cpu_root: Path = CPU_SYS):
         self.device_type = getattr(device, "type", str(device))
         self.cpu_files = cpu_files(cpu_root)
-        self.static = {**cpu_static_state(cpu_root), "cpus": len(os.sched_getaffinity(0))
-                       if hasattr(os, "sched_getaffinity") else os.cpu_count(), "nvml": None}
+        self.static = {
+            **cpu_static_state(cpu_root),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "nvml": None,
+        }
         self.gpu = None
         if self.device_type == "cuda":
             try:
-                self.gpu = nvml_guard.NvmlGuard(index=getattr(device, "index", None) or 0, uuid=gpu_uuid(device),
-                                                nvml=nvml)
+                self.gpu = nvml_guard.NvmlGuard(
+                    index=getattr(device, "index", None) or 0, uuid=gpu_uuid(device), nvml=nvml
+                )
                 self.static["nvml"] = "ok"
             except Exception as exc:  # no nvidia-ml-py, or no driver: the CPU side still runs
                 self.static["nvml"] = f"unavailable: {type(exc).__name__}: {exc}"
@@ -83,13 +96,18 @@ class MachineGuard:
         self.last = after
         flags = []
         if any(nvml_guard.throttled(s) for s in (before, after)) or (
-                after["cpu_throttle_count"] is not None and before["cpu_throttle_count"] is not None
-                and after["cpu_throttle_count"] > before["cpu_throttle_count"]):
+            after["cpu_throttle_count"] is not None
+            and before["cpu_throttle_count"] is not None
+            and after["cpu_throttle_count"] > before["cpu_throttle_count"]
+        ):
             flags.append("throttled")
         if any(nvml_guard.shared(s) for s in (before, after)):
             flags.append("shared")
-        state = {"flags": flags, "load1": after["load1"],
-                 "involuntary_switches": after["involuntary_switches"] - before["involuntary_switches"]}
+        state = {
+            "flags": flags,
+            "load1": after["load1"],
+            "involuntary_switches": after["involuntary_switches"] - before["involuntary_switches"],
+        }
         for key in ("cpu_freq_mhz", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_w"):
             if after.get(key) is not None:
                 state[key] = after[key]
@@ -110,6 +128,7 @@ def gpu_uuid(device) -> str | None:
     """The NVML UUID of a torch CUDA device ('GPU-...'), so that CUDA_VISIBLE_DEVICES cannot mix indices up."""
     try:
         import torch
+
         uuid = str(torch.cuda.get_device_properties(device).uuid)
         return uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
     except Exception:
@@ -121,17 +140,24 @@ def spread(values: list) -> list | None:
     return [min(values), max(values)] if values else None
 
 
-def summarize_state(static: dict, timed_runs: list[dict], cost_s: float, samples: int, median_s: float | None,
-                    discarded: int) -> dict:
+def summarize_state(
+    static: dict, timed_runs: list[dict], cost_s: float, samples: int, median_s: float | None, discarded: int
+) -> dict:
     """The model's machine state over its timed runs: ranges, flagged and discarded counts, warnings,
     and the guard's own cost per run against the median."""
     states = [r["state"] for r in timed_runs if r.get("state")]
     flagged = {flag: sum(flag in s["flags"] for s in states) for flag in ("throttled", "shared")}
     loads = [s["load1"] for s in states]
-    summary = {**static, "runs_sampled": len(states), "flagged": flagged, "discarded": discarded,
-               "load1": spread(loads),
-               "involuntary_switches_per_run": sorted(s["involuntary_switches"] for s in states)[len(states) // 2]
-               if states else None}
+    summary = {
+        **static,
+        "runs_sampled": len(states),
+        "flagged": flagged,
+        "discarded": discarded,
+        "load1": spread(loads),
+        "involuntary_switches_per_run": sorted(s["involuntary_switches"] for s in states)[len(states) // 2]
+        if states
+        else None,
+    }
     for key in ("cpu_freq_mhz", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_w"):
         summary[key] = spread([s.get(key) for s in states])
     summary["throttle_reasons"] = sorted({x for s in states for x in s.get("throttle_reasons", ())})
@@ -141,14 +167,20 @@ def summarize_state(static: dict, timed_runs: list[dict], cost_s: float, samples
     summary["guard_cost_ratio"] = per_run / median_s if samples and median_s else None
     warnings = []
     if flagged["throttled"]:
-        warnings.append(f"{flagged['throttled']} of {len(states)} timed runs ran throttled"
-                        + (f" ({', '.join(summary['throttle_reasons'])})" if summary["throttle_reasons"] else ""))
+        warnings.append(
+            f"{flagged['throttled']} of {len(states)} timed runs ran throttled"
+            + (f" ({', '.join(summary['throttle_reasons'])})" if summary["throttle_reasons"] else "")
+        )
     if flagged["shared"]:
-        warnings.append(f"{flagged['shared']} of {len(states)} timed runs shared the GPU with other processes "
-                        f"(pids {', '.join(map(str, summary['other_pids'][:8]))})")
+        warnings.append(
+            f"{flagged['shared']} of {len(states)} timed runs shared the GPU with other processes "
+            f"(pids {', '.join(map(str, summary['other_pids'][:8]))})"
+        )
     if loads and static.get("cpus") and max(loads) > static["cpus"]:
-        warnings.append(f"the machine was busy: load average up to {max(loads):.1f} on {static['cpus']} usable CPUs "
-                        "(other processes competed for the cores)")
+        warnings.append(
+            f"the machine was busy: load average up to {max(loads):.1f} on {static['cpus']} usable CPUs "
+            "(other processes competed for the cores)"
+        )
     if static.get("governors") and set(static["governors"]) != {"performance"}:
         warnings.append(f"CPU frequency governor {', '.join(static['governors'])}, not performance: clocks vary")
     if (static.get("nvml") or "ok") != "ok":

@@ -1,5 +1,6 @@
 """Memory figures: the process's true resident peak on the CPU, the allocator's peaks on CUDA,
 and returning cached memory after a model."""
+
 from __future__ import annotations
 
 import gc
@@ -26,6 +27,7 @@ class MemoryTracker:
 
     def __init__(self, device):
         import psutil
+
         self.device = device
         self.process = psutil.Process()
         self._sampler: threading.Thread | None = None
@@ -38,6 +40,7 @@ class MemoryTracker:
 
     def cuda_allocated(self) -> int | None:
         import torch
+
         return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else None
 
     @staticmethod
@@ -52,6 +55,7 @@ class MemoryTracker:
         (call it first, so that a model failing in load() reports its own peak), and again
         at any later point to start a new window."""
         import torch
+
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -81,6 +85,7 @@ class MemoryTracker:
 
     def peak(self) -> dict:
         import torch
+
         if self._hwm_exact:
             cpu_peak = self._read_hwm()
         else:
@@ -131,6 +136,7 @@ def safe_cuda_cleanup(device) -> str | None:
     if device.type != "cuda":
         return None
     import torch
+
     try:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
@@ -151,6 +157,7 @@ def return_free_heap() -> None:
     gc.collect()
     try:
         import ctypes
+
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
@@ -167,17 +174,27 @@ def apply_memory_limit(limit: int, device) -> dict:
     import resource
 
     import torch
+
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
         return {"bytes": limit, "kind": "--memory-limit (CUDA allocator fraction)"}
     import psutil
+
     rss, data = psutil.Process().memory_info().rss, proc_status_bytes("VmData")  # what RLIMIT_DATA limits
-    which, base = (resource.RLIMIT_DATA, data) if data is not None else (resource.RLIMIT_AS, psutil.Process().memory_info().vms)
-    soft = max(base + limit - rss, base)   # never below what it holds: a worker already past the limit fails its next allocation
+    which, base = (
+        (resource.RLIMIT_DATA, data) if data is not None else (resource.RLIMIT_AS, psutil.Process().memory_info().vms)
+    )
+    soft = max(
+        base + limit - rss, base
+    )  # never below what it holds: a worker already past the limit fails its next allocation
     resource.setrlimit(which, (soft, resource.getrlimit(which)[1]))
-    return {"bytes": limit, "kind": "--memory-limit (RLIMIT_DATA over the resident set)" if data is not None
-            else "--memory-limit (RLIMIT_AS over the resident set)"}
+    return {
+        "bytes": limit,
+        "kind": "--memory-limit (RLIMIT_DATA over the resident set)"
+        if data is not None
+        else "--memory-limit (RLIMIT_AS over the resident set)",
+    }
 
 
 def memory_limit(limit: int | None, device) -> dict:
@@ -186,6 +203,8 @@ def memory_limit(limit: int | None, device) -> dict:
         return {"bytes": limit, "kind": "--memory-limit"}
     if device.type == "cuda":
         import torch
+
         return {"bytes": torch.cuda.get_device_properties(device).total_memory, "kind": "CUDA device memory"}
     import psutil
+
     return {"bytes": psutil.virtual_memory().total, "kind": "machine RAM (no --memory-limit)"}

@@ -1,6 +1,7 @@
 """One model's pass, in whatever process runs it: load, cold start, warm-up, timed runs, FLOPs,
 output picture, time breakdown and dissection, then its variants and sweep, filling the model's
 result record as it goes."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,17 +10,18 @@ import traceback
 from datetime import datetime
 
 from ..common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
-from ..inspect.dissection import dissection_digest
 from ..divergence.divergence_pass import measure_divergence
-from .environment import system_info
+from ..inspect.dissection import dissection_digest
+from ..inspect.trace import beside_breakdown, file_size
 from ..models.images import load_rgb
+from ..phases import registered
+from ..sweeps.sweep_pass import measure_sweep
+from ..variants.registry import REFERENCE_VARIANT
+from ..variants.variant_pass import load_fresh, measure_variants
+from .environment import system_info
 from .memory import MemoryTracker, free_cached_memory, private_memory
 from .stats import format_interval
-from ..sweeps.sweep_pass import measure_sweep
 from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
-from ..inspect.trace import beside_breakdown, file_size
-from ..variants.variant_pass import load_fresh, measure_variants
-from ..variants.registry import REFERENCE_VARIANT
 
 
 class RunContext:
@@ -32,7 +34,7 @@ class RunContext:
         self.image_source = image_source
         self.run_id = run_id
         self.results_dir, self.viz_dir, self.assets_dir = paths
-        self.started = started or datetime.now()   # main() passes its own start: start-up is overhead too
+        self.started = started or datetime.now()  # main() passes its own start: start-up is overhead too
         self.results: list[dict] = []
         self.status = "running"
         self.system = system_info(device)
@@ -43,9 +45,19 @@ class RunContext:
 
 
 def new_result(cls, ctx) -> dict:
-    return {"model": cls.MODEL_NAME, "cli_name": cls.CLI_NAME, "task": cls.TASK, "library": cls.LIBRARY,
-            "status": "running", "phase": "setup", "weights": ctx.args.weights, "weights_source": None,
-            "nominal_input_size": cls.INPUT_SIZE, "runs": [], "phase_seconds": {}}
+    return {
+        "model": cls.MODEL_NAME,
+        "cli_name": cls.CLI_NAME,
+        "task": cls.TASK,
+        "library": cls.LIBRARY,
+        "status": "running",
+        "phase": "setup",
+        "weights": ctx.args.weights,
+        "weights_source": None,
+        "nominal_input_size": cls.INPUT_SIZE,
+        "runs": [],
+        "phase_seconds": {},
+    }
 
 
 class PhaseTimer:
@@ -57,6 +69,7 @@ class PhaseTimer:
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        registered(name)  # an undeclared phase would count as the tool's overhead: refuse it
         self.result["phase"] = name
         self.publish(self.result)
         start = time.perf_counter()
@@ -79,9 +92,15 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
     tracker.reset_peak()  # a model that fails while loading reports its own peak, not an earlier one's
     memory = result.setdefault("memory", {})
     memory.update(memory_before_load(tracker, ctx.device))
-    log("MEMORY", f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident"
-        + (f", {format_bytes(memory['cpu_private_before_load_bytes'])} of it private"
-           if memory.get("cpu_private_before_load_bytes") is not None else ""))
+    log(
+        "MEMORY",
+        f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident"
+        + (
+            f", {format_bytes(memory['cpu_private_before_load_bytes'])} of it private"
+            if memory.get("cpu_private_before_load_bytes") is not None
+            else ""
+        ),
+    )
 
     seed_everything(ctx.args.seed)
     bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
@@ -116,6 +135,7 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     """The measured phases. Everything they hold (images, predictions) is local here, so it is
     gone when this returns or raises, before the cleanup reads the memory figures."""
     import torch
+
     args, memory = ctx.args, result["memory"]
     with phase("load"):
         log("LOAD", f"Loading {bench.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
@@ -130,10 +150,16 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     if ctx.device.type == "cuda":
         memory["cuda_allocated_after_load_bytes"] = tracker.cuda_allocated()
     log("LOAD", f"Loaded in {result['load_seconds']:.2f}s: {result['weights_source']}")
-    log("MEMORY", f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
-                  f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
-        + (f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
-           if ctx.device.type == "cuda" else ""))
+    log(
+        "MEMORY",
+        f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
+        f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
+        + (
+            f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
+            if ctx.device.type == "cuda"
+            else ""
+        ),
+    )
 
     tracker.reset_peak()
     first_image = load_rgb(ctx.images[0])
@@ -144,11 +170,14 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     summarize_latency(result, discard_flagged=getattr(args, "discard_throttled", False))
     set_headline_memory(result, ctx.device)
     e2e = result["latency_end_to_end"]
-    log("STATS", f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; timed end to end over "
-                 f"{e2e['n']} runs: median {e2e['median'] * 1000:.1f} ms {format_interval(e2e)}, "
-                 f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS")
+    log(
+        "STATS",
+        f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; timed end to end over "
+        f"{e2e['n']} runs: median {e2e['median'] * 1000:.1f} ms {format_interval(e2e)}, "
+        f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS",
+    )
     log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
-    if getattr(ctx, "timing_only", False):   # a later process of --processes: its timed runs are what counts
+    if getattr(ctx, "timing_only", False):  # a later process of --processes: its timed runs are what counts
         return
 
     with phase("flops"):
@@ -175,14 +204,20 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
 
     with phase("dissection"):
         folder = ctx.viz_dir / bench.MODEL_NAME
-        log("DISSECT", f"Starting layer dissection on {ctx.images[0].name}"
-            + ("" if args.dissect else " (statistics only: --no-dissect writes no files)"))
+        log(
+            "DISSECT",
+            f"Starting layer dissection on {ctx.images[0].name}"
+            + ("" if args.dissect else " (statistics only: --no-dissect writes no files)"),
+        )
         summary = bench.dissect_layers(first_image, folder, write_files=args.dissect)
         records = summary.pop("records_list")
         result["dissection"] = {**summary, "folder": str(folder), **dissection_digest(records)}
-    log("DISSECT", f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
-                   f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
-                   f"-> {folder}")
+    log(
+        "DISSECT",
+        f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
+        f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
+        f"-> {folder}",
+    )
     if summary["writer_errors"]:
         log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
 
@@ -195,7 +230,7 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
                 measure_divergence(type(bench), ctx, result, tracker, variants[1:], reference_outputs, phase.publish)
 
     if getattr(args, "batch_sizes", None) or getattr(args, "input_sizes", None):
-        with phase("sweep"):   # last: a worker killed at a point (out of memory) has measured all the rest
+        with phase("sweep"):  # last: a worker killed at a point (out of memory) has measured all the rest
             if len(variants) > 1:  # the variants released the model: a fresh instance, the same weights
                 bench = load_fresh(type(bench), ctx)
             measure_sweep(bench, ctx, result, tracker, phase.publish)
@@ -213,9 +248,12 @@ def trace_model(bench, ctx: RunContext, result: dict, image) -> dict:
     median = result["latency_end_to_end"]["median"]
     trace["timed_median_s"] = median
     trace["overhead_ratio"] = trace["pass_wall_s"] / median if median else None
-    log("TRACE", f"{file_size(trace['bytes'])}, {trace['events']} events, {trace['module_ranges']} module ranges "
-                 f"({trace['leaf_ranges']} leaf calls); traced pass {trace['pass_wall_s'] * 1000:.1f} ms against the "
-                 f"timed median {median * 1000:.1f} ms")
+    log(
+        "TRACE",
+        f"{file_size(trace['bytes'])}, {trace['events']} events, {trace['module_ranges']} module ranges "
+        f"({trace['leaf_ranges']} leaf calls); traced pass {trace['pass_wall_s'] * 1000:.1f} ms against the "
+        f"timed median {median * 1000:.1f} ms",
+    )
     return trace
 
 
@@ -225,6 +263,7 @@ def cuda_context_bytes(device) -> int | None:
     a fresh worker this is the first CUDA call; None when NVML is unavailable or the context
     already exists."""
     import torch
+
     try:
         if torch.cuda.is_initialized():
             return None

@@ -1,17 +1,31 @@
 """Every NVML call of the tool, in one small module: a GPU's clocks, temperature, power, throttle
 reasons and the other processes on it, read through nvidia-ml-py (`import pynvml`, imported
 lazily; a test passes a fake of the library instead). Nothing here touches CUDA."""
+
 from __future__ import annotations
 
 import os
 
 # nvmlClocksThrottleReason* (renamed nvmlClocksEventReason* in newer bindings; the bits are the same).
-THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap",
-                    0x8: "hw_slowdown", 0x10: "sync_boost", 0x20: "sw_thermal_slowdown",
-                    0x40: "hw_thermal_slowdown", 0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
 # The reasons that slow a running kernel down (idle, a clock setting or sync boost do not).
-SLOWDOWN_REASONS = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-                    "hw_power_brake_slowdown"}
+SLOWDOWN_REASONS = {
+    "sw_power_cap",
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+}
 NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
 
 
@@ -46,15 +60,18 @@ class NvmlGuard:
 
     def sample(self) -> dict:
         mask = self._throttle_mask()
-        processes = (self._read("nvmlDeviceGetComputeRunningProcesses") or []) + \
-            (self._read("nvmlDeviceGetGraphicsRunningProcesses") or [])
+        processes = (self._read("nvmlDeviceGetComputeRunningProcesses") or []) + (
+            self._read("nvmlDeviceGetGraphicsRunningProcesses") or []
+        )
         power_mw = self._read("nvmlDeviceGetPowerUsage")
-        return {"sm_clock_mhz": self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_SM),
-                "mem_clock_mhz": self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_MEM),
-                "temperature_c": self._read("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU),
-                "power_w": power_mw / 1000.0 if power_mw is not None else None,
-                "throttle_reasons": reason_names(mask) if mask is not None else None,
-                "other_pids": sorted({p.pid for p in processes} - self.own_pids)}
+        return {
+            "sm_clock_mhz": self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_SM),
+            "mem_clock_mhz": self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_MEM),
+            "temperature_c": self._read("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU),
+            "power_w": power_mw / 1000.0 if power_mw is not None else None,
+            "throttle_reasons": reason_names(mask) if mask is not None else None,
+            "other_pids": sorted({p.pid for p in processes} - self.own_pids),
+        }
 
     def close(self) -> None:
         try:

@@ -1,10 +1,11 @@
 """Report text for how far to trust a model's timing: the machine state the guard saw (System
 section, --compare), the --precision stop, the --processes medians and the tail percentiles."""
+
 from __future__ import annotations
 
 from ..common import ms
-from .stopping_rule import STOPPED_BY
 from .stats import tail_text
+from .stopping_rule import STOPPED_BY
 
 
 def fmt_range(values, unit: str, digits: int = 0) -> str | None:
@@ -18,11 +19,18 @@ def state_text(state: dict | None) -> str:
     """One line of a model's machine state over its timed runs."""
     if not state:
         return "not recorded (results written before the machine-state guard)"
-    parts = [f"{state['flagged']['throttled']} throttled, {state['flagged']['shared']} shared of "
-             f"{state['runs_sampled']} timed runs" + (f" ({state['discarded']} discarded)" if state.get("discarded") else "")]
-    for key, unit, digits in (("sm_clock_mhz", "MHz SM", 0), ("mem_clock_mhz", "MHz memory", 0),
-                              ("temperature_c", "C", 0), ("power_w", "W", 0), ("cpu_freq_mhz", "MHz CPU", 0),
-                              ("load1", "load average", 1)):
+    parts = [
+        f"{state['flagged']['throttled']} throttled, {state['flagged']['shared']} shared of "
+        f"{state['runs_sampled']} timed runs" + (f" ({state['discarded']} discarded)" if state.get("discarded") else "")
+    ]
+    for key, unit, digits in (
+        ("sm_clock_mhz", "MHz SM", 0),
+        ("mem_clock_mhz", "MHz memory", 0),
+        ("temperature_c", "C", 0),
+        ("power_w", "W", 0),
+        ("cpu_freq_mhz", "MHz CPU", 0),
+        ("load1", "load average", 1),
+    ):
         text = fmt_range(state.get(key), unit, digits)
         if text:
             parts.append(text)
@@ -31,8 +39,10 @@ def state_text(state: dict | None) -> str:
     if state.get("involuntary_switches_per_run") is not None:
         parts.append(f"{state['involuntary_switches_per_run']} involuntary context switches per run (median)")
     if state.get("guard_cost_ratio") is not None:
-        parts.append(f"guard cost {state['guard_cost_s_per_run'] * 1e6:.0f} us per run, "
-                     f"{state['guard_cost_ratio'] * 100:.3f}% of the median")
+        parts.append(
+            f"guard cost {state['guard_cost_s_per_run'] * 1e6:.0f} us per run, "
+            f"{state['guard_cost_ratio'] * 100:.3f}% of the median"
+        )
     return "; ".join(parts)
 
 
@@ -42,8 +52,11 @@ def not_clean(state: dict | None) -> bool:
 
 def throttled_in_statistics(r: dict) -> bool:
     """Runs flagged throttled or shared that count in the statistics (not left out by --discard-throttled)."""
-    return any((run.get("state") or {}).get("flags") and not run.get("discarded")
-               for run in r.get("runs") or [] if run.get("kind") == "timed")
+    return any(
+        (run.get("state") or {}).get("flags") and not run.get("discarded")
+        for run in r.get("runs") or []
+        if run.get("kind") == "timed"
+    )
 
 
 def machine_state_lines(results: list[dict]) -> list[str]:
@@ -56,9 +69,13 @@ def machine_state_lines(results: list[dict]) -> list[str]:
     lines.append("")
     for r in done:
         if not_clean(r["machine_state"]):
-            lines += [f"> **Warning: {r['model']} ran on a machine that was not clean:** "
-                      + "; ".join(r["machine_state"]["warnings"]) + ". Its timings may describe the machine as much "
-                      "as the model.", ""]
+            lines += [
+                f"> **Warning: {r['model']} ran on a machine that was not clean:** "
+                + "; ".join(r["machine_state"]["warnings"])
+                + ". Its timings may describe the machine as much "
+                "as the model.",
+                "",
+            ]
     return lines
 
 
@@ -68,19 +85,31 @@ def sampling_lines(r: dict) -> list[str]:
     precision = r.get("precision")
     if precision:
         reached = precision.get("reached_pct")
-        lines.append(f"- Timed runs: --precision {precision['target_pct']:g}%, {STOPPED_BY[precision['stopped_by']]} "
-                     f"after {precision['runs']} runs in {precision['seconds']:.1f} s; the median's interval reached "
-                     + (f"+-{reached:.2f}%" if reached is not None else "no interval"))
+        lines.append(
+            f"- Timed runs: --precision {precision['target_pct']:g}%, {STOPPED_BY[precision['stopped_by']]} "
+            f"after {precision['runs']} runs in {precision['seconds']:.1f} s; the median's interval reached "
+            + (f"+-{reached:.2f}%" if reached is not None else "no interval")
+        )
     if r.get("processes"):
         method = r.get("latency_interval") or {}
-        lines.append(f"- {len(r['processes'])} processes, runs pooled; the median's 95% interval is "
-                     f"{method.get('method', 'n/a')}: {method.get('why', '')}")
-        lines.append("- Per-process end-to-end medians: " + ", ".join(
-            f"#{p['process']} {ms(p['median'])} ms ({p['n']} runs"
-            + (f", {STOPPED_BY.get(p['stopped_by'], p['stopped_by'])}" if p.get("stopped_by") != "fixed" else "") + ")"
-            for p in r["processes"] if p.get("median") is not None))
+        lines.append(
+            f"- {len(r['processes'])} processes, runs pooled; the median's 95% interval is "
+            f"{method.get('method', 'n/a')}: {method.get('why', '')}"
+        )
+        lines.append(
+            "- Per-process end-to-end medians: "
+            + ", ".join(
+                f"#{p['process']} {ms(p['median'])} ms ({p['n']} runs"
+                + (f", {STOPPED_BY.get(p['stopped_by'], p['stopped_by'])}" if p.get("stopped_by") != "fixed" else "")
+                + ")"
+                for p in r["processes"]
+                if p.get("median") is not None
+            )
+        )
     tails = r.get("latency_tails")
     if tails:
-        lines.append("- Tails (end to end, distribution-free 95% intervals): "
-                     + "; ".join(f"{name} {tail_text(tail)}" for name, tail in tails.items()))
+        lines.append(
+            "- Tails (end to end, distribution-free 95% intervals): "
+            + "; ".join(f"{name} {tail_text(tail)}" for name, tail in tails.items())
+        )
     return lines

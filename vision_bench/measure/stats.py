@@ -1,13 +1,14 @@
 """Statistics of run times: the median and the tail percentiles with distribution-free 95%
 intervals (order statistics at binomial ranks), and the Mann-Whitney U test and Hodges-Lehmann
 shift that --compare uses."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-MIN_RUNS_FOR_CI = 6                 # fewer runs than this have no distribution-free 95% interval
+MIN_RUNS_FOR_CI = 6  # fewer runs than this have no distribution-free 95% interval
 CI_METHOD = "distribution-free 95% interval of the median from order statistics (binomial ranks)"
 
 
@@ -15,10 +16,12 @@ def binomial_pmf(n: int, q: float) -> list[float]:
     """P(B = j), j = 0..n, for B ~ Binomial(n, q): exact products up to 1000 runs, through
     log-gamma beyond (where q**j underflows and 2**n overflows a float)."""
     if n <= 1000:
-        return [math.comb(n, j) * q ** j * (1.0 - q) ** (n - j) for j in range(n + 1)]
+        return [math.comb(n, j) * q**j * (1.0 - q) ** (n - j) for j in range(n + 1)]
     log_q, log_r, log_n = math.log(q), math.log1p(-q), math.lgamma(n + 1)
-    return [math.exp(log_n - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_q + (n - j) * log_r)
-            for j in range(n + 1)]
+    return [
+        math.exp(log_n - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_q + (n - j) * log_r)
+        for j in range(n + 1)
+    ]
 
 
 def binomial_ranks(n: int, q: float, level: float = 0.95) -> tuple[int, int, float] | None:
@@ -84,9 +87,13 @@ def tail_stats(seconds: list[float]) -> dict:
         q = pct / 100.0
         interval = percentile_interval(seconds, q) if seconds else None
         tails[f"p{pct}"] = {
-            "value": float(np.percentile(seconds, pct)) if seconds else None, "n": len(seconds),
-            "ci95_low": interval[0] if interval else None, "ci95_high": interval[1] if interval else None,
-            "ci_coverage": interval[2] if interval else None, "needed_runs": runs_needed(q)}
+            "value": float(np.percentile(seconds, pct)) if seconds else None,
+            "n": len(seconds),
+            "ci95_low": interval[0] if interval else None,
+            "ci95_high": interval[1] if interval else None,
+            "ci_coverage": interval[2] if interval else None,
+            "needed_runs": runs_needed(q),
+        }
     return tails
 
 
@@ -95,8 +102,10 @@ def tail_text(tail: dict) -> str:
     if tail.get("value") is None:
         return "n/a"
     if tail.get("ci95_low") is None:
-        return (f"{tail['value'] * 1000:.1f} ms (not estimable with {tail['n']} runs: its 95% interval needs "
-                f"{tail['needed_runs']})")
+        return (
+            f"{tail['value'] * 1000:.1f} ms (not estimable with {tail['n']} runs: its 95% interval needs "
+            f"{tail['needed_runs']})"
+        )
     return f"{tail['value'] * 1000:.1f} ms [{tail['ci95_low'] * 1000:.1f}, {tail['ci95_high'] * 1000:.1f}]"
 
 
@@ -110,19 +119,41 @@ def relative_half_width(stats: dict) -> float | None:
 
 def latency_stats(seconds: list[float]) -> dict:
     """Statistics of a list of run times in seconds; every field None when the list is empty."""
-    keys = ("n", "median", "ci95_low", "ci95_high", "ci_coverage", "p10", "p90", "p99", "mean", "std", "min", "max",
-            "cov")
+    keys = (
+        "n",
+        "median",
+        "ci95_low",
+        "ci95_high",
+        "ci_coverage",
+        "p10",
+        "p90",
+        "p99",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "cov",
+    )
     if not seconds:
         return dict.fromkeys(keys) | {"n": 0}
     a = np.asarray(seconds, dtype=np.float64)
     mean = float(a.mean())
-    std = float(a.std(ddof=1)) if a.size > 1 else None   # one run has no spread to speak of
+    std = float(a.std(ddof=1)) if a.size > 1 else None  # one run has no spread to speak of
     low, high, coverage = median_interval(a) or (None, None, None)
     return {
-        "n": int(a.size), "median": float(np.median(a)), "ci95_low": low, "ci95_high": high,
-        "ci_coverage": coverage, "p10": float(np.percentile(a, 10)),
-        "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)), "mean": mean, "std": std,
-        "min": float(a.min()), "max": float(a.max()), "cov": std / mean if std is not None and mean > 0 else None,
+        "n": int(a.size),
+        "median": float(np.median(a)),
+        "ci95_low": low,
+        "ci95_high": high,
+        "ci_coverage": coverage,
+        "p10": float(np.percentile(a, 10)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": mean,
+        "std": std,
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "cov": std / mean if std is not None and mean > 0 else None,
     }
 
 
@@ -133,8 +164,8 @@ def format_interval(stats: dict) -> str:
     return f"[{stats['ci95_low'] * 1000:.1f}, {stats['ci95_high'] * 1000:.1f}]"
 
 
-EXACT_TEST_MAX_SIDE = 7             # up to this many runs on a side, the U test's exact distribution
-EXACT_TEST_MAX_SPLITS = 200_000     # the exact test enumerates this many ways to split the runs at most
+EXACT_TEST_MAX_SIDE = 7  # up to this many runs on a side, the U test's exact distribution
+EXACT_TEST_MAX_SPLITS = 200_000  # the exact test enumerates this many ways to split the runs at most
 
 
 def mann_whitney_p(base: list[float], new: list[float]) -> float:
@@ -156,37 +187,40 @@ def mann_whitney_p(base: list[float], new: list[float]) -> float:
     if min(n1, n2) > EXACT_TEST_MAX_SIDE or math.comb(n1 + n2, n1) > EXACT_TEST_MAX_SPLITS:
         _, counts = np.unique(values, return_counts=True)
         n = n1 + n2
-        var = n1 * n2 / 12.0 * ((n + 1) - (counts ** 3 - counts).sum() / (n * (n - 1)))
+        var = n1 * n2 / 12.0 * ((n + 1) - (counts**3 - counts).sum() / (n * (n - 1)))
         if var <= 0:
             return 1.0
         z = max(abs(u - mean_u) - 0.5, 0.0) / math.sqrt(var)  # with continuity correction
         return math.erfc(z / math.sqrt(2.0))
     # Exact: every way to split the pooled ranks into the two sides (ties included).
     import itertools
+
     splits = np.array(list(itertools.combinations(range(n1 + n2), n1)))
     us = ranks[splits].sum(axis=1) - n1 * (n1 + 1) / 2.0
     return float(np.mean(np.abs(us - mean_u) >= abs(u - mean_u) - 1e-9))
 
 
-SHIFT_METHOD = ("Hodges-Lehmann shift (the median of all differences new run - base run), with its distribution-free "
-                "95% interval from the Mann-Whitney U distribution (exact up to {exact:,} pairs, normal approximation "
-                "beyond; ties are not corrected for)")
-EXACT_SHIFT_MAX_PAIRS = 10_000      # up to this many (base, new) pairs, U's exact null distribution
+SHIFT_METHOD = (
+    "Hodges-Lehmann shift (the median of all differences new run - base run), with its distribution-free "
+    "95% interval from the Mann-Whitney U distribution (exact up to {exact:,} pairs, normal approximation "
+    "beyond; ties are not corrected for)"
+)
+EXACT_SHIFT_MAX_PAIRS = 10_000  # up to this many (base, new) pairs, U's exact null distribution
 
 
 def u_distribution(m: int, n: int) -> np.ndarray:
     """P(U = u), u = 0..m*n, for two samples of m and n distinct values under no difference.
     Built from P_{i,j}(u) = i/(i+j) P_{i-1,j}(u - j) + j/(i+j) P_{i,j-1}(u): the largest value is
     from the first sample with probability i/(i+j), and then it exceeds all j of the second."""
-    rows = [np.ones(1)] * (n + 1)           # rows[j] = distribution for (i, j); i = 0: U = 0
+    rows = [np.ones(1)] * (n + 1)  # rows[j] = distribution for (i, j); i = 0: U = 0
     for i in range(1, m + 1):
-        current = [np.ones(1)]             # j = 0: U = 0
+        current = [np.ones(1)]  # j = 0: U = 0
         for j in range(1, n + 1):
             p = np.zeros(i * j + 1)
-            above = rows[j]                # (i - 1, j), its U shifted by j
-            p[j:j + above.size] += above * (i / (i + j))
-            left = current[j - 1]          # (i, j - 1)
-            p[:left.size] += left * (j / (i + j))
+            above = rows[j]  # (i - 1, j), its U shifted by j
+            p[j : j + above.size] += above * (i / (i + j))
+            left = current[j - 1]  # (i, j - 1)
+            p[: left.size] += left * (j / (i + j))
             current.append(p)
         rows = current
     return rows[n]
@@ -225,5 +259,11 @@ def shift_estimate(base: list[float], new: list[float]) -> dict | None:
     low = high = None
     if c:
         low, high = float(differences[c - 1]), float(differences[m * n - c])
-    return {"shift": float(np.median(differences)), "low": low, "high": high, "coverage": coverage,
-            "pairs": m * n, "smallest_p": smallest_two_sided_p(m, n)}
+    return {
+        "shift": float(np.median(differences)),
+        "low": low,
+        "high": high,
+        "coverage": coverage,
+        "pairs": m * n,
+        "smallest_p": smallest_two_sided_p(m, n),
+    }

@@ -1,6 +1,7 @@
 """How many timed runs and processes make a number: the stopping rule of --precision (run until
 the median's 95% interval is within +-PCT% of it, or a time or count cap), and the interval of
 the median over --processes K workers, which accounts for the spread between processes."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +11,15 @@ import numpy as np
 
 from .stats import median_interval, relative_half_width
 
-PRECISION_MIN_RUNS = 10       # --precision never stops on fewer timed runs (6 would be [min, max])
-PRECISION_MAX_RUNS = 2000     # the count cap of --precision, per model (per process with --processes)
-DEFAULT_MAX_TIME = 300.0      # --max-time's default: seconds of timed runs per model
-STOPPED_BY = {"precision": "reached the precision", "max-time": "hit --max-time", "max-runs": "hit the run cap",
-              "fixed": "fixed --runs"}
+PRECISION_MIN_RUNS = 10  # --precision never stops on fewer timed runs (6 would be [min, max])
+PRECISION_MAX_RUNS = 2000  # the count cap of --precision, per model (per process with --processes)
+DEFAULT_MAX_TIME = 300.0  # --max-time's default: seconds of timed runs per model
+STOPPED_BY = {
+    "precision": "reached the precision",
+    "max-time": "hit --max-time",
+    "max-runs": "hit the run cap",
+    "fixed": "fixed --runs",
+}
 
 
 class StoppingRule:
@@ -22,8 +27,14 @@ class StoppingRule:
     end-to-end median is within +-PCT% of it (at least PRECISION_MIN_RUNS runs), or when the timed
     runs have taken max_seconds, or max_runs runs. `clock` is injectable for tests."""
 
-    def __init__(self, precision_pct: float, max_seconds: float = DEFAULT_MAX_TIME,
-                 max_runs: int = PRECISION_MAX_RUNS, min_runs: int = PRECISION_MIN_RUNS, clock=time.perf_counter):
+    def __init__(
+        self,
+        precision_pct: float,
+        max_seconds: float = DEFAULT_MAX_TIME,
+        max_runs: int = PRECISION_MAX_RUNS,
+        min_runs: int = PRECISION_MIN_RUNS,
+        clock=time.perf_counter,
+    ):
         self.precision_pct, self.max_seconds = precision_pct, max_seconds
         self.max_runs, self.min_runs, self.clock = max_runs, min_runs, clock
         self.started = None
@@ -33,8 +44,11 @@ class StoppingRule:
 
     def reason(self, seconds: list[float]) -> str | None:
         """Why to stop now ('precision', 'max-time', 'max-runs'), or None to run another round."""
-        if len(seconds) >= self.min_runs and self.reached(seconds) is not None \
-                and self.reached(seconds) <= self.precision_pct:
+        if (
+            len(seconds) >= self.min_runs
+            and self.reached(seconds) is not None
+            and self.reached(seconds) <= self.precision_pct
+        ):
             return "precision"
         if len(seconds) >= self.max_runs:
             return "max-runs"
@@ -48,13 +62,21 @@ class StoppingRule:
         interval = median_interval(seconds)
         if interval is None:
             return None
-        return relative_half_width({"median": float(np.median(seconds)), "ci95_low": interval[0],
-                                    "ci95_high": interval[1]})
+        return relative_half_width(
+            {"median": float(np.median(seconds)), "ci95_low": interval[0], "ci95_high": interval[1]}
+        )
 
     def record(self, seconds: list[float], stopped_by: str) -> dict:
-        return {"target_pct": self.precision_pct, "reached_pct": self.reached(seconds), "stopped_by": stopped_by,
-                "runs": len(seconds), "seconds": self.clock() - self.started, "max_seconds": self.max_seconds,
-                "max_runs": self.max_runs, "min_runs": self.min_runs}
+        return {
+            "target_pct": self.precision_pct,
+            "reached_pct": self.reached(seconds),
+            "stopped_by": stopped_by,
+            "runs": len(seconds),
+            "seconds": self.clock() - self.started,
+            "max_seconds": self.max_seconds,
+            "max_runs": self.max_runs,
+            "min_runs": self.min_runs,
+        }
 
 
 # Two-sided 97.5% quantiles of Student's t for 1..4 degrees of freedom (K = 2..5 processes).
@@ -63,11 +85,13 @@ PROCESS_INTERVAL_METHODS = {
     "order statistics of process medians": (
         "the distribution-free 95% interval over the K per-process medians (order statistics at binomial "
         "ranks, as for the runs): each process is one draw of the between-process spread, so the process, "
-        "not the run, is the unit; it needs K >= 6"),
+        "not the run, is the unit; it needs K >= 6"
+    ),
     "t over process medians": (
         "a Student-t 95% interval over the K per-process medians (mean +- t(K-1) s / sqrt K): with fewer than 6 "
         "processes no distribution-free interval exists, and a bootstrap over so few processes only reshuffles "
-        "them and under-covers; t assumes the process medians scatter roughly normally and widens for small K"),
+        "them and under-covers; t assumes the process medians scatter roughly normally and widens for small K"
+    ),
 }
 
 
@@ -87,5 +111,11 @@ def process_interval(medians: list[float]) -> dict | None:
         half = T_975[k - 1] * float(a.std(ddof=1)) / math.sqrt(k)
         low, high, coverage = float(a.mean()) - half, float(a.mean()) + half, 0.95
         method = "t over process medians"
-    return {"ci95_low": low, "ci95_high": high, "ci_coverage": coverage, "processes": k, "method": method,
-            "why": PROCESS_INTERVAL_METHODS[method]}
+    return {
+        "ci95_low": low,
+        "ci95_high": high,
+        "ci_coverage": coverage,
+        "processes": k,
+        "method": method,
+        "why": PROCESS_INTERVAL_METHODS[method],
+    }

@@ -1,6 +1,7 @@
 """The timed part of a model's pass, shared by the reference, its variants and the sweep points: the
 cold start, warm-up and timed runs (a fixed --runs or --precision's stopping rule, the machine-state
 guard at every run), their statistics, and the memory figures of the window."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,8 @@ from ..common import log
 from ..models.images import load_rgb
 from .machine_state import MachineGuard, summarize_state
 from .memory import private_memory
-from .stopping_rule import STOPPED_BY, StoppingRule
 from .stats import latency_stats, tail_stats
+from .stopping_rule import STOPPED_BY, StoppingRule
 
 
 def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
@@ -22,16 +23,29 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
     log lines (a variant's name)."""
     args, runs = ctx.args, record["runs"]
     rule = stopping_rule(args)
-    total = f"max {1 + args.warmup * len(ctx.images) + rule.max_runs}" if rule else \
-        1 + (args.warmup + args.runs) * len(ctx.images)
+    total = (
+        f"max {1 + args.warmup * len(ctx.images) + rule.max_runs}"
+        if rule
+        else 1 + (args.warmup + args.runs) * len(ctx.images)
+    )
 
     def run(path, image, kind):
         prediction, seconds, phases = bench.timed_run(image)
-        runs.append({"image": path.name, "image_size": [image.width, image.height], "kind": kind,
-                     "cold": kind == "cold", "total_s": seconds, **{f"{k}_s": v for k, v in phases.items()}})
-        log(f"INFER {len(runs)}/{total}",
+        runs.append(
+            {
+                "image": path.name,
+                "image_size": [image.width, image.height],
+                "kind": kind,
+                "cold": kind == "cold",
+                "total_s": seconds,
+                **{f"{k}_s": v for k, v in phases.items()},
+            }
+        )
+        log(
+            f"INFER {len(runs)}/{total}",
             f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
-            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind])
+            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind],
+        )
         return prediction
 
     # One progress reporter a phase, not a run: no thread is started between two timed runs.
@@ -65,9 +79,12 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
     if rule:
         record["precision"] = rule.record([r["total_s"] for r in runs if r["kind"] == "timed"], stopped_by)
         reached = record["precision"]["reached_pct"]
-        log("STATS", f"{label}--precision {rule.precision_pct:g}%: {STOPPED_BY[stopped_by]} after "
-                     f"{record['precision']['runs']} timed runs in {record['precision']['seconds']:.1f} s (interval "
-                     + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"))
+        log(
+            "STATS",
+            f"{label}--precision {rule.precision_pct:g}%: {STOPPED_BY[stopped_by]} after "
+            f"{record['precision']['runs']} timed runs in {record['precision']['seconds']:.1f} s (interval "
+            + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"),
+        )
     return first_prediction
 
 
@@ -97,27 +114,34 @@ def summarize_latency(result: dict, discard_flagged: bool = False) -> None:
     result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
     result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
     result["latency_tails"] = tail_stats([r["total_s"] for r in timed])
-    result["latency_phases_median"] = {p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
-                                       for p in ("preprocess", "forward", "postprocess")}
+    result["latency_phases_median"] = {
+        p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
+        for p in ("preprocess", "forward", "postprocess")
+    }
     median = result["latency_end_to_end"]["median"]
     result["fps"] = 1.0 / median if median else None
     guard = result.get("guard")
     if guard:
-        result["machine_state"] = summarize_state(guard["static"], timed_all, guard["cost_s"], guard["samples"], median,
-                                                  discarded=len(timed_all) - len(timed))
+        result["machine_state"] = summarize_state(
+            guard["static"], timed_all, guard["cost_s"], guard["samples"], median, discarded=len(timed_all) - len(timed)
+        )
         if discard_flagged and flagged and not len(timed_all) - len(timed):
-            result["machine_state"]["warnings"].append("--discard-throttled: every timed run was flagged; none was "
-                                                       "discarded")
+            result["machine_state"]["warnings"].append(
+                "--discard-throttled: every timed run was flagged; none was discarded"
+            )
     # Per image: the first run it got (cold start or first warm-up: a new input shape builds new
     # kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs.
     per_image = {}
     for name in dict.fromkeys(r["image"] for r in runs):
         mine = [r for r in runs if r["image"] == name]
         mine_timed = [r for r in mine if id(r) in kept]
-        per_image[name] = {"image_size": mine[0]["image_size"], "first_run_s": mine[0]["total_s"],
-                           "first_is_cold_start": mine[0]["cold"],
-                           "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],
-                           "steady": latency_stats([r["total_s"] for r in mine_timed])}
+        per_image[name] = {
+            "image_size": mine[0]["image_size"],
+            "first_run_s": mine[0]["total_s"],
+            "first_is_cold_start": mine[0]["cold"],
+            "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],
+            "steady": latency_stats([r["total_s"] for r in mine_timed]),
+        }
     result["latency_per_image"] = per_image
 
 

@@ -1,6 +1,7 @@
 """The contract a model implements (ModelBenchmark) and what it inherits: the pipeline and its
 timing, FLOPs, dissection, the time breakdown, cleanup; plus the bases for transformers depth
 models and ultralytics models that the classes in unified_benchmark.py extend."""
+
 from __future__ import annotations
 
 import time
@@ -11,10 +12,10 @@ from PIL import Image
 
 from ..common import VariantUnsupported, atomic_write_json, first_tensor, leaf_modules, log
 from ..inspect.dissection import LayerDissector
-from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
-from ..progress import pass_progress
 from ..inspect.time_breakdown import TimeBreakdown
 from ..inspect.trace import record_trace
+from ..progress import pass_progress
+from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
 
 
 def as_numpy(parts: dict) -> dict:
@@ -29,13 +30,13 @@ class ModelBenchmark(ABC):
     preprocess, run the network and postprocess, and which nn.Module is the network.
     """
 
-    MODEL_NAME = "Model"          # folder and report name
-    CLI_NAME = "model"            # name for --models
-    DESCRIPTION = ""              # one line for --list-models
-    TASK = ""                     # depth, detect, segment, pose, sam
-    INPUT_SIZE = None             # nominal input size; the report shows the real input shape
+    MODEL_NAME = "Model"  # folder and report name
+    CLI_NAME = "model"  # name for --models
+    DESCRIPTION = ""  # one line for --list-models
+    TASK = ""  # depth, detect, segment, pose, sam
+    INPUT_SIZE = None  # nominal input size; the report shows the real input shape
     LIBRARY = ""
-    TIME_BLOCKS: tuple = ()       # module paths for "where the time goes"; empty: the first level that branches
+    TIME_BLOCKS: tuple = ()  # module paths for "where the time goes"; empty: the first level that branches
     # Expected cost of one run of this model relative to the others (YOLO11n-Detect = 1; roughly its
     # forward FLOPs and run time): --shard I/N balances the shards of a job array by it.
     RELATIVE_COST = 1.0
@@ -47,24 +48,27 @@ class ModelBenchmark(ABC):
     # input) passes this, by the precision the variant computes in. Half precision: twice the dtype's
     # epsilon (rounding a layer's inputs alone gives about 0.36 eps: measured 0.0028 on bf16 convolutions
     # and linears); float32 backends reorder sums (about 1e-7) and should stay far below 1e-4.
-    DIVERGENCE_TOLERANCE = {"float32": 1e-4, "float16": 2 * 2 ** -10, "bfloat16": 2 * 2 ** -7}
+    DIVERGENCE_TOLERANCE = {"float32": 1e-4, "float16": 2 * 2**-10, "bfloat16": 2 * 2**-7}
     # How the model batches and resizes (--batch-sizes, --input-sizes): a dimension named here, with
     # the reason, is reported `unsupported` and the model is swept along the other only. The library
     # bases implement both (run_batch); a model of its own says how, or keeps these.
-    SWEEP_UNSUPPORTED: dict = {"batch": "the model class does not implement run_batch",
-                               "input_size": "the model class does not implement run_batch"}
-    SIZE_STEP = 1                 # input sizes come in multiples of this (a sweep bisects to one step)
+    SWEEP_UNSUPPORTED: dict = {
+        "batch": "the model class does not implement run_batch",
+        "input_size": "the model class does not implement run_batch",
+    }
+    SIZE_STEP = 1  # input sizes come in multiples of this (a sweep bisects to one step)
 
-    def __init__(self, device, weights: str = "pretrained", models_dir: Path | str = "models",
-                 sam_prompt: str | None = None):
+    def __init__(
+        self, device, weights: str = "pretrained", models_dir: Path | str = "models", sam_prompt: str | None = None
+    ):
         self.device = device
         self.weights = weights
         self.models_dir = Path(models_dir)
         self.sam_prompt = sam_prompt
         self.weights_source = None
         self.input_shape = None
-        self.autocast_dtype = None    # set by the half-precision variants
-        self.channels_last = False    # set by the channels-last variant
+        self.autocast_dtype = None  # set by the half-precision variants
+        self.channels_last = False  # set by the channels-last variant
 
     # -- what a subclass provides ----------------------------------------------------------
     @abstractmethod
@@ -100,7 +104,7 @@ class ModelBenchmark(ABC):
     def summarize_prediction(self, prediction) -> dict:
         return {}
 
-    def render_prediction(self, image: Image.Image, prediction, path: Path) -> None:
+    def render_prediction(self, image: Image.Image, prediction, path: Path) -> None:  # noqa: B027 (optional: a model without a picture draws none)
         """Picture of what the model produced on `image` (report section 'What each model saw')."""
 
     def run_config(self) -> dict:
@@ -110,10 +114,12 @@ class ModelBenchmark(ABC):
     def sync(self) -> None:
         if self.device.type == "cuda":
             import torch
+
             torch.cuda.synchronize(self.device)
 
     def load(self) -> str:
         import torch
+
         torch.set_grad_enabled(False)
         self.weights_source = self.load_pretrained() if self.weights == "pretrained" else self.load_random()
         return self.weights_source
@@ -125,8 +131,9 @@ class ModelBenchmark(ABC):
     def run_batch(self, images: list, size: int | None = None):
         """One pipeline call over a batch of images at input size `size` (None: the nominal one);
         returns (predictions, phase seconds of the whole call). Used by the sweeps."""
-        return self.three_phases(lambda: self.preprocess_batch(images, size),
-                                 lambda outputs: self.postprocess_batch(outputs, images))
+        return self.three_phases(
+            lambda: self.preprocess_batch(images, size), lambda outputs: self.postprocess_batch(outputs, images)
+        )
 
     def preprocess_batch(self, images: list, size: int | None):
         raise NotImplementedError(self.SWEEP_UNSUPPORTED.get("batch", "no batched preprocess"))
@@ -136,6 +143,7 @@ class ModelBenchmark(ABC):
 
     def three_phases(self, preprocess, postprocess):
         import torch
+
         t0 = time.perf_counter()
         inputs = preprocess()
         self.sync()
@@ -169,12 +177,14 @@ class ModelBenchmark(ABC):
         import contextlib
 
         import torch
+
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def use_channels_last(self) -> None:
         import torch
+
         self.network().to(memory_format=torch.channels_last)
         self.channels_last = True
 
@@ -207,6 +217,7 @@ class ModelBenchmark(ABC):
     def parity_outputs(self, image: Image.Image) -> tuple[dict, dict]:
         """One pipeline call; the network's raw output parts and the task outputs, as float64 numpy."""
         import torch
+
         inputs = self.preprocess(image)
         with torch.inference_mode(), self.variant_context():
             outputs = self.forward(inputs)
@@ -229,8 +240,7 @@ class ModelBenchmark(ABC):
         hooks the leaves to say how far the pass is, so never on a timed run."""
         if not through_network:
             return pass_progress(None, f"{self.MODEL_NAME} {what}", detail=detail)
-        return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks(),
-                             detail=detail)
+        return pass_progress(self.network(), f"{self.MODEL_NAME} {what}", blocks=self.top_level_blocks(), detail=detail)
 
     def count_flops_and_input(self, image: Image.Image, run=None) -> tuple[int, list[int] | None]:
         """FLOPs of one pipeline call (torch's counter: 2 per multiply-add; only the network's
@@ -238,6 +248,7 @@ class ModelBenchmark(ABC):
         `run`: the call to count instead of run_pipeline(image) (a sweep point's batch)."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
+
         seen = {}
 
         def capture(module, args, kwargs):
@@ -253,8 +264,7 @@ class ModelBenchmark(ABC):
             # would count zero there, 36% of Depth Anything V2 Small). A public API, unlike a
             # formula registered for a private op; the extra memory of the N x N scores is
             # paid by this one counting pass only, never by the timed runs.
-            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, \
-                    self.progress("FLOPs pass"):
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, self.progress("FLOPs pass"):
                 (run or (lambda: self.run_pipeline(image)))()
         finally:
             handle.remove()
@@ -266,10 +276,18 @@ class ModelBenchmark(ABC):
         hw = tuple(self.input_shape[-2:]) if self.input_shape and len(self.input_shape) == 4 else None
         dissector = LayerDissector(out_dir, input_hw=hw, write_files=write_files)
         log("DISSECT", f"Hooking {len(leaf_modules(self.network()))} leaf modules, one forward pass")
-        summary = dissector.run(self.network(), lambda: self.run_pipeline(image),
-                                label=f"{self.MODEL_NAME} dissection", blocks=self.top_level_blocks())
-        atomic_write_json(out_dir / "layers_metadata.json", dissector.metadata(
-            model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape, **summary))
+        summary = dissector.run(
+            self.network(),
+            lambda: self.run_pipeline(image),
+            label=f"{self.MODEL_NAME} dissection",
+            blocks=self.top_level_blocks(),
+        )
+        atomic_write_json(
+            out_dir / "layers_metadata.json",
+            dissector.metadata(
+                model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape, **summary
+            ),
+        )
         summary["records_list"] = dissector.records
         return summary
 
@@ -278,32 +296,51 @@ class ModelBenchmark(ABC):
         (descending through single-child wrappers)."""
         if self.TIME_BLOCKS:
             network = self.network()
-            return [(f"{path} ({type(network.get_submodule(path)).__name__})", network.get_submodule(path))
-                    for path in self.TIME_BLOCKS]
+            return [
+                (f"{path} ({type(network.get_submodule(path)).__name__})", network.get_submodule(path))
+                for path in self.TIME_BLOCKS
+            ]
         prefix, module = "", self.network()
         while True:
             children = list(module.named_children())
             if len(children) != 1:
                 break
             prefix, module = f"{prefix}{children[0][0]}.", children[0][1]
-        return [(f"{prefix}{name} ({type(child).__name__})", child) for name, child in children] \
-            or [(type(module).__name__, module)]
+        return [(f"{prefix}{name} ({type(child).__name__})", child) for name, child in children] or [
+            (type(module).__name__, module)
+        ]
 
     def profile_time(self, image: Image.Image) -> dict:
         with self.progress("profiled pass (where the time goes)"):
-            return TimeBreakdown(self.device).run(self.top_level_blocks(), leaf_modules(self.network()),
-                                                  lambda: self.run_pipeline(image))
+            return TimeBreakdown(self.device).run(
+                self.top_level_blocks(), leaf_modules(self.network()), lambda: self.run_pipeline(image)
+            )
 
     def record_trace(self, image: Image.Image, path: Path, stacks: bool = False) -> dict:
         """One more warm pass of the pipeline under torch.profiler, written as a gzipped Chrome trace
         to `path`, with ranges named like the layer explorer's records; returns its summary."""
         with self.progress("profiler trace"):
-            return record_trace(self.device, self.network(), self.top_level_blocks(), self.phase_methods(),
-                                lambda: self.run_pipeline(image), path, stacks=stacks)
+            return record_trace(
+                self.device,
+                self.network(),
+                self.top_level_blocks(),
+                self.phase_methods(),
+                lambda: self.run_pipeline(image),
+                path,
+                stacks=stacks,
+            )
 
     def release(self) -> None:
         """Drop every reference to the model so that gc can free it."""
         for attr in list(vars(self)):
-            if attr not in ("device", "weights", "models_dir", "sam_prompt", "weights_source", "input_shape",
-                            "autocast_dtype", "channels_last"):
+            if attr not in (
+                "device",
+                "weights",
+                "models_dir",
+                "sam_prompt",
+                "weights_source",
+                "input_shape",
+                "autocast_dtype",
+                "channels_last",
+            ):
                 setattr(self, attr, None)

@@ -1,5 +1,6 @@
 """Input images: which files to benchmark (with the bundled samples as the fallback) and how
 any image file is opened as 8-bit RGB."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,6 +40,7 @@ def check_image(path: Path) -> str | None:
 
 def bundled_sample_images() -> list[Path]:
     import importlib.util  # find the files without importing ultralytics into the parent process
+
     spec = importlib.util.find_spec("ultralytics")
     assets = Path(spec.origin).parent / "assets" if spec and spec.origin else None
     return [p for p in (assets / "bus.jpg", assets / "zidane.jpg") if p.exists()] if assets else []
@@ -51,7 +53,9 @@ def discover_images(user_paths: list[str] | None, default_dir: Path) -> tuple[li
         for raw in user_paths:
             p = Path(raw).expanduser()
             if not p.exists():
-                raise UsageError(f"--images: '{raw}' does not exist; give an image file or a folder of .jpg/.jpeg/.png images")
+                raise UsageError(
+                    f"--images: '{raw}' does not exist; give an image file or a folder of .jpg/.jpeg/.png images"
+                )
             if p.is_dir():
                 found = sorted(c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
                 if not found:
@@ -62,8 +66,11 @@ def discover_images(user_paths: list[str] | None, default_dir: Path) -> tuple[li
         source = "--images"
     else:
         folder = default_dir
-        candidates = sorted(c for c in folder.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES) \
-            if folder.is_dir() else []
+        candidates = (
+            sorted(c for c in folder.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES)
+            if folder.is_dir()
+            else []
+        )
         source = str(folder)
 
     usable = []
@@ -80,7 +87,10 @@ def discover_images(user_paths: list[str] | None, default_dir: Path) -> tuple[li
         usable = bundled_sample_images()
         if not usable:
             raise UsageError(f"no usable image in {default_dir} and no bundled sample images; add images there")
-        log("INFO", f"No usable image in {default_dir}; using the sample photos bundled with ultralytics "
-                    f"({', '.join(p.name for p in usable)})")
+        log(
+            "INFO",
+            f"No usable image in {default_dir}; using the sample photos bundled with ultralytics "
+            f"({', '.join(p.name for p in usable)})",
+        )
         source = "ultralytics bundled samples"
     return usable, source

@@ -1,6 +1,7 @@
 """The library bases a model class extends: transformers depth models (with their image
 processor) and ultralytics models (driven through their own predict()). Each knows how its
 library loads pretrained or random weights, runs a pipeline, and reports a prediction."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from ..common import WeightsError, exception_line, first_tensor, log
-from .base import ModelBenchmark, as_numpy
 from ..variants.parity import split_yolo_output
 from ..variants.registry import export_with_torch, onnxruntime_session
+from .base import ModelBenchmark, as_numpy
 
 
 # -- Hugging Face depth models ------------------------------------------------------------
@@ -20,7 +21,7 @@ class HFDepthBenchmark(ModelBenchmark):
 
     TASK = "depth"
     LIBRARY = "transformers"
-    HF_REPO = ""                 # hub id of the released checkpoint
+    HF_REPO = ""  # hub id of the released checkpoint
     PRETRAINED_KWARGS: dict = {}
 
     @classmethod
@@ -45,28 +46,34 @@ class HFDepthBenchmark(ModelBenchmark):
 
     def _from_pretrained(self, source: str, local_only: bool) -> None:
         from transformers import AutoImageProcessor
+
         self.processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
         # transformers 5 loads in the checkpoint's dtype by default ("auto"), and DepthPro does
         # not cast its inputs to it: state float32, the dtype every model here is measured in.
         import torch
-        self.model = self.model_class().from_pretrained(source, local_files_only=local_only, dtype=torch.float32,
-                                                        **self.PRETRAINED_KWARGS)
+
+        self.model = self.model_class().from_pretrained(
+            source, local_files_only=local_only, dtype=torch.float32, **self.PRETRAINED_KWARGS
+        )
 
     def load_pretrained(self) -> str:
         folder = self.local_folder()
         source = str(folder) if folder.is_dir() else self.HF_REPO
-        fix = (f"Fix: put a save_pretrained() folder at {folder}, or run with --weights random")
+        fix = f"Fix: put a save_pretrained() folder at {folder}, or run with --weights random"
         try:  # the local folder or the Hugging Face cache: no network at all
             self._from_pretrained(source, local_only=True)
             where = "local folder" if folder.is_dir() else "Hugging Face cache"
         except (OSError, ValueError) as exc:
             if folder.is_dir():
-                raise WeightsError(f"could not load the model folder {folder}: {exception_line(exc)}. Fix: re-save "
-                                   "it with save_pretrained(), or remove it to use the hub, or run with --weights random"
-                                   ) from exc
+                raise WeightsError(
+                    f"could not load the model folder {folder}: {exception_line(exc)}. Fix: re-save "
+                    "it with save_pretrained(), or remove it to use the hub, or run with --weights random"
+                ) from exc
             if os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise WeightsError(f"'{self.HF_REPO}' is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
-                                   f"the download. {fix}") from exc
+                raise WeightsError(
+                    f"'{self.HF_REPO}' is not in the Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
+                    f"the download. {fix}"
+                ) from exc
             self._check_hub_reachable(fix)
             try:  # downloads into the cache, with the library's progress bars
                 self._from_pretrained(self.HF_REPO, local_only=False)
@@ -80,11 +87,13 @@ class HFDepthBenchmark(ModelBenchmark):
         """One bounded request, so that a machine without network fails in seconds rather than
         after the libraries' minute or more of retries."""
         from huggingface_hub import model_info
+
         try:
             model_info(self.HF_REPO, timeout=15)
         except Exception as exc:
-            raise WeightsError(f"'{self.HF_REPO}' is not cached and the hub cannot be reached "
-                               f"({exception_line(exc)}). {fix}") from exc
+            raise WeightsError(
+                f"'{self.HF_REPO}' is not cached and the hub cannot be reached ({exception_line(exc)}). {fix}"
+            ) from exc
 
     def load_random(self) -> str:
         self.processor = self.random_processor()
@@ -107,6 +116,7 @@ class HFDepthBenchmark(ModelBenchmark):
         inputs = self.processor(images=images, return_tensors="pt", **resize).to(self.device)
         if self.channels_last:
             import torch
+
             inputs["pixel_values"] = inputs["pixel_values"].contiguous(memory_format=torch.channels_last)
         return inputs
 
@@ -116,10 +126,11 @@ class HFDepthBenchmark(ModelBenchmark):
         return self.model(**inputs)
 
     # -- variants: torch.compile and ONNX Runtime, pre- and postprocessing shared with PyTorch --
-    ONNX_OUTPUTS = ("predicted_depth",)   # DepthPro adds field_of_view
+    ONNX_OUTPUTS = ("predicted_depth",)  # DepthPro adds field_of_view
 
     def compile_network(self) -> None:
         import torch
+
         self.model = torch.compile(self.model)
 
     def onnx_targets(self, images: list) -> dict:
@@ -136,12 +147,13 @@ class HFDepthBenchmark(ModelBenchmark):
     def export_onnx(self, path: Path, sample) -> None:
         """torch.onnx.export of the network alone, its outputs as plain tensors, at `sample`'s shape."""
         import torch
+
         names = self.ONNX_OUTPUTS
 
         class Tensors(torch.nn.Module):
             def __init__(self, model):
                 super().__init__()
-                self.model = model   # a submodule: its weights are exported as weights, not traced constants
+                self.model = model  # a submodule: its weights are exported as weights, not traced constants
 
             def forward(self, pixel_values):
                 out = self.model(pixel_values=pixel_values)
@@ -152,21 +164,26 @@ class HFDepthBenchmark(ModelBenchmark):
     def use_onnx(self, paths: dict) -> str:
         self.onnx_sessions = {}
         for name, path in paths.items():
-            self.onnx_sessions[tuple(int(n) for n in name.split("x"))], provider = onnxruntime_session(path, self.device)
+            self.onnx_sessions[tuple(int(n) for n in name.split("x"))], provider = onnxruntime_session(
+                path, self.device
+            )
         return provider
 
     def onnx_forward(self, inputs):
         import torch
         from transformers.modeling_outputs import DepthEstimatorOutput
+
         pixels = inputs["pixel_values"].detach().cpu().numpy()
         session = self.onnx_sessions.get(tuple(pixels.shape))
         if session is None:
-            raise RuntimeError(f"no ONNX export for input shape {list(pixels.shape)} "
-                               f"(exported: {sorted(self.onnx_sessions)})")
+            raise RuntimeError(
+                f"no ONNX export for input shape {list(pixels.shape)} (exported: {sorted(self.onnx_sessions)})"
+            )
         arrays = session.run(None, {"pixel_values": pixels})
         tensors = {name: torch.from_numpy(a).to(self.device) for name, a in zip(self.ONNX_OUTPUTS, arrays)}
-        if "field_of_view" in tensors:   # DepthPro's output type carries it
+        if "field_of_view" in tensors:  # DepthPro's output type carries it
             from transformers.models.depth_pro.modeling_depth_pro import DepthProDepthEstimatorOutput
+
             return DepthProDepthEstimatorOutput(**tensors)
         return DepthEstimatorOutput(**tensors)
 
@@ -184,15 +201,26 @@ class HFDepthBenchmark(ModelBenchmark):
 
     def summarize_prediction(self, prediction) -> dict:
         depth = prediction["predicted_depth"].float()
-        out = {"depth_" + k: v for k, v in zip(
-            ("min", "max", "mean", "median", "std"),
-            [float(depth.min()), float(depth.max()), float(depth.mean()), float(depth.median()), float(depth.std())])}
+        out = {
+            "depth_" + k: v
+            for k, v in zip(
+                ("min", "max", "mean", "median", "std"),
+                [
+                    float(depth.min()),
+                    float(depth.max()),
+                    float(depth.mean()),
+                    float(depth.median()),
+                    float(depth.std()),
+                ],
+            )
+        }
         if prediction.get("field_of_view") is not None:
             out["field_of_view_deg"] = float(prediction["field_of_view"])
         return out
 
     def render_prediction(self, image, prediction, path):
         import matplotlib.pyplot as plt
+
         summary = self.summarize_prediction(prediction)
         depth = prediction["predicted_depth"].float().cpu().numpy()
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
@@ -214,7 +242,7 @@ class UltralyticsBenchmark(ModelBenchmark):
     """An ultralytics model driven through its own predict(), which reports the phases."""
 
     LIBRARY = "ultralytics"
-    WEIGHTS_FILE = ""             # file in models/; ultralytics downloads it there if missing
+    WEIGHTS_FILE = ""  # file in models/; ultralytics downloads it there if missing
     INPUT_SIZE = 640
 
     def weights_path(self) -> Path:
@@ -223,8 +251,10 @@ class UltralyticsBenchmark(ModelBenchmark):
     def load_pretrained(self) -> str:
         path = self.weights_path()
         if not path.exists() and os.environ.get("YOLO_OFFLINE") == "1":
-            raise WeightsError(f"weight file {path} is missing and YOLO_OFFLINE=1 forbids the download. "
-                               f"Fix: put {self.WEIGHTS_FILE} there, or run with --weights random")
+            raise WeightsError(
+                f"weight file {path} is missing and YOLO_OFFLINE=1 forbids the download. "
+                f"Fix: put {self.WEIGHTS_FILE} there, or run with --weights random"
+            )
         if not path.exists():
             log("LOAD", f"{path} not found; ultralytics will download it")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +262,11 @@ class UltralyticsBenchmark(ModelBenchmark):
             self.ul_model = self.ultralytics_class()(str(path))
         except Exception as exc:
             broken = path.exists()
-            fix = (f"delete {path} to re-download it, or run with --weights random" if broken else
-                   f"put {self.WEIGHTS_FILE} at {path}, or run with --weights random")
+            fix = (
+                f"delete {path} to re-download it, or run with --weights random"
+                if broken
+                else f"put {self.WEIGHTS_FILE} at {path}, or run with --weights random"
+            )
             what = "could not be read (truncated or corrupt?)" if broken else "is missing and could not be downloaded"
             raise WeightsError(f"weight file {path} {what}: {exception_line(exc)}. Fix: {fix}") from exc
         return f"pretrained ({path})"
@@ -241,6 +274,7 @@ class UltralyticsBenchmark(ModelBenchmark):
     @staticmethod
     def ultralytics_class():
         from ultralytics import YOLO
+
         return YOLO
 
     def load(self) -> str:
@@ -256,8 +290,9 @@ class UltralyticsBenchmark(ModelBenchmark):
         blank = Image.new("RGB", (self.INPUT_SIZE, self.INPUT_SIZE))
         # predict(stream=True) builds the predictor exactly as the timed predict() calls will
         # (same arguments, so they reuse it) and returns a generator: never iterated, no image runs.
-        pending = self.ul_model.predict(blank, stream=True, verbose=False, device=str(self.device),
-                                        **self.predict_kwargs(blank))
+        pending = self.ul_model.predict(
+            blank, stream=True, verbose=False, device=str(self.device), **self.predict_kwargs(blank)
+        )
         pending.close()
         predictor = self.ul_model.predictor
         if not predictor.done_warmup:  # the library warms up on its first image; a dummy of the nominal size here
@@ -278,21 +313,28 @@ class UltralyticsBenchmark(ModelBenchmark):
     def run_batch(self, images: list, size: int | None = None):
         kwargs = self.predict_kwargs(images[0]) | ({"imgsz": size} if size else {})
         with self.variant_context():
-            results = self.ul_model.predict(images if len(images) > 1 else images[0], verbose=False,
-                                            device=str(self.device), **kwargs)
+            results = self.ul_model.predict(
+                images if len(images) > 1 else images[0], verbose=False, device=str(self.device), **kwargs
+            )
         # milliseconds per image, measured by ultralytics with CUDA synchronisation: times the batch
         speed, n = results[0].speed, len(images)
-        return results, {"preprocess": speed["preprocess"] * n / 1000, "forward": speed["inference"] * n / 1000,
-                         "postprocess": speed["postprocess"] * n / 1000}
+        return results, {
+            "preprocess": speed["preprocess"] * n / 1000,
+            "forward": speed["inference"] * n / 1000,
+            "postprocess": speed["postprocess"] * n / 1000,
+        }
 
     def phase_methods(self) -> dict:
         """The predictor's own phases, the ones its speed figures (run_pipeline) time."""
         predictor = self.ul_model.predictor
-        return {"preprocess": (predictor, "preprocess"), "forward": (predictor, "inference"),
-                "postprocess": (predictor, "postprocess")}
+        return {
+            "preprocess": (predictor, "preprocess"),
+            "forward": (predictor, "inference"),
+            "postprocess": (predictor, "postprocess"),
+        }
 
     # -- variants: the library's own export and predictor, so pre- and postprocessing are its own --
-    ONNX_DYNAMIC = True           # dynamic axes: the exported model gets the same letterboxed shape as PyTorch
+    ONNX_DYNAMIC = True  # dynamic axes: the exported model gets the same letterboxed shape as PyTorch
 
     def raw_output_module(self):
         """The module whose output parity compares: ultralytics' AutoBackend, the same module
@@ -333,17 +375,25 @@ class UltralyticsBenchmark(ModelBenchmark):
         import contextlib
         import shutil
         import tempfile
+
         with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
-            written = self.ul_model.export(format="onnx", dynamic=self.ONNX_DYNAMIC, imgsz=self.INPUT_SIZE,
-                                           device=str(self.device), simplify=False, verbose=False)
+            written = self.ul_model.export(
+                format="onnx",
+                dynamic=self.ONNX_DYNAMIC,
+                imgsz=self.INPUT_SIZE,
+                device=str(self.device),
+                simplify=False,
+                verbose=False,
+            )
             shutil.move(str(Path(scratch) / written), path)
 
     def use_onnx(self, paths: dict) -> str:
         [path] = paths.values()
         self.ul_model = self.ultralytics_class()(str(path), task=self.TASK)
         self.prepare_predictor()
-        session = getattr(getattr(self.ul_model.predictor.model, "backend", None), "session", None) \
-            or getattr(self.ul_model.predictor.model, "session", None)
+        session = getattr(getattr(self.ul_model.predictor.model, "backend", None), "session", None) or getattr(
+            self.ul_model.predictor.model, "session", None
+        )
         return session.get_providers()[0] if session is not None else "unknown"
 
     def summarize_prediction(self, prediction) -> dict:
@@ -367,15 +417,17 @@ class UltralyticsBenchmark(ModelBenchmark):
 
 
 class YOLOBenchmark(UltralyticsBenchmark):
-    ARCH_YAML = ""                # the yaml shipped with ultralytics: the random architecture
+    ARCH_YAML = ""  # the yaml shipped with ultralytics: the random architecture
 
     @classmethod
     def build_random_network(cls):
         from ultralytics import YOLO
+
         return YOLO(cls.ARCH_YAML, verbose=False).model.fuse()
 
     def load_random(self) -> str:
         from ultralytics import YOLO
+
         self.ul_model = YOLO(self.ARCH_YAML, verbose=False)
         return f"random ({self.ARCH_YAML} from ultralytics, seed-initialised)"
 
@@ -385,6 +437,7 @@ class YOLOBenchmark(UltralyticsBenchmark):
 
     def compile_network(self) -> None:
         import torch
+
         backend = self.ul_model.predictor.model
         backend.model = torch.compile(backend.model)
 

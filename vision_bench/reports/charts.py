@@ -1,4 +1,5 @@
 """The report's charts: latency per model, memory against size, activations across depth."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,10 @@ import numpy as np
 
 def plot_style():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
     return plt
 
@@ -24,11 +27,24 @@ def latency_chart(results: list[dict], path: Path) -> bool:
     for i, r in enumerate(timed):
         e2e = r["latency_end_to_end"]
         if e2e["n"]:
-            ax.errorbar(i, e2e["median"] * 1000, yerr=[[(e2e["median"] - e2e["p10"]) * 1000],
-                                                       [(e2e["p90"] - e2e["median"]) * 1000]],
-                        fmt="o", color="black", capsize=4, label="warm median (p10-p90)" if i == 0 else None)
-        ax.plot(i, r["cold_start"]["total_s"] * 1000, marker="^", mfc="white", mec="black", ls="none",
-                label="cold start (first run)" if i == 0 else None)
+            ax.errorbar(
+                i,
+                e2e["median"] * 1000,
+                yerr=[[(e2e["median"] - e2e["p10"]) * 1000], [(e2e["p90"] - e2e["median"]) * 1000]],
+                fmt="o",
+                color="black",
+                capsize=4,
+                label="warm median (p10-p90)" if i == 0 else None,
+            )
+        ax.plot(
+            i,
+            r["cold_start"]["total_s"] * 1000,
+            marker="^",
+            mfc="white",
+            mec="black",
+            ls="none",
+            label="cold start (first run)" if i == 0 else None,
+        )
     ax.set_xticks(x, [r["model"] for r in timed], rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("end-to-end latency (ms, log scale)")
@@ -48,9 +64,16 @@ def memory_chart(results: list[dict], path: Path) -> bool:
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     for i, r in enumerate(points):
-        ax.plot(r["parameters"] / 1e6, r["memory"]["peak_over_baseline_bytes"] / 1024 ** 2,
-                CHART_MARKERS[i % len(CHART_MARKERS)], color="black", mfc="white" if i % 2 else "black", ms=7,
-                ls="none", label=f"{r['model']} ({r.get('gflops') or 0:.1f} GFLOPs)")
+        ax.plot(
+            r["parameters"] / 1e6,
+            r["memory"]["peak_over_baseline_bytes"] / 1024**2,
+            CHART_MARKERS[i % len(CHART_MARKERS)],
+            color="black",
+            mfc="white" if i % 2 else "black",
+            ms=7,
+            ls="none",
+            label=f"{r['model']} ({r.get('gflops') or 0:.1f} GFLOPs)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("model's own share of peak memory (MB)")

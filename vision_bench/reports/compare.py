@@ -1,5 +1,6 @@
 """--compare: later runs against a base run, model by model, with a significance test, as
 Markdown, HTML and terminal lines, and the --fail-if-slower gate."""
+
 from __future__ import annotations
 
 import collections
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
+from ..measure.sampling_report import not_clean, state_text, throttled_in_statistics
 from ..measure.stats import (
     EXACT_SHIFT_MAX_PAIRS,
     EXACT_TEST_MAX_SIDE,
@@ -19,9 +21,9 @@ from ..measure.stats import (
     shift_estimate,
 )
 from .html import html_table, html_text, render_page
-from .markdown import SYSTEM_IDENTITY, md_table
+from .markdown import SYSTEM_IDENTITY
 from .results_file import model_key, read_results, setting, timed_seconds
-from ..measure.sampling_report import not_clean, state_text, throttled_in_statistics
+from .tables import md_table
 
 TOO_FEW = "too few runs to tell"
 REFUSED = "no verdict: throttled or shared runs"
@@ -29,19 +31,34 @@ SIGNIFICANCE_METHOD = (
     "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
     f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
     f"of all runs into two sides number {EXACT_TEST_MAX_SPLITS:,} or fewer, "
-    "normal approximation with tie and continuity corrections otherwise); no assumption about the distribution of times")
+    "normal approximation with tie and continuity corrections otherwise); no assumption about the distribution of times"
+)
 # What is compared at the top: (label, where to read it). Differences here explain differences below.
 COMPARED_SETTINGS = [
-    ("GPU", "system", "gpu"), ("CPU", "system", "cpu"), ("CPU cores", "system", "cpu_count"),
-    ("NVIDIA driver", "system", "cuda_driver_version"), ("CUDA", "system", "cuda_version"),
-    ("cuDNN", "system", "cudnn_version"), ("PyTorch", "system", "torch"), ("transformers", "system", "transformers"),
-    ("ultralytics", "system", "ultralytics"), ("Python", "system", "python"), ("OS", "system", "os"),
-    ("default dtype", "system", "default_dtype"), ("matmul TF32", "system", "matmul_allow_tf32"),
-    ("cuDNN TF32", "system", "cudnn_allow_tf32"), ("device", "config", "device"),
-    ("torch threads", "system", "torch_threads"), ("weights", "config", "weights"),
-    ("timed runs per image", "config", "runs_per_image"), ("warm-up rounds", "config", "warmup_rounds"),
-    ("isolation", "config", "isolation"), ("seed", "config", "seed"), ("MobileSAM prompt", "config", "sam_prompt"),
-    ("--precision %", "config", "precision_pct"), ("processes", "config", "processes"),
+    ("GPU", "system", "gpu"),
+    ("CPU", "system", "cpu"),
+    ("CPU cores", "system", "cpu_count"),
+    ("NVIDIA driver", "system", "cuda_driver_version"),
+    ("CUDA", "system", "cuda_version"),
+    ("cuDNN", "system", "cudnn_version"),
+    ("PyTorch", "system", "torch"),
+    ("transformers", "system", "transformers"),
+    ("ultralytics", "system", "ultralytics"),
+    ("Python", "system", "python"),
+    ("OS", "system", "os"),
+    ("default dtype", "system", "default_dtype"),
+    ("matmul TF32", "system", "matmul_allow_tf32"),
+    ("cuDNN TF32", "system", "cudnn_allow_tf32"),
+    ("device", "config", "device"),
+    ("torch threads", "system", "torch_threads"),
+    ("weights", "config", "weights"),
+    ("timed runs per image", "config", "runs_per_image"),
+    ("warm-up rounds", "config", "warmup_rounds"),
+    ("isolation", "config", "isolation"),
+    ("seed", "config", "seed"),
+    ("MobileSAM prompt", "config", "sam_prompt"),
+    ("--precision %", "config", "precision_pct"),
+    ("processes", "config", "processes"),
     ("--discard-throttled", "config", "discard_throttled"),
 ]
 
@@ -53,15 +70,30 @@ def compare_model(base: dict, new: dict) -> dict:
     sa, sb = latency_stats(a), latency_stats(b)
     shift = shift_estimate(a, b)
     peaks = [(r.get("memory") or {}).get("peak_bytes") for r in (base, new)]
-    changed = [label for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
-               if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)]
+    changed = [
+        label
+        for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
+        if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)
+    ]
     throttled = [side for side, r in (("base", base), ("new", new)) if throttled_in_statistics(r)]
-    return {"key": model_key(base), "model": base["model"], "base": sa, "new": sb, "shift": shift,
-            "shift_pct": relative_shift(shift, sa["median"]), "p": mann_whitney_p(a, b) if a and b else None,
-            "verdict": f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
-            "refused": bool(throttled), "machine_state": [base.get("machine_state"), new.get("machine_state")], "peak_bytes": peaks, "status": [base["status"], new["status"]],
-            "parameters": [base.get("parameters"), new.get("parameters")], "gflops": [base.get("gflops"), new.get("gflops")],
-            "dtype": [base.get("dtype"), new.get("dtype")], "different_model": changed}
+    return {
+        "key": model_key(base),
+        "model": base["model"],
+        "base": sa,
+        "new": sb,
+        "shift": shift,
+        "shift_pct": relative_shift(shift, sa["median"]),
+        "p": mann_whitney_p(a, b) if a and b else None,
+        "verdict": f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
+        "refused": bool(throttled),
+        "machine_state": [base.get("machine_state"), new.get("machine_state")],
+        "peak_bytes": peaks,
+        "status": [base["status"], new["status"]],
+        "parameters": [base.get("parameters"), new.get("parameters")],
+        "gflops": [base.get("gflops"), new.get("gflops")],
+        "dtype": [base.get("dtype"), new.get("dtype")],
+        "different_model": changed,
+    }
 
 
 def shift_verdict(shift: dict | None) -> str:
@@ -114,9 +146,12 @@ def compare_pair(base: dict, new: dict) -> dict:
     reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
     for k in common:
         # Merged files and --devices runs keep a system per model: a model can move where its file did not.
-        moved = [f"{key} {setting(base, base_models[k], 'system', key)} -> {setting(new, new_models[k], 'system', key)}"
-                 for key in SYSTEM_IDENTITY if setting(base, base_models[k], "system", key)
-                 != setting(new, new_models[k], "system", key) and key not in reported]
+        moved = [
+            f"{key} {setting(base, base_models[k], 'system', key)} -> {setting(new, new_models[k], 'system', key)}"
+            for key in SYSTEM_IDENTITY
+            if setting(base, base_models[k], "system", key) != setting(new, new_models[k], "system", key)
+            and key not in reported
+        ]
         devices = [base_models[k].get("device"), new_models[k].get("device")]
         if devices[0] != devices[1] and None not in devices:
             moved.append(f"device {devices[0]} -> {devices[1]}")
@@ -124,14 +159,22 @@ def compare_pair(base: dict, new: dict) -> dict:
             warnings.append(f"{base_models[k]['model']} ran on a different system or device: {'; '.join(moved)}.")
         weights = [base_models[k].get("weights"), new_models[k].get("weights")]
         if weights[0] != weights[1]:
-            warnings.append(f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "
-                            "weights change what postprocessing does (e.g. how many boxes survive), so the "
-                            "end-to-end times are not comparable.")
-    return {"base": base, "new": new, "differences": differences, "warnings": warnings,
-            "base_all": {model_key(r): r for r in base["models"]}, "new_all": {model_key(r): r for r in new["models"]},
-            "models": [compare_model(base_models[k], new_models[k]) for k in common],
-            "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
-            "new_only": [new_models[k]["model"] for k in new_models if k not in base_models]}
+            warnings.append(
+                f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "
+                "weights change what postprocessing does (e.g. how many boxes survive), so the "
+                "end-to-end times are not comparable."
+            )
+    return {
+        "base": base,
+        "new": new,
+        "differences": differences,
+        "warnings": warnings,
+        "base_all": {model_key(r): r for r in base["models"]},
+        "new_all": {model_key(r): r for r in new["models"]},
+        "models": [compare_model(base_models[k], new_models[k]) for k in common],
+        "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
+        "new_only": [new_models[k]["model"] for k in new_models if k not in base_models],
+    }
 
 
 def slower_than(row: dict, pct: float) -> bool:
@@ -153,8 +196,9 @@ def not_completed_in_new(pair: dict) -> list[str]:
             reason = "missing in new"
         elif other["status"] != "complete":
             error = other.get("error") or {}
-            reason = f"{other['status']} in new" + (f" ({error.get('type')}: {error.get('message')})"
-                                                     if error.get("message") else "")
+            reason = f"{other['status']} in new" + (
+                f" ({error.get('type')}: {error.get('message')})" if error.get("message") else ""
+            )
         elif not timed_seconds(other):
             reason = "no timed runs in new"
         else:
@@ -183,68 +227,149 @@ def median_text(stats: dict) -> str:
 def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]:
     """The comparison as a list of blocks, rendered as Markdown or HTML: ("h1"|"h2"|"h3"|"p"|"warn", text),
     ("table", headers, rows) or ("list", items). Text may hold `code` and **bold** spans."""
-    mb = lambda b: "n/a" if b is None else f"{b / 1024 ** 2:.0f} MB"
-    blocks = [("h1", "Benchmark comparison"), ("p", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
-              ("p", f"Change: {SHIFT_METHOD.format(exact=EXACT_SHIFT_MAX_PAIRS)}, in percent of the base median. The "
-                    "verdict is **slower** or **faster** when that interval excludes 0, which is the U test at 5% "
-                    f"({SIGNIFICANCE_METHOD}); its p value is in the table. When the run counts cannot reach 5% at all "
-                    f"(3 runs a side: the smallest p is 0.1) the verdict is **{TOO_FEW}**. Medians in ms with their "
-                    f"95% interval in brackets (it needs {MIN_RUNS_FOR_CI} timed runs or more).")]
+    mb = lambda b: "n/a" if b is None else f"{b / 1024**2:.0f} MB"
+    blocks = [
+        ("h1", "Benchmark comparison"),
+        ("p", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
+        (
+            "p",
+            f"Change: {SHIFT_METHOD.format(exact=EXACT_SHIFT_MAX_PAIRS)}, in percent of the base median. The "
+            "verdict is **slower** or **faster** when that interval excludes 0, which is the U test at 5% "
+            f"({SIGNIFICANCE_METHOD}); its p value is in the table. When the run counts cannot reach 5% at all "
+            f"(3 runs a side: the smallest p is 0.1) the verdict is **{TOO_FEW}**. Medians in ms with their "
+            f"95% interval in brackets (it needs {MIN_RUNS_FOR_CI} timed runs or more).",
+        ),
+    ]
     if args.fail_if_slower is not None:
-        blocks.append(("p", f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model whose slowdown is "
-                            f"larger than {args.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
-                            f"above {args.fail_if_slower:g}%). A model with runs the machine-state guard flagged "
-                            f"throttled or shared in the statistics of either side gets **{REFUSED}** and fails the "
-                            "gate too: its times may describe the machine, not the model."))
+        blocks.append(
+            (
+                "p",
+                f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model whose slowdown is "
+                f"larger than {args.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
+                f"above {args.fail_if_slower:g}%). A model with runs the machine-state guard flagged "
+                f"throttled or shared in the statistics of either side gets **{REFUSED}** and fails the "
+                "gate too: its times may describe the machine, not the model.",
+            )
+        )
     if not args.allow_missing:
-        blocks.append(("p", "A model that completed in base and did not complete in new (failed, timed out, missing, "
-                            "no timed runs) fails the comparison (exit 1) unless `--allow-missing` is given."))
+        blocks.append(
+            (
+                "p",
+                "A model that completed in base and did not complete in new (failed, timed out, missing, "
+                "no timed runs) fails the comparison (exit 1) unless `--allow-missing` is given.",
+            )
+        )
     for pair, path in zip(pairs, paths[1:]):
         new = pair["new"]
         blocks += [("h2", f"New: run `{new.get('run_id')}`"), ("p", f"File `{path}`.")]
         blocks += [("warn", f"**Warning:** {w}") for w in pair["warnings"]]
-        blocks += [("warn", f"**Not completed in new{' (allowed)' if args.allow_missing else ''}:** {line}.")
-                   for line in not_completed_in_new(pair)]
+        blocks += [
+            ("warn", f"**Not completed in new{' (allowed)' if args.allow_missing else ''}:** {line}.")
+            for line in not_completed_in_new(pair)
+        ]
         blocks.append(("h3", "What differs between the runs"))
         if pair["differences"]:
             blocks.append(("table", ["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
         else:
-            blocks.append(("p", "Nothing: same system, library versions, device, weights and settings ("
-                                + ", ".join(label for label, _, _ in COMPARED_SETTINGS) + ", images)."))
+            blocks.append(
+                (
+                    "p",
+                    "Nothing: same system, library versions, device, weights and settings ("
+                    + ", ".join(label for label, _, _ in COMPARED_SETTINGS)
+                    + ", images).",
+                )
+            )
         rows = pair["models"]
         verdicts = collections.Counter(r["verdict"] for r in rows)
-        blocks.append(("p", f"{len(rows)} model(s) on both sides: " + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
-                            + "." + (f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
-                                     if pair["base_only"] or pair["new_only"] else "")))
+        blocks.append(
+            (
+                "p",
+                f"{len(rows)} model(s) on both sides: "
+                + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
+                + "."
+                + (
+                    f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
+                    if pair["base_only"] or pair["new_only"]
+                    else ""
+                ),
+            )
+        )
         if rows:
-            blocks += [("h3", "Latency (end to end, timed runs)"), ("table",
-                ["model", "base median ms [95% CI]", "new median ms [95% CI]", "change [95% CI]", "runs", "p",
-                 "verdict"],
-                [[r["model"], median_text(r["base"]), median_text(r["new"]), shift_text(r),
-                  f"{r['base']['n']} / {r['new']['n']}",
-                  "n/a" if r["p"] is None else f"{r['p']:.3g}",
-                  f"**{r['verdict']}**" + (" (fails the gate)" if args.fail_if_slower is not None
-                                           and slower_than(r, args.fail_if_slower) else "")] for r in rows]),
-                ("h3", "Machine state (timed runs)"), ("table", ["model", "base", "new"],
-                [[r["model"], *map(state_text, r["machine_state"])] for r in rows]),
-                ("h3", "Memory, size and status"), ("table",
-                ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
-                [[r["model"], change_text(*r["peak_bytes"], mb),
-                  change_text(*r["parameters"], lambda v: "n/a" if v is None else f"{v:,}"),
-                  change_text(*r["gflops"], lambda v: "n/a" if v is None else f"{v:.2f}"),
-                  change_text(*r["dtype"], str), change_text(*r["status"], str)] for r in rows])]
+            blocks += [
+                ("h3", "Latency (end to end, timed runs)"),
+                (
+                    "table",
+                    [
+                        "model",
+                        "base median ms [95% CI]",
+                        "new median ms [95% CI]",
+                        "change [95% CI]",
+                        "runs",
+                        "p",
+                        "verdict",
+                    ],
+                    [
+                        [
+                            r["model"],
+                            median_text(r["base"]),
+                            median_text(r["new"]),
+                            shift_text(r),
+                            f"{r['base']['n']} / {r['new']['n']}",
+                            "n/a" if r["p"] is None else f"{r['p']:.3g}",
+                            f"**{r['verdict']}**"
+                            + (
+                                " (fails the gate)"
+                                if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower)
+                                else ""
+                            ),
+                        ]
+                        for r in rows
+                    ],
+                ),
+                ("h3", "Machine state (timed runs)"),
+                ("table", ["model", "base", "new"], [[r["model"], *map(state_text, r["machine_state"])] for r in rows]),
+                ("h3", "Memory, size and status"),
+                (
+                    "table",
+                    ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
+                    [
+                        [
+                            r["model"],
+                            change_text(*r["peak_bytes"], mb),
+                            change_text(*r["parameters"], lambda v: "n/a" if v is None else f"{v:,}"),
+                            change_text(*r["gflops"], lambda v: "n/a" if v is None else f"{v:.2f}"),
+                            change_text(*r["dtype"], str),
+                            change_text(*r["status"], str),
+                        ]
+                        for r in rows
+                    ],
+                ),
+            ]
             for r in rows:
                 if r["different_model"]:
-                    blocks.append(("warn", f"**Different model:** {r['model']}'s {', '.join(r['different_model'])} "
-                                           "changed, so the two sides did not run the same network on the same input; "
-                                           "its timings are not a like-for-like comparison."))
-            changes = [f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
-                       for r in rows if r["status"][0] != r["status"][1]]
+                    blocks.append(
+                        (
+                            "warn",
+                            f"**Different model:** {r['model']}'s {', '.join(r['different_model'])} "
+                            "changed, so the two sides did not run the same network on the same input; "
+                            "its timings are not a like-for-like comparison.",
+                        )
+                    )
+            changes = [
+                f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
+                for r in rows
+                if r["status"][0] != r["status"][1]
+            ]
             blocks += [("list", changes)] if changes else []
         if pair["base_only"] or pair["new_only"]:
-            blocks += [("h3", "Models on one side only"), ("list",
-                       ([f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else [])
-                       + ([f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []))]
+            blocks += [
+                ("h3", "Models on one side only"),
+                (
+                    "list",
+                    ([f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else [])
+                    + ([f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []),
+                ),
+            ]
     return blocks
 
 
@@ -265,7 +390,7 @@ def comparison_html(pairs: list[dict], paths: list[Path], args) -> str:
     """The same blocks as comparison_markdown, in the HTML report's page and style."""
     import re
 
-    def markup(escaped: str) -> str:   # runs on escaped text: only our own `code` and **bold** become tags
+    def markup(escaped: str) -> str:  # runs on escaped text: only our own `code` and **bold** become tags
         escaped = re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
         return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
 
@@ -285,8 +410,9 @@ def comparison_html(pairs: list[dict], paths: list[Path], args) -> str:
         else:
             body.append(f"<{kind}>{inline(content[0])}</{kind}>")
     body.append("</main>")
-    return render_page(html_text(f"Benchmark comparison {paths[0].name}"), "\n".join(body),
-                       json.dumps({"explorers": []}))
+    return render_page(
+        html_text(f"Benchmark comparison {paths[0].name}"), "\n".join(body), json.dumps({"explorers": []})
+    )
 
 
 COMPARISON_RENDERERS = {"md": comparison_markdown, "html": comparison_html}
@@ -327,18 +453,22 @@ def compare_results(paths: list[Path], args) -> int:
         print(f"  {'model':<24} {'base ms':>10} {'new ms':>10} {'change [95% CI]':>24} {'p':>8}  verdict")
         for r in pair["models"]:
             p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
-            print(f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {shift_text(r):>24} "
-                  f"{p:>8}  {r['verdict']}" + ("" if r["status"][0] == r["status"][1]
-                                              else f" (status {r['status'][0]} -> {r['status'][1]})")
-                  + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else ""))
+            print(
+                f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {shift_text(r):>24} "
+                f"{p:>8}  {r['verdict']}"
+                + ("" if r["status"][0] == r["status"][1] else f" (status {r['status'][0]} -> {r['status'][1]})")
+                + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else "")
+            )
             if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower):
                 gate_failed.append(f"{r['model']} {shift_text(r)} slower in {pair['new'].get('run_id')}")
             for side, state in zip(("base", "new"), r["machine_state"]):
                 if not_clean(state):
                     log("WARNING", f"{r['model']} machine state in {side}: " + "; ".join(state["warnings"]))
             if args.fail_if_slower is not None and r["refused"] and not slower_than(r, args.fail_if_slower):
-                gate_failed.append(f"{r['model']}: the gate cannot judge it, {r['verdict']} in "
-                                   f"{pair['new'].get('run_id')} (rerun on a quiet machine, or --discard-throttled)")
+                gate_failed.append(
+                    f"{r['model']}: the gate cannot judge it, {r['verdict']} in "
+                    f"{pair['new'].get('run_id')} (rerun on a quiet machine, or --discard-throttled)"
+                )
         for line in not_completed_in_new(pair):
             if args.allow_missing:
                 log("WARNING", f"{line} (allowed by --allow-missing)")

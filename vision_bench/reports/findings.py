@@ -1,14 +1,15 @@
 """Findings: observations computed from a run's numbers (fastest, noisiest, cold start, new input
 shapes), never about outputs or activations."""
+
 from __future__ import annotations
 
 from ..common import format_bytes, ms
 from ..variants.variants_report import variant_findings
 
-UNSTABLE_CI_WIDTH = 0.20            # an interval of a median wider than this share of it: noisy timing
-MIN_RUNS_FOR_RANGE = 5              # [min, max] of 5 runs covers the median with 93.8%: enough to flag noise
-COLD_START_FACTOR = 3.0             # cold start this many times the warm median is a finding
-SHAPE_WARMUP_FACTOR = 1.3           # first run on a new image this much slower than its repeats
+UNSTABLE_CI_WIDTH = 0.20  # an interval of a median wider than this share of it: noisy timing
+MIN_RUNS_FOR_RANGE = 5  # [min, max] of 5 runs covers the median with 93.8%: enough to flag noise
+COLD_START_FACTOR = 3.0  # cold start this many times the warm median is a finding
+SHAPE_WARMUP_FACTOR = 1.3  # first run on a new image this much slower than its repeats
 
 
 def findings(results: list[dict]) -> list[str]:
@@ -20,17 +21,22 @@ def findings(results: list[dict]) -> list[str]:
         fast = min(warm, key=lambda r: r["latency_end_to_end"]["median"])
         slow = max(warm, key=lambda r: r["latency_end_to_end"]["median"])
         ratio = slow["latency_end_to_end"]["median"] / fast["latency_end_to_end"]["median"]
-        lines.append(f"Fastest: {fast['model']}, {ms(fast['latency_end_to_end']['median'])} ms median end to end "
-                     f"({fast['fps']:.2f} FPS). Slowest: {slow['model']}, {ms(slow['latency_end_to_end']['median'])} ms "
-                     f"({ratio:.1f}x the fastest).")
+        lines.append(
+            f"Fastest: {fast['model']}, {ms(fast['latency_end_to_end']['median'])} ms median end to end "
+            f"({fast['fps']:.2f} FPS). Slowest: {slow['model']}, {ms(slow['latency_end_to_end']['median'])} ms "
+            f"({ratio:.1f}x the fastest)."
+        )
     if len(done) >= 2:
         mem = max(done, key=lambda r: r["memory"]["peak_bytes"])
-        lines.append(f"Most memory: {mem['model']}, {format_bytes(mem['memory']['peak_bytes'])} "
-                     f"({mem['memory']['peak_kind']}).")
+        lines.append(
+            f"Most memory: {mem['model']}, {format_bytes(mem['memory']['peak_bytes'])} ({mem['memory']['peak_kind']})."
+        )
         big = max(done, key=lambda r: r["parameters"])
         heavy = max(done, key=lambda r: r["gflops"])
-        lines.append(f"Largest: {big['model']}, {big['parameters'] / 1e6:.1f} M parameters; most compute per image: "
-                     f"{heavy['model']}, {heavy['gflops']:.1f} GFLOPs at input {heavy['input_shape']}.")
+        lines.append(
+            f"Largest: {big['model']}, {big['parameters'] / 1e6:.1f} M parameters; most compute per image: "
+            f"{heavy['model']}, {heavy['gflops']:.1f} GFLOPs at input {heavy['input_shape']}."
+        )
     for r in warm:
         e2e = r["latency_end_to_end"]
         # Noise is judged within one image (mixing input sizes widens any interval) from the
@@ -48,20 +54,28 @@ def findings(results: list[dict]) -> list[str]:
                 continue
             width = (high - low) / steady["median"]
             if width > UNSTABLE_CI_WIDTH:
-                lines.append(f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, {what} "
-                             f"[{low * 1000:.1f}, {high * 1000:.1f}] ms, {width * 100:.0f}% of the median wide over "
-                             f"{steady['n']} timed runs; treat its figures with care or raise --runs.")
+                lines.append(
+                    f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, {what} "
+                    f"[{low * 1000:.1f}, {high * 1000:.1f}] ms, {width * 100:.0f}% of the median wide over "
+                    f"{steady['n']} timed runs; treat its figures with care or raise --runs."
+                )
         cold = r["cold_start"]["total_s"]
         if cold > COLD_START_FACTOR * e2e["median"]:
-            lines.append(f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
-                         f"median ({ms(e2e['median'])} ms).")
-        new_shape = [(name, img["first_run_s"] / img["steady"]["median"]) for name, img in
-                     (r.get("latency_per_image") or {}).items()
-                     if not img["first_is_cold_start"] and img["steady"]["n"]]
+            lines.append(
+                f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
+                f"median ({ms(e2e['median'])} ms)."
+            )
+        new_shape = [
+            (name, img["first_run_s"] / img["steady"]["median"])
+            for name, img in (r.get("latency_per_image") or {}).items()
+            if not img["first_is_cold_start"] and img["steady"]["n"]
+        ]
         slow = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
         if slow:
-            lines.append(f"New input shape: {r['model']}'s first run on "
-                         + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow)
-                         + "; varying input sizes cost a warm-up each (kernels are built per shape). The warm-up "
-                           "rounds take this out of the timed runs.")
+            lines.append(
+                f"New input shape: {r['model']}'s first run on "
+                + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow)
+                + "; varying input sizes cost a warm-up each (kernels are built per shape). The warm-up "
+                "rounds take this out of the timed runs."
+            )
     return lines + variant_findings(results)

@@ -1,4 +1,5 @@
 """The Markdown report, and the table and text helpers the comparison report shares."""
+
 from __future__ import annotations
 
 import json
@@ -6,34 +7,29 @@ import os
 from pathlib import Path
 
 from ..common import format_bytes, ms
+from ..divergence.divergence_report import divergence_markdown
+from ..inspect.trace_report import trace_markdown
+from ..measure.sampling_report import machine_state_lines, sampling_lines
 from ..measure.stats import CI_METHOD, format_interval
-from ..inspect.trace import TRACE_OPEN_HINT
+from ..sweeps.sweep_report import summary_line, sweep_markdown
+from ..variants.variants_report import VARIANT_HEADERS, variant_notes, variant_rows
 from .charts import activation_profile_chart, latency_chart, memory_chart
-from ..divergence.divergence_report import DIVERGENCE_HEADERS, INTRO, divergence_blocks
 from .findings import findings
 from .results_file import report_paths
-from ..measure.sampling_report import machine_state_lines, sampling_lines
-from ..sweeps.sweep_report import SWEEP_HEADERS, summary_line, sweep_charts, sweep_notes, sweep_rows
-from ..inspect.trace_report import (
-    BLOCK_HEADERS,
-    OPERATOR_HEADERS,
-    block_caption,
-    block_rows,
-    operator_tables,
-    trace_link,
-    trace_sentences,
-)
-from ..variants.variants_report import VARIANT_HEADERS, variant_notes, variant_rows
+from .run_time import run_time_section
+from .tables import md_table
 
-
-def md_table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
-SYSTEM_IDENTITY = ("gpu", "cpu", "cpu_count", "os", "torch", "transformers", "ultralytics", "cuda_version",
-                   "cuda_driver_version")  # a difference here makes two runs' figures not directly comparable
+SYSTEM_IDENTITY = (
+    "gpu",
+    "cpu",
+    "cpu_count",
+    "os",
+    "torch",
+    "transformers",
+    "ultralytics",
+    "cuda_version",
+    "cuda_driver_version",
+)  # a difference here makes two runs' figures not directly comparable
 SETTINGS_IDENTITY = ("runs_per_image", "warmup_rounds", "weights", "isolation", "seed", "torch_threads")
 
 
@@ -43,57 +39,100 @@ def placement_lines(data: dict) -> list[str]:
     results = [r for r in data["models"] if r["status"] != "not run"]
     if not any(r.get("device") or r.get("system") or r.get("source_file") for r in results):
         return []
-    systems = {json.dumps({k: (r.get("system") or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True)
-               for r in results}
+    systems = {
+        json.dumps({k: (r.get("system") or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True)
+        for r in results
+    }
     lines = []
     if data.get("merged_from"):
-        lines += [f"Merged from {len(data['merged_from'])} result files: "
-                  + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"]) + ".", ""]
+        lines += [
+            f"Merged from {len(data['merged_from'])} result files: "
+            + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"])
+            + ".",
+            "",
+        ]
     shards = data.get("shards")
     if shards:
         missing = ", ".join(str(k) for k in shards["missing"])
-        lines += [f"Shards of one job array (--shard I/{shards['count']}): {len(shards['present'])} of {shards['count']} "
-                  "wrote results" + (f"; no results from shard {missing} (see the failed models below)" if missing
-                                     else "") + ".", ""]
+        lines += [
+            f"Shards of one job array (--shard I/{shards['count']}): {len(shards['present'])} of {shards['count']} "
+            "wrote results"
+            + (f"; no results from shard {missing} (see the failed models below)" if missing else "")
+            + ".",
+            "",
+        ]
     if len(systems) > 1:
-        lines += ["> **Mixed systems.** These models ran on different systems (GPU, CPU or library versions "
-                  "differ, see the table below); compare their figures with that in mind.", ""]
-    differing = [k for k in SETTINGS_IDENTITY
-                 if len({json.dumps((r.get("run_config") or data["config"]).get(k)) for r in results}) > 1]
+        lines += [
+            "> **Mixed systems.** These models ran on different systems (GPU, CPU or library versions "
+            "differ, see the table below); compare their figures with that in mind.",
+            "",
+        ]
+    differing = [
+        k
+        for k in SETTINGS_IDENTITY
+        if len({json.dumps((r.get("run_config") or data["config"]).get(k)) for r in results}) > 1
+    ]
     if differing:
-        lines += ["> **Mixed settings.** The parts ran with different " + ", ".join(differing) + ": "
-                  + "; ".join(f"{r['model']} " + ", ".join(f"{k}={(r.get('run_config') or data['config']).get(k)}"
-                                                          for k in differing) for r in results) + ".", ""]
+        lines += [
+            "> **Mixed settings.** The parts ran with different "
+            + ", ".join(differing)
+            + ": "
+            + "; ".join(
+                f"{r['model']} " + ", ".join(f"{k}={(r.get('run_config') or data['config']).get(k)}" for k in differing)
+                for r in results
+            )
+            + ".",
+            "",
+        ]
     rows = []
     for r in results:
         if r.get("status_in_shard") == "missing":  # its shard wrote nothing: it ran nowhere
             continue
         s = r.get("system") or data["system"]
         slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
-        rows.append([r["model"], (r.get("device") or s.get("device") or "unknown device") + slot, s.get("gpu") or s.get("cpu"),
-                     f"torch {s.get('torch')}", f"`{r.get('source_run_id') or data['run_id']}`"])
+        rows.append(
+            [
+                r["model"],
+                (r.get("device") or s.get("device") or "unknown device") + slot,
+                s.get("gpu") or s.get("cpu"),
+                f"torch {s.get('torch')}",
+                f"`{r.get('source_run_id') or data['run_id']}`",
+            ]
+        )
     return lines + ["Where each model ran:", "", md_table(["model", "device", "GPU or CPU", "torch", "run"], rows), ""]
 
 
 def memory_note(results: list[dict]) -> str:
     """What the peak memory column means, and what a worker held before its model loaded."""
-    text = ("Peak memory is over the cold start, warm-up and timed runs (the load's own peak is in the JSON). On the "
-            "CPU it is the resident set of the whole process, as the OS sees it; in brackets, the model's own share: "
-            "the growth of its worker's private memory (USS) from just before the load to the peak. On CUDA: the "
-            "allocator's peak, and in brackets its growth from before the load.")
-    before = [((r.get("memory") or {}).get("cpu_rss_before_load_bytes"),
-               (r.get("memory") or {}).get("cpu_private_before_load_bytes")) for r in results if r["status"] == "complete"]
+    text = (
+        "Peak memory is over the cold start, warm-up and timed runs (the load's own peak is in the JSON). On the "
+        "CPU it is the resident set of the whole process, as the OS sees it; in brackets, the model's own share: "
+        "the growth of its worker's private memory (USS) from just before the load to the peak. On CUDA: the "
+        "allocator's peak, and in brackets its growth from before the load."
+    )
+    before = [
+        (
+            (r.get("memory") or {}).get("cpu_rss_before_load_bytes"),
+            (r.get("memory") or {}).get("cpu_private_before_load_bytes"),
+        )
+        for r in results
+        if r["status"] == "complete"
+    ]
     before = [(rss, uss) for rss, uss in before if rss is not None and uss is not None]
     if before:
         rss, uss = before[0]
-        text += (f" Before its model loaded, a worker held {rss / 2 ** 20:.0f} MB resident, {uss / 2 ** 20:.0f} MB of "
-                 "it private: the rest are the libraries the worker server imported (torch, transformers, ultralytics, "
-                 "OpenCV), shared with it and not the model's.")
+        text += (
+            f" Before its model loaded, a worker held {rss / 2**20:.0f} MB resident, {uss / 2**20:.0f} MB of "
+            "it private: the rest are the libraries the worker server imported (torch, transformers, ultralytics, "
+            "OpenCV), shared with it and not the model's."
+        )
     return text
 
 
-SUMMARY_CHARTS = [("latency.png", "Latency per model", latency_chart),
-                  ("memory_vs_params.png", "Peak memory against parameters", memory_chart)]
+SUMMARY_CHARTS = [
+    ("latency.png", "Latency per model", latency_chart),
+    ("memory_vs_params.png", "Peak memory against parameters", memory_chart),
+]
 
 
 def draw_summary_charts(data: dict, assets: Path) -> None:
@@ -107,77 +146,170 @@ def markdown_report(data: dict, ctx) -> str:
     results = data["models"]
     assets = ctx.assets_dir
     rel = assets.name
-    lines = ["# Vision model benchmark report", "", f"Run `{data['run_id']}`, started {data['started']}, "
-             f"{data['total_seconds']:.0f} s so far. Command: `{data['command']}`", ""]
+    lines = [
+        "# Vision model benchmark report",
+        "",
+        f"Run `{data['run_id']}`, started {data['started']}, "
+        f"{data['total_seconds']:.0f} s so far. Command: `{data['command']}`",
+        "",
+    ]
     random_models = [r["model"] for r in results if r["weights"] == "random" and r["status"] != "not run"]
     if random_models:
-        lines += [f"> **Warning: random weights.** {', '.join(random_models)} ran with randomly initialised weights. "
-                  "Timing, memory, FLOPs and the dissection mechanics are valid; the task outputs and the activation "
-                  "statistics of these models are not meaningful.", ""]
+        lines += [
+            f"> **Warning: random weights.** {', '.join(random_models)} ran with randomly initialised weights. "
+            "Timing, memory, FLOPs and the dissection mechanics are valid; the task outputs and the activation "
+            "statistics of these models are not meaningful.",
+            "",
+        ]
     if data["status"] != "complete":
         unfinished = [f"{r['model']} ({r['status']})" for r in results if r["status"] != "complete"]
-        lines += [f"> **Run {data['status']}.** Not complete: {', '.join(unfinished)}. The figures below are those of "
-                  "the models that finished.", ""]
+        lines += [
+            f"> **Run {data['status']}.** Not complete: {', '.join(unfinished)}. The figures below are those of "
+            "the models that finished.",
+            "",
+        ]
 
     s = data["system"]
-    lines += ["## System", "", md_table(["property", "value"], [
-        ["OS", s["os"]], ["Python", s["python"]], ["PyTorch", s["torch"]], ["transformers", s["transformers"]],
-        ["ultralytics", s["ultralytics"]], ["CUDA", s["cuda_version"] if s["cuda_available"] else "not available"],
-        ["GPU", s["gpu"] or "none"], ["CPU", f"{s['cpu']}, {s['cpu_count']} logical cores, torch threads {s['torch_threads']}"],
-        ["device", s["device"]], ["numeric settings", numeric_settings_text(s)]]), ""]
+    lines += [
+        "## System",
+        "",
+        md_table(
+            ["property", "value"],
+            [
+                ["OS", s["os"]],
+                ["Python", s["python"]],
+                ["PyTorch", s["torch"]],
+                ["transformers", s["transformers"]],
+                ["ultralytics", s["ultralytics"]],
+                ["CUDA", s["cuda_version"] if s["cuda_available"] else "not available"],
+                ["GPU", s["gpu"] or "none"],
+                ["CPU", f"{s['cpu']}, {s['cpu_count']} logical cores, torch threads {s['torch_threads']}"],
+                ["device", s["device"]],
+                ["numeric settings", numeric_settings_text(s)],
+            ],
+        ),
+        "",
+    ]
     lines += machine_state_lines(results)
     c = data["config"]
-    lines += ["## Configuration", "", f"- Images ({len(data['images'])}, from {c['image_source']}): "
-              + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
-              f"- Each model: one cold-start run, then {c.get('warmup_rounds', 0)} warm-up round(s) over all images, "
-              + (f"then timed rounds over the images until the median's 95% interval was within "
-                 f"+-{c['precision_pct']:g}% (at most {c['max_time_s']:g} s)" if c.get("precision_pct")
-                 else f"then {c['runs_per_image']} timed run(s) per image")
-              + (f", in each of {c['processes']} fresh processes (runs pooled)" if (c.get("processes") or 1) > 1 else "")
-              + ("; runs the guard flagged throttled or shared are left out (--discard-throttled)"
-                 if c.get("discard_throttled") else "")
-              + "; the latency statistics come from the timed runs "
-              "only, each median with its 95% interval (" + c.get("latency_interval", CI_METHOD) + ")",
-              "- Isolation: " + ("each model in a fresh worker process (forked from a server that imported the "
-                                 "libraries), so no model's figures depend on the models before it"
-                                 if c.get("isolation") == "process" else "all models in this one process")
-              + "; freed memory kept by the allocator: "
-              + (", ".join(sorted({f"{format_bytes(a['trim_threshold_bytes'])} trim, "
-                                   f"{format_bytes(a['mmap_threshold_bytes'])} mmap threshold"
-                                   for a in (r.get("allocator") for r in results) if a})) or "no (default glibc)"),
-              f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}; torch CPU threads {c['torch_threads']} "
-              "(pinned for every model)",
-              "- MobileSAM prompt: " + (", ".join(f"{r['model']}: {r['config'].get('sam_prompt')}"
-                                                  for r in results if (r.get("config") or {}).get("sam_prompt"))
-                                        or "(MobileSAM not run)"), ""]
+    lines += [
+        "## Configuration",
+        "",
+        f"- Images ({len(data['images'])}, from {c['image_source']}): "
+        + ", ".join(f"`{Path(p).name}`" for p in data["images"]),
+        f"- Each model: one cold-start run, then {c.get('warmup_rounds', 0)} warm-up round(s) over all images, "
+        + (
+            f"then timed rounds over the images until the median's 95% interval was within "
+            f"+-{c['precision_pct']:g}% (at most {c['max_time_s']:g} s)"
+            if c.get("precision_pct")
+            else f"then {c['runs_per_image']} timed run(s) per image"
+        )
+        + (f", in each of {c['processes']} fresh processes (runs pooled)" if (c.get("processes") or 1) > 1 else "")
+        + (
+            "; runs the guard flagged throttled or shared are left out (--discard-throttled)"
+            if c.get("discard_throttled")
+            else ""
+        )
+        + "; the latency statistics come from the timed runs "
+        "only, each median with its 95% interval (" + c.get("latency_interval", CI_METHOD) + ")",
+        "- Isolation: "
+        + (
+            "each model in a fresh worker process (forked from a server that imported the "
+            "libraries), so no model's figures depend on the models before it"
+            if c.get("isolation") == "process"
+            else "all models in this one process"
+        )
+        + "; freed memory kept by the allocator: "
+        + (
+            ", ".join(
+                sorted(
+                    {
+                        f"{format_bytes(a['trim_threshold_bytes'])} trim, "
+                        f"{format_bytes(a['mmap_threshold_bytes'])} mmap threshold"
+                        for a in (r.get("allocator") for r in results)
+                        if a
+                    }
+                )
+            )
+            or "no (default glibc)"
+        ),
+        f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}; torch CPU threads {c['torch_threads']} "
+        "(pinned for every model)",
+        "- MobileSAM prompt: "
+        + (
+            ", ".join(
+                f"{r['model']}: {r['config'].get('sam_prompt')}"
+                for r in results
+                if (r.get("config") or {}).get("sam_prompt")
+            )
+            or "(MobileSAM not run)"
+        ),
+        "",
+    ]
 
     done = [r for r in results if r.get("cold_start")]
     kind = next((r["memory"]["peak_kind"] for r in done if r.get("memory", {}).get("peak_kind")), "peak memory")
     rows = []
     for r in done:
         e2e, mem = r["latency_end_to_end"], r["memory"]
-        rows.append([r["model"], r["weights"], f"{r['load_seconds']:.2f}", ms(r["cold_start"]["total_s"]),
-                     f"{ms(e2e['median'])} {format_interval(e2e)}", ms(e2e["p90"]), ms(r["latency_forward"]["median"]),
-                     f"{e2e['cov'] * 100:.1f}%" if e2e["cov"] is not None else "n/a",
-                     f"{r['fps']:.2f}" if r.get("fps") else "n/a",
-                     f"{mem['peak_bytes'] / 1024 ** 2:.0f} (+{mem['peak_over_baseline_bytes'] / 1024 ** 2:.0f})"
-                     if mem.get("peak_bytes") else "n/a",
-                     f"{r['parameters']:,}" if r.get("parameters") else "n/a",
-                     f"{r['gflops']:.2f}" if r.get("gflops") is not None else "n/a",
-                     "x".join(map(str, r["input_shape"])) if r.get("input_shape") else "n/a",
-                     (r.get("dissection") or {}).get("records", "n/a"), r["status"]])
-    lines += ["## Summary", "", md_table(
-        ["model", "weights", "load s", "cold start ms", "end-to-end median ms [95% CI]", "p90 ms", "forward median ms",
-         "CoV", "FPS", f"peak memory MB ({kind})", "params", "GFLOPs", "input shape", "layers dissected", "status"],
-        rows), "",
+        rows.append(
+            [
+                r["model"],
+                r["weights"],
+                f"{r['load_seconds']:.2f}",
+                ms(r["cold_start"]["total_s"]),
+                f"{ms(e2e['median'])} {format_interval(e2e)}",
+                ms(e2e["p90"]),
+                ms(r["latency_forward"]["median"]),
+                f"{e2e['cov'] * 100:.1f}%" if e2e["cov"] is not None else "n/a",
+                f"{r['fps']:.2f}" if r.get("fps") else "n/a",
+                f"{mem['peak_bytes'] / 1024**2:.0f} (+{mem['peak_over_baseline_bytes'] / 1024**2:.0f})"
+                if mem.get("peak_bytes")
+                else "n/a",
+                f"{r['parameters']:,}" if r.get("parameters") else "n/a",
+                f"{r['gflops']:.2f}" if r.get("gflops") is not None else "n/a",
+                "x".join(map(str, r["input_shape"])) if r.get("input_shape") else "n/a",
+                (r.get("dissection") or {}).get("records", "n/a"),
+                r["status"],
+            ]
+        )
+    lines += [
+        "## Summary",
+        "",
+        md_table(
+            [
+                "model",
+                "weights",
+                "load s",
+                "cold start ms",
+                "end-to-end median ms [95% CI]",
+                "p90 ms",
+                "forward median ms",
+                "CoV",
+                "FPS",
+                f"peak memory MB ({kind})",
+                "params",
+                "GFLOPs",
+                "input shape",
+                "layers dissected",
+                "status",
+            ],
+            rows,
+        ),
+        "",
         "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median; "
         "timed runs only, the 95% interval of the median in brackets. "
         "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
-        + memory_note(results), ""]
+        + memory_note(results),
+        "",
+    ]
     swept = [line for line in map(summary_line, done) if line]
     if swept:
-        lines += ["How cost grows (--batch-sizes, --input-sizes; details per model below):", ""] + \
-            [f"- {line}" for line in swept] + [""]
+        lines += (
+            ["How cost grows (--batch-sizes, --input-sizes; details per model below):", ""]
+            + [f"- {line}" for line in swept]
+            + [""]
+        )
     lines += placement_lines(data)
 
     # The summary charts change with every model but are drawn once, when the run ends (by
@@ -198,56 +330,40 @@ def markdown_report(data: dict, ctx) -> str:
 
     failed = [r for r in results if r["status"] in ("failed", "interrupted", "timeout")]
     if failed:
-        lines += ["## Failed or interrupted models", "", md_table(["model", "status", "phase", "error", "memory"], [
-            [r["model"], r["status"], (r.get("error") or {}).get("phase") or r.get("phase_reached") or r.get("phase"),
-             ((r.get("error") or {}).get("type", "") + ": " + (r.get("error") or {}).get("message", "")).strip(": ")
-             .replace("|", "/").replace("\n", " "), failure_memory(r)] for r in failed]), ""]
+        lines += [
+            "## Failed or interrupted models",
+            "",
+            md_table(
+                ["model", "status", "phase", "error", "memory"],
+                [
+                    [
+                        r["model"],
+                        r["status"],
+                        (r.get("error") or {}).get("phase") or r.get("phase_reached") or r.get("phase"),
+                        ((r.get("error") or {}).get("type", "") + ": " + (r.get("error") or {}).get("message", ""))
+                        .strip(": ")
+                        .replace("|", "/")
+                        .replace("\n", " "),
+                        failure_memory(r),
+                    ]
+                    for r in failed
+                ],
+            ),
+            "",
+        ]
 
     for r in done:
         lines += model_section(r, ctx, rel)
-    lines += ["## Where the files are", "", f"- JSON (every run's time): `{report_paths(ctx)['json'].name}`",
-              f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
-              f"- HTML report with a layer explorer (open it in a browser): `{report_paths(ctx)['html'].name}`",
-              f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)", ""]
+    lines += [
+        "## Where the files are",
+        "",
+        f"- JSON (every run's time): `{report_paths(ctx)['json'].name}`",
+        f"- CSV (one row a model): `{report_paths(ctx)['csv'].name}`",
+        f"- HTML report with a layer explorer (open it in a browser): `{report_paths(ctx)['html'].name}`",
+        f"- Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)",
+        "",
+    ]
     return "\n".join(lines)
-
-
-PHASE_LABELS = {"worker_start": "worker start", "load": "load", "cold_start": "cold start", "warmup": "warm-up",
-                "timed": "timed runs", "flops": "FLOPs pass", "output": "output picture",
-                "time_breakdown": "profiled pass", "trace": "profiler trace", "dissection": "dissection",
-                "variants": "variants", "sweep": "sweeps",
-                "cleanup": "cleanup"}
-
-
-def run_time_section(data: dict) -> list[str]:
-    totals = data.get("phase_totals") or {}
-    wall = totals.get("wall") or 0
-    if not wall:
-        return []
-    available = totals.get("available") or wall
-    rows = [[label, f"{totals[name]:.1f}", f"{totals[name] / available * 100:.1f}%"]
-            for name, label in PHASE_LABELS.items() if totals.get(name)]
-    share = "share of the slots' time" if totals.get("slots") else "share of wall time"
-    lines = ["## Where the run's time went", "", md_table(["phase (summed over models)", "s", share], rows), ""]
-    if totals.get("shards"):
-        lines += [f"Wall time {wall:.1f} s: the sum of the {len(totals['shards'])} merged files' wall times ("
-                  + ", ".join(f"`{s['run_id']}` {s['wall'] or 0:.1f} s" for s in totals["shards"])
-                  + "), not the time any one run took."]
-    elif totals.get("slots"):
-        lines += [f"Wall time {wall:.1f} s on {len(totals['slots'])} device slots in parallel: the slots were busy "
-                  f"{available - totals['outside_slots']:.1f} s in all, and the parent {totals['outside_slots']:.1f} s "
-                  f"outside them (start-up, final reports); {available:.1f} s of time available in all.", "",
-                  md_table(["slot", "device", "models", "busy s", "measuring s", "overhead s"],
-                           [[s["slot"], s["device"], ", ".join(s["models"]) or "none", f"{s['busy']:.1f}",
-                             f"{s['measuring']:.1f}", f"{s['overhead']:.1f}"] for s in totals["slots"]]), ""]
-    else:
-        lines += [f"Wall time {wall:.1f} s, from the process's start to the last chart drawn (the report files "
-                  "themselves are written after it)."]
-    lines[-1] += (f" Measuring (load, cold start, warm-up, timed runs, FLOPs, profiled pass, profiler trace, dissection, variants, sweeps) "
-                  f"{totals['measuring']:.1f} s; the tool's own overhead (everything else: worker start, pictures, "
-                  f"cleanup, reports, start-up) {totals['overhead']:.1f} s ({totals['overhead'] / available * 100:.1f}%"
-                  + (" of the time available" if totals.get("slots") else "") + ").")
-    return lines + [""]
 
 
 def numeric_settings_text(s: dict) -> str:
@@ -265,61 +381,103 @@ def numeric_settings_text(s: dict) -> str:
         cudnn_text = f"{cudnn // major_unit}.{cudnn % major_unit // 100}.{cudnn % 100}"
     else:
         cudnn_text = "n/a"
-    return (f"default dtype {s.get('default_dtype')}; matmul TF32 {on_off(s.get('matmul_allow_tf32'))} "
-            f"(float32 matmul precision {s.get('float32_matmul_precision')}); cuDNN TF32 "
-            f"{on_off(s.get('cudnn_allow_tf32'))}; cudnn.benchmark {on_off(s.get('cudnn_benchmark'))}; "
-            f"cudnn.deterministic {on_off(s.get('cudnn_deterministic'))}; cuDNN {cudnn_text}; "
-            f"driver {s.get('cuda_driver_version') or 'n/a'}")
+    return (
+        f"default dtype {s.get('default_dtype')}; matmul TF32 {on_off(s.get('matmul_allow_tf32'))} "
+        f"(float32 matmul precision {s.get('float32_matmul_precision')}); cuDNN TF32 "
+        f"{on_off(s.get('cudnn_allow_tf32'))}; cudnn.benchmark {on_off(s.get('cudnn_benchmark'))}; "
+        f"cudnn.deterministic {on_off(s.get('cudnn_deterministic'))}; cuDNN {cudnn_text}; "
+        f"driver {s.get('cuda_driver_version') or 'n/a'}"
+    )
 
 
 def failure_memory(r: dict) -> str:
     """Memory figures known when a model stopped: what a user needs to judge an OOM."""
     memory = r.get("memory") or {}
     at = memory.get("at_failure") or {}
-    parts = [f"{label} {format_bytes(value)}" for label, value in (
-        ("before load", memory.get("cuda_allocated_before_load_bytes", memory.get("cpu_rss_before_load_bytes"))),
-        ("after load", memory.get("cuda_allocated_after_load_bytes", memory.get("cpu_rss_after_load_bytes"))),
-        ("peak at failure", at.get("cuda_peak_allocated_bytes", at.get("cpu_peak_rss_bytes")))) if value]
+    parts = [
+        f"{label} {format_bytes(value)}"
+        for label, value in (
+            ("before load", memory.get("cuda_allocated_before_load_bytes", memory.get("cpu_rss_before_load_bytes"))),
+            ("after load", memory.get("cuda_allocated_after_load_bytes", memory.get("cpu_rss_after_load_bytes"))),
+            ("peak at failure", at.get("cuda_peak_allocated_bytes", at.get("cpu_peak_rss_bytes"))),
+        )
+        if value
+    ]
     return ", ".join(parts) or "n/a"
 
 
 def model_section(r: dict, ctx, rel: str) -> list[str]:
-    lines = [f"## {r['model']}", "", f"- Weights: {r['weights_source']}",
-             f"- Input the network received: {r.get('input_shape')} (nominal size {r['nominal_input_size']}), "
-             f"computed in {r.get('dtype') or 'n/a'}"]
+    lines = [
+        f"## {r['model']}",
+        "",
+        f"- Weights: {r['weights_source']}",
+        f"- Input the network received: {r.get('input_shape')} (nominal size {r['nominal_input_size']}), "
+        f"computed in {r.get('dtype') or 'n/a'}",
+    ]
     if (r.get("memory") or {}).get("cuda_context_bytes") is not None:
         lines.append(f"- CUDA context (apart from the model): {format_bytes(r['memory']['cuda_context_bytes'])}")
     if r.get("config"):
         lines.append("- Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
     phases = r.get("latency_phases_median") or {}
     if phases.get("forward") is not None:
-        lines.append(f"- Timed medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms "
-                     f"{format_interval(r['latency_forward'])}, postprocess {ms(phases['postprocess'])} ms; "
-                     f"cold start {ms(r['cold_start']['total_s'])} ms")
+        lines.append(
+            f"- Timed medians: preprocess {ms(phases['preprocess'])} ms, forward {ms(phases['forward'])} ms "
+            f"{format_interval(r['latency_forward'])}, postprocess {ms(phases['postprocess'])} ms; "
+            f"cold start {ms(r['cold_start']['total_s'])} ms"
+        )
     lines += sampling_lines(r)
     lines.append("")
     per_image = r.get("latency_per_image") or {}
     if per_image:
-        lines += [md_table(["image", "size", "cold start ms", "warm-up ms", "timed median ms [95% CI]", "p90 ms", "CoV",
-                            "timed runs"], [
-            [f"`{name}`", "x".join(map(str, img["image_size"])),
-             ms(img["first_run_s"]) if img["first_is_cold_start"] else "",
-             ", ".join(ms(s) for s in img.get("warmup_s", [])) or "none",
-             f"{ms(img['steady']['median'])} {format_interval(img['steady'])}", ms(img["steady"]["p90"]),
-             f"{img['steady']['cov'] * 100:.1f}%" if img["steady"]["cov"] is not None else "n/a",
-             img["steady"]["n"]] for name, img in per_image.items()]), ""]
+        lines += [
+            md_table(
+                [
+                    "image",
+                    "size",
+                    "cold start ms",
+                    "warm-up ms",
+                    "timed median ms [95% CI]",
+                    "p90 ms",
+                    "CoV",
+                    "timed runs",
+                ],
+                [
+                    [
+                        f"`{name}`",
+                        "x".join(map(str, img["image_size"])),
+                        ms(img["first_run_s"]) if img["first_is_cold_start"] else "",
+                        ", ".join(ms(s) for s in img.get("warmup_s", [])) or "none",
+                        f"{ms(img['steady']['median'])} {format_interval(img['steady'])}",
+                        ms(img["steady"]["p90"]),
+                        f"{img['steady']['cov'] * 100:.1f}%" if img["steady"]["cov"] is not None else "n/a",
+                        img["steady"]["n"],
+                    ]
+                    for name, img in per_image.items()
+                ],
+            ),
+            "",
+        ]
     if r.get("output_image"):
         summary = r.get("prediction_summary") or {}
         lines += ["### What it produced (first image)", "", f"![{r['model']} output]({r['output_image']})", ""]
         if summary:
-            lines += ["- " + ", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in summary.items()), ""]
+            lines += [
+                "- " + ", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in summary.items()),
+                "",
+            ]
         if r["weights"] == "random":
             lines += ["(Random weights: this output shows the pipeline works, not what the model can do.)", ""]
     if r.get("variants"):
-        lines += ["### Variants", "", "Each variant loaded afresh (same weights), timed like the reference, then run "
-                  "once more per image to compare its outputs with torch-fp32's: the normalised error is "
-                  "max|a-b| / max|b| of the raw output, per part (boxes, scores, keypoints, ...), worst part shown.", "",
-                  md_table(VARIANT_HEADERS, [[c.replace("|", "/") for c in row] for row in variant_rows(r)]), ""]
+        lines += [
+            "### Variants",
+            "",
+            "Each variant loaded afresh (same weights), timed like the reference, then run "
+            "once more per image to compare its outputs with torch-fp32's: the normalised error is "
+            "max|a-b| / max|b| of the raw output, per part (boxes, scores, keypoints, ...), worst part shown.",
+            "",
+            md_table(VARIANT_HEADERS, [[c.replace("|", "/") for c in row] for row in variant_rows(r)]),
+            "",
+        ]
         lines += [f"- {note}" for note in variant_notes(r)] + ([""] if variant_notes(r) else [])
     if r.get("divergence"):
         lines += divergence_markdown(r, ctx)
@@ -327,74 +485,71 @@ def model_section(r: dict, ctx, rel: str) -> list[str]:
         lines += sweep_markdown(r, ctx)
     tb = r.get("time_breakdown")
     if tb:
-        lines += ["### Where the time goes", "", f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms "
-                  "with timing hooks on every module.", "",
-                  md_table(["block", "ms", "share"], [[b["block"], f"{b['ms']:.1f}", f"{b['share'] * 100:.1f}%"]
-                                                      for b in tb["blocks"]]), "", "Ten most expensive leaf modules:", "",
-                  md_table(["module", "type", "calls", "ms", "share"], [
-                      [f"`{t['name']}`", t["type"], t["calls"], f"{t['ms']:.1f}", f"{t['share'] * 100:.1f}%"]
-                      for t in tb["top_leaves"]]), ""]
+        lines += [
+            "### Where the time goes",
+            "",
+            f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms "
+            "with timing hooks on every module.",
+            "",
+            md_table(
+                ["block", "ms", "share"],
+                [[b["block"], f"{b['ms']:.1f}", f"{b['share'] * 100:.1f}%"] for b in tb["blocks"]],
+            ),
+            "",
+            "Ten most expensive leaf modules:",
+            "",
+            md_table(
+                ["module", "type", "calls", "ms", "share"],
+                [
+                    [f"`{t['name']}`", t["type"], t["calls"], f"{t['ms']:.1f}", f"{t['share'] * 100:.1f}%"]
+                    for t in tb["top_leaves"]
+                ],
+            ),
+            "",
+        ]
     lines += trace_markdown(r)
     d = r.get("dissection")
     if d:
         folder = Path(d["folder"])
         link = os.path.relpath(folder, ctx.results_dir)
-        lines += ["### Inside the model", "", f"{d['records']} records (every call of {d['leaf_modules']} leaf modules) "
-                  f"in one pass of {d['seconds']:.1f} s; {d['png_files']} PNG and {d['npy_files']} NPY files in "
-                  f"[`{link}`]({link}/). NaN in {d['nan_records']} records, Inf in {d['inf_records']}.", "",
-                  "Layer types: " + ", ".join(f"{t} {n}" for t, n in d["type_counts"].items()), ""]
+        lines += [
+            "### Inside the model",
+            "",
+            f"{d['records']} records (every call of {d['leaf_modules']} leaf modules) "
+            f"in one pass of {d['seconds']:.1f} s; {d['png_files']} PNG and {d['npy_files']} NPY files in "
+            f"[`{link}`]({link}/). NaN in {d['nan_records']} records, Inf in {d['inf_records']}.",
+            "",
+            "Layer types: " + ", ".join(f"{t} {n}" for t, n in d["type_counts"].items()),
+            "",
+        ]
         chart = ctx.assets_dir / f"{r['model']}_activations.png"
         if chart.exists() or activation_profile_chart(r, chart):  # a finished model's chart never changes
             lines += [f"![{r['model']} activation profile]({rel}/{chart.name})", ""]
         if r["weights"] == "random":
-            lines += ["(Random weights: the activation statistics below describe the initialisation, not a trained model.)", ""]
-        lines += ["Widest activation range:", "", md_table(["record", "module", "call", "type", "min", "max"], [
-            [w["index"], f"`{w['name']}`", w["call"], w["type"], f"{w['range'][0]:.4g}", f"{w['range'][1]:.4g}"]
-            for w in d["widest_range"]]), "", "Highest fraction of exact zeros:", "",
-            md_table(["record", "module", "call", "type", "zeros"], [
-                [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
-                for z in d["most_zeros"]]), ""]
-    return lines
-
-
-def trace_markdown(r: dict) -> list[str]:
-    """The model's profiler trace (--trace): its link, what it holds, and its summary tables."""
-    link = trace_link(r)
-    if not link:
-        return []
-    lines = ["### Profiler trace", "", f"Trace: [`{link[0]}`]({link[1]}). {TRACE_OPEN_HINT}", ""]
-    lines += [f"- {sentence}" for sentence in trace_sentences(r)] + ["", block_caption(r), "",
-                                                                     md_table(BLOCK_HEADERS, block_rows(r)), ""]
-    for caption, rows in operator_tables(r):
-        # Kernel names are C++ signatures: a "|" in one would split its row.
-        lines += [caption, "", md_table(OPERATOR_HEADERS, [[f"`{row[0].replace('|', '/')}`"] + row[1:]
-                                                           for row in rows]), ""]
-    return lines
-
-
-def sweep_markdown(r: dict, ctx) -> list[str]:
-    """The model's sweep: its summary line, the table of its points, the notes and the charts."""
-    lines = ["### How cost grows", ""] + ([summary_line(r), ""] if summary_line(r) else [])
-    lines += [md_table(SWEEP_HEADERS, [[c.replace("|", "/") for c in row] for row in sweep_rows(r)]), ""]
-    lines += [f"- {note}" for note in sweep_notes(r)] + [""]
-    lines += [f"![{alt}]({ctx.assets_dir.name}/{name})\n" for name, alt in sweep_charts(r, ctx.assets_dir)]
-    return lines
-
-
-def divergence_markdown(r: dict, ctx) -> list[str]:
-    """Per variant: the first divergent layer, the largest own errors, the passes' cost, the suggestion, the chart."""
-    lines = ["### Where the variants diverge", "", INTRO, ""]
-    for block in divergence_blocks(r, ctx.assets_dir):
-        first, *rest = block["sentences"]
-        lines += [f"#### {block['variant']}", "", first, ""]
-        if block["rows"]:
-            lines += ["Largest own errors:", "", md_table(DIVERGENCE_HEADERS, [
-                [row[0], f"`{row[1]}`"] + row[2:] for row in ([c.replace("|", "/") for c in row]
-                                                              for row in block["rows"])]), ""]
-        lines += [f"- {sentence}" for sentence in rest]
-        if block["modules"]:
-            lines.append("- Kept in fp32: " + ", ".join(f"`{m}`" for m in block["modules"]))
-        lines += [""] if rest or block["modules"] else []
-        if block["chart"]:
-            lines += [f"![{block['chart'][1]}]({ctx.assets_dir.name}/{block['chart'][0]})", ""]
+            lines += [
+                "(Random weights: the activation statistics below describe the initialisation, not a trained model.)",
+                "",
+            ]
+        lines += [
+            "Widest activation range:",
+            "",
+            md_table(
+                ["record", "module", "call", "type", "min", "max"],
+                [
+                    [w["index"], f"`{w['name']}`", w["call"], w["type"], f"{w['range'][0]:.4g}", f"{w['range'][1]:.4g}"]
+                    for w in d["widest_range"]
+                ],
+            ),
+            "",
+            "Highest fraction of exact zeros:",
+            "",
+            md_table(
+                ["record", "module", "call", "type", "zeros"],
+                [
+                    [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
+                    for z in d["most_zeros"]
+                ],
+            ),
+            "",
+        ]
     return lines

@@ -1,4 +1,5 @@
 """--merge: one set of reports from result files of model subsets (shards, devices, machines)."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,14 @@ def merge_results(paths: list[Path], args) -> int:
             key = model_key(r)
             if key in chosen and r["status"] != "not run" and chosen[key][0]["status"] != "not run":
                 if args.prefer != "last":
-                    raise UsageError(f"--merge: {r['model']} is in both {paths[chosen[key][1]]} and {paths[index]}; "
-                                     "remove one file or pass --prefer last to keep the later file's")
-                log("WARNING", f"--merge: {r['model']} from {paths[index]} replaces the one from {paths[chosen[key][1]]}")
+                    raise UsageError(
+                        f"--merge: {r['model']} is in both {paths[chosen[key][1]]} and {paths[index]}; "
+                        "remove one file or pass --prefer last to keep the later file's"
+                    )
+                log(
+                    "WARNING",
+                    f"--merge: {r['model']} from {paths[index]} replaces the one from {paths[chosen[key][1]]}",
+                )
             if key not in chosen or r["status"] != "not run":
                 chosen[key] = (r, index)
     first = files[0]
@@ -44,6 +50,7 @@ def merge_results(paths: list[Path], args) -> int:
     assets = stem.parent / f"report_{run_id}"
     assets.mkdir(exist_ok=True)
     import shutil
+
     models, problems = [], []
     for r, index in chosen.values():
         r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
@@ -52,7 +59,7 @@ def merge_results(paths: list[Path], args) -> int:
         if mixed["config"]:
             r["run_config"] = files[index].get("config")
         if r.get("trace"):
-            r["trace"] = dict(r["trace"])   # its file is copied along, below
+            r["trace"] = dict(r["trace"])  # its file is copied along, below
         # Files the reports link to, relative to their results folder: the output picture, the trace.
         for holder, key in ((r, "output_image"), (r.get("trace"), "file")):
             if holder and holder.get(key):
@@ -62,31 +69,50 @@ def merge_results(paths: list[Path], args) -> int:
                     holder[key] = f"{assets.name}/{source.name}"
         models.append(r)
     if array is not None:
-        models, problems = mark_array_failures(array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"),
-                                               args.shard_logs)
+        models, problems = mark_array_failures(
+            array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"), args.shard_logs
+        )
     statuses = {d.get("status") for d in files}
     complete = statuses == {"complete"} and not problems
-    data = {"schema": RESULTS_SCHEMA, "run_id": run_id, "status": "complete" if complete else "incomplete",
-            "started": min(d.get("started", "") for d in files), "written": datetime.now().isoformat(timespec="seconds"),
-            "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
-            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-            "config": {**(first.get("config") or {}), "models": [r["cli_name"] for r in models]},
-            "system": first.get("system") or {},
-            "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))), "models": models,
-            "merged_from": [{"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"),
-                             "command": d.get("command")} for p, d in zip(paths, files)]}
+    data = {
+        "schema": RESULTS_SCHEMA,
+        "run_id": run_id,
+        "status": "complete" if complete else "incomplete",
+        "started": min(d.get("started", "") for d in files),
+        "written": datetime.now().isoformat(timespec="seconds"),
+        "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "config": {**(first.get("config") or {}), "models": [r["cli_name"] for r in models]},
+        "system": first.get("system") or {},
+        "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))),
+        "models": models,
+        "merged_from": [
+            {"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"), "command": d.get("command")}
+            for p, d in zip(paths, files)
+        ],
+    }
     if array is not None:
-        data["shards"] = {"count": array["count"], "present": array["present"],
-                          "missing": [k for k in range(array["count"]) if k not in array["present"]],
-                          "logs_template": args.shard_logs}
+        data["shards"] = {
+            "count": array["count"],
+            "present": array["present"],
+            "missing": [k for k in range(array["count"]) if k not in array["present"]],
+            "logs_template": args.shard_logs,
+        }
     shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
     data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
-    ctx = argparse.Namespace(run_id=run_id, results_dir=stem.parent, assets_dir=assets,
-                             viz_dir=Path((first.get("config") or {}).get("viz_dir") or "viz"))
+    ctx = argparse.Namespace(
+        run_id=run_id,
+        results_dir=stem.parent,
+        assets_dir=assets,
+        viz_dir=Path((first.get("config") or {}).get("viz_dir") or "viz"),
+    )
     draw_summary_charts(data, assets)
     written = write_report_files(data, ctx)
-    log("INFO", f"Merged {len(models)} model(s) from {len(files)} file(s)"
-        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""))
+    log(
+        "INFO",
+        f"Merged {len(models)} model(s) from {len(files)} file(s)"
+        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""),
+    )
     for problem in problems:
         log("ERROR", f"--merge: {problem}")
     for p in written.values():

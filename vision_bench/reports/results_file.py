@@ -1,5 +1,6 @@
 """The results file: its schema name, its file names, the run's time accounting, and reading it
 back (--compare, --merge) with the accessors that know its older layouts."""
+
 from __future__ import annotations
 
 import functools
@@ -8,24 +9,25 @@ import math
 from pathlib import Path
 
 from ..common import UsageError, exception_line
+from ..phases import MEASURING_PHASES
 
 
 def report_paths(ctx) -> dict:
-    return {"json": ctx.results_dir / f"benchmark_results_{ctx.run_id}.json",
-            "csv": ctx.results_dir / f"benchmark_summary_{ctx.run_id}.csv",
-            "md": ctx.results_dir / f"benchmark_report_{ctx.run_id}.md",
-            "html": ctx.results_dir / f"benchmark_report_{ctx.run_id}.html"}
+    return {
+        "json": ctx.results_dir / f"benchmark_results_{ctx.run_id}.json",
+        "csv": ctx.results_dir / f"benchmark_summary_{ctx.run_id}.csv",
+        "md": ctx.results_dir / f"benchmark_report_{ctx.run_id}.md",
+        "html": ctx.results_dir / f"benchmark_report_{ctx.run_id}.html",
+    }
 
 
-RESULTS_SCHEMA = "unified-benchmark/3"   # 3: per-model "variants" (--variants); optional per-model "trace" (--trace)
+RESULTS_SCHEMA = "unified-benchmark/3"  # 3: per-model "variants" (--variants); optional per-model "trace" (--trace)
 # and "sweep" (--batch-sizes, --input-sizes)
-# The phases that measure something; the rest of the wall time is the tool's own overhead.
-MEASURING_PHASES = ("load", "cold_start", "warmup", "timed", "flops", "time_breakdown", "trace", "dissection",
-                    "variants", "sweep")
 
 
-def phase_totals(results: list[dict], total_seconds: float, slots: list[dict] | None = None,
-                 shards: list[dict] | None = None) -> dict:
+def phase_totals(
+    results: list[dict], total_seconds: float, slots: list[dict] | None = None, shards: list[dict] | None = None
+) -> dict:
     """Seconds per phase summed over the models, and the overhead: the time available minus the
     measuring phases (worker start, output pictures, cleanup, reports, start-up). The time available
     is the wall time; with --devices (`slots`: each device slot's busy seconds) it is the slots' busy
@@ -43,8 +45,12 @@ def phase_totals(results: list[dict], total_seconds: float, slots: list[dict] | 
     if slots:
         for slot in slots:
             mine = [r for r in results if r.get("device_slot") == slot["slot"]]
-            slot["measuring"] = sum(seconds for r in mine for name, seconds in (r.get("phase_seconds") or {}).items()
-                                    if name in MEASURING_PHASES and seconds is not None)
+            slot["measuring"] = sum(
+                seconds
+                for r in mine
+                for name, seconds in (r.get("phase_seconds") or {}).items()
+                if name in MEASURING_PHASES and seconds is not None
+            )
             slot["overhead"] = slot["busy"] - slot["measuring"]
             slot["models"] = [r["model"] for r in mine]
         parallel = max(s["end"] for s in slots) - min(s["start"] for s in slots)
@@ -97,10 +103,14 @@ def schema_error_text(error) -> str:
     """One line: where in the file, what was expected, what was there."""
     where = error.json_path
     if error.validator == "type":
-        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        expected = (
+            error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        )
         return f"{where}: expected {expected}, found {describe(error.instance)}"
     if error.validator == "enum":
-        return f"{where}: expected one of {', '.join(map(str, error.validator_value))}, found {describe(error.instance)}"
+        return (
+            f"{where}: expected one of {', '.join(map(str, error.validator_value))}, found {describe(error.instance)}"
+        )
     if error.validator in ("minimum", "minLength"):
         return f"{where}: expected {error.validator} {error.validator_value}, found {describe(error.instance)}"
     message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
@@ -111,6 +121,7 @@ def schema_error_text(error) -> str:
 def results_validators():
     """The published schema's validators, read once: any results file, and a file --merge takes."""
     import jsonschema
+
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     mergeable = {"$ref": "#/$defs/mergeable_file", "$defs": schema["$defs"]}
     return jsonschema.Draft202012Validator(schema), jsonschema.Draft202012Validator(mergeable)
@@ -119,6 +130,7 @@ def results_validators():
 def validate_results(data, path: Path, option: str) -> None:
     """The file against results_schema.json, then what a schema cannot say: each model once."""
     import jsonschema
+
     readable, mergeable = results_validators()
     error = jsonschema.exceptions.best_match(readable.iter_errors(data))
     if error is None and option == "--merge":  # the merged report shows every figure of a complete model
@@ -126,18 +138,28 @@ def validate_results(data, path: Path, option: str) -> None:
     if error is not None:
         if list(error.absolute_path) == ["schema"] or (error.validator == "required" and "'schema'" in error.message):
             found = data.get("schema") if isinstance(data, dict) else None
-            raise UsageError(f"{option}: {path}: " + (f"schema {found!r} is not one this version reads "
-                             f"({', '.join(SCHEMAS_READ)}); use the version of the tool that wrote it" if found else
-                             "not a benchmark results file (no 'schema' and 'models'); expected a "
-                             "results/benchmark_results_<run>.json file"))
-        raise UsageError(f"{option}: {path}: not a valid results file: {schema_error_text(error)} "
-                         f"(the format: vision_bench/reports/{SCHEMA_FILE.name})")
+            raise UsageError(
+                f"{option}: {path}: "
+                + (
+                    f"schema {found!r} is not one this version reads "
+                    f"({', '.join(SCHEMAS_READ)}); use the version of the tool that wrote it"
+                    if found
+                    else "not a benchmark results file (no 'schema' and 'models'); expected a "
+                    "results/benchmark_results_<run>.json file"
+                )
+            )
+        raise UsageError(
+            f"{option}: {path}: not a valid results file: {schema_error_text(error)} "
+            f"(the format: vision_bench/reports/{SCHEMA_FILE.name})"
+        )
     seen: dict[str, int] = {}
     for index, r in enumerate(data["models"]):
         key = model_key(r)
         if key in seen:
-            raise UsageError(f"{option}: {path}: {r['model']} ({key}) appears twice, at $.models[{seen[key]}] and "
-                             f"$.models[{index}]; a results file holds each model once")
+            raise UsageError(
+                f"{option}: {path}: {r['model']} ({key}) appears twice, at $.models[{seen[key]}] and "
+                f"$.models[{index}]; a results file holds each model once"
+            )
         seen[key] = index
 
 
@@ -147,17 +169,21 @@ def read_results(path: Path, option: str) -> dict:
         text = Path(path).read_text(encoding="utf-8")
         data = json.loads(text, parse_constant=NotAFiniteNumber, parse_float=parse_float, parse_int=parse_int)
     except FileNotFoundError:
-        raise UsageError(f"{option}: {path}: no such file")
+        raise UsageError(f"{option}: {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{option}: {path}: cannot read it ({exception_line(exc)})")
+        raise UsageError(f"{option}: {path}: cannot read it ({exception_line(exc)})") from None
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{option}: {path}: not JSON ({exc.msg} at line {exc.lineno}); "
-                         "expected a results/benchmark_results_<run>.json file")
+        raise UsageError(
+            f"{option}: {path}: not JSON ({exc.msg} at line {exc.lineno}); "
+            "expected a results/benchmark_results_<run>.json file"
+        ) from None
     except RecursionError:
-        raise UsageError(f"{option}: {path}: not a results file (nested too deeply to read)")
+        raise UsageError(f"{option}: {path}: not a results file (nested too deeply to read)") from None
     if not isinstance(data, dict) or "schema" not in data or not isinstance(data.get("models"), list):
-        raise UsageError(f"{option}: {path}: not a benchmark results file (no 'schema' and 'models'); "
-                         "expected a results/benchmark_results_<run>.json file")
+        raise UsageError(
+            f"{option}: {path}: not a benchmark results file (no 'schema' and 'models'); "
+            "expected a results/benchmark_results_<run>.json file"
+        )
     validate_results(data, path, option)
     return data
 

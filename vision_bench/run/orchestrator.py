@@ -1,5 +1,6 @@
 """All the models of a run: in order or over --devices, failing fast, holding signals while the
 reports are written after every model."""
+
 from __future__ import annotations
 
 import queue
@@ -11,8 +12,8 @@ from datetime import datetime
 from ..common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
 from ..measure.environment import system_info
 from ..measure.model_pass import RunContext, benchmark_model, new_result
-from .repeated_processes import run_processes
 from ..reports.write import write_reports
+from .repeated_processes import run_processes
 from .worker_processes import run_in_worker
 
 
@@ -55,8 +56,11 @@ def run_all(classes, ctx: RunContext) -> int:
         current = next((r for r in ctx.results if r["status"] == "running"), None)
         if current is not None:
             current["status"] = "interrupted"
-        where = f"during {current['model']} ({current.get('phase_reached') or current['phase']})" if current \
+        where = (
+            f"during {current['model']} ({current.get('phase_reached') or current['phase']})"
+            if current
             else "between models"
+        )
         log("ERROR", f"Interrupted by {signal.Signals(signum).name} {where}; writing the results of finished models")
         done = {r["cli_name"] for r in ctx.results}
         mark_not_run([c for c in classes if c.CLI_NAME not in done], ctx)
@@ -71,6 +75,7 @@ def run_on_devices(classes, ctx: RunContext) -> int:
     it in a worker on its device, so no device ever holds two models. Reports are written after
     every model, in the order of --models whatever order the models finish in."""
     import copy
+
     todo: queue.Queue = queue.Queue()
     for cls in classes:
         todo.put(cls)
@@ -123,18 +128,24 @@ def run_on_devices(classes, ctx: RunContext) -> int:
             elif result["status"] != "interrupted":
                 failed.set()
                 if not ctx.args.keep_going:
-                    log("ERROR", "Stopping (fail fast): no new model starts; the others finish. "
-                                 "Use --keep-going to continue.")
+                    log(
+                        "ERROR",
+                        "Stopping (fail fast): no new model starts; the others finish. Use --keep-going to continue.",
+                    )
             write_now()
 
     log("INFO", f"Running on {len(ctx.args.devices)} device(s) at once: {', '.join(map(str, ctx.args.devices))}")
-    threads = [threading.Thread(target=serve, args=(d, i), name=f"device-{d}-{i}", daemon=True)
-               for i, d in enumerate(ctx.args.devices)]
+    threads = [
+        threading.Thread(target=serve, args=(d, i), name=f"device-{d}-{i}", daemon=True)
+        for i, d in enumerate(ctx.args.devices)
+    ]
     # Waiting is a sleep loop, not Thread.join: on Python 3.11 a signal's exception raised inside
     # join() can leave the thread marked as stopped while it still runs (seen here: the report was
     # written before the last worker's record was final).
     finished = [threading.Event() for _ in threads]
-    ctx.device_slots = [{"device": str(d), "slot": i, "start": None, "end": None} for i, d in enumerate(ctx.args.devices)]
+    ctx.device_slots = [
+        {"device": str(d), "slot": i, "start": None, "end": None} for i, d in enumerate(ctx.args.devices)
+    ]
 
     def wait_for_all() -> None:
         while not all(e.is_set() for e in finished):
@@ -148,8 +159,11 @@ def run_on_devices(classes, ctx: RunContext) -> int:
     except (RunInterrupted, KeyboardInterrupt) as exc:
         stop.signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         stop.set()
-        log("ERROR", f"Interrupted by {signal.Signals(stop.signum).name}; stopping the workers and writing the "
-                     "results of finished models")
+        log(
+            "ERROR",
+            f"Interrupted by {signal.Signals(stop.signum).name}; stopping the workers and writing the "
+            "results of finished models",
+        )
         with signals_deferred(deliver=False):
             wait_for_all()
         exit_code = EXIT_SIGINT if stop.signum == signal.SIGINT else EXIT_SIGTERM

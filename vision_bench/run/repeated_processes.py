@@ -1,6 +1,7 @@
 """--processes K (pyperf's idea): one model in K fresh workers one after another, each with its own
 load, cold start, warm-up and timed runs; their timed runs pooled into one record whose medians'
 intervals account for the spread between processes, with the per-process medians beside them."""
+
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,8 @@ import numpy as np
 
 from ..common import log
 from ..measure.model_pass import RunContext, new_result
-from ..measure.stopping_rule import process_interval
 from ..measure.stats import format_interval
+from ..measure.stopping_rule import process_interval
 from ..measure.timed_runs import summarize_latency
 from .worker_processes import run_in_worker
 
@@ -31,18 +32,26 @@ def run_processes(cls, ctx: RunContext, result: dict) -> None:
             break
     if len(records) > 1:
         pool_processes(result, records, getattr(ctx.args, "discard_throttled", False))
-    if result is not records[-1]:    # a later process failed: the model did, with that process's error
+    if result is not records[-1]:  # a later process failed: the model did, with that process's error
         result.update(status=records[-1]["status"], error=records[-1].get("error"))
 
 
 def process_summary(index: int, record: dict) -> dict:
     e2e = record.get("latency_end_to_end") or {}
-    return {"process": index, "pid": (record.get("worker") or {}).get("pid"), "status": record["status"],
-            "median": e2e.get("median"), "ci95_low": e2e.get("ci95_low"), "ci95_high": e2e.get("ci95_high"),
-            "n": e2e.get("n"), "forward_median": (record.get("latency_forward") or {}).get("median"),
-            "load_seconds": record.get("load_seconds"), "cold_start_s": (record.get("cold_start") or {}).get("total_s"),
-            "stopped_by": (record.get("precision") or {}).get("stopped_by", "fixed"),
-            "reached_pct": (record.get("precision") or {}).get("reached_pct")}
+    return {
+        "process": index,
+        "pid": (record.get("worker") or {}).get("pid"),
+        "status": record["status"],
+        "median": e2e.get("median"),
+        "ci95_low": e2e.get("ci95_low"),
+        "ci95_high": e2e.get("ci95_high"),
+        "n": e2e.get("n"),
+        "forward_median": (record.get("latency_forward") or {}).get("median"),
+        "load_seconds": record.get("load_seconds"),
+        "cold_start_s": (record.get("cold_start") or {}).get("total_s"),
+        "stopped_by": (record.get("precision") or {}).get("stopped_by", "fixed"),
+        "reached_pct": (record.get("precision") or {}).get("reached_pct"),
+    }
 
 
 def pool_processes(result: dict, records: list[dict], discard_flagged: bool) -> None:
@@ -55,22 +64,34 @@ def pool_processes(result: dict, records: list[dict], discard_flagged: bool) -> 
     result["runs"] = runs
     guards = [r["guard"] for r in records if r.get("guard")]
     if guards:
-        result["guard"] = {"static": guards[0]["static"], "cost_s": sum(g["cost_s"] for g in guards),
-                           "samples": sum(g["samples"] for g in guards)}
-    result["phase_seconds"] = {k: sum((r.get("phase_seconds") or {}).get(k) or 0.0 for r in records)
-                               for k in dict.fromkeys(k for r in records for k in (r.get("phase_seconds") or {}))}
+        result["guard"] = {
+            "static": guards[0]["static"],
+            "cost_s": sum(g["cost_s"] for g in guards),
+            "samples": sum(g["samples"] for g in guards),
+        }
+    result["phase_seconds"] = {
+        k: sum((r.get("phase_seconds") or {}).get(k) or 0.0 for r in records)
+        for k in dict.fromkeys(k for r in records for k in (r.get("phase_seconds") or {}))
+    }
     summarize_latency(result, discard_flagged)
     result["cold_start"] = records[0].get("cold_start")
     kept = [r for r in runs if r["kind"] == "timed" and not r.get("discarded")]
     for key, field in (("latency_end_to_end", "total_s"), ("latency_forward", "forward_s")):
-        medians = [float(np.median([r[field] for r in kept if r["process"] == i]))
-                   for i in range(1, len(records) + 1) if any(r["process"] == i for r in kept)]
+        medians = [
+            float(np.median([r[field] for r in kept if r["process"] == i]))
+            for i in range(1, len(records) + 1)
+            if any(r["process"] == i for r in kept)
+        ]
         interval = process_interval(medians)
         if interval:
             result[key].update({k: interval[k] for k in ("ci95_low", "ci95_high", "ci_coverage")})
             if key == "latency_end_to_end":
                 result["latency_interval"] = {k: interval[k] for k in ("method", "why", "processes")}
     e2e = result["latency_end_to_end"]
-    log("STATS", f"{result['model']} over {len(records)} processes: pooled median {e2e['median'] * 1000:.1f} ms "
-                 f"{format_interval(e2e)} ({result.get('latency_interval', {}).get('method')}); process medians "
-                 + ", ".join(f"{p['median'] * 1000:.1f}" for p in result["processes"] if p["median"]) + " ms")
+    log(
+        "STATS",
+        f"{result['model']} over {len(records)} processes: pooled median {e2e['median'] * 1000:.1f} ms "
+        f"{format_interval(e2e)} ({result.get('latency_interval', {}).get('method')}); process medians "
+        + ", ".join(f"{p['median'] * 1000:.1f}" for p in result["processes"] if p["median"])
+        + " ms",
+    )

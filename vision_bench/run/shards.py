@@ -2,6 +2,7 @@
 RELATIVE_COST), the shard record a task writes into its results, and the check that --merge
 makes on the shards of one array (every selected model once; the missing ones named, with the
 log of the task that should have run them)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,12 @@ import os
 
 from ..common import UsageError
 
-SLURM_VARIABLES = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID",
-                   "array_task_id": "SLURM_ARRAY_TASK_ID", "node": "SLURMD_NODENAME"}
+SLURM_VARIABLES = {
+    "job_id": "SLURM_JOB_ID",
+    "array_job_id": "SLURM_ARRAY_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID",
+    "node": "SLURMD_NODENAME",
+}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -20,8 +25,11 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise UsageError(f"--shard {text!r}: expected I/N, e.g. --shard 0/4 (shard indices 0 to N-1)")
     index, count = int(index), int(count)
     if count < 1 or index >= count:
-        raise UsageError(f"--shard {text}: the index must be 0 to {count - 1}" if count >= 1
-                         else f"--shard {text}: N must be 1 or more")
+        raise UsageError(
+            f"--shard {text}: the index must be 0 to {count - 1}"
+            if count >= 1
+            else f"--shard {text}: N must be 1 or more"
+        )
     return index, count
 
 
@@ -30,8 +38,10 @@ def plan_shards(classes: list, count: int) -> list[list]:
     each to the shard with the least cost so far (ties: the lower shard). Deterministic, so every
     task of an array computes the same plan; within a shard the models keep their given order."""
     if count > len(classes):
-        raise UsageError(f"--shard: {count} shards for {len(classes)} model(s) leaves a shard with nothing to run; "
-                         f"use at most {len(classes)} shards")
+        raise UsageError(
+            f"--shard: {count} shards for {len(classes)} model(s) leaves a shard with nothing to run; "
+            f"use at most {len(classes)} shards"
+        )
     for cls in classes:
         cost = cls.RELATIVE_COST
         if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost > 0):
@@ -57,10 +67,23 @@ def select_shard(classes: list, text: str) -> tuple[list, dict]:
     index, count = parse_shard(text)
     plan = plan_shards(classes, count)
     where = {cls: k for k, members in enumerate(plan) for cls in members}
-    record = {"index": index, "count": count, "models": [c.CLI_NAME for c in plan[index]],
-              "selected": [{"cli_name": c.CLI_NAME, "model": c.MODEL_NAME, "task": c.TASK, "library": c.LIBRARY,
-                            "relative_cost": c.RELATIVE_COST, "shard": where[c]} for c in classes],
-              "slurm": slurm_job()}
+    record = {
+        "index": index,
+        "count": count,
+        "models": [c.CLI_NAME for c in plan[index]],
+        "selected": [
+            {
+                "cli_name": c.CLI_NAME,
+                "model": c.MODEL_NAME,
+                "task": c.TASK,
+                "library": c.LIBRARY,
+                "relative_cost": c.RELATIVE_COST,
+                "shard": where[c],
+            }
+            for c in classes
+        ],
+        "slurm": slurm_job(),
+    }
     return plan[index], record
 
 
@@ -73,15 +96,23 @@ def shard_array(files: list[dict], paths: list) -> dict | None:
         return None
     if not all(records):
         plain = paths[records.index(None)]
-        raise UsageError(f"--merge: {plain} is not a shard (--shard) but other files are; merge the shards of one "
-                         "array, then merge that with other results")
+        raise UsageError(
+            f"--merge: {plain} is not a shard (--shard) but other files are; merge the shards of one "
+            "array, then merge that with other results"
+        )
     first = records[0]
     for path, record in zip(paths[1:], records[1:]):
         if (record["count"], record["selected"]) != (first["count"], first["selected"]):
-            raise UsageError(f"--merge: {paths[0]} and {path} are shards of different arrays (other models, or "
-                             f"{first['count']} and {record['count']} shards)")
-    return {"count": first["count"], "selected": first["selected"],
-            "present": sorted({r["index"] for r in records}), "jobs": {r["index"]: r.get("slurm") for r in records}}
+            raise UsageError(
+                f"--merge: {paths[0]} and {path} are shards of different arrays (other models, or "
+                f"{first['count']} and {record['count']} shards)"
+            )
+    return {
+        "count": first["count"],
+        "selected": first["selected"],
+        "present": sorted({r["index"] for r in records}),
+        "jobs": {r["index"]: r.get("slurm") for r in records},
+    }
 
 
 def shard_log(array: dict, index: int, template: str | None) -> str | None:
@@ -101,21 +132,39 @@ def mark_array_failures(array: dict, chosen: dict, weights: str | None, log_temp
             continue
         job = array["jobs"].get(index) or {}
         where = f"shard {index}/{array['count']}" + (
-            f" (Slurm job {job['array_job_id']}_{job['array_task_id']})" if job.get("array_job_id") else "")
+            f" (Slurm job {job['array_job_id']}_{job['array_task_id']})" if job.get("array_job_id") else ""
+        )
         if record is None:
             what = f"{where} wrote no results for it: the task was killed, timed out, failed to start or never ran"
-            record = {"model": entry["model"], "cli_name": name, "task": entry.get("task"),
-                      "library": entry.get("library"), "weights": weights, "weights_source": None,
-                      "runs": [], "phase": None, "phase_seconds": {}}
+            record = {
+                "model": entry["model"],
+                "cli_name": name,
+                "task": entry.get("task"),
+                "library": entry.get("library"),
+                "weights": weights,
+                "weights_source": None,
+                "runs": [],
+                "phase": None,
+                "phase_seconds": {},
+            }
         else:
             error = record.get("error") or {}
             what = f"{where} ended with it {record['status']}" + (
-                f" ({error.get('type')}: {error.get('message')})" if error.get("message") else "")
+                f" ({error.get('type')}: {error.get('message')})" if error.get("message") else ""
+            )
         log = shard_log(array, index, log_template)
         message = what + (f"; see the task's log {log}" if log else "; see the log of that task")
-        record = dict(record, status="failed", status_in_shard=record.get("status", "missing"), shard_log=log,
-                      error={"type": "ShardFailed", "message": message,
-                             "phase": (record.get("error") or {}).get("phase") or record.get("phase_reached")})
+        record = dict(
+            record,
+            status="failed",
+            status_in_shard=record.get("status", "missing"),
+            shard_log=log,
+            error={
+                "type": "ShardFailed",
+                "message": message,
+                "phase": (record.get("error") or {}).get("phase") or record.get("phase_reached"),
+            },
+        )
         records.append(record)
         problems.append(f"{entry['model']}: {message}")
     return records, problems

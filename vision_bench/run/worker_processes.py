@@ -1,5 +1,6 @@
 """One fresh worker process per model, forked from a server that imported the libraries once:
 starting it, relaying its output, and turning a dead or overdue worker into a failed record."""
+
 from __future__ import annotations
 
 import collections
@@ -19,18 +20,29 @@ from ..sweeps.sweep_pass import resume_sweep
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
 # may touch CUDA or run a parallel torch op: a forked child cannot use either.
-WORKER_PRELOAD = ["torch", "torchvision", "cv2", "matplotlib.pyplot", "transformers", "ultralytics",
-                  "ultralytics.models.sam", "transformers.models.depth_anything.modeling_depth_anything",
-                  "transformers.models.depth_pro.modeling_depth_pro", "transformers.models.dpt.image_processing_dpt",
-                  "transformers.models.depth_pro.image_processing_depth_pro",
-                  # the package itself, so that a worker unpickles its task without importing anything
-                  "vision_bench.measure.model_pass", "vision_bench.models.library_bases", "vision_bench.run.worker_processes"]
+WORKER_PRELOAD = [
+    "torch",
+    "torchvision",
+    "cv2",
+    "matplotlib.pyplot",
+    "transformers",
+    "ultralytics",
+    "ultralytics.models.sam",
+    "transformers.models.depth_anything.modeling_depth_anything",
+    "transformers.models.depth_pro.modeling_depth_pro",
+    "transformers.models.dpt.image_processing_dpt",
+    "transformers.models.depth_pro.image_processing_depth_pro",
+    # the package itself, so that a worker unpickles its task without importing anything
+    "vision_bench.measure.model_pass",
+    "vision_bench.models.library_bases",
+    "vision_bench.run.worker_processes",
+]
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-WORKER_LOG_TAIL_LINES = 80          # a dead worker's last output lines kept in its error record: enough for
-                                    # faulthandler's report of a few threads and the lines before it
-WORKER_STOP_GRACE_SEC = 5.0         # SIGTERM, then this long, then SIGKILL
+WORKER_LOG_TAIL_LINES = 80  # a dead worker's last output lines kept in its error record: enough for
+# faulthandler's report of a few threads and the lines before it
+WORKER_STOP_GRACE_SEC = 5.0  # SIGTERM, then this long, then SIGKILL
 WORKER_POLL_SEC = 0.2
-MAX_SWEEP_RESUMES = 32              # fresh workers for one model's sweep after deaths at its points
+MAX_SWEEP_RESUMES = 32  # fresh workers for one model's sweep after deaths at its points
 
 
 def keep_freed_memory() -> dict | None:
@@ -51,8 +63,9 @@ def keep_freed_memory() -> dict | None:
         return None
     m_trim_threshold, m_mmap_threshold = -1, -3
     settings = {"mmap_threshold_bytes": 32 << 20, "trim_threshold_bytes": 1 << 30}
-    ok = mallopt(m_mmap_threshold, settings["mmap_threshold_bytes"]) and \
-        mallopt(m_trim_threshold, settings["trim_threshold_bytes"])
+    ok = mallopt(m_mmap_threshold, settings["mmap_threshold_bytes"]) and mallopt(
+        m_trim_threshold, settings["trim_threshold_bytes"]
+    )
     return settings if ok else None
 
 
@@ -60,6 +73,7 @@ def start_worker_server() -> None:
     """Start the fork server now, so that it imports the libraries while the run gets ready."""
     import multiprocessing
     from multiprocessing import forkserver
+
     if str(PACKAGE_PARENT) not in sys.path:  # the server imports this package by name, whatever the working directory
         sys.path.insert(0, str(PACKAGE_PARENT))
     multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_PRELOAD)
@@ -70,7 +84,7 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None =
     """Runs in the worker process: one model, its output into log_path (the parent relays it),
     its result record to the parent at every phase. `resume`: the record of a model whose worker
     died during its sweep; this worker only goes on with the sweep."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)  # native libraries' output and crash reports land in the log too
@@ -80,7 +94,7 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None =
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     conn.send(("started", time.time()))
-    ctx.in_worker = True    # a sweep may ask for a fresh worker for its next point
+    ctx.in_worker = True  # a sweep may ask for a fresh worker for its next point
     ctx.args.allocator = keep_freed_memory()
     configure_threads(ctx.args.threads)
     if getattr(ctx.args, "memory_limit", None):
@@ -156,15 +170,23 @@ def sweep_point_died(result: dict) -> bool:
     """If the worker died at a sweep point: that point is `oom`, the model complete; True then."""
     sweep, error = result.get("sweep") or {}, result.get("error") or {}
     running = [p for p in sweep.get("points", []) if p.get("status") == "running"]
-    if result.get("status") != "failed" or error.get("type") != "WorkerDied" or error.get("phase") != "sweep" \
-            or not running:
+    if (
+        result.get("status") != "failed"
+        or error.get("type") != "WorkerDied"
+        or error.get("phase") != "sweep"
+        or not running
+    ):
         return False
     point = running[-1]
     point.update(status="oom", killed=True, reason=error["message"])
-    log("SWEEP", f"{result['model']}: the worker died at {point['dimension']} {point['value']} (out of memory): "
-                 "that is the edge; a fresh worker goes on with the sweep")
-    sweep.setdefault("worker_deaths", []).append({"dimension": point["dimension"], "value": point["value"],
-                                                  "message": error["message"]})
+    log(
+        "SWEEP",
+        f"{result['model']}: the worker died at {point['dimension']} {point['value']} (out of memory): "
+        "that is the edge; a fresh worker goes on with the sweep",
+    )
+    sweep.setdefault("worker_deaths", []).append(
+        {"dimension": point["dimension"], "value": point["value"], "message": error["message"]}
+    )
     result.pop("error")
     result.update(status="complete", phase="sweep")
     return True
@@ -172,12 +194,15 @@ def sweep_point_died(result: dict) -> bool:
 
 def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part: int | None) -> None:
     import multiprocessing
+
     mp = multiprocessing.get_context("forkserver")
-    log_path = ctx.assets_dir / (f"{cls.MODEL_NAME}_worker.log" if part is None else
-                                 f"{cls.MODEL_NAME}_worker_p{part}.log")
+    log_path = ctx.assets_dir / (
+        f"{cls.MODEL_NAME}_worker.log" if part is None else f"{cls.MODEL_NAME}_worker_p{part}.log"
+    )
     receive, send = mp.Pipe(duplex=False)
-    process = mp.Process(target=worker_main, args=(cls, ctx, send, str(log_path), resume),
-                         name=f"worker-{cls.CLI_NAME}", daemon=True)
+    process = mp.Process(
+        target=worker_main, args=(cls, ctx, send, str(log_path), resume), name=f"worker-{cls.CLI_NAME}", daemon=True
+    )
     logged = log_path.stat().st_size if resume is not None and log_path.exists() else 0
     started = time.time()
     process.start()
@@ -207,8 +232,10 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
                     if ctx.args.model_timeout:
                         deadline = time.time() + ctx.args.model_timeout
                 else:
-                    payload["phase_seconds"] = {**payload.get("phase_seconds", {}),
-                                                "worker_start": result["phase_seconds"].get("worker_start")}
+                    payload["phase_seconds"] = {
+                        **payload.get("phase_seconds", {}),
+                        "worker_start": result["phase_seconds"].get("worker_start"),
+                    }
                     result.clear()
                     result.update(payload, worker=worker)
                     finished = kind == "done"
@@ -240,7 +267,8 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
         error_type = "WorkerDied"
         if worker["signal"]:
             message = f"the worker process was killed by {worker['signal']} during {phase}" + (
-                " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else "")
+                " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else ""
+            )
         else:
             message = f"the worker process exited with code {process.exitcode} during {phase} without a result"
     result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": list(relay.tail)}

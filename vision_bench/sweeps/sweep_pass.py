@@ -1,18 +1,19 @@
 """A model's batch and input-size sweep (--batch-sizes, --input-sizes) in the process that runs it:
 point after point, each with its own warm-up, timed runs, peak memory and FLOPs; a point that runs out
 of memory ends the worker so that a fresh one goes on from the next."""
+
 from __future__ import annotations
 
 import contextlib
 import time
 
 from ..common import exception_line, format_bytes, log, ms
-from ..models.images import load_rgb
 from ..measure.memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
 from ..measure.stats import format_interval
-from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 from ..measure.timed_runs import run_timed_phases, summarize_latency
+from ..models.images import load_rgb
 from ..variants.variant_pass import load_fresh
+from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 
 
 def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:
@@ -51,6 +52,7 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
     run, max(1, --warmup) warm-up runs and --runs timed runs, its peak memory, FLOPs per image (counted
     at batch 1 of the size). An out-of-memory error makes it an `oom` point, any other a `failed` one."""
     import copy
+
     batch, size = point["batch"], point["input_size"]
     label = f"[{point['dimension']} {point['value']}{' bisect' if point['bisect'] else ''}] "
     log("SWEEP", f"{bench.MODEL_NAME} {label}batch {batch}, input size {size or 'nominal'}")
@@ -66,12 +68,18 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
     point_ctx.images = ctx.images[:1]
     point_ctx.args = copy.copy(ctx.args)
     point_ctx.args.warmup = max(1, ctx.args.warmup)
-    point_ctx.args.precision = None   # a sweep point is a fixed --runs: --precision is for the headline figure
+    point_ctx.args.precision = None  # a sweep point is a fixed --runs: --precision is for the headline figure
     tracker.reset_peak()
     memory = point["memory"] = {"cpu_rss_start_bytes": tracker.rss()}
     try:
-        run_timed_phases(BatchCall(bench, [image] * batch, size, quiet=bool(ctx.args.memory_limit)), point_ctx, point,
-                         lambda name: contextlib.nullcontext(), image, label=label)
+        run_timed_phases(
+            BatchCall(bench, [image] * batch, size, quiet=bool(ctx.args.memory_limit)),
+            point_ctx,
+            point,
+            lambda name: contextlib.nullcontext(),
+            image,
+            label=label,
+        )
         summarize_latency(point)
         for key in ("fps", "latency_per_image", "cold_start"):
             point.pop(key)
@@ -87,16 +95,21 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
     except Exception as exc:
         point["status"] = "oom" if is_out_of_memory(exc, limited=bool(ctx.args.memory_limit)) else "failed"
         point["reason"] = exception_line(exc)
-        log("SWEEP" if point["status"] == "oom" else "WARNING", f"{bench.MODEL_NAME} {label}{point['status']}: "
-                                                               f"{point['reason']}")
+        log(
+            "SWEEP" if point["status"] == "oom" else "WARNING",
+            f"{bench.MODEL_NAME} {label}{point['status']}: {point['reason']}",
+        )
     memory.update(tracker.safe_peak())
     memory["peak_bytes"] = memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"])
     memory["cpu_peak_growth_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_start_bytes"]
     if point["status"] == "ok":
         t = point["throughput"]
-        log("SWEEP", f"{label}{ms(point['latency_end_to_end']['median'])} ms a batch "
-                     f"{format_interval(point['latency_end_to_end'])}, {t['median']:.2f} images/s, peak "
-                     f"{format_bytes(memory['peak_bytes'])}")
+        log(
+            "SWEEP",
+            f"{label}{ms(point['latency_end_to_end']['median'])} ms a batch "
+            f"{format_interval(point['latency_end_to_end'])}, {t['median']:.2f} images/s, peak "
+            f"{format_bytes(memory['peak_bytes'])}",
+        )
 
 
 def resume_sweep(cls, ctx, result: dict, publish) -> None:

@@ -8,6 +8,7 @@ The measuring of a point (warm-up and timed runs, memory, FLOPs) is the model pa
 everything here is plain data in, plain data out, so a sweep cut short by its worker's death goes
 on in a fresh worker from its next point.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,17 @@ import re
 
 from ..common import UsageError
 
-DIMENSIONS = ("input_size", "batch")      # the order a sweep runs in: the out-of-memory-prone batches last
+DIMENSIONS = ("input_size", "batch")  # the order a sweep runs in: the out-of-memory-prone batches last
 AUTO_MAX = {"batch": 1024, "input_size": 4096}
-KNEE_SHARE = 0.95                         # the knee: the smallest batch reaching this share of the best throughput
-OOM_PATTERNS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate",
-                "std::bad_alloc", "memory limit")
+KNEE_SHARE = 0.95  # the knee: the smallest batch reaching this share of the best throughput
+OOM_PATTERNS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "failed to allocate",
+    "std::bad_alloc",
+    "memory limit",
+)
 
 
 def parse_sizes(text: str | None, option: str) -> list[int] | str | None:
@@ -31,13 +38,13 @@ def parse_sizes(text: str | None, option: str) -> list[int] | str | None:
     try:
         values = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
-        raise UsageError(f"{option}: expected whole numbers separated by commas, or auto; got {text!r}")
+        raise UsageError(f"{option}: expected whole numbers separated by commas, or auto; got {text!r}") from None
     if not values or values[0] < 1:
         raise UsageError(f"{option}: expected whole numbers of 1 or more, or auto; got {text!r}")
     return values
 
 
-UNITS = {"": 1, "b": 1, "k": 2 ** 10, "kb": 2 ** 10, "m": 2 ** 20, "mb": 2 ** 20, "g": 2 ** 30, "gb": 2 ** 30}
+UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
 
 
 def parse_memory(text: str) -> int:
@@ -69,8 +76,17 @@ def new_sweep(cls, args, limit: dict | None) -> dict:
     """The sweep record of a model: what was asked, what the model cannot do, its points so far."""
     plan = {"batch": args.batch_sizes, "input_size": args.input_sizes}
     unsupported = {d: cls.SWEEP_UNSUPPORTED[d] for d in DIMENSIONS if plan[d] and d in cls.SWEEP_UNSUPPORTED}
-    return {"plan": plan, "budget_s": args.sweep_budget, "nominal_size": cls.INPUT_SIZE, "size_step": cls.SIZE_STEP,
-            "unsupported": unsupported, "limit": limit, "seconds": 0.0, "points": [], "budget_reached": False}
+    return {
+        "plan": plan,
+        "budget_s": args.sweep_budget,
+        "nominal_size": cls.INPUT_SIZE,
+        "size_step": cls.SIZE_STEP,
+        "unsupported": unsupported,
+        "limit": limit,
+        "seconds": 0.0,
+        "points": [],
+        "budget_reached": False,
+    }
 
 
 def step_of(sweep: dict, dimension: str) -> int:
@@ -146,17 +162,28 @@ def finish_sweep(sweep: dict) -> None:
         for value in planned_values(sweep, dimension):
             if value not in {p["value"] for p in points}:
                 beyond = first_oom is not None and value > first_oom
-                sweep["points"].append(point_record(dimension, value, False) | {
-                    "status": "skipped", "reason": "beyond the out-of-memory edge" if beyond else "sweep budget reached"})
+                sweep["points"].append(
+                    point_record(dimension, value, False)
+                    | {
+                        "status": "skipped",
+                        "reason": "beyond the out-of-memory edge" if beyond else "sweep budget reached",
+                    }
+                )
     sweep["points"].sort(key=lambda p: (DIMENSIONS.index(p["dimension"]), p["value"]))
     sweep["batch_analysis"] = batch_analysis(sweep)
     sweep["input_size_analysis"] = input_size_analysis(sweep)
 
 
 def point_record(dimension: str, value: int, bisect: bool) -> dict:
-    return {"dimension": dimension, "value": value, "batch": value if dimension == "batch" else 1,
-            "input_size": value if dimension == "input_size" else None, "bisect": bisect, "status": "running",
-            "runs": []}
+    return {
+        "dimension": dimension,
+        "value": value,
+        "batch": value if dimension == "batch" else 1,
+        "input_size": value if dimension == "input_size" else None,
+        "bisect": bisect,
+        "status": "running",
+        "runs": [],
+    }
 
 
 def fit_line(xs: list[float], ys: list[float]) -> dict | None:
@@ -171,8 +198,9 @@ def fit_line(xs: list[float], ys: list[float]) -> dict | None:
 
 
 def ok_points(sweep: dict, dimension: str) -> list[dict]:
-    return sorted((p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == "ok"),
-                  key=lambda p: p["value"])
+    return sorted(
+        (p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == "ok"), key=lambda p: p["value"]
+    )
 
 
 def batch_analysis(sweep: dict) -> dict | None:
@@ -189,8 +217,11 @@ def batch_analysis(sweep: dict) -> dict | None:
     if first["value"] == 1:
         out["knee"]["speedup_over_batch_1"] = knee["throughput"]["median"] / first["throughput"]["median"]
     good, first_oom = edge_of([p for p in sweep["points"] if p["dimension"] == "batch"])
-    out["edge"] = {"last_good": good, "first_oom": first_oom,
-                   "one_step": first_oom is not None and good is not None and first_oom - good == 1}
+    out["edge"] = {
+        "last_good": good,
+        "first_oom": first_oom,
+        "one_step": first_oom is not None and good is not None and first_oom - good == 1,
+    }
     fit = fit_line([p["value"] for p in points], [p["memory"]["peak_bytes"] for p in points])
     out["memory_fit"] = fit
     limit = (sweep.get("limit") or {}).get("bytes")
@@ -210,18 +241,25 @@ def input_size_analysis(sweep: dict) -> dict | None:
         return None
     good, first_oom = edge_of([p for p in sweep["points"] if p["dimension"] == "input_size"])
     pixels = [p["pixels"] for p in points]
-    return {"edge": {"last_good": good, "first_oom": first_oom},
-            "memory_fit": fit_line(pixels, [p["memory"]["peak_bytes"] for p in points]),
-            "latency_fit": fit_line(pixels, [p["latency_end_to_end"]["median"] for p in points])}
+    return {
+        "edge": {"last_good": good, "first_oom": first_oom},
+        "memory_fit": fit_line(pixels, [p["memory"]["peak_bytes"] for p in points]),
+        "latency_fit": fit_line(pixels, [p["latency_end_to_end"]["median"] for p in points]),
+    }
 
 
 def throughput(latency: dict, batch: int) -> dict:
     """Images per second from a batch's latency statistics: the median's and the interval's bounds
     (a decreasing function of the latency, so the interval's ends swap)."""
+
     def per_second(seconds):
         return batch / seconds if seconds else None
-    return {"median": per_second(latency.get("median")), "ci95_low": per_second(latency.get("ci95_high")),
-            "ci95_high": per_second(latency.get("ci95_low"))}
+
+    return {
+        "median": per_second(latency.get("median")),
+        "ci95_low": per_second(latency.get("ci95_high")),
+        "ci95_high": per_second(latency.get("ci95_low")),
+    }
 
 
 class BatchCall:
@@ -238,4 +276,5 @@ class BatchCall:
 
     def progress(self, *args, **kwargs):
         import contextlib
+
         return contextlib.nullcontext() if self.quiet else self.bench.progress(*args, **kwargs)

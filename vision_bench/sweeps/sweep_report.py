@@ -2,20 +2,34 @@
 points (the same rows in Markdown and HTML), its summary line (best throughput, its batch, the knee,
 the out-of-memory edge and the memory model's prediction), its charts, and the CSV's rows, one per
 model and point."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..common import ms
 from ..reports.charts import plot_style
+from ..reports.tables import md_table
 
-SWEEP_HEADERS = ["point", "status", "input shape", "ms a batch [95% CI]", "ms an image", "images/s [95% CI]",
-                 "peak memory MB", "point's growth MB", "GFLOPs an image", "note"]
-CHART_SUFFIXES = (("throughput", "throughput against batch, knee marked"),
-                  ("latency", "latency per image against batch"),
-                  ("memory", "memory against batch, fitted line and limit"),
-                  ("pixels", "latency and memory against pixels, FLOPs on the second axis"))
-MB = 2 ** 20
+SWEEP_HEADERS = [
+    "point",
+    "status",
+    "input shape",
+    "ms a batch [95% CI]",
+    "ms an image",
+    "images/s [95% CI]",
+    "peak memory MB",
+    "point's growth MB",
+    "GFLOPs an image",
+    "note",
+]
+CHART_SUFFIXES = (
+    ("throughput", "throughput against batch, knee marked"),
+    ("latency", "latency per image against batch"),
+    ("memory", "memory against batch, fitted line and limit"),
+    ("pixels", "latency and memory against pixels, FLOPs on the second axis"),
+)
+MB = 2**20
 
 
 def number(value, fmt: str, scale: float = 1.0) -> str:
@@ -27,26 +41,49 @@ def interval(low, high, fmt: str, scale: float = 1.0) -> str:
 
 
 def point_name(p: dict) -> str:
-    return f"{'batch' if p['dimension'] == 'batch' else 'input size'} {p['value']}" + (" (bisect)" if p.get("bisect")
-                                                                                       else "")
+    return f"{'batch' if p['dimension'] == 'batch' else 'input size'} {p['value']}" + (
+        " (bisect)" if p.get("bisect") else ""
+    )
 
 
 def sweep_rows(r: dict) -> list[list[str]]:
     sweep = r.get("sweep") or {}
-    rows = [[f"{d.replace('_', ' ')} sweep", "unsupported", "", "", "", "", "", "", "", reason]
-            for d, reason in sweep.get("unsupported", {}).items()]
+    rows = [
+        [f"{d.replace('_', ' ')} sweep", "unsupported", "", "", "", "", "", "", "", reason]
+        for d, reason in sweep.get("unsupported", {}).items()
+    ]
     for p in sweep.get("points", []):
         lat, thr, mem = p.get("latency_end_to_end") or {}, p.get("throughput") or {}, p.get("memory") or {}
         if p["status"] != "ok":
-            rows.append([point_name(p), p["status"], "", "", "", "", number(mem.get("peak_bytes"), ".0f", 1 / MB), "",
-                         "", p.get("reason") or ""])
+            rows.append(
+                [
+                    point_name(p),
+                    p["status"],
+                    "",
+                    "",
+                    "",
+                    "",
+                    number(mem.get("peak_bytes"), ".0f", 1 / MB),
+                    "",
+                    "",
+                    p.get("reason") or "",
+                ]
+            )
             continue
-        rows.append([point_name(p), "ok", "x".join(map(str, p.get("input_shape") or [])) or "n/a",
-                     ms(lat.get("median")) + interval(lat.get("ci95_low"), lat.get("ci95_high"), ".1f", 1000),
-                     ms(lat["median"] / p["batch"]),
-                     number(thr.get("median"), ".2f") + interval(thr.get("ci95_low"), thr.get("ci95_high"), ".2f"),
-                     number(mem.get("peak_bytes"), ".0f", 1 / MB), number(mem.get("cpu_peak_growth_bytes"), ".0f", 1 / MB),
-                     number(p.get("flops_per_image"), ".2f", 1e-9), ""])
+        rows.append(
+            [
+                point_name(p),
+                "ok",
+                "x".join(map(str, p.get("input_shape") or [])) or "n/a",
+                ms(lat.get("median")) + interval(lat.get("ci95_low"), lat.get("ci95_high"), ".1f", 1000),
+                ms(lat["median"] / p["batch"]),
+                number(thr.get("median"), ".2f") + interval(thr.get("ci95_low"), thr.get("ci95_high"), ".2f"),
+                number(mem.get("peak_bytes"), ".0f", 1 / MB),
+                number(mem.get("cpu_peak_growth_bytes"), ".0f", 1 / MB),
+                number(p.get("flops_per_image"), ".2f", 1e-9),
+                "",
+            ]
+        )
     return rows
 
 
@@ -59,20 +96,29 @@ def summary_line(r: dict) -> str | None:
     if a:
         knee = a["knee"]
         parts.append(f"best {a['best']['throughput']:.2f} images/s at batch {a['best']['batch']}")
-        parts.append(f"knee (smallest batch at {knee['share_of_best']:.0%} of the best) batch {knee['batch']}, "
-                     f"{knee['throughput']:.2f} images/s"
-                     + (f", {knee['speedup_over_batch_1']:.2f}x batch 1" if knee.get("speedup_over_batch_1") else ""))
+        parts.append(
+            f"knee (smallest batch at {knee['share_of_best']:.0%} of the best) batch {knee['batch']}, "
+            f"{knee['throughput']:.2f} images/s"
+            + (f", {knee['speedup_over_batch_1']:.2f}x batch 1" if knee.get("speedup_over_batch_1") else "")
+        )
         edge = a["edge"]
         if edge["first_oom"] is not None:
-            parts.append(f"out-of-memory edge: batch {edge['last_good']} ran, {edge['first_oom']} did not"
-                         + ("" if edge["one_step"] else " (not bisected to one step)"))
+            parts.append(
+                f"out-of-memory edge: batch {edge['last_good']} ran, {edge['first_oom']} did not"
+                + ("" if edge["one_step"] else " (not bisected to one step)")
+            )
         else:
             parts.append("no out-of-memory edge within the batches swept")
         if a.get("predicted_max_batch") is not None:
-            parts.append(f"memory model predicts batch {a['predicted_max_batch']} fits under "
-                         f"{sweep['limit']['bytes'] / 2 ** 30:.2f} GB ({sweep['limit']['kind']})"
-                         + (f", {a['prediction_minus_edge']:+d} against the measured edge"
-                            if a.get("prediction_minus_edge") is not None else ""))
+            parts.append(
+                f"memory model predicts batch {a['predicted_max_batch']} fits under "
+                f"{sweep['limit']['bytes'] / 2**30:.2f} GB ({sweep['limit']['kind']})"
+                + (
+                    f", {a['prediction_minus_edge']:+d} against the measured edge"
+                    if a.get("prediction_minus_edge") is not None
+                    else ""
+                )
+            )
     elif "batch" in sweep.get("unsupported", {}):
         parts.append("batch: unsupported")
     s = sweep.get("input_size_analysis")
@@ -86,18 +132,26 @@ def summary_line(r: dict) -> str | None:
 def fit_text(fit: dict | None, per: str, scale: float, unit: str) -> str:
     if not fit:
         return "too few points for a fit"
-    return (f"{fit['a'] / MB:.0f} MB + {fit['b'] * scale:.3g} {unit} x {per} (largest residual "
-            f"{fit['max_residual'] / MB:.1f} MB over {fit['points']} points)")
+    return (
+        f"{fit['a'] / MB:.0f} MB + {fit['b'] * scale:.3g} {unit} x {per} (largest residual "
+        f"{fit['max_residual'] / MB:.1f} MB over {fit['points']} points)"
+    )
 
 
 def sweep_notes(r: dict) -> list[str]:
     """The sentences under a model's sweep table."""
     sweep = r["sweep"]
-    notes = ["Each point: the first image repeated to the batch, one first run, then warm-up and timed runs of the "
-             "whole batch (end to end: preprocess, forward, postprocess); images/s = batch / the median, its interval "
-             "from the median's. Peak memory: " + ("the CUDA allocator's peak" if "CUDA" in (sweep.get("limit") or {})
-                                                  .get("kind", "") else "the worker's resident peak over the point")
-             + "; FLOPs per image counted at batch 1 of the point's size."]
+    notes = [
+        "Each point: the first image repeated to the batch, one first run, then warm-up and timed runs of the "
+        "whole batch (end to end: preprocess, forward, postprocess); images/s = batch / the median, its interval "
+        "from the median's. Peak memory: "
+        + (
+            "the CUDA allocator's peak"
+            if "CUDA" in (sweep.get("limit") or {}).get("kind", "")
+            else "the worker's resident peak over the point"
+        )
+        + "; FLOPs per image counted at batch 1 of the point's size."
+    ]
     a = sweep.get("batch_analysis") or {}
     if a.get("memory_fit"):
         notes.append("Memory against batch: " + fit_text(a["memory_fit"], "batch", 1 / MB, "MB"))
@@ -105,9 +159,11 @@ def sweep_notes(r: dict) -> list[str]:
     if s.get("memory_fit"):
         notes.append("Memory against pixels: " + fit_text(s["memory_fit"], "pixels", 1, "bytes"))
     if sweep.get("worker_deaths"):
-        notes.append("Worker killed at: " + "; ".join(f"{d['dimension']} {d['value']} ({d['message']})"
-                                                       for d in sweep["worker_deaths"])
-                     + ". Each such point is the edge; a fresh worker went on with the sweep.")
+        notes.append(
+            "Worker killed at: "
+            + "; ".join(f"{d['dimension']} {d['value']} ({d['message']})" for d in sweep["worker_deaths"])
+            + ". Each such point is the edge; a fresh worker went on with the sweep."
+        )
     if sweep.get("budget_reached"):
         notes.append(f"The sweep budget ({sweep['budget_s']:g} s) ran out; points not started are marked skipped.")
     if sweep.get("error"):
@@ -134,8 +190,9 @@ def sweep_charts(r: dict, assets: Path) -> list[tuple[str, str]]:
 
 
 def batch_points(sweep: dict) -> list[dict]:
-    return sorted((p for p in sweep["points"] if p["dimension"] == "batch" and p["status"] == "ok"),
-                  key=lambda p: p["value"])
+    return sorted(
+        (p for p in sweep["points"] if p["dimension"] == "batch" and p["status"] == "ok"), key=lambda p: p["value"]
+    )
 
 
 def oom_points(sweep: dict, dimension: str) -> list[dict]:
@@ -178,26 +235,51 @@ def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
     high = [(p["throughput"]["ci95_high"] or p["throughput"]["median"]) - p["throughput"]["median"] for p in points]
     ax.errorbar(x, y, yerr=[low, high], fmt="o-", color="black", capsize=3, label="images/s (95% interval)")
     knee = sweep["batch_analysis"]["knee"]
-    ax.axhline(knee["share_of_best"] * sweep["batch_analysis"]["best"]["throughput"], color="gray", ls=":", lw=1,
-               label=f"{knee['share_of_best']:.0%} of the best")
+    ax.axhline(
+        knee["share_of_best"] * sweep["batch_analysis"]["best"]["throughput"],
+        color="gray",
+        ls=":",
+        lw=1,
+        label=f"{knee['share_of_best']:.0%} of the best",
+    )
     ax.plot([knee["batch"]], [knee["throughput"]], "*", ms=14, color="tab:red", label=f"knee: batch {knee['batch']}")
     mark_edge(ax, sweep)
     ax.set_xscale("log", base=2)
-    return finish(fig, ax, path, f"{r['model']}: throughput against batch", "batch size (log 2)", "images per second", plt)
+    return finish(
+        fig, ax, path, f"{r['model']}: throughput against batch", "batch size (log 2)", "images per second", plt
+    )
 
 
 def draw_latency(r: dict, sweep: dict, path: Path) -> bool:
     if (figure := batch_figure(sweep)) is None:
         return False
     plt, fig, ax, points, x = figure
-    ax.plot(x, [p["latency_end_to_end"]["median"] / p["value"] * 1000 for p in points], "o-", color="black",
-            label="end to end, per image")
-    ax.plot(x, [p["latency_forward"]["median"] / p["value"] * 1000 for p in points], "s--", color="gray",
-            mfc="white", label="forward, per image")
+    ax.plot(
+        x,
+        [p["latency_end_to_end"]["median"] / p["value"] * 1000 for p in points],
+        "o-",
+        color="black",
+        label="end to end, per image",
+    )
+    ax.plot(
+        x,
+        [p["latency_forward"]["median"] / p["value"] * 1000 for p in points],
+        "s--",
+        color="gray",
+        mfc="white",
+        label="forward, per image",
+    )
     ax.set_xscale("log", base=2)
     ax.set_ylim(bottom=0)
-    return finish(fig, ax, path, f"{r['model']}: latency per image against batch (medians)", "batch size (log 2)",
-                  "ms per image", plt)
+    return finish(
+        fig,
+        ax,
+        path,
+        f"{r['model']}: latency per image against batch (medians)",
+        "batch size (log 2)",
+        "ms per image",
+        plt,
+    )
 
 
 def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
@@ -212,39 +294,63 @@ def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
     shows_limit = limit is not None and limit / MB <= 2.5 * max(peaks)
     if fit:
         end = max(top, a.get("predicted_max_batch") or 0) if shows_limit else top
-        ax.plot([0, end + 1], [fit["a"] / MB, (fit["a"] + fit["b"] * (end + 1)) / MB], color="gray", lw=1,
-                label=f"fit {fit['a'] / MB:.0f} MB + {fit['b'] / MB:.1f} MB x batch")
+        ax.plot(
+            [0, end + 1],
+            [fit["a"] / MB, (fit["a"] + fit["b"] * (end + 1)) / MB],
+            color="gray",
+            lw=1,
+            label=f"fit {fit['a'] / MB:.0f} MB + {fit['b'] / MB:.1f} MB x batch",
+        )
     if shows_limit:
         ax.axhline(limit / MB, color="tab:red", lw=1, label=f"limit {limit / MB:.0f} MB ({sweep['limit']['kind']})")
         if a.get("predicted_max_batch") is not None:
             predicted = a["predicted_max_batch"]
-            ax.plot([predicted], [(fit["a"] + fit["b"] * predicted) / MB], "D", color="tab:blue", ms=7, zorder=3,
-                    label=f"predicted largest batch {predicted} (on the fit)")
+            ax.plot(
+                [predicted],
+                [(fit["a"] + fit["b"] * predicted) / MB],
+                "D",
+                color="tab:blue",
+                ms=7,
+                zorder=3,
+                label=f"predicted largest batch {predicted} (on the fit)",
+            )
     elif limit is not None:
-        ax.text(0.02, 0.96, f"limit {limit / 2 ** 30:.1f} GB ({sweep['limit']['kind']}): off the chart", fontsize=8,
-                transform=ax.transAxes, va="top")
+        ax.text(
+            0.02,
+            0.96,
+            f"limit {limit / 2**30:.1f} GB ({sweep['limit']['kind']}): off the chart",
+            fontsize=8,
+            transform=ax.transAxes,
+            va="top",
+        )
     mark_edge(ax, sweep)
     return finish(fig, ax, path, f"{r['model']}: memory against batch", "batch size", "peak memory (MB)", plt)
 
 
 def draw_pixels(r: dict, sweep: dict, path: Path) -> bool:
-    points = sorted((p for p in sweep["points"] if p["dimension"] == "input_size" and p["status"] == "ok"
-                     and p.get("pixels")), key=lambda p: p["pixels"])
+    points = sorted(
+        (p for p in sweep["points"] if p["dimension"] == "input_size" and p["status"] == "ok" and p.get("pixels")),
+        key=lambda p: p["pixels"],
+    )
     if len(points) < 2:
         return False
     plt = plot_style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
     mp = [p["pixels"] / 1e6 for p in points]
-    series = ((axes[0], [p["latency_end_to_end"]["median"] * 1000 for p in points], "latency, median (ms)"),
-              (axes[1], [p["memory"]["peak_bytes"] / MB for p in points], "peak memory (MB)"))
+    series = (
+        (axes[0], [p["latency_end_to_end"]["median"] * 1000 for p in points], "latency, median (ms)"),
+        (axes[1], [p["memory"]["peak_bytes"] / MB for p in points], "peak memory (MB)"),
+    )
     for ax, values, label in series:
         ax.plot(mp, values, "o-", color="black", label=label)
         for p, x in zip(points, mp):
-            ax.annotate(str(p["value"]), (x, values[points.index(p)]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                str(p["value"]), (x, values[points.index(p)]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
         flops = ax.twinx()
-        flops.plot(mp, [p["flops_per_image"] / 1e9 for p in points], "s--", color="gray", mfc="white",
-                   label="GFLOPs an image")
+        flops.plot(
+            mp, [p["flops_per_image"] / 1e9 for p in points], "s--", color="gray", mfc="white", label="GFLOPs an image"
+        )
         flops.set_ylabel("GFLOPs an image", color="gray")
         flops.grid(False)
         ax.set_xlabel("pixels the network received (millions); labels: input size")
@@ -261,8 +367,15 @@ def draw_pixels(r: dict, sweep: dict, path: Path) -> bool:
 
 
 DRAW = {"throughput": draw_throughput, "latency": draw_latency, "memory": draw_memory, "pixels": draw_pixels}
-SWEEP_CSV_COLUMNS = ["sweep_dimension", "batch_size", "sweep_input_size", "throughput_ips", "throughput_ci95_low",
-                     "throughput_ci95_high", "sweep_reason"]
+SWEEP_CSV_COLUMNS = [
+    "sweep_dimension",
+    "batch_size",
+    "sweep_input_size",
+    "throughput_ips",
+    "throughput_ci95_low",
+    "throughput_ci95_high",
+    "sweep_reason",
+]
 
 
 def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
@@ -271,18 +384,41 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
     for p in (r.get("sweep") or {}).get("points", []):
         lat, thr, mem = p.get("latency_end_to_end") or {}, p.get("throughput") or {}, p.get("memory") or {}
         row = dict.fromkeys(base_row)
-        row.update(model=r["model"], cli_name=r["cli_name"], status=p["status"], weights=r.get("weights"),
-                   sweep_dimension=p["dimension"], batch_size=p["batch"], sweep_input_size=p.get("input_size"),
-                   e2e_median_s=lat.get("median"), e2e_ci95_low_s=lat.get("ci95_low"),
-                   e2e_ci95_high_s=lat.get("ci95_high"), e2e_p90_s=lat.get("p90"), e2e_mean_s=lat.get("mean"),
-                   e2e_std_s=lat.get("std"), e2e_cov=lat.get("cov"),
-                   forward_median_s=(p.get("latency_forward") or {}).get("median"), warm_runs=lat.get("n"),
-                   throughput_ips=thr.get("median"), throughput_ci95_low=thr.get("ci95_low"),
-                   throughput_ci95_high=thr.get("ci95_high"),
-                   peak_memory_mb=mem["peak_bytes"] / MB if mem.get("peak_bytes") else None,
-                   peak_memory_kind=(r.get("memory") or {}).get("peak_kind"), parameters=r.get("parameters"),
-                   gflops=p["flops_per_image"] / 1e9 if p.get("flops_per_image") is not None else None,
-                   input_shape="x".join(map(str, p["input_shape"])) if p.get("input_shape") else None,
-                   sweep_reason=p.get("reason"))
+        row.update(
+            model=r["model"],
+            cli_name=r["cli_name"],
+            status=p["status"],
+            weights=r.get("weights"),
+            sweep_dimension=p["dimension"],
+            batch_size=p["batch"],
+            sweep_input_size=p.get("input_size"),
+            e2e_median_s=lat.get("median"),
+            e2e_ci95_low_s=lat.get("ci95_low"),
+            e2e_ci95_high_s=lat.get("ci95_high"),
+            e2e_p90_s=lat.get("p90"),
+            e2e_mean_s=lat.get("mean"),
+            e2e_std_s=lat.get("std"),
+            e2e_cov=lat.get("cov"),
+            forward_median_s=(p.get("latency_forward") or {}).get("median"),
+            warm_runs=lat.get("n"),
+            throughput_ips=thr.get("median"),
+            throughput_ci95_low=thr.get("ci95_low"),
+            throughput_ci95_high=thr.get("ci95_high"),
+            peak_memory_mb=mem["peak_bytes"] / MB if mem.get("peak_bytes") else None,
+            peak_memory_kind=(r.get("memory") or {}).get("peak_kind"),
+            parameters=r.get("parameters"),
+            gflops=p["flops_per_image"] / 1e9 if p.get("flops_per_image") is not None else None,
+            input_shape="x".join(map(str, p["input_shape"])) if p.get("input_shape") else None,
+            sweep_reason=p.get("reason"),
+        )
         rows.append(row)
     return rows
+
+
+def sweep_markdown(r: dict, ctx) -> list[str]:
+    """The model's sweep: its summary line, the table of its points, the notes and the charts."""
+    lines = ["### How cost grows", ""] + ([summary_line(r), ""] if summary_line(r) else [])
+    lines += [md_table(SWEEP_HEADERS, [[c.replace("|", "/") for c in row] for row in sweep_rows(r)]), ""]
+    lines += [f"- {note}" for note in sweep_notes(r)] + [""]
+    lines += [f"![{alt}]({ctx.assets_dir.name}/{name})\n" for name, alt in sweep_charts(r, ctx.assets_dir)]
+    return lines

@@ -6,6 +6,7 @@ same images: raw-tensor errors per output part, detection/keypoint/mask agreemen
 relative error, the tolerances, the per-image verdict and the worst-case summary for a report
 row. It is pure: only numpy, no model loading, no torch import (tensors are duck-typed).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,22 @@ from typing import Any
 
 import numpy as np
 
-FP32_TOLERANCE = {"normalised_error": 1e-3, "depth_p99_relative_error": 1e-2, "min_mean_iou": 0.99,
-                  "max_unmatched": 0, "max_keypoint_displacement_px": 1.0, "min_mask_iou": 0.98}
-HALF_TOLERANCE = {"normalised_error": 3e-2, "depth_p99_relative_error": 5e-2, "min_mean_iou": 0.95,
-                  "max_unmatched": 1, "max_keypoint_displacement_px": 4.0, "min_mask_iou": 0.90}
+FP32_TOLERANCE = {
+    "normalised_error": 1e-3,
+    "depth_p99_relative_error": 1e-2,
+    "min_mean_iou": 0.99,
+    "max_unmatched": 0,
+    "max_keypoint_displacement_px": 1.0,
+    "min_mask_iou": 0.98,
+}
+HALF_TOLERANCE = {
+    "normalised_error": 3e-2,
+    "depth_p99_relative_error": 5e-2,
+    "min_mean_iou": 0.95,
+    "max_unmatched": 1,
+    "max_keypoint_displacement_px": 4.0,
+    "min_mask_iou": 0.90,
+}
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -67,17 +80,29 @@ def raw_output_parity(reference: dict[str, Any], variant: dict[str, Any]) -> dic
         finite_ref = np.abs(ref[np.isfinite(ref)])
         ref_max = float(finite_ref.max()) if finite_ref.size else 0.0
         normalised = part_max / ref_max if ref_max > 0 else part_max
-        parts.append({"part": name, "max_abs_error": part_max, "normalised_error": normalised,
-                      "reference_max_abs": ref_max})
+        parts.append(
+            {"part": name, "max_abs_error": part_max, "normalised_error": normalised, "reference_max_abs": ref_max}
+        )
         max_abs = max(max_abs, part_max)
         if worst_part is None or normalised > worst:
             worst_part, worst = name, normalised
-    return {"parts": parts, "worst_part": worst_part, "normalised_error": worst,
-            "max_abs_error": max_abs, "shape_mismatch": shape_mismatch}
+    return {
+        "parts": parts,
+        "worst_part": worst_part,
+        "normalised_error": worst,
+        "max_abs_error": max_abs,
+        "shape_mismatch": shape_mismatch,
+    }
 
 
-def split_yolo_output(raw: Any, task: str, num_classes: int = 80, num_keypoints: int = 17,
-                      keypoint_dims: int = 3, num_mask_coefficients: int = 32) -> dict[str, np.ndarray]:
+def split_yolo_output(
+    raw: Any,
+    task: str,
+    num_classes: int = 80,
+    num_keypoints: int = 17,
+    keypoint_dims: int = 3,
+    num_mask_coefficients: int = 32,
+) -> dict[str, np.ndarray]:
     """Cut a YOLO11 head output (batch, 4 + classes + extra, anchors) into its parts.
 
     One max|a-b|/max|b| over the whole tensor is dominated by box coordinates (up to ~640 px)
@@ -92,13 +117,15 @@ def split_yolo_output(raw: Any, task: str, num_classes: int = 80, num_keypoints:
         raise ValueError(f"YOLO raw output must be (batch, rows, anchors), got shape {out.shape}")
     expected = 4 + num_classes + extra[task]
     if out.shape[1] != expected:
-        raise ValueError(f"YOLO {task} output has {out.shape[1]} rows, expected {expected} "
-                         f"(4 box + {num_classes} classes + {extra[task]} {task} values)")
-    parts = {"boxes": out[:, :4], "scores": out[:, 4:4 + num_classes]}
+        raise ValueError(
+            f"YOLO {task} output has {out.shape[1]} rows, expected {expected} "
+            f"(4 box + {num_classes} classes + {extra[task]} {task} values)"
+        )
+    parts = {"boxes": out[:, :4], "scores": out[:, 4 : 4 + num_classes]}
     if task == "pose":
-        parts["keypoints"] = out[:, 4 + num_classes:]
+        parts["keypoints"] = out[:, 4 + num_classes :]
     elif task == "segment":
-        parts["mask_coefficients"] = out[:, 4 + num_classes:]
+        parts["mask_coefficients"] = out[:, 4 + num_classes :]
     return parts
 
 
@@ -129,8 +156,7 @@ def _greedy_pairs(scores: np.ndarray, threshold: float) -> list[tuple[int, int, 
     return pairs
 
 
-def match_boxes(ref_boxes: Any, ref_classes: Any, var_boxes: Any, var_classes: Any,
-                iou_threshold: float = 0.5) -> dict:
+def match_boxes(ref_boxes: Any, ref_classes: Any, var_boxes: Any, var_classes: Any, iou_threshold: float = 0.5) -> dict:
     """Greedy same-class matching of variant boxes to reference boxes by descending IoU.
 
     mean_iou is over matched pairs only, None when nothing matched: boxes that found no
@@ -142,9 +168,12 @@ def match_boxes(ref_boxes: Any, ref_classes: Any, var_boxes: Any, var_classes: A
         iou = np.where(same, iou, -1.0)
     matched = _greedy_pairs(iou, iou_threshold)
     n_ref, n_var = iou.shape
-    return {"matched": matched, "unmatched_reference": n_ref - len(matched),
-            "unmatched_variant": n_var - len(matched),
-            "mean_iou": float(np.mean([m[2] for m in matched])) if matched else None}
+    return {
+        "matched": matched,
+        "unmatched_reference": n_ref - len(matched),
+        "unmatched_variant": n_var - len(matched),
+        "mean_iou": float(np.mean([m[2] for m in matched])) if matched else None,
+    }
 
 
 def _mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -168,10 +197,14 @@ def detection_parity(ref: dict, var: dict) -> dict:
     """Box, keypoint and instance-mask agreement of one image's detections."""
     match = match_boxes(ref["boxes"], ref.get("classes"), var["boxes"], var.get("classes"))
     pairs = match["matched"]
-    out: dict[str, Any] = {"matched": len(pairs), "unmatched_reference": match["unmatched_reference"],
-                           "unmatched_variant": match["unmatched_variant"],
-                           "unmatched": match["unmatched_reference"] + match["unmatched_variant"],
-                           "mean_iou": match["mean_iou"], "notes": []}
+    out: dict[str, Any] = {
+        "matched": len(pairs),
+        "unmatched_reference": match["unmatched_reference"],
+        "unmatched_variant": match["unmatched_variant"],
+        "unmatched": match["unmatched_reference"] + match["unmatched_variant"],
+        "mean_iou": match["mean_iou"],
+        "notes": [],
+    }
     if ref.get("keypoints") is not None and var.get("keypoints") is not None:
         # x, y only: a keypoint's confidence is not a position and has no pixel scale.
         ref_kp, var_kp = to_numpy(ref["keypoints"])[..., :2], to_numpy(var["keypoints"])[..., :2]
@@ -180,12 +213,13 @@ def detection_parity(ref: dict, var: dict) -> dict:
     if ref.get("masks") is not None and var.get("masks") is not None:
         ref_m, var_m = _as_masks(ref["masks"]), _as_masks(var["masks"])
         if ref_m.shape[1:] != var_m.shape[1:]:
-            out["notes"].append(f"mask size differs: reference {list(ref_m.shape[1:])}, "
-                                f"variant {list(var_m.shape[1:])}")
+            out["notes"].append(
+                f"mask size differs: reference {list(ref_m.shape[1:])}, variant {list(var_m.shape[1:])}"
+            )
             out["mask_shape_mismatch"] = [list(ref_m.shape), list(var_m.shape)]
             out["mean_mask_iou"] = None
         else:
-            ious = [float(_mask_iou_matrix(ref_m[i:i + 1], var_m[j:j + 1])[0, 0]) for i, j, _ in pairs]
+            ious = [float(_mask_iou_matrix(ref_m[i : i + 1], var_m[j : j + 1])[0, 0]) for i, j, _ in pairs]
             out["mean_mask_iou"] = float(np.mean(ious)) if ious else None
     return out
 
@@ -194,23 +228,34 @@ def depth_parity(ref_depth: Any, var_depth: Any, eps: float = 1e-6) -> dict:
     """Relative error |a-b|/(|b|+eps) of a depth map against the reference b: mean, p99, max abs."""
     ref, var = to_numpy(ref_depth), to_numpy(var_depth)
     if ref.shape != var.shape:
-        return {"shape_mismatch": [list(ref.shape), list(var.shape)],
-                "mean_relative_error": math.inf, "p99_relative_error": math.inf}
+        return {
+            "shape_mismatch": [list(ref.shape), list(var.shape)],
+            "mean_relative_error": math.inf,
+            "p99_relative_error": math.inf,
+        }
     err = _abs_error(ref, var)
     with np.errstate(invalid="ignore"):
         rel = np.where(np.isfinite(err), err / (np.abs(np.nan_to_num(ref)) + eps), np.inf)
     if rel.size == 0:
         return {"mean_relative_error": 0.0, "p99_relative_error": 0.0, "max_abs_error": 0.0}
-    return {"mean_relative_error": float(rel.mean()), "p99_relative_error": float(np.percentile(rel, 99)),
-            "max_abs_error": float(err.max())}
+    return {
+        "mean_relative_error": float(rel.mean()),
+        "p99_relative_error": float(np.percentile(rel, 99)),
+        "max_abs_error": float(err.max()),
+    }
 
 
 def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
     """Agreement of SAM masks: each reference mask, in order, takes the best unused variant mask."""
     ref, var = _as_masks(ref_masks), _as_masks(var_masks)
     if ref.shape[1:] != var.shape[1:]:
-        return {"shape_mismatch": [list(ref.shape), list(var.shape)], "mean_mask_iou": None,
-                "min_mask_iou": None, "unmatched_reference": len(ref), "unmatched_variant": len(var)}
+        return {
+            "shape_mismatch": [list(ref.shape), list(var.shape)],
+            "mean_mask_iou": None,
+            "min_mask_iou": None,
+            "unmatched_reference": len(ref),
+            "unmatched_variant": len(var),
+        }
     iou = _mask_iou_matrix(ref, var)
     used: set[int] = set()
     ious: list[float] = []
@@ -221,9 +266,12 @@ def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
         j = max(free, key=lambda c: iou[i, c])
         used.add(j)
         ious.append(float(iou[i, j]))
-    return {"mean_mask_iou": float(np.mean(ious)) if ious else None,
-            "min_mask_iou": float(min(ious)) if ious else None,
-            "unmatched_reference": len(ref) - len(ious), "unmatched_variant": len(var) - len(ious)}
+    return {
+        "mean_mask_iou": float(np.mean(ious)) if ious else None,
+        "min_mask_iou": float(min(ious)) if ious else None,
+        "unmatched_reference": len(ref) - len(ious),
+        "unmatched_variant": len(var) - len(ious),
+    }
 
 
 def tolerance_for(variant_name: str) -> dict:
@@ -262,18 +310,24 @@ def verdict(figures: dict, tolerance: dict) -> tuple[str, list[str]]:
                 ref_shape, var_shape = part["shape_mismatch"]
                 reasons.append(f"{part['part']} shape mismatch: reference {ref_shape}, variant {var_shape}")
             elif _over(part["normalised_error"], tol("normalised_error")):
-                reasons.append(f"{part['part']} normalised error {_fmt(part['normalised_error'])} "
-                               f"> {_fmt(tol('normalised_error'))}")
+                reasons.append(
+                    f"{part['part']} normalised error {_fmt(part['normalised_error'])} "
+                    f"> {_fmt(tol('normalised_error'))}"
+                )
     det = figures.get("detection")
     if det:
         if _over(det.get("unmatched"), tol("max_unmatched")):
-            reasons.append(f"detection unmatched {det['unmatched']} > {tol('max_unmatched')} "
-                           f"(reference {det['unmatched_reference']}, variant {det['unmatched_variant']})")
+            reasons.append(
+                f"detection unmatched {det['unmatched']} > {tol('max_unmatched')} "
+                f"(reference {det['unmatched_reference']}, variant {det['unmatched_variant']})"
+            )
         if _under(det.get("mean_iou"), tol("min_mean_iou")):
             reasons.append(f"detection mean IoU {_fmt(det['mean_iou'])} < {_fmt(tol('min_mean_iou'))}")
         if _over(det.get("max_keypoint_displacement_px"), tol("max_keypoint_displacement_px")):
-            reasons.append(f"keypoint displacement {_fmt(det['max_keypoint_displacement_px'])} px "
-                           f"> {_fmt(tol('max_keypoint_displacement_px'))} px")
+            reasons.append(
+                f"keypoint displacement {_fmt(det['max_keypoint_displacement_px'])} px "
+                f"> {_fmt(tol('max_keypoint_displacement_px'))} px"
+            )
         if "mask_shape_mismatch" in det:
             ref_shape, var_shape = det["mask_shape_mismatch"]
             reasons.append(f"detection mask shape mismatch: reference {ref_shape}, variant {var_shape}")
@@ -285,8 +339,10 @@ def verdict(figures: dict, tolerance: dict) -> tuple[str, list[str]]:
             ref_shape, var_shape = depth["shape_mismatch"]
             reasons.append(f"depth shape mismatch: reference {ref_shape}, variant {var_shape}")
         elif _over(depth["p99_relative_error"], tol("depth_p99_relative_error")):
-            reasons.append(f"depth p99 relative error {_fmt(depth['p99_relative_error'])} "
-                           f"> {_fmt(tol('depth_p99_relative_error'))}")
+            reasons.append(
+                f"depth p99 relative error {_fmt(depth['p99_relative_error'])} "
+                f"> {_fmt(tol('depth_p99_relative_error'))}"
+            )
     masks = figures.get("masks")
     if masks:
         if "shape_mismatch" in masks:
@@ -338,7 +394,8 @@ def summarise(per_image_figures: list[dict]) -> dict:
         "normalised_error": _plain(worst_raw["normalised_error"]) if worst_raw else None,
         "worst_part": worst_raw["worst_part"] if worst_raw else None,
         "max_abs_error": _worst([r["max_abs_error"] for r in raws], max),
-        "shape_mismatch": any(r["shape_mismatch"] for r in raws) or any("shape_mismatch" in d for d in depths + masks)
+        "shape_mismatch": any(r["shape_mismatch"] for r in raws)
+        or any("shape_mismatch" in d for d in depths + masks)
         or any("mask_shape_mismatch" in d for d in dets),
         "depth_p99_relative_error": _worst([d["p99_relative_error"] for d in depths], max),
         "depth_mean_relative_error": _worst([d["mean_relative_error"] for d in depths], max),

@@ -4,6 +4,7 @@ exported files, and the parity of a variant's outputs against the torch-fp32 ref
 
 The measuring itself (cold start, warm-up, timed runs, memory) is the reference's, in model_pass.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ VARIANTS = {
     "onnxruntime": "the network exported to ONNX through the library's own path, run by ONNX Runtime",
 }
 HALF_PRECISION = {"torch-fp16": "float16", "torch-bf16": "bfloat16"}
-EXPORT_FOLDER = "exported"          # under the models folder
+EXPORT_FOLDER = "exported"  # under the models folder
 
 
 def parse_variants(text: str | None) -> list[str]:
@@ -33,8 +34,10 @@ def parse_variants(text: str | None) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
-        raise UsageError(f"--variants: unknown variant {', '.join(map(repr, unknown)) or '(empty list)'}; "
-                         f"valid: {', '.join(VARIANTS)}")
+        raise UsageError(
+            f"--variants: unknown variant {', '.join(map(repr, unknown)) or '(empty list)'}; "
+            f"valid: {', '.join(VARIANTS)}"
+        )
     return [REFERENCE_VARIANT] + [n for n in names if n != REFERENCE_VARIANT]
 
 
@@ -47,6 +50,7 @@ def prepare_variant(bench, variant: str, images: list) -> dict:
     """Turn a freshly loaded model into `variant`; returns what the report shows about it. Raises
     VariantUnsupported when this model or device cannot run it."""
     import torch
+
     if variant in HALF_PRECISION:
         dtype = getattr(torch, HALF_PRECISION[variant])
         check_autocast(bench.device, dtype)
@@ -67,14 +71,16 @@ def check_autocast(device, dtype) -> None:
     """A convolution and a matmul under autocast: a device without the kernels says so here,
     in one line, instead of failing inside the model."""
     import torch
+
     try:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
             x = torch.ones(1, 3, 8, 8, device=device)
             torch.nn.functional.conv2d(x, torch.ones(4, 3, 3, 3, device=device))
             (x.flatten(1) @ torch.ones(192, 4, device=device)).sum().item()
     except Exception as exc:
-        raise VariantUnsupported(f"autocast to {dtype} on {device.type} is not available here: "
-                                 f"{exception_line(exc)}") from exc
+        raise VariantUnsupported(
+            f"autocast to {dtype} on {device.type} is not available here: {exception_line(exc)}"
+        ) from exc
 
 
 def prepare_onnxruntime(bench, images: list) -> dict:
@@ -92,8 +98,9 @@ def export_onnx_files(bench, images: list) -> tuple[dict, dict]:
     try:
         import onnxruntime  # noqa: F401  (a clear reason when it is missing)
     except ImportError as exc:
-        raise VariantUnsupported("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu "
-                                 "on a CUDA machine)") from exc
+        raise VariantUnsupported(
+            "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu on a CUDA machine)"
+        ) from exc
     paths, made = {}, {}
     weights = weights_hash(bench.network())
     for name, sample in bench.onnx_targets(images).items():
@@ -113,7 +120,7 @@ def export_onnx_files(bench, images: list) -> tuple[dict, dict]:
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise VariantUnsupported(f"the ONNX export failed: {exception_line(exc)}") from exc
-        partial.replace(path)                # a file under its final name is always complete
+        partial.replace(path)  # a file under its final name is always complete
         made[name] = time.perf_counter() - start
     return paths, made
 
@@ -125,15 +132,19 @@ def export_path(bench, name: str, weights: str | None = None) -> Path:
     from importlib.metadata import version
 
     import torch
+
     library = bench.LIBRARY or "torch"
-    key = (f"onnx-{name}-torch{torch.__version__.split('+')[0]}-{library}{version(library)}"
-           f"-{weights or weights_hash(bench.network())}")
+    key = (
+        f"onnx-{name}-torch{torch.__version__.split('+')[0]}-{library}{version(library)}"
+        f"-{weights or weights_hash(bench.network())}"
+    )
     return bench.models_dir / EXPORT_FOLDER / bench.MODEL_NAME / f"{key}.onnx"
 
 
 def weights_hash(network) -> str:
     """First 12 hex digits of a SHA-256 over the network's parameters and buffers, in order."""
     import torch
+
     digest = hashlib.sha256()
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
@@ -147,16 +158,19 @@ def export_with_torch(module, args: tuple, path: Path, input_names: list, output
     import warnings
 
     import torch
+
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module, args, str(path), input_names=input_names, output_names=output_names, opset_version=17, dynamo=False
+        )
 
 
 def onnxruntime_session(path: Path, device):
     """An ONNX Runtime session on `device`: the CUDA provider on a GPU when this onnxruntime has it
     (onnxruntime-gpu), the CPU otherwise. Returns (session, the provider it actually uses)."""
     import onnxruntime as ort
+
     wanted = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         wanted.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
@@ -193,10 +207,18 @@ def compare_outputs(bench, variant: str, reference: list[dict], outputs: list[di
     tolerance = limits_for(bench, variant)
     per_image, verdicts = [], []
     for ref, var in zip(reference, outputs):
-        figures = {"raw": raw_output_parity(ref["raw"], var["raw"]), **task_parity(bench.TASK, ref["task"], var["task"])}
+        figures = {
+            "raw": raw_output_parity(ref["raw"], var["raw"]),
+            **task_parity(bench.TASK, ref["task"], var["task"]),
+        }
         verdicts.append(verdict(figures, tolerance))
         per_image.append({"image": ref["image"], **figures, "verdict": verdicts[-1][0]})
     overall, reasons = combine_verdicts(verdicts)
-    return {"verdict": overall, "reasons": reasons, "worst": summarise(per_image), "per_image": per_image,
-            "tolerance": "half precision" if variant in HALF_PRECISION else "fp32",
-            "limits": tolerance}
+    return {
+        "verdict": overall,
+        "reasons": reasons,
+        "worst": summarise(per_image),
+        "per_image": per_image,
+        "tolerance": "half precision" if variant in HALF_PRECISION else "fp32",
+        "limits": tolerance,
+    }

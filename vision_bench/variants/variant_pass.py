@@ -1,5 +1,6 @@
 """A model's variants (--variants) in the process that runs it: each in a fresh instance, measured
 like the reference, its outputs checked against the reference's."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,9 +8,15 @@ import time
 import traceback
 
 from ..common import VariantUnsupported, exception_line, log, seed_everything
-from ..models.images import load_rgb
 from ..measure.memory import free_cached_memory, private_memory
-from ..measure.timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
+from ..measure.timed_runs import (
+    memory_before_load,
+    run_timed_phases,
+    set_headline_memory,
+    set_private_peak,
+    summarize_latency,
+)
+from ..models.images import load_rgb
 from .registry import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
 
 
@@ -49,7 +56,7 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
     log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
     reference = parity_outputs(bench, images)
     result["variants"] = [reference_row(result)]
-    bench.release()                     # each variant's memory is its own, not the reference's too
+    bench.release()  # each variant's memory is its own, not the reference's too
     free_cached_memory(ctx.device)
     for variant in variants:
         record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
@@ -76,8 +83,7 @@ def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list)
     bench.load()
     record["details"] = prepare_variant(bench, variant, images)
     record["prepare_seconds"] = time.perf_counter() - start
-    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1],
-                     label=f"[{variant}] ")
+    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=f"[{variant}] ")
     record["memory"].update(tracker.peak())
     set_private_peak(record["memory"], private_memory())
     summarize_latency(record, discard_flagged=getattr(args, "discard_throttled", False))
@@ -87,10 +93,16 @@ def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list)
 
 def reference_row(result: dict) -> dict:
     """The reference's row of the variants table: its figures as measured above, not again."""
-    return {"variant": REFERENCE_VARIANT, "status": "complete", "description": VARIANTS[REFERENCE_VARIANT],
-            "reference": True, "speedup_forward": 1.0, "speedup_end_to_end": 1.0,
-            **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
-            "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")}}
+    return {
+        "variant": REFERENCE_VARIANT,
+        "status": "complete",
+        "description": VARIANTS[REFERENCE_VARIANT],
+        "reference": True,
+        "speedup_forward": 1.0,
+        "speedup_end_to_end": 1.0,
+        **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
+        "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
+    }
 
 
 def add_speedups(record: dict, result: dict) -> None:
@@ -103,8 +115,13 @@ def variant_line(record: dict) -> str:
     forward = record["latency_forward"]["median"]
     parity = record["parity"]
     worst = parity["worst"]
-    return (f"{record['variant']}: forward median {forward * 1000:.1f} ms ({record['speedup_forward']:.2f}x "
-            f"the reference), parity {parity['verdict']}"
-            + (f" (worst normalised error {worst.get('normalised_error'):.3g} in {worst.get('worst_part')})"
-               if worst.get("normalised_error") is not None else "")
-            + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else ""))
+    return (
+        f"{record['variant']}: forward median {forward * 1000:.1f} ms ({record['speedup_forward']:.2f}x "
+        f"the reference), parity {parity['verdict']}"
+        + (
+            f" (worst normalised error {worst.get('normalised_error'):.3g} in {worst.get('worst_part')})"
+            if worst.get("normalised_error") is not None
+            else ""
+        )
+        + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else "")
+    )

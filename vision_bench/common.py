@@ -10,6 +10,7 @@ import random
 import signal
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,7 @@ def first_tensor(value, where: str = "output"):
     return None, where
 
 
-def leaf_modules(network) -> list[tuple[str, object]]:
+def leaf_modules(network) -> list[tuple[str, Any]]:
     return [
         (name or type(network).__name__, m) for name, m in network.named_modules() if next(m.children(), None) is None
     ]

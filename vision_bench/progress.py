@@ -36,7 +36,7 @@ class pass_progress:
         self.calls = 0
         self.current = None  # (name, start time) of the last leaf module started
         self.block = None  # label of the last top-level block started
-        self._handles = []
+        self._handles: list = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

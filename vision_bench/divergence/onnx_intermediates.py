@@ -72,7 +72,7 @@ class OnnxMapping:
 def leaf_facts(network) -> dict:
     """From the torch network: its leaf paths (as the hooks name them), every other path a module is
     reachable by -> its first path (shared modules), the leaves' types."""
-    first = {}
+    first: dict[int, str] = {}
     for path, module in network.named_modules():
         first.setdefault(id(module), path)
     aliases = {p: first[id(m)] for p, m in network.named_modules(remove_duplicate=False) if first[id(m)] != p}
@@ -159,7 +159,7 @@ def value_types(model, feeds: dict) -> dict:
     except Exception as exc:  # noqa: BLE001  (no types: every value may be floating-point, sizes measured)
         log("DIVERGE", f"ONNX shape inference failed ({type(exc).__name__}): value sizes are measured")
         return {}
-    out = {t.name: (t.data_type, list(t.dims)) for t in small}
+    out: dict[str, tuple] = {t.name: (t.data_type, list(t.dims)) for t in small}
     for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
         t = vi.type.tensor_type
         dims = (
@@ -197,7 +197,7 @@ def resolve_all(scopes, paths, leaves: set) -> tuple[str, dict]:
         for k in range(len(atoms)):
             index[".".join(atoms[k:])].append(p)
     chains = {s: s.split("/")[1:] for s in scopes if s}
-    best = (-1, "", {})
+    best: tuple[int, str, dict] = (-1, "", {})
     for k in range(3):
         heads = Counter(tuple(c[:k]) for c in chains.values() if len(c) > k)
         if not heads:
@@ -292,7 +292,7 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
     by a leaf call we can name (its scope is that leaf's, whose call index is known): the block returns
     that leaf call's output. The block's value is compared with that leaf call's reference, and the
     figures stand, at block level, for every ambiguous call inside. No such block: not mapped."""
-    groups = {}
+    groups: dict = {}
     for name, call, why in ambiguous:
         atoms, chosen = name.split("."), None
         mine = instances.get(name, [])
@@ -355,7 +355,7 @@ def intermediate_values(
     by_value = defaultdict(list)
     for t in targets:
         by_value[t.value].append(t)
-    providers = ["CPUExecutionProvider"]
+    providers: list = ["CPUExecutionProvider"]
     if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     report = report if report is not None else {}
@@ -371,7 +371,8 @@ def intermediate_values(
     base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
     try:
         while todo:
-            group, total = [], 0
+            group: list[str] = []
+            total = 0
             for v in todo:
                 size = sizes.get(v) or max(sizes.values(), default=0)
                 if group and (total + size > budget or not size and len(group) == 4):
@@ -448,7 +449,8 @@ def onnx_variant_pass(
         typed=typed,
     )
     by_key = {(r["name"], r["call"]): r for r in records}
-    figures_of, runs = {}, {}
+    figures_of: dict = {}
+    runs: dict = {}
     for name, call, array, level in intermediate_values(
         model, mapping.targets, feeds, budget, bench.device, typed, runs
     ):
@@ -461,14 +463,17 @@ def onnx_variant_pass(
             if list(array.shape) != shape
             else error_figures(torch.from_numpy(array), reference)
         )
-        if level == "leaf":
+        if level == "leaf" and record is not None:
             record["propagated"] = figures
     for fallback in mapping.fallbacks:
-        figures = figures_of.get(tuple(fallback["reference"]))
+        block_figures = figures_of.get(tuple(fallback["reference"]))
         for key in map(tuple, fallback["records"]):
-            if key in by_key and figures is not None:
+            if key in by_key and block_figures is not None:
                 by_key[key].update(
-                    propagated=figures, level="block", block=fallback["block"], block_reference=fallback["reference"]
+                    propagated=block_figures,
+                    level="block",
+                    block=fallback["block"],
+                    block_reference=fallback["reference"],
                 )
     for missing in mapping.unmapped:
         if (missing["name"], missing["call"]) in by_key:

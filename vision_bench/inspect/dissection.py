@@ -130,11 +130,11 @@ def tensor_stats(t) -> dict:
     x = in_memory_order(x)
     # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
     # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy.
-    lo, hi = torch.amin(x), torch.amax(x)
+    lo_t, hi_t = torch.amin(x), torch.amax(x)
     total, squares = float64_moments(x)  # NaN where a value is not finite: then the masked path below
     zeros = n - torch.count_nonzero(x)
     lo_, hi_, total_, squares_, zeros_ = torch.stack(
-        [lo.double(), hi.double(), total, squares, zeros.double()]
+        [lo_t.double(), hi_t.double(), total, squares, zeros.double()]
     ).tolist()
     if math.isfinite(lo_) and math.isfinite(hi_):
         return {
@@ -151,13 +151,13 @@ def tensor_stats(t) -> dict:
     nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
     values = x[finite]
     zeros = int((x == 0).sum())
+    summary: tuple[float | None, ...] = (None, None, None, None)
     if values.numel():
         total, squares = float64_moments(values)
-        lo, hi = float(values.amin()), float(values.amax())
+        low, high = float(values.amin()), float(values.amax())
         count = values.numel()
-        mean, std = min(max(float(total) / count, lo), hi), math.sqrt(float(squares) / count)
-    else:
-        lo = hi = mean = std = None
+        summary = (low, high, min(max(float(total) / count, low), high), math.sqrt(float(squares) / count))
+    lo, hi, mean, std = summary
     return {
         "min": lo,
         "max": hi,
@@ -249,7 +249,9 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     for i in range(c):
         rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
         if rgb.shape[:2] != (th, tw):
-            rgb = np.asarray(Image.fromarray(rgb).resize((tw, th), Image.NEAREST if scale > 1 else Image.BOX))
+            rgb = np.asarray(
+                Image.fromarray(rgb).resize((tw, th), Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
+            )
         r, q = divmod(i, cols)
         y, x = pad + r * (th + pad), pad + q * (tw + pad)
         canvas[y : y + th, x : x + tw] = rgb

@@ -190,7 +190,8 @@ def self_times(ops: list[dict]) -> list[tuple[dict, float]]:
 
 def top_by_time(items: list[tuple[str, float]], unit_total: float | None = None) -> list[dict]:
     """(name, microseconds) pairs summed by name: the TOP_OPERATORS largest, with calls and share."""
-    totals, calls = defaultdict(float), Counter()
+    totals: defaultdict[str, float] = defaultdict(float)
+    calls: Counter[str] = Counter()
     for name, us in items:
         totals[name] += us
         calls[name] += 1

@@ -75,7 +75,7 @@ class MachineGuard:
                 self.static["nvml"] = f"unavailable: {type(exc).__name__}: {exc}"
         self.cost_s = 0.0
         self.samples = 0
-        self.last = None
+        self.last: dict = {}  # the sample before the next run; begin() takes the first
 
     def sample(self) -> dict:
         start = time.perf_counter()

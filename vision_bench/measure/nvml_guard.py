@@ -39,7 +39,9 @@ class NvmlGuard:
 
     def __init__(self, index: int = 0, uuid: str | None = None, nvml=None, own_pids: set | None = None):
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self.nvml = nvml
         nvml.nvmlInit()
         self.handle = nvml.nvmlDeviceGetHandleByUUID(uuid) if uuid else nvml.nvmlDeviceGetHandleByIndex(index)

@@ -44,11 +44,8 @@ class StoppingRule:
 
     def reason(self, seconds: list[float]) -> str | None:
         """Why to stop now ('precision', 'max-time', 'max-runs'), or None to run another round."""
-        if (
-            len(seconds) >= self.min_runs
-            and self.reached(seconds) is not None
-            and self.reached(seconds) <= self.precision_pct
-        ):
+        reached = self.reached(seconds) if len(seconds) >= self.min_runs else None
+        if reached is not None and reached <= self.precision_pct:
             return "precision"
         if len(seconds) >= self.max_runs:
             return "max-runs"

@@ -15,8 +15,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 def load_rgb(path: Path) -> Image.Image:
     """Open any image as 8-bit RGB: EXIF rotation applied, 16-bit scaled, alpha dropped."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
+    with Image.open(path) as opened:
+        im: Image.Image = ImageOps.exif_transpose(opened)
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(im, dtype=np.float64)
             top = 65535.0 if im.mode.startswith("I;16") else max(float(np.nanmax(arr)), 1.0)

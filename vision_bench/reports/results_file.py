@@ -40,7 +40,7 @@ def phase_totals(
             if seconds is not None:
                 totals[name] = totals.get(name, 0.0) + seconds
     measured = sum(totals.get(name, 0.0) for name in MEASURING_PHASES)
-    out = {**totals, "wall": total_seconds, "measuring": measured}
+    out: dict = {**totals, "wall": total_seconds, "measuring": measured}
     available = total_seconds
     if slots:
         for slot in slots:

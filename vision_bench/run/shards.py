@@ -20,10 +20,10 @@ SLURM_VARIABLES = {
 
 def parse_shard(text: str) -> tuple[int, int]:
     """'I/N' with 0 <= I < N (Slurm array indices start at 0)."""
-    index, slash, count = text.partition("/")
-    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+    index_text, slash, count_text = text.partition("/")
+    if not (slash and index_text.strip().isdigit() and count_text.strip().isdigit()):
         raise UsageError(f"--shard {text!r}: expected I/N, e.g. --shard 0/4 (shard indices 0 to N-1)")
-    index, count = int(index), int(count)
+    index, count = int(index_text), int(count_text)
     if count < 1 or index >= count:
         raise UsageError(
             f"--shard {text}: the index must be 0 to {count - 1}"
@@ -46,7 +46,8 @@ def plan_shards(classes: list, count: int) -> list[list]:
         cost = cls.RELATIVE_COST
         if not (isinstance(cost, (int, float)) and math.isfinite(cost) and cost > 0):
             raise UsageError(f"{cls.__name__}.RELATIVE_COST is {cost!r}: it must be a positive number")
-    loads, members = [0.0] * count, [[] for _ in range(count)]
+    loads: list[float] = [0.0] * count
+    members: list[list] = [[] for _ in range(count)]
     for position in sorted(range(len(classes)), key=lambda i: (-classes[i].RELATIVE_COST, i)):
         shard = min(range(count), key=lambda k: (loads[k], k))
         members[shard].append(position)
@@ -91,15 +92,16 @@ def select_shard(classes: list, text: str) -> tuple[list, dict]:
 def shard_array(files: list[dict], paths: list) -> dict | None:
     """The array the files are shards of (its shard count and selected models), None when no file
     is a shard; a UsageError when shards and other results, or shards of different arrays, mix."""
-    records = [(d.get("config") or {}).get("shard") for d in files]
-    if not any(records):
+    found = [(d.get("config") or {}).get("shard") for d in files]
+    if not any(found):
         return None
-    if not all(records):
-        plain = paths[records.index(None)]
+    if not all(found):
+        plain = paths[found.index(None)]
         raise UsageError(
             f"--merge: {plain} is not a shard (--shard) but other files are; merge the shards of one "
             "array, then merge that with other results"
         )
+    records: list[dict] = [r for r in found if r]  # every file is a shard
     first = records[0]
     for path, record in zip(paths[1:], records[1:]):
         if (record["count"], record["selected"]) != (first["count"], first["selected"]):

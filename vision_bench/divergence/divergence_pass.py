@@ -7,23 +7,14 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ..common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
+from ..common import exception_line, format_bytes, log
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
-from ..variants.registry import (
-    HALF_PRECISION,
-    check_autocast,
-    compare_outputs,
-    export_onnx_files,
-    parity_outputs,
-    prepare_variant,
-)
+from ..variants.output_parity import compare_outputs, parity_outputs
+from ..variants.registry import get_variant, prepare_variant
 from ..variants.variant_pass import load_fresh, variant_attempt
 from .layer_passes import (
-    AutocastVariant,
-    ChannelsLastVariant,
-    HookedVariant,
     candidate_modules,
     fp32_forward,
     install_overrides,
@@ -33,77 +24,11 @@ from .layer_passes import (
     run_divergence,
 )
 
-COMPILE_UNSUPPORTED = (
-    "torch.compile fuses the leaf modules into kernels of its own: their outputs never exist in "
-    "the compiled graph, so there is no record to compare"
-)
-
 
 def hooked_variant(bench, variant: str):
-    """The divergence passes' view of `variant`: how it runs the model and one leaf, and its tolerance."""
-    import torch
-
-    tolerance = bench.DIVERGENCE_TOLERANCE
-    if variant in HALF_PRECISION:
-        dtype = getattr(torch, HALF_PRECISION[variant])
-        check_autocast(bench.device, dtype)
-        return AutocastVariant(variant, dtype, tolerance[HALF_PRECISION[variant]])
-    if variant == "torch-channels-last":
-        return ChannelsLastVariant(variant, tolerance["float32"])
-    if variant == "torch-compile":
-        raise VariantUnsupported(COMPILE_UNSUPPORTED)
-    if variant == "onnxruntime":
-        return OnnxRuntimeVariant(variant, tolerance["float32"])
-    raise VariantUnsupported(f"{variant}: no divergence pass for it")
-
-
-class OnnxRuntimeVariant(HookedVariant):
-    """The exported graph run by ONNX Runtime with the outputs of the nodes that end each module added
-    (onnx_intermediates): propagated errors only, since a leaf cannot be run alone in the graph; fed
-    the network's input as the reference pass saw it."""
-
-    shadow_mode = False
-
-    def __init__(self, name: str, tolerance: float):
-        super().__init__(name, tolerance)
-        self.inputs: list = []
-
-    def watch(self, bench):
-        """A pre-hook on the network's input module keeping its first tensor argument (keyword or not)."""
-
-        @contextlib.contextmanager
-        def watching():
-            def keep(module, args, kwargs):
-                if not self.inputs:
-                    tensor, _ = first_tensor((list(args), kwargs))
-                    if tensor is not None:
-                        self.inputs.append(tensor.detach().to("cpu", copy=True).numpy())
-
-            handle = bench.input_module().register_forward_pre_hook(keep, with_kwargs=True)
-            try:
-                yield
-            finally:
-                handle.remove()
-
-        return watching()
-
-    def compare(self, bench, image, store, records: list[dict]) -> tuple[float, dict]:
-        from .onnx_intermediates import leaf_facts, onnx_variant_pass
-
-        if not self.inputs:
-            raise RuntimeError("the reference pass never reached the network's input module")
-        paths, _ = export_onnx_files(bench, [image])
-        shape = "x".join(map(str, self.inputs[0].shape))
-        path = paths.get(shape) or next(iter(paths.values()))
-        summary = onnx_variant_pass(
-            bench, path, self.inputs[0], None, store, records, facts=leaf_facts(bench.network())
-        )
-        return summary["seconds"], {
-            "onnx": {k: v for k, v in summary.items() if k != "level_note"},
-            "file": str(path),
-            "level": "block" if summary.get("block") else "leaf",
-            "level_note": summary["level_note"],
-        }
+    """The divergence passes' view of `variant` (its class in the registry says how it is hooked, or why
+    it cannot be): how it runs the model and one leaf, and its tolerance."""
+    return get_variant(variant).hooked(bench)
 
 
 def measure_divergence(
@@ -135,7 +60,7 @@ def measure_divergence(
             del bench
             free_cached_memory(ctx.device)
             entry["status"] = "complete"
-            if variant in HALF_PRECISION:
+            if get_variant(variant).half_precision:
                 try:
                     entry["suggestion"] = suggest_fp32_set(
                         cls, ctx, variant, entry, plain_records.get(variant), reference_outputs, images, result

@@ -274,12 +274,6 @@ def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
     }
 
 
-def tolerance_for(variant_name: str) -> dict:
-    """The default tolerance for a variant: half precision is allowed a looser one."""
-    name = variant_name.lower()
-    return dict(HALF_TOLERANCE if "fp16" in name or "bf16" in name else FP32_TOLERANCE)
-
-
 def _fmt(value: float) -> str:
     return f"{value:.3g}"
 

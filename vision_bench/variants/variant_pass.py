@@ -17,7 +17,8 @@ from ..measure.timed_runs import (
     summarize_latency,
 )
 from ..models.images import load_rgb
-from .registry import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
+from .output_parity import compare_outputs, parity_outputs
+from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
 
 
 def load_fresh(cls, ctx):
@@ -59,9 +60,10 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
     bench.release()  # each variant's memory is its own, not the reference's too
     free_cached_memory(ctx.device)
     for variant in variants:
-        record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
+        description = get_variant(variant).description
+        record = {"variant": variant, "status": "running", "description": description, "runs": []}
         result["variants"].append(record)
-        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {VARIANTS[variant]}")
+        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {description}")
         with variant_attempt(record, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
             held["bench"] = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
             record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
@@ -96,7 +98,7 @@ def reference_row(result: dict) -> dict:
     return {
         "variant": REFERENCE_VARIANT,
         "status": "complete",
-        "description": VARIANTS[REFERENCE_VARIANT],
+        "description": get_variant(REFERENCE_VARIANT).description,
         "reference": True,
         "speedup_forward": 1.0,
         "speedup_end_to_end": 1.0,

@@ -11,6 +11,7 @@ from ..common import exception_line, format_bytes, log
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
+from ..records import ParityVerdict, SuggestionStatus, VariantStatus
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
 from ..variants.variant_pass import load_fresh, variant_attempt
@@ -40,7 +41,7 @@ def measure_divergence(
     entries = result["divergence"] = []
     plain_records = {v["variant"]: v for v in result.get("variants") or []}
     for variant in variants:
-        entry = {"variant": variant, "status": "running", "image": images[0][0].name}
+        entry = {"variant": variant, "status": VariantStatus.RUNNING, "image": images[0][0].name}
         entries.append(entry)
         publish(result)
         log("DIVERGE", f"{cls.MODEL_NAME} {variant}: every leaf call against torch-fp32 on {images[0][0].name}")
@@ -59,14 +60,14 @@ def measure_divergence(
             held.pop("bench").release()
             del bench
             free_cached_memory(ctx.device)
-            entry["status"] = "complete"
+            entry["status"] = VariantStatus.COMPLETE
             if get_variant(variant).half_precision:
                 try:
                     entry["suggestion"] = suggest_fp32_set(
                         cls, ctx, variant, entry, plain_records.get(variant), reference_outputs, images, result
                     )
                 except Exception as exc:  # noqa: BLE001  (the comparison stands; only its suggestion failed)
-                    entry["suggestion"] = {"status": "failed", "reason": exception_line(exc)}
+                    entry["suggestion"] = {"status": SuggestionStatus.FAILED, "reason": exception_line(exc)}
                     log("WARNING", f"{cls.MODEL_NAME} {variant}: no suggestion: {exception_line(exc)}")
     publish(result)
 
@@ -109,8 +110,11 @@ def suggest_fp32_set(
     """The fewest modules, worst own error first (1, 2, 3, 5, 8, ... of them), that bring the variant's
     parity to a pass when kept in fp32; that set timed like a variant. Each try is one parity check on
     every image (no timing); the first set that passes is the suggestion."""
-    if not plain or plain.get("status") != "complete":
-        return {"status": "skipped", "reason": f"the plain {variant} was not measured: nothing to compare a set with"}
+    if not plain or plain.get("status") != VariantStatus.COMPLETE:
+        return {
+            "status": SuggestionStatus.SKIPPED,
+            "reason": f"the plain {variant} was not measured: nothing to compare a set with",
+        }
     out = {
         "plain": {
             "speedup_forward": plain.get("speedup_forward"),
@@ -118,11 +122,11 @@ def suggest_fp32_set(
             "worst": plain["parity"]["worst"],
         }
     }
-    if plain["parity"]["verdict"] == "pass":
-        return {"status": "not needed", "reason": f"the plain {variant} passes parity", **out}
+    if plain["parity"]["verdict"] == ParityVerdict.PASS:
+        return {"status": SuggestionStatus.NOT_NEEDED, "reason": f"the plain {variant} passes parity", **out}
     candidates = candidate_modules(entry["records"] + entry.get("ops_records", []), entry["tolerance"])
     if not candidates:
-        return {"status": "no small set", "reason": "no record has an own error to rank", **out}
+        return {"status": SuggestionStatus.NO_SMALL_SET, "reason": "no record has an own error to rank", **out}
     bench = load_fresh(cls, ctx)
     try:
         prepare_variant(bench, variant, images)
@@ -134,12 +138,12 @@ def suggest_fp32_set(
             parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
             tried.append({"modules": size, "verdict": parity["verdict"], "worst": parity["worst"]})
             log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity['verdict']}")
-            if parity["verdict"] == "pass":
+            if parity["verdict"] == ParityVerdict.PASS:
                 chosen = parity
                 break
         if chosen is None:
             return {
-                "status": "no small set",
+                "status": SuggestionStatus.NO_SMALL_SET,
                 "modules": candidates,
                 "tried": tried,
                 **out,
@@ -159,7 +163,7 @@ def suggest_fp32_set(
         reference_median = (result.get("latency_forward") or {}).get("median")
         mine = record["latency_forward"]["median"]
         suggestion = {
-            "status": "passes",
+            "status": SuggestionStatus.PASSES,
             "modules": installed,
             "tried": tried,
             **out,

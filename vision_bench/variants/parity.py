@@ -10,6 +10,7 @@ row. It is pure: only numpy, no model loading, no torch import (tensors are duck
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -353,7 +354,7 @@ def verdict(figures: dict, tolerance: dict) -> tuple[ParityVerdict, list[str]]:
     return (ParityVerdict.FAIL if reasons else ParityVerdict.PASS), reasons
 
 
-def combine_verdicts(per_image: list[tuple[str, list[str]]]) -> tuple[ParityVerdict, list[str]]:
+def combine_verdicts(per_image: Sequence[tuple[str, list[str]]]) -> tuple[ParityVerdict, list[str]]:
     """One verdict over all images: fail if any image fails, reasons de-duplicated in order.
 
     No images at all is a fail: a parity check that compared nothing has shown nothing.

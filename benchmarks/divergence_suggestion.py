@@ -34,7 +34,8 @@ def main() -> None:
         run_divergence,
     )
     from vision_bench.models.images import bundled_sample_images, load_rgb
-    from vision_bench.variants.registry import compare_outputs, parity_outputs, prepare_variant
+    from vision_bench.variants.output_parity import compare_outputs, parity_outputs
+    from vision_bench.variants.registry import prepare_variant
 
     ub = import_tool()
     images = [(path, load_rgb(path)) for path in bundled_sample_images()]

@@ -251,11 +251,19 @@ def test_to_numpy_bfloat16_tensor():
     np.testing.assert_array_equal(out, [1.0, 2.5, -3.0])
 
 
-def test_tolerance_for_variant_names():
-    assert parity.tolerance_for("torch-bf16") == parity.HALF_TOLERANCE
-    assert parity.tolerance_for("torch-fp16-channels-last") == parity.HALF_TOLERANCE
-    assert parity.tolerance_for("onnxruntime") == parity.FP32_TOLERANCE
-    assert parity.tolerance_for("torch-compile") == parity.FP32_TOLERANCE
+def test_each_variant_class_gives_its_limits_half_precision_the_looser_ones():
+    """The one rule for half precision: the variant's class (Variant.limits), read from the model's
+    class constants, whose defaults are parity's two tolerances."""
+    from vision_bench.models.base import ModelBenchmark
+    from vision_bench.variants.registry import get_variant
+
+    def limits(name):
+        return get_variant(name).limits(ModelBenchmark)
+
+    assert limits("torch-bf16") == limits("torch-fp16") == parity.HALF_TOLERANCE
+    assert limits("onnxruntime") == limits("torch-compile") == limits("torch-channels-last") == parity.FP32_TOLERANCE
+    assert get_variant("torch-fp16").limits_label == "half precision"
+    assert get_variant("torch-channels-last").limits_label == "fp32"
 
 
 def test_combine_verdicts():

@@ -1,5 +1,6 @@
 """Variants (--variants): the ONNX path against PyTorch on a non-square photo, the letterbox trap
-caught by the verdict, unsupported variants as rows, the export cache, and a run through the CLI."""
+caught by the verdict, unsupported variants as rows, the export cache, a run through the CLI, and a
+variant of a test's own registered as a plugin."""
 
 import csv
 from pathlib import Path
@@ -10,13 +11,11 @@ from conftest import load_run
 from worker_models import TinyConvBenchmark
 
 from vision_bench.common import UsageError, VariantUnsupported
-from vision_bench.variants.registry import (
-    REFERENCE_VARIANT,
-    compare_outputs,
-    export_path,
-    parse_variants,
-    prepare_variant,
-)
+from vision_bench.variants.channels_last import TorchChannelsLast
+from vision_bench.variants.onnxruntime import export_path
+from vision_bench.variants.output_parity import compare_outputs
+from vision_bench.variants.registry import REFERENCE_VARIANT, parse_variants, prepare_variant
+from vision_bench.variants.torch_precision import TorchBf16
 
 CPU = torch.device("cpu")
 
@@ -40,7 +39,7 @@ def loaded(cls, models_dir):
 
 
 def outputs(bench, images):
-    from vision_bench.variants.registry import parity_outputs
+    from vision_bench.variants.output_parity import parity_outputs
 
     return parity_outputs(bench, images)
 
@@ -170,3 +169,39 @@ def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goe
     with open(run["csv_path"], newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["variant"] for r in csv_rows] == ["torch-fp32", "torch-compile", "torch-channels-last", "onnxruntime"]
+
+
+class TorchChannelsLastBf16(TorchBf16):
+    """README's example of a new variant (a module of its own plus one registry line), here test-only."""
+
+    name = "torch-channels-last-bf16"
+    description = "autocast to bfloat16 around a channels-last network"
+
+    def prepare(self, bench, images):
+        return {**TorchChannelsLast().prepare(bench, images), **super().prepare(bench, images)}
+
+
+def test_a_variant_registered_as_a_plugin_runs_through_the_cli(ub, tmp_path, sample_image, monkeypatch):
+    """One class and one registry entry: --variants knows the name, the variants pass prepares and
+    times it, parity judges it by its class's limits (half precision: bf16's) and --divergence hooks it
+    as its base class does."""
+    from vision_bench.variants import registry
+
+    monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, TinyConvBenchmark.CLI_NAME, TinyConvBenchmark)
+    monkeypatch.setitem(registry.VARIANTS, TorchChannelsLastBf16.name, TorchChannelsLastBf16())
+    assert parse_variants("torch-channels-last-bf16") == ["torch-fp32", "torch-channels-last-bf16"]
+    code = ub.main(
+        ["--models", "tinyconv", "--weights", "random", "--runs", "2", "--no-dissect", "--isolation", "none"]
+        + ["--variants", "torch-channels-last-bf16", "--divergence", "--images", str(sample_image)]
+        + ["--output-dir", str(tmp_path)]
+    )
+    assert code == 0
+    [model] = load_run(tmp_path)["json"]["models"]
+    row = {v["variant"]: v for v in model["variants"]}["torch-channels-last-bf16"]
+    assert row["status"] == "complete" and row["description"] == TorchChannelsLastBf16.description
+    assert row["details"] == {"memory_format": "channels_last", "autocast_dtype": "bfloat16"}
+    assert row["parity"]["tolerance"] == "half precision" and row["parity"]["verdict"] in ("pass", "fail")
+    assert len([r for r in row["runs"] if r["kind"] == "timed"]) == 2
+    [entry] = model["divergence"]
+    assert entry["variant"] == "torch-channels-last-bf16" and entry["status"] == "complete", entry.get("reason")
+    assert entry["tolerance"] == TinyConvBenchmark.DIVERGENCE_TOLERANCE["bfloat16"]

@@ -7,23 +7,15 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ..common import VariantUnsupported, exception_line, first_tensor, format_bytes, log
+from ..common import exception_line, format_bytes, log
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
-from ..variants.registry import (
-    HALF_PRECISION,
-    check_autocast,
-    compare_outputs,
-    export_onnx_files,
-    parity_outputs,
-    prepare_variant,
-)
+from ..records import ParityVerdict, SuggestionStatus, VariantStatus
+from ..variants.output_parity import compare_outputs, parity_outputs
+from ..variants.registry import get_variant, prepare_variant
 from ..variants.variant_pass import load_fresh, variant_attempt
 from .layer_passes import (
-    AutocastVariant,
-    ChannelsLastVariant,
-    HookedVariant,
     candidate_modules,
     fp32_forward,
     install_overrides,
@@ -33,77 +25,11 @@ from .layer_passes import (
     run_divergence,
 )
 
-COMPILE_UNSUPPORTED = (
-    "torch.compile fuses the leaf modules into kernels of its own: their outputs never exist in "
-    "the compiled graph, so there is no record to compare"
-)
-
 
 def hooked_variant(bench, variant: str):
-    """The divergence passes' view of `variant`: how it runs the model and one leaf, and its tolerance."""
-    import torch
-
-    tolerance = bench.DIVERGENCE_TOLERANCE
-    if variant in HALF_PRECISION:
-        dtype = getattr(torch, HALF_PRECISION[variant])
-        check_autocast(bench.device, dtype)
-        return AutocastVariant(variant, dtype, tolerance[HALF_PRECISION[variant]])
-    if variant == "torch-channels-last":
-        return ChannelsLastVariant(variant, tolerance["float32"])
-    if variant == "torch-compile":
-        raise VariantUnsupported(COMPILE_UNSUPPORTED)
-    if variant == "onnxruntime":
-        return OnnxRuntimeVariant(variant, tolerance["float32"])
-    raise VariantUnsupported(f"{variant}: no divergence pass for it")
-
-
-class OnnxRuntimeVariant(HookedVariant):
-    """The exported graph run by ONNX Runtime with the outputs of the nodes that end each module added
-    (onnx_intermediates): propagated errors only, since a leaf cannot be run alone in the graph; fed
-    the network's input as the reference pass saw it."""
-
-    shadow_mode = False
-
-    def __init__(self, name: str, tolerance: float):
-        super().__init__(name, tolerance)
-        self.inputs: list = []
-
-    def watch(self, bench):
-        """A pre-hook on the network's input module keeping its first tensor argument (keyword or not)."""
-
-        @contextlib.contextmanager
-        def watching():
-            def keep(module, args, kwargs):
-                if not self.inputs:
-                    tensor, _ = first_tensor((list(args), kwargs))
-                    if tensor is not None:
-                        self.inputs.append(tensor.detach().to("cpu", copy=True).numpy())
-
-            handle = bench.input_module().register_forward_pre_hook(keep, with_kwargs=True)
-            try:
-                yield
-            finally:
-                handle.remove()
-
-        return watching()
-
-    def compare(self, bench, image, store, records: list[dict]) -> tuple[float, dict]:
-        from .onnx_intermediates import leaf_facts, onnx_variant_pass
-
-        if not self.inputs:
-            raise RuntimeError("the reference pass never reached the network's input module")
-        paths, _ = export_onnx_files(bench, [image])
-        shape = "x".join(map(str, self.inputs[0].shape))
-        path = paths.get(shape) or next(iter(paths.values()))
-        summary = onnx_variant_pass(
-            bench, path, self.inputs[0], None, store, records, facts=leaf_facts(bench.network())
-        )
-        return summary["seconds"], {
-            "onnx": {k: v for k, v in summary.items() if k != "level_note"},
-            "file": str(path),
-            "level": "block" if summary.get("block") else "leaf",
-            "level_note": summary["level_note"],
-        }
+    """The divergence passes' view of `variant` (its class in the registry says how it is hooked, or why
+    it cannot be): how it runs the model and one leaf, and its tolerance."""
+    return get_variant(variant).hooked(bench)
 
 
 def measure_divergence(
@@ -115,7 +41,7 @@ def measure_divergence(
     entries = result["divergence"] = []
     plain_records = {v["variant"]: v for v in result.get("variants") or []}
     for variant in variants:
-        entry = {"variant": variant, "status": "running", "image": images[0][0].name}
+        entry = {"variant": variant, "status": VariantStatus.RUNNING, "image": images[0][0].name}
         entries.append(entry)
         publish(result)
         log("DIVERGE", f"{cls.MODEL_NAME} {variant}: every leaf call against torch-fp32 on {images[0][0].name}")
@@ -134,14 +60,14 @@ def measure_divergence(
             held.pop("bench").release()
             del bench
             free_cached_memory(ctx.device)
-            entry["status"] = "complete"
-            if variant in HALF_PRECISION:
+            entry["status"] = VariantStatus.COMPLETE
+            if get_variant(variant).half_precision:
                 try:
                     entry["suggestion"] = suggest_fp32_set(
                         cls, ctx, variant, entry, plain_records.get(variant), reference_outputs, images, result
                     )
                 except Exception as exc:  # noqa: BLE001  (the comparison stands; only its suggestion failed)
-                    entry["suggestion"] = {"status": "failed", "reason": exception_line(exc)}
+                    entry["suggestion"] = {"status": SuggestionStatus.FAILED, "reason": exception_line(exc)}
                     log("WARNING", f"{cls.MODEL_NAME} {variant}: no suggestion: {exception_line(exc)}")
     publish(result)
 
@@ -184,8 +110,11 @@ def suggest_fp32_set(
     """The fewest modules, worst own error first (1, 2, 3, 5, 8, ... of them), that bring the variant's
     parity to a pass when kept in fp32; that set timed like a variant. Each try is one parity check on
     every image (no timing); the first set that passes is the suggestion."""
-    if not plain or plain.get("status") != "complete":
-        return {"status": "skipped", "reason": f"the plain {variant} was not measured: nothing to compare a set with"}
+    if not plain or plain.get("status") != VariantStatus.COMPLETE:
+        return {
+            "status": SuggestionStatus.SKIPPED,
+            "reason": f"the plain {variant} was not measured: nothing to compare a set with",
+        }
     out = {
         "plain": {
             "speedup_forward": plain.get("speedup_forward"),
@@ -193,11 +122,11 @@ def suggest_fp32_set(
             "worst": plain["parity"]["worst"],
         }
     }
-    if plain["parity"]["verdict"] == "pass":
-        return {"status": "not needed", "reason": f"the plain {variant} passes parity", **out}
+    if plain["parity"]["verdict"] == ParityVerdict.PASS:
+        return {"status": SuggestionStatus.NOT_NEEDED, "reason": f"the plain {variant} passes parity", **out}
     candidates = candidate_modules(entry["records"] + entry.get("ops_records", []), entry["tolerance"])
     if not candidates:
-        return {"status": "no small set", "reason": "no record has an own error to rank", **out}
+        return {"status": SuggestionStatus.NO_SMALL_SET, "reason": "no record has an own error to rank", **out}
     bench = load_fresh(cls, ctx)
     try:
         prepare_variant(bench, variant, images)
@@ -209,12 +138,12 @@ def suggest_fp32_set(
             parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
             tried.append({"modules": size, "verdict": parity["verdict"], "worst": parity["worst"]})
             log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity['verdict']}")
-            if parity["verdict"] == "pass":
+            if parity["verdict"] == ParityVerdict.PASS:
                 chosen = parity
                 break
         if chosen is None:
             return {
-                "status": "no small set",
+                "status": SuggestionStatus.NO_SMALL_SET,
                 "modules": candidates,
                 "tried": tried,
                 **out,
@@ -234,7 +163,7 @@ def suggest_fp32_set(
         reference_median = (result.get("latency_forward") or {}).get("median")
         mine = record["latency_forward"]["median"]
         suggestion = {
-            "status": "passes",
+            "status": SuggestionStatus.PASSES,
             "modules": installed,
             "tried": tried,
             **out,

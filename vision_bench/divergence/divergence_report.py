@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..common import format_bytes
+from ..records import SuggestionStatus, VariantStatus
 from ..reports.charts import plot_style
 from ..reports.tables import md_table
 
@@ -61,7 +62,7 @@ def cosine_text(value) -> str:
 
 
 def complete(r: dict) -> list[dict]:
-    return [e for e in r.get("divergence") or [] if e.get("status") == "complete"]
+    return [e for e in r.get("divergence") or [] if e.get("status") == VariantStatus.COMPLETE]
 
 
 def by_index(entry: dict) -> dict:
@@ -196,13 +197,13 @@ def suggestion_sentence(entry: dict) -> str | None:
     plain_text = f"plain {v}: {speed(plain.get('speedup_forward'), bare=True)}, {plain.get('verdict') or 'n/a'}"
     reason = f": {s['reason']}" if s.get("reason") else ""
     status, mods = s.get("status"), s.get("modules") or []
-    if status == "passes":
+    if status == SuggestionStatus.PASSES:
         count = "this module" if len(mods) == 1 else f"these {len(mods)} modules"
         return (
             f"Suggestion: {v} with {count} in fp32: {speed(s.get('speedup_forward'))}, parity "
             f"{(s.get('parity') or {}).get('verdict', 'n/a')} ({plain_text})."
         )
-    if status == "no small set":
+    if status == SuggestionStatus.NO_SMALL_SET:
         tried = ", ".join(
             f"{t.get('modules')} ({t.get('verdict')}{worst_text(t.get('worst'))})" for t in s.get("tried") or []
         )
@@ -211,7 +212,7 @@ def suggestion_sentence(entry: dict) -> str | None:
             + (f"; tried sets of {tried}" if tried else "")
             + f"{reason}."
         )
-    if status == "not needed":
+    if status == SuggestionStatus.NOT_NEEDED:
         return (
             f"Suggestion: not needed, {v} as it is: {speed(plain.get('speedup_forward'))}, parity "
             f"{plain.get('verdict') or 'n/a'}{reason}."
@@ -245,7 +246,7 @@ def divergence_blocks(r: dict, assets: Path) -> list[dict]:
     blocks = []
     for entry in r.get("divergence") or []:
         v = entry.get("variant", "?")
-        if entry.get("status") != "complete":
+        if entry.get("status") != VariantStatus.COMPLETE:
             blocks.append(
                 {
                     "variant": v,
@@ -279,7 +280,7 @@ def divergence_blocks(r: dict, assets: Path) -> list[dict]:
                 "sentences": sentences,
                 "rows": divergence_rows(entry),
                 "chart": chart,
-                "modules": (s.get("modules") or []) if s.get("status") == "passes" else [],
+                "modules": (s.get("modules") or []) if s.get("status") == SuggestionStatus.PASSES else [],
             }
         )
     return blocks

@@ -1,5 +1,6 @@
-"""The onnxruntime variant's pass of --divergence: an ONNX file has no hooks, so each leaf call's
-output is found in the graph and fetched from ONNX Runtime as an extra graph output.
+"""The onnxruntime variant's pass of --divergence (and OnnxRuntimeVariant, the variant as that pass
+hooks it): an ONNX file has no hooks, so each leaf call's output is found in the graph and fetched
+from ONNX Runtime as an extra graph output.
 
 The TorchScript exporter (torch.onnx.export(dynamo=False)) names a node `/<scope>/.../<Op>[_n]`, one
 scope per module *call*, a scope being the module's first name in the exported module's
@@ -17,6 +18,7 @@ Several values leaving, or not one scope per torch call: ambiguous, see block_fa
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections import Counter, defaultdict
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..common import leaf_modules, log
+from ..common import first_tensor, leaf_modules, log
+from .layer_passes import HookedVariant
 
 DEFAULT_BUDGET_BYTES = 512 << 20
 ELEMENT_BYTES = {1: 4, 10: 2, 16: 2, 11: 8}  # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
@@ -490,3 +493,52 @@ def onnx_variant_pass(
         "level_note": f"{report['leaf']} of {report['records']} record(s) compared at leaf level, "
         f"{report['block']} at block level, {report['unmapped']} without a value in the graph",
     }
+
+
+# -- the onnxruntime variant as the divergence passes hook it ---------------------------------------
+class OnnxRuntimeVariant(HookedVariant):
+    """The exported graph run by ONNX Runtime with the outputs of the nodes that end each module added
+    (above): propagated errors only, since a leaf cannot be run alone in the graph; fed
+    the network's input as the reference pass saw it."""
+
+    shadow_mode = False
+
+    def __init__(self, name: str, tolerance: float, export):
+        super().__init__(name, tolerance)
+        self.export = export  # (bench, images) -> ({name: ONNX path}, {name: export seconds}): the variant's cache
+        self.inputs: list = []
+
+    def watch(self, bench):
+        """A pre-hook on the network's input module keeping its first tensor argument (keyword or not)."""
+
+        @contextlib.contextmanager
+        def watching():
+            def keep(module, args, kwargs):
+                if not self.inputs:
+                    tensor, _ = first_tensor((list(args), kwargs))
+                    if tensor is not None:
+                        self.inputs.append(tensor.detach().to("cpu", copy=True).numpy())
+
+            handle = bench.input_module().register_forward_pre_hook(keep, with_kwargs=True)
+            try:
+                yield
+            finally:
+                handle.remove()
+
+        return watching()
+
+    def compare(self, bench, image, store, records: list[dict]) -> tuple[float, dict]:
+        if not self.inputs:
+            raise RuntimeError("the reference pass never reached the network's input module")
+        paths, _ = self.export(bench, [image])
+        shape = "x".join(map(str, self.inputs[0].shape))
+        path = paths.get(shape) or next(iter(paths.values()))
+        summary = onnx_variant_pass(
+            bench, path, self.inputs[0], None, store, records, facts=leaf_facts(bench.network())
+        )
+        return summary["seconds"], {
+            "onnx": {k: v for k, v in summary.items() if k != "level_note"},
+            "file": str(path),
+            "level": "block" if summary.get("block") else "leaf",
+            "level_note": summary["level_note"],
+        }

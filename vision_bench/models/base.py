@@ -1,6 +1,6 @@
 """The contract a model implements (ModelBenchmark) and what it inherits: the pipeline and its
-timing, FLOPs, dissection, the time breakdown, cleanup; plus the bases for transformers depth
-models and ultralytics models that the classes in unified_benchmark.py extend."""
+timing, FLOPs, dissection, the time breakdown, what the variants change, cleanup. The bases for
+transformers depth models and ultralytics models are in library_bases."""
 
 from __future__ import annotations
 

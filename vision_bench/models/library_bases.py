@@ -10,8 +10,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..common import WeightsError, exception_line, first_tensor, log
+from ..variants.onnxruntime import export_with_torch, onnxruntime_session
 from ..variants.parity import split_yolo_output
-from ..variants.registry import export_with_torch, onnxruntime_session
 from .base import ModelBenchmark, as_numpy
 
 

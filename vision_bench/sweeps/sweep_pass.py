@@ -12,6 +12,7 @@ from ..measure.memory import MemoryTracker, apply_memory_limit, free_cached_memo
 from ..measure.stats import format_interval
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
+from ..records import SweepPointStatus
 from ..variants.variant_pass import load_fresh
 from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 
@@ -37,7 +38,7 @@ def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:
         publish(result)
         measure_point(bench, ctx, point, tracker, image, flops)
         sweep["seconds"] = time.perf_counter() - start
-        if point["status"] == "oom" and ctx.args.memory_limit and getattr(ctx, "in_worker", False):
+        if point["status"] == SweepPointStatus.OOM and ctx.args.memory_limit and getattr(ctx, "in_worker", False):
             # What the failed attempt left in the heap would count against the limit at the next point
             # (measured: yolo11n-detect's edge two batches below the memory model's prediction): the
             # next point starts in a fresh worker (workers.run_in_worker), as the first ones did.
@@ -91,18 +92,22 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
         point["flops_per_image"] = count
         point["input_shape"] = [batch] + list(shape[1:]) if shape else None
         point["pixels"] = shape[-2] * shape[-1] if shape and len(shape) == 4 else None
-        point["status"] = "ok"
+        point["status"] = SweepPointStatus.OK
     except Exception as exc:
-        point["status"] = "oom" if is_out_of_memory(exc, limited=bool(ctx.args.memory_limit)) else "failed"
+        point["status"] = (
+            SweepPointStatus.OOM
+            if is_out_of_memory(exc, limited=bool(ctx.args.memory_limit))
+            else SweepPointStatus.FAILED
+        )
         point["reason"] = exception_line(exc)
         log(
-            "SWEEP" if point["status"] == "oom" else "WARNING",
+            "SWEEP" if point["status"] == SweepPointStatus.OOM else "WARNING",
             f"{bench.MODEL_NAME} {label}{point['status']}: {point['reason']}",
         )
     memory.update(tracker.safe_peak())
     memory["peak_bytes"] = memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"])
     memory["cpu_peak_growth_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_start_bytes"]
-    if point["status"] == "ok":
+    if point["status"] == SweepPointStatus.OK:
         t = point["throughput"]
         log(
             "SWEEP",

@@ -15,6 +15,7 @@ import math
 import re
 
 from ..common import UsageError
+from ..records import SweepPointStatus
 
 DIMENSIONS = ("input_size", "batch")  # the order a sweep runs in: the out-of-memory-prone batches last
 AUTO_MAX = {"batch": 1024, "input_size": 4096}
@@ -96,9 +97,13 @@ def step_of(sweep: dict, dimension: str) -> int:
 def edge_of(points: list[dict]) -> tuple[int | None, int | None]:
     """(largest value that ran, smallest value that ran out of memory) of one dimension's points;
     the largest good value is the one below the first failing one."""
-    oom = [p["value"] for p in points if p["status"] == "oom"]
+    oom = [p["value"] for p in points if p["status"] == SweepPointStatus.OOM]
     first_oom = min(oom) if oom else None
-    good = [p["value"] for p in points if p["status"] == "ok" and (first_oom is None or p["value"] < first_oom)]
+    good = [
+        p["value"]
+        for p in points
+        if p["status"] == SweepPointStatus.OK and (first_oom is None or p["value"] < first_oom)
+    ]
     return (max(good) if good else None), first_oom
 
 
@@ -165,7 +170,7 @@ def finish_sweep(sweep: dict) -> None:
                 sweep["points"].append(
                     point_record(dimension, value, False)
                     | {
-                        "status": "skipped",
+                        "status": SweepPointStatus.SKIPPED,
                         "reason": "beyond the out-of-memory edge" if beyond else "sweep budget reached",
                     }
                 )
@@ -181,7 +186,7 @@ def point_record(dimension: str, value: int, bisect: bool) -> dict:
         "batch": value if dimension == "batch" else 1,
         "input_size": value if dimension == "input_size" else None,
         "bisect": bisect,
-        "status": "running",
+        "status": SweepPointStatus.RUNNING,
         "runs": [],
     }
 
@@ -199,7 +204,8 @@ def fit_line(xs: list[float], ys: list[float]) -> dict | None:
 
 def ok_points(sweep: dict, dimension: str) -> list[dict]:
     return sorted(
-        (p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == "ok"), key=lambda p: p["value"]
+        (p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == SweepPointStatus.OK),
+        key=lambda p: p["value"],
     )
 
 

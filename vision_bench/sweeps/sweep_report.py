@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common import ms
+from ..records import ModelStatus, SweepPointStatus
 from ..reports.charts import plot_style
 from ..reports.tables import md_table
 
@@ -54,7 +55,7 @@ def sweep_rows(r: dict) -> list[list[str]]:
     ]
     for p in sweep.get("points", []):
         lat, thr, mem = p.get("latency_end_to_end") or {}, p.get("throughput") or {}, p.get("memory") or {}
-        if p["status"] != "ok":
+        if p["status"] != SweepPointStatus.OK:
             rows.append(
                 [
                     point_name(p),
@@ -179,7 +180,7 @@ def sweep_charts(r: dict, assets: Path) -> list[tuple[str, str]]:
     """The model's sweep charts (file name, alt text), drawn once when missing: a finished model's
     points never change."""
     sweep = r.get("sweep")
-    if not sweep or r.get("phase") == "sweep" and r.get("status") == "running":
+    if not sweep or r.get("phase") == "sweep" and r.get("status") == ModelStatus.RUNNING:
         return []
     out = []
     for suffix, alt in CHART_SUFFIXES:
@@ -191,12 +192,13 @@ def sweep_charts(r: dict, assets: Path) -> list[tuple[str, str]]:
 
 def batch_points(sweep: dict) -> list[dict]:
     return sorted(
-        (p for p in sweep["points"] if p["dimension"] == "batch" and p["status"] == "ok"), key=lambda p: p["value"]
+        (p for p in sweep["points"] if p["dimension"] == "batch" and p["status"] == SweepPointStatus.OK),
+        key=lambda p: p["value"],
     )
 
 
 def oom_points(sweep: dict, dimension: str) -> list[dict]:
-    return [p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == "oom"]
+    return [p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == SweepPointStatus.OOM]
 
 
 def mark_edge(ax, sweep: dict) -> None:
@@ -329,7 +331,11 @@ def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
 
 def draw_pixels(r: dict, sweep: dict, path: Path) -> bool:
     points = sorted(
-        (p for p in sweep["points"] if p["dimension"] == "input_size" and p["status"] == "ok" and p.get("pixels")),
+        (
+            p
+            for p in sweep["points"]
+            if p["dimension"] == "input_size" and p["status"] == SweepPointStatus.OK and p.get("pixels")
+        ),
         key=lambda p: p["pixels"],
     )
     if len(points) < 2:

@@ -10,9 +10,12 @@ row. It is pure: only numpy, no model loading, no torch import (tensors are duck
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ..records import ParityVerdict
 
 FP32_TOLERANCE = {
     "normalised_error": 1e-3,
@@ -274,12 +277,6 @@ def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
     }
 
 
-def tolerance_for(variant_name: str) -> dict:
-    """The default tolerance for a variant: half precision is allowed a looser one."""
-    name = variant_name.lower()
-    return dict(HALF_TOLERANCE if "fp16" in name or "bf16" in name else FP32_TOLERANCE)
-
-
 def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
@@ -294,8 +291,8 @@ def _under(value: Any, limit: Any) -> bool:
     return limit is not None and value is not None and not value >= limit
 
 
-def verdict(figures: dict, tolerance: dict) -> tuple[str, list[str]]:
-    """("pass" | "fail", reasons) for one image's figures under a tolerance.
+def verdict(figures: dict, tolerance: dict) -> tuple[ParityVerdict, list[str]]:
+    """(pass or fail, reasons) for one image's figures under a tolerance.
 
     figures: {"raw": raw_output_parity(...), "detection": detection_parity(...),
     "depth": depth_parity(...), "masks": mask_parity(...)}, any of them absent. An absent
@@ -354,23 +351,23 @@ def verdict(figures: dict, tolerance: dict) -> tuple[str, list[str]]:
                 reasons.append(f"masks unmatched {unmatched} > {tol('max_unmatched')}")
             if _under(masks.get("mean_mask_iou"), tol("min_mask_iou")):
                 reasons.append(f"mean mask IoU {_fmt(masks['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
-    return ("fail" if reasons else "pass"), reasons
+    return (ParityVerdict.FAIL if reasons else ParityVerdict.PASS), reasons
 
 
-def combine_verdicts(per_image: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
+def combine_verdicts(per_image: Sequence[tuple[str, list[str]]]) -> tuple[ParityVerdict, list[str]]:
     """One verdict over all images: fail if any image fails, reasons de-duplicated in order.
 
     No images at all is a fail: a parity check that compared nothing has shown nothing.
     """
     if not per_image:
-        return "fail", ["no images compared"]
+        return ParityVerdict.FAIL, ["no images compared"]
     images_by_reason: dict[str, list[int]] = {}
     for index, (_, reasons) in enumerate(per_image):
         for reason in reasons:
             images_by_reason.setdefault(reason, []).append(index)
-    failed = any(status != "pass" for status, _ in per_image)
+    failed = any(status != ParityVerdict.PASS for status, _ in per_image)
     reasons = [f"image {', '.join(map(str, idx))}: {reason}" for reason, idx in images_by_reason.items()]
-    return ("fail" if failed else "pass"), reasons
+    return (ParityVerdict.FAIL if failed else ParityVerdict.PASS), reasons
 
 
 def _worst(values: list, pick) -> float | None:

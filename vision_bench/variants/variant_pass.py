@@ -17,7 +17,9 @@ from ..measure.timed_runs import (
     summarize_latency,
 )
 from ..models.images import load_rgb
-from .registry import REFERENCE_VARIANT, VARIANTS, compare_outputs, parity_outputs, prepare_variant
+from ..records import VariantStatus
+from .output_parity import compare_outputs, parity_outputs
+from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
 
 
 def load_fresh(cls, ctx):
@@ -36,10 +38,10 @@ def variant_attempt(record: dict, model: str, variant: str, tag: str, device):
     try:
         yield held
     except VariantUnsupported as exc:
-        record.update(status="unsupported", reason=str(exc))
+        record.update(status=VariantStatus.UNSUPPORTED, reason=str(exc))
         log(tag, f"{model} {variant}: unsupported: {exc}")
     except Exception as exc:
-        record.update(status="failed", reason=exception_line(exc), traceback=traceback.format_exc())
+        record.update(status=VariantStatus.FAILED, reason=exception_line(exc), traceback=traceback.format_exc())
         log("WARNING", f"{model} {variant} failed: {exception_line(exc)}")
     finally:
         if held.get("bench") is not None:
@@ -59,14 +61,15 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
     bench.release()  # each variant's memory is its own, not the reference's too
     free_cached_memory(ctx.device)
     for variant in variants:
-        record = {"variant": variant, "status": "running", "description": VARIANTS[variant], "runs": []}
+        description = get_variant(variant).description
+        record = {"variant": variant, "status": VariantStatus.RUNNING, "description": description, "runs": []}
         result["variants"].append(record)
-        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {VARIANTS[variant]}")
+        log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {description}")
         with variant_attempt(record, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
             held["bench"] = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
             record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
             add_speedups(record, result)
-            record["status"] = "complete"
+            record["status"] = VariantStatus.COMPLETE
             log("VARIANT", variant_line(record))
             del variant_bench
     return reference
@@ -95,8 +98,8 @@ def reference_row(result: dict) -> dict:
     """The reference's row of the variants table: its figures as measured above, not again."""
     return {
         "variant": REFERENCE_VARIANT,
-        "status": "complete",
-        "description": VARIANTS[REFERENCE_VARIANT],
+        "status": VariantStatus.COMPLETE,
+        "description": get_variant(REFERENCE_VARIANT).description,
         "reference": True,
         "speedup_forward": 1.0,
         "speedup_end_to_end": 1.0,

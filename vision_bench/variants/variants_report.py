@@ -5,6 +5,7 @@ and the CSV's rows, one per model and variant."""
 from __future__ import annotations
 
 from ..common import ms
+from ..records import ParityVerdict, VariantStatus
 
 VARIANT_HEADERS = [
     "variant",
@@ -46,7 +47,7 @@ def task_text(worst: dict) -> str:
 def variant_rows(r: dict) -> list[list[str]]:
     rows = []
     for v in r.get("variants") or []:
-        if v.get("status") != "complete":
+        if v.get("status") != VariantStatus.COMPLETE:
             rows.append([v["variant"], v.get("status"), "", "", "", "", "", "", "", v.get("reason") or ""])
             continue
         mem = v.get("memory") or {}
@@ -106,10 +107,14 @@ def variant_notes(r: dict) -> list[str]:
 def variant_findings(results: list[dict]) -> list[str]:
     lines = []
     for r in results:
-        done = [v for v in r.get("variants") or [] if v.get("status") == "complete" and not v.get("reference")]
+        done = [
+            v for v in r.get("variants") or [] if v.get("status") == VariantStatus.COMPLETE and not v.get("reference")
+        ]
         if not done:
             continue
-        passing = [v for v in done if (v.get("parity") or {}).get("verdict") == "pass" and v.get("speedup_forward")]
+        passing = [
+            v for v in done if (v.get("parity") or {}).get("verdict") == ParityVerdict.PASS and v.get("speedup_forward")
+        ]
         best = max(passing, key=lambda v: v["speedup_forward"], default=None)
         if best is not None and best["speedup_forward"] > 1:
             lines.append(
@@ -119,7 +124,7 @@ def variant_findings(results: list[dict]) -> list[str]:
         else:
             lines.append(f"No variant of {r['model']} both passes parity and beats torch-fp32's forward.")
         for v in done:
-            if (v.get("parity") or {}).get("verdict") == "fail" and (v.get("speedup_forward") or 0) > 1:
+            if (v.get("parity") or {}).get("verdict") == ParityVerdict.FAIL and (v.get("speedup_forward") or 0) > 1:
                 lines.append(
                     f"Faster but fails parity: {r['model']} {v['variant']}, {v['speedup_forward']:.2f}x, "
                     + "; ".join(v["parity"]["reasons"][:2])

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -389,7 +390,7 @@ def test_error_figures_on_analytic_cases():
 HOLD_PRIVATE_PAGES = """
 import mmap, os, sys, tempfile
 block = b"x" * (64 << 20)
-backing = tempfile.TemporaryFile()
+backing = tempfile.TemporaryFile(dir=sys.argv[1])  # the checkout: on disk, where /tmp may be a tmpfs
 backing.write(b"y" * (8 << 20))
 backing.flush()
 os.fsync(backing.fileno())
@@ -403,7 +404,10 @@ sys.stdin.read()
 def test_private_memory_is_private_clean_plus_private_dirty_of_smaps_rollup():
     """Breaking private_memory's sum to leave out Private_Clean makes this fail."""
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLD_PRIVATE_PAGES], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_PRIVATE_PAGES, str(Path(__file__).resolve().parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout.readline().strip() == "ready"
@@ -412,7 +416,7 @@ def test_private_memory_is_private_clean_plus_private_dirty_of_smaps_rollup():
     finally:
         child.stdin.close()
         child.wait(timeout=60)
-    assert fields["Private_Clean"] >= 8 << 20, "no private clean pages: is the temporary directory a tmpfs?"
+    assert fields["Private_Clean"] >= 8 << 20, "no private clean pages: is the tests folder on a tmpfs?"
     assert fields["Private_Dirty"] >= 64 << 20
     assert figures["uss"] == fields["Private_Clean"] + fields["Private_Dirty"] + fields.get("Private_Hugetlb", 0)
     assert figures["rss"] == fields["Rss"] and figures["pss"] == fields["Pss"]

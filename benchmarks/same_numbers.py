@@ -90,8 +90,8 @@ def layer_records(results_file: Path, model: dict) -> list[dict] | None:
         path = results_file.parent.parent / path
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    return data.get("layers") or data.get("records") or []
+    records = json.loads(path.read_text()).get("records") or {}
+    return [records[key] for key in sorted(records)] if isinstance(records, dict) else list(records)
 
 
 def compare_models(before_file: Path, after_file: Path, before: dict, after: dict) -> list[str]:

@@ -168,7 +168,7 @@ def test_trace_written_and_linked_from_both_reports(ub, tmp_path, monkeypatch, t
     assert all(b["hook_share"] is not None for b in trace["blocks"]) and trace["max_difference_pp"] is not None
     assert "trace" in model["phase_seconds"] and run["json"]["config"]["trace"] is True
     assert f"[`TinyShared_trace.json.gz`]({trace['file']})" in run["md"] and "ui.perfetto.dev" in run["md"]
-    assert f'<a href="{trace["file"]}">TinyShared_trace.json.gz</a>' in run["html"]
+    assert f'<a href="{trace["file"]}"><code>TinyShared_trace.json.gz</code></a>' in run["html"]
     assert "chrome://tracing" in run["html"] and "hooks share" in run["html"]
     # --merge copies the trace along with the output picture, and its reports link to the copy.
     results = run["results_dir"] / f"benchmark_results_{run['run_id']}.json"

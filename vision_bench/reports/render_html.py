@@ -83,7 +83,8 @@ class PageWriter:
         self.nav: list[tuple[str, str]] = []
 
     def blocks(self, blocks: list) -> str:
-        out, figures = [], []
+        out: list[str] = []
+        figures: list[Figure] = []
         for block in blocks + [None]:
             if isinstance(block, Figure) and (not figures or figures[-1].kind == block.kind):
                 figures.append(block)

@@ -89,7 +89,7 @@ def header_blocks(data: dict) -> list[Block]:
 
 def system_blocks(data: dict) -> list[Block]:
     s = data.get("system") or {}
-    rows = [
+    rows: list[list] = [
         ["OS", s.get("os")],
         ["Python", s.get("python")],
         ["PyTorch", s.get("torch")],
@@ -101,9 +101,8 @@ def system_blocks(data: dict) -> list[Block]:
         ["device", s.get("device")],
         ["numeric settings", numeric_settings_text(s)],
     ]
-    return [Heading(2, "System", "system"), Table(["property", "value"], rows)] + machine_state_blocks(
-        data.get("models") or []
-    )
+    blocks: list[Block] = [Heading(2, "System", "system"), Table(["property", "value"], rows)]
+    return blocks + machine_state_blocks(data.get("models") or [])
 
 
 def timing_procedure(c: dict) -> str:
@@ -190,7 +189,7 @@ def chart_blocks(data: dict, ctx) -> list[Block]:
     heading = Heading(2, "Charts", "charts")
     if data.get("status") == "running":
         return [heading, Paragraph("No charts yet: they are drawn when the run ends.")]
-    charts = [
+    charts: list[Block] = [
         Figure(f"{ctx.assets_dir.name}/{name}", alt)
         for name, alt, _ in SUMMARY_CHARTS
         if (ctx.assets_dir / name).exists()

@@ -39,22 +39,17 @@ def memory_note(results: list[dict]) -> str:
         "the growth of its worker's private memory (USS) from just before the load to the peak. On CUDA: the "
         "allocator's peak, and in brackets its growth from before the load."
     )
-    before = [
-        (
-            (r.get("memory") or {}).get("cpu_rss_before_load_bytes"),
-            (r.get("memory") or {}).get("cpu_private_before_load_bytes"),
-        )
-        for r in results
-        if r.get("status") == "complete"
-    ]
-    before = [(rss, uss) for rss, uss in before if rss is not None and uss is not None]
-    if before:
-        rss, uss = before[0]
+    for r in results:
+        memory = r.get("memory") or {}
+        rss, uss = memory.get("cpu_rss_before_load_bytes"), memory.get("cpu_private_before_load_bytes")
+        if r.get("status") != "complete" or rss is None or uss is None:
+            continue
         text += (
             f" Before its model loaded, a worker held {rss / 2**20:.0f} MB resident, {uss / 2**20:.0f} MB of "
             "it private: the rest are the libraries the worker server imported (torch, transformers, ultralytics, "
             "OpenCV), shared with it and not the model's."
         )
+        break  # the first finished model's figures: every worker starts the same
     return text
 
 

@@ -418,6 +418,8 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
 def sweep_section(r: dict, assets: Path) -> list[Block]:
     """The model's sweep: its summary line, the table of its points, the notes and the charts."""
     line = summary_line(r)
-    blocks: list[Block] = [Heading(3, "How cost grows")] + ([Paragraph(line)] if line else [])
+    blocks: list[Block] = [Heading(3, "How cost grows")]
+    if line:
+        blocks.append(Paragraph(line))
     blocks += [Table(SWEEP_HEADERS, sweep_rows(r)), BulletList(sweep_notes(r))]
     return blocks + [Figure(f"{assets.name}/{name}", alt) for name, alt in sweep_charts(r, assets)]

@@ -305,7 +305,7 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
     done["runs"] = [{**r, "kind": kind} for r, kind in zip(done["runs"] * 3, ("cold", "warmup", "warmup", "timed"))]
     done["latency_end_to_end"].update(ci95_low=0.0123, ci95_high=0.0456, ci_method="order statistics")
     done["phase_seconds"] = {"load": 1.25, "timed": 3.5}
-    data["phase_totals"] = {"load": 1.25, "overhead": 0.75}
+    data["phase_totals"] = {"load": 1.25, "timed": 3.5, "measuring": 4.75, "overhead": 0.75, "wall": 5.5}
     data["models"].append(
         {
             "model": "MobileSAM",
@@ -326,9 +326,9 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
     assert "<b>Run running.</b>" in page and "DepthAnythingV2Small (running)" in page
     assert page.count("<section ") == 1 and '<section id="model-0"><h2>YOLO11nDetect</h2>' in page
     assert "Runs: 1 cold start, 2 warm-up (not in the statistics), 1 timed" in page
-    assert "[12.3-45.6]" in page
-    assert "Wall time by phase: load 1.2 s, timed 3.5 s" in page and "load 1.2 s, overhead 0.8 s" in page
-    assert '<div class="fail"><b>MobileSAM</b>: timeout' in page and "line one\nline two" in page
+    assert "[12.3, 45.6]" in page  # the interval as the Markdown writes it
+    assert "Wall time by phase: load 1.2 s, timed runs 3.5 s" in page and "Where the run&#x27;s time went" in page
+    assert "<td>MobileSAM</td><td>timeout</td>" in page.split('<div class="fail">')[1] and "line one\nline two" in page
 
 
 def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
@@ -345,11 +345,11 @@ def test_summary_charts_are_drawn_once_when_the_run_ends(run, ub, tmp_path):
     ctx.assets_dir.mkdir(parents=True)
     data["status"] = "running"
     md = markdown_report(data, ctx)
-    assert "Drawn when the run ends." in md and not (ctx.assets_dir / "latency.png").exists()
+    assert "No charts yet: they are drawn when the run ends." in md and not (ctx.assets_dir / "latency.png").exists()
     assert "No charts yet: they are drawn when the run ends." in html_report(data, ctx)
     data["status"] = "complete"
     draw_summary_charts(data, ctx.assets_dir)  # the final write draws them before it stamps the wall time
     md = markdown_report(data, ctx)
     assert (ctx.assets_dir / "latency.png").exists() and (ctx.assets_dir / "memory_vs_params.png").exists()
-    assert f"]({ctx.assets_dir.name}/latency.png)" in md and "Drawn when the run ends." not in md
+    assert f"]({ctx.assets_dir.name}/latency.png)" in md and "No charts yet" not in md
     assert 'alt="Latency per model"' in html_report(data, ctx)

@@ -9,8 +9,9 @@ import pytest
 
 from vision_bench.measure.model_pass import PhaseTimer
 from vision_bench.phases import MEASURING_PHASES, PHASES, PHASES_BY_NAME, UnregisteredPhase
+from vision_bench.reports.render_markdown import render_markdown
 from vision_bench.reports.results_file import phase_totals
-from vision_bench.reports.run_time import run_time_section
+from vision_bench.reports.run_time import run_time_blocks
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vision_bench"
 
@@ -51,6 +52,6 @@ def test_divergence_passes_are_measuring_time_with_their_own_row():
     totals = phase_totals([result], total_seconds=70.0)
     assert totals["measuring"] == pytest.approx(65.0)
     assert totals["overhead"] == pytest.approx(5.0)  # 70 - 65: the cleanup and the rest, not the passes
-    text = "\n".join(run_time_section({"phase_totals": totals}))
+    text = render_markdown(run_time_blocks({"phase_totals": totals}))
     assert "| divergence passes | 60.0 | 85.7% |" in text
     assert "overhead (everything else: worker start, output picture, cleanup, reports, start-up) 5.0 s (7.1%)" in text

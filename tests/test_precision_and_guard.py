@@ -12,11 +12,12 @@ from test_gate import verdict_line
 from test_worker_processes import run_tool
 
 from vision_bench.measure.machine_state import MachineGuard
-from vision_bench.measure.sampling_report import machine_state_lines
+from vision_bench.measure.sampling_report import machine_state_blocks
 from vision_bench.measure.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import summarize_latency
 from vision_bench.reports.compare import REFUSED, compare_model
+from vision_bench.reports.render_markdown import render_markdown
 
 
 class FakeClock:
@@ -193,7 +194,7 @@ def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_
     state = record["machine_state"]
     assert state["flagged"] == {"throttled": 2, "shared": 2} and not state["clean"]
     assert record["latency_end_to_end"]["n"] == 5 and state["other_pids"] == [4242]
-    lines = "\n".join(machine_state_lines([record]))
+    lines = render_markdown(machine_state_blocks([record]))
     assert "2 throttled, 2 shared of 5 timed runs" in lines and "pids 4242" in lines and "Warning" in lines
 
     summarize_latency(record, discard_flagged=True)

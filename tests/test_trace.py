@@ -14,8 +14,9 @@ from torch import nn
 from worker_models import TinyConvBenchmark
 
 from vision_bench.inspect.trace import profiler_activities, self_times, summarize_trace
-from vision_bench.inspect.trace_report import trace_markdown
+from vision_bench.inspect.trace_report import trace_blocks
 from vision_bench.reports.html import trace_html
+from vision_bench.reports.render_markdown import render_markdown
 
 
 class SharedActNet(nn.Module):
@@ -167,7 +168,7 @@ def test_trace_written_and_linked_from_both_reports(ub, tmp_path, monkeypatch, t
     assert all(b["hook_share"] is not None for b in trace["blocks"]) and trace["max_difference_pp"] is not None
     assert "trace" in model["phase_seconds"] and run["json"]["config"]["trace"] is True
     assert f"[`TinyShared_trace.json.gz`]({trace['file']})" in run["md"] and "ui.perfetto.dev" in run["md"]
-    assert f'<a href="{trace["file"]}">TinyShared_trace.json.gz</a>' in run["html"]
+    assert f'<a href="{trace["file"]}"><code>TinyShared_trace.json.gz</code></a>' in run["html"]
     assert "chrome://tracing" in run["html"] and "hooks share" in run["html"]
     # --merge copies the trace along with the output picture, and its reports link to the copy.
     results = run["results_dir"] / f"benchmark_results_{run['run_id']}.json"
@@ -294,7 +295,7 @@ def test_reports_show_the_cuda_summary():
             "left_out": ["Python call stacks (--trace-stacks adds them)"],
         },
     }
-    md, page = "\n".join(trace_markdown(r)), trace_html(r)
+    md, page = render_markdown(trace_blocks(r)), trace_html(r)
     for text in (md, page):
         assert "launch-bound" in text and "Top operators by CUDA time" in text and "aten::mm" in text
         assert "59.1%" in text and "2.00x" in text and "the dissection recorded 2 calls" in text

@@ -1,7 +1,7 @@
 """What the reports show of divergence (--divergence): per model and variant, the sentence naming the
 first divergent layer, the table of the records with the largest own error, the passes' cost, the
 suggestion (modules kept in fp32), a chart of the errors against execution order, and the figures the
-HTML layer explorer lays over its records. The same sentences and rows in Markdown and HTML.
+HTML layer explorer lays over its records. Report blocks, written out the same in Markdown and HTML.
 
 "Own" error: the shadow call's relative L2 (the layer fed the reference input); "inherited": the
 propagated one (the whole network ran as the variant). Results written to JSON hold null for an
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..common import format_bytes
 from ..records import SuggestionStatus, VariantStatus
+from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
-from ..reports.tables import md_table
 
 DIVERGENCE_HEADERS = ["#", "module", "call", "type", "own error", "inherited error", "cosine (own / inherited)"]
 INTRO = (
@@ -443,29 +443,19 @@ def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
     return out
 
 
-def divergence_markdown(r: dict, ctx) -> list[str]:
+def divergence_section(r: dict, assets: Path) -> list[Block]:
     """Per variant: the first divergent layer, the largest own errors, the passes' cost, the suggestion, the chart."""
-    lines = ["### Where the variants diverge", "", INTRO, ""]
-    for block in divergence_blocks(r, ctx.assets_dir):
+    explorer = " The layer explorer below colours its records by these errors." if r.get("dissection") else ""
+    blocks: list[Block] = [Heading(3, "Where the variants diverge"), Paragraph(INTRO + explorer)]
+    for block in divergence_blocks(r, assets):
         first, *rest = block["sentences"]
-        lines += [f"#### {block['variant']}", "", first, ""]
+        blocks += [Heading(4, block["variant"]), Paragraph(first)]
         if block["rows"]:
-            lines += [
-                "Largest own errors:",
-                "",
-                md_table(
-                    DIVERGENCE_HEADERS,
-                    [
-                        [row[0], f"`{row[1]}`"] + row[2:]
-                        for row in ([c.replace("|", "/") for c in row] for row in block["rows"])
-                    ],
-                ),
-                "",
-            ]
-        lines += [f"- {sentence}" for sentence in rest]
+            rows = [[row[0], f"`{row[1]}`"] + row[2:] for row in block["rows"]]
+            blocks.append(Table(DIVERGENCE_HEADERS, rows, caption="Largest own errors:"))
         if block["modules"]:
-            lines.append("- Kept in fp32: " + ", ".join(f"`{m}`" for m in block["modules"]))
-        lines += [""] if rest or block["modules"] else []
+            rest = rest + ["Kept in fp32: " + ", ".join(f"`{m}`" for m in block["modules"])]
+        blocks.append(BulletList(rest))
         if block["chart"]:
-            lines += [f"![{block['chart'][1]}]({ctx.assets_dir.name}/{block['chart'][0]})", ""]
-    return lines
+            blocks.append(Figure(f"{assets.name}/{block['chart'][0]}", block["chart"][1]))
+    return blocks

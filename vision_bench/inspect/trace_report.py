@@ -1,11 +1,11 @@
 """What the reports show of a model's profiler trace (--trace): the link and how to open it, what it
 holds and leaves out, the profiled pass's overhead, each block's share of the forward from the trace
-beside the hook-based breakdown's, the top operators and, on CUDA, the device's idle share. The same
-sentences and rows in Markdown and HTML."""
+beside the hook-based breakdown's, the top operators and, on CUDA, the device's idle share: report
+blocks, written out the same in Markdown and HTML."""
 
 from __future__ import annotations
 
-from ..reports.tables import md_table
+from ..reports.blocks import Block, BulletList, Columns, Heading, Paragraph, Table
 from .trace import PHASES, TRACE_OPEN_HINT, file_size
 
 BLOCK_HEADERS = ["block", "trace ms", "trace share", "hooks share", "difference (pp)"]
@@ -121,25 +121,19 @@ def operator_tables(r: dict) -> list[tuple[str, list[list[str]]]]:
     ]
 
 
-def trace_markdown(r: dict) -> list[str]:
+def trace_blocks(r: dict) -> list[Block]:
     """The model's profiler trace (--trace): its link, what it holds, and its summary tables."""
     link = trace_link(r)
     if not link:
         return []
-    lines = ["### Profiler trace", "", f"Trace: [`{link[0]}`]({link[1]}). {TRACE_OPEN_HINT}", ""]
-    lines += [f"- {sentence}" for sentence in trace_sentences(r)] + [
-        "",
-        block_caption(r),
-        "",
-        md_table(BLOCK_HEADERS, block_rows(r)),
-        "",
+    operators = [
+        Table(OPERATOR_HEADERS, [[f"`{row[0]}`"] + row[1:] for row in rows], caption=caption)
+        for caption, rows in operator_tables(r)
     ]
-    for caption, rows in operator_tables(r):
-        # Kernel names are C++ signatures: a "|" in one would split its row.
-        lines += [
-            caption,
-            "",
-            md_table(OPERATOR_HEADERS, [[f"`{row[0].replace('|', '/')}`"] + row[1:] for row in rows]),
-            "",
-        ]
-    return lines
+    return [
+        Heading(3, "Profiler trace"),
+        Paragraph(f"Trace: [`{link[0]}`]({link[1]}). {TRACE_OPEN_HINT}"),
+        BulletList(trace_sentences(r)),
+        Table(BLOCK_HEADERS, block_rows(r), caption=block_caption(r)),
+        Columns([[t] for t in operators]),
+    ]

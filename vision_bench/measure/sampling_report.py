@@ -4,6 +4,7 @@ section, --compare), the --precision stop, the --processes medians and the tail 
 from __future__ import annotations
 
 from ..common import ms
+from ..reports.blocks import Block, BulletList, Note, Paragraph
 from .stats import tail_text
 from .stopping_rule import STOPPED_BY
 
@@ -59,45 +60,46 @@ def throttled_in_statistics(r: dict) -> bool:
     )
 
 
-def machine_state_lines(results: list[dict]) -> list[str]:
+def machine_state_blocks(results: list[dict]) -> list[Block]:
     """The System section's machine state: one line per model, and a warning when it was not clean."""
     done = [r for r in results if r.get("machine_state")]
     if not done:
         return []
-    lines = ["Machine state during the timed runs (sampled between runs only):", ""]
-    lines += [f"- {r['model']}: {state_text(r['machine_state'])}" for r in done]
-    lines.append("")
+    blocks: list[Block] = [
+        Paragraph("Machine state during the timed runs (sampled between runs only):"),
+        BulletList([f"{r['model']}: {state_text(r['machine_state'])}" for r in done]),
+    ]
     for r in done:
         if not_clean(r["machine_state"]):
-            lines += [
-                f"> **Warning: {r['model']} ran on a machine that was not clean:** "
-                + "; ".join(r["machine_state"]["warnings"])
-                + ". Its timings may describe the machine as much "
-                "as the model.",
-                "",
-            ]
-    return lines
+            blocks.append(
+                Note(
+                    "; ".join(r["machine_state"]["warnings"])
+                    + ". Its timings may describe the machine as much as the model.",
+                    title=f"Warning: {r['model']} ran on a machine that was not clean:",
+                )
+            )
+    return blocks
 
 
-def sampling_lines(r: dict) -> list[str]:
-    """A model section's lines: why its timed runs stopped, its processes, its tails."""
+def sampling_items(r: dict) -> list[str]:
+    """A model section's facts: why its timed runs stopped, its processes, its tails."""
     lines = []
     precision = r.get("precision")
     if precision:
         reached = precision.get("reached_pct")
         lines.append(
-            f"- Timed runs: --precision {precision['target_pct']:g}%, {STOPPED_BY[precision['stopped_by']]} "
+            f"Timed runs: --precision {precision['target_pct']:g}%, {STOPPED_BY[precision['stopped_by']]} "
             f"after {precision['runs']} runs in {precision['seconds']:.1f} s; the median's interval reached "
             + (f"+-{reached:.2f}%" if reached is not None else "no interval")
         )
     if r.get("processes"):
         method = r.get("latency_interval") or {}
         lines.append(
-            f"- {len(r['processes'])} processes, runs pooled; the median's 95% interval is "
+            f"{len(r['processes'])} processes, runs pooled; the median's 95% interval is "
             f"{method.get('method', 'n/a')}: {method.get('why', '')}"
         )
         lines.append(
-            "- Per-process end-to-end medians: "
+            "Per-process end-to-end medians: "
             + ", ".join(
                 f"#{p['process']} {ms(p['median'])} ms ({p['n']} runs"
                 + (f", {STOPPED_BY.get(p['stopped_by'], p['stopped_by'])}" if p.get("stopped_by") != "fixed" else "")
@@ -109,7 +111,7 @@ def sampling_lines(r: dict) -> list[str]:
     tails = r.get("latency_tails")
     if tails:
         lines.append(
-            "- Tails (end to end, distribution-free 95% intervals): "
+            "Tails (end to end, distribution-free 95% intervals): "
             + "; ".join(f"{name} {tail_text(tail)}" for name, tail in tails.items())
         )
     return lines

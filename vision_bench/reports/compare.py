@@ -20,8 +20,8 @@ from ..measure.stats import (
     mann_whitney_p,
     shift_estimate,
 )
-from .html import html_table, html_text, render_page
-from .markdown import SYSTEM_IDENTITY
+from .render_html import html_table, html_text, render_page
+from .report_model import SYSTEM_IDENTITY
 from .results_file import model_key, read_results, setting, timed_seconds
 from .tables import md_table
 

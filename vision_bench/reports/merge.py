@@ -10,7 +10,7 @@ from pathlib import Path
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
 from ..run.shards import mark_array_failures, shard_array
 from .compare import unique_output
-from .markdown import draw_summary_charts
+from .report_model import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
 from .write import write_report_files
 

@@ -14,7 +14,8 @@ from ..measure.stats import CI_METHOD
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
 from .html import html_report
-from .markdown import draw_summary_charts, markdown_report
+from .markdown import markdown_report
+from .report_model import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
 
 CSV_COLUMNS = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..common import ms
 from ..records import ModelStatus, SweepPointStatus
+from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
-from ..reports.tables import md_table
 
 SWEEP_HEADERS = [
     "point",
@@ -421,10 +421,11 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
     return rows
 
 
-def sweep_markdown(r: dict, ctx) -> list[str]:
+def sweep_section(r: dict, assets: Path) -> list[Block]:
     """The model's sweep: its summary line, the table of its points, the notes and the charts."""
-    lines = ["### How cost grows", ""] + ([summary_line(r), ""] if summary_line(r) else [])
-    lines += [md_table(SWEEP_HEADERS, [[c.replace("|", "/") for c in row] for row in sweep_rows(r)]), ""]
-    lines += [f"- {note}" for note in sweep_notes(r)] + [""]
-    lines += [f"![{alt}]({ctx.assets_dir.name}/{name})\n" for name, alt in sweep_charts(r, ctx.assets_dir)]
-    return lines
+    line = summary_line(r)
+    blocks: list[Block] = [Heading(3, "How cost grows")]
+    if line:
+        blocks.append(Paragraph(line))
+    blocks += [Table(SWEEP_HEADERS, sweep_rows(r)), BulletList(sweep_notes(r))]
+    return blocks + [Figure(f"{assets.name}/{name}", alt) for name, alt in sweep_charts(r, assets)]

@@ -1,11 +1,12 @@
 """What the reports show of the variants (--variants): one table per model (the same rows in
-Markdown and HTML), the findings (fastest variant that passes parity, faster ones that fail it)
+Markdown and HTML, as report blocks), the findings (fastest variant that passes parity, faster ones that fail it)
 and the CSV's rows, one per model and variant."""
 
 from __future__ import annotations
 
 from ..common import ms
 from ..records import ParityVerdict, VariantStatus
+from ..reports.blocks import Block, BulletList, Heading, Paragraph, Table
 
 VARIANT_HEADERS = [
     "variant",
@@ -102,6 +103,20 @@ def variant_notes(r: dict) -> list[str]:
                 f"{v['variant']}: torch.autocast to {d['autocast_dtype']} around the network; weights stay float32"
             )
     return notes
+
+
+def variants_section(r: dict) -> list[Block]:
+    """The model's variants: how they were compared, their table, and how each ran."""
+    return [
+        Heading(3, "Variants"),
+        Paragraph(
+            "Each variant loaded afresh (same weights), timed like the reference, then run "
+            "once more per image to compare its outputs with torch-fp32's: the normalised error is "
+            "max|a-b| / max|b| of the raw output, per part (boxes, scores, keypoints, ...), worst part shown."
+        ),
+        Table(VARIANT_HEADERS, variant_rows(r)),
+        BulletList(variant_notes(r)),
+    ]
 
 
 def variant_findings(results: list[dict]) -> list[str]:

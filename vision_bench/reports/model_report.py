@@ -1,0 +1,214 @@
+"""A model's section of the report, as blocks: what it ran on, its per-image timings, its output,
+then each capability's part (variants, divergence, sweeps, time breakdown, profiler trace, the
+dissection and, on the page, its layer explorer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ..common import format_bytes, ms
+from ..divergence.divergence_report import divergence_section, explorer_overlay
+from ..inspect.trace_report import trace_blocks
+from ..measure.sampling_report import sampling_items
+from ..measure.stats import format_interval
+from ..phases import phase_label
+from ..sweeps.sweep_report import sweep_section
+from ..variants.variants_report import variants_section
+from .blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
+from .charts import activation_profile_chart
+
+
+def model_blocks(r: dict, position: int, ctx) -> Section:
+    """The model's section: facts, per-image table, output, then the capabilities' parts."""
+    blocks: list[Block] = [Heading(2, r.get("model", "?")), BulletList(fact_items(r) + sampling_items(r))]
+    blocks += per_image_blocks(r) + output_blocks(r)
+    if r.get("variants"):
+        blocks += variants_section(r)
+    if r.get("divergence"):
+        blocks += divergence_section(r, ctx.assets_dir)
+    if r.get("sweep"):
+        blocks += sweep_section(r, ctx.assets_dir)
+    blocks += time_breakdown_blocks(r) + trace_blocks(r) + dissection_blocks(r, ctx)
+    return Section(r.get("model", "?"), f"model-{position}", blocks)
+
+
+def fact_items(r: dict) -> list[str]:
+    """Status, weights, input, settings, runs, medians, phases, worker."""
+    items = [
+        f"Status: {r.get('status')}; weights: {r.get('weights_source') or r.get('weights')}",
+        f"Input the network received: {r.get('input_shape')} (nominal size {r.get('nominal_input_size')}), "
+        f"computed in {r.get('dtype') or 'n/a'}",
+    ]
+    if (r.get("memory") or {}).get("cuda_context_bytes") is not None:
+        items.append(f"CUDA context (apart from the model): {format_bytes(r['memory']['cuda_context_bytes'])}")
+    if r.get("config"):
+        items.append("Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
+    kinds = [run.get("kind") or ("cold" if run.get("cold") else "timed") for run in r.get("runs") or []]
+    if kinds:
+        items.append(
+            f"Runs: {kinds.count('cold')} cold start, {kinds.count('warmup')} warm-up (not in the "
+            f"statistics), {kinds.count('timed')} timed"
+        )
+    phases = r.get("latency_phases_median") or {}
+    if phases.get("forward") is not None:
+        items.append(
+            f"Timed medians: preprocess {ms(phases.get('preprocess'))} ms, forward {ms(phases['forward'])} ms "
+            f"{format_interval(r.get('latency_forward') or {})}, postprocess {ms(phases.get('postprocess'))} ms; "
+            f"cold start {ms((r.get('cold_start') or {}).get('total_s'))} ms"
+        )
+    if r.get("phase_seconds"):
+        items.append(
+            "Wall time by phase: "
+            + ", ".join(f"{phase_label(k)} {v:.1f} s" for k, v in r["phase_seconds"].items() if v is not None)
+        )
+    if r.get("worker"):
+        items.append("Worker process: " + ", ".join(f"{k} {v}" for k, v in r["worker"].items()))
+    return items
+
+
+def per_image_blocks(r: dict) -> list[Block]:
+    per_image = r.get("latency_per_image") or {}
+    if not per_image:
+        return []
+    headers = [
+        "image",
+        "size",
+        "cold start ms",
+        "warm-up ms",
+        "timed median ms [95% CI]",
+        "p90 ms",
+        "CoV",
+        "timed runs",
+    ]
+    rows = []
+    for name, img in per_image.items():
+        steady = img.get("steady") or {}
+        rows.append(
+            [
+                f"`{name}`",
+                "x".join(map(str, img.get("image_size") or [])),
+                ms(img.get("first_run_s")) if img.get("first_is_cold_start") else "",
+                ", ".join(ms(s) for s in img.get("warmup_s", [])) or "none",
+                f"{ms(steady.get('median'))} {format_interval(steady)}",
+                ms(steady.get("p90")),
+                f"{steady['cov'] * 100:.1f}%" if steady.get("cov") is not None else "n/a",
+                steady.get("n"),
+            ]
+        )
+    return [Table(headers, rows)]
+
+
+def output_blocks(r: dict) -> list[Block]:
+    if not r.get("output_image"):
+        return []
+    summary = r.get("prediction_summary") or {}
+    blocks: list[Block] = [
+        Heading(3, "What it produced (first image)"),
+        Figure(r["output_image"], f"{r['model']} output", kind="output"),
+    ]
+    if summary:
+        blocks.append(
+            BulletList([", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in summary.items())])
+        )
+    if r.get("weights") == "random":
+        blocks.append(Note("(Random weights: this output shows the pipeline works, not what the model can do.)"))
+    return blocks
+
+
+def time_breakdown_blocks(r: dict) -> list[Block]:
+    tb = r.get("time_breakdown")
+    if not tb:
+        return []
+    blocks = Table(
+        ["block", "ms", "share"], [[b["block"], f"{b['ms']:.1f}", f"{b['share'] * 100:.1f}%"] for b in tb["blocks"]]
+    )
+    leaves = Table(
+        ["module", "type", "calls", "ms", "share"],
+        [
+            [f"`{t['name']}`", t["type"], t["calls"], f"{t['ms']:.1f}", f"{t['share'] * 100:.1f}%"]
+            for t in tb["top_leaves"]
+        ],
+        caption="Ten most expensive leaf modules:",
+    )
+    return [
+        Heading(3, "Where the time goes"),
+        Paragraph(
+            f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms with timing hooks on every module."
+        ),
+        Columns([[blocks], [leaves]]),
+    ]
+
+
+def dissection_blocks(r: dict, ctx) -> list[Block]:
+    d = r.get("dissection")
+    if not d:
+        return []
+    link = os.path.relpath(d["folder"], ctx.results_dir) if d.get("folder") else ""
+    blocks: list[Block] = [
+        Heading(3, "Inside the model"),
+        Paragraph(
+            f"{d['records']} records (every call of {d['leaf_modules']} leaf modules) "
+            f"in one pass of {d['seconds']:.1f} s; {d['png_files']} PNG and {d['npy_files']} NPY files in "
+            f"[`{link}`]({link}/). NaN in {d['nan_records']} records, Inf in {d['inf_records']}."
+        ),
+        Paragraph("Layer types: " + ", ".join(f"{t} {n}" for t, n in d["type_counts"].items())),
+    ]
+    chart = ctx.assets_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', r['model'])}_activations.png"  # a name is no path
+    # A finished model's chart never changes: drawn once, where the report's pictures go.
+    if chart.exists() or (chart.parent.is_dir() and activation_profile_chart(r, chart)):
+        blocks.append(Figure(f"{ctx.assets_dir.name}/{chart.name}", f"{r['model']} activation profile"))
+    if r.get("weights") == "random":
+        blocks.append(
+            Note("(Random weights: the activation statistics below describe the initialisation, not a trained model.)")
+        )
+    return blocks + [activation_tables(d), explorer_block(r, d, link)]
+
+
+def activation_tables(d: dict) -> Columns:
+    widest = Table(
+        ["record", "module", "call", "type", "min", "max"],
+        [
+            [w["index"], f"`{w['name']}`", w["call"], w["type"], f"{w['range'][0]:.4g}", f"{w['range'][1]:.4g}"]
+            for w in d["widest_range"]
+        ],
+        caption="Widest activation range:",
+    )
+    zeros = Table(
+        ["record", "module", "call", "type", "zeros"],
+        [
+            [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
+            for z in d["most_zeros"]
+        ],
+        caption="Highest fraction of exact zeros:",
+    )
+    return Columns([[widest], [zeros]])
+
+
+def explorer_records(dissection: dict) -> tuple[list[dict], str | None]:
+    """Every record of the model's layers_metadata.json (the result JSON keeps only a digest),
+    or why they are missing."""
+    if not dissection.get("folder"):
+        return [], "no dissection folder recorded"
+    path = Path(dissection["folder"]) / "layers_metadata.json"
+    try:
+        records = json.loads(path.read_text(encoding="utf-8")).get("records") or {}
+    except (OSError, ValueError) as exc:
+        return [], f"layer records not readable ({type(exc).__name__}: {path})"
+    out = []
+    for r in sorted(records.values() if isinstance(records, dict) else records, key=lambda r: r.get("index", 0)):
+        rec = dict(r)
+        grid = re.search(r"(\d+)x(\d+) grid", r.get("reshaped") or "")
+        if grid and len(r.get("shape") or []) == 3:  # (B, tokens, C) drawn as (C, h, w)
+            rec["reshaped_shape"] = [r["shape"][2], int(grid[1]), int(grid[2])]
+        out.append(rec)
+    return out, None
+
+
+def explorer_block(r: dict, d: dict, link: str) -> Explorer:
+    records, problem = explorer_records(d)
+    base = (Path(link).as_posix() + "/") if link else ""
+    overlay = explorer_overlay(r, records) if records else []
+    return Explorer(r.get("model", "?"), base, records, overlay, problem)

@@ -1,0 +1,359 @@
+"""The report model of a run: every section of the report built once, as blocks (blocks.py), from
+the results data; render_markdown.py and render_html.py write them out. The run-wide sections live
+here (header, System, Configuration, Summary, placement, Charts, Findings, the run's time, failures,
+files); a model's own section in model_report.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..common import format_bytes
+from ..measure.sampling_report import machine_state_blocks
+from ..measure.stats import CI_METHOD
+from ..sweeps.sweep_report import summary_line
+from .blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
+from .charts import latency_chart, memory_chart
+from .findings import findings
+from .model_report import model_blocks
+from .results_file import report_paths
+from .run_time import run_time_blocks
+from .summary_table import summary_blocks
+
+SYSTEM_IDENTITY = (
+    "gpu",
+    "cpu",
+    "cpu_count",
+    "os",
+    "torch",
+    "transformers",
+    "ultralytics",
+    "cuda_version",
+    "cuda_driver_version",
+)  # a difference here makes two runs' figures not directly comparable
+SETTINGS_IDENTITY = ("runs_per_image", "warmup_rounds", "weights", "isolation", "seed", "torch_threads")
+SUMMARY_CHARTS = [
+    ("latency.png", "Latency per model", latency_chart),
+    ("memory_vs_params.png", "Peak memory against parameters", memory_chart),
+]
+
+
+def draw_summary_charts(data: dict, assets: Path) -> None:
+    """The run's summary charts, drawn once when it ends; a chart with nothing to show is removed."""
+    for name, _, draw in SUMMARY_CHARTS:
+        if not draw(data["models"], assets / name):
+            (assets / name).unlink(missing_ok=True)
+
+
+def build_report(data: dict, ctx) -> list[Block]:
+    """The whole report of a run (or of a merge), section by section."""
+    results = data.get("models") or []
+    sections = [r for r in results if r.get("cold_start") and r.get("status") != "running"]  # something measured
+    blocks = header_blocks(data) + system_blocks(data) + configuration_blocks(data)
+    blocks += summary_blocks(results) + swept_blocks(sections) + placement_blocks(data)
+    blocks += chart_blocks(data, ctx) + findings_blocks(results) + run_time_blocks(data) + failure_blocks(results)
+    blocks += [model_blocks(r, i, ctx) for i, r in enumerate(sections)]
+    return blocks + files_blocks(ctx)
+
+
+def header_blocks(data: dict) -> list[Block]:
+    results = data.get("models") or []
+    blocks: list[Block] = [
+        Heading(1, "Vision model benchmark report"),
+        Paragraph(
+            f"Run `{data.get('run_id')}`, started {data.get('started')}, {data.get('total_seconds') or 0:.0f} s so "
+            f"far, status {data.get('status')}. Command: `{data.get('command')}`"
+        ),
+    ]
+    random_models = [r.get("model") for r in results if r.get("weights") == "random" and r.get("status") != "not run"]
+    if random_models:
+        blocks.append(
+            Note(
+                f"{', '.join(random_models)} ran with randomly initialised weights. Timing, memory, FLOPs and the "
+                "dissection mechanics are valid; the task outputs and the activation statistics of these models "
+                "are not meaningful.",
+                title="Warning: random weights.",
+            )
+        )
+    if data.get("status") != "complete":
+        unfinished = [f"{r.get('model')} ({r.get('status')})" for r in results if r.get("status") != "complete"]
+        blocks.append(
+            Note(
+                f"Not complete: {', '.join(unfinished)}. The figures below are those of the models that finished; "
+                "the report is rewritten after every model.",
+                title=f"Run {data.get('status')}.",
+            )
+        )
+    return blocks
+
+
+def system_blocks(data: dict) -> list[Block]:
+    s = data.get("system") or {}
+    rows: list[list] = [
+        ["OS", s.get("os")],
+        ["Python", s.get("python")],
+        ["PyTorch", s.get("torch")],
+        ["transformers", s.get("transformers")],
+        ["ultralytics", s.get("ultralytics")],
+        ["CUDA", s.get("cuda_version") if s.get("cuda_available") else "not available"],
+        ["GPU", s.get("gpu") or "none"],
+        ["CPU", f"{s.get('cpu')}, {s.get('cpu_count')} logical cores, torch threads {s.get('torch_threads')}"],
+        ["device", s.get("device")],
+        ["numeric settings", numeric_settings_text(s)],
+    ]
+    blocks: list[Block] = [Heading(2, "System", "system"), Table(["property", "value"], rows)]
+    return blocks + machine_state_blocks(data.get("models") or [])
+
+
+def timing_procedure(c: dict) -> str:
+    """How each model was timed, in one sentence."""
+    return (
+        f"Each model: one cold-start run, then {c.get('warmup_rounds', 0)} warm-up round(s) over all images, "
+        + (
+            f"then timed rounds over the images until the median's 95% interval was within "
+            f"+-{c['precision_pct']:g}% (at most {c['max_time_s']:g} s)"
+            if c.get("precision_pct")
+            else f"then {c.get('runs_per_image')} timed run(s) per image"
+        )
+        + (f", in each of {c['processes']} fresh processes (runs pooled)" if (c.get("processes") or 1) > 1 else "")
+        + (
+            "; runs the guard flagged throttled or shared are left out (--discard-throttled)"
+            if c.get("discard_throttled")
+            else ""
+        )
+        + "; the latency statistics come from the timed runs "
+        "only, each median with its 95% interval (" + c.get("latency_interval", CI_METHOD) + ")"
+    )
+
+
+def isolation_text(c: dict, results: list[dict]) -> str:
+    allocator = ", ".join(
+        sorted(
+            {
+                f"{format_bytes(a['trim_threshold_bytes'])} trim, {format_bytes(a['mmap_threshold_bytes'])} mmap threshold"
+                for a in (r.get("allocator") for r in results)
+                if a
+            }
+        )
+    )
+    return (
+        "Isolation: "
+        + (
+            "each model in a fresh worker process (forked from a server that imported the "
+            "libraries), so no model's figures depend on the models before it"
+            if c.get("isolation") == "process"
+            else "all models in this one process"
+        )
+        + "; freed memory kept by the allocator: "
+        + (allocator or "no (default glibc)")
+    )
+
+
+def configuration_blocks(data: dict) -> list[Block]:
+    c, results = data.get("config") or {}, data.get("models") or []
+    images = data.get("images") or []
+    items = [
+        f"Images ({len(images)}, from {c.get('image_source')}): " + ", ".join(f"`{Path(p).name}`" for p in images),
+        timing_procedure(c),
+        isolation_text(c, results),
+        f"Seed {c.get('seed')}; weights: {c.get('weights')}; device {c.get('device')}; torch CPU threads "
+        f"{c.get('torch_threads')} (pinned for every model)",
+        "MobileSAM prompt: "
+        + (
+            ", ".join(
+                f"{r['model']}: {r['config'].get('sam_prompt')}"
+                for r in results
+                if (r.get("config") or {}).get("sam_prompt")
+            )
+            or "(MobileSAM not run)"
+        ),
+    ]
+    if "dissect_files" in c or "keep_going" in c:
+        items.append(
+            f"Layer files written: {c.get('dissect_files')}; keep going after a failure: {c.get('keep_going')}"
+        )
+    return [Heading(2, "Configuration", "configuration"), BulletList(items)]
+
+
+def swept_blocks(done: list[dict]) -> list[Block]:
+    swept = [line for line in map(summary_line, done) if line]
+    if not swept:
+        return []
+    return [Paragraph("How cost grows (--batch-sizes, --input-sizes; details per model below):"), BulletList(swept)]
+
+
+def chart_blocks(data: dict, ctx) -> list[Block]:
+    # The summary charts change with every model but are drawn once, when the run ends (by
+    # draw_summary_charts, before the wall time is stamped): drawing them after every model cost
+    # 0.3-0.6 s a model in the parent, the tool's own overhead.
+    heading = Heading(2, "Charts", "charts")
+    if data.get("status") == "running":
+        return [heading, Paragraph("No charts yet: they are drawn when the run ends.")]
+    charts: list[Block] = [
+        Figure(f"{ctx.assets_dir.name}/{name}", alt)
+        for name, alt, _ in SUMMARY_CHARTS
+        if (ctx.assets_dir / name).exists()
+    ]
+    return [heading] + charts if charts else []
+
+
+def findings_blocks(results: list[dict]) -> list[Block]:
+    return [
+        Heading(2, "Findings", "findings"),
+        BulletList(findings(results) or ["Too few finished models to compare."]),
+    ]
+
+
+def placement_blocks(data: dict) -> list[Block]:
+    """Where each model ran, when that is not one device of one system: --devices runs and
+    merged shards. A table mixing systems says so, since its rows are not comparable as they stand."""
+    results = [r for r in data.get("models") or [] if r.get("status") != "not run"]
+    if not any(r.get("device") or r.get("system") or r.get("source_file") for r in results):
+        return []
+    blocks: list[Block] = []
+    if data.get("merged_from"):
+        blocks.append(
+            Paragraph(
+                f"Merged from {len(data['merged_from'])} result files: "
+                + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"])
+                + "."
+            )
+        )
+    shards = data.get("shards")
+    if shards:
+        missing = ", ".join(str(k) for k in shards["missing"])
+        blocks.append(
+            Paragraph(
+                f"Shards of one job array (--shard I/{shards['count']}): {len(shards['present'])} of "
+                f"{shards['count']} wrote results"
+                + (f"; no results from shard {missing} (see the failed models below)" if missing else "")
+                + "."
+            )
+        )
+    return blocks + mixed_blocks(data, results) + [placement_table(data, results)]
+
+
+def mixed_blocks(data: dict, results: list[dict]) -> list[Block]:
+    """Warnings when the models ran on different systems or with different settings."""
+    blocks: list[Block] = []
+    systems = {
+        json.dumps({k: (r.get("system") or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True)
+        for r in results
+    }
+    if len(systems) > 1:
+        blocks.append(
+            Note(
+                "These models ran on different systems (GPU, CPU or library versions differ, see the table "
+                "below); compare their figures with that in mind.",
+                title="Mixed systems.",
+            )
+        )
+    config = lambda r: r.get("run_config") or data["config"]
+    differing = [k for k in SETTINGS_IDENTITY if len({json.dumps(config(r).get(k)) for r in results}) > 1]
+    if differing:
+        blocks.append(
+            Note(
+                f"The parts ran with different {', '.join(differing)}: "
+                + "; ".join(f"{r['model']} " + ", ".join(f"{k}={config(r).get(k)}" for k in differing) for r in results)
+                + ".",
+                title="Mixed settings.",
+            )
+        )
+    return blocks
+
+
+def placement_table(data: dict, results: list[dict]) -> Table:
+    rows = []
+    for r in results:
+        if r.get("status_in_shard") == "missing":  # its shard wrote nothing: it ran nowhere
+            continue
+        s = r.get("system") or data["system"]
+        slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
+        rows.append(
+            [
+                r["model"],
+                (r.get("device") or s.get("device") or "unknown device") + slot,
+                s.get("gpu") or s.get("cpu"),
+                f"torch {s.get('torch')}",
+                f"`{r.get('source_run_id') or data['run_id']}`",
+            ]
+        )
+    return Table(["model", "device", "GPU or CPU", "torch", "run"], rows, caption="Where each model ran:")
+
+
+def failure_memory(r: dict) -> str:
+    """Memory figures known when a model stopped: what a user needs to judge an OOM."""
+    memory = r.get("memory") or {}
+    at = memory.get("at_failure") or {}
+    parts = [
+        f"{label} {format_bytes(value)}"
+        for label, value in (
+            ("before load", memory.get("cuda_allocated_before_load_bytes", memory.get("cpu_rss_before_load_bytes"))),
+            ("after load", memory.get("cuda_allocated_after_load_bytes", memory.get("cpu_rss_after_load_bytes"))),
+            ("peak at failure", at.get("cuda_peak_allocated_bytes", at.get("cpu_peak_rss_bytes"))),
+        )
+        if value
+    ]
+    return ", ".join(parts) or "n/a"
+
+
+def failure_blocks(results: list[dict]) -> list[Block]:
+    """The models that stopped: status, phase, error, memory, and the worker's last output."""
+    failed = [r for r in results if r.get("status") not in ("complete", "not run", "running")]
+    if not failed:
+        return []
+    rows = []
+    for r in failed:
+        error = r.get("error") or {}
+        message = (error.get("type", "") + ": " + error.get("message", "")).strip(": ")
+        phase = error.get("phase") or r.get("phase_reached") or r.get("phase")
+        rows.append([r.get("model"), r.get("status"), phase, message, failure_memory(r)])
+    blocks: list[Block] = [
+        Heading(2, "Failed or interrupted models", "failures"),
+        Table(["model", "status", "phase", "error", "memory"], rows, kind="fail"),
+    ]
+    for r in failed:
+        tail = (r.get("error") or {}).get("output_tail")
+        if tail:
+            text = tail if isinstance(tail, str) else "\n".join(tail)
+            blocks.append(Details(f"Last output of {r.get('model')}", text))
+    return blocks
+
+
+def files_blocks(ctx) -> list[Block]:
+    paths = report_paths(ctx)
+    items = [
+        f"{label}: [`{paths[key].name}`]({paths[key].name})"
+        for key, label in (
+            ("json", "JSON (every run's time)"),
+            ("csv", "CSV (one row a model)"),
+            ("md", "Markdown report"),
+            ("html", "HTML report with a layer explorer (open it in a browser)"),
+        )
+    ]
+    items.append(f"Layer folders: `{ctx.viz_dir}/<MODEL_NAME>/` (layer_NNN.png, layer_NNN.npy, layers_metadata.json)")
+    return [Heading(2, "Where the files are", "files"), BulletList(items)]
+
+
+def numeric_settings_text(s: dict) -> str:
+    """The system's numeric settings in one table cell; results written before they were
+    recorded give "not recorded"."""
+    if "matmul_allow_tf32" not in s:
+        return "not recorded"
+
+    def on_off(flag) -> str:
+        return "n/a" if flag is None else ("on" if flag else "off")
+
+    cudnn = s.get("cudnn_version")
+    if isinstance(cudnn, int) and cudnn > 0:  # cuDNN 9 encodes 9.24.0 as 92400, cuDNN 8 encodes 8.9.2 as 8902
+        major_unit = 10000 if cudnn >= 10000 else 1000
+        cudnn_text = f"{cudnn // major_unit}.{cudnn % major_unit // 100}.{cudnn % 100}"
+    else:
+        cudnn_text = "n/a"
+    return (
+        f"default dtype {s.get('default_dtype')}; matmul TF32 {on_off(s.get('matmul_allow_tf32'))} "
+        f"(float32 matmul precision {s.get('float32_matmul_precision')}); cuDNN TF32 "
+        f"{on_off(s.get('cudnn_allow_tf32'))}; cudnn.benchmark {on_off(s.get('cudnn_benchmark'))}; "
+        f"cudnn.deterministic {on_off(s.get('cudnn_deterministic'))}; cuDNN {cudnn_text}; "
+        f"driver {s.get('cuda_driver_version') or 'n/a'}"
+    )

@@ -1,0 +1,97 @@
+"""The report's Summary: one row a model (sortable on the page), and what its columns mean."""
+
+from __future__ import annotations
+
+from ..common import ms
+from ..measure.stats import format_interval
+from .blocks import Block, Cell, Heading, Note, Table
+
+SUMMARY_HEADERS = [
+    "model",
+    "weights",
+    "load s",
+    "cold start ms",
+    "end-to-end median ms [95% CI]",
+    "p90 ms",
+    "forward median ms",
+    "CoV",
+    "FPS",
+    "peak memory MB",  # the peak's kind is added in brackets
+    "params",
+    "GFLOPs",
+    "input shape",
+    "layers dissected",
+    "status",
+    "timed runs",
+]
+
+
+def number(value, show=lambda v: f"{v:.2f}") -> Cell:
+    """A number cell: shown text and the value the table sorts by."""
+    return Cell("n/a", None) if value is None else Cell(show(value), value)
+
+
+def memory_note(results: list[dict]) -> str:
+    """What the peak memory column means, and what a worker held before its model loaded."""
+    text = (
+        "Peak memory is over the cold start, warm-up and timed runs (the load's own peak is in the JSON). On the "
+        "CPU it is the resident set of the whole process, as the OS sees it; in brackets, the model's own share: "
+        "the growth of its worker's private memory (USS) from just before the load to the peak. On CUDA: the "
+        "allocator's peak, and in brackets its growth from before the load."
+    )
+    for r in results:
+        memory = r.get("memory") or {}
+        rss, uss = memory.get("cpu_rss_before_load_bytes"), memory.get("cpu_private_before_load_bytes")
+        if r.get("status") != "complete" or rss is None or uss is None:
+            continue
+        text += (
+            f" Before its model loaded, a worker held {rss / 2**20:.0f} MB resident, {uss / 2**20:.0f} MB of "
+            "it private: the rest are the libraries the worker server imported (torch, transformers, ultralytics, "
+            "OpenCV), shared with it and not the model's."
+        )
+        break  # the first finished model's figures: every worker starts the same
+    return text
+
+
+def summary_row(r: dict) -> list:
+    e2e, mem = r.get("latency_end_to_end") or {}, r.get("memory") or {}
+    peak = mem.get("peak_bytes")
+    return [
+        r.get("model"),
+        r.get("weights"),
+        number(r.get("load_seconds")),
+        number((r.get("cold_start") or {}).get("total_s"), ms),
+        Cell(f"{ms(e2e['median'])} {format_interval(e2e)}", e2e["median"])
+        if e2e.get("median") is not None
+        else Cell("n/a"),
+        number(e2e.get("p90"), ms),
+        number((r.get("latency_forward") or {}).get("median"), ms),
+        number(e2e.get("cov"), lambda v: f"{v * 100:.1f}%"),
+        number(r.get("fps") or None),
+        Cell(f"{peak / 1024**2:.0f} (+{(mem.get('peak_over_baseline_bytes') or 0) / 1024**2:.0f})", peak)
+        if peak
+        else Cell("n/a"),
+        number(r.get("parameters") or None, lambda v: f"{v:,}"),
+        number(r.get("gflops")),
+        "x".join(map(str, r.get("input_shape") or [])) or "n/a",
+        number((r.get("dissection") or {}).get("records"), str),
+        r.get("status"),
+        number(e2e.get("n"), str),
+    ]
+
+
+def summary_blocks(results: list[dict]) -> list[Block]:
+    """Every model that started (a failed one with what it measured), sortable on the page."""
+    shown = [r for r in results if r.get("status") != "not run"]
+    kind = next((r["memory"]["peak_kind"] for r in shown if (r.get("memory") or {}).get("peak_kind")), "peak memory")
+    headers = [f"{h} ({kind})" if h == "peak memory MB" else h for h in SUMMARY_HEADERS]
+    return [
+        Heading(2, "Summary", "summary"),
+        Table(headers, [summary_row(r) for r in shown], sortable=True),
+        Note(
+            "End to end = preprocess + forward + postprocess, what a pipeline pays per image; FPS = 1 / its median; "
+            "timed runs only, the 95% interval of the median in brackets. "
+            "GFLOPs count 2 per multiply-add (torch.utils.flop_counter) over the network's matmuls and convolutions. "
+            + memory_note(results)
+        ),
+    ]

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .records.codec import encode, is_record
+
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"  # run ids, file and folder names
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -81,7 +83,10 @@ def process_start_time() -> datetime:
 
 
 def strict_json(value):
-    """Replace NaN and Infinity by None, recursively: the JSON we write is strict."""
+    """Replace NaN and Infinity by None, recursively: the JSON we write is strict. Records
+    (dataclasses) are written through their codec."""
+    if is_record(value):
+        return strict_json(encode(value))
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -2,7 +2,7 @@
 one (a run, a model, a variant or divergence entry, a --divergence fp32-set suggestion, a sweep point,
 a parity verdict). Each is a StrEnum whose values are the JSON spellings: a member equals its string,
 hashes like it and json.dumps writes it as that string, so the files stay what they were and code
-still comparing with a literal keeps working. The record dataclasses will join them here.
+still comparing with a literal keeps working.
 """
 
 from __future__ import annotations

@@ -406,7 +406,7 @@ def html_report(data: dict, ctx) -> str:
             "torch_threads",
             "isolation",
             "dissect_files",
-            "sam_prompt",
+            *(config.get("model_options") or {}),  # the options the models declare
             "keep_going",
         )
         if k in config

@@ -235,14 +235,14 @@ def markdown_report(data: dict, ctx) -> str:
         ),
         f"- Seed {c['seed']}; weights: {c['weights']}; device {c['device']}; torch CPU threads {c['torch_threads']} "
         "(pinned for every model)",
-        "- MobileSAM prompt: "
+        "- Models' own settings: "
         + (
-            ", ".join(
-                f"{r['model']}: {r['config'].get('sam_prompt')}"
+            "; ".join(
+                f"{r['model']}: " + ", ".join(f"{k}={v}" for k, v in r["config"].items())
                 for r in results
-                if (r.get("config") or {}).get("sam_prompt")
+                if r.get("config")
             )
-            or "(MobileSAM not run)"
+            or "none"
         ),
         "",
     ]

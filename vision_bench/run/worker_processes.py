@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import faulthandler
 import os
 import signal
@@ -15,7 +16,8 @@ from pathlib import Path
 from ..common import RunInterrupted, log
 from ..measure.environment import configure_threads
 from ..measure.memory import MemoryTracker, apply_memory_limit
-from ..measure.model_pass import RunContext, benchmark_model, new_result
+from ..measure.model_pass import benchmark_model, new_result
+from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
@@ -94,11 +96,11 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None =
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     conn.send(("started", time.time()))
-    ctx.in_worker = True  # a sweep may ask for a fresh worker for its next point
-    ctx.args.allocator = keep_freed_memory()
-    configure_threads(ctx.args.threads)
-    if getattr(ctx.args, "memory_limit", None):
-        apply_memory_limit(ctx.args.memory_limit, ctx.device)
+    settings = dataclasses.replace(ctx.settings, allocator=keep_freed_memory())
+    ctx = dataclasses.replace(ctx, settings=settings, in_worker=True)  # a sweep may ask for a fresh worker
+    configure_threads(settings.threads)
+    if settings.memory_limit:
+        apply_memory_limit(settings.memory_limit, ctx.device)
     publish = lambda r: conn.send(("update", r))  # noqa: E731
     if resume is not None:
         result = resume
@@ -209,9 +211,9 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     send.close()
     worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
     result["worker"] = worker
-    relay = LogRelay(log_path, prefix=getattr(ctx, "log_prefix", ""))
+    relay = LogRelay(log_path, prefix=ctx.log_prefix)
     relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
-    stop = getattr(ctx, "stop_event", None)  # set by the main thread when --devices runs this in a thread
+    stop = ctx.stop_event  # set by the main thread when --devices runs this in a thread
     deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
     finished = timed_out = False
     last_hwm = None
@@ -229,8 +231,8 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
                 if kind == "started":
                     seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
                     seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
-                    if ctx.args.model_timeout:
-                        deadline = time.time() + ctx.args.model_timeout
+                    if ctx.settings.model_timeout:
+                        deadline = time.time() + ctx.settings.model_timeout
                 else:
                     payload["phase_seconds"] = {
                         **payload.get("phase_seconds", {}),
@@ -260,7 +262,7 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
     if timed_out:
         result["status"] = "timeout"
-        message = f"killed after --model-timeout {ctx.args.model_timeout:g} s, during {phase}"
+        message = f"killed after --model-timeout {ctx.settings.model_timeout:g} s, during {phase}"
         error_type = "Timeout"
     else:
         result["status"] = "failed"

@@ -213,39 +213,9 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     result["worker"] = worker
     relay = LogRelay(log_path, prefix=ctx.log_prefix)
     relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
-    stop = ctx.stop_event  # set by the main thread when --devices runs this in a thread
-    deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
-    finished = timed_out = False
-    last_hwm = None
+    finished = False
     try:
-        while not finished:
-            relay.pump()
-            if stop is not None and stop.is_set():
-                raise RunInterrupted(stop.signum)
-            last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
-            if receive.poll(WORKER_POLL_SEC):
-                try:
-                    kind, payload = receive.recv()
-                except EOFError:
-                    break  # the worker is gone without a last word
-                if kind == "started":
-                    seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
-                    seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
-                    if ctx.settings.model_timeout:
-                        deadline = time.time() + ctx.settings.model_timeout
-                else:
-                    payload["phase_seconds"] = {
-                        **payload.get("phase_seconds", {}),
-                        "worker_start": result["phase_seconds"].get("worker_start"),
-                    }
-                    result.clear()
-                    result.update(payload, worker=worker)
-                    finished = kind == "done"
-            elif not process.is_alive() and not receive.poll():
-                break
-            if deadline and time.time() > deadline and not finished:
-                timed_out = True
-                break
+        finished, timed_out, last_hwm = follow_worker(process, receive, relay, ctx, result, started)
     finally:  # also on an interrupt: no worker outlives the run
         stop_worker(process, finished)
         relay.pump(final=True)
@@ -255,9 +225,52 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     worker["exit_code"] = process.exitcode
     if process.exitcode is not None and process.exitcode < 0:
         worker["signal"] = signal.Signals(-process.exitcode).name
-    if finished:
-        return
-    phase = result["phase_reached"]
+    if not finished:
+        record_lost_worker(cls, ctx, result, timed_out, last_hwm, list(relay.tail))
+        log("ERROR", f"{cls.MODEL_NAME}: {result['error']['message']}. Its output: {log_path}")
+
+
+def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: dict, started: float) -> tuple:
+    """Relay a worker's output and take its records until its last one, its death, its deadline
+    (--model-timeout) or --devices' stop event. Returns (finished, timed_out, its last peak RSS)."""
+    worker = result["worker"]
+    stop = ctx.stop_event  # set by the main thread when --devices runs this in a thread
+    deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
+    finished = False
+    last_hwm = None
+    while not finished:
+        relay.pump()
+        if stop is not None and stop.is_set():
+            raise RunInterrupted(stop.signum)
+        last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
+        if receive.poll(WORKER_POLL_SEC):
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                break  # the worker is gone without a last word
+            if kind == "started":
+                seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
+                seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
+                if ctx.settings.model_timeout:
+                    deadline = time.time() + ctx.settings.model_timeout
+            else:
+                payload["phase_seconds"] = {
+                    **payload.get("phase_seconds", {}),
+                    "worker_start": result["phase_seconds"].get("worker_start"),
+                }
+                result.clear()
+                result.update(payload, worker=worker)
+                finished = kind == "done"
+        elif not process.is_alive() and not receive.poll():
+            break
+        if deadline and time.time() > deadline and not finished:
+            return False, True, last_hwm
+    return finished, False, last_hwm
+
+
+def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last_hwm, tail: list[str]) -> None:
+    """The record of a worker that died or overran --model-timeout: status, error, memory at failure."""
+    worker, phase = result["worker"], result["phase_reached"]
     memory = result.setdefault("memory", {})
     memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
     if timed_out:
@@ -272,6 +285,5 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
                 " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else ""
             )
         else:
-            message = f"the worker process exited with code {process.exitcode} during {phase} without a result"
-    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": list(relay.tail)}
-    log("ERROR", f"{cls.MODEL_NAME}: {message}. Its output: {log_path}")
+            message = f"the worker process exited with code {worker['exit_code']} during {phase} without a result"
+    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": tail}

@@ -1,5 +1,5 @@
-"""The command line: options and their checks (the option table, the models' own options among
-them), the one RunSettings they make, output folders, and the dispatch to a run, --compare or
+"""The command line: options and their checks (a table of them, the models' own options among
+them), the one RunSettings they make, the run's context, and the dispatch to a run, --compare or
 --merge. unified_benchmark.main() calls main() here with its registry and settings. The only module
 that sees the argparse namespace."""
 

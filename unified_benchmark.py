@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from vision_bench import cli
-from vision_bench.models.base import ModelBenchmark
+from vision_bench.models.base import ModelBenchmark, ModelOption
 from vision_bench.models.library_bases import HFDepthBenchmark, UltralyticsBenchmark, YOLOBenchmark
 
 # -- Settings users tune (each is also a command-line option) ------------------------------
@@ -220,6 +220,14 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
     # "everything": a grid of point prompts over the whole image (minutes on a CPU);
     # "box": one box prompt, the usual interactive use (seconds). --sam-prompt overrides.
     SAM_PROMPT = "everything"
+    RUN_OPTIONS = (
+        ModelOption(
+            "sam_prompt",
+            choices=("everything", "box"),
+            default_constant="SAM_PROMPT",
+            help="MobileSAM workload: everything (grid of point prompts) or box (one box prompt)",
+        ),
+    )
     BOX_FRACTION = (0.25, 0.25, 0.75, 0.75)  # the box prompt, as fractions of width and height
     SWEEP_UNSUPPORTED = {
         "batch": "the SAM predictor prompts one image at a time",
@@ -251,7 +259,7 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
         return "random (ultralytics build_mobile_sam, seed-initialised)"
 
     def prompt(self) -> str:
-        return self.sam_prompt or self.SAM_PROMPT
+        return self.option("sam_prompt")
 
     def network(self):
         return self.ul_model.model

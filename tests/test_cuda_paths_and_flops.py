@@ -148,7 +148,7 @@ def test_yolo11n_detect_flops_match_the_network_alone(ub):
 def test_mobilesam_flops_are_the_encoder_plus_one_prompt_decode(ub):
     """Box prompt: the image encoder once, then the prompt encoder and mask decoder once."""
     seed_everything(0)
-    bench = ub.MobileSAMBenchmark(torch.device("cpu"), weights="random", sam_prompt="box")
+    bench = ub.MobileSAMBenchmark(torch.device("cpu"), weights="random", options={"sam_prompt": "box"})
     bench.load()
     image = bus_image(ub)
     flops, shape = bench.count_flops_and_input(image)
@@ -460,7 +460,7 @@ def test_yolo_predictor_is_set_up_in_load_and_reused_by_the_timed_runs(ub, monke
 def test_mobilesam_predictor_is_set_up_in_load(ub, monkeypatch):
     from ultralytics.models.sam.predict import Predictor
 
-    bench = ub.MobileSAMBenchmark(torch.device("cpu"), weights="random", sam_prompt="box")
+    bench = ub.MobileSAMBenchmark(torch.device("cpu"), weights="random", options={"sam_prompt": "box"})
     bench.load()
     predictor = bench.ul_model.predictor
     assert predictor is not None and predictor.model is bench.network()

@@ -27,7 +27,7 @@ from vision_bench.cli import prepare_output
 from vision_bench.common import UsageError, atomic_write_json
 from vision_bench.inspect.dissection import LayerDissector, tensor_stats
 from vision_bench.models.images import discover_images, load_rgb
-from vision_bench.reports.write import CSV_COLUMNS
+from vision_bench.reports.write import csv_columns
 
 ALL_MODEL_NAMES = [
     "depthpro",
@@ -773,7 +773,7 @@ def test_fail_fast_stops_after_first_failure(ub, tmp_path, sample_image, seg_che
         ("YOLO11nSegment", "not run"),
     ]
     assert data["models"][0]["error"]["phase"] == "load"
-    assert run["csv_header"] == CSV_COLUMNS
+    assert run["csv_header"] == csv_columns(["sam_prompt"])
     assert [(r["model"], r["status"]) for r in run["csv_rows"]] == [("YOLO11nDetect", "failed")]
     assert "YOLO11nSegment (not run)" in run["md"]
     assert "## Failed or interrupted models" in run["md"]

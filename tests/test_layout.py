@@ -93,6 +93,62 @@ def test_no_module_is_too_long_and_each_says_what_it_owns():
         assert ast.get_docstring(ast.parse(text)), f"{f.relative_to(ROOT)} has no docstring"
 
 
+def namespace_uses(tree: ast.AST) -> list[str]:
+    """Where a module's code uses argparse or reads `.args` off something (ctx.args, getattr(x, "args"))."""
+    found = []
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", "?")
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "argparse" for a in node.names):
+            found.append(f"{line}: import argparse")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "argparse":
+            found.append(f"{line}: from argparse import")
+        elif isinstance(node, ast.Name) and node.id == "argparse":
+            found.append(f"{line}: argparse")
+        elif isinstance(node, ast.Attribute) and node.attr == "args":
+            found.append(f"{line}: .args")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value == "args"
+        ):
+            found.append(f"{line}: {node.func.id}(..., 'args')")
+    return found
+
+
+def test_settings_reach_the_package_as_run_settings_not_the_argparse_namespace():
+    """Only cli.py sees the command line's namespace; everything below it gets settings.RunSettings."""
+    uses = {
+        str(f.relative_to(ROOT)): found
+        for f in sorted(PACKAGE.rglob("*.py"))
+        if f.name != "cli.py" or f.parent != PACKAGE
+        for found in [namespace_uses(ast.parse(f.read_text()))]
+        if found
+    }
+    assert not uses, f"the argparse namespace below cli.py: {uses}"
+    planted = ast.parse("import argparse\nx = ctx.args.seed\ny = getattr(ctx, 'args', None)\n")
+    assert sorted(u.split(": ")[1] for u in namespace_uses(planted)) == [
+        ".args",
+        "getattr(..., 'args')",
+        "import argparse",
+    ]
+
+
+def test_the_run_context_declares_every_attribute():
+    """RunContext is a slotted dataclass: nothing adds an attribute to it from outside."""
+    from vision_bench.settings import RunContext, RunSettings
+
+    ctx = RunContext(RunSettings(models=[], runs=1, warmup=0, seed=0), None, [], "test", "x", *[Path(".")] * 3, {})
+    try:
+        ctx.undeclared = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("RunContext accepted an undeclared attribute")
+
+
 def test_the_user_file_holds_settings_models_and_registry_only():
     tree = ast.parse((ROOT / "unified_benchmark.py").read_text())
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]

@@ -21,7 +21,6 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,6 +34,7 @@ from vision_bench.measure.memory import MemoryTracker, private_memory
 from vision_bench.measure.stats import percentile_interval, tail_stats
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import set_private_peak
+from vision_bench.settings import RunContext, RunSettings
 from vision_bench.sweeps.sweep_pass import measure_point
 from vision_bench.sweeps.sweep_plan import point_record
 from vision_bench.sweeps.sweep_report import SWEEP_HEADERS, sweep_csv_rows, sweep_rows
@@ -111,8 +111,18 @@ def test_sweep_point_images_per_second_and_interval_are_batch_over_the_median_an
     timed_seconds = list(rng.uniform(0.08, 0.12, timed))
     # The cold start and the warm-up run are far slower: they must not count.
     scripted = [5.0, 1.0] + timed_seconds
-    args = SimpleNamespace(warmup=1, runs=timed, precision=None, memory_limit=None)
-    ctx = SimpleNamespace(args=args, images=[tmp_path / "image.jpg"], device=torch.device("cpu"))
+    settings = RunSettings(models=[], runs=timed, warmup=1, seed=0)
+    ctx = RunContext(
+        settings=settings,
+        device=torch.device("cpu"),
+        images=[tmp_path / "image.jpg"],
+        image_source="test",
+        run_id="test",
+        results_dir=tmp_path,
+        viz_dir=tmp_path,
+        assets_dir=tmp_path,
+        system={},
+    )
     point = point_record("batch", batch, False)
     measure_point(ScriptedBatchModel(scripted), ctx, point, FixedMemoryTracker(), Image.new("RGB", (32, 32)), {})
     assert point["status"] == "ok", point.get("reason")

@@ -65,7 +65,7 @@ def test_mobile_sam_state_dict_file_loads(ub, tmp_path):
 
     saved = build_mobile_sam(None)
     torch.save(saved.state_dict(), tmp_path / "mobile_sam.pt")  # the released file is a plain state dict
-    bench = ub.MobileSAMBenchmark(CPU, weights="pretrained", models_dir=tmp_path, sam_prompt="box")
+    bench = ub.MobileSAMBenchmark(CPU, weights="pretrained", models_dir=tmp_path, options={"sam_prompt": "box"})
     assert str(tmp_path / "mobile_sam.pt") in bench.load()
     loaded = bench.network().state_dict()
     for name, tensor in saved.state_dict().items():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-from datetime import datetime
 
 from ..common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
 from ..divergence.divergence_pass import measure_divergence
@@ -15,33 +14,13 @@ from ..inspect.dissection import dissection_digest
 from ..inspect.trace import beside_breakdown, file_size
 from ..models.images import load_rgb
 from ..phases import registered
+from ..settings import RunContext
 from ..sweeps.sweep_pass import measure_sweep
 from ..variants.registry import REFERENCE_VARIANT
 from ..variants.variant_pass import load_fresh, measure_variants
-from .environment import system_info
 from .memory import MemoryTracker, free_cached_memory, private_memory
 from .stats import format_interval
 from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
-
-
-class RunContext:
-    """What every model's pass needs: the settings, the paths, and the results so far."""
-
-    def __init__(self, args, device, images, image_source, run_id, paths, started: datetime | None = None):
-        self.args = args
-        self.device = device
-        self.images = images
-        self.image_source = image_source
-        self.run_id = run_id
-        self.results_dir, self.viz_dir, self.assets_dir = paths
-        self.started = started or datetime.now()  # main() passes its own start: start-up is overhead too
-        self.results: list[dict] = []
-        self.status = "running"
-        self.system = system_info(device)
-
-    def __getstate__(self):
-        # A worker gets the settings and paths, not the other models' results (nor --devices' stop event).
-        return {**vars(self), "results": [], "stop_event": None}
 
 
 def new_result(cls, ctx) -> dict:
@@ -52,7 +31,7 @@ def new_result(cls, ctx) -> dict:
         "library": cls.LIBRARY,
         "status": "running",
         "phase": "setup",
-        "weights": ctx.args.weights,
+        "weights": ctx.settings.weights,
         "weights_source": None,
         "nominal_input_size": cls.INPUT_SIZE,
         "runs": [],
@@ -102,10 +81,10 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
         ),
     )
 
-    seed_everything(ctx.args.seed)
-    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
+    seed_everything(ctx.settings.seed)
+    bench = cls.for_run(ctx.device, ctx.settings)
     result["config"] = bench.run_config()
-    result["allocator"] = getattr(ctx.args, "allocator", None)
+    result["allocator"] = ctx.settings.allocator
     try:
         measure_model(bench, ctx, result, tracker, phase)
         result["status"] = "complete"
@@ -134,11 +113,40 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
 def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     """The measured phases. Everything they hold (images, predictions) is local here, so it is
     gone when this returns or raises, before the cleanup reads the memory figures."""
-    import torch
+    load_model(bench, ctx, result, tracker, phase)
+    first_image = load_rgb(ctx.images[0])
+    first_prediction = time_model(bench, ctx, result, tracker, phase, first_image)
+    if ctx.timing_only:  # a later process of --processes: its timed runs are what counts
+        return
+    with phase("flops"):
+        result["parameters"] = bench.count_parameters()
+        flops, shape = bench.count_flops_and_input(first_image)
+        result["flops"], result["gflops"], result["input_shape"] = flops, flops / 1e9, shape
+    log("STATS", f"{result['parameters']:,} parameters, {result['gflops']:.2f} GFLOPs at input {shape}")
 
-    args, memory = ctx.args, result["memory"]
+    with phase("output"):
+        result["prediction_summary"] = bench.summarize_prediction(first_prediction)
+        picture = ctx.assets_dir / f"{bench.MODEL_NAME}_output.png"
+        with bench.progress("output picture", through_network=False):
+            bench.render_prediction(first_image, first_prediction, picture)
+        if picture.exists():
+            result["output_image"] = str(picture.relative_to(ctx.results_dir))
+    del first_prediction
+
+    with phase("time_breakdown"):
+        result["time_breakdown"] = bench.profile_time(first_image)
+    if ctx.settings.trace:
+        with phase("trace"):
+            result["trace"] = trace_model(bench, ctx, result, first_image)
+    dissect_model(bench, ctx, result, phase, first_image)
+    measure_extras(bench, ctx, result, tracker, phase)
+
+
+def load_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
+    """The load phase, its time and the memory after it."""
+    memory = result["memory"]
     with phase("load"):
-        log("LOAD", f"Loading {bench.MODEL_NAME} ({args.weights} weights) to {ctx.device}...")
+        log("LOAD", f"Loading {bench.MODEL_NAME} ({ctx.settings.weights} weights) to {ctx.device}...")
         start = time.perf_counter()
         with bench.progress("load", through_network=False):
             result["weights_source"] = bench.load()
@@ -161,13 +169,19 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
         ),
     )
 
+
+def time_model(bench, ctx: RunContext, result: dict, tracker, phase, first_image):
+    """The cold start, warm-up and timed runs, their statistics and peak memory; returns the cold
+    start's prediction."""
+    import torch
+
+    memory = result["memory"]
     tracker.reset_peak()
-    first_image = load_rgb(ctx.images[0])
     first_prediction = run_timed_phases(bench, ctx, result, phase, first_image)
     memory.update(tracker.peak())
     set_private_peak(memory, private_memory())
     result["torch_threads"] = torch.get_num_threads()
-    summarize_latency(result, discard_flagged=getattr(args, "discard_throttled", False))
+    summarize_latency(result, discard_flagged=ctx.settings.discard_throttled)
     set_headline_memory(result, ctx.device)
     e2e = result["latency_end_to_end"]
     log(
@@ -177,39 +191,20 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
         f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS",
     )
     log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
-    if getattr(ctx, "timing_only", False):  # a later process of --processes: its timed runs are what counts
-        return
+    return first_prediction
 
-    with phase("flops"):
-        result["parameters"] = bench.count_parameters()
-        flops, shape = bench.count_flops_and_input(first_image)
-        result["flops"], result["gflops"], result["input_shape"] = flops, flops / 1e9, shape
-    log("STATS", f"{result['parameters']:,} parameters, {result['gflops']:.2f} GFLOPs at input {shape}")
 
-    with phase("output"):
-        result["prediction_summary"] = bench.summarize_prediction(first_prediction)
-        picture = ctx.assets_dir / f"{bench.MODEL_NAME}_output.png"
-        with bench.progress("output picture", through_network=False):
-            bench.render_prediction(first_image, first_prediction, picture)
-        if picture.exists():
-            result["output_image"] = str(picture.relative_to(ctx.results_dir))
-    del first_prediction
-
-    with phase("time_breakdown"):
-        result["time_breakdown"] = bench.profile_time(first_image)
-
-    if getattr(args, "trace", False):
-        with phase("trace"):
-            result["trace"] = trace_model(bench, ctx, result, first_image)
-
+def dissect_model(bench, ctx: RunContext, result: dict, phase, first_image) -> None:
+    """Every leaf module's calls on the first image: statistics, and with files unless --no-dissect."""
+    dissect = ctx.settings.dissect
     with phase("dissection"):
         folder = ctx.viz_dir / bench.MODEL_NAME
         log(
             "DISSECT",
             f"Starting layer dissection on {ctx.images[0].name}"
-            + ("" if args.dissect else " (statistics only: --no-dissect writes no files)"),
+            + ("" if dissect else " (statistics only: --no-dissect writes no files)"),
         )
-        summary = bench.dissect_layers(first_image, folder, write_files=args.dissect)
+        summary = bench.dissect_layers(first_image, folder, write_files=dissect)
         records = summary.pop("records_list")
         result["dissection"] = {**summary, "folder": str(folder), **dissection_digest(records)}
     log(
@@ -221,15 +216,19 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     if summary["writer_errors"]:
         log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
 
-    variants = getattr(args, "variants", None) or [REFERENCE_VARIANT]
+
+def measure_extras(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
+    """After the model's own pass: its variants (and their divergence), then its sweep."""
+    settings = ctx.settings
+    variants = settings.variants or [REFERENCE_VARIANT]
     if len(variants) > 1:
         with phase("variants"):
             reference_outputs = measure_variants(bench, ctx, result, tracker, variants[1:])
-        if getattr(args, "divergence", False):
+        if settings.divergence:
             with phase("divergence"):
                 measure_divergence(type(bench), ctx, result, tracker, variants[1:], reference_outputs, phase.publish)
 
-    if getattr(args, "batch_sizes", None) or getattr(args, "input_sizes", None):
+    if settings.batch_sizes or settings.input_sizes:
         with phase("sweep"):  # last: a worker killed at a point (out of memory) has measured all the rest
             if len(variants) > 1:  # the variants released the model: a fresh instance, the same weights
                 bench = load_fresh(type(bench), ctx)
@@ -240,7 +239,7 @@ def trace_model(bench, ctx: RunContext, result: dict, image) -> dict:
     """--trace: the profiler trace of one more warm pass, its summary beside the hook-based
     breakdown, and the pass's own overhead against the timed median."""
     path = ctx.assets_dir / f"{bench.MODEL_NAME}_trace.json.gz"
-    stacks = getattr(ctx.args, "trace_stacks", False)
+    stacks = ctx.settings.trace_stacks
     log("TRACE", f"One more warm pass under torch.profiler (shapes{', stacks' if stacks else ''}) -> {path.name}")
     trace = bench.record_trace(image, path, stacks=stacks)
     trace["file"] = str(path.relative_to(ctx.results_dir))

@@ -21,12 +21,12 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
     stopping rule says (record['precision'] says why); the machine-state guard samples at every
     timed run's boundaries (record['guard']). `phase(name)` names each phase; `label` prefixes the
     log lines (a variant's name)."""
-    args, runs = ctx.args, record["runs"]
-    rule = stopping_rule(args)
+    settings, runs = ctx.settings, record["runs"]
+    rule = stopping_rule(settings)
     total = (
-        f"max {1 + args.warmup * len(ctx.images) + rule.max_runs}"
+        f"max {1 + settings.warmup * len(ctx.images) + rule.max_runs}"
         if rule
-        else 1 + (args.warmup + args.runs) * len(ctx.images)
+        else 1 + (settings.warmup + settings.runs) * len(ctx.images)
     )
 
     def run(path, image, kind):
@@ -57,7 +57,7 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
     images = [(path, first_image if path == ctx.images[0] else load_rgb(path)) for path in ctx.images]
     with phase("warmup"), bench.progress(f"{label}warmup runs", through_network=False, detail=runs_done):
         for path, image in images:
-            for _ in range(args.warmup):
+            for _ in range(settings.warmup):
                 run(path, image, "warmup")
     guard = MachineGuard(ctx.device)
     try:
@@ -67,7 +67,7 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
                 rule.start()
             while True:
                 for path, image in images:
-                    for _ in range(1 if rule else args.runs):
+                    for _ in range(1 if rule else settings.runs):
                         run(path, image, "timed")
                         runs[-1]["state"] = guard.after_run()
                 stopped_by = rule.reason([r["total_s"] for r in runs if r["kind"] == "timed"]) if rule else "fixed"
@@ -88,11 +88,11 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
     return first_prediction
 
 
-def stopping_rule(args) -> StoppingRule | None:
+def stopping_rule(settings) -> StoppingRule | None:
     """--precision's rule, its time cap shared by the model's --processes; None for a fixed --runs."""
-    if getattr(args, "precision", None) is None:
+    if settings.precision is None:
         return None
-    return StoppingRule(args.precision, max_seconds=args.max_time / max(getattr(args, "processes", 1), 1))
+    return StoppingRule(settings.precision, max_seconds=settings.max_time / max(settings.processes, 1))
 
 
 def summarize_latency(result: dict, discard_flagged: bool = False) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -21,6 +22,31 @@ from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
 def as_numpy(parts: dict) -> dict:
     """Tensors (any dtype, any device) as float64 numpy copies; other values kept as they are."""
     return {k: (v if v is None or isinstance(v, (str, int, float)) else to_numpy(v)) for k, v in parts.items()}
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    """An option of a model's run that the model declares (ModelBenchmark.RUN_OPTIONS): the command
+    line gets --<name with dashes>, the instance gets the value given (ModelBenchmark.option), and
+    the model's run_config() records the value it used, which the reports show."""
+
+    name: str  # the key in options= and in run_config(); "prompt_mode" is the option --prompt-mode
+    choices: tuple[str, ...]
+    default_constant: str  # the class constant holding the default, e.g. "SAM_PROMPT"
+    help: str  # the option's help, without its default (the command line adds it)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def declared_options(classes) -> list[ModelOption]:
+    """The options the model classes declare (RUN_OPTIONS), each once, in the classes' order."""
+    found: dict[str, ModelOption] = {}
+    for cls in classes:
+        for option in cls.RUN_OPTIONS:
+            found.setdefault(option.name, option)
+    return list(found.values())
 
 
 class ModelBenchmark(ABC):
@@ -57,14 +83,20 @@ class ModelBenchmark(ABC):
         "input_size": "the model class does not implement run_batch",
     }
     SIZE_STEP = 1  # input sizes come in multiples of this (a sweep bisects to one step)
+    # Options of this model's run (ModelOption), each a command-line option; self.option(name) reads one.
+    RUN_OPTIONS: tuple[ModelOption, ...] = ()
 
     def __init__(
-        self, device, weights: str = "pretrained", models_dir: Path | str = "models", sam_prompt: str | None = None
+        self, device, weights: str = "pretrained", models_dir: Path | str = "models", options: dict | None = None
     ):
         self.device = device
         self.weights = weights
         self.models_dir = Path(models_dir)
-        self.sam_prompt = sam_prompt
+        declared = {o.name: o for o in self.RUN_OPTIONS}
+        unknown = [name for name in options or {} if name not in declared]
+        if unknown:
+            raise TypeError(f"{type(self).__name__} declares no option {', '.join(unknown)}")
+        self.options = dict(options or {})
         self.weights_source = None
         self.input_shape = None
         self.autocast_dtype = None  # set by the half-precision variants
@@ -108,7 +140,18 @@ class ModelBenchmark(ABC):
         """Picture of what the model produced on `image` (report section 'What each model saw')."""
 
     def run_config(self) -> dict:
+        """What this run of the model used that a reader needs (its options' values, ...): the reports show it."""
         return {}
+
+    def option(self, name: str) -> str:
+        """The value of a declared option: the one given (options=), else its class constant."""
+        declared = next(o for o in self.RUN_OPTIONS if o.name == name)
+        return self.options.get(name) or getattr(self, declared.default_constant)
+
+    @classmethod
+    def for_run(cls, device, settings) -> ModelBenchmark:
+        """An instance with a run's settings (settings.RunSettings): weights, folder, its options."""
+        return cls(device, weights=settings.weights, models_dir=settings.models_dir, options=settings.options_for(cls))
 
     # -- shared machinery ------------------------------------------------------------------
     def sync(self) -> None:
@@ -337,7 +380,7 @@ class ModelBenchmark(ABC):
                 "device",
                 "weights",
                 "models_dir",
-                "sam_prompt",
+                "options",
                 "weights_source",
                 "input_shape",
                 "autocast_dtype",

@@ -20,6 +20,7 @@ from ..measure.stats import (
     mann_whitney_p,
     shift_estimate,
 )
+from ..settings import CompareOptions
 from .render_html import html_table, html_text, render_page
 from .report_model import SYSTEM_IDENTITY
 from .results_file import model_key, read_results, setting, timed_seconds
@@ -56,7 +57,6 @@ COMPARED_SETTINGS = [
     ("warm-up rounds", "config", "warmup_rounds"),
     ("isolation", "config", "isolation"),
     ("seed", "config", "seed"),
-    ("MobileSAM prompt", "config", "sam_prompt"),
     ("--precision %", "config", "precision_pct"),
     ("processes", "config", "processes"),
     ("--discard-throttled", "config", "discard_throttled"),
@@ -142,6 +142,16 @@ def compare_pair(base: dict, new: dict) -> dict:
     images = [sorted(Path(p).name for p in data.get("images", [])) for data in (base, new)]
     if images[0] != images[1]:
         differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
+    for k in common:  # each model's own settings (its run_config: the options it ran with, ...)
+        a, b = base_models[k].get("config") or {}, new_models[k].get("config") or {}
+        for key in dict.fromkeys([*a, *b]):
+            if a.get(key) != b.get(key):
+                differences.append(
+                    [
+                        f"{base_models[k]['model']} {key}",
+                        *("none" if v is None else v for v in (a.get(key), b.get(key))),
+                    ]
+                )
     warnings = []
     reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
     for k in common:
@@ -224,7 +234,7 @@ def median_text(stats: dict) -> str:
     return f"{ms(stats['median'])} {format_interval(stats)}"
 
 
-def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]:
+def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[tuple]:
     """The comparison as a list of blocks, rendered as Markdown or HTML: ("h1"|"h2"|"h3"|"p"|"warn", text),
     ("table", headers, rows) or ("list", items). Text may hold `code` and **bold** spans."""
     mb = lambda b: "n/a" if b is None else f"{b / 1024**2:.0f} MB"
@@ -240,18 +250,18 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
             f"95% interval in brackets (it needs {MIN_RUNS_FOR_CI} timed runs or more).",
         ),
     ]
-    if args.fail_if_slower is not None:
+    if options.fail_if_slower is not None:
         blocks.append(
             (
                 "p",
-                f"Gate: `--fail-if-slower {args.fail_if_slower:g}` fails on a model whose slowdown is "
-                f"larger than {args.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
-                f"above {args.fail_if_slower:g}%). A model with runs the machine-state guard flagged "
+                f"Gate: `--fail-if-slower {options.fail_if_slower:g}` fails on a model whose slowdown is "
+                f"larger than {options.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
+                f"above {options.fail_if_slower:g}%). A model with runs the machine-state guard flagged "
                 f"throttled or shared in the statistics of either side gets **{REFUSED}** and fails the "
                 "gate too: its times may describe the machine, not the model.",
             )
         )
-    if not args.allow_missing:
+    if not options.allow_missing:
         blocks.append(
             (
                 "p",
@@ -264,7 +274,7 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
         blocks += [("h2", f"New: run `{new.get('run_id')}`"), ("p", f"File `{path}`.")]
         blocks += [("warn", f"**Warning:** {w}") for w in pair["warnings"]]
         blocks += [
-            ("warn", f"**Not completed in new{' (allowed)' if args.allow_missing else ''}:** {line}.")
+            ("warn", f"**Not completed in new{' (allowed)' if options.allow_missing else ''}:** {line}.")
             for line in not_completed_in_new(pair)
         ]
         blocks.append(("h3", "What differs between the runs"))
@@ -319,7 +329,7 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
                             f"**{r['verdict']}**"
                             + (
                                 " (fails the gate)"
-                                if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower)
+                                if options.fail_if_slower is not None and slower_than(r, options.fail_if_slower)
                                 else ""
                             ),
                         ]
@@ -373,9 +383,9 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], args) -> list[tuple]
     return blocks
 
 
-def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
+def comparison_markdown(pairs: list[dict], paths: list[Path], options: CompareOptions) -> str:
     lines = []
-    for kind, *content in comparison_blocks(pairs, paths, args):
+    for kind, *content in comparison_blocks(pairs, paths, options):
         if kind == "table":
             lines += [md_table(*content), ""]
         elif kind == "list":
@@ -386,7 +396,7 @@ def comparison_markdown(pairs: list[dict], paths: list[Path], args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_html(pairs: list[dict], paths: list[Path], args) -> str:
+def comparison_html(pairs: list[dict], paths: list[Path], options: CompareOptions) -> str:
     """The same blocks as comparison_markdown, in the HTML report's page and style."""
     import re
 
@@ -398,7 +408,7 @@ def comparison_html(pairs: list[dict], paths: list[Path], args) -> str:
         return markup(html_text(text))
 
     body = ["<main>"]
-    for kind, *content in comparison_blocks(pairs, paths, args):
+    for kind, *content in comparison_blocks(pairs, paths, options):
         if kind == "table":
             headers, rows = content
             table = html_table(headers, rows)
@@ -429,7 +439,7 @@ def unique_output(results_dir: Path, stem: str) -> tuple[str, Path]:
     raise UsageError(f"--output-dir: no free file name for {stem} in {results_dir}")
 
 
-def compare_results(paths: list[Path], args) -> int:
+def compare_results(paths: list[Path], options: CompareOptions) -> int:
     """--compare BASE NEW [MORE]: each later file against the first. Exit 1 when --fail-if-slower
     trips or a model that completed in base did not in new (unless --allow-missing), else 0
     (2 for unreadable or invalid files, raised as UsageError before anything is written)."""
@@ -437,11 +447,11 @@ def compare_results(paths: list[Path], args) -> int:
         raise UsageError("--compare needs two or more result files: BASE.json NEW.json [MORE.json ...]")
     files = [read_results(p, "--compare") for p in paths]
     pairs = [compare_pair(files[0], new) for new in files[1:]]
-    run_id, stem = unique_output(args.output_dir.expanduser() / "results", "comparison")
+    run_id, stem = unique_output(options.output_dir.expanduser() / "results", "comparison")
     written = []
     for suffix, render in COMPARISON_RENDERERS.items():
         target = stem.with_suffix(f".{suffix}")
-        atomic_write_text(target, render(pairs, paths, args))
+        atomic_write_text(target, render(pairs, paths, options))
         written.append(target)
     gate_failed, missing = [], []
     for pair, path in zip(pairs, paths[1:]):
@@ -459,18 +469,18 @@ def compare_results(paths: list[Path], args) -> int:
                 + ("" if r["status"][0] == r["status"][1] else f" (status {r['status'][0]} -> {r['status'][1]})")
                 + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else "")
             )
-            if args.fail_if_slower is not None and slower_than(r, args.fail_if_slower):
+            if options.fail_if_slower is not None and slower_than(r, options.fail_if_slower):
                 gate_failed.append(f"{r['model']} {shift_text(r)} slower in {pair['new'].get('run_id')}")
             for side, state in zip(("base", "new"), r["machine_state"]):
                 if not_clean(state):
                     log("WARNING", f"{r['model']} machine state in {side}: " + "; ".join(state["warnings"]))
-            if args.fail_if_slower is not None and r["refused"] and not slower_than(r, args.fail_if_slower):
+            if options.fail_if_slower is not None and r["refused"] and not slower_than(r, options.fail_if_slower):
                 gate_failed.append(
                     f"{r['model']}: the gate cannot judge it, {r['verdict']} in "
                     f"{pair['new'].get('run_id')} (rerun on a quiet machine, or --discard-throttled)"
                 )
         for line in not_completed_in_new(pair):
-            if args.allow_missing:
+            if options.allow_missing:
                 log("WARNING", f"{line} (allowed by --allow-missing)")
             else:
                 log("ERROR", f"{line} (in {pair['new'].get('run_id')}; --allow-missing accepts it)")
@@ -481,7 +491,7 @@ def compare_results(paths: list[Path], args) -> int:
     for target in written:
         print(f"Comparison: {target}")
     if gate_failed:
-        log("ERROR", f"--fail-if-slower {args.fail_if_slower:g}: " + "; ".join(gate_failed))
+        log("ERROR", f"--fail-if-slower {options.fail_if_slower:g}: " + "; ".join(gate_failed))
     if missing:
         log("ERROR", f"{len(missing)} model(s) completed in base and not in new: the comparison fails")
     return EXIT_FAILED if gate_failed or missing else EXIT_OK

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
 from ..run.shards import mark_array_failures, shard_array
+from ..settings import MergeOptions, ReportFolders
 from .compare import unique_output
 from .report_model import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
 from .write import write_report_files
 
 
-def merge_results(paths: list[Path], args) -> int:
+def merge_results(paths: list[Path], options: MergeOptions) -> int:
     """--merge A B ...: one set of reports from results run in parts (--models subsets on several
     devices or machines). Each model keeps its runs and statistics; where the parts' systems or
     settings differ, each model carries its own (keys 'system' and 'run_config'). Shards of a job
@@ -26,14 +26,14 @@ def merge_results(paths: list[Path], args) -> int:
     array = shard_array(files, paths)
     if len(paths) < 2 and array is None:
         raise UsageError("--merge needs two or more result files (or the shards of one array, --shard)")
-    if args.shard_logs and array is None:
+    if options.shard_logs and array is None:
         raise UsageError("--shard-logs needs the result files of shards (--shard I/N)")
     chosen: dict[str, tuple[dict, int]] = {}
     for index, data in enumerate(files):
         for r in data["models"]:
             key = model_key(r)
             if key in chosen and r["status"] != "not run" and chosen[key][0]["status"] != "not run":
-                if args.prefer != "last":
+                if options.prefer != "last":
                     raise UsageError(
                         f"--merge: {r['model']} is in both {paths[chosen[key][1]]} and {paths[index]}; "
                         "remove one file or pass --prefer last to keep the later file's"
@@ -46,7 +46,7 @@ def merge_results(paths: list[Path], args) -> int:
                 chosen[key] = (r, index)
     first = files[0]
     mixed = {where: any(d.get(where) != first.get(where) for d in files[1:]) for where in ("system", "config")}
-    run_id, stem = unique_output(args.output_dir.expanduser() / "results", "benchmark_results")
+    run_id, stem = unique_output(options.output_dir.expanduser() / "results", "benchmark_results")
     assets = stem.parent / f"report_{run_id}"
     assets.mkdir(exist_ok=True)
     import shutil
@@ -70,7 +70,7 @@ def merge_results(paths: list[Path], args) -> int:
         models.append(r)
     if array is not None:
         models, problems = mark_array_failures(
-            array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"), args.shard_logs
+            array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"), options.shard_logs
         )
     statuses = {d.get("status") for d in files}
     complete = statuses == {"complete"} and not problems
@@ -96,18 +96,18 @@ def merge_results(paths: list[Path], args) -> int:
             "count": array["count"],
             "present": array["present"],
             "missing": [k for k in range(array["count"]) if k not in array["present"]],
-            "logs_template": args.shard_logs,
+            "logs_template": options.shard_logs,
         }
     shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
     data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
-    ctx = argparse.Namespace(
+    folders = ReportFolders(
         run_id=run_id,
         results_dir=stem.parent,
         assets_dir=assets,
         viz_dir=Path((first.get("config") or {}).get("viz_dir") or "viz"),
     )
     draw_summary_charts(data, assets)
-    written = write_report_files(data, ctx)
+    written = write_report_files(data, folders)
     log(
         "INFO",
         f"Merged {len(models)} model(s) from {len(files)} file(s)"

@@ -158,14 +158,14 @@ def configuration_blocks(data: dict) -> list[Block]:
         isolation_text(c, results),
         f"Seed {c.get('seed')}; weights: {c.get('weights')}; device {c.get('device')}; torch CPU threads "
         f"{c.get('torch_threads')} (pinned for every model)",
-        "MobileSAM prompt: "
+        "Models' own settings: "
         + (
-            ", ".join(
-                f"{r['model']}: {r['config'].get('sam_prompt')}"
+            "; ".join(
+                f"{r['model']}: " + ", ".join(f"{k}={v}" for k, v in r["config"].items())
                 for r in results
-                if (r.get("config") or {}).get("sam_prompt")
+                if r.get("config")
             )
-            or "(MobileSAM not run)"
+            or "none"
         ),
     ]
     if "dissect_files" in c or "keep_going" in c:

@@ -18,7 +18,9 @@ from .markdown import markdown_report
 from .report_model import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
 
-CSV_COLUMNS = [
+# One row a model: these columns, then one a model option (ModelOption: the run's config.model_options,
+# each holding the value the model used), then the variant and sweep columns (csv_columns).
+CSV_MODEL_COLUMNS = [
     "model",
     "cli_name",
     "status",
@@ -43,7 +45,8 @@ CSV_COLUMNS = [
     "layers_dissected",
     "warm_runs",
     "warmup_runs",
-    "sam_prompt",
+]
+CSV_MORE_COLUMNS = [
     # --variants: the model's own row is torch-fp32; one more row per other variant
     "variant",
     "speedup_forward",
@@ -56,7 +59,12 @@ CSV_COLUMNS = [
 ]
 
 
-def csv_row(r: dict) -> dict:
+def csv_columns(option_names) -> list[str]:
+    """The CSV's columns for a run whose models declare these options."""
+    return CSV_MODEL_COLUMNS + list(option_names) + CSV_MORE_COLUMNS
+
+
+def csv_row(r: dict, option_names) -> dict:
     e2e = r.get("latency_end_to_end") or {}
     mem = r.get("memory") or {}
     return {
@@ -84,7 +92,7 @@ def csv_row(r: dict) -> dict:
         "layers_dissected": (r.get("dissection") or {}).get("records"),
         "warm_runs": e2e.get("n"),
         "warmup_runs": sum(1 for run in r.get("runs", []) if run.get("kind") == "warmup"),
-        "sam_prompt": (r.get("config") or {}).get("sam_prompt"),
+        **{name: (r.get("config") or {}).get(name) for name in option_names},
         "variant": "torch-fp32" if r.get("variants") else None,
     }
 
@@ -103,48 +111,56 @@ def write_reports(ctx) -> dict:
         "written": finished.isoformat(timespec="seconds"),
         "total_seconds": (finished - ctx.started).total_seconds(),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "config": {
-            "runs_per_image": None if getattr(ctx.args, "precision", None) else ctx.args.runs,
-            "warmup_rounds": ctx.args.warmup,
-            "isolation": ctx.args.isolation,
-            "model_timeout_s": ctx.args.model_timeout,
-            "precision_pct": getattr(ctx.args, "precision", None),
-            "max_time_s": getattr(ctx.args, "max_time", None) if getattr(ctx.args, "precision", None) else None,
-            "processes": getattr(ctx.args, "processes", 1),
-            "discard_throttled": getattr(ctx.args, "discard_throttled", False),
-            "latency_interval": CI_METHOD,
-            "seed": ctx.args.seed,
-            "weights": ctx.args.weights,
-            "device": str(ctx.device),
-            "torch_threads": ctx.args.threads,
-            "dissect_files": ctx.args.dissect,
-            "sam_prompt": ctx.args.sam_prompt,
-            "keep_going": ctx.args.keep_going,
-            "models": [c.CLI_NAME for c in ctx.args.model_classes],
-            "variants": getattr(ctx.args, "variants", None),
-            "shard": getattr(ctx.args, "shard_record", None),
-            "trace": getattr(ctx.args, "trace", False),
-            "trace_stacks": getattr(ctx.args, "trace_stacks", False),
-            "batch_sizes": getattr(ctx.args, "batch_sizes", None),
-            "input_sizes": getattr(ctx.args, "input_sizes", None),
-            "sweep_budget_s": getattr(ctx.args, "sweep_budget", None),
-            "memory_limit_bytes": getattr(ctx.args, "memory_limit", None),
-            "image_source": ctx.image_source,
-            "viz_dir": str(ctx.viz_dir),
-        },
+        "config": run_config(ctx),
         "system": ctx.system,
         "images": [str(p) for p in ctx.images],
         "models": ctx.results,
     }
     data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"], slots=slot_spans(ctx, finished))
-    if getattr(ctx.args, "devices", None):
-        data["config"]["devices"] = [str(d) for d in ctx.args.devices]
     return write_report_files(data, ctx)
+
+
+def run_config(ctx) -> dict:
+    """The results file's config: the run's settings as written (keys kept across versions)."""
+    s = ctx.settings
+    config = {
+        "runs_per_image": None if s.precision else s.runs,
+        "warmup_rounds": s.warmup,
+        "isolation": s.isolation,
+        "model_timeout_s": s.model_timeout,
+        "precision_pct": s.precision,
+        "max_time_s": s.max_time if s.precision else None,
+        "processes": s.processes,
+        "discard_throttled": s.discard_throttled,
+        "latency_interval": CI_METHOD,
+        "seed": s.seed,
+        "weights": s.weights,
+        "device": str(ctx.device),
+        "torch_threads": s.threads,
+        "dissect_files": s.dissect,
+        **s.model_options,  # each model option at the top level too, as results files have always had it
+        "keep_going": s.keep_going,
+        "models": [c.CLI_NAME for c in s.models],
+        "variants": s.variants,
+        "shard": s.shard,
+        "trace": s.trace,
+        "trace_stacks": s.trace_stacks,
+        "batch_sizes": s.batch_sizes,
+        "input_sizes": s.input_sizes,
+        "sweep_budget_s": s.sweep_budget,
+        "memory_limit_bytes": s.memory_limit,
+        "image_source": ctx.image_source,
+        "viz_dir": str(ctx.viz_dir),
+        "model_options": dict(s.model_options),  # the options the models declare, as given (None: the default)
+    }
+    if s.devices:
+        config["devices"] = [str(d) for d in s.devices]
+    return config
 
 
 def slot_spans(ctx, now: datetime) -> list[dict] | None:
     """--devices: each device slot's busy seconds, from its thread's start to its end (or now)."""
-    spans = getattr(ctx, "device_slots", None)
+    spans = ctx.device_slots
     if not spans:
         return None
     at = lambda t: (t - ctx.started).total_seconds()
@@ -168,11 +184,13 @@ def write_report_files(data: dict, ctx) -> dict:
     atomic_write_json(paths["json"], data)
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    option_names = list((data.get("config") or {}).get("model_options") or {})
+    columns = csv_columns(option_names)
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in data["models"]:
         if r["status"] != "not run":
-            row = dict.fromkeys(CSV_COLUMNS) | csv_row(r)
+            row = dict.fromkeys(columns) | csv_row(r, option_names)
             for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):
                 writer.writerow({k: ("" if v is None else v) for k, v in written.items()})
     atomic_write_text(paths["csv"], buffer.getvalue())

@@ -4,34 +4,34 @@ intervals account for the spread between processes, with the per-process medians
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 
 import numpy as np
 
 from ..common import log
-from ..measure.model_pass import RunContext, new_result
+from ..measure.model_pass import new_result
 from ..measure.stats import format_interval
 from ..measure.stopping_rule import process_interval
 from ..measure.timed_runs import summarize_latency
+from ..settings import RunContext
 from .worker_processes import run_in_worker
 
 
 def run_processes(cls, ctx: RunContext, result: dict) -> None:
     """Fill `result` from K workers: the first does everything (FLOPs, dissection, ...), the later
     ones only load and time the model. A failed worker ends the model with its record."""
-    count = ctx.args.processes
+    count = ctx.settings.processes
     records = []
     for index in range(count):
         log("INFO", f"{cls.MODEL_NAME}: process {index + 1} of {count}")
         record = result if index == 0 else new_result(cls, ctx)
-        wctx = copy.copy(ctx)
-        wctx.timing_only = index > 0
+        wctx = dataclasses.replace(ctx, timing_only=index > 0)
         run_in_worker(cls, wctx, record, part=index + 1)
         records.append(record)
         if record["status"] != "complete":
             break
     if len(records) > 1:
-        pool_processes(result, records, getattr(ctx.args, "discard_throttled", False))
+        pool_processes(result, records, ctx.settings.discard_throttled)
     if result is not records[-1]:  # a later process failed: the model did, with that process's error
         result.update(status=records[-1]["status"], error=records[-1].get("error"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import faulthandler
 import os
 import signal
@@ -15,7 +16,8 @@ from pathlib import Path
 from ..common import RunInterrupted, log
 from ..measure.environment import configure_threads
 from ..measure.memory import MemoryTracker, apply_memory_limit
-from ..measure.model_pass import RunContext, benchmark_model, new_result
+from ..measure.model_pass import benchmark_model, new_result
+from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
@@ -94,11 +96,11 @@ def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None =
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     conn.send(("started", time.time()))
-    ctx.in_worker = True  # a sweep may ask for a fresh worker for its next point
-    ctx.args.allocator = keep_freed_memory()
-    configure_threads(ctx.args.threads)
-    if getattr(ctx.args, "memory_limit", None):
-        apply_memory_limit(ctx.args.memory_limit, ctx.device)
+    settings = dataclasses.replace(ctx.settings, allocator=keep_freed_memory())
+    ctx = dataclasses.replace(ctx, settings=settings, in_worker=True)  # a sweep may ask for a fresh worker
+    configure_threads(settings.threads)
+    if settings.memory_limit:
+        apply_memory_limit(settings.memory_limit, ctx.device)
     publish = lambda r: conn.send(("update", r))  # noqa: E731
     if resume is not None:
         result = resume
@@ -209,41 +211,11 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     send.close()
     worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
     result["worker"] = worker
-    relay = LogRelay(log_path, prefix=getattr(ctx, "log_prefix", ""))
+    relay = LogRelay(log_path, prefix=ctx.log_prefix)
     relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
-    stop = getattr(ctx, "stop_event", None)  # set by the main thread when --devices runs this in a thread
-    deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
-    finished = timed_out = False
-    last_hwm = None
+    finished = False
     try:
-        while not finished:
-            relay.pump()
-            if stop is not None and stop.is_set():
-                raise RunInterrupted(stop.signum)
-            last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
-            if receive.poll(WORKER_POLL_SEC):
-                try:
-                    kind, payload = receive.recv()
-                except EOFError:
-                    break  # the worker is gone without a last word
-                if kind == "started":
-                    seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
-                    seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
-                    if ctx.args.model_timeout:
-                        deadline = time.time() + ctx.args.model_timeout
-                else:
-                    payload["phase_seconds"] = {
-                        **payload.get("phase_seconds", {}),
-                        "worker_start": result["phase_seconds"].get("worker_start"),
-                    }
-                    result.clear()
-                    result.update(payload, worker=worker)
-                    finished = kind == "done"
-            elif not process.is_alive() and not receive.poll():
-                break
-            if deadline and time.time() > deadline and not finished:
-                timed_out = True
-                break
+        finished, timed_out, last_hwm = follow_worker(process, receive, relay, ctx, result, started)
     finally:  # also on an interrupt: no worker outlives the run
         stop_worker(process, finished)
         relay.pump(final=True)
@@ -253,14 +225,57 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     worker["exit_code"] = process.exitcode
     if process.exitcode is not None and process.exitcode < 0:
         worker["signal"] = signal.Signals(-process.exitcode).name
-    if finished:
-        return
-    phase = result["phase_reached"]
+    if not finished:
+        record_lost_worker(cls, ctx, result, timed_out, last_hwm, list(relay.tail))
+        log("ERROR", f"{cls.MODEL_NAME}: {result['error']['message']}. Its output: {log_path}")
+
+
+def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: dict, started: float) -> tuple:
+    """Relay a worker's output and take its records until its last one, its death, its deadline
+    (--model-timeout) or --devices' stop event. Returns (finished, timed_out, its last peak RSS)."""
+    worker = result["worker"]
+    stop = ctx.stop_event  # set by the main thread when --devices runs this in a thread
+    deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
+    finished = False
+    last_hwm = None
+    while not finished:
+        relay.pump()
+        if stop is not None and stop.is_set():
+            raise RunInterrupted(stop.signum)
+        last_hwm = MemoryTracker._read_hwm(process.pid) or last_hwm
+        if receive.poll(WORKER_POLL_SEC):
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                break  # the worker is gone without a last word
+            if kind == "started":
+                seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
+                seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
+                if ctx.settings.model_timeout:
+                    deadline = time.time() + ctx.settings.model_timeout
+            else:
+                payload["phase_seconds"] = {
+                    **payload.get("phase_seconds", {}),
+                    "worker_start": result["phase_seconds"].get("worker_start"),
+                }
+                result.clear()
+                result.update(payload, worker=worker)
+                finished = kind == "done"
+        elif not process.is_alive() and not receive.poll():
+            break
+        if deadline and time.time() > deadline and not finished:
+            return False, True, last_hwm
+    return finished, False, last_hwm
+
+
+def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last_hwm, tail: list[str]) -> None:
+    """The record of a worker that died or overran --model-timeout: status, error, memory at failure."""
+    worker, phase = result["worker"], result["phase_reached"]
     memory = result.setdefault("memory", {})
     memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
     if timed_out:
         result["status"] = "timeout"
-        message = f"killed after --model-timeout {ctx.args.model_timeout:g} s, during {phase}"
+        message = f"killed after --model-timeout {ctx.settings.model_timeout:g} s, during {phase}"
         error_type = "Timeout"
     else:
         result["status"] = "failed"
@@ -270,6 +285,5 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
                 " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else ""
             )
         else:
-            message = f"the worker process exited with code {process.exitcode} during {phase} without a result"
-    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": list(relay.tail)}
-    log("ERROR", f"{cls.MODEL_NAME}: {message}. Its output: {log_path}")
+            message = f"the worker process exited with code {worker['exit_code']} during {phase} without a result"
+    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": tail}

@@ -5,6 +5,7 @@ of memory ends the worker so that a fresh one goes on from the next."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 from ..common import exception_line, format_bytes, log, ms
@@ -24,7 +25,9 @@ def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:
     goes on from the next (resume_sweep)."""
     sweep = result.get("sweep")
     if sweep is None:
-        sweep = result["sweep"] = new_sweep(type(bench), ctx.args, memory_limit(ctx.args.memory_limit, ctx.device))
+        sweep = result["sweep"] = new_sweep(
+            type(bench), ctx.settings, memory_limit(ctx.settings.memory_limit, ctx.device)
+        )
     for dimension, reason in sweep["unsupported"].items():
         log("SWEEP", f"{bench.MODEL_NAME}: {dimension} unsupported: {reason}")
     image = load_rgb(ctx.images[0])
@@ -38,7 +41,7 @@ def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:
         publish(result)
         measure_point(bench, ctx, point, tracker, image, flops)
         sweep["seconds"] = time.perf_counter() - start
-        if point["status"] == SweepPointStatus.OOM and ctx.args.memory_limit and getattr(ctx, "in_worker", False):
+        if point["status"] == SweepPointStatus.OOM and ctx.settings.memory_limit and ctx.in_worker:
             # What the failed attempt left in the heap would count against the limit at the next point
             # (measured: yolo11n-detect's edge two batches below the memory model's prediction): the
             # next point starts in a fresh worker (workers.run_in_worker), as the first ones did.
@@ -52,29 +55,26 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
     """One sweep point: the batch (the first image, repeated) at the point's input size, a first
     run, max(1, --warmup) warm-up runs and --runs timed runs, its peak memory, FLOPs per image (counted
     at batch 1 of the size). An out-of-memory error makes it an `oom` point, any other a `failed` one."""
-    import copy
-
     batch, size = point["batch"], point["input_size"]
     label = f"[{point['dimension']} {point['value']}{' bisect' if point['bisect'] else ''}] "
     log("SWEEP", f"{bench.MODEL_NAME} {label}batch {batch}, input size {size or 'nominal'}")
-    if ctx.args.memory_limit:
+    limit = ctx.settings.memory_limit
+    if limit:
         # The freed heap stays resident: trimmed, the worker could touch it again without growing its
         # data size, past the limit unseen (measured: yolo11n-detect's batch 16 ran 150 MB over it).
         free_cached_memory(ctx.device)
-        apply_memory_limit(ctx.args.memory_limit, ctx.device)
+        apply_memory_limit(limit, ctx.device)
     else:
         return_free_heap()
         free_cached_memory(ctx.device)
-    point_ctx = copy.copy(ctx)
-    point_ctx.images = ctx.images[:1]
-    point_ctx.args = copy.copy(ctx.args)
-    point_ctx.args.warmup = max(1, ctx.args.warmup)
-    point_ctx.args.precision = None  # a sweep point is a fixed --runs: --precision is for the headline figure
+    # A sweep point is a fixed --runs on the first image: --precision is for the headline figure.
+    point_settings = dataclasses.replace(ctx.settings, warmup=max(1, ctx.settings.warmup), precision=None)
+    point_ctx = dataclasses.replace(ctx, images=ctx.images[:1], settings=point_settings)
     tracker.reset_peak()
     memory = point["memory"] = {"cpu_rss_start_bytes": tracker.rss()}
     try:
         run_timed_phases(
-            BatchCall(bench, [image] * batch, size, quiet=bool(ctx.args.memory_limit)),
+            BatchCall(bench, [image] * batch, size, quiet=bool(limit)),
             point_ctx,
             point,
             lambda name: contextlib.nullcontext(),
@@ -95,9 +95,7 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
         point["status"] = SweepPointStatus.OK
     except Exception as exc:
         point["status"] = (
-            SweepPointStatus.OOM
-            if is_out_of_memory(exc, limited=bool(ctx.args.memory_limit))
-            else SweepPointStatus.FAILED
+            SweepPointStatus.OOM if is_out_of_memory(exc, limited=bool(limit)) else SweepPointStatus.FAILED
         )
         point["reason"] = exception_line(exc)
         log(

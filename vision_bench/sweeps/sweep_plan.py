@@ -73,13 +73,14 @@ def is_out_of_memory(exc: BaseException, limited: bool = False) -> bool:
     return isinstance(exc, RuntimeError) and any(p in text for p in patterns)
 
 
-def new_sweep(cls, args, limit: dict | None) -> dict:
-    """The sweep record of a model: what was asked, what the model cannot do, its points so far."""
-    plan = {"batch": args.batch_sizes, "input_size": args.input_sizes}
+def new_sweep(cls, settings, limit: dict | None) -> dict:
+    """The sweep record of a model: what was asked (settings.RunSettings), what the model cannot do,
+    its points so far."""
+    plan = {"batch": settings.batch_sizes, "input_size": settings.input_sizes}
     unsupported = {d: cls.SWEEP_UNSUPPORTED[d] for d in DIMENSIONS if plan[d] and d in cls.SWEEP_UNSUPPORTED}
     return {
         "plan": plan,
-        "budget_s": args.sweep_budget,
+        "budget_s": settings.sweep_budget,
         "nominal_size": cls.INPUT_SIZE,
         "size_step": cls.SIZE_STEP,
         "unsupported": unsupported,

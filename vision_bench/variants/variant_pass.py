@@ -23,8 +23,8 @@ from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
 
 
 def load_fresh(cls, ctx):
-    seed_everything(ctx.args.seed)
-    bench = cls(ctx.device, weights=ctx.args.weights, models_dir=ctx.args.models_dir, sam_prompt=ctx.args.sam_prompt)
+    seed_everything(ctx.settings.seed)
+    bench = cls.for_run(ctx.device, ctx.settings)
     bench.load()
     return bench
 
@@ -77,9 +77,8 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
 
 def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list):
     """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs."""
-    args = ctx.args
-    seed_everything(args.seed)
-    bench = cls(ctx.device, weights=args.weights, models_dir=args.models_dir, sam_prompt=args.sam_prompt)
+    seed_everything(ctx.settings.seed)
+    bench = cls.for_run(ctx.device, ctx.settings)
     tracker.reset_peak()
     record["memory"] = memory_before_load(tracker, ctx.device)
     start = time.perf_counter()
@@ -89,7 +88,7 @@ def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list)
     run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=f"[{variant}] ")
     record["memory"].update(tracker.peak())
     set_private_peak(record["memory"], private_memory())
-    summarize_latency(record, discard_flagged=getattr(args, "discard_throttled", False))
+    summarize_latency(record, discard_flagged=ctx.settings.discard_throttled)
     set_headline_memory(record, ctx.device)
     return bench
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..common import format_bytes
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
+from ..records.model_result import document_with_records
 from ..sweeps.sweep_report import summary_line
 from .blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
 from .charts import latency_chart, memory_chart
@@ -47,7 +48,7 @@ def draw_summary_charts(data: dict, assets: Path) -> None:
 
 def build_report(data: dict, ctx) -> list[Block]:
     """The whole report of a run (or of a merge), section by section."""
-    results = data.get("models") or []
+    results = document_with_records(data).get("models") or []
     sections = [r for r in results if r.get("cold_start") and r.get("status") != "running"]  # something measured
     blocks = header_blocks(data) + system_blocks(data) + configuration_blocks(data)
     blocks += summary_blocks(results) + swept_blocks(sections) + placement_blocks(data)

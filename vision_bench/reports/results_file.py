@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..common import UsageError, exception_line
 from ..phases import MEASURING_PHASES
+from ..records.model_result import document_with_records
 
 
 def report_paths(ctx) -> dict:
@@ -185,7 +186,7 @@ def read_results(path: Path, option: str) -> dict:
             "expected a results/benchmark_results_<run>.json file"
         )
     validate_results(data, path, option)
-    return data
+    return document_with_records(data)
 
 
 def model_key(r: dict) -> str:

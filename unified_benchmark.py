@@ -302,7 +302,7 @@ class MobileSAMBenchmark(UltralyticsBenchmark):
             drawn.save(path)
 
     def run_config(self) -> dict:
-        config = {"sam_prompt": self.prompt()}
+        config: dict = {"sam_prompt": self.prompt()}
         if self.prompt() == "box":
             config["box_fraction_xyxy"] = list(self.BOX_FRACTION)
         return config

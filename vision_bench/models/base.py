@@ -60,7 +60,7 @@ class ModelBenchmark(ABC):
     CLI_NAME = "model"  # name for --models
     DESCRIPTION = ""  # one line for --list-models
     TASK = ""  # depth, detect, segment, pose, sam
-    INPUT_SIZE = None  # nominal input size; the report shows the real input shape
+    INPUT_SIZE: int | None = None  # nominal input size; the report shows the real input shape
     LIBRARY = ""
     TIME_BLOCKS: tuple = ()  # module paths for "where the time goes"; empty: the first level that branches
     # Expected cost of one run of this model relative to the others (YOLO11n-Detect = 1; roughly its
@@ -97,7 +97,7 @@ class ModelBenchmark(ABC):
         if unknown:
             raise TypeError(f"{type(self).__name__} declares no option {', '.join(unknown)}")
         self.options = dict(options or {})
-        self.weights_source = None
+        self.weights_source: str | None = None
         self.input_shape = None
         self.autocast_dtype = None  # set by the half-precision variants
         self.channels_last = False  # set by the channels-last variant
@@ -164,8 +164,9 @@ class ModelBenchmark(ABC):
         import torch
 
         torch.set_grad_enabled(False)
-        self.weights_source = self.load_pretrained() if self.weights == "pretrained" else self.load_random()
-        return self.weights_source
+        source = self.load_pretrained() if self.weights == "pretrained" else self.load_random()
+        self.weights_source = source
+        return source
 
     def run_pipeline(self, image: Image.Image):
         """One image through preprocess, forward and postprocess; returns (prediction, phase seconds)."""

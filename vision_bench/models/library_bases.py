@@ -126,7 +126,7 @@ class HFDepthBenchmark(ModelBenchmark):
         return self.model(**inputs)
 
     # -- variants: torch.compile and ONNX Runtime, pre- and postprocessing shared with PyTorch --
-    ONNX_OUTPUTS = ("predicted_depth",)  # DepthPro adds field_of_view
+    ONNX_OUTPUTS: tuple[str, ...] = ("predicted_depth",)  # DepthPro adds field_of_view
 
     def compile_network(self) -> None:
         import torch
@@ -138,7 +138,7 @@ class HFDepthBenchmark(ModelBenchmark):
         patch grid and resize targets from the input size in Python, so a traced graph keeps the
         size it was traced at (measured: "dynamic" axes gave Depth Anything 518x518 outputs for a
         686x518 input)."""
-        samples = {}
+        samples: dict = {}
         for image in images:
             pixels = self.preprocess(image)["pixel_values"]
             samples.setdefault("x".join(map(str, pixels.shape)), pixels)
@@ -342,7 +342,7 @@ class UltralyticsBenchmark(ModelBenchmark):
         return self.ul_model.predictor.model
 
     def parity_outputs(self, image) -> tuple[dict, dict]:
-        seen = []
+        seen: list = []
 
         def keep_first(module, args, output):
             if not seen:
@@ -397,7 +397,7 @@ class UltralyticsBenchmark(ModelBenchmark):
         return session.get_providers()[0] if session is not None else "unknown"
 
     def summarize_prediction(self, prediction) -> dict:
-        out = {}
+        out: dict = {}
         if prediction.boxes is not None:
             out["detections"] = len(prediction.boxes)
             if len(prediction.boxes):

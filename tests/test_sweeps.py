@@ -5,16 +5,17 @@ edge, the same model under a real --memory-limit, a worker killed at a point, a 
 
 import csv
 import json
+import pickle
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, load_run
 
-from vision_bench.common import UsageError
+from vision_bench.common import UsageError, strict_json
 from vision_bench.records import SweepPointStatus
 from vision_bench.records.model_result import with_records
-from vision_bench.records.sweep import BatchEdge, MemoryLimit, PointMemory, SweepRecord, Throughput
+from vision_bench.records.sweep import BatchEdge, MemoryLimit, PointMemory, SweepRecord, Throughput, WorkerDeath
 from vision_bench.reports.results_file import read_results
 from vision_bench.sweeps.sweep_plan import (
     batch_analysis,
@@ -117,6 +118,41 @@ def test_the_memory_fit_prediction_and_knee_are_exact_on_known_figures():
     # throughput min(batch, 6): best 6 from batch 8 on; 95% of it (5.7) first reached at batch 8
     assert a.best.throughput == 6 and a.knee.batch == 8 and a.knee.speedup_over_batch_1 == 6
     assert fit_line([1, 1], [2, 3]) is None
+
+
+def test_the_sweep_record_reads_back_what_it_writes_and_crosses_the_worker_pipe():
+    """The JSON keys a results file holds, read back to an equal record (--compare, --merge), and a
+    pickled copy equal too: the parent hands the record to the fresh worker that resumes the sweep."""
+    sweep = plan(batch=[1, 2, 4, 8, 16])
+    drive(sweep, {"batch": 5}, memory=lambda batch: 500 * MB + batch * ITEM)
+    sweep.worker_deaths = [WorkerDeath(dimension="batch", value=5, message="SIGKILL")]
+    data = json.loads(json.dumps(strict_json(sweep), allow_nan=False))
+    assert list(data) == [
+        "plan",
+        "budget_s",
+        "nominal_size",
+        "size_step",
+        "unsupported",
+        "limit",
+        "seconds",
+        "points",
+        "budget_reached",
+        "batch_analysis",
+        "input_size_analysis",
+        "worker_deaths",
+    ]
+    assert data["points"][-1] == {  # beyond the edge: no figures, no keys for them
+        "dimension": "batch",
+        "value": 16,
+        "batch": 16,
+        "input_size": None,
+        "bisect": False,
+        "status": "skipped",
+        "runs": [],
+        "reason": "beyond the out-of-memory edge",
+    }
+    assert "speedup_over_batch_1" in data["batch_analysis"]["knee"] and data["input_size_analysis"] is None
+    assert with_records({"sweep": data})["sweep"] == sweep == pickle.loads(pickle.dumps(sweep))
 
 
 def test_parsing_and_what_counts_as_out_of_memory():

@@ -86,7 +86,7 @@ def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) ->
             summarize_latency(timed)
         finally:
             take_timed_figures(point, timed)
-        point.throughput = throughput(timed["latency_end_to_end"], batch)
+        point.throughput = throughput(point.latency_end_to_end or {}, batch)
         if size not in flops:
             count, shape = bench.count_flops_and_input(image, run=lambda: bench.run_batch([image], size))
             flops[size] = (count, shape)
@@ -104,9 +104,8 @@ def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) ->
     if point.ok and point.throughput:
         log(
             "SWEEP",
-            f"{label}{ms(point.median_s)} ms a batch "
-            f"{format_interval(point.latency_end_to_end or {})}, {point.throughput.median:.2f} images/s, peak "
-            f"{format_bytes(point.memory.peak_bytes)}",
+            f"{label}{ms(point.median_s)} ms a batch {format_interval(point.latency_end_to_end or {})}, "
+            f"{point.throughput.median:.2f} images/s, peak {format_bytes(point.memory.peak_bytes)}",
         )
 
 

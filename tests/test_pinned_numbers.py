@@ -34,6 +34,7 @@ from vision_bench.measure.memory import MemoryTracker, private_memory
 from vision_bench.measure.stats import percentile_interval, tail_stats
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import set_private_peak
+from vision_bench.records.sweep import SweepPlan, SweepRecord
 from vision_bench.settings import RunContext, RunSettings
 from vision_bench.sweeps.sweep_pass import measure_point
 from vision_bench.sweeps.sweep_plan import point_record
@@ -125,7 +126,7 @@ def test_sweep_point_images_per_second_and_interval_are_batch_over_the_median_an
     )
     point = point_record("batch", batch, False)
     measure_point(ScriptedBatchModel(scripted), ctx, point, FixedMemoryTracker(), Image.new("RGB", (32, 32)), {})
-    assert point["status"] == "ok", point.get("reason")
+    assert point.status == "ok", point.reason
 
     ordered = sorted(timed_seconds)
     low_rank, high_rank = exact_ranks(timed, Fraction(1, 2))
@@ -136,11 +137,15 @@ def test_sweep_point_images_per_second_and_interval_are_batch_over_the_median_an
         "ci95_low": batch / ordered[high_rank - 1],
         "ci95_high": batch / ordered[low_rank - 1],
     }
-    assert point["throughput"] == pytest.approx(expected, rel=1e-12)
+    assert vars(point.throughput) == pytest.approx(expected, rel=1e-12)
     assert expected["ci95_low"] < expected["median"] < expected["ci95_high"]
 
     # What the table and the CSV show of it.
-    result = {"model": "scripted", "cli_name": "scripted", "sweep": {"points": [point]}}
+    sweep = SweepRecord(
+        plan=SweepPlan(batch=[batch]), budget_s=None, nominal_size=None, size_step=1, unsupported={}, limit=None
+    )
+    sweep.points.append(point)
+    result = {"model": "scripted", "cli_name": "scripted", "sweep": sweep}
     (row,) = sweep_rows(result)
     assert (
         row[SWEEP_HEADERS.index("images/s [95% CI]")]

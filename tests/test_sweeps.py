@@ -5,13 +5,17 @@ edge, the same model under a real --memory-limit, a worker killed at a point, a 
 
 import csv
 import json
+import pickle
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, load_run
 
-from vision_bench.common import UsageError
+from vision_bench.common import UsageError, strict_json
+from vision_bench.records import SweepPointStatus
+from vision_bench.records.model_result import with_records
+from vision_bench.records.sweep import BatchEdge, MemoryLimit, PointMemory, SweepRecord, Throughput, WorkerDeath
 from vision_bench.reports.results_file import read_results
 from vision_bench.sweeps.sweep_plan import (
     batch_analysis,
@@ -35,8 +39,9 @@ def run_tool(*args, timeout=300):
     )
 
 
-def plan(batch=None, sizes=None, budget=None, unsupported=None):
-    return {
+def plan(batch=None, sizes=None, budget=None, unsupported=None) -> SweepRecord:
+    """A sweep's record as a results file holds it before its first point."""
+    sweep = {
         "plan": {"batch": batch, "input_size": sizes},
         "budget_s": budget,
         "nominal_size": 640,
@@ -47,6 +52,7 @@ def plan(batch=None, sizes=None, budget=None, unsupported=None):
         "points": [],
         "budget_reached": False,
     }
+    return with_records({"sweep": sweep})["sweep"]
 
 
 def drive(sweep, fails_from: dict, memory=lambda batch: 0):
@@ -56,10 +62,10 @@ def drive(sweep, fails_from: dict, memory=lambda batch: 0):
         dimension, value, bisect = step
         order.append((dimension, value, bisect))
         point = point_record(dimension, value, bisect)
-        point["status"] = "oom" if value >= fails_from.get(dimension, 10**9) else "ok"
-        point["memory"] = {"peak_bytes": memory(point["batch"])}
-        point["throughput"] = {"median": min(value, 6) * 1.0}
-        sweep["points"].append(point)
+        point.status = SweepPointStatus.OOM if value >= fails_from.get(dimension, 10**9) else SweepPointStatus.OK
+        point.memory = PointMemory(0, 0, peak_bytes=memory(point.batch))
+        point.throughput = Throughput(median=min(value, 6) * 1.0)
+        sweep.points.append(point)
     finish_sweep(sweep)
     return order
 
@@ -85,34 +91,68 @@ def test_the_sweep_runs_sizes_then_batches_and_bisects_the_edge_to_one_step():
         ("batch", 10, True),
         ("batch", 11, True),
     ]
-    edge = sweep["batch_analysis"]["edge"]
-    assert edge == {"last_good": 10, "first_oom": 11, "one_step": True}
-    skipped = [(p["dimension"], p["value"]) for p in sweep["points"] if p["status"] == "skipped"]
+    assert sweep.batch_analysis.edge == BatchEdge(last_good=10, first_oom=11, one_step=True)
+    skipped = [(p.dimension, p.value) for p in sweep.points if p.status == "skipped"]
     assert skipped == [("batch", 32)]  # beyond the edge
-    assert sweep["input_size_analysis"] is None  # no pixels recorded by this driver
+    assert sweep.input_size_analysis is None  # no pixels recorded by this driver
 
 
 def test_auto_doubles_until_out_of_memory_and_the_budget_stops_new_points():
     sweep = plan(batch="auto")
     order = drive(sweep, {"batch": 6})
     assert [v for _, v, _ in order] == [1, 2, 4, 8, 6, 5]
-    assert sweep["batch_analysis"]["edge"]["last_good"] == 5
+    assert sweep.batch_analysis.edge.last_good == 5
     sweep = plan(batch=[1, 2, 4], budget=0.0)
-    assert next_point(sweep, 0.0) is None and sweep["budget_reached"]
+    assert next_point(sweep, 0.0) is None and sweep.budget_reached
     finish_sweep(sweep)
-    assert {p["status"] for p in sweep["points"]} == {"skipped"}
+    assert {p.status for p in sweep.points} == {"skipped"}
 
 
 def test_the_memory_fit_prediction_and_knee_are_exact_on_known_figures():
     sweep = plan(batch=[1, 2, 4, 8, 16])
-    sweep["limit"] = {"bytes": 500 * MB + 10 * ITEM + ITEM // 2, "kind": "--memory-limit"}
+    sweep.limit = MemoryLimit(bytes=500 * MB + 10 * ITEM + ITEM // 2, kind="--memory-limit")
     drive(sweep, {"batch": 11}, memory=lambda batch: 500 * MB + batch * ITEM)
     a = batch_analysis(sweep)
-    assert a["memory_fit"]["a"] == pytest.approx(500 * MB) and a["memory_fit"]["b"] == pytest.approx(ITEM)
-    assert a["predicted_max_batch"] == 10 == a["edge"]["last_good"] and a["prediction_within_one_step"]
+    assert a.memory_fit.a == pytest.approx(500 * MB) and a.memory_fit.b == pytest.approx(ITEM)
+    assert a.predicted_max_batch == 10 == a.edge.last_good and a.prediction_within_one_step
     # throughput min(batch, 6): best 6 from batch 8 on; 95% of it (5.7) first reached at batch 8
-    assert a["best"]["throughput"] == 6 and a["knee"]["batch"] == 8 and a["knee"]["speedup_over_batch_1"] == 6
+    assert a.best.throughput == 6 and a.knee.batch == 8 and a.knee.speedup_over_batch_1 == 6
     assert fit_line([1, 1], [2, 3]) is None
+
+
+def test_the_sweep_record_reads_back_what_it_writes_and_crosses_the_worker_pipe():
+    """The JSON keys a results file holds, read back to an equal record (--compare, --merge), and a
+    pickled copy equal too: the parent hands the record to the fresh worker that resumes the sweep."""
+    sweep = plan(batch=[1, 2, 4, 8, 16])
+    drive(sweep, {"batch": 5}, memory=lambda batch: 500 * MB + batch * ITEM)
+    sweep.worker_deaths = [WorkerDeath(dimension="batch", value=5, message="SIGKILL")]
+    data = json.loads(json.dumps(strict_json(sweep), allow_nan=False))
+    assert list(data) == [
+        "plan",
+        "budget_s",
+        "nominal_size",
+        "size_step",
+        "unsupported",
+        "limit",
+        "seconds",
+        "points",
+        "budget_reached",
+        "batch_analysis",
+        "input_size_analysis",
+        "worker_deaths",
+    ]
+    assert data["points"][-1] == {  # beyond the edge: no figures, no keys for them
+        "dimension": "batch",
+        "value": 16,
+        "batch": 16,
+        "input_size": None,
+        "bisect": False,
+        "status": "skipped",
+        "runs": [],
+        "reason": "beyond the out-of-memory edge",
+    }
+    assert "speedup_over_batch_1" in data["batch_analysis"]["knee"] and data["input_size_analysis"] is None
+    assert with_records({"sweep": data})["sweep"] == sweep == pickle.loads(pickle.dumps(sweep))
 
 
 def test_parsing_and_what_counts_as_out_of_memory():

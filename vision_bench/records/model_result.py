@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import from_json, is_record
+from .sweep import SweepRecord
 
 
 def list_of(cls: type) -> Callable[[Any], list]:
@@ -32,7 +33,7 @@ def one(cls: type) -> Callable[[Any], Any]:
 # between groups, so that families added side by side do not touch each other's lines).
 FAMILIES: dict[str, Callable[[Any], Any]] = {
     # sweeps/: --batch-sizes, --input-sizes
-    # "sweep": one(SweepRecord),
+    "sweep": one(SweepRecord),
     # variants/: --variants
     # "variants": list_of(VariantResult),
     # divergence/: --divergence

@@ -17,6 +17,8 @@ from ..common import RunInterrupted, log
 from ..measure.environment import configure_threads
 from ..measure.memory import MemoryTracker, apply_memory_limit
 from ..measure.model_pass import benchmark_model, new_result
+from ..records import SweepPointStatus
+from ..records.sweep import WorkerDeath
 from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
 
@@ -162,7 +164,8 @@ def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -
     resume = None
     for _ in range(MAX_SWEEP_RESUMES + 1):
         run_one_worker(cls, ctx, result, resume, part)
-        fresh_next = result.get("status") == "complete" and (result.get("sweep") or {}).get("fresh_worker_next")
+        sweep = result.get("sweep")
+        fresh_next = result.get("status") == "complete" and sweep is not None and sweep.fresh_worker_next
         if not (sweep_point_died(result) or fresh_next):
             return
         resume = result
@@ -170,25 +173,25 @@ def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -
 
 def sweep_point_died(result: dict) -> bool:
     """If the worker died at a sweep point: that point is `oom`, the model complete; True then."""
-    sweep, error = result.get("sweep") or {}, result.get("error") or {}
-    running = [p for p in sweep.get("points", []) if p.get("status") == "running"]
+    sweep, error = result.get("sweep"), result.get("error") or {}
+    running = [p for p in sweep.points if p.status == SweepPointStatus.RUNNING] if sweep else []
     if (
-        result.get("status") != "failed"
+        sweep is None
+        or result.get("status") != "failed"
         or error.get("type") != "WorkerDied"
         or error.get("phase") != "sweep"
         or not running
     ):
         return False
     point = running[-1]
-    point.update(status="oom", killed=True, reason=error["message"])
+    point.status, point.killed, point.reason = SweepPointStatus.OOM, True, error["message"]
     log(
         "SWEEP",
-        f"{result['model']}: the worker died at {point['dimension']} {point['value']} (out of memory): "
+        f"{result['model']}: the worker died at {point.dimension} {point.value} (out of memory): "
         "that is the edge; a fresh worker goes on with the sweep",
     )
-    sweep.setdefault("worker_deaths", []).append(
-        {"dimension": point["dimension"], "value": point["value"], "message": error["message"]}
-    )
+    death = WorkerDeath(dimension=point.dimension, value=point.value, message=error["message"])
+    sweep.worker_deaths = (sweep.worker_deaths or []) + [death]
     result.pop("error")
     result.update(status="complete", phase="sweep")
     return True

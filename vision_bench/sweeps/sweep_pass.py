@@ -14,6 +14,7 @@ from ..measure.stats import format_interval
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
 from ..records import SweepPointStatus
+from ..records.sweep import MemoryLimit, PointMemory, SweepPoint, SweepRecord
 from ..variants.variant_pass import load_fresh
 from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 
@@ -23,40 +24,39 @@ def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:
     its own warm-up and timed runs. The record is published before every point, so that if the worker
     dies at one (the OOM killer, --memory-limit) the parent marks that point `oom` and a fresh worker
     goes on from the next (resume_sweep)."""
-    sweep = result.get("sweep")
+    sweep: SweepRecord | None = result.get("sweep")
     if sweep is None:
-        sweep = result["sweep"] = new_sweep(
-            type(bench), ctx.settings, memory_limit(ctx.settings.memory_limit, ctx.device)
-        )
-    for dimension, reason in sweep["unsupported"].items():
+        limit = MemoryLimit(**memory_limit(ctx.settings.memory_limit, ctx.device))
+        sweep = result["sweep"] = new_sweep(type(bench), ctx.settings, limit)
+    for dimension, reason in sweep.unsupported.items():
         log("SWEEP", f"{bench.MODEL_NAME}: {dimension} unsupported: {reason}")
     image = load_rgb(ctx.images[0])
     flops: dict = {}
-    sweep.pop("fresh_worker_next", None)
-    start = time.perf_counter() - sweep["seconds"]
+    sweep.fresh_worker_next = None
+    start = time.perf_counter() - sweep.seconds
     while (step := next_point(sweep, time.perf_counter() - start)) is not None:
         point = point_record(*step)
-        sweep["points"].append(point)
-        sweep["seconds"] = time.perf_counter() - start
+        sweep.points.append(point)
+        sweep.seconds = time.perf_counter() - start
         publish(result)
         measure_point(bench, ctx, point, tracker, image, flops)
-        sweep["seconds"] = time.perf_counter() - start
-        if point["status"] == SweepPointStatus.OOM and ctx.settings.memory_limit and ctx.in_worker:
+        sweep.seconds = time.perf_counter() - start
+        if point.status == SweepPointStatus.OOM and ctx.settings.memory_limit and ctx.in_worker:
             # What the failed attempt left in the heap would count against the limit at the next point
             # (measured: yolo11n-detect's edge two batches below the memory model's prediction): the
             # next point starts in a fresh worker (workers.run_in_worker), as the first ones did.
-            sweep["fresh_worker_next"] = True
+            sweep.fresh_worker_next = True
             return
     finish_sweep(sweep)
     publish(result)
 
 
-def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
+def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) -> None:
     """One sweep point: the batch (the first image, repeated) at the point's input size, a first
     run, max(1, --warmup) warm-up runs and --runs timed runs, its peak memory, FLOPs per image (counted
     at batch 1 of the size). An out-of-memory error makes it an `oom` point, any other a `failed` one."""
-    batch, size = point["batch"], point["input_size"]
-    label = f"[{point['dimension']} {point['value']}{' bisect' if point['bisect'] else ''}] "
+    batch, size = point.batch, point.input_size
+    label = f"[{point.dimension} {point.value}{' bisect' if point.bisect else ''}] "
     log("SWEEP", f"{bench.MODEL_NAME} {label}batch {batch}, input size {size or 'nominal'}")
     limit = ctx.settings.memory_limit
     if limit:
@@ -71,48 +71,59 @@ def measure_point(bench, ctx, point: dict, tracker, image, flops: dict) -> None:
     point_settings = dataclasses.replace(ctx.settings, warmup=max(1, ctx.settings.warmup), precision=None)
     point_ctx = dataclasses.replace(ctx, images=ctx.images[:1], settings=point_settings)
     tracker.reset_peak()
-    memory = point["memory"] = {"cpu_rss_start_bytes": tracker.rss()}
+    rss_start = tracker.rss()
+    timed: dict = {"runs": point.runs}  # what the timed runs write (measure/timed_runs), taken into the point
     try:
-        run_timed_phases(
-            BatchCall(bench, [image] * batch, size, quiet=bool(limit)),
-            point_ctx,
-            point,
-            lambda name: contextlib.nullcontext(),
-            image,
-            label=label,
-        )
-        summarize_latency(point)
-        for key in ("fps", "latency_per_image", "cold_start"):
-            point.pop(key)
-        point["throughput"] = throughput(point["latency_end_to_end"], batch)
+        try:
+            run_timed_phases(
+                BatchCall(bench, [image] * batch, size, quiet=bool(limit)),
+                point_ctx,
+                timed,
+                lambda name: contextlib.nullcontext(),
+                image,
+                label=label,
+            )
+            summarize_latency(timed)
+        finally:
+            take_timed_figures(point, timed)
+        point.throughput = throughput(point.latency_end_to_end or {}, batch)
         if size not in flops:
             count, shape = bench.count_flops_and_input(image, run=lambda: bench.run_batch([image], size))
             flops[size] = (count, shape)
         count, shape = flops[size]
-        point["flops_per_image"] = count
-        point["input_shape"] = [batch] + list(shape[1:]) if shape else None
-        point["pixels"] = shape[-2] * shape[-1] if shape and len(shape) == 4 else None
-        point["status"] = SweepPointStatus.OK
+        point.flops_per_image = count
+        point.input_shape = [batch] + list(shape[1:]) if shape else None
+        point.pixels = shape[-2] * shape[-1] if shape and len(shape) == 4 else None
+        point.status = SweepPointStatus.OK
     except Exception as exc:
-        point["status"] = (
-            SweepPointStatus.OOM if is_out_of_memory(exc, limited=bool(limit)) else SweepPointStatus.FAILED
-        )
-        point["reason"] = exception_line(exc)
-        log(
-            "SWEEP" if point["status"] == SweepPointStatus.OOM else "WARNING",
-            f"{bench.MODEL_NAME} {label}{point['status']}: {point['reason']}",
-        )
-    memory.update(tracker.safe_peak())
-    memory["peak_bytes"] = memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"])
-    memory["cpu_peak_growth_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_start_bytes"]
-    if point["status"] == SweepPointStatus.OK:
-        t = point["throughput"]
+        oom = is_out_of_memory(exc, limited=bool(limit))
+        point.status = SweepPointStatus.OOM if oom else SweepPointStatus.FAILED
+        point.reason = exception_line(exc)
+        log("SWEEP" if oom else "WARNING", f"{bench.MODEL_NAME} {label}{point.status}: {point.reason}")
+    point.memory = PointMemory.measured(rss_start, tracker.safe_peak())
+    if point.ok and point.throughput:
         log(
             "SWEEP",
-            f"{label}{ms(point['latency_end_to_end']['median'])} ms a batch "
-            f"{format_interval(point['latency_end_to_end'])}, {t['median']:.2f} images/s, peak "
-            f"{format_bytes(memory['peak_bytes'])}",
+            f"{label}{ms(point.median_s)} ms a batch {format_interval(point.latency_end_to_end or {})}, "
+            f"{point.throughput.median:.2f} images/s, peak {format_bytes(point.memory.peak_bytes)}",
         )
+
+
+TIMED_FIGURES = (
+    "guard",
+    "latency_end_to_end",
+    "latency_forward",
+    "latency_tails",
+    "latency_phases_median",
+    "machine_state",
+)
+
+
+def take_timed_figures(point: SweepPoint, timed: dict) -> None:
+    """The timed runs' figures a point keeps (not the headline's fps, cold start, per-image table)."""
+    for name in TIMED_FIGURES:
+        if name in timed:
+            setattr(point, name, timed[name])
 
 
 def resume_sweep(cls, ctx, result: dict, publish) -> None:
@@ -124,7 +135,7 @@ def resume_sweep(cls, ctx, result: dict, publish) -> None:
         bench = load_fresh(cls, ctx)
         measure_sweep(bench, ctx, result, tracker, publish)
     except Exception as exc:
-        result["sweep"]["error"] = exception_line(exc)
+        result["sweep"].error = exception_line(exc)
         log("ERROR", f"{cls.MODEL_NAME}: the sweep could not go on: {exception_line(exc)}")
     finally:
         tracker.stop_sampling()

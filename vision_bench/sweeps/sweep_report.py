@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common import ms
-from ..records import ModelStatus, SweepPointStatus
+from ..records import ModelStatus
+from ..records.sweep import BATCH, INPUT_SIZE, BatchAnalysis, LineFit, SweepRecord, Throughput
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
 
@@ -41,134 +42,123 @@ def interval(low, high, fmt: str, scale: float = 1.0) -> str:
     return "" if low is None or high is None else f" [{format(low * scale, fmt)}, {format(high * scale, fmt)}]"
 
 
-def point_name(p: dict) -> str:
-    return f"{'batch' if p['dimension'] == 'batch' else 'input size'} {p['value']}" + (
-        " (bisect)" if p.get("bisect") else ""
-    )
-
-
 def sweep_rows(r: dict) -> list[list[str]]:
-    sweep = r.get("sweep") or {}
+    sweep: SweepRecord | None = r.get("sweep")
+    if sweep is None:
+        return []
     rows = [
         [f"{d.replace('_', ' ')} sweep", "unsupported", "", "", "", "", "", "", "", reason]
-        for d, reason in sweep.get("unsupported", {}).items()
+        for d, reason in sweep.unsupported.items()
     ]
-    for p in sweep.get("points", []):
-        lat, thr, mem = p.get("latency_end_to_end") or {}, p.get("throughput") or {}, p.get("memory") or {}
-        if p["status"] != SweepPointStatus.OK:
-            rows.append(
-                [
-                    point_name(p),
-                    p["status"],
-                    "",
-                    "",
-                    "",
-                    "",
-                    number(mem.get("peak_bytes"), ".0f", 1 / MB),
-                    "",
-                    "",
-                    p.get("reason") or "",
-                ]
-            )
+    for p in sweep.points:
+        peak = number(p.peak_bytes, ".0f", 1 / MB)
+        if not p.ok:
+            rows.append([p.name, p.status, "", "", "", "", peak, "", "", p.reason or ""])
             continue
+        lat, thr = p.latency_end_to_end or {}, p.throughput or Throughput()
         rows.append(
             [
-                point_name(p),
+                p.name,
                 "ok",
-                "x".join(map(str, p.get("input_shape") or [])) or "n/a",
+                "x".join(map(str, p.input_shape or [])) or "n/a",
                 ms(lat.get("median")) + interval(lat.get("ci95_low"), lat.get("ci95_high"), ".1f", 1000),
-                ms(lat["median"] / p["batch"]),
-                number(thr.get("median"), ".2f") + interval(thr.get("ci95_low"), thr.get("ci95_high"), ".2f"),
-                number(mem.get("peak_bytes"), ".0f", 1 / MB),
-                number(mem.get("cpu_peak_growth_bytes"), ".0f", 1 / MB),
-                number(p.get("flops_per_image"), ".2f", 1e-9),
+                ms(lat["median"] / p.batch),
+                number(thr.median, ".2f") + interval(thr.ci95_low, thr.ci95_high, ".2f"),
+                peak,
+                number(p.memory.cpu_peak_growth_bytes if p.memory else None, ".0f", 1 / MB),
+                number(p.flops_per_image, ".2f", 1e-9),
                 "",
             ]
         )
     return rows
 
 
+def batch_summary(sweep: SweepRecord, a: BatchAnalysis) -> list[str]:
+    """The batch sweep's parts of the summary line: best, knee, edge, prediction."""
+    knee, edge = a.knee, a.edge
+    parts = [f"best {a.best.throughput:.2f} images/s at batch {a.best.batch}"]
+    parts.append(
+        f"knee (smallest batch at {knee.share_of_best:.0%} of the best) batch {knee.batch}, "
+        f"{knee.throughput:.2f} images/s"
+        + (f", {knee.speedup_over_batch_1:.2f}x batch 1" if knee.speedup_over_batch_1 else "")
+    )
+    if edge.first_oom is not None:
+        parts.append(
+            f"out-of-memory edge: batch {edge.last_good} ran, {edge.first_oom} did not"
+            + ("" if edge.one_step else " (not bisected to one step)")
+        )
+    else:
+        parts.append("no out-of-memory edge within the batches swept")
+    if a.predicted_max_batch is not None and sweep.limit is not None:
+        parts.append(
+            f"memory model predicts batch {a.predicted_max_batch} fits under "
+            f"{sweep.limit.bytes / 2**30:.2f} GB ({sweep.limit.kind})"
+            + (
+                f", {a.prediction_minus_edge:+d} against the measured edge"
+                if a.prediction_minus_edge is not None
+                else ""
+            )
+        )
+    return parts
+
+
 def summary_line(r: dict) -> str | None:
     """One line per model: best throughput and its batch, the knee, the edge, the prediction."""
-    sweep = r.get("sweep")
+    sweep: SweepRecord | None = r.get("sweep")
     if not sweep:
         return None
-    a, parts = sweep.get("batch_analysis"), []
-    if a:
-        knee = a["knee"]
-        parts.append(f"best {a['best']['throughput']:.2f} images/s at batch {a['best']['batch']}")
-        parts.append(
-            f"knee (smallest batch at {knee['share_of_best']:.0%} of the best) batch {knee['batch']}, "
-            f"{knee['throughput']:.2f} images/s"
-            + (f", {knee['speedup_over_batch_1']:.2f}x batch 1" if knee.get("speedup_over_batch_1") else "")
-        )
-        edge = a["edge"]
-        if edge["first_oom"] is not None:
-            parts.append(
-                f"out-of-memory edge: batch {edge['last_good']} ran, {edge['first_oom']} did not"
-                + ("" if edge["one_step"] else " (not bisected to one step)")
-            )
-        else:
-            parts.append("no out-of-memory edge within the batches swept")
-        if a.get("predicted_max_batch") is not None:
-            parts.append(
-                f"memory model predicts batch {a['predicted_max_batch']} fits under "
-                f"{sweep['limit']['bytes'] / 2**30:.2f} GB ({sweep['limit']['kind']})"
-                + (
-                    f", {a['prediction_minus_edge']:+d} against the measured edge"
-                    if a.get("prediction_minus_edge") is not None
-                    else ""
-                )
-            )
-    elif "batch" in sweep.get("unsupported", {}):
+    parts = []
+    if sweep.batch_analysis:
+        parts += batch_summary(sweep, sweep.batch_analysis)
+    elif BATCH in sweep.unsupported:
         parts.append("batch: unsupported")
-    s = sweep.get("input_size_analysis")
-    if s and (s.get("edge") or {}).get("first_oom") is not None:
-        parts.append(f"input size {s['edge']['first_oom']} out of memory")
-    if "input_size" in sweep.get("unsupported", {}):
+    s = sweep.input_size_analysis
+    if s and s.edge.first_oom is not None:
+        parts.append(f"input size {s.edge.first_oom} out of memory")
+    if INPUT_SIZE in sweep.unsupported:
         parts.append("input size: unsupported")
     return f"{r['model']}: " + "; ".join(parts) + "." if parts else None
 
 
-def fit_text(fit: dict | None, per: str, scale: float, unit: str) -> str:
+def fit_text(fit: LineFit | None, per: str, scale: float, unit: str) -> str:
     if not fit:
         return "too few points for a fit"
     return (
-        f"{fit['a'] / MB:.0f} MB + {fit['b'] * scale:.3g} {unit} x {per} (largest residual "
-        f"{fit['max_residual'] / MB:.1f} MB over {fit['points']} points)"
+        f"{fit.a / MB:.0f} MB + {fit.b * scale:.3g} {unit} x {per} (largest residual "
+        f"{fit.max_residual / MB:.1f} MB over {fit.points} points)"
     )
 
 
 def sweep_notes(r: dict) -> list[str]:
     """The sentences under a model's sweep table."""
-    sweep = r["sweep"]
+    sweep: SweepRecord = r["sweep"]
     notes = [
         "Each point: the first image repeated to the batch, one first run, then warm-up and timed runs of the "
         "whole batch (end to end: preprocess, forward, postprocess); images/s = batch / the median, its interval "
         "from the median's. Peak memory: "
         + (
             "the CUDA allocator's peak"
-            if "CUDA" in (sweep.get("limit") or {}).get("kind", "")
+            if sweep.limit and "CUDA" in sweep.limit.kind
             else "the worker's resident peak over the point"
         )
         + "; FLOPs per image counted at batch 1 of the point's size."
     ]
-    a = sweep.get("batch_analysis") or {}
-    if a.get("memory_fit"):
-        notes.append("Memory against batch: " + fit_text(a["memory_fit"], "batch", 1 / MB, "MB"))
-    s = sweep.get("input_size_analysis") or {}
-    if s.get("memory_fit"):
-        notes.append("Memory against pixels: " + fit_text(s["memory_fit"], "pixels", 1, "bytes"))
-    if sweep.get("worker_deaths"):
+    a = sweep.batch_analysis
+    if a and a.memory_fit:
+        notes.append("Memory against batch: " + fit_text(a.memory_fit, "batch", 1 / MB, "MB"))
+    s = sweep.input_size_analysis
+    if s and s.memory_fit:
+        notes.append("Memory against pixels: " + fit_text(s.memory_fit, "pixels", 1, "bytes"))
+    if sweep.worker_deaths:
         notes.append(
             "Worker killed at: "
-            + "; ".join(f"{d['dimension']} {d['value']} ({d['message']})" for d in sweep["worker_deaths"])
+            + "; ".join(f"{d.dimension} {d.value} ({d.message})" for d in sweep.worker_deaths)
             + ". Each such point is the edge; a fresh worker went on with the sweep."
         )
-    if sweep.get("budget_reached"):
-        notes.append(f"The sweep budget ({sweep['budget_s']:g} s) ran out; points not started are marked skipped.")
-    if sweep.get("error"):
-        notes.append(f"The sweep stopped: {sweep['error']}")
+    if sweep.budget_reached:
+        notes.append(f"The sweep budget ({sweep.budget_s:g} s) ran out; points not started are marked skipped.")
+    if sweep.error:
+        notes.append(f"The sweep stopped: {sweep.error}")
     return notes
 
 
@@ -179,7 +169,7 @@ def chart_path(assets: Path, r: dict, suffix: str) -> Path:
 def sweep_charts(r: dict, assets: Path) -> list[tuple[str, str]]:
     """The model's sweep charts (file name, alt text), drawn once when missing: a finished model's
     points never change."""
-    sweep = r.get("sweep")
+    sweep: SweepRecord | None = r.get("sweep")
     if not sweep or r.get("phase") == "sweep" and r.get("status") == ModelStatus.RUNNING:
         return []
     out = []
@@ -190,20 +180,9 @@ def sweep_charts(r: dict, assets: Path) -> list[tuple[str, str]]:
     return out
 
 
-def batch_points(sweep: dict) -> list[dict]:
-    return sorted(
-        (p for p in sweep["points"] if p["dimension"] == "batch" and p["status"] == SweepPointStatus.OK),
-        key=lambda p: p["value"],
-    )
-
-
-def oom_points(sweep: dict, dimension: str) -> list[dict]:
-    return [p for p in sweep["points"] if p["dimension"] == dimension and p["status"] == SweepPointStatus.OOM]
-
-
-def mark_edge(ax, sweep: dict) -> None:
+def mark_edge(ax, sweep: SweepRecord) -> None:
     """The out-of-memory edge: a line at the smallest batch that did not run."""
-    oom = [p["value"] for p in oom_points(sweep, "batch")]
+    oom = [p.value for p in sweep.oom_points(BATCH)]
     if oom:
         ax.axvline(min(oom), color="tab:red", ls="--", lw=1, label=f"out of memory from batch {min(oom)}")
 
@@ -218,33 +197,34 @@ def finish(fig, ax, path: Path, title: str, xlabel: str, ylabel: str, plt) -> bo
     return True
 
 
-def batch_figure(sweep: dict, fewest: int = 2):
+def batch_figure(sweep: SweepRecord, fewest: int = 2):
     """(plt, fig, ax, the batch points, their batches) for a chart against batch; None with too few points."""
-    points = batch_points(sweep)
+    points = sweep.ok_points(BATCH)
     if len(points) < fewest:
         return None
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
-    return plt, fig, ax, points, [p["value"] for p in points]
+    return plt, fig, ax, points, [p.value for p in points]
 
 
-def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
-    if (figure := batch_figure(sweep)) is None:
+def draw_throughput(r: dict, sweep: SweepRecord, path: Path) -> bool:
+    if (figure := batch_figure(sweep)) is None or sweep.batch_analysis is None:
         return False
     plt, fig, ax, points, x = figure
-    y = [p["throughput"]["median"] for p in points]
-    low = [p["throughput"]["median"] - (p["throughput"]["ci95_low"] or p["throughput"]["median"]) for p in points]
-    high = [(p["throughput"]["ci95_high"] or p["throughput"]["median"]) - p["throughput"]["median"] for p in points]
+    thr = [p.throughput or Throughput() for p in points]
+    y = [t.median or 0.0 for t in thr]
+    low = [m - (t.ci95_low or m) for t, m in zip(thr, y)]
+    high = [(t.ci95_high or m) - m for t, m in zip(thr, y)]
     ax.errorbar(x, y, yerr=[low, high], fmt="o-", color="black", capsize=3, label="images/s (95% interval)")
-    knee = sweep["batch_analysis"]["knee"]
+    knee = sweep.batch_analysis.knee
     ax.axhline(
-        knee["share_of_best"] * sweep["batch_analysis"]["best"]["throughput"],
+        knee.share_of_best * sweep.batch_analysis.best.throughput,
         color="gray",
         ls=":",
         lw=1,
-        label=f"{knee['share_of_best']:.0%} of the best",
+        label=f"{knee.share_of_best:.0%} of the best",
     )
-    ax.plot([knee["batch"]], [knee["throughput"]], "*", ms=14, color="tab:red", label=f"knee: batch {knee['batch']}")
+    ax.plot([knee.batch], [knee.throughput], "*", ms=14, color="tab:red", label=f"knee: batch {knee.batch}")
     mark_edge(ax, sweep)
     ax.set_xscale("log", base=2)
     return finish(
@@ -252,20 +232,16 @@ def draw_throughput(r: dict, sweep: dict, path: Path) -> bool:
     )
 
 
-def draw_latency(r: dict, sweep: dict, path: Path) -> bool:
+def draw_latency(r: dict, sweep: SweepRecord, path: Path) -> bool:
     if (figure := batch_figure(sweep)) is None:
         return False
     plt, fig, ax, points, x = figure
     ax.plot(
-        x,
-        [p["latency_end_to_end"]["median"] / p["value"] * 1000 for p in points],
-        "o-",
-        color="black",
-        label="end to end, per image",
+        x, [(p.median_s or 0.0) / p.value * 1000 for p in points], "o-", color="black", label="end to end, per image"
     )
     ax.plot(
         x,
-        [p["latency_forward"]["median"] / p["value"] * 1000 for p in points],
+        [(p.latency_forward or {})["median"] / p.value * 1000 for p in points],
         "s--",
         color="gray",
         mfc="white",
@@ -284,32 +260,32 @@ def draw_latency(r: dict, sweep: dict, path: Path) -> bool:
     )
 
 
-def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
+def draw_memory(r: dict, sweep: SweepRecord, path: Path) -> bool:
     if (figure := batch_figure(sweep, fewest=1)) is None:
         return False
     plt, fig, ax, points, x = figure
-    peaks = [p["memory"]["peak_bytes"] / MB for p in points]
+    peaks = [(p.peak_bytes or 0) / MB for p in points]
     ax.plot(x, peaks, "o", color="black", label="peak, measured")
-    a = sweep.get("batch_analysis") or {}
-    fit, limit = a.get("memory_fit"), (sweep.get("limit") or {}).get("bytes")
-    top = max(x + [p["value"] for p in oom_points(sweep, "batch")])
-    shows_limit = limit is not None and limit / MB <= 2.5 * max(peaks)
+    a = sweep.batch_analysis
+    fit, limit = a.memory_fit if a else None, sweep.limit
+    top = max(x + [p.value for p in sweep.oom_points(BATCH)])
+    shows_limit = limit is not None and limit.bytes / MB <= 2.5 * max(peaks)
     if fit:
-        end = max(top, a.get("predicted_max_batch") or 0) if shows_limit else top
+        end = max(top, (a.predicted_max_batch if a else None) or 0) if shows_limit else top
         ax.plot(
             [0, end + 1],
-            [fit["a"] / MB, (fit["a"] + fit["b"] * (end + 1)) / MB],
+            [fit.a / MB, (fit.a + fit.b * (end + 1)) / MB],
             color="gray",
             lw=1,
-            label=f"fit {fit['a'] / MB:.0f} MB + {fit['b'] / MB:.1f} MB x batch",
+            label=f"fit {fit.a / MB:.0f} MB + {fit.b / MB:.1f} MB x batch",
         )
-    if shows_limit:
-        ax.axhline(limit / MB, color="tab:red", lw=1, label=f"limit {limit / MB:.0f} MB ({sweep['limit']['kind']})")
-        if a.get("predicted_max_batch") is not None:
-            predicted = a["predicted_max_batch"]
+    if limit is not None and shows_limit:
+        ax.axhline(limit.bytes / MB, color="tab:red", lw=1, label=f"limit {limit.bytes / MB:.0f} MB ({limit.kind})")
+        if a and fit and a.predicted_max_batch is not None:
+            predicted = a.predicted_max_batch
             ax.plot(
                 [predicted],
-                [(fit["a"] + fit["b"] * predicted) / MB],
+                [(fit.a + fit.b * predicted) / MB],
                 "D",
                 color="tab:blue",
                 ms=7,
@@ -320,7 +296,7 @@ def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
         ax.text(
             0.02,
             0.96,
-            f"limit {limit / 2**30:.1f} GB ({sweep['limit']['kind']}): off the chart",
+            f"limit {limit.bytes / 2**30:.1f} GB ({limit.kind}): off the chart",
             fontsize=8,
             transform=ax.transAxes,
             va="top",
@@ -329,33 +305,31 @@ def draw_memory(r: dict, sweep: dict, path: Path) -> bool:
     return finish(fig, ax, path, f"{r['model']}: memory against batch", "batch size", "peak memory (MB)", plt)
 
 
-def draw_pixels(r: dict, sweep: dict, path: Path) -> bool:
-    points = sorted(
-        (
-            p
-            for p in sweep["points"]
-            if p["dimension"] == "input_size" and p["status"] == SweepPointStatus.OK and p.get("pixels")
-        ),
-        key=lambda p: p["pixels"],
-    )
+def draw_pixels(r: dict, sweep: SweepRecord, path: Path) -> bool:
+    points = sorted((p for p in sweep.ok_points(INPUT_SIZE) if p.pixels), key=lambda p: p.pixels or 0)
     if len(points) < 2:
         return False
     plt = plot_style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
-    mp = [p["pixels"] / 1e6 for p in points]
+    mp = [(p.pixels or 0) / 1e6 for p in points]
     series = (
-        (axes[0], [p["latency_end_to_end"]["median"] * 1000 for p in points], "latency, median (ms)"),
-        (axes[1], [p["memory"]["peak_bytes"] / MB for p in points], "peak memory (MB)"),
+        (axes[0], [(p.median_s or 0.0) * 1000 for p in points], "latency, median (ms)"),
+        (axes[1], [(p.peak_bytes or 0) / MB for p in points], "peak memory (MB)"),
     )
     for ax, values, label in series:
         ax.plot(mp, values, "o-", color="black", label=label)
         for p, x in zip(points, mp):
             ax.annotate(
-                str(p["value"]), (x, values[points.index(p)]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                str(p.value), (x, values[points.index(p)]), fontsize=7, xytext=(3, 3), textcoords="offset points"
             )
         flops = ax.twinx()
         flops.plot(
-            mp, [p["flops_per_image"] / 1e9 for p in points], "s--", color="gray", mfc="white", label="GFLOPs an image"
+            mp,
+            [(p.flops_per_image or 0) / 1e9 for p in points],
+            "s--",
+            color="gray",
+            mfc="white",
+            label="GFLOPs an image",
         )
         flops.set_ylabel("GFLOPs an image", color="gray")
         flops.grid(False)
@@ -386,18 +360,19 @@ SWEEP_CSV_COLUMNS = [
 
 def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
     """One CSV row per sweep point, in the columns of the model's own row (times per batch)."""
+    sweep: SweepRecord | None = r.get("sweep")
     rows = []
-    for p in (r.get("sweep") or {}).get("points", []):
-        lat, thr, mem = p.get("latency_end_to_end") or {}, p.get("throughput") or {}, p.get("memory") or {}
+    for p in sweep.points if sweep else []:
+        lat, thr = p.latency_end_to_end or {}, p.throughput or Throughput()
         row = dict.fromkeys(base_row)
         row.update(
             model=r["model"],
             cli_name=r["cli_name"],
-            status=p["status"],
+            status=p.status,
             weights=r.get("weights"),
-            sweep_dimension=p["dimension"],
-            batch_size=p["batch"],
-            sweep_input_size=p.get("input_size"),
+            sweep_dimension=p.dimension,
+            batch_size=p.batch,
+            sweep_input_size=p.input_size,
             e2e_median_s=lat.get("median"),
             e2e_ci95_low_s=lat.get("ci95_low"),
             e2e_ci95_high_s=lat.get("ci95_high"),
@@ -405,17 +380,17 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
             e2e_mean_s=lat.get("mean"),
             e2e_std_s=lat.get("std"),
             e2e_cov=lat.get("cov"),
-            forward_median_s=(p.get("latency_forward") or {}).get("median"),
+            forward_median_s=(p.latency_forward or {}).get("median"),
             warm_runs=lat.get("n"),
-            throughput_ips=thr.get("median"),
-            throughput_ci95_low=thr.get("ci95_low"),
-            throughput_ci95_high=thr.get("ci95_high"),
-            peak_memory_mb=mem["peak_bytes"] / MB if mem.get("peak_bytes") else None,
+            throughput_ips=thr.median,
+            throughput_ci95_low=thr.ci95_low,
+            throughput_ci95_high=thr.ci95_high,
+            peak_memory_mb=p.peak_bytes / MB if p.peak_bytes else None,
             peak_memory_kind=(r.get("memory") or {}).get("peak_kind"),
             parameters=r.get("parameters"),
-            gflops=p["flops_per_image"] / 1e9 if p.get("flops_per_image") is not None else None,
-            input_shape="x".join(map(str, p["input_shape"])) if p.get("input_shape") else None,
-            sweep_reason=p.get("reason"),
+            gflops=p.flops_per_image / 1e9 if p.flops_per_image is not None else None,
+            input_shape="x".join(map(str, p.input_shape)) if p.input_shape else None,
+            sweep_reason=p.reason,
         )
         rows.append(row)
     return rows

@@ -33,7 +33,7 @@ def one(cls: type) -> Callable[[Any], Any]:
 # between groups, so that families added side by side do not touch each other's lines).
 FAMILIES: dict[str, Callable[[Any], Any]] = {
     # sweeps/: --batch-sizes, --input-sizes
-    "sweep": one(SweepRecord),
+    "sweep": one(SweepRecord)
     # variants/: --variants
     # "variants": list_of(VariantResult),
     # divergence/: --divergence

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import from_json, is_record
+from .variants import VariantResult
 
 
 def list_of(cls: type) -> Callable[[Any], list]:
@@ -34,7 +35,7 @@ FAMILIES: dict[str, Callable[[Any], Any]] = {
     # sweeps/: --batch-sizes, --input-sizes
     # "sweep": one(SweepRecord),
     # variants/: --variants
-    # "variants": list_of(VariantResult),
+    "variants": list_of(VariantResult)
     # divergence/: --divergence
     # "divergence": list_of(DivergenceEntry),
     # measure/: the runs, their statistics and the machine state

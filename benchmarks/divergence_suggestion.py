@@ -64,16 +64,16 @@ def main() -> None:
         install_overrides(bench.network(), dict.fromkeys(installed, fp32_forward))
         start = time.perf_counter()
         parity = compare_outputs(bench, args.variant, reference, parity_outputs(bench, images))
-        worst = parity["worst"]
+        worst = parity.worst
         calls = sum(1 for r in out["records"] if r["name"] in set(installed))
         figures = (
-            f"depth rel. error mean {worst['depth_mean_relative_error']:.4f}, p99 {worst['depth_p99_relative_error']:.4f}"
-            if worst.get("depth_p99_relative_error") is not None
-            else f"worst normalised error {worst.get('normalised_error'):.3g}"
+            f"depth rel. error mean {worst.depth_mean_relative_error:.4f}, p99 {worst.depth_p99_relative_error:.4f}"
+            if worst.depth_p99_relative_error is not None
+            else f"worst normalised error {worst.normalised_error:.3g}"
         )
-        rows.append([k, f"{calls} of {len(out['records'])}", parity["verdict"], figures])
+        rows.append([k, f"{calls} of {len(out['records'])}", parity.verdict, figures])
         print(
-            f"{k} modules in fp32 ({calls} calls): {parity['verdict']}, {figures}, {time.perf_counter() - start:.0f} s",
+            f"{k} modules in fp32 ({calls} calls): {parity.verdict}, {figures}, {time.perf_counter() - start:.0f} s",
             flush=True,
         )
     print("\n| modules in fp32 (worst own error first) | leaf calls | parity | figures |\n|---|---|---|---|")

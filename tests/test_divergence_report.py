@@ -18,10 +18,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from test_html_report import browser, open_page, page_log  # noqa: F401  (the headless Chromium fixture)
 
-from vision_bench.common import UsageError
+from vision_bench.common import UsageError, strict_json
 from vision_bench.divergence.divergence_report import explorer_overlay
 from vision_bench.divergence.layer_passes import summarise_records
 from vision_bench.measure.stats import latency_stats
+from vision_bench.records.model_result import document_with_records
 from vision_bench.reports.results_file import RESULTS_SCHEMA, read_results
 from vision_bench.reports.write import write_report_files
 
@@ -252,7 +253,7 @@ def context(root: Path, run_id: str) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("divergence_report")
-    data = synthetic_results(root / "viz")
+    data = document_with_records(synthetic_results(root / "viz"))  # built by hand: its families as records
     ctx = context(root, data["run_id"])
     paths = write_report_files(data, ctx)  # the tool's own writer: JSON, CSV, Markdown, HTML
     return {"data": data, "ctx": ctx, "paths": paths, "md": paths["md"].read_text(encoding="utf-8")}
@@ -363,7 +364,7 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
     bad = copy.deepcopy(read)
     bad["models"][0]["divergence"][0]["records"][3]["shadow"]["relative_l2"] = -1
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(bad))
+    path.write_text(json.dumps(strict_json(bad)))  # its families are records: written as the tool writes them
     with pytest.raises(
         UsageError,
         match=r"\$\.models\[0\]\.divergence\[0\]\.records\[3\]\.shadow\.relative_l2: "

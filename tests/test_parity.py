@@ -307,14 +307,14 @@ def test_summarise_picks_worst_across_images():
         },
     }
     s = parity.summarise([image_a, image_b])
-    assert s["images"] == 2
-    assert s["worst_part"] == "boxes" and s["normalised_error"] == pytest.approx(3 / 640)
-    assert s["depth_p99_relative_error"] == pytest.approx(0.03, abs=1e-6)
-    assert s["depth_mean_relative_error"] == pytest.approx(0.03, abs=1e-6)
-    assert s["min_mean_iou"] == 0.97
-    assert s["unmatched"] == 3
-    assert s["max_keypoint_displacement_px"] == 2.0
-    assert s["min_mask_iou"] == 0.95
-    assert s["shape_mismatch"] is False
-    for value in s.values():
+    assert s.images == 2
+    assert s.worst_part == "boxes" and s.normalised_error == pytest.approx(3 / 640)
+    assert s.depth_p99_relative_error == pytest.approx(0.03, abs=1e-6)
+    assert s.depth_mean_relative_error == pytest.approx(0.03, abs=1e-6)
+    assert s.min_mean_iou == 0.97
+    assert s.unmatched == 3
+    assert s.max_keypoint_displacement_px == 2.0
+    assert s.min_mask_iou == 0.95
+    assert s.shape_mismatch is False
+    for value in vars(s).values():
         assert value is None or type(value) in (int, float, bool, str)

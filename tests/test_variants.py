@@ -65,10 +65,10 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
     details = prepare_variant(onnx_bench, "onnxruntime", bus)
     assert details["provider"] == "CPUExecutionProvider" and not details["cached"]
     parity = compare_outputs(onnx_bench, "onnxruntime", reference, outputs(onnx_bench, bus))
-    raw = parity["per_image"][0]["raw"]
+    raw = parity.per_image[0].raw
     assert {p["part"] for p in raw["parts"]} == {"boxes", "scores"}
-    assert parity["verdict"] == "pass", parity["reasons"]
-    assert parity["worst"]["normalised_error"] < 1e-3
+    assert parity.verdict == "pass", parity.reasons
+    assert parity.worst.normalised_error < 1e-3
 
     class SquareLetterbox(cls):
         ONNX_DYNAMIC = False  # fixed 640x640 input: ultralytics letterboxes every image square
@@ -76,8 +76,8 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
     square = loaded(SquareLetterbox, tmp_path)
     prepare_variant(square, "onnxruntime", bus)
     wrong = compare_outputs(square, "onnxruntime", reference, outputs(square, bus))
-    assert wrong["verdict"] == "fail"
-    assert wrong["per_image"][0]["raw"]["shape_mismatch"]
+    assert wrong.verdict == "fail"
+    assert wrong.per_image[0].raw["shape_mismatch"]
 
 
 def test_the_export_cache_is_reused_and_keyed_by_input_size(ub, tmp_path, bus):
@@ -123,9 +123,9 @@ def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub
     assert shapes[0] != shapes[1]
     assert sorted(Path(f).name.split("-")[1] for f in details["files"]) == shapes
     parity = compare_outputs(bench, "onnxruntime", reference, outputs(bench, images))
-    assert parity["verdict"] == "pass", parity["reasons"]
-    assert [img["raw"]["shape_mismatch"] for img in parity["per_image"]] == [False, False]
-    assert parity["worst"]["normalised_error"] < 1e-4
+    assert parity.verdict == "pass", parity.reasons
+    assert [img.raw["shape_mismatch"] for img in parity.per_image] == [False, False]
+    assert parity.worst.normalised_error < 1e-4
 
 
 def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goes_on(

@@ -11,7 +11,9 @@ from ..common import exception_line, format_bytes, log
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
-from ..records import ParityVerdict, SuggestionStatus, VariantStatus
+from ..records import SuggestionStatus, VariantStatus
+from ..records.codec import to_json
+from ..records.variants import VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
 from ..variants.variant_pass import load_fresh, variant_attempt
@@ -39,7 +41,7 @@ def measure_divergence(
     the others go on."""
     images = [(path, load_rgb(path)) for path in ctx.images]
     entries = result["divergence"] = []
-    plain_records = {v["variant"]: v for v in result.get("variants") or []}
+    plain_records = {v.variant: v for v in result.get("variants") or []}
     for variant in variants:
         entry = {"variant": variant, "status": VariantStatus.RUNNING, "image": images[0][0].name}
         entries.append(entry)
@@ -72,7 +74,7 @@ def measure_divergence(
     publish(result)
 
 
-def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict, plain: dict | None) -> None:
+def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict, plain: VariantResult | None) -> None:
     """The two passes on `bench`, their peak memory, and their time in forward passes: the reference pass
     against the reference's timed end-to-end median, the variant and shadow calls against the variant's."""
     tracker.reset_peak()
@@ -88,7 +90,7 @@ def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict
     }
     passes = entry["passes"]
     reference_median = (result.get("latency_end_to_end") or {}).get("median")
-    variant_median = ((plain or {}).get("latency_end_to_end") or {}).get("median")
+    variant_median = plain.end_to_end_median if plain else None
     passes["reference_median_s"], passes["variant_median_s"] = reference_median, variant_median
     if reference_median and variant_median:
         passes["forward_equivalents"] = (
@@ -105,24 +107,24 @@ def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict
 
 
 def suggest_fp32_set(
-    cls, ctx, variant: str, entry: dict, plain: dict | None, reference: list[dict], images: list, result: dict
+    cls, ctx, variant: str, entry: dict, plain: VariantResult | None, reference: list[dict], images: list, result: dict
 ) -> dict:
     """The fewest modules, worst own error first (1, 2, 3, 5, 8, ... of them), that bring the variant's
     parity to a pass when kept in fp32; that set timed like a variant. Each try is one parity check on
     every image (no timing); the first set that passes is the suggestion."""
-    if not plain or plain.get("status") != VariantStatus.COMPLETE:
+    if not plain or not plain.complete or plain.parity is None:
         return {
             "status": SuggestionStatus.SKIPPED,
             "reason": f"the plain {variant} was not measured: nothing to compare a set with",
         }
     out = {
         "plain": {
-            "speedup_forward": plain.get("speedup_forward"),
-            "verdict": plain["parity"]["verdict"],
-            "worst": plain["parity"]["worst"],
+            "speedup_forward": plain.speedup_forward,
+            "verdict": plain.parity.verdict,
+            "worst": to_json(plain.parity.worst),  # the suggestion's own data (divergence/) stays JSON-shaped
         }
     }
-    if plain["parity"]["verdict"] == ParityVerdict.PASS:
+    if plain.parity.passes:
         return {"status": SuggestionStatus.NOT_NEEDED, "reason": f"the plain {variant} passes parity", **out}
     candidates = candidate_modules(entry["records"] + entry.get("ops_records", []), entry["tolerance"])
     if not candidates:
@@ -136,9 +138,9 @@ def suggest_fp32_set(
             installed = candidates[:size]
             install_overrides(bench.network(), dict.fromkeys(installed, fp32_forward))
             parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
-            tried.append({"modules": size, "verdict": parity["verdict"], "worst": parity["worst"]})
-            log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity['verdict']}")
-            if parity["verdict"] == ParityVerdict.PASS:
+            tried.append({"modules": size, "verdict": parity.verdict, "worst": to_json(parity.worst)})
+            log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity.verdict}")
+            if parity.passes:
                 chosen = parity
                 break
         if chosen is None:
@@ -170,7 +172,7 @@ def suggest_fp32_set(
             "latency_forward": record["latency_forward"],
             "latency_end_to_end": record["latency_end_to_end"],
             "speedup_forward": reference_median / mine if reference_median and mine else None,
-            "parity": {k: chosen[k] for k in ("verdict", "reasons", "worst")},
+            "parity": to_json(chosen.headline()),
             "timing_seconds": time.perf_counter() - start,
         }
         log(

@@ -13,6 +13,7 @@ from typing import Any
 
 from .codec import from_json, is_record
 from .sweep import SweepRecord
+from .variants import VariantResult
 
 
 def list_of(cls: type) -> Callable[[Any], list]:
@@ -33,9 +34,9 @@ def one(cls: type) -> Callable[[Any], Any]:
 # between groups, so that families added side by side do not touch each other's lines).
 FAMILIES: dict[str, Callable[[Any], Any]] = {
     # sweeps/: --batch-sizes, --input-sizes
-    "sweep": one(SweepRecord)
+    "sweep": one(SweepRecord),
     # variants/: --variants
-    # "variants": list_of(VariantResult),
+    "variants": list_of(VariantResult),
     # divergence/: --divergence
     # "divergence": list_of(DivergenceEntry),
     # measure/: the runs, their statistics and the machine state

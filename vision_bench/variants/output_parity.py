@@ -4,6 +4,7 @@ variant's class gives (Variant.limits)."""
 
 from __future__ import annotations
 
+from ..records.variants import ImageParity, ParityRecord
 from .parity import combine_verdicts, depth_parity, detection_parity, mask_parity, raw_output_parity, summarise, verdict
 from .registry import get_variant
 
@@ -31,24 +32,25 @@ def task_parity(task: str, reference: dict, variant: dict) -> dict:
     return {"detection": detection_parity(reference, variant)}
 
 
-def compare_outputs(bench, variant: str, reference: list[dict], outputs: list[dict]) -> dict:
+def compare_outputs(bench, variant: str, reference: list[dict], outputs: list[dict]) -> ParityRecord:
     """Parity of a variant on every image: the figures per image, the worst case, the verdict."""
     chosen = get_variant(variant)
     tolerance = chosen.limits(bench)
-    per_image, verdicts = [], []
+    figures_per_image, per_image, verdicts = [], [], []
     for ref, var in zip(reference, outputs):
         figures = {
             "raw": raw_output_parity(ref["raw"], var["raw"]),
             **task_parity(bench.TASK, ref["task"], var["task"]),
         }
         verdicts.append(verdict(figures, tolerance))
-        per_image.append({"image": ref["image"], **figures, "verdict": verdicts[-1][0]})
+        figures_per_image.append(figures)
+        per_image.append(ImageParity(image=ref["image"], **figures, verdict=verdicts[-1][0]))
     overall, reasons = combine_verdicts(verdicts)
-    return {
-        "verdict": overall,
-        "reasons": reasons,
-        "worst": summarise(per_image),
-        "per_image": per_image,
-        "tolerance": chosen.limits_label,
-        "limits": tolerance,
-    }
+    return ParityRecord(
+        verdict=overall,
+        reasons=reasons,
+        worst=summarise(figures_per_image),
+        per_image=per_image,
+        tolerance=chosen.limits_label,
+        limits=tolerance,
+    )

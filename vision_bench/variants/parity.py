@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..records import ParityVerdict
+from ..records.variants import ParityWorst
 
 FP32_TOLERANCE = {
     "normalised_error": 1e-3,
@@ -375,7 +376,7 @@ def _worst(values: list, pick) -> float | None:
     return _plain(pick(present)) if present else None
 
 
-def summarise(per_image_figures: list[dict]) -> dict:
+def summarise(per_image_figures: list[dict]) -> ParityWorst:
     """Worst-case figures across images, for one report row (plain floats/ints/None; inf kept).
 
     min_mask_iou is the lowest per-image mean mask IoU, the same figure verdict() judges.
@@ -386,18 +387,18 @@ def summarise(per_image_figures: list[dict]) -> dict:
     masks = [f["masks"] for f in per_image_figures if f.get("masks")]
     worst_raw = max(raws, key=lambda r: r["normalised_error"], default=None)
     unmatched = [d["unmatched"] for d in dets] + [m["unmatched_reference"] + m["unmatched_variant"] for m in masks]
-    return {
-        "images": len(per_image_figures),
-        "normalised_error": _plain(worst_raw["normalised_error"]) if worst_raw else None,
-        "worst_part": worst_raw["worst_part"] if worst_raw else None,
-        "max_abs_error": _worst([r["max_abs_error"] for r in raws], max),
-        "shape_mismatch": any(r["shape_mismatch"] for r in raws)
+    return ParityWorst(
+        images=len(per_image_figures),
+        normalised_error=_plain(worst_raw["normalised_error"]) if worst_raw else None,
+        worst_part=worst_raw["worst_part"] if worst_raw else None,
+        max_abs_error=_worst([r["max_abs_error"] for r in raws], max),
+        shape_mismatch=any(r["shape_mismatch"] for r in raws)
         or any("shape_mismatch" in d for d in depths + masks)
         or any("mask_shape_mismatch" in d for d in dets),
-        "depth_p99_relative_error": _worst([d["p99_relative_error"] for d in depths], max),
-        "depth_mean_relative_error": _worst([d["mean_relative_error"] for d in depths], max),
-        "min_mean_iou": _worst([d["mean_iou"] for d in dets], min),
-        "unmatched": int(sum(unmatched)) if unmatched else None,
-        "max_keypoint_displacement_px": _worst([d.get("max_keypoint_displacement_px") for d in dets], max),
-        "min_mask_iou": _worst([d.get("mean_mask_iou") for d in dets] + [m.get("mean_mask_iou") for m in masks], min),
-    }
+        depth_p99_relative_error=_worst([d["p99_relative_error"] for d in depths], max),
+        depth_mean_relative_error=_worst([d["mean_relative_error"] for d in depths], max),
+        min_mean_iou=_worst([d["mean_iou"] for d in dets], min),
+        unmatched=int(sum(unmatched)) if unmatched else None,
+        max_keypoint_displacement_px=_worst([d.get("max_keypoint_displacement_px") for d in dets], max),
+        min_mask_iou=_worst([d.get("mean_mask_iou") for d in dets] + [m.get("mean_mask_iou") for m in masks], min),
+    )

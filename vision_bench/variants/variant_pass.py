@@ -18,6 +18,7 @@ from ..measure.timed_runs import (
 )
 from ..models.images import load_rgb
 from ..records import VariantStatus
+from ..records.variants import VARIANT_FIELDS, VariantResult
 from .output_parity import compare_outputs, parity_outputs
 from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
 
@@ -30,18 +31,18 @@ def load_fresh(cls, ctx):
 
 
 @contextlib.contextmanager
-def variant_attempt(record: dict, model: str, variant: str, tag: str, device):
+def variant_attempt(record, model: str, variant: str, tag: str, device):
     """One variant's attempt: a VariantUnsupported makes its record 'unsupported', any other error
     'failed' (with the traceback), never the model's or the run's; the instance it put in the yielded
-    dict under "bench" is released either way."""
-    held = {}
+    dict under "bench" is released either way. `record` is a VariantResult (or --divergence's entry)."""
+    held: dict = {}
     try:
         yield held
     except VariantUnsupported as exc:
-        record.update(status=VariantStatus.UNSUPPORTED, reason=str(exc))
+        mark(record, status=VariantStatus.UNSUPPORTED, reason=str(exc))
         log(tag, f"{model} {variant}: unsupported: {exc}")
     except Exception as exc:
-        record.update(status=VariantStatus.FAILED, reason=exception_line(exc), traceback=traceback.format_exc())
+        mark(record, status=VariantStatus.FAILED, reason=exception_line(exc), traceback=traceback.format_exc())
         log("WARNING", f"{model} {variant} failed: {exception_line(exc)}")
     finally:
         if held.get("bench") is not None:
@@ -49,7 +50,16 @@ def variant_attempt(record: dict, model: str, variant: str, tag: str, device):
         free_cached_memory(device)
 
 
-def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> None:
+def mark(record, **fields) -> None:
+    """Set a record's fields (a record's attributes, or the keys of an entry still a dict)."""
+    if isinstance(record, dict):
+        record.update(fields)
+    else:
+        for name, value in fields.items():
+            setattr(record, name, value)
+
+
+def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> list[dict]:
     """Each variant in a fresh instance of the model (same seed, so the same weights), measured
     like the reference and checked against its outputs. A variant that cannot run is a row marked
     'unsupported' or 'failed' with its reason; the model and the run go on. Returns the reference's
@@ -57,73 +67,93 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
     images = [(path, load_rgb(path)) for path in ctx.images]
     log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
     reference = parity_outputs(bench, images)
-    result["variants"] = [reference_row(result)]
+    rows = result["variants"] = [reference_row(result)]
     bench.release()  # each variant's memory is its own, not the reference's too
     free_cached_memory(ctx.device)
     for variant in variants:
         description = get_variant(variant).description
-        record = {"variant": variant, "status": VariantStatus.RUNNING, "description": description, "runs": []}
-        result["variants"].append(record)
+        record = VariantResult(variant=variant, status=VariantStatus.RUNNING, description=description, runs=[])
+        rows.append(record)
         log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {description}")
         with variant_attempt(record, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
             held["bench"] = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
-            record["parity"] = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
-            add_speedups(record, result)
-            record["status"] = VariantStatus.COMPLETE
+            record.parity = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
+            add_speedups(record, rows[0])
+            record.status = VariantStatus.COMPLETE
             log("VARIANT", variant_line(record))
             del variant_bench
     return reference
 
 
-def measure_variant(cls, variant: str, ctx, record: dict, tracker, images: list):
-    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs."""
+def measure_variant(cls, variant: str, ctx, record: VariantResult, tracker, images: list):
+    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs: measured in
+    the dict the timed phases fill (the model pass's shape), kept in `record` as they come (what a
+    failure leaves measured stays in it)."""
     seed_everything(ctx.settings.seed)
     bench = cls.for_run(ctx.device, ctx.settings)
     tracker.reset_peak()
-    record["memory"] = memory_before_load(tracker, ctx.device)
+    memory = record.memory = memory_before_load(tracker, ctx.device)
+    timed = {"runs": record.runs, "memory": memory}
     start = time.perf_counter()
     bench.load()
-    record["details"] = prepare_variant(bench, variant, images)
-    record["prepare_seconds"] = time.perf_counter() - start
-    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=f"[{variant}] ")
-    record["memory"].update(tracker.peak())
-    set_private_peak(record["memory"], private_memory())
-    summarize_latency(record, discard_flagged=ctx.settings.discard_throttled)
-    set_headline_memory(record, ctx.device)
+    record.details = prepare_variant(bench, variant, images)
+    record.prepare_seconds = time.perf_counter() - start
+    try:
+        run_timed_phases(bench, ctx, timed, lambda name: contextlib.nullcontext(), images[0][1], label=f"[{variant}] ")
+        memory.update(tracker.peak())
+        set_private_peak(memory, private_memory())
+        summarize_latency(timed, discard_flagged=ctx.settings.discard_throttled)
+        set_headline_memory(timed, ctx.device)
+    finally:
+        keep_measured(record, timed)
     return bench
 
 
-def reference_row(result: dict) -> dict:
+def keep_measured(record: VariantResult, timed: dict) -> None:
+    """What the timed phases (measure/timed_runs.py, shared with the model's own pass and the sweep
+    points) left in the dict they fill, as the record's fields of the same names."""
+    for name in VARIANT_FIELDS & timed.keys():
+        setattr(record, name, timed[name])
+
+
+def reference_row(result: dict) -> VariantResult:
     """The reference's row of the variants table: its figures as measured above, not again."""
-    return {
-        "variant": REFERENCE_VARIANT,
-        "status": VariantStatus.COMPLETE,
-        "description": get_variant(REFERENCE_VARIANT).description,
-        "reference": True,
-        "speedup_forward": 1.0,
-        "speedup_end_to_end": 1.0,
-        **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
-        "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
-    }
+    return VariantResult(
+        variant=REFERENCE_VARIANT,
+        status=VariantStatus.COMPLETE,
+        description=get_variant(REFERENCE_VARIANT).description,
+        reference=True,
+        speedup_forward=1.0,
+        speedup_end_to_end=1.0,
+        latency_end_to_end=result.get("latency_end_to_end"),
+        latency_forward=result.get("latency_forward"),
+        cold_start=result.get("cold_start"),
+        fps=result.get("fps"),
+        memory={k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
+    )
 
 
-def add_speedups(record: dict, result: dict) -> None:
-    for key, name in (("latency_forward", "speedup_forward"), ("latency_end_to_end", "speedup_end_to_end")):
-        ref, mine = (result.get(key) or {}).get("median"), (record.get(key) or {}).get("median")
-        record[name] = ref / mine if ref and mine else None
+def add_speedups(record: VariantResult, reference: VariantResult) -> None:
+    """The reference's medians (the model's own) over the variant's, forward and end to end."""
+    record.speedup_forward = ratio(reference.forward_median, record.forward_median)
+    record.speedup_end_to_end = ratio(reference.end_to_end_median, record.end_to_end_median)
 
 
-def variant_line(record: dict) -> str:
-    forward = record["latency_forward"]["median"]
-    parity = record["parity"]
-    worst = parity["worst"]
+def ratio(reference: float | None, mine: float | None) -> float | None:
+    return reference / mine if reference and mine else None
+
+
+def variant_line(record: VariantResult) -> str:
+    parity, forward = record.parity, record.forward_median
+    assert parity is not None and forward is not None and record.speedup_forward is not None
+    worst = parity.worst
     return (
-        f"{record['variant']}: forward median {forward * 1000:.1f} ms ({record['speedup_forward']:.2f}x "
-        f"the reference), parity {parity['verdict']}"
+        f"{record.variant}: forward median {forward * 1000:.1f} ms ({record.speedup_forward:.2f}x "
+        f"the reference), parity {parity.verdict}"
         + (
-            f" (worst normalised error {worst.get('normalised_error'):.3g} in {worst.get('worst_part')})"
-            if worst.get("normalised_error") is not None
+            f" (worst normalised error {worst.normalised_error:.3g} in {worst.worst_part})"
+            if worst.normalised_error is not None
             else ""
         )
-        + (f": {'; '.join(parity['reasons'][:3])}" if parity["reasons"] else "")
+        + (f": {'; '.join(parity.reasons[:3])}" if parity.reasons else "")
     )

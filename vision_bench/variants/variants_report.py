@@ -5,7 +5,8 @@ and the CSV's rows, one per model and variant."""
 from __future__ import annotations
 
 from ..common import ms
-from ..records import ParityVerdict, VariantStatus
+from ..records import ParityVerdict
+from ..records.variants import ParityWorst, VariantResult
 from ..reports.blocks import Block, BulletList, Heading, Paragraph, Table
 
 VARIANT_HEADERS = [
@@ -26,53 +27,52 @@ def number(value, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
-def task_text(worst: dict) -> str:
+def task_text(worst: ParityWorst) -> str:
     """The task-level figures of the worst image, in a few words."""
     parts = []
-    if worst.get("depth_p99_relative_error") is not None:
+    if worst.depth_p99_relative_error is not None:
         parts.append(
-            f"depth rel. error mean {worst['depth_mean_relative_error']:.3g}, "
-            f"p99 {worst['depth_p99_relative_error']:.3g}"
+            f"depth rel. error mean {number(worst.depth_mean_relative_error, '.3g')}, "
+            f"p99 {worst.depth_p99_relative_error:.3g}"
         )
-    if worst.get("min_mean_iou") is not None:
-        parts.append(f"box IoU {worst['min_mean_iou']:.3f}")
-    if worst.get("unmatched"):
-        parts.append(f"{worst['unmatched']} unmatched")
-    if worst.get("max_keypoint_displacement_px") is not None:
-        parts.append(f"keypoints {worst['max_keypoint_displacement_px']:.2f} px")
-    if worst.get("min_mask_iou") is not None:
-        parts.append(f"mask IoU {worst['min_mask_iou']:.3f}")
+    if worst.min_mean_iou is not None:
+        parts.append(f"box IoU {worst.min_mean_iou:.3f}")
+    if worst.unmatched:
+        parts.append(f"{worst.unmatched} unmatched")
+    if worst.max_keypoint_displacement_px is not None:
+        parts.append(f"keypoints {worst.max_keypoint_displacement_px:.2f} px")
+    if worst.min_mask_iou is not None:
+        parts.append(f"mask IoU {worst.min_mask_iou:.3f}")
     return "; ".join(parts) or "nothing to match"
+
+
+def variants_of(r: dict) -> list[VariantResult]:
+    """The model's variants (the reference first); none without --variants."""
+    return r.get("variants") or []
 
 
 def variant_rows(r: dict) -> list[list[str]]:
     rows = []
-    for v in r.get("variants") or []:
-        if v.get("status") != VariantStatus.COMPLETE:
-            rows.append([v["variant"], v.get("status"), "", "", "", "", "", "", "", v.get("reason") or ""])
+    for v in variants_of(r):
+        if not v.complete:
+            rows.append([v.variant, v.status, "", "", "", "", "", "", "", v.reason or ""])
             continue
-        mem = v.get("memory") or {}
-        parity = v.get("parity") or {}
-        worst = parity.get("worst") or {}
-        error = (
-            "reference"
-            if v.get("reference")
-            else f"{number(worst.get('normalised_error'), '.3g')} ({worst.get('worst_part') or 'n/a'})"
-        )
-        verdict = "reference" if v.get("reference") else parity.get("verdict", "n/a")
-        if parity.get("reasons"):
-            verdict += ": " + "; ".join(parity["reasons"][:2])
+        worst = v.parity_worst
+        error = "reference" if v.reference else f"{number(worst.normalised_error, '.3g')} ({worst.worst_part or 'n/a'})"
+        verdict = "reference" if v.reference else (v.parity_verdict or "n/a")
+        if v.parity and v.parity.reasons:
+            verdict += ": " + "; ".join(v.parity.reasons[:2])
         rows.append(
             [
-                v["variant"],
-                v["status"],
-                ms((v.get("latency_forward") or {}).get("median")),
-                ms((v.get("latency_end_to_end") or {}).get("median")),
-                number(v.get("speedup_forward"), ".2f") + "x",
-                number(mem["peak_bytes"] / 1024**2 if mem.get("peak_bytes") else None, ".0f"),
-                ms((v.get("cold_start") or {}).get("total_s")),
+                v.variant,
+                v.status,
+                ms(v.forward_median),
+                ms(v.end_to_end_median),
+                number(v.speedup_forward, ".2f") + "x",
+                number(v.peak_mb, ".0f"),
+                ms(v.cold_start_seconds),
                 error,
-                "" if v.get("reference") else task_text(worst),
+                "" if v.reference else task_text(worst),
                 verdict,
             ]
         )
@@ -82,8 +82,8 @@ def variant_rows(r: dict) -> list[list[str]]:
 def variant_notes(r: dict) -> list[str]:
     """How each variant ran: autocast dtype, export file and provider, compile time in the cold start."""
     notes = []
-    for v in r.get("variants") or []:
-        d = v.get("details") or {}
+    for v in variants_of(r):
+        d = v.details or {}
         if "provider" in d:
             export = (
                 f"exported in {d['export_seconds']:.1f} s"
@@ -92,15 +92,15 @@ def variant_notes(r: dict) -> list[str]:
             )
             files = ", ".join(f"`{f}`" for f in d.get("files") or [])
             notes.append(f"onnxruntime: {export} ({files}), provider {d['provider']}")
-        if v["variant"] == "torch-compile" and v.get("cold_start"):
+        if v.variant == "torch-compile" and v.cold_start:
             notes.append(
                 f"torch-compile: compiling happens in the cold start "
-                f"({ms(v['cold_start']['total_s'])} ms, against the reference's "
+                f"({ms(v.cold_start_seconds)} ms, against the reference's "
                 f"{ms((r.get('cold_start') or {}).get('total_s'))} ms)"
             )
         if d.get("autocast_dtype"):
             notes.append(
-                f"{v['variant']}: torch.autocast to {d['autocast_dtype']} around the network; weights stay float32"
+                f"{v.variant}: torch.autocast to {d['autocast_dtype']} around the network; weights stay float32"
             )
     return notes
 
@@ -122,27 +122,23 @@ def variants_section(r: dict) -> list[Block]:
 def variant_findings(results: list[dict]) -> list[str]:
     lines = []
     for r in results:
-        done = [
-            v for v in r.get("variants") or [] if v.get("status") == VariantStatus.COMPLETE and not v.get("reference")
-        ]
+        done = [v for v in variants_of(r) if v.complete and not v.reference]
         if not done:
             continue
-        passing = [
-            v for v in done if (v.get("parity") or {}).get("verdict") == ParityVerdict.PASS and v.get("speedup_forward")
-        ]
-        best = max(passing, key=lambda v: v["speedup_forward"], default=None)
-        if best is not None and best["speedup_forward"] > 1:
+        passing = [v for v in done if v.parity and v.parity.passes and v.speedup_forward]
+        best = max(passing, key=lambda v: v.speedup_forward or 0, default=None)
+        if best is not None and (best.speedup_forward or 0) > 1:
             lines.append(
-                f"Fastest variant that passes parity: {r['model']} {best['variant']}, "
-                f"{best['speedup_forward']:.2f}x the torch-fp32 forward."
+                f"Fastest variant that passes parity: {r['model']} {best.variant}, "
+                f"{best.speedup_forward:.2f}x the torch-fp32 forward."
             )
         else:
             lines.append(f"No variant of {r['model']} both passes parity and beats torch-fp32's forward.")
         for v in done:
-            if (v.get("parity") or {}).get("verdict") == ParityVerdict.FAIL and (v.get("speedup_forward") or 0) > 1:
+            if v.parity and v.parity.verdict == ParityVerdict.FAIL and (v.speedup_forward or 0) > 1:
                 lines.append(
-                    f"Faster but fails parity: {r['model']} {v['variant']}, {v['speedup_forward']:.2f}x, "
-                    + "; ".join(v["parity"]["reasons"][:2])
+                    f"Faster but fails parity: {r['model']} {v.variant}, {v.speedup_forward:.2f}x, "
+                    + "; ".join(v.parity.reasons[:2])
                     + "."
                 )
     return lines
@@ -151,19 +147,18 @@ def variant_findings(results: list[dict]) -> list[str]:
 def variant_csv_rows(r: dict, base_row: dict) -> list[dict]:
     """One CSV row per non-reference variant, in the columns of the model's own row."""
     rows = []
-    for v in r.get("variants") or []:
-        if v.get("reference"):
+    for v in variants_of(r):
+        if v.reference:
             continue
-        e2e, mem = v.get("latency_end_to_end") or {}, v.get("memory") or {}
-        worst = (v.get("parity") or {}).get("worst") or {}
+        e2e, mem, worst = v.latency_end_to_end or {}, v.memory or {}, v.parity_worst
         row = dict.fromkeys(base_row)
         row.update(
             model=r["model"],
             cli_name=r["cli_name"],
-            status=v.get("status"),
+            status=v.status,
             weights=r.get("weights"),
-            variant=v["variant"],
-            cold_start_s=(v.get("cold_start") or {}).get("total_s"),
+            variant=v.variant,
+            cold_start_s=v.cold_start_seconds,
             e2e_median_s=e2e.get("median"),
             e2e_ci95_low_s=e2e.get("ci95_low"),
             e2e_ci95_high_s=e2e.get("ci95_high"),
@@ -171,19 +166,19 @@ def variant_csv_rows(r: dict, base_row: dict) -> list[dict]:
             e2e_mean_s=e2e.get("mean"),
             e2e_std_s=e2e.get("std"),
             e2e_cov=e2e.get("cov"),
-            forward_median_s=(v.get("latency_forward") or {}).get("median"),
-            fps=v.get("fps"),
-            peak_memory_mb=mem["peak_bytes"] / 1024**2 if mem.get("peak_bytes") else None,
+            forward_median_s=v.forward_median,
+            fps=v.fps,
+            peak_memory_mb=v.peak_mb,
             peak_over_baseline_mb=mem["peak_over_baseline_bytes"] / 1024**2 if mem.get("peak_bytes") else None,
             peak_memory_kind=mem.get("peak_kind"),
             parameters=r.get("parameters"),
             input_shape=base_row.get("input_shape"),
             warm_runs=e2e.get("n"),
-            speedup_forward=v.get("speedup_forward"),
-            parity_verdict=(v.get("parity") or {}).get("verdict"),
-            parity_normalised_error=worst.get("normalised_error"),
-            parity_worst_part=worst.get("worst_part"),
-            variant_reason=v.get("reason"),
+            speedup_forward=v.speedup_forward,
+            parity_verdict=v.parity_verdict,
+            parity_normalised_error=worst.normalised_error,
+            parity_worst_part=worst.worst_part,
+            variant_reason=v.reason,
         )
         rows.append(row)
     return rows

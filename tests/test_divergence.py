@@ -24,6 +24,8 @@ from vision_bench.divergence.layer_passes import (
     run_divergence,
 )
 from vision_bench.models.base import ModelBenchmark
+from vision_bench.records.codec import to_json
+from vision_bench.records.divergence import ErrorFigures
 
 TOLERANCE = 1e-4
 
@@ -79,15 +81,15 @@ def add_error(module, x):
 
 
 def by_key(out):
-    return {(r["name"], r["call"]): r for r in out["records"]}
+    return {(r.name, r.call): r for r in out.records}
 
 
 def own(record):
-    return record["shadow"]["relative_l2"]
+    return record.shadow.relative_l2
 
 
 def inherited(record):
-    return record["propagated"]["relative_l2"]
+    return record.propagated.relative_l2
 
 
 def test_a_layer_that_adds_an_error_only_in_the_variant_is_named_in_both_modes_and_nothing_after_it_is_blamed():
@@ -96,7 +98,7 @@ def test_a_layer_that_adds_an_error_only_in_the_variant_is_named_in_both_modes_a
     variant = HookedVariant("planted", TOLERANCE, overrides={"middle": add_error})
     out = run_divergence(bench, variant, image=None)
     records = by_key(out)
-    assert [(r["name"], r["call"]) for r in out["records"]] == [
+    assert [(r.name, r.call) for r in out.records] == [
         ("first", 1),
         ("norm", 1),
         ("shared", 1),
@@ -106,8 +108,8 @@ def test_a_layer_that_adds_an_error_only_in_the_variant_is_named_in_both_modes_a
         ("shared", 3),
         ("last", 1),
     ]
-    assert out["first_divergent"]["name"] == "middle" and out["first_propagated"]["name"] == "middle"
-    assert out["over_tolerance"] == 1 and out["top_own"][0]["name"] == "middle"
+    assert out.first_divergent.name == "middle" and out.first_propagated.name == "middle"
+    assert out.over_tolerance == 1 and out.top_own[0].name == "middle"
     for key in [("first", 1), ("norm", 1), ("shared", 1), ("shared", 2)]:
         assert inherited(records[key]) == 0 and own(records[key]) == 0
     # after the culprit: the error is inherited (large), never the layer's own (exactly 0 here)
@@ -124,9 +126,9 @@ def test_a_module_called_three_times_is_matched_call_by_call():
     bench = Bench(Shared(), torch.randn(4, 8))
     out = run_divergence(bench, HookedVariant("planted", TOLERANCE, overrides={"middle": add_error}), image=None)
     records = by_key(out)
-    assert [records["shared", c]["shape"] for c in (1, 2, 3)] == [[4, 16]] * 3
+    assert [records["shared", c].shape for c in (1, 2, 3)] == [[4, 16]] * 3
     assert inherited(records["shared", 1]) == inherited(records["shared", 2]) == 0
-    assert inherited(records["shared", 3]) > 0 and out["unmatched_count"] == 0
+    assert inherited(records["shared", 3]) > 0 and out.unmatched_count == 0
 
 
 def test_bfloat16_autocast_names_the_layer_whose_rounding_ruins_it_in_both_modes():
@@ -138,11 +140,11 @@ def test_bfloat16_autocast_names_the_layer_whose_rounding_ruins_it_in_both_modes
     tolerance = 2 * 2**-7
     out = run_divergence(bench, AutocastVariant("torch-bf16", torch.bfloat16, tolerance), image=None)
     records = by_key(out)
-    assert out["first_divergent"]["name"] == "2" and out["first_propagated"]["name"] == "2"
+    assert out.first_divergent.name == "2" and out.first_propagated.name == "2"
     assert own(records["2", 1]) > 10 * tolerance
     assert 0 < own(records["0", 1]) < tolerance  # plain bf16 rounding: an error, under the tolerance
     assert own(records["4", 1]) < tolerance < inherited(records["4", 1])  # inherits, not blamed
-    assert candidate_modules(out["records"], tolerance) == ["2"]
+    assert candidate_modules(out.records, tolerance) == ["2"]
     assert bench.autocast_dtype == torch.bfloat16  # the bench is left in the variant
 
 
@@ -152,15 +154,16 @@ def test_error_figures_match_numpy_in_float64_and_non_finite_values_are_infinite
     variant = (reference + rng.normal(0, 1e-3, size=reference.shape)).astype(np.float32)
     figures = error_figures(torch.from_numpy(variant), reference)
     a, b = variant.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
-    assert figures["relative_l2"] == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b), rel=1e-5)
-    assert 1 - figures["cosine"] == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-3)
-    assert figures["max_abs"] == pytest.approx(np.abs(a - b).max(), rel=1e-6)
-    assert figures["normalised"] == pytest.approx(np.abs(a - b).max() / np.abs(b).max(), rel=1e-6)
+    assert figures.relative_l2 == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(b), rel=1e-5)
+    assert 1 - figures.cosine == pytest.approx(1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-3)
+    assert figures.max_abs == pytest.approx(np.abs(a - b).max(), rel=1e-6)
+    assert figures.normalised == pytest.approx(np.abs(a - b).max() / np.abs(b).max(), rel=1e-6)
     variant[1, 5] = np.inf
     broken = error_figures(torch.from_numpy(variant), reference)
-    assert broken["relative_l2"] == math.inf and broken["non_finite"] == 1
+    assert broken.relative_l2 == math.inf and broken.non_finite == 1 and broken.figure("cosine") is None
+    assert to_json(broken).keys() == {"relative_l2", "cosine", "max_abs", "normalised", "non_finite"}
     same = error_figures(torch.full((10,), 2.5), torch.full((10,), 2.5))
-    assert same == {"relative_l2": 0.0, "cosine": 1.0, "max_abs": 0.0, "normalised": 0.0}
+    assert same == ErrorFigures(relative_l2=0.0, cosine=1.0, max_abs=0.0, normalised=0.0)
 
 
 def test_the_suggestion_tries_sets_of_1_2_3_5_8_modules_then_all():
@@ -198,7 +201,7 @@ BOUNDED = textwrap.dedent("""
     tracker.reset_peak()
     out = run_divergence(bench, HookedVariant("same", 1e-4), None, scratch={scratch!r})
     print(json.dumps({{"plain": plain, "divergence": tracker.peak()["cpu_peak_rss_bytes"],
-                      "spilled": out["spilled_bytes"], "compared": out["compared"]}}))
+                      "spilled": out.spilled_bytes, "compared": out.compared}}))
 """)
 
 
@@ -297,9 +300,9 @@ def test_an_in_place_module_gets_no_shadow_call_and_the_reference_it_aliases_sta
     network = nn.Sequential(nn.Linear(8, 8), nn.SiLU(inplace=True), nn.Identity(), nn.Flatten(), nn.Linear(8, 2))
     out = run_divergence(Bench(network, torch.randn(4, 8)), HookedVariant("same", TOLERANCE), image=None)
     records = by_key(out)
-    assert "shadow" not in records["1", 1] and "in-place" in records["1", 1]["note"]
+    assert records["1", 1].shadow is None and "in-place" in records["1", 1].note
     assert own(records["2", 1]) == 0 and own(records["3", 1]) == 0  # Identity and Flatten: copies
-    assert all(inherited(r) == 0 for r in out["records"])
+    assert all(inherited(r) == 0 for r in out.records)
 
 
 class OwnOperations(nn.Module):
@@ -324,15 +327,15 @@ def test_an_error_made_between_the_leaves_is_owned_by_its_container_and_a_pure_c
     out = run_divergence(
         Bench(network, torch.randn(8, 16)), AutocastVariant("torch-bf16", torch.bfloat16, tolerance), image=None
     )
-    assert all(own(r) < tolerance for r in out["records"])  # no leaf is to blame
-    ops = {r["name"]: r for r in out["ops_records"]}
-    assert set(ops) == {"1", "Sequential"} and ops["1"]["after"] == 2  # it returned after its leaf `1.after`
+    assert all(own(r) < tolerance for r in out.records)  # no leaf is to blame
+    ops = {r.name: r for r in out.ops_records}
+    assert set(ops) == {"1", "Sequential"} and ops["1"].after == 2  # it returned after its leaf `1.after`
     assert own(ops["1"]) > 10 * tolerance
     assert own(ops["Sequential"]) == 0  # it only calls its children
-    first = out["first_divergent"]
-    assert (first["name"], first["kind"], first["index"]) == ("1", "ops", 2)
-    assert first["type"] == "OwnOperations (its own operations)"
-    assert candidate_modules(out["records"] + out["ops_records"], tolerance) == ["1"]
+    first = out.first_divergent
+    assert (first.name, first.kind, first.index) == ("1", "ops", 2)
+    assert first.type == "OwnOperations (its own operations)"
+    assert candidate_modules(out.records + out.ops_records, tolerance) == ["1"]
 
 
 def test_keeping_a_module_with_an_instance_forward_in_fp32_and_back_keeps_that_forward():

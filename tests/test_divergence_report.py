@@ -6,7 +6,7 @@ The model has 40 records: one own error over the tolerance (the culprit, #17), o
 non-finite variant values: null in the JSON), one without a shadow call (#30, in place), one exact
 zero (#5) and a module called twice (the shared activation)."""
 
-import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -22,6 +22,8 @@ from vision_bench.common import UsageError, strict_json
 from vision_bench.divergence.divergence_report import explorer_overlay
 from vision_bench.divergence.layer_passes import summarise_records
 from vision_bench.measure.stats import latency_stats
+from vision_bench.records.codec import from_json, to_json
+from vision_bench.records.divergence import DivergenceEntry, LayerRecord, Suggestion, read_divergence
 from vision_bench.records.model_result import document_with_records
 from vision_bench.reports.results_file import RESULTS_SCHEMA, read_results
 from vision_bench.reports.write import write_report_files
@@ -82,7 +84,7 @@ def divergence_records() -> list[dict]:
 
 def divergence_entry() -> dict:
     records = divergence_records()
-    entry = summarise_records(records, TOLERANCE)
+    entry = to_json(summarise_records([from_json(LayerRecord, r) for r in records], TOLERANCE))
     entry.update(
         variant="torch-bf16",
         status="complete",
@@ -316,22 +318,25 @@ def test_markdown_names_the_culprit_lists_the_top_five_and_gives_the_suggestion(
 def test_the_sentences_for_no_culprit_and_for_no_small_set(report, tmp_path):
     from vision_bench.divergence.divergence_report import culprit_sentence, suggestion_sentence
 
-    entry = divergence_entry()
-    calm = [r for r in entry["records"] if r["index"] not in (CULPRIT, INFINITE)]
-    entry.update(summarise_records(calm, TOLERANCE), records=calm)
+    [entry] = read_divergence([divergence_entry()])
+    calm = [r for r in entry.records if r.index not in (CULPRIT, INFINITE)]
+    entry = dataclasses.replace(entry, records=calm, **vars(summarise_records(calm, TOLERANCE)))
     assert (
         "no layer's own error passes the tolerance; the largest is 0.0005 at #4 "
         "`backbone.stage0.block1.conv2d` (call 1, Conv2d); 0 of 38 compared records over the tolerance."
     ) in culprit_sentence(entry)
-    entry["suggestion"] = {
-        "status": "no small set",
-        "reason": "every set of up to 8 modules still fails parity",
-        "tried": [
-            {"modules": 1, "verdict": "fail", "worst": {"normalised_error": 0.2, "worst_part": "boxes"}},
-            {"modules": 8, "verdict": "fail"},
-        ],
-        "plain": {"speedup_forward": 1.36, "verdict": "fail"},
-    }
+    entry.suggestion = from_json(
+        Suggestion,
+        {
+            "status": "no small set",
+            "reason": "every set of up to 8 modules still fails parity",
+            "tried": [
+                {"modules": 1, "verdict": "fail", "worst": {"normalised_error": 0.2, "worst_part": "boxes"}},
+                {"modules": 8, "verdict": "fail"},
+            ],
+            "plain": {"speedup_forward": 1.36, "verdict": "fail"},
+        },
+    )
     assert suggestion_sentence(entry) == (
         "Suggestion: no small set of modules kept in fp32 makes torch-bf16 pass parity (plain torch-bf16: 1.36x, "
         "fail); tried sets of 1 (fail, worst normalised error 0.2 (boxes)), 8 (fail): every set of up to 8 modules "
@@ -352,16 +357,22 @@ def test_the_chart_is_a_png_of_the_errors(report):
 def test_the_results_file_with_divergence_validates_and_its_report_reads_the_same(report, tmp_path):
     read = read_results(report["paths"]["json"], "--compare")
     entry = read["models"][0]["divergence"][0]
-    infinite = next(r for r in entry["records"] if r["index"] == INFINITE)
-    assert infinite["shadow"]["relative_l2"] is None and infinite["shadow"]["non_finite"] == 3  # inf became null
-    assert entry["top_own"][0]["own"] is None
+    written = json.loads(report["paths"]["json"].read_text(encoding="utf-8"))["models"][0]["divergence"][0]
+    assert written["records"][INFINITE]["shadow"]["relative_l2"] is None  # inf became null
+    infinite = entry.record_at(INFINITE)
+    assert infinite.shadow.relative_l2 == math.inf and infinite.shadow.non_finite == 3  # and is read back as inf
+    assert (
+        infinite.shadow.figure("cosine") is None
+        and to_json(infinite.shadow).keys() == written["records"][INFINITE]["shadow"].keys()
+    )
+    assert entry.top_own[0].own is None
     # What --merge would write from the file read back: the same section, "inf" where the JSON says null.
     again = context(tmp_path, read["run_id"])
     for png in report["ctx"].assets_dir.glob("*.png"):
         (again.assets_dir / png.name).write_bytes(png.read_bytes())
     assert section(write_report_files(read, again)["md"].read_text(encoding="utf-8")) == section(report["md"])
     # The schema still checks what it describes.
-    bad = copy.deepcopy(read)
+    bad = json.loads(report["paths"]["json"].read_text(encoding="utf-8"))
     bad["models"][0]["divergence"][0]["records"][3]["shadow"]["relative_l2"] = -1
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(strict_json(bad)))  # its families are records: written as the tool writes them
@@ -374,9 +385,9 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
 
 
 def test_the_explorer_overlay_is_aligned_with_the_explorer_records():
-    entry = divergence_entry()
+    entries = read_divergence([divergence_entry(), {"variant": "onnxruntime", "status": "failed"}])
     records = [dissection_record(i) for i in reversed(range(40))]  # another order: matched by (name, call)
-    (overlay,) = explorer_overlay({"divergence": [entry, {"variant": "onnxruntime", "status": "failed"}]}, records)
+    (overlay,) = explorer_overlay({"divergence": entries}, records)
     pos = {r["index"]: p for p, r in enumerate(records)}
     assert overlay["variant"] == "torch-bf16" and overlay["matched"] == overlay["compared"] == 40
     assert len(overlay["own"]["relative_l2"]) == 40 and overlay["first"] == pos[CULPRIT]
@@ -475,6 +486,6 @@ def test_a_containers_own_operations_are_shown_with_their_own_figure_not_the_lea
             },
         ],
     }
-    ops_row, leaf_row = divergence_rows(entry)
+    ops_row, leaf_row = divergence_rows(from_json(DivergenceEntry, {**entry, "status": "complete"}))
     assert ops_row[1:5] == ["a", "1", "Attention (its own operations)", "0.5"]
     assert leaf_row[1:5] == ["a.leaf", "1", "Linear", "0.001"]

@@ -23,6 +23,7 @@ from conftest import SCRIPT, load_run, run_cli
 from PIL import Image
 
 import vision_bench.cli
+import vision_bench.run.preparation
 from vision_bench.cli import prepare_output
 from vision_bench.common import UsageError, atomic_write_json
 from vision_bench.inspect.dissection import LayerDissector, tensor_stats
@@ -930,9 +931,8 @@ def test_sigterm_mid_run_exits_143(tmp_path, sample_image):
 # Run ids
 # =========================================================================================
 def test_two_runs_in_the_same_second_get_distinct_ids(ub, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        vision_bench.cli, "get_timestamp", lambda: "20250101_120000"
-    )  # where prepare_output looks it up
+    # where prepare_output looks it up
+    monkeypatch.setattr(vision_bench.run.preparation, "get_timestamp", lambda: "20250101_120000")
     out = tmp_path / "out"
     id1, (results1, viz1, assets1) = prepare_output(out)
     id2, (results2, viz2, assets2) = prepare_output(out)

@@ -21,6 +21,7 @@ from vision_bench.divergence.onnx_intermediates import (
     onnx_variant_pass,
     value_types,
 )
+from vision_bench.records.divergence import OnnxRuns
 
 CPU = torch.device("cpu")
 
@@ -173,34 +174,34 @@ def test_each_leaf_call_is_found_in_the_graph_and_the_others_say_why(tiny):
     ]
     assert leaf[("fc", 1)] == "y"  # a graph output
     assert leaf[("blocks.0.bn", 1)] == "/model/blocks.0/conv/Conv_output_0"
-    why = {(u["name"], u["call"]): u["reason"] for u in mapping.unmapped}
+    why = {(u.name, u.call): u.reason for u in mapping.unmapped}
     assert {k for k, v in why.items() if v == NO_NODE} == {
         (f"blocks.{b}.{m}", 1) for b in (0, 1) for m in ("drop", "ident")
     }
     assert "folded the BatchNorm" in why[("blocks.0.conv", 1)] and "folded the BatchNorm" in why[("blocks.1.conv", 1)]
     assert "1 scopes in the graph for 2 torch calls" in why[("gate", 1)] and ("gate", 2) in why
     [fallback] = mapping.fallbacks
-    assert fallback["block"] == "pair" and fallback["reference"] == ["pair.out", 1]
-    assert fallback["records"] == [["pair.split", 1]] and fallback["reason"].startswith("several values")
+    assert fallback.block == "pair" and fallback.reference == ["pair.out", 1]
+    assert fallback.records == [["pair.split", 1]] and fallback.reason.startswith("several values")
     report = mapping.report()
-    assert (report["records"], report["leaf"], report["block"], report["unmapped"]) == (20, 11, 1, 8)
-    assert report["records"] == len(tiny["order"])
+    assert (report.records, report.leaf, report.block, report.unmapped) == (20, 11, 1, 8)
+    assert report.records == len(tiny["order"])
 
 
 def test_the_values_are_the_torch_leaf_outputs_and_a_small_budget_only_adds_runs(tiny):
     mapping, feeds = mapped(tiny), {"x": tiny["x"].numpy()}
-    one = {}
+    one = OnnxRuns()
     whole = {(n, c): a for n, c, a, _ in intermediate_values(tiny["model"], mapping.targets, feeds, report=one)}
-    assert one["runs"] == 1 and one["unknown_sizes"] == 0 and one["fetched_bytes"] == one["estimated_bytes"]
+    assert one.runs == 1 and one.unknown_sizes == 0 and one.fetched_bytes == one.estimated_bytes
     assert set(whole) == {(t.name, t.call) for t in mapping.targets}
     for key, value in whole.items():
         np.testing.assert_allclose(value, tiny["outputs"][key], rtol=0, atol=1e-5, err_msg=str(key))
-    budget, small = 20000, {}  # values of 8 KB and 4 KB: two or three a run
+    budget, small = 20000, OnnxRuns()  # values of 8 KB and 4 KB: two or three a run
     split = {
         (n, c): a for n, c, a, _ in intermediate_values(tiny["model"], mapping.targets, feeds, budget, report=small)
     }
-    assert small["runs"] >= 4 and small["largest_run_bytes"] <= budget
-    assert small["fetched_bytes"] == one["fetched_bytes"]
+    assert small.runs >= 4 and small.largest_run_bytes <= budget
+    assert small.fetched_bytes == one.fetched_bytes
     for key, value in split.items():
         np.testing.assert_allclose(value, whole[key], rtol=0, atol=1e-6, err_msg=str(key))
     assert [o.name for o in tiny["model"].graph.output] == ["y"]  # the added outputs are gone again
@@ -217,16 +218,16 @@ def test_the_variant_pass_fills_the_reference_records(tiny, tmp_path):
         out = onnx_variant_pass(bench, tiny["path"], tiny["x"], None, store, reference.records, budget=20000)
     finally:
         store.close()
-    records = {(r["name"], r["call"]): r for r in reference.records}
-    assert (out["leaf"], out["block"], out["unmapped"], out["compared"]) == (11, 1, 8, 11)
-    assert out["runs"]["runs"] > 1 and "11 of 20 record(s) compared at leaf level" in out["level_note"]
+    records = {(r.name, r.call): r for r in reference.records}
+    assert (out.leaf, out.block, out.unmapped, out.compared) == (11, 1, 8, 11)
+    assert out.runs.runs > 1 and "11 of 20 record(s) compared at leaf level" in out.level_note
     for key in [("stem", 1), ("act", 4), ("blocks.1.bn", 1), ("fc", 1)]:
-        assert records[key]["propagated"]["relative_l2"] < 1e-5 and "level" not in records[key]
+        assert records[key].propagated.relative_l2 < 1e-5 and records[key].level is None
     split = records[("pair.split", 1)]
-    assert split["level"] == "block" and split["block"] == "pair" and split["block_reference"] == ["pair.out", 1]
-    assert split["propagated"] == records[("pair.out", 1)]["propagated"]
-    assert records[("blocks.0.drop", 1)]["onnx_unmapped"] == NO_NODE and "propagated" not in records[("gate", 2)]
-    assert "BatchNorm folded in" in records[("blocks.0.bn", 1)]["onnx_note"]
+    assert split.level == "block" and split.block == "pair" and split.block_reference == ["pair.out", 1]
+    assert split.propagated == records[("pair.out", 1)].propagated
+    assert records[("blocks.0.drop", 1)].onnx_unmapped == NO_NODE and records[("gate", 2)].propagated is None
+    assert "BatchNorm folded in" in records[("blocks.0.bn", 1)].onnx_note
 
 
 def test_yolo11n_detect_exported_by_the_tool_maps_at_leaf_level(ub, tmp_path):
@@ -254,11 +255,11 @@ def test_yolo11n_detect_exported_by_the_tool_maps_at_leaf_level(ub, tmp_path):
         out = onnx_variant_pass(bench, path, seen["x"], "images", store, reference.records, facts=facts)
     finally:
         store.close()
-    print(out["level_note"], out["runs"])
-    assert out["records"] == len(reference.records) == 178 and out["prefix"] == ""
-    assert (out["leaf"], out["block"], out["unmapped"]) == (174, 0, 4) and out["runs"]["runs"] == 1
-    assert {facts["types"][u["name"]] for u in out["unmapped_records"]} == {"Identity"}
-    shared = [r for r in reference.records if r["name"] == "model.0.act"]  # one SiLU, every Conv's
-    assert len(shared) > 70 and all("propagated" in r for r in shared)
-    errors = [r["propagated"]["relative_l2"] for r in reference.records if "propagated" in r]
+    print(out.level_note, out.runs)
+    assert out.records == len(reference.records) == 178 and out.prefix == ""
+    assert (out.leaf, out.block, out.unmapped) == (174, 0, 4) and out.runs.runs == 1
+    assert {facts["types"][u.name] for u in out.unmapped_records} == {"Identity"}
+    shared = [r for r in reference.records if r.name == "model.0.act"]  # one SiLU, every Conv's
+    assert len(shared) > 70 and all(r.propagated is not None for r in shared)
+    errors = [r.propagated.relative_l2 for r in reference.records if r.propagated is not None]
     assert len(errors) == 174 and max(errors) < 1e-4

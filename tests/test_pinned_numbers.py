@@ -34,6 +34,7 @@ from vision_bench.measure.memory import MemoryTracker, private_memory
 from vision_bench.measure.stats import percentile_interval, tail_stats
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import set_private_peak
+from vision_bench.records.divergence import ErrorFigures, LayerRecord, OpsRecord
 from vision_bench.records.sweep import SweepPlan, SweepRecord
 from vision_bench.settings import RunContext, RunSettings
 from vision_bench.sweeps.sweep_pass import measure_point
@@ -288,15 +289,10 @@ def test_tail_intervals_are_not_estimable_below_36_runs_for_p90_and_368_for_p99(
 
 
 # -- 5. the divergence culprit ---------------------------------------------------------------------
-def layer_record(index: int, own: float, propagated: float) -> dict:
-    return {
-        "index": index,
-        "name": f"layer{index}",
-        "call": 0,
-        "type": "Conv2d",
-        "shadow": {"relative_l2": own},
-        "propagated": {"relative_l2": propagated},
-    }
+def layer_record(index: int, own: float, propagated: float) -> LayerRecord:
+    return LayerRecord(
+        index, f"layer{index}", 0, "Conv2d", shadow=ErrorFigures(own), propagated=ErrorFigures(propagated)
+    )
 
 
 def test_the_culprit_is_the_first_record_over_the_tolerance_in_execution_order_not_the_worst():
@@ -310,22 +306,21 @@ def test_the_culprit_is_the_first_record_over_the_tolerance_in_execution_order_n
     # Handed over out of order: execution order is the records' index, not the list's order.
     shuffled = [records[i] for i in (4, 0, 5, 2, 1, 3)]
     out = summarise_records(shuffled, tolerance)
-    assert out["first_divergent"]["index"] == 2 and out["first_divergent"]["own"] == 0.02
-    assert out["over_tolerance"] == 3
-    assert [r["index"] for r in out["top_own"]] == [4, 5, 2, 1, 3]
+    assert out.first_divergent.index == 2 and out.first_divergent.own == 0.02
+    assert out.over_tolerance == 3
+    assert [r.index for r in out.top_own] == [4, 5, 2, 1, 3]
 
     in_order = summarise_records(records, tolerance)
-    assert in_order["first_divergent"]["index"] == 2 and in_order["first_propagated"]["index"] == 1
+    assert in_order.first_divergent.index == 2 and in_order.first_propagated.index == 1
     by_propagated = summarise_records(records, tolerance, shadow=False)
-    assert by_propagated["culprit_by"] == "propagated" and by_propagated["first_divergent"]["index"] == 1
+    assert by_propagated.culprit_by == "propagated" and by_propagated.first_divergent.index == 1
 
     # A container's own operations run after the leaf call they follow: one over the tolerance
     # after layer 1 comes before layer 2, so it is the culprit though layer 4 is far worse.
-    container_ops = {"after": 1, "name": "block", "call": 0, "type": "Block", "kind": "ops"}
-    container_ops["shadow"] = {"relative_l2": 0.015}
+    container_ops = OpsRecord("block", 0, "Block", after=1, shadow=ErrorFigures(0.015))
     with_ops = summarise_records(records, tolerance, ops_records=[container_ops])
-    assert with_ops["first_divergent"]["name"] == "block" and with_ops["first_divergent"]["kind"] == "ops"
-    assert with_ops["over_tolerance"] == 4
+    assert with_ops.first_divergent.name == "block" and with_ops.first_divergent.kind == "ops"
+    assert with_ops.over_tolerance == 4
 
 
 # -- 6. the divergence error figures ---------------------------------------------------------------
@@ -362,12 +357,12 @@ def test_error_figures_match_float64_on_random_tensors(elements, variant_dtype):
     variant = torch.from_numpy(variant_np).to(variant_dtype)
     expected = figures_in_float64(variant.float().numpy(), reference)  # the variant as it is held
     figures = error_figures(variant, reference)
-    assert figures["relative_l2"] == pytest.approx(expected["relative_l2"], rel=1e-6)
+    assert figures.relative_l2 == pytest.approx(expected["relative_l2"], rel=1e-6)
     # The figure is the cosine similarity itself; float32 dot products leave ~1e-5 of 1 - cos
     # (measured: 1.5e-5 relative with the float16 variant).
-    assert 1 - figures["cosine"] == pytest.approx(expected["one_minus_cosine"], rel=1e-4)
-    assert figures["max_abs"] == pytest.approx(expected["max_abs"], rel=1e-6)
-    assert figures["normalised"] == pytest.approx(expected["normalised"], rel=1e-6)
+    assert 1 - figures.cosine == pytest.approx(expected["one_minus_cosine"], rel=1e-4)
+    assert figures.max_abs == pytest.approx(expected["max_abs"], rel=1e-6)
+    assert figures.normalised == pytest.approx(expected["normalised"], rel=1e-6)
 
 
 def test_error_figures_on_analytic_cases():
@@ -377,25 +372,25 @@ def test_error_figures_on_analytic_cases():
     top = float(np.abs(b).max())
     # a = 2b (exact in float32): ||a - b|| / ||b|| = 1, same direction, max|a - b| = max|b|.
     doubled = error_figures(torch.from_numpy(2 * b), b)
-    assert doubled["relative_l2"] == pytest.approx(1.0, rel=1e-6)
-    assert doubled["cosine"] == pytest.approx(1.0, abs=1e-9)
-    assert doubled["max_abs"] == top and doubled["normalised"] == 1.0
+    assert doubled.relative_l2 == pytest.approx(1.0, rel=1e-6)
+    assert doubled.cosine == pytest.approx(1.0, abs=1e-9)
+    assert doubled.max_abs == top and doubled.normalised == 1.0
     # a = b (1 + eps): relative L2 and normalised error eps, still the same direction.
     eps = 2.0**-10
     scaled = error_figures(torch.from_numpy(b * np.float32(1 + eps)), b)
-    assert scaled["relative_l2"] == pytest.approx(eps, rel=1e-3)
-    assert scaled["normalised"] == pytest.approx(eps, rel=1e-3)
-    assert scaled["max_abs"] == pytest.approx(eps * top, rel=1e-3)
-    assert scaled["cosine"] == pytest.approx(1.0, abs=1e-9)
+    assert scaled.relative_l2 == pytest.approx(eps, rel=1e-3)
+    assert scaled.normalised == pytest.approx(eps, rel=1e-3)
+    assert scaled.max_abs == pytest.approx(eps * top, rel=1e-3)
+    assert scaled.cosine == pytest.approx(1.0, abs=1e-9)
     # a = -b: opposite directions, cos = -1, ||a - b|| = 2 ||b||.
     flipped = error_figures(torch.from_numpy(-b), b)
-    assert flipped["cosine"] == pytest.approx(-1.0, rel=1e-6) and flipped["relative_l2"] == pytest.approx(2.0, rel=1e-6)
+    assert flipped.cosine == pytest.approx(-1.0, rel=1e-6) and flipped.relative_l2 == pytest.approx(2.0, rel=1e-6)
     # Orthogonal halves: a = (u, 0), b = (0, u): cos = 0, ||a - b|| / ||b|| = sqrt 2.
     u = b[: len(b) // 2]
     zeros = np.zeros_like(u)
     orthogonal = error_figures(torch.from_numpy(np.concatenate([u, zeros])), np.concatenate([zeros, u]))
-    assert orthogonal["cosine"] == pytest.approx(0.0, abs=1e-6)
-    assert orthogonal["relative_l2"] == pytest.approx(math.sqrt(2), rel=1e-6)
+    assert orthogonal.cosine == pytest.approx(0.0, abs=1e-6)
+    assert orthogonal.relative_l2 == pytest.approx(math.sqrt(2), rel=1e-6)
 
 
 # -- 7. private memory and its peak ----------------------------------------------------------------

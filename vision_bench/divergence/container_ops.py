@@ -16,8 +16,10 @@ cost of comparing inputs.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from ..common import first_tensor
+from ..records.divergence import OpsRecord
 from .error_figures import aliases_input, error_figures
 
 HELD_BYTES = 256 << 20
@@ -72,15 +74,24 @@ def output_bytes(value) -> int:
     return 0
 
 
+@dataclass
+class Frame:
+    """A running container's calls of the modules it calls: (module, args, kwargs, output), in order."""
+
+    calls: list = field(default_factory=list)
+    bytes: int = 0  # what they hold
+    dropped: bool = False  # over HELD_BYTES: not kept, not replayed
+
+
 class ContainerShadows:
     """Hooks on every module with children (their frames and shadow calls) and on every module (what a
     frame receives). `reference` is the leaf pass: its hooks are suspended while a shadow call replays."""
 
     def __init__(self, variant, reference):
         self.variant, self.reference = variant, reference
-        self.records: list[dict] = []
+        self.records: list[OpsRecord] = []
         self.calls: dict[str, int] = {}
-        self.frames: list[dict] = []
+        self.frames: list[Frame] = []
         self.held = 0
         self.seconds = 0.0
 
@@ -98,17 +109,17 @@ class ContainerShadows:
     def keep(self, module, args, kwargs, output) -> None:
         """A call of `module` by the innermost running container, its inputs and output: into that
         container's frame (references, not copies)."""
-        if not self.frames or self.frames[-1]["dropped"]:
+        if not self.frames or self.frames[-1].dropped:
             return
         frame = self.frames[-1]
         nbytes = output_bytes(output) + output_bytes(list(args)) + output_bytes(list(kwargs.values()))
         if self.held + nbytes > HELD_BYTES:
-            frame["dropped"] = True
-            self.held -= frame["bytes"]
-            frame["calls"].clear()
+            frame.dropped = True
+            self.held -= frame.bytes
+            frame.calls.clear()
             return
-        frame["calls"].append((module, args, kwargs, output))
-        frame["bytes"] += nbytes
+        frame.calls.append((module, args, kwargs, output))
+        frame.bytes += nbytes
         self.held += nbytes
 
     def returned(self):
@@ -123,7 +134,7 @@ class ContainerShadows:
     def opened(self, name: str):
         def before(module, args, kwargs):
             if not self.reference.suspended:
-                self.frames.append({"calls": [], "bytes": 0, "dropped": False})
+                self.frames.append(Frame())
 
         return before
 
@@ -132,30 +143,24 @@ class ContainerShadows:
             if self.reference.suspended:
                 return
             frame = self.frames.pop()
-            self.held -= frame["bytes"]
+            self.held -= frame.bytes
             call = self.calls[name] = self.calls.get(name, 0) + 1
-            record = {
-                "name": name,
-                "call": call,
-                "type": module_type,
-                "kind": "ops",
-                "after": len(self.reference.records) - 1,
-            }
+            record = OpsRecord(name, call, module_type, after=len(self.reference.records) - 1)
             self.records.append(record)
             tensor, _ = first_tensor(output)
             if tensor is None or not tensor.is_floating_point():
-                record["note"] = "no floating-point tensor in the output"
-            elif frame["dropped"]:
-                record["note"] = f"what it calls returned over {HELD_BYTES >> 20} MB: not replayed"
+                record.note = "no floating-point tensor in the output"
+            elif frame.dropped:
+                record.note = f"what it calls returned over {HELD_BYTES >> 20} MB: not replayed"
             elif aliases_input(output, args, kwargs):
-                record["note"] = "its output is its input: nothing of its own to compare"
+                record.note = "its output is its input: nothing of its own to compare"
             else:
                 start = time.perf_counter()
                 try:
-                    replayed, _ = first_tensor(self.replay(module, frame["calls"], args, kwargs))
-                    record["shadow"] = error_figures(replayed, tensor, self.reference.buffers)
+                    replayed, _ = first_tensor(self.replay(module, frame.calls, args, kwargs))
+                    record.shadow = error_figures(replayed, tensor, self.reference.buffers)
                 except Exception as exc:  # noqa: BLE001  (a forward that cannot be replayed: its record says so)
-                    record["note"] = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
+                    record.note = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
                 self.seconds += time.perf_counter() - start
             self.keep(module, args, kwargs, output)
 

@@ -6,17 +6,28 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 
-from ..common import exception_line, format_bytes, log
+from ..common import VariantUnsupported, exception_line, format_bytes, log
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
 from ..records import SuggestionStatus, VariantStatus
 from ..records.codec import to_json
+from ..records.divergence import (
+    AnyDivergenceEntry,
+    DivergenceEntry,
+    DivergenceNotCompared,
+    PassMemory,
+    PlainVariant,
+    SetParity,
+    SetTried,
+    Suggestion,
+)
 from ..records.variants import VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
-from ..variants.variant_pass import load_fresh, variant_attempt
+from ..variants.variant_pass import load_fresh
 from .layer_passes import (
     candidate_modules,
     fp32_forward,
@@ -40,149 +51,184 @@ def measure_divergence(
     """One entry per variant in result['divergence']; a variant that cannot be compared says why, and
     the others go on."""
     images = [(path, load_rgb(path)) for path in ctx.images]
-    entries = result["divergence"] = []
+    entries: list[AnyDivergenceEntry] = []
+    result["divergence"] = entries
     plain_records = {v.variant: v for v in result.get("variants") or []}
     for variant in variants:
-        entry = {"variant": variant, "status": VariantStatus.RUNNING, "image": images[0][0].name}
-        entries.append(entry)
+        entries.append(DivergenceNotCompared(variant, VariantStatus.RUNNING, image=images[0][0].name))
+        position = len(entries) - 1
         publish(result)
         log("DIVERGE", f"{cls.MODEL_NAME} {variant}: every leaf call against torch-fp32 on {images[0][0].name}")
-        with variant_attempt(entry, cls.MODEL_NAME, f"{variant} divergence", "DIVERGE", ctx.device) as held:
-            held["bench"] = bench = load_fresh(cls, ctx)
-            compare_layers(
-                bench,
-                hooked_variant(bench, variant),
-                ctx,
-                entry,
-                tracker,
-                images[0][1],
-                result,
-                plain_records.get(variant),
+        with divergence_attempt(entries, position, cls.MODEL_NAME, variant, ctx.device) as held:
+            held.bench = bench = load_fresh(cls, ctx)
+            entry = compare_layers(
+                bench, hooked_variant(bench, variant), ctx, tracker, images[0], result, plain_records.get(variant)
             )
-            held.pop("bench").release()
+            entries[position] = entry
+            held.bench = None
+            bench.release()
             del bench
             free_cached_memory(ctx.device)
-            entry["status"] = VariantStatus.COMPLETE
+            entry.status = VariantStatus.COMPLETE
             if get_variant(variant).half_precision:
                 try:
-                    entry["suggestion"] = suggest_fp32_set(
+                    entry.suggestion = suggest_fp32_set(
                         cls, ctx, variant, entry, plain_records.get(variant), reference_outputs, images, result
                     )
                 except Exception as exc:  # noqa: BLE001  (the comparison stands; only its suggestion failed)
-                    entry["suggestion"] = {"status": SuggestionStatus.FAILED, "reason": exception_line(exc)}
+                    entry.suggestion = Suggestion(SuggestionStatus.FAILED, reason=exception_line(exc))
                     log("WARNING", f"{cls.MODEL_NAME} {variant}: no suggestion: {exception_line(exc)}")
     publish(result)
 
 
-def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict, plain: VariantResult | None) -> None:
-    """The two passes on `bench`, their peak memory, and their time in forward passes: the reference pass
-    against the reference's timed end-to-end median, the variant and shadow calls against the variant's."""
+class Held:
+    """The instance of the model an attempt loaded, released whatever happens."""
+
+    bench = None
+
+
+@contextlib.contextmanager
+def divergence_attempt(entries: list[AnyDivergenceEntry], position: int, model: str, variant: str, device):
+    """One variant's comparison: a VariantUnsupported makes its entry (whichever it is by then)
+    'unsupported', any other error 'failed' with the traceback, never the model's or the run's."""
+    held = Held()
+    try:
+        yield held
+    except VariantUnsupported as exc:
+        entries[position].status, entries[position].reason = VariantStatus.UNSUPPORTED, str(exc)
+        log("DIVERGE", f"{model} {variant} divergence: unsupported: {exc}")
+    except Exception as exc:
+        entry = entries[position]
+        entry.status, entry.reason, entry.traceback = VariantStatus.FAILED, exception_line(exc), traceback.format_exc()
+        log("WARNING", f"{model} {variant} divergence failed: {exception_line(exc)}")
+    finally:
+        if held.bench is not None:
+            held.bench.release()
+        free_cached_memory(device)
+
+
+def median_of(latency: dict | None) -> float | None:
+    """A timed median of the measure family's latency figures (None when not measured)."""
+    return (latency or {}).get("median")
+
+
+def compare_layers(
+    bench, hooked, ctx, tracker, image: tuple, result: dict, plain: VariantResult | None
+) -> DivergenceEntry:
+    """The two passes on `bench` (`image`: its path and pixels), their peak memory, and their time in
+    forward passes: the reference pass against the reference's timed end-to-end median, the variant and
+    shadow calls against the variant's."""
     tracker.reset_peak()
     rss_before = tracker.rss()
-    entry.update(
-        run_divergence(bench, hooked, image, scratch=ctx.results_dir, progress=lambda what: bench.progress(what))
-    )
+    entry = run_divergence(bench, hooked, image[1], scratch=ctx.results_dir, progress=lambda what: bench.progress(what))
+    entry.image = image[0].name
     memory = tracker.peak()
-    entry["memory"] = {
-        "peak_bytes": memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"]),
-        "peak_kind": "CUDA peak allocated" if ctx.device.type == "cuda" else "CPU peak resident set",
-        "rss_before_bytes": rss_before,
-    }
-    passes = entry["passes"]
-    reference_median = (result.get("latency_end_to_end") or {}).get("median")
-    variant_median = plain.end_to_end_median if plain else None
-    passes["reference_median_s"], passes["variant_median_s"] = reference_median, variant_median
-    if reference_median and variant_median:
-        passes["forward_equivalents"] = (
-            passes["reference_s"] / reference_median + (passes["variant_s"] + passes["shadow_s"]) / variant_median
-        )
+    entry.memory = PassMemory(
+        peak_bytes=memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"]),
+        peak_kind="CUDA peak allocated" if ctx.device.type == "cuda" else "CPU peak resident set",
+        rss_before_bytes=rss_before,
+    )
+    passes = entry.passes
+    passes.set_medians(median_of(result.get("latency_end_to_end")), plain.end_to_end_median if plain else None)
     log_culprit(bench.MODEL_NAME, entry)
     log(
         "DIVERGE",
-        f"{entry['compared']} of {len(entry['records'])} records compared; passes: reference "
-        f"{passes['reference_s']:.2f} s, shadow {passes['shadow_s']:.2f} s, variant {passes['variant_s']:.2f} s"
-        + (f" ({passes['forward_equivalents']:.2f} forward passes)" if passes.get("forward_equivalents") else "")
-        + f"; {format_bytes(entry['spilled_bytes'])} spilled; peak {format_bytes(entry['memory']['peak_bytes'])}",
+        f"{entry.compared} of {len(entry.records)} records compared; passes: reference "
+        f"{passes.reference_s:.2f} s, shadow {passes.shadow_s:.2f} s, variant {passes.variant_s:.2f} s"
+        + (f" ({passes.forward_equivalents:.2f} forward passes)" if passes.forward_equivalents else "")
+        + f"; {format_bytes(entry.spilled_bytes)} spilled; peak {format_bytes(entry.memory.peak_bytes)}",
     )
+    return entry
+
+
+def plain_variant(plain: VariantResult) -> PlainVariant:
+    """The variants pass's record of the variant, as the suggestion compares it."""
+    assert plain.parity is not None  # suggest_fp32_set checked it
+    return PlainVariant(plain.speedup_forward, plain.parity.verdict, to_json(plain.parity.worst))
 
 
 def suggest_fp32_set(
-    cls, ctx, variant: str, entry: dict, plain: VariantResult | None, reference: list[dict], images: list, result: dict
-) -> dict:
+    cls,
+    ctx,
+    variant: str,
+    entry: DivergenceEntry,
+    plain: VariantResult | None,
+    reference: list[dict],
+    images: list,
+    result: dict,
+) -> Suggestion:
     """The fewest modules, worst own error first (1, 2, 3, 5, 8, ... of them), that bring the variant's
     parity to a pass when kept in fp32; that set timed like a variant. Each try is one parity check on
     every image (no timing); the first set that passes is the suggestion."""
     if not plain or not plain.complete or plain.parity is None:
-        return {
-            "status": SuggestionStatus.SKIPPED,
-            "reason": f"the plain {variant} was not measured: nothing to compare a set with",
-        }
-    out = {
-        "plain": {
-            "speedup_forward": plain.speedup_forward,
-            "verdict": plain.parity.verdict,
-            "worst": to_json(plain.parity.worst),  # the suggestion's own data (divergence/) stays JSON-shaped
-        }
-    }
+        return Suggestion(
+            SuggestionStatus.SKIPPED, reason=f"the plain {variant} was not measured: nothing to compare a set with"
+        )
+    measured = plain_variant(plain)
     if plain.parity.passes:
-        return {"status": SuggestionStatus.NOT_NEEDED, "reason": f"the plain {variant} passes parity", **out}
-    candidates = candidate_modules(entry["records"] + entry.get("ops_records", []), entry["tolerance"])
+        return Suggestion(SuggestionStatus.NOT_NEEDED, reason=f"the plain {variant} passes parity", plain=measured)
+    candidates = candidate_modules(entry.records + entry.ops_records, entry.tolerance)
     if not candidates:
-        return {"status": SuggestionStatus.NO_SMALL_SET, "reason": "no record has an own error to rank", **out}
+        return Suggestion(SuggestionStatus.NO_SMALL_SET, reason="no record has an own error to rank", plain=measured)
     bench = load_fresh(cls, ctx)
     try:
         prepare_variant(bench, variant, images)
-        tried, chosen, installed = [], None, []
+        tried: list[SetTried] = []
+        chosen = None
+        installed: list[str] = []
         for size in prefix_sizes(len(candidates)):
             remove_overrides(bench.network(), installed)
             installed = candidates[:size]
             install_overrides(bench.network(), dict.fromkeys(installed, fp32_forward))
             parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
-            tried.append({"modules": size, "verdict": parity.verdict, "worst": to_json(parity.worst)})
+            tried.append(SetTried(size, parity.verdict, to_json(parity.worst)))
             log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity.verdict}")
             if parity.passes:
                 chosen = parity
                 break
         if chosen is None:
-            return {
-                "status": SuggestionStatus.NO_SMALL_SET,
-                "modules": candidates,
-                "tried": tried,
-                **out,
-                "reason": f"with all {len(candidates)} candidate modules in fp32 (those whose own error "
+            return Suggestion(
+                SuggestionStatus.NO_SMALL_SET,
+                modules=candidates,
+                tried=tried,
+                plain=measured,
+                reason=f"with all {len(candidates)} candidate modules in fp32 (those whose own error "
                 + (
                     "passes the tolerance"
-                    if entry["over_tolerance"]
+                    if entry.over_tolerance
                     else "is largest: none passes the tolerance, the error builds up over many layers"
                 )
                 + ") parity still fails",
-            }
-        record = {"runs": []}
-        label = f"[{variant} + {len(installed)} in fp32] "
-        start = time.perf_counter()
-        run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=label)
-        summarize_latency(record)
-        reference_median = (result.get("latency_forward") or {}).get("median")
-        mine = record["latency_forward"]["median"]
-        suggestion = {
-            "status": SuggestionStatus.PASSES,
-            "modules": installed,
-            "tried": tried,
-            **out,
-            "latency_forward": record["latency_forward"],
-            "latency_end_to_end": record["latency_end_to_end"],
-            "speedup_forward": reference_median / mine if reference_median and mine else None,
-            "parity": to_json(chosen.headline()),
-            "timing_seconds": time.perf_counter() - start,
-        }
+            )
+        suggestion = time_fp32_set(bench, ctx, variant, installed, images, result)
+        suggestion.tried, suggestion.plain = tried, measured
+        suggestion.parity = SetParity(chosen.verdict, chosen.reasons, to_json(chosen.worst))
         log(
             "DIVERGE",
             f"{variant} with {len(installed)} module(s) in fp32 ({', '.join(installed[:3])}"
-            f"{', ...' if len(installed) > 3 else ''}): {suggestion['speedup_forward'] or 0:.2f}x the "
-            f"reference's forward, parity pass (plain {variant}: {out['plain']['speedup_forward'] or 0:.2f}x, "
-            f"{out['plain']['verdict']})",
+            f"{', ...' if len(installed) > 3 else ''}): {suggestion.speedup_forward or 0:.2f}x the "
+            f"reference's forward, parity pass (plain {variant}: {measured.speedup_forward or 0:.2f}x, "
+            f"{measured.verdict})",
         )
         return suggestion
     finally:
         bench.release()
         free_cached_memory(ctx.device)
+
+
+def time_fp32_set(bench, ctx, variant: str, installed: list[str], images: list, result: dict) -> Suggestion:
+    """The variant with `installed` kept in fp32, timed like a variant (the measure family's runs)."""
+    record: dict = {"runs": []}
+    label = f"[{variant} + {len(installed)} in fp32] "
+    start = time.perf_counter()
+    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=label)
+    summarize_latency(record)
+    reference_median, mine = median_of(result.get("latency_forward")), median_of(record["latency_forward"])
+    return Suggestion(
+        SuggestionStatus.PASSES,
+        modules=installed,
+        latency_forward=record["latency_forward"],
+        latency_end_to_end=record["latency_end_to_end"],
+        speedup_forward=reference_median / mine if reference_median and mine else None,
+        timing_seconds=time.perf_counter() - start,
+    )

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..common import format_bytes
 from ..records import SuggestionStatus, VariantStatus
+from ..records.divergence import Brief, DivergenceEntry, ErrorFigures, LayerRecord, PlainVariant, Suggestion
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
 
@@ -31,24 +33,9 @@ MODES = (("own", "shadow"), ("inherited", "propagated"))
 
 
 # -- figures, whether read back from JSON (inf -> null) or still in memory -------------------------
-def figure(figures: dict | None, metric: str = "relative_l2"):
+def figure(figures: ErrorFigures | None, metric: str = "relative_l2"):
     """A figure of one mode of a record: a float, math.inf, or None when it is missing."""
-    if not figures:
-        return None
-    value = figures.get(metric)
-    if metric == "cosine":
-        return value
-    if figures.get("shape_mismatch") or value is None and figures.get("non_finite"):
-        return math.inf
-    return value
-
-
-def own_error(record: dict):
-    return figure(record.get("shadow"))
-
-
-def inherited_error(record: dict):
-    return figure(record.get("propagated"))
+    return figures.figure(metric) if figures is not None else None
 
 
 def error_text(value) -> str:
@@ -61,45 +48,43 @@ def cosine_text(value) -> str:
     return "n/a" if value is None else f"{value:.7f}"
 
 
-def complete(r: dict) -> list[dict]:
-    return [e for e in r.get("divergence") or [] if e.get("status") == VariantStatus.COMPLETE]
+def complete(r: dict) -> list[DivergenceEntry]:
+    return [
+        e for e in r.get("divergence") or [] if isinstance(e, DivergenceEntry) and e.status == VariantStatus.COMPLETE
+    ]
 
 
-def by_index(entry: dict) -> dict:
-    return {rec.get("index"): rec for rec in entry.get("records") or []}
+def where(brief: Brief) -> str:
+    return f"#{brief.index} `{brief.name}` (call {brief.call}, {brief.type})"
 
 
-def where(brief: dict) -> str:
-    return f"#{brief['index']} `{brief['name']}` (call {brief['call']}, {brief['type']})"
-
-
-def briefed(entry: dict, brief: dict) -> tuple:
+def briefed(entry: DivergenceEntry, brief: Brief) -> tuple:
     """(own, inherited) of a record the summary names: from its leaf record when there (which knows an
     infinite figure), else the summary's own figures (a null own error there is an infinite one; a
     container's own operations have no record among the leaves, and no inherited figure)."""
-    record = by_index(entry).get(brief["index"]) if brief.get("kind", "leaf") == "leaf" else None
+    record = entry.record_at(brief.index) if brief.kind == "leaf" else None
     if record is not None:
-        return own_error(record), inherited_error(record)
-    return (math.inf if brief.get("own") is None else brief["own"]), brief.get("inherited")
+        return record.own, record.inherited
+    return (math.inf if brief.own is None else brief.own), brief.inherited
 
 
 # -- the sentences and the table -----------------------------------------------------------------
-def culprit_sentence(entry: dict) -> str:
-    tol, v = entry.get("tolerance"), entry["variant"]
+def culprit_sentence(entry: DivergenceEntry) -> str:
+    tol, v = entry.tolerance, entry.variant
     tol_text = "n/a" if tol is None else f"{tol:g}"
-    metric = {"relative_l2": "relative L2"}.get(entry.get("metric"), entry.get("metric") or "relative L2")
-    head = f"{v} on {entry.get('image') or 'the first image'} (tolerance {tol_text} {metric}, {entry.get('level', 'leaf')} level): "
-    first, top = entry.get("first_divergent"), entry.get("top_own") or []
-    counts = f"{entry.get('over_tolerance', 0)} of {entry.get('compared', 0)} compared records over the tolerance"
-    if entry.get("culprit_by") == "propagated":  # ONNX Runtime: no leaf can be run alone, no own error
+    metric = {"relative_l2": "relative L2"}.get(entry.metric, entry.metric or "relative L2")
+    head = f"{v} on {entry.image or 'the first image'} (tolerance {tol_text} {metric}, {entry.level} level): "
+    first, top = entry.first_divergent, entry.top_own
+    counts = f"{entry.over_tolerance} of {entry.compared} compared records over the tolerance"
+    if entry.culprit_by == "propagated":  # ONNX Runtime: no leaf can be run alone, no own error
         text = (
             f"no shadow calls (a leaf of the graph cannot be run alone), so the first divergent layer is the "
             f"first whose propagated error passes the tolerance: {where(first)}, "
-            f"{error_text(briefed(entry, first)[1])}; {entry.get('over_tolerance', 0)} of "
-            f"{entry.get('compared', 0)} compared records over it."
+            f"{error_text(briefed(entry, first)[1])}; {entry.over_tolerance} of "
+            f"{entry.compared} compared records over it."
             if first
             else f"no shadow calls (a leaf of the graph cannot be run alone); no propagated error passes the "
-            f"tolerance over the {entry.get('compared', 0)} records compared."
+            f"tolerance over the {entry.compared} records compared."
         )
         return head + text
     if first:
@@ -115,59 +100,63 @@ def culprit_sentence(entry: dict) -> str:
         )
     else:
         text = "no record has an own error (no shadow calls were made)."
-    propagated = entry.get("first_propagated")
+    propagated = entry.first_propagated
     if propagated:
         text += f" The inherited error first passes the tolerance at {where(propagated)}."
-    elif entry.get("compared"):
+    elif entry.compared:
         text += " No inherited error passes the tolerance."
     return head + text
 
 
-def divergence_rows(entry: dict) -> list[list[str]]:
+def cosines(record: LayerRecord | None) -> str:
+    """Own / inherited cosine of a leaf record."""
+    if record is None:
+        return " / ".join(["n/a"] * len(MODES))
+    return " / ".join(cosine_text(figure(figures, "cosine")) for figures in (record.shadow, record.propagated))
+
+
+def divergence_rows(entry: DivergenceEntry) -> list[list[str]]:
     """The records with the largest own error (the engine's top_own), one row each."""
-    rows, records = [], by_index(entry)
-    for brief in entry.get("top_own") or []:
+    rows = []
+    for brief in entry.top_own:
         own, inherited = briefed(entry, brief)
-        rec = records.get(brief["index"]) or {}
-        cosines = " / ".join(cosine_text(figure(rec.get(mode), "cosine")) for _, mode in MODES)
         rows.append(
             [
-                str(brief["index"]),
-                brief["name"],
-                str(brief["call"]),
-                brief["type"],
+                str(brief.index),
+                brief.name,
+                str(brief.call),
+                brief.type,
                 error_text(own),
                 error_text(inherited),
-                cosines,
+                cosines(entry.record_at(brief.index)),
             ]
         )
     return rows
 
 
-def passes_sentence(entry: dict) -> str:
-    p = entry.get("passes") or {}
+def passes_sentence(entry: DivergenceEntry) -> str:
+    p = entry.passes
     parts = [
-        f"{label} {p[key]:.2f} s"
-        for key, label in (
-            ("reference_s", "fp32 reference"),
-            ("shadow_s", "shadow calls"),
-            ("variant_s", entry["variant"]),
-            ("spill_wait_s", "waiting on the spill"),
+        f"{label} {seconds:.2f} s"
+        for seconds, label in (
+            (p.reference_s, "fp32 reference"),
+            (p.shadow_s, "shadow calls"),
+            (p.variant_s, entry.variant),
+            (p.spill_wait_s, "waiting on the spill"),
         )
-        if p.get(key) is not None
+        if seconds is not None
     ]
-    total = sum(p.get(k) or 0 for k in ("reference_s", "shadow_s", "variant_s"))
-    fe = p.get("forward_equivalents")
+    fe = p.forward_equivalents
     text = (
-        f"The passes took {total:.2f} s ("
+        f"The passes took {p.total_s:.2f} s ("
         + ", ".join(parts)
         + "), "
         + (f"{fe:.1f} forward passes' worth" if fe is not None else "forward equivalents n/a")
-        + f"; {format_bytes(entry.get('spilled_bytes'))} of reference outputs spilled to disk"
+        + f"; {format_bytes(entry.spilled_bytes)} of reference outputs spilled to disk"
     )
-    mem = entry.get("memory") or {}
-    if mem.get("peak_bytes"):
-        text += f"; peak memory {format_bytes(mem['peak_bytes'])} ({mem.get('peak_kind') or 'n/a'})"
+    mem = entry.memory
+    if mem is not None and mem.peak_bytes:
+        text += f"; peak memory {format_bytes(mem.peak_bytes)} ({mem.peak_kind or 'n/a'})"
     return text + "."
 
 
@@ -188,25 +177,23 @@ def worst_text(worst: dict | None) -> str:
     return f", worst normalised error {worst['normalised_error']:.3g} ({worst.get('worst_part') or 'n/a'})"
 
 
-def suggestion_sentence(entry: dict) -> str | None:
+def suggestion_sentence(entry: DivergenceEntry) -> str | None:
     """What keeping a few modules in fp32 does: the passing set, or why there is none."""
-    s, v = entry.get("suggestion"), entry["variant"]
-    if not s:
+    s, v = entry.suggestion, entry.variant
+    if s is None:
         return None
-    plain = s.get("plain") or {}
-    plain_text = f"plain {v}: {speed(plain.get('speedup_forward'), bare=True)}, {plain.get('verdict') or 'n/a'}"
-    reason = f": {s['reason']}" if s.get("reason") else ""
-    status, mods = s.get("status"), s.get("modules") or []
+    plain = s.plain or PlainVariant()
+    plain_text = f"plain {v}: {speed(plain.speedup_forward, bare=True)}, {plain.verdict or 'n/a'}"
+    reason = f": {s.reason}" if s.reason else ""
+    status, mods = s.status, s.modules or []
     if status == SuggestionStatus.PASSES:
         count = "this module" if len(mods) == 1 else f"these {len(mods)} modules"
         return (
-            f"Suggestion: {v} with {count} in fp32: {speed(s.get('speedup_forward'))}, parity "
-            f"{(s.get('parity') or {}).get('verdict', 'n/a')} ({plain_text})."
+            f"Suggestion: {v} with {count} in fp32: {speed(s.speedup_forward)}, parity "
+            f"{s.parity.verdict if s.parity else 'n/a'} ({plain_text})."
         )
     if status == SuggestionStatus.NO_SMALL_SET:
-        tried = ", ".join(
-            f"{t.get('modules')} ({t.get('verdict')}{worst_text(t.get('worst'))})" for t in s.get("tried") or []
-        )
+        tried = ", ".join(f"{t.modules} ({t.verdict}{worst_text(t.worst)})" for t in s.tried or [])
         return (
             f"Suggestion: no small set of modules kept in fp32 makes {v} pass parity ({plain_text})"
             + (f"; tried sets of {tried}" if tried else "")
@@ -214,24 +201,24 @@ def suggestion_sentence(entry: dict) -> str | None:
         )
     if status == SuggestionStatus.NOT_NEEDED:
         return (
-            f"Suggestion: not needed, {v} as it is: {speed(plain.get('speedup_forward'))}, parity "
-            f"{plain.get('verdict') or 'n/a'}{reason}."
+            f"Suggestion: not needed, {v} as it is: {speed(plain.speedup_forward)}, parity "
+            f"{plain.verdict or 'n/a'}{reason}."
         )
     return f"Suggestion {status or 'missing'}{reason}."
 
 
-def level_sentence(entry: dict) -> str | None:
-    note = entry.get("level_note")
-    if entry.get("level") == "block" or note:
-        return f"Compared at {entry.get('level', 'leaf')} level" + (f": {note}" if note else ".")
+def level_sentence(entry: DivergenceEntry) -> str | None:
+    note = entry.level_note
+    if entry.level == "block" or note:
+        return f"Compared at {entry.level} level" + (f": {note}" if note else ".")
     return None
 
 
-def unmatched_sentence(entry: dict) -> str | None:
-    n = entry.get("unmatched_count") or 0
+def unmatched_sentence(entry: DivergenceEntry) -> str | None:
+    n = entry.unmatched_count or 0
     if not n:
         return None
-    shown = ", ".join(f"{u['name']} (call {u['call']})" for u in (entry.get("unmatched_in_variant") or [])[:3])
+    shown = ", ".join(f"{u.name} (call {u.call})" for u in (entry.unmatched_in_variant or [])[:3])
     return (
         f"{n} call(s) of the variant had no reference record to compare with"
         + (f", e.g. {shown}" if shown else "")
@@ -239,23 +226,25 @@ def unmatched_sentence(entry: dict) -> str | None:
     )
 
 
-def divergence_blocks(r: dict, assets: Path) -> list[dict]:
+@dataclass
+class VariantPart:
+    """What the report shows of one variant's entry."""
+
+    variant: str
+    sentences: list[str]  # the culprit sentence first
+    rows: list[list[str]] = field(default_factory=list)  # the largest own errors
+    chart: tuple[str, str] | None = None  # (file name, alt text)
+    modules: list[str] = field(default_factory=list)  # kept in fp32 by a passing suggestion
+
+
+def divergence_blocks(r: dict, assets: Path) -> list[VariantPart]:
     """Per variant of the model: its sentences, its table's rows, the modules of a passing
-    suggestion, and its chart (file name, alt text) or None. One sentence for an entry that did
-    not complete."""
+    suggestion, and its chart or None. One sentence for an entry that did not complete."""
     blocks = []
     for entry in r.get("divergence") or []:
-        v = entry.get("variant", "?")
-        if entry.get("status") != VariantStatus.COMPLETE:
-            blocks.append(
-                {
-                    "variant": v,
-                    "sentences": [f"Not compared ({entry.get('status')}): {entry.get('reason') or 'no reason given'}"],
-                    "rows": [],
-                    "modules": [],
-                    "chart": None,
-                }
-            )
+        v = entry.variant
+        if not isinstance(entry, DivergenceEntry) or entry.status != VariantStatus.COMPLETE:
+            blocks.append(VariantPart(v, [f"Not compared ({entry.status}): {entry.reason or 'no reason given'}"]))
             continue
         sentences = [culprit_sentence(entry)] + [
             s
@@ -267,22 +256,15 @@ def divergence_blocks(r: dict, assets: Path) -> list[dict]:
             )
             if s
         ]
-        s = entry.get("suggestion") or {}
+        s = entry.suggestion or Suggestion(SuggestionStatus.SKIPPED)
         path = chart_path(assets, r, v)
         chart = (
             (path.name, f"{r['model']} {v}: own and inherited error against execution order")
             if path.exists() or draw_divergence(r, entry, path)
             else None
         )
-        blocks.append(
-            {
-                "variant": v,
-                "sentences": sentences,
-                "rows": divergence_rows(entry),
-                "chart": chart,
-                "modules": (s.get("modules") or []) if s.get("status") == SuggestionStatus.PASSES else [],
-            }
-        )
+        modules = (s.modules or []) if s.status == SuggestionStatus.PASSES else []
+        blocks.append(VariantPart(v, sentences, divergence_rows(entry), chart, modules))
     return blocks
 
 
@@ -291,29 +273,30 @@ def chart_path(assets: Path, r: dict, variant: str) -> Path:
     return assets / f"{r['model']}_divergence_{re.sub(r'[^A-Za-z0-9_.-]', '_', variant)}.png"
 
 
-def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
+def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
     """Own and inherited error against record index, log scale: the tolerance as a line, the first
     divergent record starred, zeros clipped to a floor a decade below the smallest error, infinite
     errors drawn as triangles at the top. Drawn once: a finished entry never changes."""
-    records = sorted(entry.get("records") or [], key=lambda rec: rec.get("index", 0))
-    series = {"own": [own_error(rec) for rec in records], "inherited": [inherited_error(rec) for rec in records]}
-    values = [v for vs in series.values() for v in vs if v is not None]
+    records = sorted(entry.records, key=lambda rec: rec.index)
+    own_errors, inherited_errors = [rec.own for rec in records], [rec.inherited for rec in records]
+    both = own_errors + inherited_errors
+    values = [v for v in both if v is not None]
     if not values:
         return False
-    tol = entry.get("tolerance")
+    tol = entry.tolerance
     positive = [v for v in values if 0 < v < math.inf] + ([tol] if tol else [])
     floor = 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-12
     top = 10.0 ** (math.ceil(math.log10(max(positive))) + 1) if positive else 1.0
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(9, 3.4), constrained_layout=True)
-    x = [rec.get("index", i) for i, rec in enumerate(records)]
+    x = [rec.index for rec in records]
 
     def shown(v):  # the line breaks at a missing or infinite figure; those get their own markers
         return math.nan if v is None or math.isinf(v) else max(v, floor)
 
     ax.plot(
         x,
-        [shown(v) for v in series["inherited"]],
+        [shown(v) for v in inherited_errors],
         color="tab:blue",
         lw=1.2,
         zorder=3,
@@ -321,22 +304,22 @@ def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
     )
     ax.plot(
         x,
-        [shown(v) if v else math.nan for v in series["own"]],
+        [shown(v) if v else math.nan for v in own_errors],
         "o",
         color="black",
         ms=2.5 if len(x) <= 300 else 1.5,
         ls="none",
         label="own (layer alone on the reference input)",
     )
-    over = [(i, v) for i, v in zip(x, series["own"]) if v is not None and tol is not None and tol < v < math.inf]
+    over = [(i, v) for i, v in zip(x, own_errors) if v is not None and tol is not None and tol < v < math.inf]
     if over:
         ax.plot(*zip(*over), "o", color="tab:red", ms=3.5, ls="none", label="own error over the tolerance")
-    infinite = [(i, top) for name in series for i, v in zip(x, series[name]) if v is not None and math.isinf(v)]
+    infinite = [(i, top) for i, v in zip(x + x, both) if v is not None and math.isinf(v)]
     if infinite:
         ax.plot(
             *zip(*infinite), "^", color="tab:purple", ms=7, ls="none", label="infinite (non-finite output), at the top"
         )
-    zeros = [i for name in series for i, v in zip(x, series[name]) if v == 0]
+    zeros = [i for i, v in zip(x + x, both) if v == 0]
     if zeros:
         ax.plot(
             zeros,
@@ -350,20 +333,20 @@ def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
         )
     if tol:
         ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tolerance {tol:g}")
-    first = entry.get("first_divergent")
+    first = entry.first_divergent
     if first:
         own, _ = briefed(entry, first)
-        name = first["name"] if len(first["name"]) <= 40 else "..." + first["name"][-37:]
-        ax.axvline(first["index"], color="tab:red", ls=":", lw=1)
+        name = first.name if len(first.name) <= 40 else "..." + first.name[-37:]
+        ax.axvline(first.index, color="tab:red", ls=":", lw=1)
         ax.plot(
-            [first["index"]],
+            [first.index],
             [top if math.isinf(own) else own],
             "*",
             ms=14,
             color="tab:red",
             mec="black",
             ls="none",
-            label=f"first divergent: #{first['index']} {name}",
+            label=f"first divergent: #{first.index} {name}",
         )
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, top * 3)
@@ -375,8 +358,7 @@ def draw_divergence(r: dict, entry: dict, path: Path) -> bool:
     ax.set_xlabel("record (execution order)")
     ax.set_ylabel("relative L2 error vs fp32 (log)")
     ax.set_title(
-        f"{r['model']} {entry['variant']}: where it leaves the fp32 reference ({entry.get('image') or 'first image'})",
-        fontsize=9,
+        f"{r['model']} {entry.variant}: where it leaves the fp32 reference ({entry.image or 'first image'})", fontsize=9
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
     fig.savefig(path, dpi=100)
@@ -403,39 +385,39 @@ def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
     for entry in complete(r):
         arrays = {label: {metric: [None] * len(records) for metric in METRICS} for label, _ in MODES}
         notes, matched = {}, 0
-        for rec in entry.get("records") or []:
-            pos = position.get((rec.get("name"), rec.get("call")))
+        for rec in entry.records:
+            pos = position.get((rec.name, rec.call))
             if pos is None:
                 continue
             matched += 1
-            for label, mode in MODES:
+            modes = [(label, getattr(rec, mode)) for label, mode in MODES]
+            for label, figures in modes:
                 for metric in METRICS:
-                    arrays[label][metric][pos] = compact(figure(rec.get(mode), metric), metric)
-            said = [rec["note"]] if rec.get("note") else []
+                    arrays[label][metric][pos] = compact(figure(figures, metric), metric)
+            said = [rec.note] if rec.note else []
             said += [
-                f"{label}: {(rec.get(mode) or {})['non_finite']} value(s) finite in the reference are not in the "
-                "variant"
-                for label, mode in MODES
-                if (rec.get(mode) or {}).get("non_finite")
+                f"{label}: {figures.non_finite} value(s) finite in the reference are not in the variant"
+                for label, figures in modes
+                if figures is not None and figures.non_finite
             ]
             said += [
                 f"{label}: the variant's output has another shape"
-                for label, mode in MODES
-                if (rec.get(mode) or {}).get("shape_mismatch")
+                for label, figures in modes
+                if figures is not None and figures.shape_mismatch
             ]
             if said:
                 notes[str(pos)] = "; ".join(said)
-        first = entry.get("first_divergent")
+        first = entry.first_divergent
         out.append(
             {
-                "variant": entry["variant"],
-                "tolerance": entry.get("tolerance"),
-                "image": entry.get("image"),
-                "level": entry.get("level"),
-                "first": position.get((first["name"], first["call"])) if first else None,
-                "culprit_by": entry.get("culprit_by", "own"),
+                "variant": entry.variant,
+                "tolerance": entry.tolerance,
+                "image": entry.image,
+                "level": entry.level,
+                "first": position.get((first.name, first.call)) if first else None,
+                "culprit_by": entry.culprit_by,
                 "matched": matched,
-                "compared": len(entry.get("records") or []),
+                "compared": len(entry.records),
                 "notes": notes,
                 **arrays,
             }
@@ -448,14 +430,14 @@ def divergence_section(r: dict, assets: Path) -> list[Block]:
     explorer = " The layer explorer below colours its records by these errors." if r.get("dissection") else ""
     blocks: list[Block] = [Heading(3, "Where the variants diverge"), Paragraph(INTRO + explorer)]
     for block in divergence_blocks(r, assets):
-        first, *rest = block["sentences"]
-        blocks += [Heading(4, block["variant"]), Paragraph(first)]
-        if block["rows"]:
-            rows = [[row[0], f"`{row[1]}`"] + row[2:] for row in block["rows"]]
+        first, *rest = block.sentences
+        blocks += [Heading(4, block.variant), Paragraph(first)]
+        if block.rows:
+            rows = [[row[0], f"`{row[1]}`"] + row[2:] for row in block.rows]
             blocks.append(Table(DIVERGENCE_HEADERS, rows, caption="Largest own errors:"))
-        if block["modules"]:
-            rest = rest + ["Kept in fp32: " + ", ".join(f"`{m}`" for m in block["modules"])]
+        if block.modules:
+            rest = rest + ["Kept in fp32: " + ", ".join(f"`{m}`" for m in block.modules)]
         blocks.append(BulletList(rest))
-        if block["chart"]:
-            blocks.append(Figure(f"{assets.name}/{block['chart'][0]}", block["chart"][1]))
+        if block.chart:
+            blocks.append(Figure(f"{assets.name}/{block.chart[0]}", block.chart[1]))
     return blocks

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..common import first_tensor
+from ..records.divergence import ErrorFigures
 
 FIGURE_CHUNK_ELEMENTS = 1 << 20  # the error figures accumulate over chunks of this many values
 
@@ -41,14 +42,14 @@ def as_float32_chunk(chunk, buffers: FigureBuffers, name: str, device):
     return out
 
 
-def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> dict:
+def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> ErrorFigures:
     """||a-b|| / ||b||, cosine(a, b), max|a-b| and max|a-b| / max|b| of a variant tensor `a` against
     the reference `b` (any dtype, any device; the reference may be a numpy array), computed where `a`
     lives (a GPU's activations are not copied to the host for this). Each chunk of
     FIGURE_CHUNK_ELEMENTS is reduced in float32 (the difference of two float32 values close to each
     other is exact, and torch sums blockwise: ~1e-7 relative, far below any tolerance) and the chunks'
     sums add up in Python's float64. A value finite in the reference and not in the variant makes the
-    error infinite (`non_finite` counts them); values not finite in both are left out."""
+    error infinite (`non_finite` counts them, the cosine is NaN); values not finite in both are left out."""
     import torch
 
     buffers = buffers or FigureBuffers()
@@ -56,7 +57,7 @@ def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> d
     b = reference if isinstance(reference, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reference))
     b = b.detach().reshape(-1)
     if a.numel() != b.numel():
-        return {"shape_mismatch": True}
+        return ErrorFigures(shape_mismatch=True)
     dd = bb = aa = 0.0
     max_d = max_b = 0.0
     non_finite = 0
@@ -83,30 +84,17 @@ def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> d
         dd, bb, aa = dd + sums[0], bb + sums[1], aa + sums[2]
         max_d, max_b = max(max_d, sums[3]), max(max_b, sums[4])
     if non_finite:
-        return {
-            "relative_l2": math.inf,
-            "cosine": None,
-            "max_abs": math.inf,
-            "normalised": math.inf,
-            "non_finite": non_finite,
-        }
+        return ErrorFigures(math.inf, math.nan, math.inf, math.inf, non_finite=non_finite)
     norm_d, norm_b, norm_a = math.sqrt(dd), math.sqrt(bb), math.sqrt(aa)
-    return {
-        "relative_l2": norm_d / norm_b if norm_b > 0 else norm_d,
+    return ErrorFigures(
+        relative_l2=norm_d / norm_b if norm_b > 0 else norm_d,
         # 1 - cos from the exact differences: a.b in float32 would lose the digits that matter near 1
-        "cosine": 1 - (dd - (norm_a - norm_b) ** 2) / (2 * norm_a * norm_b)
+        cosine=1 - (dd - (norm_a - norm_b) ** 2) / (2 * norm_a * norm_b)
         if norm_a > 0 and norm_b > 0
         else float(norm_a == norm_b),
-        "max_abs": max_d,
-        "normalised": max_d / max_b if max_b > 0 else max_d,
-    }
-
-
-def error_of(figures: dict | None) -> float | None:
-    """The figure the verdict reads (relative L2); infinite for a non-finite variant value."""
-    if not figures or figures.get("shape_mismatch"):
-        return math.inf if figures else None
-    return figures.get("relative_l2")
+        max_abs=max_d,
+        normalised=max_d / max_b if max_b > 0 else max_d,
+    )
 
 
 def aliases_input(output, args, kwargs) -> bool:

@@ -24,8 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from ..common import first_tensor, leaf_modules, log
+from ..records import VariantStatus
+from ..records.divergence import (
+    Brief,
+    CulpritSummary,
+    DivergenceEntry,
+    ErrorFigures,
+    LayerRecord,
+    OpsRecord,
+    Passes,
+    UnmatchedCall,
+)
 from .container_ops import ContainerShadows, in_fp32, tensor_device
-from .error_figures import FigureBuffers, aliases_input, cloned, error_figures, error_of
+from .error_figures import FigureBuffers, aliases_input, cloned, error_figures
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
 SPILL_QUEUE_BYTES = 64 << 20  # reference outputs waiting to be written; the hook waits beyond this
@@ -56,13 +67,13 @@ class HookedVariant:
 
         return contextlib.nullcontext()
 
-    def compare(self, bench, image, store: ReferenceStore, records: list[dict]) -> tuple[float, dict]:
+    def compare(self, bench, image, store: ReferenceStore, records: list[LayerRecord]) -> tuple[float, dict]:
         """Turn `bench` into the variant and run the pipeline hooked: each leaf call's output against the
-        spilled reference. Returns the pass's seconds and what the entry adds."""
+        spilled reference. Returns the pass's seconds and the entry's fields it adds (DivergenceEntry's)."""
         self.apply(bench)
         matched = VariantPass(store, records)
         seconds = hooked_pass(bench.network(), matched.hook, lambda: bench.run_pipeline(image))
-        return seconds, {"unmatched_in_variant": matched.unmatched[:20], "unmatched_count": len(matched.unmatched)}
+        return seconds, dict(unmatched_in_variant=matched.unmatched[:20], unmatched_count=len(matched.unmatched))
 
     def context(self, device):
         import contextlib
@@ -183,7 +194,7 @@ class ReferenceStore:
         self.write_s = 0.0  # CPU time of the writer thread writing them, beside the pass
         self.errors: list[str] = []
         self._pending = 0
-        self._read_buffer = None
+        self._read_buffer: np.ndarray | None = None
         self._cond = threading.Condition()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._write, daemon=True)
@@ -261,7 +272,7 @@ class ReferencePass:
 
     def __init__(self, variant: HookedVariant, store: ReferenceStore, shadow: bool = True):
         self.variant, self.store, self.with_shadow = variant, store, shadow
-        self.records: list[dict] = []
+        self.records: list[LayerRecord] = []
         self.calls: dict[str, int] = {}
         self.shadow_s = 0.0
         self.buffers = FigureBuffers()
@@ -273,28 +284,31 @@ class ReferencePass:
                 return
             call = self.calls.get(name, 0) + 1
             self.calls[name] = call
-            record = {"index": len(self.records), "name": name, "call": call, "type": module_type}
+            record = LayerRecord(len(self.records), name, call, module_type)
             self.records.append(record)
             tensor, _ = first_tensor(output)
             if tensor is None or not (tensor.is_floating_point() or tensor.is_complex()):
-                record["note"] = "no floating-point tensor in the output"
+                record.note = "no floating-point tensor in the output"
                 return
-            record["shape"] = list(tensor.shape)
+            record.shape = list(tensor.shape)
             self.store.put((name, call), tensor)
             if not self.with_shadow:
                 return
             if aliases_input(output, args, kwargs):
                 if getattr(module, "inplace", False):
-                    record["note"] = "in-place module: its input is overwritten, no shadow call"
+                    record.note = "in-place module: its input is overwritten, no shadow call"
                     return
                 # an Identity or a view: its shadow call gets copies, so nothing it does reaches the reference
                 args, kwargs = cloned(args), dict(zip(kwargs, cloned(list(kwargs.values()))))
             start = time.perf_counter()
             try:
                 shadow, _ = first_tensor(self.variant.shadow(name, module, args, kwargs))
-                record["shadow"] = error_figures(shadow, tensor, self.buffers) if shadow is not None else None
+                if shadow is None:
+                    record.note = "the shadow call returned no tensor"
+                else:
+                    record.shadow = error_figures(shadow, tensor, self.buffers)
             except Exception as exc:  # noqa: BLE001  (a leaf that cannot be called alone: its record says so)
-                record["note"] = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
+                record.note = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
             self.shadow_s += time.perf_counter() - start
 
         return after
@@ -303,11 +317,11 @@ class ReferencePass:
 class VariantPass:
     """Hooks of the variant pass: each leaf call's output against the spilled reference."""
 
-    def __init__(self, store: ReferenceStore, records: list[dict]):
+    def __init__(self, store: ReferenceStore, records: list[LayerRecord]):
         self.store = store
-        self.by_key = {(r["name"], r["call"]): r for r in records}
+        self.by_key = {(r.name, r.call): r for r in records}
         self.calls: dict[str, int] = {}
-        self.unmatched: list[dict] = []
+        self.unmatched: list[UnmatchedCall] = []
         self.buffers = FigureBuffers()
 
     def hook(self, name: str, module_type: str):
@@ -317,15 +331,15 @@ class VariantPass:
             record = self.by_key.get((name, call))
             tensor, _ = first_tensor(output)
             if record is None:
-                self.unmatched.append({"name": name, "call": call, "type": module_type})
+                self.unmatched.append(UnmatchedCall(name, call, module_type))
                 return
-            if tensor is None or "shape" not in record:
+            if tensor is None or record.shape is None:
                 return
             reference, shape = self.store.get((name, call))
             if list(tensor.shape) != shape:
-                record["propagated"] = {"shape_mismatch": True, "variant_shape": list(tensor.shape)}
+                record.propagated = ErrorFigures(shape_mismatch=True, variant_shape=list(tensor.shape))
             else:
-                record["propagated"] = error_figures(tensor, reference, self.buffers)
+                record.propagated = error_figures(tensor, reference, self.buffers)
 
         return after
 
@@ -345,10 +359,10 @@ def hooked_pass(network, make_hook, call, with_kwargs: bool = False) -> float:
     return time.perf_counter() - start
 
 
-def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = None, progress=None) -> dict:
+def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = None, progress=None) -> DivergenceEntry:
     """The reference pass (with shadow calls when the variant has them), then the variant's pass on the
-    same instance; the figures of every record, the culprit, the top records by own error. `bench` is
-    left in the variant."""
+    same instance; the figures of every record, the culprit, the top records by own error, as an entry
+    still running (no image name, memory or medians yet). `bench` is left in the variant."""
     import contextlib
 
     store = ReferenceStore(scratch)
@@ -375,80 +389,85 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
         spilled = store.bytes_written
     finally:
         store.close()
-    records = reference.records
-    out = summarise_records(records, variant.tolerance, shadow, containers.records)
-    out.update(
-        variant=variant.name,
+    summary = summarise_records(reference.records, variant.tolerance, shadow, containers.records)
+    entry = DivergenceEntry(
+        variant.name,
+        VariantStatus.RUNNING,
+        **vars(summary),
         tolerance=variant.tolerance,
         metric="relative_l2",
         modes=["propagated", "shadow"] if shadow else ["propagated"],
         level="leaf",
-        records=records,
+        records=reference.records,
         ops_records=containers.records,
-        passes={
-            "reference_s": reference_s - reference.shadow_s - containers.seconds,
-            "shadow_s": reference.shadow_s + containers.seconds,
-            "variant_s": variant_s,
-            "spill_wait_s": store.wait_s,
-            "spill_copy_s": store.copy_s,
-            "spill_write_s": store.write_s,
-        },
+        passes=Passes(
+            reference_s=reference_s - reference.shadow_s - containers.seconds,
+            shadow_s=reference.shadow_s + containers.seconds,
+            variant_s=variant_s,
+            spill_wait_s=store.wait_s,
+            spill_copy_s=store.copy_s,
+            spill_write_s=store.write_s,
+        ),
         spilled_bytes=spilled,
     )
-    out.update(extra)
-    return out
+    for name, value in extra.items():
+        setattr(entry, name, value)
+    return entry
 
 
-def brief(record: dict) -> dict:
-    ops = record.get("kind") == "ops"
-    return {
-        "index": record["after"] if ops else record["index"],
-        "name": record["name"],
-        "call": record["call"],
-        "type": f"{record['type']} (its own operations)" if ops else record["type"],
-        "kind": record.get("kind", "leaf"),
-        "own": error_of(record.get("shadow")),
-        "inherited": error_of(record.get("propagated")),
-    }
+AnyRecord = LayerRecord | OpsRecord
 
 
-def in_execution_order(records: list[dict], ops_records=()) -> list[dict]:
+def brief(record: AnyRecord) -> Brief:
+    return Brief(
+        record.position,
+        record.name,
+        record.call,
+        f"{record.type} (its own operations)" if record.kind == "ops" else record.type,
+        record.kind,
+        record.own,
+        record.inherited,
+    )
+
+
+def in_execution_order(records: list[LayerRecord], ops_records=()) -> list[AnyRecord]:
     """Leaf records and containers' own-operation records together: a container's after the last leaf
     call it made (`after`), in the order the containers returned."""
-    keyed = [((r["index"], 0, 0), r) for r in records]
-    keyed += [((r["after"], 1, i), r) for i, r in enumerate(ops_records)]
+    keyed: list[tuple[tuple, AnyRecord]] = [((r.index, 0, 0), r) for r in records]
+    keyed += [((r.after, 1, i), r) for i, r in enumerate(ops_records)]
     return [r for _, r in sorted(keyed, key=lambda kv: kv[0])]
 
 
-def summarise_records(records: list[dict], tolerance: float, shadow: bool = True, ops_records=()) -> dict:
+def summarise_records(
+    records: list[LayerRecord], tolerance: float, shadow: bool = True, ops_records=()
+) -> CulpritSummary:
     """The culprit (first record, leaves and containers' own operations in execution order, whose own error
     passes the tolerance; without shadow calls, whose propagated error does), the first record whose
     propagated error does, the top records by own error."""
 
-    def over(figures):
-        value = error_of(figures)
+    def over(value):
         return value is not None and value > tolerance
 
     ordered = in_execution_order(records, ops_records)
-    own = [r for r in ordered if error_of(r.get("shadow")) is not None]
-    first_propagated = next((r for r in records if over(r.get("propagated"))), None)
-    first_own = next((r for r in ordered if over(r.get("shadow"))), None) if shadow else first_propagated
-    top = sorted(own, key=lambda r: -error_of(r["shadow"]))[:TOP_OWN]
-    return {
-        "first_divergent": brief(first_own) if first_own else None,
-        "culprit_by": "own" if shadow else "propagated",
-        "first_propagated": brief(first_propagated) if first_propagated else None,
-        "top_own": [brief(r) for r in top],
-        "over_tolerance": sum(1 for r in ordered if over(r.get("shadow" if shadow else "propagated"))),
-        "compared": sum(1 for r in records if r.get("propagated") is not None),
-    }
+    own = [r for r in ordered if r.own is not None]
+    first_propagated = next((r for r in records if over(r.inherited)), None)
+    first_own = next((r for r in ordered if over(r.own)), None) if shadow else first_propagated
+    top = sorted(own, key=lambda r: -(r.own or 0.0))[:TOP_OWN]
+    return CulpritSummary(
+        first_divergent=brief(first_own) if first_own else None,
+        culprit_by="own" if shadow else "propagated",
+        first_propagated=brief(first_propagated) if first_propagated else None,
+        top_own=[brief(r) for r in top],
+        over_tolerance=sum(1 for r in ordered if over(r.own if shadow else r.inherited)),
+        compared=sum(1 for r in records if r.propagated is not None),
+    )
 
 
-def candidate_modules(records: list[dict], tolerance: float, limit: int = 32) -> list[str]:
+def candidate_modules(records: list[AnyRecord], tolerance: float, limit: int = 32) -> list[str]:
     """Modules to try in fp32, worst own error first: those over the tolerance, else the worst few."""
-    ranked = sorted((r for r in records if error_of(r.get("shadow")) is not None), key=lambda r: -error_of(r["shadow"]))
-    over = [r for r in ranked if error_of(r["shadow"]) > tolerance]
-    names = list(dict.fromkeys(r["name"] for r in (over or ranked[:8])))
+    ranked = sorted((r for r in records if r.own is not None), key=lambda r: -(r.own or 0.0))
+    over = [r for r in ranked if (r.own or 0.0) > tolerance]
+    names = list(dict.fromkeys(r.name for r in (over or ranked[:8])))
     return names[:limit]
 
 
@@ -461,15 +480,15 @@ def prefix_sizes(n: int) -> list[int]:
     return sizes + [n] if n else []
 
 
-def log_culprit(model: str, out: dict) -> None:
-    first, by = out.get("first_divergent"), out.get("culprit_by", "own")
+def log_culprit(model: str, entry: DivergenceEntry) -> None:
+    first, by = entry.first_divergent, entry.culprit_by
     if first:
         log(
             "DIVERGE",
-            f"{model} {out['variant']}: first divergent layer #{first['index']} {first['name']} "
-            f"(call {first['call']}, {first['type']}): {by} error "
-            f"{first['own' if by == 'own' else 'inherited']:.3g} > {out['tolerance']:g}, "
-            f"{out['over_tolerance']} record(s) over the tolerance",
+            f"{model} {entry.variant}: first divergent layer #{first.index} {first.name} "
+            f"(call {first.call}, {first.type}): {by} error "
+            f"{first.own if by == 'own' else first.inherited:.3g} > {entry.tolerance:g}, "
+            f"{entry.over_tolerance} record(s) over the tolerance",
         )
     else:
-        log("DIVERGE", f"{model} {out['variant']}: no layer's {by} error passes {out['tolerance']:g}")
+        log("DIVERGE", f"{model} {entry.variant}: no layer's {by} error passes {entry.tolerance:g}")

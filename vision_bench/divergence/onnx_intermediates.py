@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..common import first_tensor, leaf_modules, log
+from ..records.divergence import ErrorFigures, LayerRecord, OnnxBlock, OnnxRuns, OnnxSummary, OnnxUnmapped
 from .layer_passes import HookedVariant
 
 DEFAULT_BUDGET_BYTES = 512 << 20
@@ -52,24 +53,24 @@ class Target:
 class OnnxMapping:
     prefix: str
     targets: list[Target] = field(default_factory=list)
-    fallbacks: list[dict] = field(default_factory=list)  # {block, reference: [name, call], records, reason}
-    unmapped: list[dict] = field(default_factory=list)  # {name, call, reason}
+    fallbacks: list[OnnxBlock] = field(default_factory=list)
+    unmapped: list[OnnxUnmapped] = field(default_factory=list)
     unresolved_scopes: list[str] = field(default_factory=list)
 
-    def report(self) -> dict:
+    def report(self) -> OnnxSummary:
         leaf = sum(t.level == "leaf" for t in self.targets)
-        block = len({tuple(r) for f in self.fallbacks for r in f["records"]})
-        return {
-            "prefix": self.prefix,
-            "records": leaf + block + len(self.unmapped),
-            "leaf": leaf,
-            "block": block,
-            "unmapped": len(self.unmapped),
-            "blocks": self.fallbacks,
-            "unmapped_reasons": dict(Counter(u["reason"] for u in self.unmapped)),
-            "unmapped_records": self.unmapped[:40],
-            "unresolved_scopes": self.unresolved_scopes[:20],
-        }
+        block = len({tuple(r) for f in self.fallbacks for r in f.records})
+        return OnnxSummary(
+            prefix=self.prefix,
+            records=leaf + block + len(self.unmapped),
+            leaf=leaf,
+            block=block,
+            unmapped=len(self.unmapped),
+            blocks=self.fallbacks,
+            unmapped_reasons=dict(Counter(u.reason for u in self.unmapped)),
+            unmapped_records=self.unmapped[:40],
+            unresolved_scopes=self.unresolved_scopes[:20],
+        )
 
 
 def leaf_facts(network) -> dict:
@@ -257,7 +258,7 @@ def map_leaf_outputs(
                     ambiguous.append((name, call, why))
                     why = None
         if why:
-            mapping.unmapped.append({"name": name, "call": call, "reason": why})
+            mapping.unmapped.append(OnnxUnmapped(name, call, why))
     notes = fold_batchnorms(graph, order, ends, mapping, types, prefix)
     mapping.targets = [Target(n, c, v, note=notes.get((n, c))) for (n, c), (_, v) in ends.items()]
     block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliases)
@@ -270,7 +271,7 @@ def fold_batchnorms(graph, order, ends, mapping, types, prefix) -> dict:
     """A BatchNorm call without a node right after a call whose value comes from a Conv whose weights
     are not its own: the exporter folded the BatchNorm into the Conv, whose value is the BatchNorm's
     output; the Conv's own output is nowhere in the graph."""
-    notes, no_node = {}, {(u["name"], u["call"]) for u in mapping.unmapped if u["reason"] == NO_NODE}
+    notes, no_node = {}, {(u.name, u.call) for u in mapping.unmapped if u.reason == NO_NODE}
     for before, key in itertools.pairwise(order):
         if before not in ends or key not in no_node or "BatchNorm" not in types.get(key[0], "BatchNorm"):
             continue
@@ -278,13 +279,9 @@ def fold_batchnorms(graph, order, ends, mapping, types, prefix) -> dict:
         if node.op_type == "Conv" and node.input[1] != f"{prefix}{before[0]}.weight":
             ends[key] = ends.pop(before)
             notes[key] = f"the value of the Conv of {before[0]} (call {before[1]}), BatchNorm folded in"
-            mapping.unmapped = [u for u in mapping.unmapped if (u["name"], u["call"]) != key]
+            mapping.unmapped = [u for u in mapping.unmapped if (u.name, u.call) != key]
             mapping.unmapped.append(
-                {
-                    "name": before[0],
-                    "call": before[1],
-                    "reason": "the exporter folded the BatchNorm after it into its Conv",
-                }
+                OnnxUnmapped(before[0], before[1], "the exporter folded the BatchNorm after it into its Conv")
             )
     return notes
 
@@ -295,7 +292,7 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
     by a leaf call we can name (its scope is that leaf's, whose call index is known): the block returns
     that leaf call's output. The block's value is compared with that leaf call's reference, and the
     figures stand, at block level, for every ambiguous call inside. No such block: not mapped."""
-    groups: dict = {}
+    groups: dict[str, OnnxBlock] = {}
     for name, call, why in ambiguous:
         atoms, chosen = name.split("."), None
         mine = instances.get(name, [])
@@ -315,16 +312,12 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
                 break
         if chosen is None:
             mapping.unmapped.append(
-                {
-                    "name": name,
-                    "call": call,
-                    "reason": f"ambiguous ({why}); no enclosing block called once ends in a leaf's output",
-                }
+                OnnxUnmapped(name, call, f"ambiguous ({why}); no enclosing block called once ends in a leaf's output")
             )
             continue
         block, last, last_call, value = chosen
-        group = groups.setdefault(block, {"block": block, "reference": [last, last_call], "records": [], "reason": why})
-        group["records"].append([name, call])
+        group = groups.setdefault(block, OnnxBlock(block, [last, last_call], reason=why))
+        group.records.append([name, call])
         if not any(t.name == last and t.call == last_call for t in mapping.targets):
             mapping.targets.append(Target(last, last_call, value, "block", block))
     mapping.fallbacks = list(groups.values())
@@ -338,14 +331,14 @@ def intermediate_values(
     budget: int = DEFAULT_BUDGET_BYTES,
     device=None,
     typed: dict | None = None,
-    report: dict | None = None,
+    report: OnnxRuns | None = None,
 ):
     """Yield (module path, call, numpy array, level) per target, in the targets' order. ONNX Runtime
     keeps every graph output of a session alive during a run, fetched or not (measured: 2.7 GB peak
     for 5 fetched values of 276 added), so the values become outputs a group at a time, one session
     and run per group, a group holding at most `budget` bytes: sizes from shape inference at the fed
     shapes, an unknown one counted as the largest seen so far (known or fetched); nothing known: the
-    first run fetches 4 values. `report` gets the runs and bytes. CPU, or CUDA as onnxruntime_session."""
+    first run fetches 4 values. `report` gets the runs and bytes (an OnnxRuns, filled in). CPU, or CUDA as onnxruntime_session."""
     import onnxruntime as ort
 
     typed = typed if typed is not None else value_types(model, feeds)
@@ -361,16 +354,10 @@ def intermediate_values(
     providers: list = ["CPUExecutionProvider"]
     if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-    report = report if report is not None else {}
-    report.update(
-        runs=0,
-        budget_bytes=budget,
-        estimated_bytes=sum(sizes.values()),
-        provider=str(providers[0][0] if len(providers) > 1 else providers[0]),
-        unknown_sizes=len(values) - len(sizes),
-        fetched_bytes=0,
-        largest_run_bytes=0,
-    )
+    report = report if report is not None else OnnxRuns()
+    report.runs, report.budget_bytes, report.estimated_bytes = 0, budget, sum(sizes.values())
+    report.provider = str(providers[0][0] if len(providers) > 1 else providers[0])
+    report.unknown_sizes, report.fetched_bytes, report.largest_run_bytes = len(values) - len(sizes), 0, 0
     base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
     try:
         while todo:
@@ -390,11 +377,9 @@ def intermediate_values(
             arrays = ort.InferenceSession(model.SerializeToString(), providers=providers).run(group, feeds)
             sizes.update({v: a.nbytes for v, a in zip(group, arrays)})
             fetched = sum(a.nbytes for a in arrays)
-            report.update(
-                runs=report["runs"] + 1,
-                fetched_bytes=report["fetched_bytes"] + fetched,
-                largest_run_bytes=max(report["largest_run_bytes"], fetched),
-            )
+            report.runs += 1
+            report.fetched_bytes += fetched
+            report.largest_run_bytes = max(report.largest_run_bytes, fetched)
             for v, array in zip(group, arrays):
                 for t in by_value[v]:
                     yield t.name, t.call, array, t.level
@@ -410,10 +395,10 @@ def onnx_variant_pass(
     input_array,
     input_name: str | None,
     store,
-    records: list[dict],
+    records: list[LayerRecord],
     budget: int = DEFAULT_BUDGET_BYTES,
     facts: dict | None = None,
-) -> dict:
+) -> OnnxSummary:
     """VariantPass and the hooked pass, for the onnxruntime variant: a record whose call has a value in
     the graph gets `propagated` (that value against the spilled reference); the records of a block
     fallback get the figures of the block's value against its last leaf call's reference, with
@@ -421,8 +406,8 @@ def onnx_variant_pass(
     `facts`: leaf_facts() of the torch network taken before the variant replaced it (ultralytics run by
     ONNX Runtime has no torch network left); else bench.network()'s, or the records' names without
     aliases. `input_array`: the network's input in the reference pass, fed as `input_name` (None: the
-    graph's first input: `images` for ultralytics, `pixel_values` here). Returns the mapping's report,
-    the runs, seconds and a note on the level."""
+    graph's first input: `images` for ultralytics, `pixel_values` here). Returns the mapping's report
+    with the runs, the records compared and the seconds."""
     import time
 
     import onnx
@@ -435,7 +420,7 @@ def onnx_variant_pass(
         facts = (
             leaf_facts(network)
             if isinstance(network, torch.nn.Module)
-            else {"leaves": list(dict.fromkeys(r["name"] for r in records)), "aliases": {}, "types": {}}
+            else {"leaves": list(dict.fromkeys(r.name for r in records)), "aliases": {}, "types": {}}
         )
     if isinstance(input_array, torch.Tensor):
         input_array = input_array.detach().cpu().numpy()
@@ -448,51 +433,42 @@ def onnx_variant_pass(
         facts["leaves"],
         aliases=facts["aliases"],
         types=facts["types"],
-        order=[(r["name"], r["call"]) for r in records],
+        order=[(r.name, r.call) for r in records],
         typed=typed,
     )
-    by_key = {(r["name"], r["call"]): r for r in records}
+    by_key = {(r.name, r.call): r for r in records}
     figures_of: dict = {}
-    runs: dict = {}
+    runs = OnnxRuns()
     for name, call, array, level in intermediate_values(
         model, mapping.targets, feeds, budget, bench.device, typed, runs
     ):
         record = by_key.get((name, call))
-        reference, shape = store.get((name, call)) if record is not None and "shape" in record else (None, None)
+        reference, shape = store.get((name, call)) if record is not None and record.shape is not None else (None, None)
         if reference is None:
             continue
         figures_of[(name, call)] = figures = (
-            {"shape_mismatch": True, "variant_shape": list(array.shape)}
+            ErrorFigures(shape_mismatch=True, variant_shape=list(array.shape))
             if list(array.shape) != shape
             else error_figures(torch.from_numpy(array), reference)
         )
         if level == "leaf" and record is not None:
-            record["propagated"] = figures
+            record.propagated = figures
     for fallback in mapping.fallbacks:
-        block_figures = figures_of.get(tuple(fallback["reference"]))
-        for key in map(tuple, fallback["records"]):
+        block_figures = figures_of.get(tuple(fallback.reference))
+        for key in map(tuple, fallback.records):
             if key in by_key and block_figures is not None:
-                by_key[key].update(
-                    propagated=block_figures,
-                    level="block",
-                    block=fallback["block"],
-                    block_reference=fallback["reference"],
-                )
+                record = by_key[key]
+                record.propagated, record.level = block_figures, "block"
+                record.block, record.block_reference = fallback.block, fallback.reference
     for missing in mapping.unmapped:
-        if (missing["name"], missing["call"]) in by_key:
-            by_key[(missing["name"], missing["call"])]["onnx_unmapped"] = missing["reason"]
+        if (missing.name, missing.call) in by_key:
+            by_key[(missing.name, missing.call)].onnx_unmapped = missing.reason
     for target in mapping.targets:
         if target.note and (target.name, target.call) in by_key:
-            by_key[(target.name, target.call)]["onnx_note"] = target.note
+            by_key[(target.name, target.call)].onnx_note = target.note
     report = mapping.report()
-    return {
-        **report,
-        "runs": runs,
-        "compared": len(figures_of),
-        "seconds": time.perf_counter() - start,
-        "level_note": f"{report['leaf']} of {report['records']} record(s) compared at leaf level, "
-        f"{report['block']} at block level, {report['unmapped']} without a value in the graph",
-    }
+    report.runs, report.compared, report.seconds = runs, len(figures_of), time.perf_counter() - start
+    return report
 
 
 # -- the onnxruntime variant as the divergence passes hook it ---------------------------------------
@@ -527,7 +503,7 @@ class OnnxRuntimeVariant(HookedVariant):
 
         return watching()
 
-    def compare(self, bench, image, store, records: list[dict]) -> tuple[float, dict]:
+    def compare(self, bench, image, store, records: list[LayerRecord]) -> tuple[float, dict]:
         if not self.inputs:
             raise RuntimeError("the reference pass never reached the network's input module")
         paths, _ = self.export(bench, [image])
@@ -536,9 +512,6 @@ class OnnxRuntimeVariant(HookedVariant):
         summary = onnx_variant_pass(
             bench, path, self.inputs[0], None, store, records, facts=leaf_facts(bench.network())
         )
-        return summary["seconds"], {
-            "onnx": {k: v for k, v in summary.items() if k != "level_note"},
-            "file": str(path),
-            "level": "block" if summary.get("block") else "leaf",
-            "level_note": summary["level_note"],
-        }
+        return summary.seconds or 0.0, dict(
+            onnx=summary, file=str(path), level="block" if summary.block else "leaf", level_note=summary.level_note
+        )

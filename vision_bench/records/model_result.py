@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import from_json, is_record
+from .divergence import read_divergence
 from .sweep import SweepRecord
 from .variants import VariantResult
 
@@ -38,7 +39,7 @@ FAMILIES: dict[str, Callable[[Any], Any]] = {
     # variants/: --variants
     "variants": list_of(VariantResult),
     # divergence/: --divergence
-    # "divergence": list_of(DivergenceEntry),
+    "divergence": read_divergence,
     # measure/: the runs, their statistics and the machine state
     # "latency_end_to_end": one(LatencyStats),
     # measure/memory and inspect/: memory, dissection, time breakdown, trace

@@ -115,7 +115,7 @@ def onnxruntime_session(path: Path, device):
     (onnxruntime-gpu), the CPU otherwise. Returns (session, the provider it actually uses)."""
     import onnxruntime as ort
 
-    wanted = ["CPUExecutionProvider"]
+    wanted: list = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         wanted.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     session = ort.InferenceSession(str(path), providers=wanted)

@@ -278,7 +278,7 @@ def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
     }
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 

@@ -494,8 +494,6 @@ def dissection_digest(records: list[LayerRecord], summary: DissectionSummary) ->
     summary.nan_records = sum(1 for r in records if r.nan_count)
     summary.inf_records = sum(1 for r in records if r.inf_count)
     summary.profile = ActivationProfile(
-        index=[r.index for r in with_stats],
-        std=[r.std for r in with_stats],
-        absmax=[r.absmax for r in with_stats],
+        index=[r.index for r in with_stats], std=[r.std for r in with_stats], absmax=[r.absmax for r in with_stats]
     )
     return summary

@@ -61,9 +61,10 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
         folder = Path(paths[index]).parent
         if r.get("output_image"):
             r["output_image"] = copied_along(folder, r["output_image"], assets)
-        if r.get("trace") and r["trace"].file:
-            r["trace"] = copy.copy(r["trace"])  # the file read keeps its own path
-            r["trace"].file = copied_along(folder, r["trace"].file, assets)
+        trace = r.get("trace")
+        if trace and trace.file:
+            r["trace"] = trace = copy.copy(trace)  # the file read keeps its own path
+            trace.file = copied_along(folder, trace.file, assets)
         models.append(r)
     if array is not None:
         models, problems = mark_array_failures(

@@ -79,7 +79,7 @@ def depthpro_child(plain_repeats: int) -> None:
         summary = bench.dissect_layers(image, Path(tmp) / "layers", write_files=True)
         out["dissect_s"] = time.perf_counter() - start
         out["dissect_peak_bytes"] = tracker.peak()["cpu_peak_rss_bytes"]
-        out["records"], out["png"] = summary["records"], summary["png_files"]
+        out["records"], out["png"] = summary.records, summary.png_files
         out["files_mb"] = sum(p.stat().st_size for p in (Path(tmp) / "layers").iterdir()) / MB
     out["exact_hwm"] = tracker._hwm_exact
     print("DEPTHPRO_RESULT " + json.dumps(out), flush=True)

@@ -97,16 +97,15 @@ def time_dissection(bench, image, out_dir: Path, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - cpu_start)
         progress(f"  dissection {i + 1}/{repeats}: {times[-1]:.3f}s")
-    summary.pop("records_list", None)
     return {
         "seconds": statistics.median(times),
         "all_s": times,
         "cpu_s": statistics.median(cpu),
-        "records": summary["records"],
-        "leaf_modules": summary["leaf_modules"],
+        "records": summary.records,
+        "leaf_modules": summary.leaf_modules,
         "png": len(list(folder.glob("*.png"))),
         "npy": len(list(folder.glob("*.npy"))),
-        "writer_errors": len(summary["writer_errors"]),
+        "writer_errors": len(summary.writer_errors),
     }
 
 

@@ -263,10 +263,10 @@ def test_time_breakdown_cuda_event_bookkeeping_with_a_fake_clock(ub):
     shared_name = next(name for name, m in leaves if m is shared)
     assert breakdown.leaf_ms[shared_name] == 2.0 and breakdown.leaf_calls[shared_name] == 2
     assert sum(breakdown.leaf_ms.values()) == 16.0
-    rows = {r["block"]: r for r in out["blocks"]}
-    assert rows["first"]["share"] == pytest.approx(3 / 20) and rows["second"]["share"] == pytest.approx(13 / 20)
-    assert rows["(outside top-level blocks)"]["ms"] == pytest.approx(4.0)
-    assert out["top_leaves"][0]["ms"] == 8.0
+    rows = {r.block: r for r in out.blocks}
+    assert rows["first"].share == pytest.approx(3 / 20) and rows["second"].share == pytest.approx(13 / 20)
+    assert rows["(outside top-level blocks)"].ms == pytest.approx(4.0)
+    assert out.top_leaves[0].ms == 8.0
 
 
 def test_clock_is_chosen_by_device(ub):
@@ -302,7 +302,7 @@ def test_time_breakdown_cpu_path_end_to_end(ub):
     assert breakdown.block_ms["a"] >= 40 and breakdown.block_ms["b"] >= 60
     assert breakdown.leaf_calls["0.1"] == 2 and breakdown.leaf_ms["0.1"] >= 20
     assert breakdown.block_ms["a"] >= breakdown.leaf_ms["0.0"]
-    assert out["forward_ms"] >= breakdown.block_ms["a"] + breakdown.block_ms["b"] - 1e-6
+    assert out.forward_ms >= breakdown.block_ms["a"] + breakdown.block_ms["b"] - 1e-6
 
 
 # -- Memory: the reset order, and cleanup that survives a sticky CUDA error ----------------

@@ -64,15 +64,15 @@ def test_every_call_is_a_record(ub, tmp_path):
     expected = count_leaf_calls(net, lambda: net(x))
     dissector = LayerDissector(tmp_path, input_hw=(8, 8))
     summary = dissector.run(net, lambda: net(x))
-    assert summary["records"] == expected == 8  # conv, bn, act, conv, act, conv, act, flatten
-    assert [r["index"] for r in dissector.records] == list(range(expected))
-    act = [r for r in dissector.records if r["name"] == "act"]
-    assert [r["call"] for r in act] == [1, 2, 3]
-    assert len({tuple(r["files"]) for r in act}) == 3  # three distinct files, nothing overwritten
+    assert summary.records == expected == 8  # conv, bn, act, conv, act, conv, act, flatten
+    assert [r.index for r in dissector.records] == list(range(expected))
+    act = [r for r in dissector.records if r.name == "act"]
+    assert [r.call for r in act] == [1, 2, 3]
+    assert len({tuple(r.files) for r in act}) == 3  # three distinct files, nothing overwritten
     # a 4-D record gets a PNG and NPY; the flattened 2-D output gets statistics only
-    flat = next(r for r in dissector.records if r["type"] == "Flatten")
-    assert flat["files"] == [] and flat["std"] is not None
-    assert summary["png_files"] == summary["npy_files"] == expected - 1
+    flat = next(r for r in dissector.records if r.type == "Flatten")
+    assert flat.files == [] and flat.std is not None
+    assert summary.png_files == summary.npy_files == expected - 1
     assert len(list(tmp_path.glob("*.png"))) == expected - 1
 
 
@@ -84,8 +84,8 @@ def test_record_count_matches_independent_count_on_yolo(ub, tmp_path):
     expected = count_leaf_calls(bench.network(), lambda: bench.run_pipeline(image))
     bench.input_shape = None
     summary = bench.dissect_layers(image, tmp_path, write_files=False)
-    assert summary["records"] == expected
-    assert summary["records"] > summary["leaf_modules"]  # the shared SiLU runs many times
+    assert summary.records == expected
+    assert summary.records > summary.leaf_modules  # the shared SiLU runs many times
     meta = strict((tmp_path / "layers_metadata.json").read_text())
     assert meta["num_records"] == expected
 
@@ -111,10 +111,10 @@ def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
     dissector = LayerDissector(tmp_path, input_hw=(h * 14, w * 14))
     dissector.run(block, lambda: block(tokens))
     record = dissector.records[0]
-    assert record["reshaped"] and record["shape"] == [1, 1 + h * w, c]
-    npy = np.load(tmp_path / record["files"][1])
+    assert record.reshaped and record.shape == [1, 1 + h * w, c]
+    npy = np.load(tmp_path / record.files[1])
     assert npy.shape == (8, h, w)
-    with Image.open(tmp_path / record["files"][0]) as im:
+    with Image.open(tmp_path / record.files[0]) as im:
         # 16 channels in a 4x4 grid of tiles, each upscaled to at least 64 px, 2 px padding
         scale = -(-64 // w)  # ceil: the long side reaches 64 px
         assert im.size == (4 * (w * scale + 2) + 2, 4 * (h * scale + 2) + 2)
@@ -188,7 +188,7 @@ def test_file_numbers_widen_when_calls_outnumber_leaves(ub, tmp_path):
     dissector.run(net, lambda: net(torch.randn(1, 1, 2, 2)))
     meta = dissector.metadata()
     assert len(meta["records"]) == 1005 and "1004" in meta["records"]
-    assert meta["records"]["0007"]["files"] == ["layer_0007.png", "layer_0007.npy"]
+    assert meta["records"]["0007"].files == ["layer_0007.png", "layer_0007.npy"]
     names = {p.name for p in tmp_path.glob("layer_*")}
     assert len(names) == 2010 and "layer_1004.npy" in names and "layer_007.png" not in names
 
@@ -219,3 +219,60 @@ def test_statistics_match_a_float64_reference(ub):
         assert stats["std"] == pytest.approx(ref.std(), rel=1e-4)
         assert stats["zero_fraction"] == pytest.approx((ref == 0).mean())
         assert stats["nan_count"] == stats["inf_count"] == 0
+
+
+def test_layers_metadata_keys_of_a_call_without_tensor_and_of_an_empty_tensor(ub, tmp_path):
+    """layers_metadata.json as the layer explorer reads it: a call whose output holds no tensor has
+    only its note (no statistics' keys), an empty tensor has its statistics as null, and the pass's
+    counts come first."""
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text = Text()
+            self.empty = nn.Identity()
+
+        def forward(self, x):
+            self.text(x)
+            return self.empty(x.reshape(-1)[:0])
+
+    class Text(nn.Module):
+        def forward(self, x):
+            return "not a tensor"
+
+    net = Odd()
+    dissector = LayerDissector(tmp_path, input_hw=(4, 4))
+    summary = dissector.run(net, lambda: net(torch.randn(1, 2, 4, 4)))
+    atomic_write_json(tmp_path / "meta.json", dissector.metadata(summary, model="odd"))
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert list(meta) == [
+        "model",
+        "records",
+        "leaf_modules",
+        "png_files",
+        "npy_files",
+        "seconds",
+        "writer_errors",
+        "num_records",
+    ]
+    text, empty = meta["records"]["000"], meta["records"]["001"]
+    assert text == {"index": 0, "name": "text", "call": 1, "type": "Text", "note": text["note"]}
+    assert "no tensor" in text["note"]
+    assert list(empty) == [
+        "index",
+        "name",
+        "call",
+        "type",
+        "shape",
+        "dtype",
+        "min",
+        "max",
+        "mean",
+        "std",
+        "zero_fraction",
+        "nan_count",
+        "inf_count",
+        "files",
+    ]
+    assert empty["min"] is None and empty["zero_fraction"] is None and empty["files"] == []
+    assert summary.records == 2 and summary.nan_records == 0 and summary.profile.index == []

@@ -54,7 +54,7 @@ def test_npy_is_the_first_conv_output_of_batch_element_0(ub, tmp_path):
     finally:
         handle.remove()
     first = dissector.records[0]
-    assert first["name"] == "0" and first["type"] == "Conv2d" and first["shape"] == [2, 12, 10, 14]
+    assert first.name == "0" and first.type == "Conv2d" and first.shape == [2, 12, 10, 14]
     saved = np.load(tmp_path / "layer_000.npy")
     expected = copied["out"][0, :8].numpy()
     assert saved.shape == (8, 10, 14) and saved.dtype == np.float32
@@ -77,8 +77,8 @@ def test_token_grid_values_land_in_the_right_place(ub, tmp_path):
     dissector = LayerDissector(tmp_path, input_hw=(56, 84))
     dissector.run(net, lambda: net(tokens))
     record = dissector.records[0]
-    assert "4x6" in record["reshaped"] and "1 leading" in record["reshaped"]
-    planes = np.load(tmp_path / record["files"][1])
+    assert "4x6" in record.reshaped and "1 leading" in record.reshaped
+    planes = np.load(tmp_path / record.files[1])
     assert planes.shape == (8, h, w)
     for c in range(8):
         for i in range(h):
@@ -99,7 +99,7 @@ def test_each_png_tile_spans_the_colour_map(ub, tmp_path):
     dissector = LayerDissector(tmp_path, input_hw=(10, 15))
     dissector.run(net, lambda: net(x))
     low, high = viridis_ends()
-    found = tiles(tmp_path / dissector.records[0]["files"][0])
+    found = tiles(tmp_path / dissector.records[0].files[0])
     assert len(found) == 7
     for i, tile in enumerate(found[:6]):
         assert has_colour(tile, low) and has_colour(tile, high), f"tile {i} does not span viridis"

@@ -1027,11 +1027,11 @@ def test_dissection_of_nan_inf_activations_writes_strict_json(ub, tmp_path):
     folder = tmp_path / "dissect"
     dissector = LayerDissector(folder, input_hw=(8, 8))
     summary = dissector.run(network, lambda: network(x))
-    assert summary["records"] == 3 and summary["writer_errors"] == []
-    assert summary["png_files"] == 3 and len(list(folder.glob("*.png"))) == 3
+    assert summary.records == 3 and summary.writer_errors == []
+    assert summary.png_files == 3 and len(list(folder.glob("*.png"))) == 3
     log_record = dissector.records[1]
-    assert log_record["nan_count"] == int((x < 0).sum()) and log_record["inf_count"] == int((x == 0).sum())
+    assert log_record.nan_count == int((x < 0).sum()) and log_record.inf_count == int((x == 0).sum())
     atomic_write_json(folder / "layers_metadata.json", dissector.metadata(model="toy"))
     meta = strict_loads((folder / "layers_metadata.json").read_text())
     assert meta["num_records"] == 3
-    assert meta["records"]["001"]["nan_count"] == log_record["nan_count"]
+    assert meta["records"]["001"]["nan_count"] == log_record.nan_count

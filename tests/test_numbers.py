@@ -409,8 +409,8 @@ def test_time_breakdown_against_known_sleeps(ub):
 
     blocks = list(net.named_children())
     result = TimeBreakdown(torch.device("cpu")).run(blocks, leaf_modules(net), call)
-    forward_ms = result["forward_ms"]
-    rows = {row["block"]: row for row in result["blocks"]}
+    forward_ms = result.forward_ms
+    rows = {row.block: row for row in result.blocks}
     assert set(rows) == set(BLOCK_SECONDS) | {"(outside top-level blocks)"}
 
     # The truth is what each block really slept, measured inside it (at least its nominal time).
@@ -421,23 +421,23 @@ def test_time_breakdown_against_known_sleeps(ub):
         for name in BLOCK_SECONDS
     }
     for name, seconds in BLOCK_SECONDS.items():
-        ms = rows[name]["ms"]
+        ms = rows[name].ms
         assert truth[name] >= seconds * 1000 - 1
         assert truth[name] <= ms <= truth[name] + HOOK_SLACK_MS, (name, ms, truth[name])
-        assert rows[name]["share"] == pytest.approx(ms / forward_ms, rel=1e-6)
-        assert rows[name]["share"] == pytest.approx(truth[name] / forward_ms, abs=HOOK_SLACK_MS / forward_ms), name
+        assert rows[name].share == pytest.approx(ms / forward_ms, rel=1e-6)
+        assert rows[name].share == pytest.approx(truth[name] / forward_ms, abs=HOOK_SLACK_MS / forward_ms), name
     # Not double counted: the nested block's leaves are not added to it, nor the blocks to each other.
-    blocks_ms = sum(rows[name]["ms"] for name in BLOCK_SECONDS)
+    blocks_ms = sum(rows[name].ms for name in BLOCK_SECONDS)
     assert blocks_ms <= forward_ms + 1.0
     assert forward_ms >= sum(truth.values()) + outside.slept_ms
     remainder = rows["(outside top-level blocks)"]
-    assert remainder["ms"] == pytest.approx(forward_ms - blocks_ms, abs=1e-6)
-    assert outside.slept_ms <= remainder["ms"] + 1.0
-    assert remainder["share"] == pytest.approx(remainder["ms"] / forward_ms, rel=1e-6)
+    assert remainder.ms == pytest.approx(forward_ms - blocks_ms, abs=1e-6)
+    assert outside.slept_ms <= remainder.ms + 1.0
+    assert remainder.share == pytest.approx(remainder.ms / forward_ms, rel=1e-6)
 
-    leaves = {leaf["name"]: leaf for leaf in result["top_leaves"]}
+    leaves = {leaf.name: leaf for leaf in result.top_leaves}
     assert set(leaves) == {"a", "b", "c", "nested.first", "nested.second"}
     for name, leaf in leaves.items():
         slept = net.get_submodule(name).slept_ms
-        assert leaf["calls"] == 1
-        assert slept <= leaf["ms"] <= slept + HOOK_SLACK_MS, (name, leaf["ms"], slept)
+        assert leaf.calls == 1
+        assert slept <= leaf.ms <= slept + HOOK_SLACK_MS, (name, leaf.ms, slept)

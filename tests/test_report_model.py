@@ -13,6 +13,7 @@ from test_divergence_report import context, synthetic_results
 from test_trace import synthetic_cuda_events
 
 from vision_bench.inspect.trace import summarize_trace
+from vision_bench.records.codec import to_json
 from vision_bench.reports.blocks import Explorer, Heading, Section
 from vision_bench.reports.html import html_report
 from vision_bench.reports.markdown import markdown_report
@@ -67,7 +68,7 @@ def one_run(root) -> dict:
     ]
     summary = summarize_trace(synthetic_cuda_events(), ["a", "b"], {"a (Conv)": "a", "b (Mm)": "b"}, cuda=True)
     net["trace"] = {
-        **summary,
+        **to_json(summary),
         "file": "report_20260101_000000/Net_trace.json.gz",
         "bytes": 2048,
         "pass_wall_s": 0.21,

@@ -2,9 +2,11 @@
 every leaf module, named like the dissection's records), its links from both reports, and its
 summary; the CUDA parts of the summary from a synthetic Kineto event list (no GPU here)."""
 
+import dataclasses
 import gzip
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from worker_models import TinyConvBenchmark
 
 from vision_bench.inspect.trace import profiler_activities, self_times, summarize_trace
 from vision_bench.inspect.trace_report import trace_blocks
+from vision_bench.records.inspection import DissectionSummary
 from vision_bench.reports.html import trace_html
 from vision_bench.reports.render_markdown import render_markdown
 
@@ -76,10 +79,11 @@ def test_one_range_per_leaf_call_and_the_pipeline_ranges(traced):
     names = Counter(e["name"] for e in ranges_of(events))
     # The top-level blocks are stem, act, head, unused: stem is no leaf, so it gets its own range.
     assert names == Counter({**LEAF_CALLS, **PIPELINE, "stem": 1})
-    assert Counter(r["name"] for r in dissection["records_list"]) == Counter(LEAF_CALLS)
-    assert summary["leaf_ranges"] == dissection["records"] == 5 and summary["module_ranges"] == 6
-    assert summary["events"] == len(events)
-    assert {p: v["ranges"] for p, v in summary["phases"].items()} == PIPELINE
+    layers = json.loads((Path(dissection.folder) / "layers_metadata.json").read_text())["records"]
+    assert Counter(r["name"] for r in layers.values()) == Counter(LEAF_CALLS)
+    assert summary.leaf_ranges == dissection.records == 5 and summary.module_ranges == 6
+    assert summary.events == len(events)
+    assert {p: v.ranges for p, v in summary.phases.items()} == PIPELINE
     # Nesting: every module range lies in the forward range, the stem's leaves in the stem's range.
     by_name = {}
     for e in ranges_of(events):
@@ -101,19 +105,19 @@ def test_shapes_recorded_stacks_left_out_by_default(traced):
     convs = [e for e in events if e.get("cat") == "cpu_op" and e["name"] == "aten::conv2d"]
     assert len(convs) == 2 and convs[0]["args"]["Input Dims"][0] == [1, 3, 16, 16]
     assert not any(e.get("cat") == "python_function" for e in events)
-    assert summary["shapes"] is True and summary["stacks"] is False
-    assert any("--trace-stacks" in item for item in summary["left_out"])
-    assert summary["activities"] == ["CPU"] and summary["cuda"] is None and summary["top_cuda_operators"] is None
-    assert {op["name"] for op in summary["top_cpu_operators"]} & {
+    assert summary.shapes is True and summary.stacks is False
+    assert any("--trace-stacks" in item for item in summary.left_out)
+    assert summary.activities == ["CPU"] and summary.cuda is None and summary.top_cuda_operators is None
+    assert {op.name for op in summary.top_cpu_operators} & {
         "aten::convolution",
         "aten::_convolution",
         "aten::_slow_conv2d_forward",
         "aten::mkldnn_convolution",
     }
-    rows = {b["block"]: b for b in summary["blocks"]}
+    rows = {b.block: b for b in summary.blocks}
     # The blocks that ran (unused never does), as the hook-based breakdown lists them.
     assert set(rows) == {"stem (Sequential)", "act (ReLU)", "head (Conv2d)", "(outside top-level blocks)"}
-    assert sum(b["share"] for b in summary["blocks"]) == pytest.approx(1.0)
+    assert sum(b.share for b in summary.blocks) == pytest.approx(1.0)
 
 
 def run_tiny(ub, monkeypatch, out, image, *extra):
@@ -250,20 +254,20 @@ def synthetic_cuda_events(gpu_start=20):
 def test_cuda_summary_from_a_synthetic_event_list():
     s = summarize_trace(synthetic_cuda_events(), ["a", "b"], {"a (Conv)": "a", "b (Mm)": "b"}, cuda=True)
     # Blocks by the device span of the kernels they queued: a 20..45, b 70..110; the forward 20..110.
-    assert s["block_clock"].startswith("device") and s["forward_ms"] == pytest.approx(0.090)
-    rows = {b["block"]: b for b in s["blocks"]}
-    assert rows["a (Conv)"]["share"] == pytest.approx(25 / 90) and rows["b (Mm)"]["share"] == pytest.approx(40 / 90)
-    assert rows["(outside top-level blocks)"]["share"] == pytest.approx(25 / 90)
+    assert s.block_clock.startswith("device") and s.forward_ms == pytest.approx(0.090)
+    rows = {b.block: b for b in s.blocks}
+    assert rows["a (Conv)"].share == pytest.approx(25 / 90) and rows["b (Mm)"].share == pytest.approx(40 / 90)
+    assert rows["(outside top-level blocks)"].share == pytest.approx(25 / 90)
     # Idle: from the forward's start (0) to its last kernel's end (110), busy 45 us.
-    cuda = s["cuda"]
-    assert cuda["window_ms"] == pytest.approx(0.110) and cuda["busy_ms"] == pytest.approx(0.045)
-    assert cuda["idle_share"] == pytest.approx(1 - 45 / 110) and cuda["launch_bound"] is True
-    assert cuda["kernels"] == 3
-    ops = {op["name"]: op for op in s["top_cuda_operators"]}
+    cuda = s.cuda
+    assert cuda.window_ms == pytest.approx(0.110) and cuda.busy_ms == pytest.approx(0.045)
+    assert cuda.idle_share == pytest.approx(1 - 45 / 110) and cuda.launch_bound is True
+    assert cuda.kernels == 3
+    ops = {op.name: op for op in s.top_cuda_operators}
     assert list(ops) == ["aten::sum", "aten::mm", "aten::conv2d", "aten::relu"]
-    assert ops["aten::mm"]["self_ms"] == pytest.approx(0.030) and ops["aten::mm"]["calls"] == 2
-    assert ops["aten::sum"]["share"] == pytest.approx(50 / 95)
-    assert s["leaf_ranges"] == 2 and s["phases"]["forward"]["ranges"] == 1
+    assert ops["aten::mm"].self_ms == pytest.approx(0.030) and ops["aten::mm"].calls == 2
+    assert ops["aten::sum"].share == pytest.approx(50 / 95)
+    assert s.leaf_ranges == 2 and s.phases["forward"].ranges == 1
 
 
 def test_cuda_summary_busy_device_is_not_launch_bound():
@@ -274,26 +278,26 @@ def test_cuda_summary_busy_device_is_not_launch_bound():
             x("cuda_runtime", "cudaLaunchKernel", 2 + i, 1, correlation=i, **{"External id": 1}),
             x("kernel", "gemm", start, end - start, pid=0, tid=7, correlation=i, **{"External id": 1}),
         ]
-    cuda = summarize_trace(events, [], {}, cuda=True)["cuda"]
-    assert cuda["idle_share"] == pytest.approx(0.05) and cuda["launch_bound"] is False and cuda["kernels"] == 3
+    cuda = summarize_trace(events, [], {}, cuda=True).cuda
+    assert cuda.idle_share == pytest.approx(0.05) and cuda.launch_bound is False and cuda.kernels == 3
 
 
 def test_reports_show_the_cuda_summary():
     summary = summarize_trace(synthetic_cuda_events(), ["a", "b"], {"a (Conv)": "a", "b (Mm)": "b"}, cuda=True)
     r = {
         "model": "M",
-        "dissection": {"records": 2},
-        "trace": {
-            **summary,
-            "file": "report_x/M_trace.json.gz",
-            "bytes": 2048,
-            "pass_wall_s": 0.002,
-            "timed_median_s": 0.001,
-            "overhead_ratio": 2.0,
-            "activities": ["CPU", "CUDA"],
-            "stacks": False,
-            "left_out": ["Python call stacks (--trace-stacks adds them)"],
-        },
+        "dissection": DissectionSummary(records=2, leaf_modules=2, png_files=0, npy_files=0, seconds=0.1),
+        "trace": dataclasses.replace(
+            summary,
+            file="report_x/M_trace.json.gz",
+            bytes=2048,
+            pass_wall_s=0.002,
+            timed_median_s=0.001,
+            overhead_ratio=2.0,
+            activities=["CPU", "CUDA"],
+            stacks=False,
+            left_out=["Python call stacks (--trace-stacks adds them)"],
+        ),
     }
     md, page = render_markdown(trace_blocks(r)), trace_html(r)
     for text in (md, page):

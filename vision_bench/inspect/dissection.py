@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..common import first_tensor, leaf_modules, log
 from ..progress import pass_progress
+from ..records.inspection import ActivationProfile, CallWithoutTensor, DissectionSummary, LayerExtreme, LayerRecord
 
 DISSECT_PNG_CHANNELS = 16  # channels drawn in a layer's PNG grid
 DISSECT_NPY_CHANNELS = 8  # channels saved raw in a layer's NPY
@@ -279,7 +280,7 @@ class LayerDissector:
         self.out_dir = out_dir
         self.input_hw = input_hw
         self.write_files = write_files
-        self.records: list[dict] = []
+        self.records: list[LayerRecord] = []
         self.call_counts: dict[str, int] = {}
         self.queue: queue.Queue = queue.Queue(maxsize=DISSECT_QUEUE_SIZE)
         self.writer_errors: list[str] = []
@@ -333,39 +334,43 @@ class LayerDissector:
             index = len(self.records)
             call = self.call_counts.get(name, 0) + 1
             self.call_counts[name] = call
-            record = {"index": index, "name": name, "call": call, "type": module_type}
-            self.records.append(record)
             tensor, source = first_tensor(output)
             if tensor is None:
-                record["note"] = "no tensor in the output; no statistics"
+                note = "no tensor in the output; no statistics"
+                self.records.append(CallWithoutTensor(index, name, call, module_type, note=note))
                 return
-            if source != "output":
-                record["source"] = source
-            record["shape"] = list(tensor.shape)
-            record["dtype"] = str(tensor.dtype).replace("torch.", "")
-            record.update(tensor_stats(tensor))
-            record["files"] = []
+            record = LayerRecord(
+                index,
+                name,
+                call,
+                module_type,
+                source=None if source == "output" else source,
+                shape=list(tensor.shape),
+                dtype=str(tensor.dtype).replace("torch.", ""),
+                **tensor_stats(tensor),
+                files=[],
+            )
+            self.records.append(record)
             if self.write_files and (tensor.is_floating_point() or tensor.dtype == torch.bool):
                 planes, note = feature_planes(tensor, self.input_hw)
                 if planes is not None and planes.numel():
-                    if note:
-                        record["reshaped"] = note
+                    record.reshaped = note
                     self._reserve(planes.numel() * 4)
                     host = planes.detach().to("cpu", torch.float32, copy=True).numpy()
                     stem = self._file_stem(index)
-                    record["files"] = [f"{stem}.png", f"{stem}.npy"]
+                    record.files = [f"{stem}.png", f"{stem}.npy"]
                     self.queue.put((host, self.out_dir / f"{stem}.png", self.out_dir / f"{stem}.npy"))
 
         return hook
 
     def _final_line(self) -> None:
         last = self.records[-1] if self.records else None
-        where = f" {last['name']} (call {last['call']})" if last else ""
+        where = f" {last.name} (call {last.call})" if last else ""
         log(f"DISSECT {len(self.records)}", f"calls recorded ({self.num_leaves} leaf modules hooked), last{where}")
 
     # -- the pass --------------------------------------------------------------------------
-    def run(self, network, forward_call, label: str = "dissection", blocks=()) -> dict:
-        """Hook `network`'s leaves, call `forward_call()` once, return the summary.
+    def run(self, network, forward_call, label: str = "dissection", blocks=()) -> DissectionSummary:
+        """Hook `network`'s leaves, call `forward_call()` once, return the summary (and its digest).
         `label` and `blocks` name the pass and its top-level blocks in the progress lines."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         leaves = leaf_modules(network)
@@ -408,16 +413,20 @@ class LayerDissector:
                     t.join(timeout=30)
         self._renumber_if_needed()
         seconds = time.perf_counter() - started
-        pngs = sum(1 for r in self.records if r.get("files"))
+        pngs = sum(1 for r in self.records if r.files)
         self._final_line()
-        return {
-            "records": len(self.records),
-            "leaf_modules": self.num_leaves,
-            "png_files": pngs,
-            "npy_files": pngs,
-            "seconds": seconds,
-            "writer_errors": self.writer_errors,
-        }
+        return dissection_digest(
+            self.records,
+            DissectionSummary(
+                records=len(self.records),
+                leaf_modules=self.num_leaves,
+                png_files=pngs,
+                npy_files=pngs,
+                seconds=seconds,
+                writer_errors=self.writer_errors,
+                folder=str(self.out_dir),
+            ),
+        )
 
     def _drop_pending(self) -> None:
         while True:
@@ -436,52 +445,55 @@ class LayerDissector:
             return
         old_width, self.width = self.width, needed
         for r in self.records:
-            if not r.get("files"):
+            if not r.files:
                 continue
-            old_stem = f"layer_{r['index']:0{old_width}d}"
-            new_stem = self._file_stem(r["index"])
+            old_stem = f"layer_{r.index:0{old_width}d}"
+            new_stem = self._file_stem(r.index)
             for suffix in (".png", ".npy"):
                 src = self.out_dir / f"{old_stem}{suffix}"
                 if src.exists():
                     os.replace(src, self.out_dir / f"{new_stem}{suffix}")
-            r["files"] = [f"{new_stem}.png", f"{new_stem}.npy"]
+            r.files = [f"{new_stem}.png", f"{new_stem}.npy"]
 
-    def metadata(self, **extra) -> dict:
+    def metadata(self, summary: DissectionSummary | None = None, **extra) -> dict:
+        """layers_metadata.json: `extra` (model, weights, input shape), the pass's counts, every record."""
+        counts = {}
+        if summary is not None:  # "records" here takes the place of the count, as the file always had it
+            counts = {
+                "records": None,
+                "leaf_modules": summary.leaf_modules,
+                "png_files": summary.png_files,
+                "npy_files": summary.npy_files,
+                "seconds": summary.seconds,
+                "writer_errors": summary.writer_errors,
+            }
         return {
             **extra,
+            **counts,
             "num_records": len(self.records),
-            "records": {f"{r['index']:0{self.width}d}": r for r in self.records},
+            "records": {f"{r.index:0{self.width}d}": r for r in self.records},
         }
 
 
-def dissection_digest(records: list[dict]) -> dict:
-    """What the report shows of a dissection: counts by type, the extremes, a profile across depth."""
+def dissection_digest(records: list[LayerRecord], summary: DissectionSummary) -> DissectionSummary:
+    """`summary` with what the report shows of a dissection: counts by type, the extremes, a profile
+    across depth."""
     types: dict[str, int] = {}
     for r in records:
-        types[r["type"]] = types.get(r["type"], 0) + 1
-    with_stats = [r for r in records if r.get("min") is not None]
+        types[r.type] = types.get(r.type, 0) + 1
+    with_stats = [r for r in records if r.has_stats]
 
-    def brief(r, key, value):
-        return {
-            "index": r["index"],
-            "name": r["name"],
-            "call": r["call"],
-            "type": r["type"],
-            key: value,
-            "files": r.get("files", []),
-        }
+    def brief(r: LayerRecord, **figure) -> LayerExtreme:
+        return LayerExtreme(r.index, r.name, r.call, r.type, **figure, files=r.files or [])
 
-    widest = sorted(with_stats, key=lambda r: -(r["max"] - r["min"]))[:5]
-    zeros = sorted(with_stats, key=lambda r: -r["zero_fraction"])[:5]
-    return {
-        "type_counts": dict(sorted(types.items(), key=lambda kv: -kv[1])),
-        "widest_range": [brief(r, "range", [r["min"], r["max"]]) for r in widest],
-        "most_zeros": [brief(r, "zero_fraction", r["zero_fraction"]) for r in zeros],
-        "nan_records": sum(1 for r in records if r.get("nan_count")),
-        "inf_records": sum(1 for r in records if r.get("inf_count")),
-        "profile": {
-            "index": [r["index"] for r in with_stats],
-            "std": [r["std"] for r in with_stats],
-            "absmax": [max(abs(r["min"]), abs(r["max"])) for r in with_stats],
-        },
-    }
+    widest = sorted(with_stats, key=lambda r: -r.range_width)[:5]
+    zeros = sorted(with_stats, key=lambda r: -(r.zero_fraction or 0.0))[:5]
+    summary.type_counts = dict(sorted(types.items(), key=lambda kv: -kv[1]))
+    summary.widest_range = [brief(r, range=[r.min, r.max]) for r in widest]
+    summary.most_zeros = [brief(r, zero_fraction=r.zero_fraction) for r in zeros]
+    summary.nan_records = sum(1 for r in records if r.nan_count)
+    summary.inf_records = sum(1 for r in records if r.inf_count)
+    summary.profile = ActivationProfile(
+        index=[r.index for r in with_stats], std=[r.std for r in with_stats], absmax=[r.absmax for r in with_stats]
+    )
+    return summary

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import time
 
+from ..records.inspection import BlockShare, LeafTime, TimeBreakdownRecord
+
 
 class HostClock:
     """Host wall clock: on the CPU a module's work is done when its forward returns."""
@@ -59,14 +61,14 @@ def forward_hooks(hooks):
 OUTSIDE_BLOCKS = "(outside top-level blocks)"
 
 
-def block_share_rows(block_ms: dict, forward_ms: float) -> tuple[list[dict], float]:
-    """Each top-level block's share of the forward, and the remainder (time between blocks); the
-    denominator is the forward or, when the blocks' sum exceeds it (clock noise), that sum."""
+def block_share_rows(block_ms: dict, forward_ms: float) -> tuple[list[tuple[str, float, float]], float]:
+    """Each top-level block's (label, ms, share) of the forward, and the remainder (time between
+    blocks); the denominator is the forward or, when the blocks' sum exceeds it (clock noise), that sum."""
     blocks_total = sum(block_ms.values())
     denominator = max(forward_ms, blocks_total) or 1.0
-    rows = [{"block": label, "ms": ms, "share": ms / denominator} for label, ms in block_ms.items()]
+    rows = [(label, ms, ms / denominator) for label, ms in block_ms.items()]
     outside = max(denominator - blocks_total, 0.0)
-    rows.append({"block": OUTSIDE_BLOCKS, "ms": outside, "share": outside / denominator})
+    rows.append((OUTSIDE_BLOCKS, outside, outside / denominator))
     return rows, denominator
 
 
@@ -108,7 +110,7 @@ class TimeBreakdown:
                 counts[key] = counts.get(key, 0) + 1
         self._intervals.clear()
 
-    def run(self, blocks, leaves, call) -> dict:
+    def run(self, blocks, leaves, call) -> TimeBreakdownRecord:
         for name, module in leaves:
             self.leaf_types[name] = type(module).__name__
         hooks = [(module, *self._hooks(label, self.block_ms, None)) for label, module in blocks]
@@ -119,17 +121,8 @@ class TimeBreakdown:
         forward_ms = phases["forward"] * 1000
         rows, denominator = block_share_rows(self.block_ms, forward_ms)
         top = sorted(self.leaf_ms.items(), key=lambda kv: -kv[1])[:10]
-        return {
-            "forward_ms": forward_ms,
-            "blocks": rows,
-            "top_leaves": [
-                {
-                    "name": n,
-                    "type": self.leaf_types[n],
-                    "ms": ms,
-                    "calls": self.leaf_calls[n],
-                    "share": ms / denominator,
-                }
-                for n, ms in top
-            ],
-        }
+        return TimeBreakdownRecord(
+            forward_ms,
+            [BlockShare(*row) for row in rows],
+            [LeafTime(n, self.leaf_types[n], ms, self.leaf_calls[n], ms / denominator) for n, ms in top],
+        )

@@ -16,6 +16,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..common import format_bytes, leaf_modules
+from ..records.inspection import (
+    DeviceIdle,
+    OperatorTime,
+    PhaseRange,
+    TimeBreakdownRecord,
+    TraceBlockShare,
+    TraceSummary,
+)
 from .time_breakdown import block_share_rows, forward_hooks
 
 PHASES = ("preprocess", "forward", "postprocess")  # range names, as in the latency tables
@@ -118,7 +126,7 @@ def phase_ranges(phase_methods: dict):
                 setattr(owner, attr, own)
 
 
-def record_trace(device, network, blocks, phase_methods: dict, call, path: Path, stacks: bool = False) -> dict:
+def record_trace(device, network, blocks, phase_methods: dict, call, path: Path, stacks: bool = False) -> TraceSummary:
     """`call()` (one pipeline call) under torch.profiler with operator shapes (and Python stacks with
     `stacks`), ranges on the phases and on the modules; the Chrome trace gzipped to `path`. Returns
     the summary of its events, with the pass's wall time and the file's size."""
@@ -140,16 +148,12 @@ def record_trace(device, network, blocks, phase_methods: dict, call, path: Path,
     start = time.perf_counter()
     events = write_trace(prof, Path(path))
     summary = summarize_trace(events, leaf_names, block_paths, cuda=device.type == "cuda")
-    return {
-        "pass_wall_s": wall,
-        "bytes": Path(path).stat().st_size,
-        "write_seconds": time.perf_counter() - start,
-        "activities": ["CPU"] + (["CUDA"] if device.type == "cuda" else []),
-        "shapes": True,
-        "stacks": stacks,
-        "left_out": left_out(stacks),
-        **summary,
-    }
+    summary.pass_wall_s = wall
+    summary.bytes = Path(path).stat().st_size
+    summary.write_seconds = time.perf_counter() - start
+    summary.activities = ["CPU"] + (["CUDA"] if device.type == "cuda" else [])
+    summary.shapes, summary.stacks, summary.left_out = True, stacks, left_out(stacks)
+    return summary
 
 
 def write_trace(prof, path: Path) -> list[dict]:
@@ -188,7 +192,7 @@ def self_times(ops: list[dict]) -> list[tuple[dict, float]]:
     return out
 
 
-def top_by_time(items: list[tuple[str, float]], unit_total: float | None = None) -> list[dict]:
+def top_by_time(items: list[tuple[str, float]], unit_total: float | None = None) -> list[OperatorTime]:
     """(name, microseconds) pairs summed by name: the TOP_OPERATORS largest, with calls and share."""
     totals: defaultdict[str, float] = defaultdict(float)
     calls: Counter[str] = Counter()
@@ -197,7 +201,7 @@ def top_by_time(items: list[tuple[str, float]], unit_total: float | None = None)
         calls[name] += 1
     whole = unit_total if unit_total is not None else sum(totals.values())
     return [
-        {"name": name, "calls": calls[name], "self_ms": us / 1000, "share": us / whole if whole else None}
+        OperatorTime(name, calls[name], us / 1000, us / whole if whole else None)
         for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:TOP_OPERATORS]
     ]
 
@@ -242,7 +246,7 @@ class DeviceWork:
         """From the first one's start to the last one's end: what CUDA events around the range measure."""
         return max(k["ts"] + k["dur"] for k in work) - min(k["ts"] for k in work) if work else 0.0
 
-    def idle(self, forward: dict) -> dict:
+    def idle(self, forward: dict) -> DeviceIdle:
         """The device's idle share of the forward: from the forward's start on the host to the end of
         its last kernel, the time no kernel or copy ran."""
         mine = self.queued_in(forward)
@@ -251,15 +255,15 @@ class DeviceWork:
         busy = busy_time([(k["ts"], k["ts"] + k["dur"]) for k in self.work], lo, hi)
         window = hi - lo
         idle_share = 1 - busy / window if window > 0 else None
-        return {
-            "window_ms": window / 1000,
-            "busy_ms": busy / 1000,
-            "idle_share": idle_share,
-            "kernels": sum(1 for k in mine if k.get("cat") == "kernel"),
-            "launch_bound": idle_share is not None and idle_share > LAUNCH_BOUND_IDLE_SHARE,
-        }
+        return DeviceIdle(
+            window_ms=window / 1000,
+            busy_ms=busy / 1000,
+            idle_share=idle_share,
+            kernels=sum(1 for k in mine if k.get("cat") == "kernel"),
+            launch_bound=idle_share is not None and idle_share > LAUNCH_BOUND_IDLE_SHARE,
+        )
 
-    def top_operators(self, ops: list[dict]) -> list[dict]:
+    def top_operators(self, ops: list[dict]) -> list[OperatorTime]:
         """Device time by the operator that launched it (its External id), a kernel's own name when
         no operator is known."""
         by_id = {(e.get("args") or {}).get("External id"): e["name"] for e in ops}
@@ -269,7 +273,7 @@ class DeviceWork:
         )
 
 
-def summarize_trace(events: list[dict], leaf_names: list[str], block_paths: dict[str, str], cuda: bool) -> dict:
+def summarize_trace(events: list[dict], leaf_names: list[str], block_paths: dict[str, str], cuda: bool) -> TraceSummary:
     """What the report shows of a trace: its counts, the phase and module ranges, the top operators
     by self time, each top-level block's share of the forward (host time on the CPU; on CUDA the
     device's span of the kernels each block queued) and, on CUDA, the device's idle share."""
@@ -279,47 +283,43 @@ def summarize_trace(events: list[dict], leaf_names: list[str], block_paths: dict
     leaves = set(leaf_names)
     ops = [e for e in complete if e.get("cat") == "cpu_op"]
     cpu_self = self_times(ops)
-    summary = {
-        "events": len(events),
-        "leaf_ranges": sum(counts[n] for n in leaves),
-        "module_ranges": sum(counts[n] for n in leaves | set(block_paths.values())),
-        "phases": {
-            p: {"ranges": counts[p], "ms": sum(e["dur"] for e in ranges if e["name"] == p) / 1000} for p in PHASES
-        },
-        "top_cpu_operators": top_by_time([(e["name"], us) for e, us in cpu_self]),
-        "top_cuda_operators": None,
-        "cuda": None,
-    }
+    summary = TraceSummary(
+        events=len(events),
+        leaf_ranges=sum(counts[n] for n in leaves),
+        module_ranges=sum(counts[n] for n in leaves | set(block_paths.values())),
+        phases={p: PhaseRange(counts[p], sum(e["dur"] for e in ranges if e["name"] == p) / 1000) for p in PHASES},
+        top_cpu_operators=top_by_time([(e["name"], us) for e, us in cpu_self]),
+    )
     forward = next((e for e in ranges if e["name"] == "forward"), None)
     ran = {label: name for label, name in block_paths.items() if counts[name]}  # as the hooks' breakdown lists them
     if cuda:
         device = DeviceWork(complete)
-        summary["top_cuda_operators"] = device.top_operators(ops)
+        summary.top_cuda_operators = device.top_operators(ops)
         block_ms = {
             label: sum(device.span_us(device.queued_in(e)) for e in ranges if e["name"] == name) / 1000
             for label, name in ran.items()
         }
         forward_ms = device.span_us(device.queued_in(forward)) / 1000 if forward else 0.0
-        summary["cuda"] = device.idle(forward) if forward else None
+        summary.cuda = device.idle(forward) if forward else None
     else:
         block_ms = {label: sum(e["dur"] for e in ranges if e["name"] == name) / 1000 for label, name in ran.items()}
         forward_ms = forward["dur"] / 1000 if forward else 0.0
-    summary["forward_ms"] = forward_ms
-    summary["block_clock"] = "device (kernel spans)" if cuda else "host"
-    summary["blocks"], _ = block_share_rows(block_ms, forward_ms)
+    summary.forward_ms = forward_ms
+    summary.block_clock = "device (kernel spans)" if cuda else "host"
+    rows, _ = block_share_rows(block_ms, forward_ms)
+    summary.blocks = [TraceBlockShare(*row) for row in rows]
     return summary
 
 
-def beside_breakdown(trace: dict, breakdown: dict | None) -> None:
+def beside_breakdown(trace: TraceSummary, breakdown: TimeBreakdownRecord | None) -> None:
     """Each block row of the trace gets the hook-based breakdown's share of the same block, and the
     trace gets the largest difference in percentage points."""
-    hooks = {row["block"]: row for row in (breakdown or {}).get("blocks", [])}
+    hooks = {row.block: row for row in (breakdown.blocks if breakdown else [])}
     differences = []
-    for row in trace["blocks"]:
-        other = hooks.get(row["block"])
-        row["hook_ms"] = other["ms"] if other else None
-        row["hook_share"] = other["share"] if other else None
-        row["difference_pp"] = (row["share"] - other["share"]) * 100 if other else None
+    for row in trace.blocks:
+        other = hooks.get(row.block)
         if other:
-            differences.append(abs(row["difference_pp"]))
-    trace["max_difference_pp"] = max(differences) if differences else None
+            row.hook_ms, row.hook_share = other.ms, other.share
+            row.difference_pp = (row.share - other.share) * 100
+            differences.append(abs(row.difference_pp))
+    trace.max_difference_pp = max(differences) if differences else None

@@ -10,10 +10,11 @@ import traceback
 
 from ..common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
 from ..divergence.divergence_pass import measure_divergence
-from ..inspect.dissection import dissection_digest
 from ..inspect.trace import beside_breakdown, file_size
 from ..models.images import load_rgb
 from ..phases import registered
+from ..records.failure import ErrorRecord
+from ..records.inspection import TraceSummary
 from ..settings import RunContext
 from ..sweeps.sweep_pass import measure_sweep
 from ..variants.registry import REFERENCE_VARIANT
@@ -204,17 +205,15 @@ def dissect_model(bench, ctx: RunContext, result: dict, phase, first_image) -> N
             f"Starting layer dissection on {ctx.images[0].name}"
             + ("" if dissect else " (statistics only: --no-dissect writes no files)"),
         )
-        summary = bench.dissect_layers(first_image, folder, write_files=dissect)
-        records = summary.pop("records_list")
-        result["dissection"] = {**summary, "folder": str(folder), **dissection_digest(records)}
+        summary = result["dissection"] = bench.dissect_layers(first_image, folder, write_files=dissect)
     log(
         "DISSECT",
-        f"{summary['records']} records from {summary['leaf_modules']} leaf modules, "
-        f"{summary['png_files']} PNG and {summary['npy_files']} NPY files in {summary['seconds']:.1f}s "
+        f"{summary.records} records from {summary.leaf_modules} leaf modules, "
+        f"{summary.png_files} PNG and {summary.npy_files} NPY files in {summary.seconds:.1f}s "
         f"-> {folder}",
     )
-    if summary["writer_errors"]:
-        log("WARNING", f"{len(summary['writer_errors'])} layer files failed to write: {summary['writer_errors'][0]}")
+    if summary.writer_errors:
+        log("WARNING", f"{len(summary.writer_errors)} layer files failed to write: {summary.writer_errors[0]}")
 
 
 def measure_extras(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
@@ -235,22 +234,22 @@ def measure_extras(bench, ctx: RunContext, result: dict, tracker, phase) -> None
             measure_sweep(bench, ctx, result, tracker, phase.publish)
 
 
-def trace_model(bench, ctx: RunContext, result: dict, image) -> dict:
+def trace_model(bench, ctx: RunContext, result: dict, image) -> TraceSummary:
     """--trace: the profiler trace of one more warm pass, its summary beside the hook-based
     breakdown, and the pass's own overhead against the timed median."""
     path = ctx.assets_dir / f"{bench.MODEL_NAME}_trace.json.gz"
     stacks = ctx.settings.trace_stacks
     log("TRACE", f"One more warm pass under torch.profiler (shapes{', stacks' if stacks else ''}) -> {path.name}")
     trace = bench.record_trace(image, path, stacks=stacks)
-    trace["file"] = str(path.relative_to(ctx.results_dir))
+    trace.file = str(path.relative_to(ctx.results_dir))
     beside_breakdown(trace, result.get("time_breakdown"))
     median = result["latency_end_to_end"]["median"]
-    trace["timed_median_s"] = median
-    trace["overhead_ratio"] = trace["pass_wall_s"] / median if median else None
+    trace.timed_median_s = median
+    trace.overhead_ratio = trace.pass_wall_s / median if median else None
     log(
         "TRACE",
-        f"{file_size(trace['bytes'])}, {trace['events']} events, {trace['module_ranges']} module ranges "
-        f"({trace['leaf_ranges']} leaf calls); traced pass {trace['pass_wall_s'] * 1000:.1f} ms against the "
+        f"{file_size(trace.bytes)}, {trace.events} events, {trace.module_ranges} module ranges "
+        f"({trace.leaf_ranges} leaf calls); traced pass {trace.pass_wall_s * 1000:.1f} ms against the "
         f"timed median {median * 1000:.1f} ms",
     )
     return trace
@@ -280,9 +279,9 @@ def record_failure(result: dict, exc: Exception, tracker) -> None:
     to the exception survives)."""
     phase = result["phase"]
     result["status"] = "failed"
-    result["error"] = {"type": type(exc).__name__, "message": str(exc), "phase": phase}
+    error = result["error"] = ErrorRecord(type(exc).__name__, str(exc), phase)
     result["memory"]["at_failure"] = tracker.safe_peak()
     log("ERROR", f"{result['model']} failed during {phase}: {exception_line(exc)}")
     if not isinstance(exc, (WeightsError, UsageError)):
-        result["error"]["traceback"] = traceback.format_exc()
+        error.traceback = traceback.format_exc()
         traceback.print_exc()

@@ -16,6 +16,7 @@ from ..inspect.dissection import LayerDissector
 from ..inspect.time_breakdown import TimeBreakdown
 from ..inspect.trace import record_trace
 from ..progress import pass_progress
+from ..records.inspection import DissectionSummary, TimeBreakdownRecord, TraceSummary
 from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
 
 
@@ -315,8 +316,9 @@ class ModelBenchmark(ABC):
         self.input_shape = seen.get("shape")
         return int(counter.get_total_flops()), self.input_shape
 
-    def dissect_layers(self, image: Image.Image, out_dir: Path, write_files: bool = True) -> dict:
-        """Every call of every leaf module in one pass of the same pipeline the timed runs use."""
+    def dissect_layers(self, image: Image.Image, out_dir: Path, write_files: bool = True) -> DissectionSummary:
+        """Every call of every leaf module in one pass of the same pipeline the timed runs use: each
+        call's record in out_dir/layers_metadata.json, their summary returned."""
         hw = tuple(self.input_shape[-2:]) if self.input_shape and len(self.input_shape) == 4 else None
         dissector = LayerDissector(out_dir, input_hw=hw, write_files=write_files)
         log("DISSECT", f"Hooking {len(leaf_modules(self.network()))} leaf modules, one forward pass")
@@ -329,10 +331,9 @@ class ModelBenchmark(ABC):
         atomic_write_json(
             out_dir / "layers_metadata.json",
             dissector.metadata(
-                model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape, **summary
+                summary, model=self.MODEL_NAME, weights=self.weights_source, input_shape=self.input_shape
             ),
         )
-        summary["records_list"] = dissector.records
         return summary
 
     def top_level_blocks(self) -> list[tuple[str, object]]:
@@ -354,13 +355,13 @@ class ModelBenchmark(ABC):
             (type(module).__name__, module)
         ]
 
-    def profile_time(self, image: Image.Image) -> dict:
+    def profile_time(self, image: Image.Image) -> TimeBreakdownRecord:
         with self.progress("profiled pass (where the time goes)"):
             return TimeBreakdown(self.device).run(
                 self.top_level_blocks(), leaf_modules(self.network()), lambda: self.run_pipeline(image)
             )
 
-    def record_trace(self, image: Image.Image, path: Path, stacks: bool = False) -> dict:
+    def record_trace(self, image: Image.Image, path: Path, stacks: bool = False) -> TraceSummary:
         """One more warm pass of the pipeline under torch.profiler, written as a gzipped Chrome trace
         to `path`, with ranges named like the layer explorer's records; returns its summary."""
         with self.progress("profiler trace"):

@@ -13,6 +13,8 @@ from typing import Any
 
 from .codec import from_json, is_record
 from .divergence import read_divergence
+from .failure import ErrorRecord, WorkerRecord
+from .inspection import DissectionSummary, TimeBreakdownRecord, TraceSummary
 from .sweep import SweepRecord
 from .variants import VariantResult
 
@@ -44,6 +46,12 @@ FAMILIES: dict[str, Callable[[Any], Any]] = {
     # "latency_end_to_end": one(LatencyStats),
     # measure/memory and inspect/: memory, dissection, time breakdown, trace
     # "memory": one(MemoryFigures),
+    "dissection": one(DissectionSummary),
+    "time_breakdown": one(TimeBreakdownRecord),
+    "trace": one(TraceSummary),
+    # run/: a failed model's error and the worker process that ran it
+    "error": one(ErrorRecord),
+    "worker": one(WorkerRecord),
     # the end of the families
 }
 

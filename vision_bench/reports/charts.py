@@ -85,14 +85,15 @@ def memory_chart(results: list[dict], path: Path) -> bool:
 
 
 def activation_profile_chart(result: dict, path: Path) -> bool:
-    profile = (result.get("dissection") or {}).get("profile")
-    if not profile or not profile["index"]:
+    dissection = result.get("dissection")
+    profile = dissection.profile if dissection else None
+    if not profile or not profile.index:
         return False
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(7, 2.6), constrained_layout=True)
     floor = 1e-12  # log scale: a zero std (constant output) is drawn at the floor
-    ax.plot(profile["index"], [max(v or 0, floor) for v in profile["absmax"]], color="black", lw=0.8, label="|max|")
-    ax.plot(profile["index"], [max(v or 0, floor) for v in profile["std"]], color="gray", lw=0.8, ls="--", label="std")
+    ax.plot(profile.index, [max(v or 0, floor) for v in profile.absmax], color="black", lw=0.8, label="|max|")
+    ax.plot(profile.index, [max(v or 0, floor) for v in profile.std], color="gray", lw=0.8, ls="--", label="std")
     ax.set_yscale("log")
     ax.set_xlabel("record (execution order)")
     ax.set_ylabel("activation (log scale)")

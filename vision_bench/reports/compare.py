@@ -205,10 +205,8 @@ def not_completed_in_new(pair: dict) -> list[str]:
         if other is None:
             reason = "missing in new"
         elif other["status"] != "complete":
-            error = other.get("error") or {}
-            reason = f"{other['status']} in new" + (
-                f" ({error.get('type')}: {error.get('message')})" if error.get("message") else ""
-            )
+            error = other.get("error")
+            reason = f"{other['status']} in new" + (error.in_words if error else "")
         elif not timed_seconds(other):
             reason = "no timed runs in new"
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -49,8 +50,6 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     run_id, stem = unique_output(options.output_dir.expanduser() / "results", "benchmark_results")
     assets = stem.parent / f"report_{run_id}"
     assets.mkdir(exist_ok=True)
-    import shutil
-
     models, problems = [], []
     for r, index in chosen.values():
         r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
@@ -58,15 +57,14 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
             r["system"] = r.get("system") or files[index].get("system")
         if mixed["config"]:
             r["run_config"] = files[index].get("config")
-        if r.get("trace"):
-            r["trace"] = dict(r["trace"])  # its file is copied along, below
         # Files the reports link to, relative to their results folder: the output picture, the trace.
-        for holder, key in ((r, "output_image"), (r.get("trace"), "file")):
-            if holder and holder.get(key):
-                source = Path(paths[index]).parent / holder[key]
-                if source.exists():
-                    shutil.copy2(source, assets / source.name)
-                    holder[key] = f"{assets.name}/{source.name}"
+        folder = Path(paths[index]).parent
+        if r.get("output_image"):
+            r["output_image"] = copied_along(folder, r["output_image"], assets)
+        trace = r.get("trace")
+        if trace and trace.file:
+            r["trace"] = trace = copy.copy(trace)  # the file read keeps its own path
+            trace.file = copied_along(folder, trace.file, assets)
         models.append(r)
     if array is not None:
         models, problems = mark_array_failures(
@@ -118,3 +116,15 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     for p in written.values():
         print(f"  - {p}")
     return EXIT_OK if complete else EXIT_FAILED
+
+
+def copied_along(folder: Path, relative: str, assets: Path) -> str:
+    """A file a report links to (`relative` to a merged file's results `folder`) copied into the merged
+    report's folder: its new path relative to the results folder; the old one when it is missing."""
+    import shutil
+
+    source = folder / relative
+    if not source.exists():
+        return relative
+    shutil.copy2(source, assets / source.name)
+    return f"{assets.name}/{source.name}"

@@ -15,6 +15,7 @@ from ..inspect.trace_report import trace_blocks
 from ..measure.sampling_report import sampling_items
 from ..measure.stats import format_interval
 from ..phases import phase_label
+from ..records.inspection import DissectionSummary, TimeBreakdownRecord
 from ..sweeps.sweep_report import sweep_section
 from ..variants.variants_report import variants_section
 from .blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
@@ -65,7 +66,7 @@ def fact_items(r: dict) -> list[str]:
             + ", ".join(f"{phase_label(k)} {v:.1f} s" for k, v in r["phase_seconds"].items() if v is not None)
         )
     if r.get("worker"):
-        items.append("Worker process: " + ", ".join(f"{k} {v}" for k, v in r["worker"].items()))
+        items.append("Worker process: " + r["worker"].describe())
     return items
 
 
@@ -119,42 +120,37 @@ def output_blocks(r: dict) -> list[Block]:
 
 
 def time_breakdown_blocks(r: dict) -> list[Block]:
-    tb = r.get("time_breakdown")
+    tb: TimeBreakdownRecord | None = r.get("time_breakdown")
     if not tb:
         return []
-    blocks = Table(
-        ["block", "ms", "share"], [[b["block"], f"{b['ms']:.1f}", f"{b['share'] * 100:.1f}%"] for b in tb["blocks"]]
-    )
+    blocks = Table(["block", "ms", "share"], [[b.block, f"{b.ms:.1f}", f"{b.share * 100:.1f}%"] for b in tb.blocks])
     leaves = Table(
         ["module", "type", "calls", "ms", "share"],
-        [
-            [f"`{t['name']}`", t["type"], t["calls"], f"{t['ms']:.1f}", f"{t['share'] * 100:.1f}%"]
-            for t in tb["top_leaves"]
-        ],
+        [[f"`{t.name}`", t.type, t.calls, f"{t.ms:.1f}", f"{t.share * 100:.1f}%"] for t in tb.top_leaves],
         caption="Ten most expensive leaf modules:",
     )
     return [
         Heading(3, "Where the time goes"),
         Paragraph(
-            f"One profiled pass (not a timed run), forward {tb['forward_ms']:.1f} ms with timing hooks on every module."
+            f"One profiled pass (not a timed run), forward {tb.forward_ms:.1f} ms with timing hooks on every module."
         ),
         Columns([[blocks], [leaves]]),
     ]
 
 
 def dissection_blocks(r: dict, ctx) -> list[Block]:
-    d = r.get("dissection")
+    d: DissectionSummary | None = r.get("dissection")
     if not d:
         return []
-    link = os.path.relpath(d["folder"], ctx.results_dir) if d.get("folder") else ""
+    link = os.path.relpath(d.folder, ctx.results_dir) if d.folder else ""
     blocks: list[Block] = [
         Heading(3, "Inside the model"),
         Paragraph(
-            f"{d['records']} records (every call of {d['leaf_modules']} leaf modules) "
-            f"in one pass of {d['seconds']:.1f} s; {d['png_files']} PNG and {d['npy_files']} NPY files in "
-            f"[`{link}`]({link}/). NaN in {d['nan_records']} records, Inf in {d['inf_records']}."
+            f"{d.records} records (every call of {d.leaf_modules} leaf modules) "
+            f"in one pass of {d.seconds:.1f} s; {d.png_files} PNG and {d.npy_files} NPY files in "
+            f"[`{link}`]({link}/). NaN in {d.nan_records} records, Inf in {d.inf_records}."
         ),
-        Paragraph("Layer types: " + ", ".join(f"{t} {n}" for t, n in d["type_counts"].items())),
+        Paragraph("Layer types: " + ", ".join(f"{t} {n}" for t, n in d.type_counts.items())),
     ]
     chart = ctx.assets_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', r['model'])}_activations.png"  # a name is no path
     # A finished model's chart never changes: drawn once, where the report's pictures go.
@@ -167,32 +163,30 @@ def dissection_blocks(r: dict, ctx) -> list[Block]:
     return blocks + [activation_tables(d), explorer_block(r, d, link)]
 
 
-def activation_tables(d: dict) -> Columns:
+def activation_tables(d: DissectionSummary) -> Columns:
     widest = Table(
         ["record", "module", "call", "type", "min", "max"],
         [
-            [w["index"], f"`{w['name']}`", w["call"], w["type"], f"{w['range'][0]:.4g}", f"{w['range'][1]:.4g}"]
-            for w in d["widest_range"]
+            [w.index, f"`{w.name}`", w.call, w.type, f"{w.range[0]:.4g}", f"{w.range[1]:.4g}"]
+            for w in d.widest_range
+            if w.range
         ],
         caption="Widest activation range:",
     )
     zeros = Table(
         ["record", "module", "call", "type", "zeros"],
-        [
-            [z["index"], f"`{z['name']}`", z["call"], z["type"], f"{z['zero_fraction'] * 100:.1f}%"]
-            for z in d["most_zeros"]
-        ],
+        [[z.index, f"`{z.name}`", z.call, z.type, f"{(z.zero_fraction or 0) * 100:.1f}%"] for z in d.most_zeros],
         caption="Highest fraction of exact zeros:",
     )
     return Columns([[widest], [zeros]])
 
 
-def explorer_records(dissection: dict) -> tuple[list[dict], str | None]:
-    """Every record of the model's layers_metadata.json (the result JSON keeps only a digest),
-    or why they are missing."""
-    if not dissection.get("folder"):
+def explorer_records(dissection: DissectionSummary) -> tuple[list[dict], str | None]:
+    """Every record of the model's layers_metadata.json (the result JSON keeps only a digest), as
+    the page's explorer reads them, or why they are missing."""
+    if not dissection.folder:
         return [], "no dissection folder recorded"
-    path = Path(dissection["folder"]) / "layers_metadata.json"
+    path = Path(dissection.folder) / "layers_metadata.json"
     try:
         records = json.loads(path.read_text(encoding="utf-8")).get("records") or {}
     except (OSError, ValueError) as exc:
@@ -207,7 +201,7 @@ def explorer_records(dissection: dict) -> tuple[list[dict], str | None]:
     return out, None
 
 
-def explorer_block(r: dict, d: dict, link: str) -> Explorer:
+def explorer_block(r: dict, d: DissectionSummary, link: str) -> Explorer:
     records, problem = explorer_records(d)
     base = (Path(link).as_posix() + "/") if link else ""
     overlay = explorer_overlay(r, records) if records else []

@@ -305,16 +305,16 @@ def failure_blocks(results: list[dict]) -> list[Block]:
         return []
     rows = []
     for r in failed:
-        error = r.get("error") or {}
-        message = (error.get("type", "") + ": " + error.get("message", "")).strip(": ")
-        phase = error.get("phase") or r.get("phase_reached") or r.get("phase")
+        error = r.get("error")
+        message = error.text if error else ""
+        phase = (error.phase if error else None) or r.get("phase_reached") or r.get("phase")
         rows.append([r.get("model"), r.get("status"), phase, message, failure_memory(r)])
     blocks: list[Block] = [
         Heading(2, "Failed or interrupted models", "failures"),
         Table(["model", "status", "phase", "error", "memory"], rows, kind="fail"),
     ]
     for r in failed:
-        tail = (r.get("error") or {}).get("output_tail")
+        tail = r["error"].output_tail if r.get("error") else None
         if tail:
             text = tail if isinstance(tail, str) else "\n".join(tail)
             blocks.append(Details(f"Last output of {r.get('model')}", text))

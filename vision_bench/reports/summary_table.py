@@ -74,7 +74,7 @@ def summary_row(r: dict) -> list:
         number(r.get("parameters") or None, lambda v: f"{v:,}"),
         number(r.get("gflops")),
         "x".join(map(str, r.get("input_shape") or [])) or "n/a",
-        number((r.get("dissection") or {}).get("records"), str),
+        number(r["dissection"].records if r.get("dissection") else None, str),
         r.get("status"),
         number(e2e.get("n"), str),
     ]

@@ -89,7 +89,7 @@ def csv_row(r: dict, option_names) -> dict:
         "parameters": r.get("parameters"),
         "gflops": r.get("gflops"),
         "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
-        "layers_dissected": (r.get("dissection") or {}).get("records"),
+        "layers_dissected": r["dissection"].records if r.get("dissection") else None,
         "warm_runs": e2e.get("n"),
         "warmup_runs": sum(1 for run in r.get("runs", []) if run.get("kind") == "warmup"),
         **{name: (r.get("config") or {}).get(name) for name in option_names},

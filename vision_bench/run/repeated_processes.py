@@ -40,7 +40,7 @@ def process_summary(index: int, record: dict) -> dict:
     e2e = record.get("latency_end_to_end") or {}
     return {
         "process": index,
-        "pid": (record.get("worker") or {}).get("pid"),
+        "pid": record["worker"].pid if record.get("worker") else None,
         "status": record["status"],
         "median": e2e.get("median"),
         "ci95_low": e2e.get("ci95_low"),

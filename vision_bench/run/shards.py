@@ -9,6 +9,7 @@ import math
 import os
 
 from ..common import UsageError
+from ..records.failure import ErrorRecord
 
 SLURM_VARIABLES = {
     "job_id": "SLURM_JOB_ID",
@@ -150,10 +151,8 @@ def mark_array_failures(array: dict, chosen: dict, weights: str | None, log_temp
                 "phase_seconds": {},
             }
         else:
-            error = record.get("error") or {}
-            what = f"{where} ended with it {record['status']}" + (
-                f" ({error.get('type')}: {error.get('message')})" if error.get("message") else ""
-            )
+            error = record.get("error")
+            what = f"{where} ended with it {record['status']}" + (error.in_words if error else "")
         log = shard_log(array, index, log_template)
         message = what + (f"; see the task's log {log}" if log else "; see the log of that task")
         record = dict(
@@ -161,11 +160,11 @@ def mark_array_failures(array: dict, chosen: dict, weights: str | None, log_temp
             status="failed",
             status_in_shard=record.get("status", "missing"),
             shard_log=log,
-            error={
-                "type": "ShardFailed",
-                "message": message,
-                "phase": (record.get("error") or {}).get("phase") or record.get("phase_reached"),
-            },
+            error=ErrorRecord(
+                "ShardFailed",
+                message,
+                (record["error"].phase if record.get("error") else None) or record.get("phase_reached"),
+            ),
         )
         records.append(record)
         problems.append(f"{entry['model']}: {message}")

@@ -18,6 +18,7 @@ from ..measure.environment import configure_threads
 from ..measure.memory import MemoryTracker, apply_memory_limit
 from ..measure.model_pass import benchmark_model, new_result
 from ..records import SweepPointStatus
+from ..records.failure import ErrorRecord, WorkerRecord
 from ..records.sweep import WorkerDeath
 from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
@@ -173,24 +174,25 @@ def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -
 
 def sweep_point_died(result: dict) -> bool:
     """If the worker died at a sweep point: that point is `oom`, the model complete; True then."""
-    sweep, error = result.get("sweep"), result.get("error") or {}
+    sweep, error = result.get("sweep"), result.get("error")
     running = [p for p in sweep.points if p.status == SweepPointStatus.RUNNING] if sweep else []
     if (
         sweep is None
         or result.get("status") != "failed"
-        or error.get("type") != "WorkerDied"
-        or error.get("phase") != "sweep"
+        or error is None
+        or error.type != "WorkerDied"
+        or error.phase != "sweep"
         or not running
     ):
         return False
     point = running[-1]
-    point.status, point.killed, point.reason = SweepPointStatus.OOM, True, error["message"]
+    point.status, point.killed, point.reason = SweepPointStatus.OOM, True, error.message
     log(
         "SWEEP",
         f"{result['model']}: the worker died at {point.dimension} {point.value} (out of memory): "
         "that is the edge; a fresh worker goes on with the sweep",
     )
-    death = WorkerDeath(dimension=point.dimension, value=point.value, message=error["message"])
+    death = WorkerDeath(dimension=point.dimension, value=point.value, message=error.message)
     sweep.worker_deaths = (sweep.worker_deaths or []) + [death]
     result.pop("error")
     result.update(status="complete", phase="sweep")
@@ -212,8 +214,7 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     started = time.time()
     process.start()
     send.close()
-    worker = {"pid": process.pid, "exit_code": None, "signal": None, "log": str(log_path.relative_to(ctx.results_dir))}
-    result["worker"] = worker
+    worker = result["worker"] = WorkerRecord(process.pid, log=str(log_path.relative_to(ctx.results_dir)))
     relay = LogRelay(log_path, prefix=ctx.log_prefix)
     relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
     finished = False
@@ -225,12 +226,12 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
         receive.close()
         if not finished:
             result["phase_reached"] = result.get("phase") or "setup"
-    worker["exit_code"] = process.exitcode
+    worker.exit_code = process.exitcode
     if process.exitcode is not None and process.exitcode < 0:
-        worker["signal"] = signal.Signals(-process.exitcode).name
+        worker.signal = signal.Signals(-process.exitcode).name
     if not finished:
-        record_lost_worker(cls, ctx, result, timed_out, last_hwm, list(relay.tail))
-        log("ERROR", f"{cls.MODEL_NAME}: {result['error']['message']}. Its output: {log_path}")
+        error = record_lost_worker(cls, ctx, result, timed_out, last_hwm, list(relay.tail))
+        log("ERROR", f"{cls.MODEL_NAME}: {error.message}. Its output: {log_path}")
 
 
 def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: dict, started: float) -> tuple:
@@ -271,7 +272,7 @@ def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: di
     return finished, False, last_hwm
 
 
-def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last_hwm, tail: list[str]) -> None:
+def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last_hwm, tail: list[str]) -> ErrorRecord:
     """The record of a worker that died or overran --model-timeout: status, error, memory at failure."""
     worker, phase = result["worker"], result["phase_reached"]
     memory = result.setdefault("memory", {})
@@ -283,10 +284,11 @@ def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last
     else:
         result["status"] = "failed"
         error_type = "WorkerDied"
-        if worker["signal"]:
-            message = f"the worker process was killed by {worker['signal']} during {phase}" + (
-                " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker["signal"] == "SIGKILL" else ""
+        if worker.signal:
+            message = f"the worker process was killed by {worker.signal} during {phase}" + (
+                " (the kernel's OOM killer sends SIGKILL when memory runs out)" if worker.signal == "SIGKILL" else ""
             )
         else:
-            message = f"the worker process exited with code {worker['exit_code']} during {phase} without a result"
-    result["error"] = {"type": error_type, "message": message, "phase": phase, "output_tail": tail}
+            message = f"the worker process exited with code {worker.exit_code} during {phase} without a result"
+    error = result["error"] = ErrorRecord(error_type, message, phase, output_tail=tail)
+    return error

@@ -87,7 +87,7 @@ def compare_layers(bench, hooked, ctx, entry: dict, tracker, image, result: dict
         "rss_before_bytes": rss_before,
     }
     passes = entry["passes"]
-    reference_median = (result.get("latency_end_to_end") or {}).get("median")
+    reference_median = result["latency_end_to_end"].median if result.get("latency_end_to_end") else None
     variant_median = ((plain or {}).get("latency_end_to_end") or {}).get("median")
     passes["reference_median_s"], passes["variant_median_s"] = reference_median, variant_median
     if reference_median and variant_median:
@@ -160,7 +160,7 @@ def suggest_fp32_set(
         start = time.perf_counter()
         run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=label)
         summarize_latency(record)
-        reference_median = (result.get("latency_forward") or {}).get("median")
+        reference_median = result["latency_forward"].median if result.get("latency_forward") else None
         mine = record["latency_forward"]["median"]
         suggestion = {
             "status": SuggestionStatus.PASSES,

@@ -12,6 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import from_json, is_record
+from .measurement import (
+    GuardRecord,
+    LatencyInterval,
+    LatencyStats,
+    LatencyTails,
+    MachineState,
+    MemoryFigures,
+    PhaseMedians,
+    PrecisionRecord,
+    ProcessSummary,
+    RunRecord,
+    per_image_from_json,
+)
 
 
 def list_of(cls: type) -> Callable[[Any], list]:
@@ -38,9 +51,20 @@ FAMILIES: dict[str, Callable[[Any], Any]] = {
     # divergence/: --divergence
     # "divergence": list_of(DivergenceEntry),
     # measure/: the runs, their statistics and the machine state
-    # "latency_end_to_end": one(LatencyStats),
+    "runs": list_of(RunRecord),
+    "cold_start": one(RunRecord),
+    "latency_end_to_end": one(LatencyStats),
+    "latency_forward": one(LatencyStats),
+    "latency_tails": one(LatencyTails),
+    "latency_phases_median": one(PhaseMedians),
+    "latency_per_image": per_image_from_json,
+    "machine_state": one(MachineState),
+    "guard": one(GuardRecord),
+    "precision": one(PrecisionRecord),
+    "processes": list_of(ProcessSummary),
+    "latency_interval": one(LatencyInterval),
     # measure/memory and inspect/: memory, dissection, time breakdown, trace
-    # "memory": one(MemoryFigures),
+    "memory": one(MemoryFigures),
     # the end of the families
 }
 

@@ -18,6 +18,7 @@ from ..measure.timed_runs import (
 )
 from ..models.images import load_rgb
 from ..records import VariantStatus
+from ..records.codec import encode
 from .output_parity import compare_outputs, parity_outputs
 from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
 
@@ -102,14 +103,14 @@ def reference_row(result: dict) -> dict:
         "reference": True,
         "speedup_forward": 1.0,
         "speedup_end_to_end": 1.0,
-        **{k: result.get(k) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
-        "memory": {k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
+        **{k: encode(result.get(k)) for k in ("latency_end_to_end", "latency_forward", "cold_start", "fps")},
+        "memory": {k: getattr(result["memory"], k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
     }
 
 
 def add_speedups(record: dict, result: dict) -> None:
     for key, name in (("latency_forward", "speedup_forward"), ("latency_end_to_end", "speedup_end_to_end")):
-        ref, mine = (result.get(key) or {}).get("median"), (record.get(key) or {}).get("median")
+        ref, mine = result[key].median if result.get(key) else None, (record.get(key) or {}).get("median")
         record[name] = ref / mine if ref and mine else None
 
 

@@ -165,12 +165,13 @@ def summarize_state(
         involuntary_switches_per_run=sorted(s.involuntary_switches or 0 for s in states)[len(states) // 2]
         if states
         else None,
-        **{key: spread([getattr(s, key) for s in states]) for key in READINGS},
         throttle_reasons=sorted({x for s in states for x in s.throttle_reasons or ()}),
         other_pids=sorted({x for s in states for x in s.other_pids or ()}),
         guard_cost_s_per_run=per_run if samples else None,
         guard_cost_ratio=per_run / median_s if samples and median_s else None,
     )
+    for key in READINGS:
+        setattr(summary, key, spread([getattr(s, key) for s in states]))
     summary.warnings = state_warnings(summary, [load for load in loads if load is not None])
     summary.clean = not summary.warnings
     return summary

@@ -48,7 +48,7 @@ def state_text(state: MachineState | None) -> str:
 
 
 def not_clean(state: MachineState | None) -> bool:
-    return bool(state) and not state.clean
+    return state is not None and not state.clean
 
 
 def throttled_in_statistics(r: dict) -> bool:

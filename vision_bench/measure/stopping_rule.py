@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class ProcessInterval:
     why: str
 
 
-def process_interval(medians: list[float | None]) -> ProcessInterval | None:
+def process_interval(medians: Sequence[float | None]) -> ProcessInterval | None:
     """The 95% interval of the median that accounts for the spread between K processes, from
     their K medians: order statistics for K >= 6, Student t for 2 <= K <= 5. None for K < 2."""
     values = [m for m in medians if m is not None]

@@ -18,10 +18,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 from test_html_report import browser, open_page, page_log  # noqa: F401  (the headless Chromium fixture)
 
-from vision_bench.common import UsageError
+from vision_bench.common import UsageError, strict_json
 from vision_bench.divergence.divergence_report import explorer_overlay
 from vision_bench.divergence.layer_passes import summarise_records
 from vision_bench.measure.stats import latency_stats
+from vision_bench.records.codec import to_json
 from vision_bench.reports.results_file import RESULTS_SCHEMA, read_results
 from vision_bench.reports.write import write_report_files
 
@@ -110,7 +111,7 @@ def divergence_entry() -> dict:
                 {"modules": 1, "verdict": "fail", "worst": {"normalised_error": 0.08}},
                 {"modules": 3, "verdict": "pass", "worst": {"normalised_error": 0.01}},
             ],
-            "latency_forward": latency_stats([0.09, 0.091, 0.092]),
+            "latency_forward": to_json(latency_stats([0.09, 0.091, 0.092])),
             "speedup_forward": 1.3,
             "parity": {"verdict": "pass", "reasons": [], "worst": {"normalised_error": 0.01}},
             "plain": {"speedup_forward": 1.36, "verdict": "fail", "worst": {"normalised_error": 0.2}},
@@ -145,7 +146,7 @@ def synthetic_results(viz: Path) -> dict:
     (folder / "layers_metadata.json").write_text(
         json.dumps({"records": {str(i): dissection_record(i) for i in range(40)}})
     )
-    stats = latency_stats([0.10, 0.11, 0.12, 0.105, 0.115])
+    stats = to_json(latency_stats([0.10, 0.11, 0.12, 0.105, 0.115]))
     model = {
         "model": "Net",
         "cli_name": "net",
@@ -164,7 +165,7 @@ def synthetic_results(viz: Path) -> dict:
         + [
             {"image": "bus.jpg", "kind": "timed", "cold": False, "total_s": t} for t in (0.10, 0.11, 0.12, 0.105, 0.115)
         ],
-        "cold_start": {"total_s": 1.0},
+        "cold_start": {"image": "bus.jpg", "total_s": 1.0},
         "latency_end_to_end": stats,
         "latency_forward": stats,
         "memory": {"peak_bytes": 600 << 20, "peak_over_baseline_bytes": 100 << 20, "peak_kind": "CPU resident set"},
@@ -363,7 +364,7 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
     bad = copy.deepcopy(read)
     bad["models"][0]["divergence"][0]["records"][3]["shadow"]["relative_l2"] = -1
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(bad))
+    path.write_text(json.dumps(strict_json(bad)))  # its records as JSON
     with pytest.raises(
         UsageError,
         match=r"\$\.models\[0\]\.divergence\[0\]\.records\[3\]\.shadow\.relative_l2: "

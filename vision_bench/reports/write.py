@@ -12,6 +12,7 @@ from pathlib import Path
 from ..common import atomic_write_json, atomic_write_text
 from ..measure.stats import CI_METHOD
 from ..records.measurement import LatencyStats, MemoryFigures, RunKind
+from ..records.model_result import document_with_records
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
 from .html import html_report
@@ -191,7 +192,7 @@ def write_report_files(data: dict, ctx) -> dict:
     columns = csv_columns(option_names)
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for r in data["models"]:
+    for r in document_with_records(data)["models"]:  # a hand-built document too
         if r["status"] != "not run":
             row = dict.fromkeys(columns) | csv_row(r, option_names)
             for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):

@@ -24,6 +24,7 @@ from ..records.measurement import (
     MachineState,
     MemoryFigures,
     PhaseMedians,
+    PrecisionRecord,
     RunKind,
     RunRecord,
 )
@@ -99,14 +100,18 @@ def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str 
     if rule:
         precision = rule.record(timed_seconds(runs), stopped_by)
         keep("precision", precision)
-        reached = precision.reached_pct
-        log(
-            "STATS",
-            f"{label}--precision {rule.precision_pct:g}%: {STOPPED_BY[stopped_by]} after "
-            f"{precision.runs} timed runs in {precision.seconds:.1f} s (interval "
-            + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"),
-        )
+        log_precision(precision, label)
     return first_prediction
+
+
+def log_precision(precision: PrecisionRecord, label: str) -> None:
+    reached = precision.reached_pct
+    log(
+        "STATS",
+        f"{label}--precision {precision.target_pct:g}%: {STOPPED_BY[precision.stopped_by]} after "
+        f"{precision.runs} timed runs in {precision.seconds:.1f} s (interval "
+        + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"),
+    )
 
 
 def timed_seconds(runs: list[RunRecord]) -> list[float]:

@@ -6,6 +6,7 @@ import pytest
 from conftest import ROOT, load_run, run_cli
 
 from vision_bench.measure.stats import latency_stats
+from vision_bench.records.model_result import with_records
 from vision_bench.reports.findings import findings
 
 
@@ -108,7 +109,7 @@ def make_result(name, median, spread=0.02, cold=None, params=1e6, peak=100e6, gf
         "gflops": gflops,
         "input_shape": [1, 3, 8, 8],
         "fps": 1 / median,
-        "cold_start": {"total_s": cold or median * 1.5},
+        "cold_start": {"image": "a.jpg", "total_s": cold or median * 1.5},
         # across images the spread is large: different input sizes, not noise
         "latency_end_to_end": {
             "n": 12,
@@ -127,8 +128,10 @@ def make_result(name, median, spread=0.02, cold=None, params=1e6, peak=100e6, gf
 def test_findings_come_from_the_numbers(ub):
     found = findings(
         [
-            make_result("A", 0.010, params=2e6, peak=50e6),
-            make_result("B", 0.100, spread=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0, new_shape_first=0.2),
+            with_records(make_result("A", 0.010, params=2e6, peak=50e6)),
+            with_records(
+                make_result("B", 0.100, spread=0.25, cold=1.0, params=9e6, peak=900e6, gflops=80.0, new_shape_first=0.2)
+            ),
         ]
     )
     text = "\n".join(found)
@@ -158,7 +161,7 @@ def test_unstable_timing_can_fire_at_the_default_five_runs_an_image(ub):
                 "min": m * (1 - spread),
                 "max": m * (1 + spread),
             }
-    text = "\n".join(findings([noisy, quiet]))
+    text = "\n".join(findings([with_records(noisy), with_records(quiet)]))
     assert (
         "Unstable timing: Noisy on a.jpg: median 100.0 ms, range of its runs (a 93.8% interval) [85.0, 115.0] ms, "
         "30% of the median wide over 5 timed runs" in text
@@ -167,14 +170,14 @@ def test_unstable_timing_can_fire_at_the_default_five_runs_an_image(ub):
 
 
 def test_findings_say_nothing_without_data(ub):
-    assert findings([make_result("A", 0.01)]) == []
+    assert findings([with_records(make_result("A", 0.01))]) == []
     assert findings([]) == []
 
 
 def test_latency_stats(ub):
     stats = latency_stats([0.1, 0.2, 0.3, 0.4])
-    assert stats["n"] == 4 and stats["median"] == pytest.approx(0.25)
-    assert stats["cov"] == pytest.approx(stats["std"] / stats["mean"])
-    assert latency_stats([])["median"] is None and latency_stats([])["n"] == 0
+    assert stats.n == 4 and stats.median == pytest.approx(0.25)
+    assert stats.cov == pytest.approx(stats.std / stats.mean)
+    assert latency_stats([]).median is None and latency_stats([]).n == 0
     one = latency_stats([0.5])  # one run: no spread to report (the README promises null)
-    assert one["std"] is None and one["cov"] is None and one["median"] == 0.5
+    assert one.std is None and one.cov is None and one.median == 0.5

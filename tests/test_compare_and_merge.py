@@ -34,8 +34,9 @@ def synthetic_model(name: str, times_s, parameters=2_616_248, peak=600 << 20, st
 def mergeable_model(name: str, times_s) -> dict:
     """A synthetic complete model with every figure a merged report shows."""
     from vision_bench.measure.stats import latency_stats
+    from vision_bench.records.codec import to_json
 
-    stats = latency_stats(list(times_s))
+    stats = to_json(latency_stats(list(times_s)))
     model = synthetic_model(name, times_s)
     return model | {
         "weights_source": "random",

@@ -113,7 +113,7 @@ def divergence_entry() -> dict:
                 {"modules": 1, "verdict": "fail", "worst": {"normalised_error": 0.08}},
                 {"modules": 3, "verdict": "pass", "worst": {"normalised_error": 0.01}},
             ],
-            "latency_forward": latency_stats([0.09, 0.091, 0.092]),
+            "latency_forward": to_json(latency_stats([0.09, 0.091, 0.092])),
             "speedup_forward": 1.3,
             "parity": {"verdict": "pass", "reasons": [], "worst": {"normalised_error": 0.01}},
             "plain": {"speedup_forward": 1.36, "verdict": "fail", "worst": {"normalised_error": 0.2}},
@@ -148,7 +148,7 @@ def synthetic_results(viz: Path) -> dict:
     (folder / "layers_metadata.json").write_text(
         json.dumps({"records": {str(i): dissection_record(i) for i in range(40)}})
     )
-    stats = latency_stats([0.10, 0.11, 0.12, 0.105, 0.115])
+    stats = to_json(latency_stats([0.10, 0.11, 0.12, 0.105, 0.115]))
     model = {
         "model": "Net",
         "cli_name": "net",
@@ -167,7 +167,7 @@ def synthetic_results(viz: Path) -> dict:
         + [
             {"image": "bus.jpg", "kind": "timed", "cold": False, "total_s": t} for t in (0.10, 0.11, 0.12, 0.105, 0.115)
         ],
-        "cold_start": {"total_s": 1.0},
+        "cold_start": {"image": "bus.jpg", "total_s": 1.0},
         "latency_end_to_end": stats,
         "latency_forward": stats,
         "memory": {"peak_bytes": 600 << 20, "peak_over_baseline_bytes": 100 << 20, "peak_kind": "CPU resident set"},

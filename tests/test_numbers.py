@@ -32,14 +32,14 @@ def test_latency_stats_by_hand(ub):
     """Values worked out on paper: p10/p90 by linear interpolation (numpy's default), the
     sample standard deviation (n - 1), CoV = std / mean."""
     s = latency_stats([1.0, 10.0, 3.0, 2.0, 4.0])  # order must not matter
-    assert s["n"] == 5
-    assert s["median"] == pytest.approx(3.0)
-    assert s["p10"] == pytest.approx(1.4)  # 1 + 0.4 * (2 - 1)
-    assert s["p90"] == pytest.approx(7.6)  # 4 + 0.6 * (10 - 4)
-    assert s["mean"] == pytest.approx(4.0)
-    assert s["std"] == pytest.approx(math.sqrt(50 / 4))  # squared deviations 9+4+1+0+36, n - 1 = 4
-    assert s["cov"] == pytest.approx(math.sqrt(12.5) / 4)
-    assert s["min"] == 1.0 and s["max"] == 10.0
+    assert s.n == 5
+    assert s.median == pytest.approx(3.0)
+    assert s.p10 == pytest.approx(1.4)  # 1 + 0.4 * (2 - 1)
+    assert s.p90 == pytest.approx(7.6)  # 4 + 0.6 * (10 - 4)
+    assert s.mean == pytest.approx(4.0)
+    assert s.std == pytest.approx(math.sqrt(50 / 4))  # squared deviations 9+4+1+0+36, n - 1 = 4
+    assert s.cov == pytest.approx(math.sqrt(12.5) / 4)
+    assert s.min == 1.0 and s.max == 10.0
 
 
 def test_latency_stats_against_numpy(ub):
@@ -48,25 +48,25 @@ def test_latency_stats_against_numpy(ub):
         data = list(rng.lognormal(mean=-3, sigma=0.6, size=size))  # skewed, like real latencies
         a = np.asarray(data)
         s = latency_stats(data)
-        assert s["n"] == size
-        assert s["median"] == pytest.approx(np.median(a), rel=1e-12)
-        assert s["p10"] == pytest.approx(np.percentile(a, 10), rel=1e-12)
-        assert s["p90"] == pytest.approx(np.percentile(a, 90), rel=1e-12)
-        assert s["mean"] == pytest.approx(a.mean(), rel=1e-12)
-        assert s["std"] == pytest.approx(a.std(ddof=1), rel=1e-12)
-        assert s["cov"] == pytest.approx(a.std(ddof=1) / a.mean(), rel=1e-12)
-        assert s["min"] == a.min() and s["max"] == a.max()
-        assert s["p10"] < s["median"] < s["p90"] or size == 2
+        assert s.n == size
+        assert s.median == pytest.approx(np.median(a), rel=1e-12)
+        assert s.p10 == pytest.approx(np.percentile(a, 10), rel=1e-12)
+        assert s.p90 == pytest.approx(np.percentile(a, 90), rel=1e-12)
+        assert s.mean == pytest.approx(a.mean(), rel=1e-12)
+        assert s.std == pytest.approx(a.std(ddof=1), rel=1e-12)
+        assert s.cov == pytest.approx(a.std(ddof=1) / a.mean(), rel=1e-12)
+        assert s.min == a.min() and s.max == a.max()
+        assert s.p10 < s.median < s.p90 or size == 2
 
 
 def test_latency_stats_empty_and_single(ub):
     empty = latency_stats([])
-    assert empty["n"] == 0
+    assert empty.n == 0
     for key in ("median", "p10", "p90", "mean", "std", "min", "max", "cov"):
-        assert empty[key] is None, key
+        assert getattr(empty, key) is None, key
     one = latency_stats([0.25])
-    assert one["n"] == 1 and one["median"] == one["p10"] == one["p90"] == one["min"] == one["max"] == 0.25
-    assert one["std"] is None and one["cov"] is None  # one run has no spread (null in the JSON)
+    assert one.n == 1 and one.median == one.p10 == one.p90 == one.min == one.max == 0.25
+    assert one.std is None and one.cov is None  # one run has no spread (null in the JSON)
 
 
 def make_run(image, size, run, total, pre, fwd, post, cold=False, kind=None):

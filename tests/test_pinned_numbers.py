@@ -219,10 +219,10 @@ def test_process_interval_below_six_processes_is_the_student_t_interval(processe
     mean, spread = statistics.mean(medians), statistics.stdev(medians)  # stdev: the n - 1 estimate
     half = scipy_stats.t.ppf(0.975, processes - 1) * spread / math.sqrt(processes)
     interval = process_interval(medians)
-    assert interval["method"] == "t over process medians"
-    assert interval["processes"] == processes and interval["ci_coverage"] == 0.95
-    assert interval["ci95_low"] == pytest.approx(mean - half, rel=1e-9)
-    assert interval["ci95_high"] == pytest.approx(mean + half, rel=1e-9)
+    assert interval.method == "t over process medians"
+    assert interval.processes == processes and interval.ci_coverage == 0.95
+    assert interval.ci95_low == pytest.approx(mean - half, rel=1e-9)
+    assert interval.ci95_high == pytest.approx(mean + half, rel=1e-9)
 
 
 @pytest.mark.parametrize("processes", [6, 7, 8, 9, 12, 17])
@@ -232,12 +232,12 @@ def test_process_interval_from_six_processes_is_the_order_statistics_interval(pr
     low_rank, high_rank = exact_ranks(processes, Fraction(1, 2))
     interval = process_interval(medians + [None])  # a process without a median does not count
     ordered = sorted(medians)
-    assert interval["method"] == "order statistics of process medians"
-    assert interval["processes"] == processes
-    assert interval["ci95_low"] == ordered[low_rank - 1] and interval["ci95_high"] == ordered[high_rank - 1]
-    assert interval["ci_coverage"] == pytest.approx(scipy_coverage(processes, 0.5, low_rank, high_rank), abs=1e-12)
+    assert interval.method == "order statistics of process medians"
+    assert interval.processes == processes
+    assert interval.ci95_low == ordered[low_rank - 1] and interval.ci95_high == ordered[high_rank - 1]
+    assert interval.ci_coverage == pytest.approx(scipy_coverage(processes, 0.5, low_rank, high_rank), abs=1e-12)
     if processes == 6:  # the smallest K: [min, max], covering 1 - 2/64
-        assert (low_rank, high_rank) == (1, 6) and interval["ci_coverage"] == pytest.approx(62 / 64, abs=1e-15)
+        assert (low_rank, high_rank) == (1, 6) and interval.ci_coverage == pytest.approx(62 / 64, abs=1e-15)
 
 
 def test_process_interval_needs_two_processes():
@@ -261,14 +261,14 @@ def test_tail_interval_bounds_and_coverage(percentile, runs):
     assert percentile_interval(seconds, q) == pytest.approx(
         (ordered[low_rank - 1], ordered[high_rank - 1], expected_coverage), rel=1e-9
     )
-    tail = tail_stats(seconds)[f"p{percentile}"]
-    assert tail["ci95_low"] == ordered[low_rank - 1] and tail["ci95_high"] == ordered[high_rank - 1]
-    assert tail["ci_coverage"] == pytest.approx(expected_coverage, rel=1e-9)
+    tail = getattr(tail_stats(seconds), f"p{percentile}")
+    assert tail.ci95_low == ordered[low_rank - 1] and tail.ci95_high == ordered[high_rank - 1]
+    assert tail.ci_coverage == pytest.approx(expected_coverage, rel=1e-9)
     # The value: linear interpolation between the order statistics around rank (n - 1) q + 1.
     position = (runs - 1) * q
     below = math.floor(position)
     by_hand = ordered[below] + (position - below) * (ordered[min(below + 1, runs - 1)] - ordered[below])
-    assert tail["value"] == pytest.approx(by_hand, rel=1e-12)
+    assert tail.value == pytest.approx(by_hand, rel=1e-12)
 
 
 def test_tail_intervals_are_not_estimable_below_36_runs_for_p90_and_368_for_p99():
@@ -282,10 +282,10 @@ def test_tail_intervals_are_not_estimable_below_36_runs_for_p90_and_368_for_p99(
         assert exact_ranks(needed - 1, q) is None and exact_ranks(needed, q) is not None
         assert all(exact_ranks(n, q) is not None for n in range(needed, needed + 15))
         for runs in (1, 6, 20, needed - 1, needed, needed + 1):
-            tail = tail_stats([0.1 + i * 1e-4 for i in range(runs)])[f"p{percentile}"]
-            assert tail["needed_runs"] == needed
-            assert (tail["ci95_low"] is None) == (runs < needed), (percentile, runs)
-            assert (tail["ci_coverage"] is None) == (runs < needed), (percentile, runs)
+            tail = getattr(tail_stats([0.1 + i * 1e-4 for i in range(runs)]), f"p{percentile}")
+            assert tail.needed_runs == needed
+            assert (tail.ci95_low is None) == (runs < needed), (percentile, runs)
+            assert (tail.ci_coverage is None) == (runs < needed), (percentile, runs)
 
 
 # -- 5. the divergence culprit ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 over --processes on simulated processes, the tails' order-statistic intervals, and the
 machine-state guard's NVML path through a fake of the library."""
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +17,8 @@ from vision_bench.measure.sampling_report import machine_state_blocks
 from vision_bench.measure.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import summarize_latency
+from vision_bench.records.codec import to_json
+from vision_bench.records.model_result import with_records
 from vision_bench.reports.compare import REFUSED, compare_model
 from vision_bench.reports.render_markdown import render_markdown
 
@@ -58,7 +61,7 @@ def test_the_stopping_rule_respects_the_time_cap_and_the_count_cap():
     reason, runs = run_rule(rule, clock, noisy, seconds_per_run=0.5)
     assert reason == "max-time" and len(runs) == 60
     record = rule.record(runs, reason)
-    assert record["stopped_by"] == "max-time" and record["reached_pct"] > 1.0 and record["seconds"] == 30.0
+    assert record.stopped_by == "max-time" and record.reached_pct > 1.0 and record.seconds == 30.0
     reason, runs = run_rule(StoppingRule(1.0, max_seconds=1e9, max_runs=50, clock=clock), clock, noisy)
     assert reason == "max-runs" and len(runs) == 50
 
@@ -77,22 +80,22 @@ def test_the_interval_over_processes_covers_where_one_process_does_not(processes
     for _ in range(1000):
         groups = simulate(processes, 30, rng)
         interval = process_interval([float(np.median(g)) for g in groups])
-        pooled += interval["ci95_low"] <= 1.0 <= interval["ci95_high"]
+        pooled += interval.ci95_low <= 1.0 <= interval.ci95_high
         low, high, _ = median_interval(groups[0])
         single += low <= 1.0 <= high
     assert pooled >= 900, pooled
     assert single <= 500, single  # an interval built inside one process is blind to the spread between them
-    assert interval["method"] == ("t over process medians" if processes < 6 else "order statistics of process medians")
+    assert interval.method == ("t over process medians" if processes < 6 else "order statistics of process medians")
 
 
 def test_p99_is_not_estimable_below_the_runs_it_needs():
     assert runs_needed(0.99) == 368 and runs_needed(0.9) == 36 and runs_needed(0.5) == 6
     rng = np.random.default_rng(3)
-    short = tail_stats(list(rng.lognormal(size=367)))["p99"]
-    assert short["ci95_low"] is None and short["needed_runs"] == 368 and short["value"] is not None
-    long = tail_stats(list(rng.lognormal(size=368)))["p99"]
-    assert long["ci95_low"] <= long["value"] <= long["ci95_high"] and long["ci_coverage"] >= 0.95
-    assert tail_text(tail_stats(list(rng.lognormal(size=20)))["p99"]).endswith(
+    short = tail_stats(list(rng.lognormal(size=367))).p99
+    assert short.ci95_low is None and short.needed_runs == 368 and short.value is not None
+    long = tail_stats(list(rng.lognormal(size=368))).p99
+    assert long.ci95_low <= long.value <= long.ci95_high and long.ci_coverage >= 0.95
+    assert tail_text(tail_stats(list(rng.lognormal(size=20))).p99).endswith(
         "not estimable with 20 runs: its 95% interval needs 368)"
     )
 
@@ -150,14 +153,14 @@ def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_
     # idle (0x1) is no slowdown.
     fake = FakeNvml(reasons=[0x1, 0x0, 0x20, 0x0, 0x0, 0x0], processes=[[me], [me], [me], [me, 4242], [me], [me]])
     guard = MachineGuard(SimpleNamespace(type="cuda", index=0), nvml=fake)
-    assert guard.static["nvml"] == "ok"
+    assert guard.static.nvml == "ok"
     guard.begin()
     states = [guard.after_run() for _ in range(5)]
     guard.close()
     assert fake.calls == ["init", "shutdown"]
-    assert [s["flags"] for s in states] == [[], ["throttled"], ["throttled", "shared"], ["shared"], []]
-    assert states[1]["throttle_reasons"] == ["sw_thermal_slowdown"] and states[3]["other_pids"] == [4242]
-    assert states[0]["sm_clock_mhz"] == 1410 and "power_w" not in states[0]
+    assert [s.flags for s in states] == [[], ["throttled"], ["throttled", "shared"], ["shared"], []]
+    assert states[1].throttle_reasons == ["sw_thermal_slowdown"] and states[3].other_pids == [4242]
+    assert states[0].sm_clock_mhz == 1410 and "power_w" not in to_json(states[0])
 
     times = [0.100, 0.300, 0.300, 0.250, 0.110]  # the flagged runs are the slow ones
     record = {
@@ -183,18 +186,18 @@ def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_
                 "forward_s": t,
                 "preprocess_s": 0.0,
                 "postprocess_s": 0.0,
-                "state": s,
+                "state": to_json(s),
             }
             for t, s in zip(times, states)
         ],
-        "guard": {"static": guard.static, "cost_s": guard.cost_s, "samples": guard.samples},
+        "guard": to_json(guard.record()),
         "model": "Net",
     }
     summarize_latency(record, discard_flagged=False)
     state = record["machine_state"]
     assert state["flagged"] == {"throttled": 2, "shared": 2} and not state["clean"]
     assert record["latency_end_to_end"]["n"] == 5 and state["other_pids"] == [4242]
-    lines = render_markdown(machine_state_blocks([record]))
+    lines = render_markdown(machine_state_blocks([with_records(dict(record))]))
     assert "2 throttled, 2 shared of 5 timed runs" in lines and "pids 4242" in lines and "Warning" in lines
 
     summarize_latency(record, discard_flagged=True)
@@ -207,9 +210,10 @@ def test_compare_refuses_a_verdict_and_the_gate_when_a_side_ran_throttled(tmp_pa
     base = synthetic_model("Net", np.linspace(0.100, 0.101, 10))
     new = synthetic_model("Net", np.linspace(0.150, 0.151, 10))
     new["runs"][3]["state"] = {"flags": ["throttled"], "load1": 0.1, "involuntary_switches": 0}
-    assert compare_model(base, new)["verdict"] == f"{REFUSED} (new)"
+    judged = lambda: compare_model(with_records(copy.deepcopy(base)), with_records(copy.deepcopy(new)))["verdict"]
+    assert judged() == f"{REFUSED} (new)"
     new["runs"][3]["discarded"] = True  # --discard-throttled left it out: the rest can be judged
-    assert compare_model(base, new)["verdict"] == "slower"
+    assert judged() == "slower"
     del new["runs"][3]["discarded"]
     from conftest import run_cli
 

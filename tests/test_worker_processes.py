@@ -15,6 +15,7 @@ from conftest import ROOT, load_run
 
 from vision_bench.measure.stats import latency_stats, median_interval
 from vision_bench.measure.timed_runs import summarize_latency
+from vision_bench.records.model_result import with_records
 from vision_bench.reports.findings import findings
 
 WORKER_MODELS = ROOT / "tests" / "worker_models.py"
@@ -182,10 +183,10 @@ def test_median_interval_holds_the_median_and_narrows_with_more_runs(ub):
     widths = []
     for n in (10, 40, 160, 400):
         stats = latency_stats(list(times[:n]))
-        assert stats["ci95_low"] <= stats["median"] <= stats["ci95_high"]
-        widths.append(stats["ci95_high"] - stats["ci95_low"])
+        assert stats.ci95_low <= stats.median <= stats.ci95_high
+        widths.append(stats.ci95_high - stats.ci95_low)
     assert widths == sorted(widths, reverse=True) and widths[-1] < widths[0] / 3
-    assert latency_stats([0.1, 0.2])["ci95_low"] is None
+    assert latency_stats([0.1, 0.2]).ci95_low is None
 
 
 def test_unstable_timing_is_judged_by_the_interval_width(ub):
@@ -225,7 +226,7 @@ def test_unstable_timing_is_judged_by_the_interval_width(ub):
             "input_shape": [1],
         }
         summarize_latency(r)
-        return r
+        return with_records(r)
 
     steady = model("Steady", [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01])
     noisy = model("Noisy", [1.0, 1.5, 0.7, 1.3, 0.8, 1.2, 1.0, 1.4])

@@ -107,9 +107,12 @@ def divergence_attempt(entries: list[AnyDivergenceEntry], position: int, model: 
         free_cached_memory(device)
 
 
-def median_of(latency: dict | None) -> float | None:
-    """A timed median of the measure family's latency figures (None when not measured)."""
-    return (latency or {}).get("median")
+def median_of(latency) -> float | None:
+    """A timed median: of a LatencyStats record (the model's own) or of the dict a scratch timing
+    fills (the fp32 set's); None when not measured."""
+    if latency is None:
+        return None
+    return latency.get("median") if isinstance(latency, dict) else latency.median
 
 
 def compare_layers(

@@ -5,12 +5,14 @@ nvml_guard), sampled at timed-run boundaries only; each timed run is flagged 'th
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import resource
 import time
 from pathlib import Path
 
+from ..records.measurement import FlagCounts, GuardRecord, GuardStatic, MachineState, RunRecord, RunState
 from . import nvml_guard
 
 CPU_SYS = Path("/sys/devices/system/cpu")
@@ -23,15 +25,17 @@ def read_sys(path) -> str | None:
         return None
 
 
-def cpu_static_state(root: Path = CPU_SYS) -> dict:
-    """What /sys shows once: the frequency governor of every CPU and whether throttle counters exist."""
+def cpu_static_state(root: Path = CPU_SYS) -> GuardStatic:
+    """What /sys shows once: the frequency governor of every CPU, whether throttle counters exist,
+    and the usable CPUs."""
     governors = sorted(
         {g for g in (read_sys(p) for p in glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_governor"))) if g}
     )
-    return {
-        "governors": governors or None,
-        "throttle_counters": bool(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count"))),
-    }
+    return GuardStatic(
+        governors=governors or None,
+        throttle_counters=bool(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count"))),
+        cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    )
 
 
 def cpu_files(root: Path = CPU_SYS) -> dict:
@@ -53,26 +57,25 @@ def cpu_sample(files: dict) -> dict:
     }
 
 
+READINGS = ("cpu_freq_mhz", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_w")  # a run's state, ranged
+
+
 class MachineGuard:
     """Samples the machine between timed runs and flags each run from the samples on its sides."""
 
     def __init__(self, device, nvml=None, cpu_root: Path = CPU_SYS):
         self.device_type = getattr(device, "type", str(device))
         self.cpu_files = cpu_files(cpu_root)
-        self.static = {
-            **cpu_static_state(cpu_root),
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "nvml": None,
-        }
+        self.static = cpu_static_state(cpu_root)
         self.gpu = None
         if self.device_type == "cuda":
             try:
                 self.gpu = nvml_guard.NvmlGuard(
                     index=getattr(device, "index", None) or 0, uuid=gpu_uuid(device), nvml=nvml
                 )
-                self.static["nvml"] = "ok"
+                self.static.nvml = "ok"
             except Exception as exc:  # no nvidia-ml-py, or no driver: the CPU side still runs
-                self.static["nvml"] = f"unavailable: {type(exc).__name__}: {exc}"
+                self.static.nvml = f"unavailable: {type(exc).__name__}: {exc}"
         self.cost_s = 0.0
         self.samples = 0
         self.last: dict = {}  # the sample before the next run; begin() takes the first
@@ -90,7 +93,7 @@ class MachineGuard:
         """The sample before the first timed run."""
         self.last = self.sample()
 
-    def after_run(self) -> dict:
+    def after_run(self) -> RunState:
         """The sample after a run (the next run's 'before'); returns the run's state and flags."""
         before, after = self.last, self.sample()
         self.last = after
@@ -103,21 +106,20 @@ class MachineGuard:
             flags.append("throttled")
         if any(nvml_guard.shared(s) for s in (before, after)):
             flags.append("shared")
-        state = {
-            "flags": flags,
-            "load1": after["load1"],
-            "involuntary_switches": after["involuntary_switches"] - before["involuntary_switches"],
-        }
-        for key in ("cpu_freq_mhz", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_w"):
-            if after.get(key) is not None:
-                state[key] = after[key]
         reasons = sorted(set(before.get("throttle_reasons") or ()) | set(after.get("throttle_reasons") or ()))
-        if reasons:
-            state["throttle_reasons"] = reasons
         others = sorted(set(before.get("other_pids") or ()) | set(after.get("other_pids") or ()))
-        if others:
-            state["other_pids"] = others
-        return state
+        return RunState(
+            flags=flags,
+            load1=after["load1"],
+            involuntary_switches=after["involuntary_switches"] - before["involuntary_switches"],
+            **{key: after.get(key) for key in READINGS},
+            throttle_reasons=reasons or None,
+            other_pids=others or None,
+        )
+
+    def record(self) -> GuardRecord:
+        """The guard's record of the window: its static readings, its cost and its samples."""
+        return GuardRecord(static=self.static, cost_s=self.cost_s, samples=self.samples)
 
     def close(self) -> None:
         if self.gpu is not None:
@@ -141,50 +143,61 @@ def spread(values: list) -> list | None:
 
 
 def summarize_state(
-    static: dict, timed_runs: list[dict], cost_s: float, samples: int, median_s: float | None, discarded: int
-) -> dict:
+    static: GuardStatic,
+    timed_runs: list[RunRecord],
+    cost_s: float,
+    samples: int,
+    median_s: float | None,
+    discarded: int,
+) -> MachineState:
     """The model's machine state over its timed runs: ranges, flagged and discarded counts, warnings,
     and the guard's own cost per run against the median."""
-    states = [r["state"] for r in timed_runs if r.get("state")]
-    flagged = {flag: sum(flag in s["flags"] for s in states) for flag in ("throttled", "shared")}
-    loads = [s["load1"] for s in states]
-    summary = {
-        **static,
-        "runs_sampled": len(states),
-        "flagged": flagged,
-        "discarded": discarded,
-        "load1": spread(loads),
-        "involuntary_switches_per_run": sorted(s["involuntary_switches"] for s in states)[len(states) // 2]
+    states = [r.state for r in timed_runs if r.state]
+    flagged = FlagCounts(**{flag: sum(flag in s.flags for s in states) for flag in ("throttled", "shared")})
+    loads = [s.load1 for s in states]
+    per_run = cost_s / max(len(states), 1)
+    summary = MachineState(
+        **dataclasses.asdict(static),
+        runs_sampled=len(states),
+        flagged=flagged,
+        discarded=discarded,
+        load1=spread(loads),
+        involuntary_switches_per_run=sorted(s.involuntary_switches or 0 for s in states)[len(states) // 2]
         if states
         else None,
-    }
-    for key in ("cpu_freq_mhz", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_w"):
-        summary[key] = spread([s.get(key) for s in states])
-    summary["throttle_reasons"] = sorted({x for s in states for x in s.get("throttle_reasons", ())})
-    summary["other_pids"] = sorted({x for s in states for x in s.get("other_pids", ())})
-    per_run = cost_s / max(len(states), 1)
-    summary["guard_cost_s_per_run"] = per_run if samples else None
-    summary["guard_cost_ratio"] = per_run / median_s if samples and median_s else None
+        throttle_reasons=sorted({x for s in states for x in s.throttle_reasons or ()}),
+        other_pids=sorted({x for s in states for x in s.other_pids or ()}),
+        guard_cost_s_per_run=per_run if samples else None,
+        guard_cost_ratio=per_run / median_s if samples and median_s else None,
+    )
+    for key in READINGS:
+        setattr(summary, key, spread([getattr(s, key) for s in states]))
+    summary.warnings = state_warnings(summary, [load for load in loads if load is not None])
+    summary.clean = not summary.warnings
+    return summary
+
+
+def state_warnings(summary: MachineState, loads: list[float]) -> list[str]:
+    """Why a model's machine state was not clean."""
     warnings = []
-    if flagged["throttled"]:
+    flagged, runs = summary.flagged, summary.runs_sampled
+    if flagged.throttled:
         warnings.append(
-            f"{flagged['throttled']} of {len(states)} timed runs ran throttled"
-            + (f" ({', '.join(summary['throttle_reasons'])})" if summary["throttle_reasons"] else "")
+            f"{flagged.throttled} of {runs} timed runs ran throttled"
+            + (f" ({', '.join(summary.throttle_reasons)})" if summary.throttle_reasons else "")
         )
-    if flagged["shared"]:
+    if flagged.shared:
         warnings.append(
-            f"{flagged['shared']} of {len(states)} timed runs shared the GPU with other processes "
-            f"(pids {', '.join(map(str, summary['other_pids'][:8]))})"
+            f"{flagged.shared} of {runs} timed runs shared the GPU with other processes "
+            f"(pids {', '.join(map(str, summary.other_pids[:8]))})"
         )
-    if loads and static.get("cpus") and max(loads) > static["cpus"]:
+    if loads and summary.cpus and max(loads) > summary.cpus:
         warnings.append(
-            f"the machine was busy: load average up to {max(loads):.1f} on {static['cpus']} usable CPUs "
+            f"the machine was busy: load average up to {max(loads):.1f} on {summary.cpus} usable CPUs "
             "(other processes competed for the cores)"
         )
-    if static.get("governors") and set(static["governors"]) != {"performance"}:
-        warnings.append(f"CPU frequency governor {', '.join(static['governors'])}, not performance: clocks vary")
-    if (static.get("nvml") or "ok") != "ok":
-        warnings.append(f"GPU state not seen: NVML {static['nvml']}")
-    summary["warnings"] = warnings
-    summary["clean"] = not warnings
-    return summary
+    if summary.governors and set(summary.governors) != {"performance"}:
+        warnings.append(f"CPU frequency governor {', '.join(summary.governors)}, not performance: clocks vary")
+    if (summary.nvml or "ok") != "ok":
+        warnings.append(f"GPU state not seen: NVML {summary.nvml}")
+    return warnings

@@ -8,6 +8,8 @@ import threading
 import time
 
 from ..common import exception_line
+from ..records.codec import from_json
+from ..records.measurement import PeakReading
 
 
 def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
@@ -107,6 +109,14 @@ class MemoryTracker:
         except Exception as exc:
             cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
             return {"cpu_peak_rss_bytes": cpu_peak, "cuda_error": exception_line(exc)}
+
+    def peak_reading(self) -> PeakReading:
+        """peak() as a record (a model's memory figures)."""
+        return from_json(PeakReading, self.peak())
+
+    def safe_peak_reading(self) -> PeakReading:
+        """safe_peak() as a record (a model's memory at its failure)."""
+        return from_json(PeakReading, self.safe_peak())
 
 
 def private_memory(pid: int | str = "self") -> dict | None:

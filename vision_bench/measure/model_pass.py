@@ -15,13 +15,13 @@ from ..models.images import load_rgb
 from ..phases import registered
 from ..records.failure import ErrorRecord
 from ..records.inspection import TraceSummary
+from ..records.measurement import MemoryFigures
 from ..settings import RunContext
 from ..sweeps.sweep_pass import measure_sweep
 from ..variants.registry import REFERENCE_VARIANT
 from ..variants.variant_pass import load_fresh, measure_variants
 from .memory import MemoryTracker, free_cached_memory, private_memory
-from .stats import format_interval
-from .timed_runs import memory_before_load, run_timed_phases, set_headline_memory, set_private_peak, summarize_latency
+from .timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
 
 
 def new_result(cls, ctx) -> dict:
@@ -66,18 +66,18 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
     (status 'failed', error) after the cleanup; only interrupts propagate. `publish` receives
     the record at every phase (a worker sends it to the parent)."""
     phase = PhaseTimer(result, publish)
-    if ctx.device.type == "cuda":
-        result["memory"] = {"cuda_context_bytes": cuda_context_bytes(ctx.device)}
+    context = cuda_context_bytes(ctx.device) if ctx.device.type == "cuda" else None
     tracker = MemoryTracker(ctx.device)
     tracker.reset_peak()  # a model that fails while loading reports its own peak, not an earlier one's
-    memory = result.setdefault("memory", {})
-    memory.update(memory_before_load(tracker, ctx.device))
+    memory: MemoryFigures = figures_before_load(tracker, ctx.device)
+    memory.cuda_context_bytes = context
+    result["memory"] = memory
     log(
         "MEMORY",
-        f"Before load: {format_bytes(memory['cpu_rss_before_load_bytes'])} resident"
+        f"Before load: {format_bytes(memory.cpu_rss_before_load_bytes)} resident"
         + (
-            f", {format_bytes(memory['cpu_private_before_load_bytes'])} of it private"
-            if memory.get("cpu_private_before_load_bytes") is not None
+            f", {format_bytes(memory.cpu_private_before_load_bytes)} of it private"
+            if memory.cpu_private_before_load_bytes is not None
             else ""
         ),
     )
@@ -102,11 +102,11 @@ def benchmark_model(cls, ctx: RunContext, result: dict, publish=lambda result: N
             del bench
             release_error = free_cached_memory(ctx.device)
         if release_error:
-            memory["cleanup_error"] = release_error
-    memory["cpu_rss_after_cleanup_bytes"] = tracker.rss()
+            memory.cleanup_error = release_error
+    memory.cpu_rss_after_cleanup_bytes = tracker.rss()
     if ctx.device.type == "cuda" and not release_error:
-        memory["cuda_allocated_after_cleanup_bytes"] = tracker.cuda_allocated()
-    log("MEMORY", f"After cleanup: {format_bytes(memory['cpu_rss_after_cleanup_bytes'])} resident")
+        memory.cuda_allocated_after_cleanup_bytes = tracker.cuda_allocated()
+    log("MEMORY", f"After cleanup: {format_bytes(memory.cpu_rss_after_cleanup_bytes)} resident")
     result["phase"] = None
     publish(result)
 
@@ -145,7 +145,7 @@ def measure_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
 
 def load_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
     """The load phase, its time and the memory after it."""
-    memory = result["memory"]
+    memory: MemoryFigures = result["memory"]
     with phase("load"):
         log("LOAD", f"Loading {bench.MODEL_NAME} ({ctx.settings.weights} weights) to {ctx.device}...")
         start = time.perf_counter()
@@ -154,17 +154,17 @@ def load_model(bench, ctx: RunContext, result: dict, tracker, phase) -> None:
         bench.sync()
         result["load_seconds"] = time.perf_counter() - start
     result["dtype"] = bench.compute_dtype()
-    memory["peak_during_load"] = tracker.peak()
-    memory["cpu_rss_after_load_bytes"] = tracker.rss()
+    memory.peak_during_load = tracker.peak_reading()
+    memory.cpu_rss_after_load_bytes = tracker.rss()
     if ctx.device.type == "cuda":
-        memory["cuda_allocated_after_load_bytes"] = tracker.cuda_allocated()
+        memory.cuda_allocated_after_load_bytes = tracker.cuda_allocated()
     log("LOAD", f"Loaded in {result['load_seconds']:.2f}s: {result['weights_source']}")
     log(
         "MEMORY",
-        f"After load: {format_bytes(memory['cpu_rss_after_load_bytes'])} resident "
-        f"(+{format_bytes(memory['cpu_rss_after_load_bytes'] - memory['cpu_rss_before_load_bytes'])})"
+        f"After load: {format_bytes(memory.cpu_rss_after_load_bytes)} resident "
+        f"(+{format_bytes(memory.cpu_rss_after_load_bytes - (memory.cpu_rss_before_load_bytes or 0))})"
         + (
-            f", CUDA allocated {format_bytes(memory['cuda_allocated_after_load_bytes'])}"
+            f", CUDA allocated {format_bytes(memory.cuda_allocated_after_load_bytes)}"
             if ctx.device.type == "cuda"
             else ""
         ),
@@ -176,22 +176,22 @@ def time_model(bench, ctx: RunContext, result: dict, tracker, phase, first_image
     start's prediction."""
     import torch
 
-    memory = result["memory"]
+    memory: MemoryFigures = result["memory"]
     tracker.reset_peak()
-    first_prediction = run_timed_phases(bench, ctx, result, phase, first_image)
-    memory.update(tracker.peak())
+    first_prediction = time_runs(bench, ctx, result["runs"], phase, first_image, keep=result.__setitem__)
+    memory.add_peak(tracker.peak_reading())
     set_private_peak(memory, private_memory())
     result["torch_threads"] = torch.get_num_threads()
-    summarize_latency(result, discard_flagged=ctx.settings.discard_throttled)
-    set_headline_memory(result, ctx.device)
+    summarize_runs(result, discard_flagged=ctx.settings.discard_throttled)
+    memory.set_headline(ctx.device.type == "cuda")
     e2e = result["latency_end_to_end"]
     log(
         "STATS",
-        f"Cold start {result['cold_start']['total_s'] * 1000:.1f} ms; timed end to end over "
-        f"{e2e['n']} runs: median {e2e['median'] * 1000:.1f} ms {format_interval(e2e)}, "
-        f"p90 {e2e['p90'] * 1000:.1f} ms, {result['fps']:.2f} FPS",
+        f"Cold start {result['cold_start'].total_s * 1000:.1f} ms; timed end to end over "
+        f"{e2e.n} runs: median {e2e.median * 1000:.1f} ms {e2e.interval_text()}, "
+        f"p90 {e2e.p90 * 1000:.1f} ms, {result['fps']:.2f} FPS",
     )
-    log("MEMORY", f"Peak while running: {format_bytes(memory['peak_bytes'])} ({memory['peak_kind']})")
+    log("MEMORY", f"Peak while running: {format_bytes(memory.peak_bytes)} ({memory.peak_kind})")
     return first_prediction
 
 
@@ -243,7 +243,7 @@ def trace_model(bench, ctx: RunContext, result: dict, image) -> TraceSummary:
     trace = bench.record_trace(image, path, stacks=stacks)
     trace.file = str(path.relative_to(ctx.results_dir))
     beside_breakdown(trace, result.get("time_breakdown"))
-    median = result["latency_end_to_end"]["median"]
+    median = result["latency_end_to_end"].median
     trace.timed_median_s = median
     trace.overhead_ratio = trace.pass_wall_s / median if median else None
     log(
@@ -280,7 +280,7 @@ def record_failure(result: dict, exc: Exception, tracker) -> None:
     phase = result["phase"]
     result["status"] = "failed"
     error = result["error"] = ErrorRecord(type(exc).__name__, str(exc), phase)
-    result["memory"]["at_failure"] = tracker.safe_peak()
+    result["memory"].at_failure = tracker.safe_peak_reading()
     log("ERROR", f"{result['model']} failed during {phase}: {exception_line(exc)}")
     if not isinstance(exc, (WeightsError, UsageError)):
         error.traceback = traceback.format_exc()

@@ -4,8 +4,8 @@ section, --compare), the --precision stop, the --processes medians and the tail 
 from __future__ import annotations
 
 from ..common import ms
+from ..records.measurement import MachineState, RunKind
 from ..reports.blocks import Block, BulletList, Note, Paragraph
-from .stats import tail_text
 from .stopping_rule import STOPPED_BY
 
 
@@ -16,13 +16,13 @@ def fmt_range(values, unit: str, digits: int = 0) -> str | None:
     return f"{low:.{digits}f} {unit}" if low == high else f"{low:.{digits}f}-{high:.{digits}f} {unit}"
 
 
-def state_text(state: dict | None) -> str:
+def state_text(state: MachineState | None) -> str:
     """One line of a model's machine state over its timed runs."""
     if not state:
         return "not recorded (results written before the machine-state guard)"
     parts = [
-        f"{state['flagged']['throttled']} throttled, {state['flagged']['shared']} shared of "
-        f"{state['runs_sampled']} timed runs" + (f" ({state['discarded']} discarded)" if state.get("discarded") else "")
+        f"{state.flagged.throttled} throttled, {state.flagged.shared} shared of "
+        f"{state.runs_sampled} timed runs" + (f" ({state.discarded} discarded)" if state.discarded else "")
     ]
     for key, unit, digits in (
         ("sm_clock_mhz", "MHz SM", 0),
@@ -32,32 +32,28 @@ def state_text(state: dict | None) -> str:
         ("cpu_freq_mhz", "MHz CPU", 0),
         ("load1", "load average", 1),
     ):
-        text = fmt_range(state.get(key), unit, digits)
+        text = fmt_range(getattr(state, key), unit, digits)
         if text:
             parts.append(text)
-    if state.get("governors"):
-        parts.append(f"governor {', '.join(state['governors'])}")
-    if state.get("involuntary_switches_per_run") is not None:
-        parts.append(f"{state['involuntary_switches_per_run']} involuntary context switches per run (median)")
-    if state.get("guard_cost_ratio") is not None:
+    if state.governors:
+        parts.append(f"governor {', '.join(state.governors)}")
+    if state.involuntary_switches_per_run is not None:
+        parts.append(f"{state.involuntary_switches_per_run} involuntary context switches per run (median)")
+    if state.guard_cost_ratio is not None and state.guard_cost_s_per_run is not None:
         parts.append(
-            f"guard cost {state['guard_cost_s_per_run'] * 1e6:.0f} us per run, "
-            f"{state['guard_cost_ratio'] * 100:.3f}% of the median"
+            f"guard cost {state.guard_cost_s_per_run * 1e6:.0f} us per run, "
+            f"{state.guard_cost_ratio * 100:.3f}% of the median"
         )
     return "; ".join(parts)
 
 
-def not_clean(state: dict | None) -> bool:
-    return bool(state) and not state.get("clean", True)
+def not_clean(state: MachineState | None) -> bool:
+    return state is not None and not state.clean
 
 
 def throttled_in_statistics(r: dict) -> bool:
     """Runs flagged throttled or shared that count in the statistics (not left out by --discard-throttled)."""
-    return any(
-        (run.get("state") or {}).get("flags") and not run.get("discarded")
-        for run in r.get("runs") or []
-        if run.get("kind") == "timed"
-    )
+    return any(run.flagged and not run.discarded for run in r.get("runs") or [] if run.kind == RunKind.TIMED)
 
 
 def machine_state_blocks(results: list[dict]) -> list[Block]:
@@ -73,7 +69,7 @@ def machine_state_blocks(results: list[dict]) -> list[Block]:
         if not_clean(r["machine_state"]):
             blocks.append(
                 Note(
-                    "; ".join(r["machine_state"]["warnings"])
+                    "; ".join(r["machine_state"].warnings)
                     + ". Its timings may describe the machine as much as the model.",
                     title=f"Warning: {r['model']} ran on a machine that was not clean:",
                 )
@@ -86,32 +82,32 @@ def sampling_items(r: dict) -> list[str]:
     lines = []
     precision = r.get("precision")
     if precision:
-        reached = precision.get("reached_pct")
+        reached = precision.reached_pct
         lines.append(
-            f"Timed runs: --precision {precision['target_pct']:g}%, {STOPPED_BY[precision['stopped_by']]} "
-            f"after {precision['runs']} runs in {precision['seconds']:.1f} s; the median's interval reached "
+            f"Timed runs: --precision {precision.target_pct:g}%, {STOPPED_BY[precision.stopped_by]} "
+            f"after {precision.runs} runs in {precision.seconds:.1f} s; the median's interval reached "
             + (f"+-{reached:.2f}%" if reached is not None else "no interval")
         )
     if r.get("processes"):
-        method = r.get("latency_interval") or {}
+        method = r.get("latency_interval")
         lines.append(
             f"{len(r['processes'])} processes, runs pooled; the median's 95% interval is "
-            f"{method.get('method', 'n/a')}: {method.get('why', '')}"
+            f"{method.method if method else 'n/a'}: {method.why if method else ''}"
         )
         lines.append(
             "Per-process end-to-end medians: "
             + ", ".join(
-                f"#{p['process']} {ms(p['median'])} ms ({p['n']} runs"
-                + (f", {STOPPED_BY.get(p['stopped_by'], p['stopped_by'])}" if p.get("stopped_by") != "fixed" else "")
+                f"#{p.process} {ms(p.median)} ms ({p.n} runs"
+                + (f", {STOPPED_BY.get(p.stopped_by, p.stopped_by)}" if p.stopped_by != "fixed" else "")
                 + ")"
                 for p in r["processes"]
-                if p.get("median") is not None
+                if p.median is not None
             )
         )
     tails = r.get("latency_tails")
     if tails:
         lines.append(
             "Tails (end to end, distribution-free 95% intervals): "
-            + "; ".join(f"{name} {tail_text(tail)}" for name, tail in tails.items())
+            + "; ".join(f"{name} {tail.text()}" for name, tail in tails.items())
         )
     return lines

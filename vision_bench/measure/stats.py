@@ -8,7 +8,9 @@ import math
 
 import numpy as np
 
-MIN_RUNS_FOR_CI = 6  # fewer runs than this have no distribution-free 95% interval
+from ..records.codec import from_json
+from ..records.measurement import MIN_RUNS_FOR_CI, LatencyStats, LatencyTails, TailStat
+
 CI_METHOD = "distribution-free 95% interval of the median from order statistics (binomial ranks)"
 
 
@@ -78,7 +80,7 @@ def median_interval(values) -> tuple[float, float, float] | None:
 TAIL_PERCENTILES = (90, 99)
 
 
-def tail_stats(seconds: list[float]) -> dict:
+def tail_stats(seconds: list[float]) -> LatencyTails:
     """p90 and p99 of the runs, each with its distribution-free 95% interval, or, when the runs
     are too few for one, `needed_runs` (p90 needs 36 runs, p99 368: the interval's upper end must
     be a run that, with 97.5% probability, lies above the percentile)."""
@@ -86,82 +88,57 @@ def tail_stats(seconds: list[float]) -> dict:
     for pct in TAIL_PERCENTILES:
         q = pct / 100.0
         interval = percentile_interval(seconds, q) if seconds else None
-        tails[f"p{pct}"] = {
-            "value": float(np.percentile(seconds, pct)) if seconds else None,
-            "n": len(seconds),
-            "ci95_low": interval[0] if interval else None,
-            "ci95_high": interval[1] if interval else None,
-            "ci_coverage": interval[2] if interval else None,
-            "needed_runs": runs_needed(q),
-        }
-    return tails
-
-
-def tail_text(tail: dict) -> str:
-    """'812.3 ms [790.1, 901.7]' or '812.3 ms (no interval: not estimable with 20 runs, needs 368)'."""
-    if tail.get("value") is None:
-        return "n/a"
-    if tail.get("ci95_low") is None:
-        return (
-            f"{tail['value'] * 1000:.1f} ms (not estimable with {tail['n']} runs: its 95% interval needs "
-            f"{tail['needed_runs']})"
+        tails[f"p{pct}"] = TailStat(
+            value=float(np.percentile(seconds, pct)) if seconds else None,
+            n=len(seconds),
+            ci95_low=interval[0] if interval else None,
+            ci95_high=interval[1] if interval else None,
+            ci_coverage=interval[2] if interval else None,
+            needed_runs=runs_needed(q),
         )
-    return f"{tail['value'] * 1000:.1f} ms [{tail['ci95_low'] * 1000:.1f}, {tail['ci95_high'] * 1000:.1f}]"
+    return LatencyTails(**tails)
 
 
-def relative_half_width(stats: dict) -> float | None:
+def tail_text(tail: TailStat | dict) -> str:
+    """'812.3 ms [790.1, 901.7]' or '812.3 ms (no interval: not estimable with 20 runs, needs 368)';
+    `tail` may be a results file's JSON value."""
+    return (from_json(TailStat, tail) if isinstance(tail, dict) else tail).text()
+
+
+def relative_half_width(stats: LatencyStats) -> float | None:
     """How far the median's interval reaches from the median, in percent of it (the larger side)."""
-    median, low, high = stats.get("median"), stats.get("ci95_low"), stats.get("ci95_high")
-    if not median or low is None or high is None:
-        return None
-    return max(median - low, high - median) / median * 100.0
+    return stats.relative_half_width
 
 
-def latency_stats(seconds: list[float]) -> dict:
-    """Statistics of a list of run times in seconds; every field None when the list is empty."""
-    keys = (
-        "n",
-        "median",
-        "ci95_low",
-        "ci95_high",
-        "ci_coverage",
-        "p10",
-        "p90",
-        "p99",
-        "mean",
-        "std",
-        "min",
-        "max",
-        "cov",
-    )
+def latency_stats(seconds: list[float]) -> LatencyStats:
+    """Statistics of a list of run times in seconds; every field None (n 0) when the list is empty."""
     if not seconds:
-        return dict.fromkeys(keys) | {"n": 0}
+        return LatencyStats()
     a = np.asarray(seconds, dtype=np.float64)
     mean = float(a.mean())
     std = float(a.std(ddof=1)) if a.size > 1 else None  # one run has no spread to speak of
     low, high, coverage = median_interval(a) or (None, None, None)
-    return {
-        "n": int(a.size),
-        "median": float(np.median(a)),
-        "ci95_low": low,
-        "ci95_high": high,
-        "ci_coverage": coverage,
-        "p10": float(np.percentile(a, 10)),
-        "p90": float(np.percentile(a, 90)),
-        "p99": float(np.percentile(a, 99)),
-        "mean": mean,
-        "std": std,
-        "min": float(a.min()),
-        "max": float(a.max()),
-        "cov": std / mean if std is not None and mean > 0 else None,
-    }
+    return LatencyStats(
+        n=int(a.size),
+        median=float(np.median(a)),
+        ci95_low=low,
+        ci95_high=high,
+        ci_coverage=coverage,
+        p10=float(np.percentile(a, 10)),
+        p90=float(np.percentile(a, 90)),
+        p99=float(np.percentile(a, 99)),
+        mean=mean,
+        std=std,
+        min=float(a.min()),
+        max=float(a.max()),
+        cov=std / mean if std is not None and mean > 0 else None,
+    )
 
 
-def format_interval(stats: dict) -> str:
-    """'[low, high] ms' for a median's 95% interval, or why there is none."""
-    if stats.get("ci95_low") is None:
-        return f"[no 95% interval: {stats.get('n') or 0} runs, need {MIN_RUNS_FOR_CI}]"
-    return f"[{stats['ci95_low'] * 1000:.1f}, {stats['ci95_high'] * 1000:.1f}]"
+def format_interval(stats: LatencyStats | dict) -> str:
+    """'[low, high] ms' for a median's 95% interval, or why there is none; `stats` may still be a
+    dict (a variant's or a sweep point's statistics)."""
+    return (from_json(LatencyStats, stats) if isinstance(stats, dict) else stats).interval_text()
 
 
 EXACT_TEST_MAX_SIDE = 7  # up to this many runs on a side, the U test's exact distribution

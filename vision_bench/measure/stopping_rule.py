@@ -4,12 +4,15 @@ the median over --processes K workers, which accounts for the spread between pro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
-from .stats import median_interval, relative_half_width
+from ..records.measurement import LatencyStats, PrecisionRecord
+from .stats import median_interval
 
 PRECISION_MIN_RUNS = 10  # --precision never stops on fewer timed runs (6 would be [min, max])
 PRECISION_MAX_RUNS = 2000  # the count cap of --precision, per model (per process with --processes)
@@ -59,21 +62,22 @@ class StoppingRule:
         interval = median_interval(seconds)
         if interval is None:
             return None
-        return relative_half_width(
-            {"median": float(np.median(seconds)), "ci95_low": interval[0], "ci95_high": interval[1]}
+        stats = LatencyStats(
+            n=len(seconds), median=float(np.median(seconds)), ci95_low=interval[0], ci95_high=interval[1]
         )
+        return stats.relative_half_width
 
-    def record(self, seconds: list[float], stopped_by: str) -> dict:
-        return {
-            "target_pct": self.precision_pct,
-            "reached_pct": self.reached(seconds),
-            "stopped_by": stopped_by,
-            "runs": len(seconds),
-            "seconds": self.clock() - self.started,
-            "max_seconds": self.max_seconds,
-            "max_runs": self.max_runs,
-            "min_runs": self.min_runs,
-        }
+    def record(self, seconds: list[float], stopped_by: str) -> PrecisionRecord:
+        return PrecisionRecord(
+            target_pct=self.precision_pct,
+            reached_pct=self.reached(seconds),
+            stopped_by=stopped_by,
+            runs=len(seconds),
+            seconds=self.clock() - self.started,
+            max_seconds=self.max_seconds,
+            max_runs=self.max_runs,
+            min_runs=self.min_runs,
+        )
 
 
 # Two-sided 97.5% quantiles of Student's t for 1..4 degrees of freedom (K = 2..5 processes).
@@ -92,7 +96,19 @@ PROCESS_INTERVAL_METHODS = {
 }
 
 
-def process_interval(medians: list[float]) -> dict | None:
+@dataclasses.dataclass
+class ProcessInterval:
+    """The median's 95% interval over K process medians, and how it was made."""
+
+    ci95_low: float
+    ci95_high: float
+    ci_coverage: float
+    processes: int  # K
+    method: str  # a key of PROCESS_INTERVAL_METHODS
+    why: str
+
+
+def process_interval(medians: Sequence[float | None]) -> ProcessInterval | None:
     """The 95% interval of the median that accounts for the spread between K processes, from
     their K medians: order statistics for K >= 6, Student t for 2 <= K <= 5. None for K < 2."""
     values = [m for m in medians if m is not None]
@@ -108,11 +124,4 @@ def process_interval(medians: list[float]) -> dict | None:
         half = T_975[k - 1] * float(a.std(ddof=1)) / math.sqrt(k)
         low, high, coverage = float(a.mean()) - half, float(a.mean()) + half, 0.95
         method = "t over process medians"
-    return {
-        "ci95_low": low,
-        "ci95_high": high,
-        "ci_coverage": coverage,
-        "processes": k,
-        "method": method,
-        "why": PROCESS_INTERVAL_METHODS[method],
-    }
+    return ProcessInterval(low, high, coverage, k, method, PROCESS_INTERVAL_METHODS[method])

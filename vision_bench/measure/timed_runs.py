@@ -1,27 +1,48 @@
 """The timed part of a model's pass, shared by the reference, its variants and the sweep points: the
 cold start, warm-up and timed runs (a fixed --runs or --precision's stopping rule, the machine-state
-guard at every run), their statistics, and the memory figures of the window."""
+guard at every run), their statistics, and the memory figures of the window. The model's result holds
+them as records (records/measurement.py); a variant, a --divergence suggestion and a sweep point
+still hold them as dicts, through the `run_timed_phases`/`summarize_latency`/memory functions below
+that take a dict."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import numpy as np
 
 from ..common import log
 from ..models.images import load_rgb
+from ..records.codec import encode, from_json, to_json
+from ..records.measurement import (
+    PHASES,
+    GuardRecord,
+    ImageLatency,
+    LatencyStats,
+    LatencyTails,
+    MachineState,
+    MemoryFigures,
+    PhaseMedians,
+    PrecisionRecord,
+    RunKind,
+    RunRecord,
+)
 from .machine_state import MachineGuard, summarize_state
 from .memory import private_memory
 from .stats import latency_stats, tail_stats
 from .stopping_rule import STOPPED_BY, StoppingRule
 
 
-def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
+def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str = "", keep=None):
     """The cold start on the first image, the warm-up rounds and the timed runs over all images,
-    each run appended to record['runs'] (marked with its kind); returns the cold start's prediction.
+    each run appended to `runs` (marked with its kind); returns the cold start's prediction.
     Timed runs are a fixed --runs per image, or with --precision rounds over the images until the
-    stopping rule says (record['precision'] says why); the machine-state guard samples at every
-    timed run's boundaries (record['guard']). `phase(name)` names each phase; `label` prefixes the
-    log lines (a variant's name)."""
-    settings, runs = ctx.settings, record["runs"]
+    stopping rule says (`keep("precision", PrecisionRecord)` says why); the machine-state guard
+    samples at every timed run's boundaries (`keep("guard", GuardRecord)`, also on a failure).
+    `phase(name)` names each phase; `label` prefixes the log lines (a variant's name)."""
+    keep = keep or (lambda key, value: None)
+    settings = ctx.settings
     rule = stopping_rule(settings)
     total = (
         f"max {1 + settings.warmup * len(ctx.images) + rule.max_runs}"
@@ -29,22 +50,22 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
         else 1 + (settings.warmup + settings.runs) * len(ctx.images)
     )
 
-    def run(path, image, kind):
+    def run(path, image, kind: RunKind):
         prediction, seconds, phases = bench.timed_run(image)
         runs.append(
-            {
-                "image": path.name,
-                "image_size": [image.width, image.height],
-                "kind": kind,
-                "cold": kind == "cold",
-                "total_s": seconds,
-                **{f"{k}_s": v for k, v in phases.items()},
-            }
+            RunRecord(
+                image=path.name,
+                image_size=[image.width, image.height],
+                kind=kind,
+                cold=kind == RunKind.COLD,
+                total_s=seconds,
+                **{f"{k}_s": phases.get(k) for k in PHASES},
+            )
         )
         log(
             f"INFER {len(runs)}/{total}",
             f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
-            + {"cold": " (cold start)", "warmup": " (warm-up)", "timed": ""}[kind],
+            + {RunKind.COLD: " (cold start)", RunKind.WARMUP: " (warm-up)", RunKind.TIMED: ""}[kind],
         )
         return prediction
 
@@ -53,12 +74,12 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
         return f"run {len(runs) + 1} of {total}"
 
     with phase("cold_start"), bench.progress(f"{label}cold start", through_network=False, detail=runs_done):
-        first_prediction = run(ctx.images[0], first_image, "cold")
+        first_prediction = run(ctx.images[0], first_image, RunKind.COLD)
     images = [(path, first_image if path == ctx.images[0] else load_rgb(path)) for path in ctx.images]
     with phase("warmup"), bench.progress(f"{label}warmup runs", through_network=False, detail=runs_done):
         for path, image in images:
             for _ in range(settings.warmup):
-                run(path, image, "warmup")
+                run(path, image, RunKind.WARMUP)
     guard = MachineGuard(ctx.device)
     try:
         with phase("timed"), bench.progress(f"{label}timed runs", through_network=False, detail=runs_done):
@@ -68,24 +89,45 @@ def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = 
             while True:
                 for path, image in images:
                     for _ in range(1 if rule else settings.runs):
-                        run(path, image, "timed")
-                        runs[-1]["state"] = guard.after_run()
-                stopped_by = rule.reason([r["total_s"] for r in runs if r["kind"] == "timed"]) if rule else "fixed"
+                        run(path, image, RunKind.TIMED)
+                        runs[-1].state = guard.after_run()
+                stopped_by = rule.reason(timed_seconds(runs)) if rule else "fixed"
                 if stopped_by:
                     break
     finally:
         guard.close()
-        record["guard"] = {"static": guard.static, "cost_s": guard.cost_s, "samples": guard.samples}
+        keep("guard", guard.record())
     if rule:
-        record["precision"] = rule.record([r["total_s"] for r in runs if r["kind"] == "timed"], stopped_by)
-        reached = record["precision"]["reached_pct"]
-        log(
-            "STATS",
-            f"{label}--precision {rule.precision_pct:g}%: {STOPPED_BY[stopped_by]} after "
-            f"{record['precision']['runs']} timed runs in {record['precision']['seconds']:.1f} s (interval "
-            + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"),
-        )
+        precision = rule.record(timed_seconds(runs), stopped_by)
+        keep("precision", precision)
+        log_precision(precision, label)
     return first_prediction
+
+
+def log_precision(precision: PrecisionRecord, label: str) -> None:
+    reached = precision.reached_pct
+    log(
+        "STATS",
+        f"{label}--precision {precision.target_pct:g}%: {STOPPED_BY[precision.stopped_by]} after "
+        f"{precision.runs} timed runs in {precision.seconds:.1f} s (interval "
+        + (f"within +-{reached:.2f}% of the median)" if reached is not None else "not estimable)"),
+    )
+
+
+def timed_seconds(runs: list[RunRecord]) -> list[float]:
+    return [r.total_s for r in runs if r.kind == RunKind.TIMED]
+
+
+def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
+    """time_runs for a record still held as a dict (a variant, a --divergence suggestion, a sweep
+    point): its runs, guard and precision as JSON values in record['runs'], ['guard'], ['precision']."""
+    runs: list[RunRecord] = []
+    try:
+        return time_runs(
+            bench, ctx, runs, phase, first_image, label, keep=lambda k, v: record.__setitem__(k, to_json(v))
+        )
+    finally:
+        record["runs"].extend(to_json(r) for r in runs)
 
 
 def stopping_rule(settings) -> StoppingRule | None:
@@ -95,91 +137,123 @@ def stopping_rule(settings) -> StoppingRule | None:
     return StoppingRule(settings.precision, max_seconds=settings.max_time / max(settings.processes, 1))
 
 
-def summarize_latency(result: dict, discard_flagged: bool = False) -> None:
-    """Headline statistics from the timed runs only; the cold start and warm-up runs stay in
-    result['runs'], marked, and in the per-image table. With `discard_flagged` (--discard-throttled)
-    timed runs the guard flagged throttled or shared are marked 'discarded' and left out (unless
-    that would leave none: then all stay, and the machine state says so)."""
-    runs = result["runs"]
-    result["cold_start"] = runs[0]
-    timed_all = [r for r in runs if r["kind"] == "timed"]
+@dataclasses.dataclass
+class LatencySummary:
+    """The headline statistics of a window's runs, as a model result holds them under its keys."""
+
+    cold_start: RunRecord | None
+    latency_end_to_end: LatencyStats
+    latency_forward: LatencyStats
+    latency_tails: LatencyTails
+    latency_phases_median: PhaseMedians
+    fps: float | None
+    machine_state: MachineState | None  # None without a guard record
+    latency_per_image: dict[str, ImageLatency]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(key, value) of the result's keys; no machine_state key without one."""
+        pairs = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+        return [(key, value) for key, value in pairs if key != "machine_state" or value is not None]
+
+
+def latency_summary(runs: list[RunRecord], guard: GuardRecord | None, discard_flagged: bool = False) -> LatencySummary:
+    """Headline statistics from the timed runs only; the cold start and warm-up runs stay in the runs,
+    marked, and in the per-image table. With `discard_flagged` (--discard-throttled) timed runs the
+    guard flagged throttled or shared are marked 'discarded' and left out (unless that would leave
+    none: then all stay, and the machine state says so)."""
+    timed_all = [r for r in runs if r.kind == RunKind.TIMED]
     for r in timed_all:
-        r.pop("discarded", None)
-    flagged = [r for r in timed_all if (r.get("state") or {}).get("flags")]
+        r.discarded = None
+    flagged = [r for r in timed_all if r.flagged]
     if discard_flagged and len(flagged) < len(timed_all):
         for r in flagged:
-            r["discarded"] = True
-    timed = [r for r in timed_all if not r.get("discarded")]
-    kept = {id(r) for r in timed}
-    result["latency_end_to_end"] = latency_stats([r["total_s"] for r in timed])
-    result["latency_forward"] = latency_stats([r["forward_s"] for r in timed])
-    result["latency_tails"] = tail_stats([r["total_s"] for r in timed])
-    result["latency_phases_median"] = {
-        p: (float(np.median([r[f"{p}_s"] for r in timed])) if timed else None)
-        for p in ("preprocess", "forward", "postprocess")
-    }
-    median = result["latency_end_to_end"]["median"]
-    result["fps"] = 1.0 / median if median else None
-    guard = result.get("guard")
+            r.discarded = True
+    timed = [r for r in timed_all if not r.discarded]
+    e2e = latency_stats([r.total_s for r in timed])
+    state = None
     if guard:
-        result["machine_state"] = summarize_state(
-            guard["static"], timed_all, guard["cost_s"], guard["samples"], median, discarded=len(timed_all) - len(timed)
+        state = summarize_state(
+            guard.static, timed_all, guard.cost_s, guard.samples, e2e.median, discarded=len(timed_all) - len(timed)
         )
         if discard_flagged and flagged and not len(timed_all) - len(timed):
-            result["machine_state"]["warnings"].append(
-                "--discard-throttled: every timed run was flagged; none was discarded"
-            )
-    # Per image: the first run it got (cold start or first warm-up: a new input shape builds new
-    # kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs.
+            state.warnings.append("--discard-throttled: every timed run was flagged; none was discarded")
+    return LatencySummary(
+        cold_start=runs[0],
+        latency_end_to_end=e2e,
+        latency_forward=latency_stats([r.forward_s for r in timed if r.forward_s is not None]),
+        latency_tails=tail_stats([r.total_s for r in timed]),
+        latency_phases_median=PhaseMedians(
+            **{p: (float(np.median([r.phase_s(p) for r in timed])) if timed else None) for p in PHASES}
+        ),
+        fps=1.0 / e2e.median if e2e.median else None,
+        machine_state=state,
+        latency_per_image=per_image_latency(runs, {id(r) for r in timed}),
+    )
+
+
+def per_image_latency(runs: list[RunRecord], kept: set[int]) -> dict[str, ImageLatency]:
+    """Per image: the first run it got (cold start or first warm-up: a new input shape builds new
+    kernels on CPU and GPU alike), its warm-up runs, and the statistics of its timed runs (`kept`:
+    the ids of the runs in the statistics)."""
     per_image = {}
-    for name in dict.fromkeys(r["image"] for r in runs):
-        mine = [r for r in runs if r["image"] == name]
-        mine_timed = [r for r in mine if id(r) in kept]
-        per_image[name] = {
-            "image_size": mine[0]["image_size"],
-            "first_run_s": mine[0]["total_s"],
-            "first_is_cold_start": mine[0]["cold"],
-            "warmup_s": [r["total_s"] for r in mine if r.get("kind") == "warmup"],
-            "steady": latency_stats([r["total_s"] for r in mine_timed]),
-        }
-    result["latency_per_image"] = per_image
+    for name in dict.fromkeys(r.image for r in runs):
+        mine = [r for r in runs if r.image == name]
+        per_image[name] = ImageLatency(
+            image_size=mine[0].image_size,
+            first_run_s=mine[0].total_s,
+            first_is_cold_start=mine[0].cold,
+            warmup_s=[r.total_s for r in mine if r.kind == RunKind.WARMUP],
+            steady=latency_stats([r.total_s for r in mine if id(r) in kept]),
+        )
+    return per_image
+
+
+def summarize_runs(result: dict, discard_flagged: bool = False) -> None:
+    """A model result's headline statistics from its runs (records), stored as records under its keys."""
+    result.update(latency_summary(result["runs"], result.get("guard"), discard_flagged).items())
+
+
+def summarize_latency(record: dict, discard_flagged: bool = False) -> None:
+    """summarize_runs for a record still held as a dict (a variant, a --divergence suggestion, a
+    sweep point, a hand-built test record): its runs and statistics stay JSON values."""
+    runs = [r if isinstance(r, RunRecord) else from_json(RunRecord, r) for r in record["runs"]]
+    guard = record.get("guard")
+    guard = from_json(GuardRecord, guard) if isinstance(guard, dict) else guard
+    summary = latency_summary(runs, guard, discard_flagged)
+    record["runs"] = [to_json(r) for r in runs]
+    record.update((key, encode(value)) for key, value in summary.items())
+
+
+def figures_before_load(tracker, device) -> MemoryFigures:
+    """What the process holds just before a model loads: the baseline of the model's own share."""
+    private = private_memory()
+    return MemoryFigures(
+        cpu_rss_before_load_bytes=tracker.rss(),
+        cpu_private_before_load_bytes=private["uss"] if private else None,
+        cuda_allocated_before_load_bytes=tracker.cuda_allocated() if device.type == "cuda" else None,
+    )
 
 
 def memory_before_load(tracker, device) -> dict:
-    """What the process holds just before a model loads: the baseline of the model's own share."""
-    memory = {"cpu_rss_before_load_bytes": tracker.rss()}
-    private = private_memory()
-    if private:
-        memory["cpu_private_before_load_bytes"] = private["uss"]
-    if device.type == "cuda":
-        memory["cuda_allocated_before_load_bytes"] = tracker.cuda_allocated()
-    return memory
+    """figures_before_load as a dict (a variant's memory)."""
+    return to_json(figures_before_load(tracker, device))
 
 
-def set_private_peak(memory: dict, now: dict | None) -> None:
-    """The private memory (USS) at the window's peak: USS now plus what the resident set has
-    given back since its peak (memory freed after a forward returned, activations: private)."""
-    if now and memory.get("cpu_private_before_load_bytes") is not None:
-        memory["cpu_private_peak_bytes"] = now["uss"] + max(memory["cpu_peak_rss_bytes"] - now["rss"], 0)
+def set_private_peak(memory: MemoryFigures | dict, now: dict | None) -> None:
+    """The private memory (USS) at the window's peak (MemoryFigures.set_private_peak); `memory` may
+    be a variant's dict."""
+    figures = from_json(MemoryFigures, memory) if isinstance(memory, dict) else memory
+    if now:
+        figures.set_private_peak(now["uss"], now["rss"])
+    if isinstance(memory, dict):
+        memory.update(to_json(figures))
 
 
 def set_headline_memory(result: dict, device) -> None:
-    """The headline peak (what the OS or the allocator saw) and the model's own share of it: on
-    CUDA the allocated growth, on the CPU the growth of the worker's private memory (USS) from
-    before the load to the peak; the resident set's growth also counts library pages first
-    touched by this worker though the server already holds them (kept as rss_over_baseline)."""
+    """The headline peak and the model's own share of it (MemoryFigures.set_headline) in
+    result['memory'], a record or a variant's dict."""
     memory = result["memory"]
-    if device.type == "cuda":
-        memory["peak_bytes"], memory["peak_kind"] = memory["cuda_peak_allocated_bytes"], "CUDA peak allocated"
-    else:
-        memory["peak_bytes"], memory["peak_kind"] = memory["cpu_peak_rss_bytes"], "CPU peak resident set (process)"
-    memory["rss_over_baseline_bytes"] = memory["cpu_peak_rss_bytes"] - memory["cpu_rss_before_load_bytes"]
-    if device.type == "cuda":
-        memory["peak_over_baseline_bytes"] = memory["peak_bytes"] - memory["cuda_allocated_before_load_bytes"]
-        memory["own_share_kind"] = "CUDA allocated growth"
-    elif memory.get("cpu_private_peak_bytes") is not None:
-        memory["peak_over_baseline_bytes"] = memory["cpu_private_peak_bytes"] - memory["cpu_private_before_load_bytes"]
-        memory["own_share_kind"] = "private memory (USS) growth"
-    else:
-        memory["peak_over_baseline_bytes"] = memory["rss_over_baseline_bytes"]
-        memory["own_share_kind"] = "resident set growth (no /proc/self/smaps_rollup)"
+    figures = from_json(MemoryFigures, memory) if isinstance(memory, dict) else memory
+    figures.set_headline(device.type == "cuda")
+    if isinstance(memory, dict):
+        memory.update(to_json(figures))

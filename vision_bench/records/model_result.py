@@ -15,6 +15,19 @@ from .codec import from_json, is_record
 from .divergence import read_divergence
 from .failure import ErrorRecord, WorkerRecord
 from .inspection import DissectionSummary, TimeBreakdownRecord, TraceSummary
+from .measurement import (
+    GuardRecord,
+    LatencyInterval,
+    LatencyStats,
+    LatencyTails,
+    MachineState,
+    MemoryFigures,
+    PhaseMedians,
+    PrecisionRecord,
+    ProcessSummary,
+    RunRecord,
+    per_image_from_json,
+)
 from .sweep import SweepRecord
 from .variants import VariantResult
 
@@ -43,9 +56,20 @@ FAMILIES: dict[str, Callable[[Any], Any]] = {
     # divergence/: --divergence
     "divergence": read_divergence,
     # measure/: the runs, their statistics and the machine state
-    # "latency_end_to_end": one(LatencyStats),
+    "runs": list_of(RunRecord),
+    "cold_start": one(RunRecord),
+    "latency_end_to_end": one(LatencyStats),
+    "latency_forward": one(LatencyStats),
+    "latency_tails": one(LatencyTails),
+    "latency_phases_median": one(PhaseMedians),
+    "latency_per_image": per_image_from_json,
+    "machine_state": one(MachineState),
+    "guard": one(GuardRecord),
+    "precision": one(PrecisionRecord),
+    "processes": list_of(ProcessSummary),
+    "latency_interval": one(LatencyInterval),
     # measure/memory and inspect/: memory, dissection, time breakdown, trace
-    # "memory": one(MemoryFigures),
+    "memory": one(MemoryFigures),
     "dissection": one(DissectionSummary),
     "time_breakdown": one(TimeBreakdownRecord),
     "trace": one(TraceSummary),

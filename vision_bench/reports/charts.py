@@ -26,11 +26,11 @@ def latency_chart(results: list[dict], path: Path) -> bool:
     x = np.arange(len(timed))
     for i, r in enumerate(timed):
         e2e = r["latency_end_to_end"]
-        if e2e["n"]:
+        if e2e.n:
             ax.errorbar(
                 i,
-                e2e["median"] * 1000,
-                yerr=[[(e2e["median"] - e2e["p10"]) * 1000], [(e2e["p90"] - e2e["median"]) * 1000]],
+                e2e.median * 1000,
+                yerr=[[(e2e.median - e2e.p10) * 1000], [(e2e.p90 - e2e.median) * 1000]],
                 fmt="o",
                 color="black",
                 capsize=4,
@@ -38,7 +38,7 @@ def latency_chart(results: list[dict], path: Path) -> bool:
             )
         ax.plot(
             i,
-            r["cold_start"]["total_s"] * 1000,
+            r["cold_start"].total_s * 1000,
             marker="^",
             mfc="white",
             mec="black",
@@ -58,7 +58,7 @@ CHART_MARKERS = "osD^vP*Xh<>p"
 
 
 def memory_chart(results: list[dict], path: Path) -> bool:
-    points = [r for r in results if r.get("parameters") and (r.get("memory") or {}).get("peak_bytes")]
+    points = [r for r in results if r.get("parameters") and r.get("memory") and r["memory"].peak_bytes]
     if not points:
         return False
     plt = plot_style()
@@ -66,7 +66,7 @@ def memory_chart(results: list[dict], path: Path) -> bool:
     for i, r in enumerate(points):
         ax.plot(
             r["parameters"] / 1e6,
-            r["memory"]["peak_over_baseline_bytes"] / 1024**2,
+            r["memory"].peak_over_baseline_bytes / 1024**2,
             CHART_MARKERS[i % len(CHART_MARKERS)],
             color="black",
             mfc="white" if i % 2 else "black",
@@ -77,7 +77,7 @@ def memory_chart(results: list[dict], path: Path) -> bool:
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("model's own share of peak memory (MB)")
-    ax.set_title(f"Peak memory ({points[0]['memory']['peak_kind']}) against size", fontsize=9)
+    ax.set_title(f"Peak memory ({points[0]['memory'].peak_kind}) against size", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -15,11 +15,11 @@ from ..measure.stats import (
     EXACT_TEST_MAX_SPLITS,
     MIN_RUNS_FOR_CI,
     SHIFT_METHOD,
-    format_interval,
     latency_stats,
     mann_whitney_p,
     shift_estimate,
 )
+from ..records.measurement import LatencyStats
 from ..settings import CompareOptions
 from .render_html import html_table, html_text, render_page
 from .report_model import SYSTEM_IDENTITY
@@ -69,7 +69,7 @@ def compare_model(base: dict, new: dict) -> dict:
     a, b = timed_seconds(base), timed_seconds(new)
     sa, sb = latency_stats(a), latency_stats(b)
     shift = shift_estimate(a, b)
-    peaks = [(r.get("memory") or {}).get("peak_bytes") for r in (base, new)]
+    peaks = [r["memory"].peak_bytes if r.get("memory") else None for r in (base, new)]
     changed = [
         label
         for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
@@ -82,7 +82,7 @@ def compare_model(base: dict, new: dict) -> dict:
         "base": sa,
         "new": sb,
         "shift": shift,
-        "shift_pct": relative_shift(shift, sa["median"]),
+        "shift_pct": relative_shift(shift, sa.median),
         "p": mann_whitney_p(a, b) if a and b else None,
         "verdict": f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
         "refused": bool(throttled),
@@ -225,11 +225,11 @@ def change_text(before, after, fmt) -> str:
     return f"{fmt(before)} -> {fmt(after)}{change}"
 
 
-def median_text(stats: dict) -> str:
+def median_text(stats: LatencyStats) -> str:
     """A median in ms with its 95% interval, short enough for a table cell."""
-    if stats.get("ci95_low") is None:
-        return f"{ms(stats.get('median'))} (no interval: {stats.get('n') or 0} runs)"
-    return f"{ms(stats['median'])} {format_interval(stats)}"
+    if stats.ci95_low is None:
+        return f"{ms(stats.median)} (no interval: {stats.n or 0} runs)"
+    return f"{ms(stats.median)} {stats.interval_text()}"
 
 
 def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[tuple]:
@@ -322,7 +322,7 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOpti
                             median_text(r["base"]),
                             median_text(r["new"]),
                             shift_text(r),
-                            f"{r['base']['n']} / {r['new']['n']}",
+                            f"{r['base'].n} / {r['new'].n}",
                             "n/a" if r["p"] is None else f"{r['p']:.3g}",
                             f"**{r['verdict']}**"
                             + (
@@ -462,7 +462,7 @@ def compare_results(paths: list[Path], options: CompareOptions) -> int:
         for r in pair["models"]:
             p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
             print(
-                f"  {r['model']:<24} {ms(r['base']['median']):>10} {ms(r['new']['median']):>10} {shift_text(r):>24} "
+                f"  {r['model']:<24} {ms(r['base'].median):>10} {ms(r['new'].median):>10} {shift_text(r):>24} "
                 f"{p:>8}  {r['verdict']}"
                 + ("" if r["status"][0] == r["status"][1] else f" (status {r['status'][0]} -> {r['status'][1]})")
                 + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else "")
@@ -471,7 +471,7 @@ def compare_results(paths: list[Path], options: CompareOptions) -> int:
                 gate_failed.append(f"{r['model']} {shift_text(r)} slower in {pair['new'].get('run_id')}")
             for side, state in zip(("base", "new"), r["machine_state"]):
                 if not_clean(state):
-                    log("WARNING", f"{r['model']} machine state in {side}: " + "; ".join(state["warnings"]))
+                    log("WARNING", f"{r['model']} machine state in {side}: " + "; ".join(state.warnings))
             if options.fail_if_slower is not None and r["refused"] and not slower_than(r, options.fail_if_slower):
                 gate_failed.append(
                     f"{r['model']}: the gate cannot judge it, {r['verdict']} in "

@@ -15,21 +15,21 @@ SHAPE_WARMUP_FACTOR = 1.3  # first run on a new image this much slower than its 
 def findings(results: list[dict]) -> list[str]:
     """Observations computed from this run's numbers; none about outputs or activations."""
     done = [r for r in results if r["status"] == "complete"]
-    warm = [r for r in done if r["latency_end_to_end"]["n"]]
+    warm = [r for r in done if r["latency_end_to_end"].n]
     lines = []
     if len(warm) >= 2:
-        fast = min(warm, key=lambda r: r["latency_end_to_end"]["median"])
-        slow = max(warm, key=lambda r: r["latency_end_to_end"]["median"])
-        ratio = slow["latency_end_to_end"]["median"] / fast["latency_end_to_end"]["median"]
+        fast = min(warm, key=lambda r: r["latency_end_to_end"].median)
+        slow = max(warm, key=lambda r: r["latency_end_to_end"].median)
+        ratio = slow["latency_end_to_end"].median / fast["latency_end_to_end"].median
         lines.append(
-            f"Fastest: {fast['model']}, {ms(fast['latency_end_to_end']['median'])} ms median end to end "
-            f"({fast['fps']:.2f} FPS). Slowest: {slow['model']}, {ms(slow['latency_end_to_end']['median'])} ms "
+            f"Fastest: {fast['model']}, {ms(fast['latency_end_to_end'].median)} ms median end to end "
+            f"({fast['fps']:.2f} FPS). Slowest: {slow['model']}, {ms(slow['latency_end_to_end'].median)} ms "
             f"({ratio:.1f}x the fastest)."
         )
     if len(done) >= 2:
-        mem = max(done, key=lambda r: r["memory"]["peak_bytes"])
+        mem = max(done, key=lambda r: r["memory"].peak_bytes)
         lines.append(
-            f"Most memory: {mem['model']}, {format_bytes(mem['memory']['peak_bytes'])} ({mem['memory']['peak_kind']})."
+            f"Most memory: {mem['model']}, {format_bytes(mem['memory'].peak_bytes)} ({mem['memory'].peak_kind})."
         )
         big = max(done, key=lambda r: r["parameters"])
         heavy = max(done, key=lambda r: r["gflops"])
@@ -44,31 +44,31 @@ def findings(results: list[dict]) -> list[str]:
         # runs a 95% interval needs, [min, max] is one with coverage 1 - 2/2^n (93.8% with the
         # default 5 runs an image).
         for name, img in (r.get("latency_per_image") or {}).items():
-            steady = img["steady"]
-            if steady.get("ci95_low") is not None:
-                low, high, what = steady["ci95_low"], steady["ci95_high"], "95% interval"
-            elif (steady.get("n") or 0) >= MIN_RUNS_FOR_RANGE:
-                low, high = steady["min"], steady["max"]
-                what = f"range of its runs (a {(1 - 2 / 2 ** steady['n']) * 100:.1f}% interval)"
+            steady = img.steady
+            if steady.ci95_low is not None:
+                low, high, what = steady.ci95_low, steady.ci95_high, "95% interval"
+            elif (steady.n or 0) >= MIN_RUNS_FOR_RANGE:
+                low, high = steady.min, steady.max
+                what = f"range of its runs (a {(1 - 2 / 2**steady.n) * 100:.1f}% interval)"
             else:
                 continue
-            width = (high - low) / steady["median"]
+            width = (high - low) / steady.median
             if width > UNSTABLE_CI_WIDTH:
                 lines.append(
-                    f"Unstable timing: {r['model']} on {name}: median {ms(steady['median'])} ms, {what} "
+                    f"Unstable timing: {r['model']} on {name}: median {ms(steady.median)} ms, {what} "
                     f"[{low * 1000:.1f}, {high * 1000:.1f}] ms, {width * 100:.0f}% of the median wide over "
-                    f"{steady['n']} timed runs; treat its figures with care or raise --runs."
+                    f"{steady.n} timed runs; treat its figures with care or raise --runs."
                 )
-        cold = r["cold_start"]["total_s"]
-        if cold > COLD_START_FACTOR * e2e["median"]:
+        cold = r["cold_start"].total_s
+        if cold > COLD_START_FACTOR * e2e.median:
             lines.append(
-                f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e['median']:.1f}x its warm "
-                f"median ({ms(e2e['median'])} ms)."
+                f"Cold start: {r['model']} first run {ms(cold)} ms, {cold / e2e.median:.1f}x its warm "
+                f"median ({ms(e2e.median)} ms)."
             )
         new_shape = [
-            (name, img["first_run_s"] / img["steady"]["median"])
+            (name, img.first_run_s / img.steady.median)
             for name, img in (r.get("latency_per_image") or {}).items()
-            if not img["first_is_cold_start"] and img["steady"]["n"]
+            if not img.first_is_cold_start and img.steady.n
         ]
         slow = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
         if slow:

@@ -13,9 +13,9 @@ from ..common import format_bytes, ms
 from ..divergence.divergence_report import divergence_section, explorer_overlay
 from ..inspect.trace_report import trace_blocks
 from ..measure.sampling_report import sampling_items
-from ..measure.stats import format_interval
 from ..phases import phase_label
 from ..records.inspection import DissectionSummary, TimeBreakdownRecord
+from ..records.measurement import LatencyStats, PhaseMedians
 from ..sweeps.sweep_report import sweep_section
 from ..variants.variants_report import variants_section
 from .blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
@@ -43,22 +43,22 @@ def fact_items(r: dict) -> list[str]:
         f"Input the network received: {r.get('input_shape')} (nominal size {r.get('nominal_input_size')}), "
         f"computed in {r.get('dtype') or 'n/a'}",
     ]
-    if (r.get("memory") or {}).get("cuda_context_bytes") is not None:
-        items.append(f"CUDA context (apart from the model): {format_bytes(r['memory']['cuda_context_bytes'])}")
+    if r.get("memory") and r["memory"].cuda_context_bytes is not None:
+        items.append(f"CUDA context (apart from the model): {format_bytes(r['memory'].cuda_context_bytes)}")
     if r.get("config"):
         items.append("Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
-    kinds = [run.get("kind") or ("cold" if run.get("cold") else "timed") for run in r.get("runs") or []]
+    kinds = [run.run_kind for run in r.get("runs") or []]
     if kinds:
         items.append(
             f"Runs: {kinds.count('cold')} cold start, {kinds.count('warmup')} warm-up (not in the "
             f"statistics), {kinds.count('timed')} timed"
         )
-    phases = r.get("latency_phases_median") or {}
-    if phases.get("forward") is not None:
+    phases = r.get("latency_phases_median") or PhaseMedians()
+    if phases.forward is not None:
         items.append(
-            f"Timed medians: preprocess {ms(phases.get('preprocess'))} ms, forward {ms(phases['forward'])} ms "
-            f"{format_interval(r.get('latency_forward') or {})}, postprocess {ms(phases.get('postprocess'))} ms; "
-            f"cold start {ms((r.get('cold_start') or {}).get('total_s'))} ms"
+            f"Timed medians: preprocess {ms(phases.preprocess)} ms, forward {ms(phases.forward)} ms "
+            f"{(r.get('latency_forward') or LatencyStats()).interval_text()}, postprocess {ms(phases.postprocess)} "
+            f"ms; cold start {ms(r['cold_start'].total_s if r.get('cold_start') else None)} ms"
         )
     if r.get("phase_seconds"):
         items.append(
@@ -86,17 +86,17 @@ def per_image_blocks(r: dict) -> list[Block]:
     ]
     rows = []
     for name, img in per_image.items():
-        steady = img.get("steady") or {}
+        steady = img.steady
         rows.append(
             [
                 f"`{name}`",
-                "x".join(map(str, img.get("image_size") or [])),
-                ms(img.get("first_run_s")) if img.get("first_is_cold_start") else "",
-                ", ".join(ms(s) for s in img.get("warmup_s", [])) or "none",
-                f"{ms(steady.get('median'))} {format_interval(steady)}",
-                ms(steady.get("p90")),
-                f"{steady['cov'] * 100:.1f}%" if steady.get("cov") is not None else "n/a",
-                steady.get("n"),
+                "x".join(map(str, img.image_size or [])),
+                ms(img.first_run_s) if img.first_is_cold_start else "",
+                ", ".join(ms(s) for s in img.warmup_s) or "none",
+                f"{ms(steady.median)} {steady.interval_text()}",
+                ms(steady.p90),
+                f"{steady.cov * 100:.1f}%" if steady.cov is not None else "n/a",
+                steady.n,
             ]
         )
     return [Table(headers, rows)]

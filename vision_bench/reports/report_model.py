@@ -11,6 +11,7 @@ from pathlib import Path
 from ..common import format_bytes
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
+from ..records.measurement import MemoryFigures, PeakReading
 from ..records.model_result import document_with_records
 from ..sweeps.sweep_report import summary_line
 from .blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
@@ -284,14 +285,15 @@ def placement_table(data: dict, results: list[dict]) -> Table:
 
 def failure_memory(r: dict) -> str:
     """Memory figures known when a model stopped: what a user needs to judge an OOM."""
-    memory = r.get("memory") or {}
-    at = memory.get("at_failure") or {}
+    memory = r.get("memory") or MemoryFigures()
+    at = memory.at_failure or PeakReading()
+    either = lambda cuda, cpu: cuda if cuda is not None else cpu
     parts = [
         f"{label} {format_bytes(value)}"
         for label, value in (
-            ("before load", memory.get("cuda_allocated_before_load_bytes", memory.get("cpu_rss_before_load_bytes"))),
-            ("after load", memory.get("cuda_allocated_after_load_bytes", memory.get("cpu_rss_after_load_bytes"))),
-            ("peak at failure", at.get("cuda_peak_allocated_bytes", at.get("cpu_peak_rss_bytes"))),
+            ("before load", either(memory.cuda_allocated_before_load_bytes, memory.cpu_rss_before_load_bytes)),
+            ("after load", either(memory.cuda_allocated_after_load_bytes, memory.cpu_rss_after_load_bytes)),
+            ("peak at failure", either(at.cuda_peak_allocated_bytes, at.cpu_peak_rss_bytes)),
         )
         if value
     ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..common import UsageError, exception_line
 from ..phases import MEASURING_PHASES
+from ..records.measurement import RunKind, RunRecord
 from ..records.model_result import document_with_records
 
 
@@ -197,10 +198,8 @@ def model_key(r: dict) -> str:
 def timed_seconds(r: dict) -> list[float]:
     """End-to-end times of the runs in the headline statistics: kind 'timed' (schema 2) and not
     discarded by --discard-throttled, or every run but the cold start (schema 1, no warm-up)."""
-    runs = r.get("runs") or []
-    if any("kind" in run for run in runs):
-        return [run["total_s"] for run in runs if run.get("kind") == "timed" and not run.get("discarded")]
-    return [run["total_s"] for run in runs if not run.get("cold")]
+    runs: list[RunRecord] = r.get("runs") or []
+    return [run.total_s for run in runs if run.run_kind == RunKind.TIMED and not run.discarded]
 
 
 def setting(data: dict, r: dict | None, where: str, key: str):

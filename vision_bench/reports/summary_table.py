@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..common import ms
-from ..measure.stats import format_interval
+from ..records.measurement import LatencyStats, MemoryFigures
 from .blocks import Block, Cell, Heading, Note, Table
 
 SUMMARY_HEADERS = [
@@ -40,8 +40,8 @@ def memory_note(results: list[dict]) -> str:
         "allocator's peak, and in brackets its growth from before the load."
     )
     for r in results:
-        memory = r.get("memory") or {}
-        rss, uss = memory.get("cpu_rss_before_load_bytes"), memory.get("cpu_private_before_load_bytes")
+        memory = r.get("memory") or MemoryFigures()
+        rss, uss = memory.cpu_rss_before_load_bytes, memory.cpu_private_before_load_bytes
         if r.get("status") != "complete" or rss is None or uss is None:
             continue
         text += (
@@ -54,21 +54,19 @@ def memory_note(results: list[dict]) -> str:
 
 
 def summary_row(r: dict) -> list:
-    e2e, mem = r.get("latency_end_to_end") or {}, r.get("memory") or {}
-    peak = mem.get("peak_bytes")
+    e2e, mem = r.get("latency_end_to_end") or LatencyStats(), r.get("memory") or MemoryFigures()
+    peak = mem.peak_bytes
     return [
         r.get("model"),
         r.get("weights"),
         number(r.get("load_seconds")),
-        number((r.get("cold_start") or {}).get("total_s"), ms),
-        Cell(f"{ms(e2e['median'])} {format_interval(e2e)}", e2e["median"])
-        if e2e.get("median") is not None
-        else Cell("n/a"),
-        number(e2e.get("p90"), ms),
-        number((r.get("latency_forward") or {}).get("median"), ms),
-        number(e2e.get("cov"), lambda v: f"{v * 100:.1f}%"),
+        number(r["cold_start"].total_s if r.get("cold_start") else None, ms),
+        Cell(f"{ms(e2e.median)} {e2e.interval_text()}", e2e.median) if e2e.median is not None else Cell("n/a"),
+        number(e2e.p90, ms),
+        number((r.get("latency_forward") or LatencyStats()).median, ms),
+        number(e2e.cov, lambda v: f"{v * 100:.1f}%"),
         number(r.get("fps") or None),
-        Cell(f"{peak / 1024**2:.0f} (+{(mem.get('peak_over_baseline_bytes') or 0) / 1024**2:.0f})", peak)
+        Cell(f"{peak / 1024**2:.0f} (+{(mem.peak_over_baseline_bytes or 0) / 1024**2:.0f})", peak)
         if peak
         else Cell("n/a"),
         number(r.get("parameters") or None, lambda v: f"{v:,}"),
@@ -76,14 +74,14 @@ def summary_row(r: dict) -> list:
         "x".join(map(str, r.get("input_shape") or [])) or "n/a",
         number(r["dissection"].records if r.get("dissection") else None, str),
         r.get("status"),
-        number(e2e.get("n"), str),
+        number(e2e.n if r.get("latency_end_to_end") else None, str),
     ]
 
 
 def summary_blocks(results: list[dict]) -> list[Block]:
     """Every model that started (a failed one with what it measured), sortable on the page."""
     shown = [r for r in results if r.get("status") != "not run"]
-    kind = next((r["memory"]["peak_kind"] for r in shown if (r.get("memory") or {}).get("peak_kind")), "peak memory")
+    kind = next((r["memory"].peak_kind for r in shown if r.get("memory") and r["memory"].peak_kind), "peak memory")
     headers = [f"{h} ({kind})" if h == "peak memory MB" else h for h in SUMMARY_HEADERS]
     return [
         Heading(2, "Summary", "summary"),

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..common import atomic_write_json, atomic_write_text
 from ..measure.stats import CI_METHOD
+from ..records.measurement import LatencyStats, MemoryFigures, RunKind
+from ..records.model_result import document_with_records
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
 from .html import html_report
@@ -65,33 +67,35 @@ def csv_columns(option_names) -> list[str]:
 
 
 def csv_row(r: dict, option_names) -> dict:
-    e2e = r.get("latency_end_to_end") or {}
-    mem = r.get("memory") or {}
+    e2e = r.get("latency_end_to_end") or LatencyStats()
+    mem = r.get("memory") or MemoryFigures()
     return {
         "model": r["model"],
         "cli_name": r["cli_name"],
         "status": r["status"],
         "weights": r["weights"],
         "load_s": r.get("load_seconds"),
-        "cold_start_s": (r.get("cold_start") or {}).get("total_s"),
-        "e2e_median_s": e2e.get("median"),
-        "e2e_ci95_low_s": e2e.get("ci95_low"),
-        "e2e_ci95_high_s": e2e.get("ci95_high"),
-        "e2e_p90_s": e2e.get("p90"),
-        "e2e_mean_s": e2e.get("mean"),
-        "e2e_std_s": e2e.get("std"),
-        "e2e_cov": e2e.get("cov"),
-        "forward_median_s": (r.get("latency_forward") or {}).get("median"),
+        "cold_start_s": r["cold_start"].total_s if r.get("cold_start") else None,
+        "e2e_median_s": e2e.median,
+        "e2e_ci95_low_s": e2e.ci95_low,
+        "e2e_ci95_high_s": e2e.ci95_high,
+        "e2e_p90_s": e2e.p90,
+        "e2e_mean_s": e2e.mean,
+        "e2e_std_s": e2e.std,
+        "e2e_cov": e2e.cov,
+        "forward_median_s": (r.get("latency_forward") or LatencyStats()).median,
         "fps": r.get("fps"),
-        "peak_memory_mb": mem["peak_bytes"] / 1024**2 if mem.get("peak_bytes") else None,
-        "peak_over_baseline_mb": mem["peak_over_baseline_bytes"] / 1024**2 if mem.get("peak_bytes") else None,
-        "peak_memory_kind": mem.get("peak_kind"),
+        "peak_memory_mb": mem.peak_bytes / 1024**2 if mem.peak_bytes else None,
+        "peak_over_baseline_mb": mem.peak_over_baseline_bytes / 1024**2
+        if mem.peak_bytes and mem.peak_over_baseline_bytes is not None
+        else None,
+        "peak_memory_kind": mem.peak_kind,
         "parameters": r.get("parameters"),
         "gflops": r.get("gflops"),
         "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
         "layers_dissected": r["dissection"].records if r.get("dissection") else None,
-        "warm_runs": e2e.get("n"),
-        "warmup_runs": sum(1 for run in r.get("runs", []) if run.get("kind") == "warmup"),
+        "warm_runs": e2e.n if r.get("latency_end_to_end") else None,
+        "warmup_runs": sum(1 for run in r.get("runs", []) if run.kind == RunKind.WARMUP),
         **{name: (r.get("config") or {}).get(name) for name in option_names},
         "variant": "torch-fp32" if r.get("variants") else None,
     }
@@ -188,7 +192,7 @@ def write_report_files(data: dict, ctx) -> dict:
     columns = csv_columns(option_names)
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for r in data["models"]:
+    for r in document_with_records(data)["models"]:  # a hand-built document too
         if r["status"] != "not run":
             row = dict.fromkeys(columns) | csv_row(r, option_names)
             for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):

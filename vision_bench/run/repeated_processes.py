@@ -10,9 +10,9 @@ import numpy as np
 
 from ..common import log
 from ..measure.model_pass import new_result
-from ..measure.stats import format_interval
 from ..measure.stopping_rule import process_interval
-from ..measure.timed_runs import summarize_latency
+from ..measure.timed_runs import summarize_runs
+from ..records.measurement import GuardRecord, LatencyInterval, LatencyStats, ProcessSummary, RunKind, RunRecord
 from ..settings import RunContext
 from .worker_processes import run_in_worker
 
@@ -36,62 +36,68 @@ def run_processes(cls, ctx: RunContext, result: dict) -> None:
         result.update(status=records[-1]["status"], error=records[-1].get("error"))
 
 
-def process_summary(index: int, record: dict) -> dict:
-    e2e = record.get("latency_end_to_end") or {}
-    return {
-        "process": index,
-        "pid": record["worker"].pid if record.get("worker") else None,
-        "status": record["status"],
-        "median": e2e.get("median"),
-        "ci95_low": e2e.get("ci95_low"),
-        "ci95_high": e2e.get("ci95_high"),
-        "n": e2e.get("n"),
-        "forward_median": (record.get("latency_forward") or {}).get("median"),
-        "load_seconds": record.get("load_seconds"),
-        "cold_start_s": (record.get("cold_start") or {}).get("total_s"),
-        "stopped_by": (record.get("precision") or {}).get("stopped_by", "fixed"),
-        "reached_pct": (record.get("precision") or {}).get("reached_pct"),
-    }
+def process_summary(index: int, record: dict) -> ProcessSummary:
+    e2e = record.get("latency_end_to_end") or LatencyStats()
+    precision = record.get("precision")
+    cold_start = record.get("cold_start")
+    return ProcessSummary(
+        process=index,
+        pid=record["worker"].pid if record.get("worker") else None,
+        status=record["status"],
+        median=e2e.median,
+        ci95_low=e2e.ci95_low,
+        ci95_high=e2e.ci95_high,
+        n=e2e.n,
+        forward_median=(record.get("latency_forward") or LatencyStats()).median,
+        load_seconds=record.get("load_seconds"),
+        cold_start_s=cold_start.total_s if cold_start else None,
+        stopped_by=precision.stopped_by if precision else "fixed",
+        reached_pct=precision.reached_pct if precision else None,
+    )
 
 
 def pool_processes(result: dict, records: list[dict], discard_flagged: bool) -> None:
     """The first record, its runs replaced by every process's (each marked with its process), the
     statistics recomputed over the pool, and the medians' intervals over the process medians."""
     result["processes"] = [process_summary(i, r) for i, r in enumerate(records, 1)]
-    runs = []
+    runs: list[RunRecord] = []
     for index, record in enumerate(records, 1):
-        runs += [{**run, "process": index} for run in record.get("runs") or []]
+        runs += [dataclasses.replace(run, process=index) for run in record.get("runs") or []]
     result["runs"] = runs
-    guards = [r["guard"] for r in records if r.get("guard")]
+    guards: list[GuardRecord] = [r["guard"] for r in records if r.get("guard")]
     if guards:
-        result["guard"] = {
-            "static": guards[0]["static"],
-            "cost_s": sum(g["cost_s"] for g in guards),
-            "samples": sum(g["samples"] for g in guards),
-        }
+        result["guard"] = GuardRecord(
+            static=guards[0].static, cost_s=sum(g.cost_s for g in guards), samples=sum(g.samples for g in guards)
+        )
     result["phase_seconds"] = {
         k: sum((r.get("phase_seconds") or {}).get(k) or 0.0 for r in records)
         for k in dict.fromkeys(k for r in records for k in (r.get("phase_seconds") or {}))
     }
-    summarize_latency(result, discard_flagged)
+    summarize_runs(result, discard_flagged)
     result["cold_start"] = records[0].get("cold_start")
-    kept = [r for r in runs if r["kind"] == "timed" and not r.get("discarded")]
+    kept = [r for r in runs if r.kind == RunKind.TIMED and not r.discarded]
     for key, field in (("latency_end_to_end", "total_s"), ("latency_forward", "forward_s")):
         medians = [
-            float(np.median([r[field] for r in kept if r["process"] == i]))
+            float(np.median([getattr(r, field) for r in kept if r.process == i]))
             for i in range(1, len(records) + 1)
-            if any(r["process"] == i for r in kept)
+            if any(r.process == i for r in kept)
         ]
         interval = process_interval(medians)
         if interval:
-            result[key].update({k: interval[k] for k in ("ci95_low", "ci95_high", "ci_coverage")})
+            stats: LatencyStats = result[key]
+            stats.ci95_low, stats.ci95_high, stats.ci_coverage = (
+                interval.ci95_low,
+                interval.ci95_high,
+                interval.ci_coverage,
+            )
             if key == "latency_end_to_end":
-                result["latency_interval"] = {k: interval[k] for k in ("method", "why", "processes")}
+                result["latency_interval"] = LatencyInterval(interval.method, interval.why, interval.processes)
     e2e = result["latency_end_to_end"]
+    method = result["latency_interval"].method if result.get("latency_interval") else None
     log(
         "STATS",
-        f"{result['model']} over {len(records)} processes: pooled median {e2e['median'] * 1000:.1f} ms "
-        f"{format_interval(e2e)} ({result.get('latency_interval', {}).get('method')}); process medians "
-        + ", ".join(f"{p['median'] * 1000:.1f}" for p in result["processes"] if p["median"])
+        f"{result['model']} over {len(records)} processes: pooled median {e2e.median * 1000:.1f} ms "
+        f"{e2e.interval_text()} ({method}); process medians "
+        + ", ".join(f"{p.median * 1000:.1f}" for p in result["processes"] if p.median)
         + " ms",
     )

@@ -19,6 +19,7 @@ from ..measure.memory import MemoryTracker, apply_memory_limit
 from ..measure.model_pass import benchmark_model, new_result
 from ..records import SweepPointStatus
 from ..records.failure import ErrorRecord, WorkerRecord
+from ..records.measurement import MemoryFigures, PeakReading
 from ..records.sweep import WorkerDeath
 from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
@@ -275,8 +276,9 @@ def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: di
 def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last_hwm, tail: list[str]) -> ErrorRecord:
     """The record of a worker that died or overran --model-timeout: status, error, memory at failure."""
     worker, phase = result["worker"], result["phase_reached"]
-    memory = result.setdefault("memory", {})
-    memory.setdefault("at_failure", {"cpu_peak_rss_bytes": last_hwm, "source": "worker VmHWM, read by the parent"})
+    memory = result.setdefault("memory", MemoryFigures())
+    if memory.at_failure is None:
+        memory.at_failure = PeakReading(cpu_peak_rss_bytes=last_hwm, source="worker VmHWM, read by the parent")
     if timed_out:
         result["status"] = "timeout"
         message = f"killed after --model-timeout {ctx.settings.model_timeout:g} s, during {phase}"

@@ -386,7 +386,7 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
             throughput_ci95_low=thr.ci95_low,
             throughput_ci95_high=thr.ci95_high,
             peak_memory_mb=p.peak_bytes / MB if p.peak_bytes else None,
-            peak_memory_kind=(r.get("memory") or {}).get("peak_kind"),
+            peak_memory_kind=r["memory"].peak_kind if r.get("memory") else None,
             parameters=r.get("parameters"),
             gflops=p.flops_per_image / 1e9 if p.flops_per_image is not None else None,
             input_shape="x".join(map(str, p.input_shape)) if p.input_shape else None,

@@ -18,6 +18,7 @@ from ..measure.timed_runs import (
 )
 from ..models.images import load_rgb
 from ..records import VariantStatus
+from ..records.codec import encode
 from ..records.variants import VARIANT_FIELDS, VariantResult
 from .output_parity import compare_outputs, parity_outputs
 from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
@@ -125,11 +126,11 @@ def reference_row(result: dict) -> VariantResult:
         reference=True,
         speedup_forward=1.0,
         speedup_end_to_end=1.0,
-        latency_end_to_end=result.get("latency_end_to_end"),
-        latency_forward=result.get("latency_forward"),
-        cold_start=result.get("cold_start"),
+        latency_end_to_end=encode(result.get("latency_end_to_end")),
+        latency_forward=encode(result.get("latency_forward")),
+        cold_start=encode(result.get("cold_start")),
         fps=result.get("fps"),
-        memory={k: result["memory"].get(k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
+        memory={k: getattr(result["memory"], k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
     )
 
 

@@ -96,7 +96,7 @@ def variant_notes(r: dict) -> list[str]:
             notes.append(
                 f"torch-compile: compiling happens in the cold start "
                 f"({ms(v.cold_start_seconds)} ms, against the reference's "
-                f"{ms((r.get('cold_start') or {}).get('total_s'))} ms)"
+                f"{ms(r['cold_start'].total_s if r.get('cold_start') else None)} ms)"
             )
         if d.get("autocast_dtype"):
             notes.append(

@@ -256,7 +256,7 @@ class ReferenceStore:
             self._read_buffer = np.empty(n, dtype=np.float32)
         out = self._read_buffer[:n]
         with open(path, "rb") as f:
-            if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+            if f.readinto(memoryview(out).cast("B")) != out.nbytes:  # type: ignore[arg-type]  # numpy arrays are buffers
                 raise OSError(f"{path}: the spilled reference output is shorter than its shape {shape}")
         return out, shape
 

@@ -4,7 +4,6 @@ Markdown, HTML and terminal lines, and the --fail-if-slower gate."""
 from __future__ import annotations
 
 import collections
-import json
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
@@ -21,10 +20,11 @@ from ..measure.stats import (
 )
 from ..records.measurement import LatencyStats
 from ..settings import CompareOptions
-from .render_html import html_table, html_text, render_page
+from .blocks import Block, BulletList, Heading, Note, Paragraph, Table
+from .render_html import render_html
+from .render_markdown import render_markdown
 from .report_model import SYSTEM_IDENTITY
 from .results_file import model_key, read_results, setting, timed_seconds
-from .tables import md_table
 
 TOO_FEW = "too few runs to tell"
 REFUSED = "no verdict: throttled or shared runs"
@@ -232,195 +232,155 @@ def median_text(stats: LatencyStats) -> str:
     return f"{ms(stats.median)} {stats.interval_text()}"
 
 
-def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[tuple]:
-    """The comparison as a list of blocks, rendered as Markdown or HTML: ("h1"|"h2"|"h3"|"p"|"warn", text),
-    ("table", headers, rows) or ("list", items). Text may hold `code` and **bold** spans."""
-    mb = lambda b: "n/a" if b is None else f"{b / 1024**2:.0f} MB"
-    blocks = [
-        ("h1", "Benchmark comparison"),
-        ("p", f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
-        (
-            "p",
+def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[Block]:
+    """The comparison as report blocks (rendered as Markdown and as HTML): how to read it, then each
+    later file against the base."""
+    blocks = intro_blocks(pairs, paths, options)
+    for pair, path in zip(pairs, paths[1:]):
+        blocks += pair_blocks(pair, path, options)
+    return blocks
+
+
+def intro_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[Block]:
+    blocks: list[Block] = [
+        Heading(1, "Benchmark comparison"),
+        Paragraph(f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
+        Paragraph(
             f"Change: {SHIFT_METHOD.format(exact=EXACT_SHIFT_MAX_PAIRS)}, in percent of the base median. The "
             "verdict is **slower** or **faster** when that interval excludes 0, which is the U test at 5% "
             f"({SIGNIFICANCE_METHOD}); its p value is in the table. When the run counts cannot reach 5% at all "
             f"(3 runs a side: the smallest p is 0.1) the verdict is **{TOO_FEW}**. Medians in ms with their "
-            f"95% interval in brackets (it needs {MIN_RUNS_FOR_CI} timed runs or more).",
+            f"95% interval in brackets (it needs {MIN_RUNS_FOR_CI} timed runs or more)."
         ),
     ]
     if options.fail_if_slower is not None:
+        gate = f"{options.fail_if_slower:g}"
         blocks.append(
-            (
-                "p",
-                f"Gate: `--fail-if-slower {options.fail_if_slower:g}` fails on a model whose slowdown is "
-                f"larger than {options.fail_if_slower:g}% with 95% confidence (the interval's lower bound is "
-                f"above {options.fail_if_slower:g}%). A model with runs the machine-state guard flagged "
-                f"throttled or shared in the statistics of either side gets **{REFUSED}** and fails the "
-                "gate too: its times may describe the machine, not the model.",
+            Paragraph(
+                f"Gate: `--fail-if-slower {gate}` fails on a model whose slowdown is larger than {gate}% with 95% "
+                f"confidence (the interval's lower bound is above {gate}%). A model with runs the machine-state "
+                f"guard flagged throttled or shared in the statistics of either side gets **{REFUSED}** and fails "
+                "the gate too: its times may describe the machine, not the model."
             )
         )
     if not options.allow_missing:
         blocks.append(
-            (
-                "p",
+            Paragraph(
                 "A model that completed in base and did not complete in new (failed, timed out, missing, "
-                "no timed runs) fails the comparison (exit 1) unless `--allow-missing` is given.",
+                "no timed runs) fails the comparison (exit 1) unless `--allow-missing` is given."
             )
         )
-    for pair, path in zip(pairs, paths[1:]):
-        new = pair["new"]
-        blocks += [("h2", f"New: run `{new.get('run_id')}`"), ("p", f"File `{path}`.")]
-        blocks += [("warn", f"**Warning:** {w}") for w in pair["warnings"]]
-        blocks += [
-            ("warn", f"**Not completed in new{' (allowed)' if options.allow_missing else ''}:** {line}.")
-            for line in not_completed_in_new(pair)
-        ]
-        blocks.append(("h3", "What differs between the runs"))
-        if pair["differences"]:
-            blocks.append(("table", ["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
-        else:
-            blocks.append(
-                (
-                    "p",
-                    "Nothing: same system, library versions, device, weights and settings ("
-                    + ", ".join(label for label, _, _ in COMPARED_SETTINGS)
-                    + ", images).",
-                )
-            )
-        rows = pair["models"]
-        verdicts = collections.Counter(r["verdict"] for r in rows)
-        blocks.append(
-            (
-                "p",
-                f"{len(rows)} model(s) on both sides: "
-                + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
-                + "."
-                + (
-                    f" On one side only: {len(pair['base_only']) + len(pair['new_only'])}."
-                    if pair["base_only"] or pair["new_only"]
-                    else ""
-                ),
-            )
-        )
-        if rows:
-            blocks += [
-                ("h3", "Latency (end to end, timed runs)"),
-                (
-                    "table",
-                    [
-                        "model",
-                        "base median ms [95% CI]",
-                        "new median ms [95% CI]",
-                        "change [95% CI]",
-                        "runs",
-                        "p",
-                        "verdict",
-                    ],
-                    [
-                        [
-                            r["model"],
-                            median_text(r["base"]),
-                            median_text(r["new"]),
-                            shift_text(r),
-                            f"{r['base'].n} / {r['new'].n}",
-                            "n/a" if r["p"] is None else f"{r['p']:.3g}",
-                            f"**{r['verdict']}**"
-                            + (
-                                " (fails the gate)"
-                                if options.fail_if_slower is not None and slower_than(r, options.fail_if_slower)
-                                else ""
-                            ),
-                        ]
-                        for r in rows
-                    ],
-                ),
-                ("h3", "Machine state (timed runs)"),
-                ("table", ["model", "base", "new"], [[r["model"], *map(state_text, r["machine_state"])] for r in rows]),
-                ("h3", "Memory, size and status"),
-                (
-                    "table",
-                    ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
-                    [
-                        [
-                            r["model"],
-                            change_text(*r["peak_bytes"], mb),
-                            change_text(*r["parameters"], lambda v: "n/a" if v is None else f"{v:,}"),
-                            change_text(*r["gflops"], lambda v: "n/a" if v is None else f"{v:.2f}"),
-                            change_text(*r["dtype"], str),
-                            change_text(*r["status"], str),
-                        ]
-                        for r in rows
-                    ],
-                ),
-            ]
-            for r in rows:
-                if r["different_model"]:
-                    blocks.append(
-                        (
-                            "warn",
-                            f"**Different model:** {r['model']}'s {', '.join(r['different_model'])} "
-                            "changed, so the two sides did not run the same network on the same input; "
-                            "its timings are not a like-for-like comparison.",
-                        )
-                    )
-            changes = [
-                f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
-                for r in rows
-                if r["status"][0] != r["status"][1]
-            ]
-            blocks += [("list", changes)] if changes else []
-        if pair["base_only"] or pair["new_only"]:
-            blocks += [
-                ("h3", "Models on one side only"),
-                (
-                    "list",
-                    ([f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else [])
-                    + ([f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []),
-                ),
-            ]
     return blocks
 
 
+def pair_blocks(pair: dict, path: Path, options: CompareOptions) -> list[Block]:
+    """One later file against the base: its warnings, what differs, and the models' tables."""
+    blocks: list[Block] = [Heading(2, f"New: run `{pair['new'].get('run_id')}`"), Paragraph(f"File `{path}`.")]
+    blocks += [Note(w, title="Warning:") for w in pair["warnings"]]
+    allowed = " (allowed)" if options.allow_missing else ""
+    blocks += [Note(f"{line}.", title=f"Not completed in new{allowed}:") for line in not_completed_in_new(pair)]
+    blocks.append(Heading(3, "What differs between the runs"))
+    if pair["differences"]:
+        blocks.append(Table(["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
+    else:
+        compared = ", ".join(label for label, _, _ in COMPARED_SETTINGS)
+        blocks.append(
+            Paragraph(f"Nothing: same system, library versions, device, weights and settings ({compared}, images).")
+        )
+    rows = pair["models"]
+    verdicts = collections.Counter(r["verdict"] for r in rows)
+    one_side = len(pair["base_only"]) + len(pair["new_only"])
+    blocks.append(
+        Paragraph(
+            f"{len(rows)} model(s) on both sides: "
+            + (", ".join(f"{n} {v}" for v, n in verdicts.items()) or "none")
+            + "."
+            + (f" On one side only: {one_side}." if one_side else "")
+        )
+    )
+    if rows:
+        blocks += model_tables(rows, options) + model_notes(rows)
+    if one_side:
+        only = [f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else []
+        only += [f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []
+        blocks += [Heading(3, "Models on one side only"), BulletList(only)]
+    return blocks
+
+
+def model_tables(rows: list[dict], options: CompareOptions) -> list[Block]:
+    """Latency, machine state, and memory, size and status: a row a model in each."""
+
+    def mb(value):
+        return "n/a" if value is None else f"{value / 1024**2:.0f} MB"
+
+    def verdict(r: dict) -> str:
+        gate = options.fail_if_slower
+        return f"**{r['verdict']}**" + (" (fails the gate)" if gate is not None and slower_than(r, gate) else "")
+
+    latency_headers = ["model", "base median ms [95% CI]", "new median ms [95% CI]", "change [95% CI]", "runs", "p"]
+    return [
+        Heading(3, "Latency (end to end, timed runs)"),
+        Table(
+            [*latency_headers, "verdict"],
+            [
+                [
+                    r["model"],
+                    median_text(r["base"]),
+                    median_text(r["new"]),
+                    shift_text(r),
+                    f"{r['base'].n} / {r['new'].n}",
+                    "n/a" if r["p"] is None else f"{r['p']:.3g}",
+                    verdict(r),
+                ]
+                for r in rows
+            ],
+        ),
+        Heading(3, "Machine state (timed runs)"),
+        Table(["model", "base", "new"], [[r["model"], *map(state_text, r["machine_state"])] for r in rows]),
+        Heading(3, "Memory, size and status"),
+        Table(
+            ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
+            [
+                [
+                    r["model"],
+                    change_text(r["peak_bytes"][0], r["peak_bytes"][1], mb),
+                    change_text(r["parameters"][0], r["parameters"][1], lambda v: "n/a" if v is None else f"{v:,}"),
+                    change_text(r["gflops"][0], r["gflops"][1], lambda v: "n/a" if v is None else f"{v:.2f}"),
+                    change_text(r["dtype"][0], r["dtype"][1], str),
+                    change_text(r["status"][0], r["status"][1], str),
+                ]
+                for r in rows
+            ],
+        ),
+    ]
+
+
+def model_notes(rows: list[dict]) -> list[Block]:
+    """A model whose network or input changed, and the status changes."""
+    blocks: list[Block] = [
+        Note(
+            f"{r['model']}'s {', '.join(r['different_model'])} changed, so the two sides did not run the same "
+            "network on the same input; its timings are not a like-for-like comparison.",
+            title="Different model:",
+        )
+        for r in rows
+        if r["different_model"]
+    ]
+    changes = [
+        f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
+        for r in rows
+        if r["status"][0] != r["status"][1]
+    ]
+    return blocks + ([BulletList(changes)] if changes else [])
+
+
 def comparison_markdown(pairs: list[dict], paths: list[Path], options: CompareOptions) -> str:
-    lines = []
-    for kind, *content in comparison_blocks(pairs, paths, options):
-        if kind == "table":
-            lines += [md_table(*content), ""]
-        elif kind == "list":
-            lines += [f"- {item}" for item in content[0]] + [""]
-        else:
-            prefix = {"h1": "# ", "h2": "## ", "h3": "### ", "p": "", "warn": "> "}[kind]
-            lines += [prefix + content[0], ""]
-    return "\n".join(lines) + "\n"
+    return render_markdown(comparison_blocks(pairs, paths, options)) + "\n"
 
 
 def comparison_html(pairs: list[dict], paths: list[Path], options: CompareOptions) -> str:
     """The same blocks as comparison_markdown, in the HTML report's page and style."""
-    import re
-
-    def markup(escaped: str) -> str:  # runs on escaped text: only our own `code` and **bold** become tags
-        escaped = re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
-        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
-
-    def inline(text) -> str:
-        return markup(html_text(text))
-
-    body = ["<main>"]
-    for kind, *content in comparison_blocks(pairs, paths, options):
-        if kind == "table":
-            headers, rows = content
-            table = html_table(headers, rows)
-            body.append(re.sub(r"<td>(.*?)</td>", lambda m: f"<td>{markup(m.group(1))}</td>", table))
-        elif kind == "list":
-            body.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in content[0]) + "</ul>")
-        elif kind == "warn":
-            body.append(f'<p class="warn">{inline(content[0])}</p>')
-        else:
-            body.append(f"<{kind}>{inline(content[0])}</{kind}>")
-    body.append("</main>")
-    return render_page(
-        html_text(f"Benchmark comparison {paths[0].name}"), "\n".join(body), json.dumps({"explorers": []})
-    )
+    return render_html(comparison_blocks(pairs, paths, options), f"Benchmark comparison {paths[0].name}")
 
 
 COMPARISON_RENDERERS = {"md": comparison_markdown, "html": comparison_html}

@@ -70,11 +70,11 @@ def findings(results: list[dict]) -> list[str]:
             for name, img in (r.get("latency_per_image") or {}).items()
             if not img.first_is_cold_start and img.steady.n
         ]
-        slow = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
-        if slow:
+        slow_shapes = [(name, ratio) for name, ratio in new_shape if ratio > SHAPE_WARMUP_FACTOR]
+        if slow_shapes:
             lines.append(
                 f"New input shape: {r['model']}'s first run on "
-                + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow)
+                + ", ".join(f"{name} took {ratio:.2f}x its timed median" for name, ratio in slow_shapes)
                 + "; varying input sizes cost a warm-up each (kernels are built per shape). The warm-up "
                 "rounds take this out of the timed runs."
             )

@@ -50,7 +50,8 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     run_id, stem = unique_output(options.output_dir.expanduser() / "results", "benchmark_results")
     assets = stem.parent / f"report_{run_id}"
     assets.mkdir(exist_ok=True)
-    models, problems = [], []
+    models: list[dict] = []
+    problems: list[str] = []
     for r, index in chosen.values():
         r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
         if mixed["system"]:

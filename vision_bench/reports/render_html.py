@@ -34,6 +34,7 @@ from .blocks import (
 PAGE_TEMPLATE = Path(__file__).with_name("report_page.html")
 LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]*)\)")
 CODE = re.compile(r"`([^`]*)`")
+BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 
 def render_page(title: str, body: str, data: str) -> str:
@@ -53,10 +54,10 @@ def html_url(path: str) -> str:
 
 
 def inline(text) -> str:
-    """Escaped text whose [label](url) parts become links and `quoted` parts code."""
+    """Escaped text whose [label](url) parts become links, `quoted` parts code and **starred** parts bold."""
     escaped = html_text(text)
     linked = LINK.sub(lambda m: f'<a href="{html_url(html.unescape(m[2]))}">{m[1]}</a>', escaped)
-    return CODE.sub(r"<code>\1</code>", linked)
+    return BOLD.sub(r"<b>\1</b>", CODE.sub(r"<code>\1</code>", linked))
 
 
 def html_table(headers: list, rows: list[list], sortable: bool = False, show=html_text) -> str:

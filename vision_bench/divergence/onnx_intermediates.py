@@ -405,6 +405,7 @@ def intermediate_values(
     report.provider = str(providers[0][0] if len(providers) > 1 else providers[0])
     report.unknown_sizes, report.fetched_bytes, report.largest_run_bytes = len(values) - len(sizes), 0, 0
     base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
+    arrays: list | None = None
     try:
         while todo:
             group = next_group(todo, sizes, budget)

@@ -15,6 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vision_bench"
 MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 60
+# Functions still over MAX_FUNCTION_LINES, in folders other work is changing now: "path:function" -> why.
+LONG_FUNCTIONS_ALLOWED = {
+    "vision_bench/measure/timed_runs.py:run_timed_phases": "being converted by the records work; split next",
+    "vision_bench/reports/compare.py:comparison_blocks": "being converted by the records work; split next",
+    "vision_bench/reports/findings.py:findings": "being converted by the records work; split next",
+    "vision_bench/reports/merge.py:merge_results": "being converted by the records work; split next",
+}
 
 
 def module_name(path: Path) -> str:
@@ -91,6 +99,46 @@ def test_no_module_is_too_long_and_each_says_what_it_owns():
         text = f.read_text()
         assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{f.relative_to(ROOT)}: {len(text.splitlines())} lines"
         assert ast.get_docstring(ast.parse(text)), f"{f.relative_to(ROOT)} has no docstring"
+
+
+def long_functions(tree: ast.AST, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """(name, first line, lines) of each function or method over `limit` lines, nested ones included."""
+    return [
+        (node.name, node.lineno, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_is_too_long_but_the_allowed_ones():
+    """Functions stay under MAX_FUNCTION_LINES; LONG_FUNCTIONS_ALLOWED names those still over it, and
+    an entry goes once its function is split."""
+    found = []  # (path:function, what to print); a list, as two methods of a file may share a name
+    for f in sorted(PACKAGE.rglob("*.py")) + [ROOT / "unified_benchmark.py"]:
+        path = f.relative_to(ROOT).as_posix()
+        for name, line, length in long_functions(ast.parse(f.read_text())):
+            found.append((f"{path}:{name}", f"{length} lines ({path}:{line} {name})"))
+    too_long = [text for key, text in found if key not in LONG_FUNCTIONS_ALLOWED]
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: " + "; ".join(too_long)
+    split = sorted(set(LONG_FUNCTIONS_ALLOWED) - {key for key, _ in found})
+    assert not split, f"allowed to be long but no longer over {MAX_FUNCTION_LINES} lines, drop from the list: {split}"
+
+
+def test_the_long_function_finder_counts_lines_of_functions_methods_and_nested_ones():
+    def body(indent: str) -> str:
+        return "".join(f"{indent}x = {i}\n" for i in range(MAX_FUNCTION_LINES))
+
+    planted = ast.parse(
+        "def long():\n" + body("    ") + "def short():\n    pass\n"
+        "class C:\n    def method(self):\n        def inner():\n" + body(" " * 12)
+    )
+    assert sorted((name, length) for name, _, length in long_functions(planted)) == [
+        ("inner", MAX_FUNCTION_LINES + 1),
+        ("long", MAX_FUNCTION_LINES + 1),
+        ("method", MAX_FUNCTION_LINES + 2),
+    ]
 
 
 def namespace_uses(tree: ast.AST) -> list[str]:

@@ -24,7 +24,7 @@ from ..records.divergence import (
     SetTried,
     Suggestion,
 )
-from ..records.variants import VariantResult
+from ..records.variants import ParityRecord, VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
 from ..variants.variant_pass import load_fresh
@@ -150,6 +150,55 @@ def plain_variant(plain: VariantResult) -> PlainVariant:
     return PlainVariant(plain.speedup_forward, plain.parity.verdict, to_json(plain.parity.worst))
 
 
+def first_passing_set(
+    bench, variant: str, candidates: list[str], reference: list[dict], images: list
+) -> tuple[list[SetTried], ParityRecord | None, list[str]]:
+    """(the sets tried, the parity of the first that passes or None, the modules in fp32 now): the
+    candidates' prefixes of 1, 2, 3, 5, 8, ... modules kept in fp32, one parity check on every image each."""
+    tried: list[SetTried] = []
+    installed: list[str] = []
+    for size in prefix_sizes(len(candidates)):
+        remove_overrides(bench.network(), installed)
+        installed = candidates[:size]
+        install_overrides(bench.network(), dict.fromkeys(installed, fp32_forward))
+        parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
+        tried.append(SetTried(size, parity.verdict, to_json(parity.worst)))
+        log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity.verdict}")
+        if parity.passes:
+            return tried, parity, installed
+    return tried, None, installed
+
+
+def no_passing_set(
+    entry: DivergenceEntry, candidates: list[str], tried: list[SetTried], measured: PlainVariant
+) -> Suggestion:
+    """The suggestion when even every candidate kept in fp32 leaves parity failing, saying which they were."""
+    return Suggestion(
+        SuggestionStatus.NO_SMALL_SET,
+        modules=candidates,
+        tried=tried,
+        plain=measured,
+        reason=f"with all {len(candidates)} candidate modules in fp32 (those whose own error "
+        + (
+            "passes the tolerance"
+            if entry.over_tolerance
+            else "is largest: none passes the tolerance, the error builds up over many layers"
+        )
+        + ") parity still fails",
+    )
+
+
+def log_passing_set(variant: str, installed: list[str], suggestion: Suggestion, measured: PlainVariant) -> None:
+    """One line on the set that passes: its modules, its speed-up beside the plain variant's."""
+    log(
+        "DIVERGE",
+        f"{variant} with {len(installed)} module(s) in fp32 ({', '.join(installed[:3])}"
+        f"{', ...' if len(installed) > 3 else ''}): {suggestion.speedup_forward or 0:.2f}x the "
+        f"reference's forward, parity pass (plain {variant}: {measured.speedup_forward or 0:.2f}x, "
+        f"{measured.verdict})",
+    )
+
+
 def suggest_fp32_set(
     cls,
     ctx,
@@ -176,43 +225,13 @@ def suggest_fp32_set(
     bench = load_fresh(cls, ctx)
     try:
         prepare_variant(bench, variant, images)
-        tried: list[SetTried] = []
-        chosen = None
-        installed: list[str] = []
-        for size in prefix_sizes(len(candidates)):
-            remove_overrides(bench.network(), installed)
-            installed = candidates[:size]
-            install_overrides(bench.network(), dict.fromkeys(installed, fp32_forward))
-            parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
-            tried.append(SetTried(size, parity.verdict, to_json(parity.worst)))
-            log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity.verdict}")
-            if parity.passes:
-                chosen = parity
-                break
+        tried, chosen, installed = first_passing_set(bench, variant, candidates, reference, images)
         if chosen is None:
-            return Suggestion(
-                SuggestionStatus.NO_SMALL_SET,
-                modules=candidates,
-                tried=tried,
-                plain=measured,
-                reason=f"with all {len(candidates)} candidate modules in fp32 (those whose own error "
-                + (
-                    "passes the tolerance"
-                    if entry.over_tolerance
-                    else "is largest: none passes the tolerance, the error builds up over many layers"
-                )
-                + ") parity still fails",
-            )
+            return no_passing_set(entry, candidates, tried, measured)
         suggestion = time_fp32_set(bench, ctx, variant, installed, images, result)
         suggestion.tried, suggestion.plain = tried, measured
         suggestion.parity = SetParity(chosen.verdict, chosen.reasons, to_json(chosen.worst))
-        log(
-            "DIVERGE",
-            f"{variant} with {len(installed)} module(s) in fp32 ({', '.join(installed[:3])}"
-            f"{', ...' if len(installed) > 3 else ''}): {suggestion.speedup_forward or 0:.2f}x the "
-            f"reference's forward, parity pass (plain {variant}: {measured.speedup_forward or 0:.2f}x, "
-            f"{measured.verdict})",
-        )
+        log_passing_set(variant, installed, suggestion, measured)
         return suggestion
     finally:
         bench.release()

@@ -273,23 +273,18 @@ def chart_path(assets: Path, r: dict, variant: str) -> Path:
     return assets / f"{r['model']}_divergence_{re.sub(r'[^A-Za-z0-9_.-]', '_', variant)}.png"
 
 
-def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
-    """Own and inherited error against record index, log scale: the tolerance as a line, the first
-    divergent record starred, zeros clipped to a floor a decade below the smallest error, infinite
-    errors drawn as triangles at the top. Drawn once: a finished entry never changes."""
-    records = sorted(entry.records, key=lambda rec: rec.index)
-    own_errors, inherited_errors = [rec.own for rec in records], [rec.inherited for rec in records]
-    both = own_errors + inherited_errors
-    values = [v for v in both if v is not None]
-    if not values:
-        return False
-    tol = entry.tolerance
+def error_axis_limits(values: list, tol: float | None) -> tuple[float, float]:
+    """(floor, top) of the log axis: a decade below the smallest positive finite error or tolerance, a
+    decade above the largest; 1e-12 and 1 when there is none."""
     positive = [v for v in values if 0 < v < math.inf] + ([tol] if tol else [])
     floor = 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e-12
     top = 10.0 ** (math.ceil(math.log10(max(positive))) + 1) if positive else 1.0
-    plt = plot_style()
-    fig, ax = plt.subplots(figsize=(9, 3.4), constrained_layout=True)
-    x = [rec.index for rec in records]
+    return floor, top
+
+
+def plot_error_series(ax, x: list[int], own_errors: list, inherited_errors: list, floor: float) -> None:
+    """The inherited errors as a line, the own errors as dots, both clipped to the floor; a missing or
+    infinite figure (and a zero own error) is left to its own marker."""
 
     def shown(v):  # the line breaks at a missing or infinite figure; those get their own markers
         return math.nan if v is None or math.isinf(v) else max(v, floor)
@@ -311,14 +306,27 @@ def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
         ls="none",
         label="own (layer alone on the reference input)",
     )
+
+
+def mark_over_tolerance(ax, x: list[int], own_errors: list, tol: float | None) -> None:
+    """The finite own errors over the tolerance, in red."""
     over = [(i, v) for i, v in zip(x, own_errors) if v is not None and tol is not None and tol < v < math.inf]
     if over:
         ax.plot(*zip(*over), "o", color="tab:red", ms=3.5, ls="none", label="own error over the tolerance")
+
+
+def mark_infinite(ax, x: list[int], both: list, top: float) -> bool:
+    """The infinite errors (own and inherited) as triangles at the top; True when there is one."""
     infinite = [(i, top) for i, v in zip(x + x, both) if v is not None and math.isinf(v)]
     if infinite:
         ax.plot(
             *zip(*infinite), "^", color="tab:purple", ms=7, ls="none", label="infinite (non-finite output), at the top"
         )
+    return bool(infinite)
+
+
+def mark_zeros(ax, x: list[int], both: list, floor: float) -> None:
+    """The errors of exactly zero (own and inherited) as open circles at the floor."""
     zeros = [i for i, v in zip(x + x, both) if v == 0]
     if zeros:
         ax.plot(
@@ -331,23 +339,31 @@ def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
             ls="none",
             label=f"exactly zero, drawn at the floor {floor:.0e}",
         )
-    if tol:
-        ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tolerance {tol:g}")
+
+
+def mark_first_divergent(ax, entry: DivergenceEntry, top: float) -> None:
+    """The first divergent record, if any: a dotted line at its index and a star at its own error
+    (at the top when infinite), its name in the legend."""
     first = entry.first_divergent
-    if first:
-        own, _ = briefed(entry, first)
-        name = first.name if len(first.name) <= 40 else "..." + first.name[-37:]
-        ax.axvline(first.index, color="tab:red", ls=":", lw=1)
-        ax.plot(
-            [first.index],
-            [top if math.isinf(own) else own],
-            "*",
-            ms=14,
-            color="tab:red",
-            mec="black",
-            ls="none",
-            label=f"first divergent: #{first.index} {name}",
-        )
+    if not first:
+        return
+    own, _ = briefed(entry, first)
+    name = first.name if len(first.name) <= 40 else "..." + first.name[-37:]
+    ax.axvline(first.index, color="tab:red", ls=":", lw=1)
+    ax.plot(
+        [first.index],
+        [top if math.isinf(own) else own],
+        "*",
+        ms=14,
+        color="tab:red",
+        mec="black",
+        ls="none",
+        label=f"first divergent: #{first.index} {name}",
+    )
+
+
+def label_error_axes(ax, r: dict, entry: DivergenceEntry, floor: float, top: float, infinite: bool) -> None:
+    """The log scale from the floor to the top, the axes' labels, the title and the legend."""
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, top * 3)
     if infinite:  # the top decade holds the infinite errors: its tick says so
@@ -361,6 +377,31 @@ def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
         f"{r['model']} {entry.variant}: where it leaves the fp32 reference ({entry.image or 'first image'})", fontsize=9
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
+
+
+def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
+    """Own and inherited error against record index, log scale: the tolerance as a line, the first
+    divergent record starred, zeros clipped to a floor a decade below the smallest error, infinite
+    errors drawn as triangles at the top. Drawn once: a finished entry never changes."""
+    records = sorted(entry.records, key=lambda rec: rec.index)
+    own_errors, inherited_errors = [rec.own for rec in records], [rec.inherited for rec in records]
+    both = own_errors + inherited_errors
+    values = [v for v in both if v is not None]
+    if not values:
+        return False
+    tol = entry.tolerance
+    floor, top = error_axis_limits(values, tol)
+    plt = plot_style()
+    fig, ax = plt.subplots(figsize=(9, 3.4), constrained_layout=True)
+    x = [rec.index for rec in records]
+    plot_error_series(ax, x, own_errors, inherited_errors, floor)
+    mark_over_tolerance(ax, x, own_errors, tol)
+    infinite = mark_infinite(ax, x, both, top)
+    mark_zeros(ax, x, both, floor)
+    if tol:
+        ax.axhline(tol, color="tab:red", ls="--", lw=1, label=f"tolerance {tol:g}")
+    mark_first_divergent(ax, entry, top)
+    label_error_axes(ax, r, entry, floor, top, infinite)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

@@ -324,6 +324,60 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
 
 
 # -- fetching the values --------------------------------------------------------------------------
+def value_sizes(values: list[str], typed: dict) -> dict[str, int]:
+    """The bytes of each value whose element type and shape shape inference gave at the fed shapes."""
+    return {
+        v: int(np.prod(typed[v][1])) * ELEMENT_BYTES.get(typed[v][0], 4)
+        for v in values
+        if v in typed and typed[v][1] is not None
+    }
+
+
+def session_providers(device) -> list:
+    """ONNX Runtime's providers, first choice first: CUDA on the device when it is a GPU and onnxruntime
+    has CUDA, then the CPU."""
+    import onnxruntime as ort
+
+    providers: list = ["CPUExecutionProvider"]
+    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    return providers
+
+
+def next_group(todo: list[str], sizes: dict[str, int], budget: int) -> list[str]:
+    """The values at the front of `todo` that one run fetches: at least one, at most `budget` bytes, an
+    unknown size counted as the largest seen so far; no size known at all: 4 values."""
+    group: list[str] = []
+    total = 0
+    for v in todo:
+        size = sizes.get(v) or max(sizes.values(), default=0)
+        if group and (total + size > budget or not size and len(group) == 4):
+            break
+        group.append(v)
+        total += size
+    return group
+
+
+def fetch_group(model, base: int, present: set[str], group: list[str], feeds: dict, providers: list) -> list:
+    """The arrays of `group`, in its order: the graph with them as its outputs after its first `base`,
+    in a session of its own, run once."""
+    import onnxruntime as ort
+
+    del model.graph.output[base:]
+    for v in group:
+        if v not in present:
+            model.graph.output.add().name = v  # no type given: ONNX Runtime takes the node's
+    return ort.InferenceSession(model.SerializeToString(), providers=providers).run(group, feeds)
+
+
+def count_run(report: OnnxRuns, arrays: list) -> None:
+    """Add one run and the bytes it fetched to `report`."""
+    fetched = sum(a.nbytes for a in arrays)
+    report.runs += 1
+    report.fetched_bytes += fetched
+    report.largest_run_bytes = max(report.largest_run_bytes, fetched)
+
+
 def intermediate_values(
     model,
     targets: list[Target],
@@ -339,47 +393,26 @@ def intermediate_values(
     and run per group, a group holding at most `budget` bytes: sizes from shape inference at the fed
     shapes, an unknown one counted as the largest seen so far (known or fetched); nothing known: the
     first run fetches 4 values. `report` gets the runs and bytes (an OnnxRuns, filled in). CPU, or CUDA as onnxruntime_session."""
-    import onnxruntime as ort
-
+    providers = session_providers(device)  # first: without onnxruntime, fail before any shape inference
     typed = typed if typed is not None else value_types(model, feeds)
     values = list(dict.fromkeys(t.value for t in targets))
-    sizes = {
-        v: int(np.prod(typed[v][1])) * ELEMENT_BYTES.get(typed[v][0], 4)
-        for v in values
-        if v in typed and typed[v][1] is not None
-    }
+    sizes = value_sizes(values, typed)
     by_value = defaultdict(list)
     for t in targets:
         by_value[t.value].append(t)
-    providers: list = ["CPUExecutionProvider"]
-    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     report = report if report is not None else OnnxRuns()
     report.runs, report.budget_bytes, report.estimated_bytes = 0, budget, sum(sizes.values())
     report.provider = str(providers[0][0] if len(providers) > 1 else providers[0])
     report.unknown_sizes, report.fetched_bytes, report.largest_run_bytes = len(values) - len(sizes), 0, 0
     base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
+    arrays: list | None = None
     try:
         while todo:
-            group: list[str] = []
-            total = 0
-            for v in todo:
-                size = sizes.get(v) or max(sizes.values(), default=0)
-                if group and (total + size > budget or not size and len(group) == 4):
-                    break
-                group.append(v)
-                total += size
+            group = next_group(todo, sizes, budget)
             todo = todo[len(group) :]
-            del model.graph.output[base:]
-            for v in group:
-                if v not in present:
-                    model.graph.output.add().name = v  # no type given: ONNX Runtime takes the node's
-            arrays = ort.InferenceSession(model.SerializeToString(), providers=providers).run(group, feeds)
+            arrays = fetch_group(model, base, present, group, feeds, providers)
             sizes.update({v: a.nbytes for v, a in zip(group, arrays)})
-            fetched = sum(a.nbytes for a in arrays)
-            report.runs += 1
-            report.fetched_bytes += fetched
-            report.largest_run_bytes = max(report.largest_run_bytes, fetched)
+            count_run(report, arrays)
             for v, array in zip(group, arrays):
                 for t in by_value[v]:
                     yield t.name, t.call, array, t.level
@@ -389,6 +422,68 @@ def intermediate_values(
 
 
 # -- the variant pass of --divergence -------------------------------------------------------------
+def network_leaf_facts(bench, records: list[LayerRecord]) -> dict:
+    """leaf_facts() of bench.network() when it is a torch network, else the records' names as the
+    leaves, without aliases or types."""
+    import torch
+
+    network = bench.network()
+    if isinstance(network, torch.nn.Module):
+        return leaf_facts(network)
+    return {"leaves": list(dict.fromkeys(r.name for r in records)), "aliases": {}, "types": {}}
+
+
+def compare_fetched_values(
+    model, mapping: OnnxMapping, feeds: dict, typed: dict, bench, store, by_key: dict, budget: int, runs: OnnxRuns
+) -> dict:
+    """The error figures of each fetched value against its spilled reference, by (name, call); a leaf
+    record gets its value's as `propagated`. A record without a reference, or without a shape in the
+    reference pass, is skipped; a value of another shape gets a shape mismatch."""
+    import torch
+
+    from .error_figures import error_figures
+
+    figures_of: dict = {}
+    for name, call, array, level in intermediate_values(
+        model, mapping.targets, feeds, budget, bench.device, typed, runs
+    ):
+        record = by_key.get((name, call))
+        reference, shape = store.get((name, call)) if record is not None and record.shape is not None else (None, None)
+        if reference is None:
+            continue
+        figures_of[(name, call)] = figures = (
+            ErrorFigures(shape_mismatch=True, variant_shape=list(array.shape))
+            if list(array.shape) != shape
+            else error_figures(torch.from_numpy(array), reference)
+        )
+        if level == "leaf" and record is not None:
+            record.propagated = figures
+    return figures_of
+
+
+def give_blocks_their_figures(fallbacks: list[OnnxBlock], figures_of: dict, by_key: dict) -> None:
+    """Each record of a block fallback: the figures of the block's value (against its last leaf call's
+    reference) as `propagated`, with level "block", `block` and `block_reference`."""
+    for fallback in fallbacks:
+        block_figures = figures_of.get(tuple(fallback.reference))
+        for key in map(tuple, fallback.records):
+            if key in by_key and block_figures is not None:
+                record = by_key[key]
+                record.propagated, record.level = block_figures, "block"
+                record.block, record.block_reference = fallback.block, fallback.reference
+
+
+def note_mapping_on_records(mapping: OnnxMapping, by_key: dict) -> None:
+    """Each record the mapping found no value for gets why (`onnx_unmapped`); each with a target's
+    note gets that note (`onnx_note`)."""
+    for missing in mapping.unmapped:
+        if (missing.name, missing.call) in by_key:
+            by_key[(missing.name, missing.call)].onnx_unmapped = missing.reason
+    for target in mapping.targets:
+        if target.note and (target.name, target.call) in by_key:
+            by_key[(target.name, target.call)].onnx_note = target.note
+
+
 def onnx_variant_pass(
     bench,
     onnx_path,
@@ -413,15 +508,8 @@ def onnx_variant_pass(
     import onnx
     import torch
 
-    from .error_figures import error_figures
-
     if facts is None:
-        network = bench.network()
-        facts = (
-            leaf_facts(network)
-            if isinstance(network, torch.nn.Module)
-            else {"leaves": list(dict.fromkeys(r.name for r in records)), "aliases": {}, "types": {}}
-        )
+        facts = network_leaf_facts(bench, records)
     if isinstance(input_array, torch.Tensor):
         input_array = input_array.detach().cpu().numpy()
     start = time.perf_counter()
@@ -437,35 +525,10 @@ def onnx_variant_pass(
         typed=typed,
     )
     by_key = {(r.name, r.call): r for r in records}
-    figures_of: dict = {}
     runs = OnnxRuns()
-    for name, call, array, level in intermediate_values(
-        model, mapping.targets, feeds, budget, bench.device, typed, runs
-    ):
-        record = by_key.get((name, call))
-        reference, shape = store.get((name, call)) if record is not None and record.shape is not None else (None, None)
-        if reference is None:
-            continue
-        figures_of[(name, call)] = figures = (
-            ErrorFigures(shape_mismatch=True, variant_shape=list(array.shape))
-            if list(array.shape) != shape
-            else error_figures(torch.from_numpy(array), reference)
-        )
-        if level == "leaf" and record is not None:
-            record.propagated = figures
-    for fallback in mapping.fallbacks:
-        block_figures = figures_of.get(tuple(fallback.reference))
-        for key in map(tuple, fallback.records):
-            if key in by_key and block_figures is not None:
-                record = by_key[key]
-                record.propagated, record.level = block_figures, "block"
-                record.block, record.block_reference = fallback.block, fallback.reference
-    for missing in mapping.unmapped:
-        if (missing.name, missing.call) in by_key:
-            by_key[(missing.name, missing.call)].onnx_unmapped = missing.reason
-    for target in mapping.targets:
-        if target.note and (target.name, target.call) in by_key:
-            by_key[(target.name, target.call)].onnx_note = target.note
+    figures_of = compare_fetched_values(model, mapping, feeds, typed, bench, store, by_key, budget, runs)
+    give_blocks_their_figures(mapping.fallbacks, figures_of, by_key)
+    note_mapping_on_records(mapping, by_key)
     report = mapping.report()
     report.runs, report.compared, report.seconds = runs, len(figures_of), time.perf_counter() - start
     return report

@@ -100,53 +100,42 @@ def float64_moments(x):
     return shift * n + shifted_sum, (shifted_squares - shifted_sum * shifted_sum / n).clamp_min(0)
 
 
-def tensor_stats(t) -> dict:
-    """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
-    with a single transfer of five numbers to the host in the common all-finite case; the
-    masked path runs only when NaN or Inf is present. The mean and the variance accumulate in
-    float64 (float64_moments), and the mean is kept inside [min, max].
+def empty_tensor_stats() -> dict:
+    """The statistics of a tensor without elements: no figure, and nothing non-finite."""
+    return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None, "nan_count": 0, "inf_count": 0}
 
-    Memory: min, max and the zero count read the tensor in place, whatever its strides
-    (channels_last and permuted outputs are common); the moments add one float64 chunk of
-    STATS_CHUNK_ELEMENTS; float16/bfloat16 add a float32 copy (2x the tensor's bytes), and the
-    NaN/Inf path masks and copies (up to 1.75x)."""
+
+def all_finite_stats(x, n: int) -> dict | None:
+    """The statistics of x (n elements) when every value is finite, else None: min, max, the float64
+    moments and the zero count stay on x's device and reach the host in one transfer of five numbers."""
     import torch
 
-    x = t.detach()
-    if x.is_complex():
-        x = x.abs()
-    if x.dtype != torch.float32 and x.dtype != torch.float64:
-        x = x.float()
-    n = x.numel()
-    if n == 0:
-        return {
-            "min": None,
-            "max": None,
-            "mean": None,
-            "std": None,
-            "zero_fraction": None,
-            "nan_count": 0,
-            "inf_count": 0,
-        }
-    x = in_memory_order(x)
-    # Fast path. amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
+    # amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
     # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy.
     lo_t, hi_t = torch.amin(x), torch.amax(x)
-    total, squares = float64_moments(x)  # NaN where a value is not finite: then the masked path below
+    total, squares = float64_moments(x)  # NaN where a value is not finite: then the caller's masked path
     zeros = n - torch.count_nonzero(x)
     lo_, hi_, total_, squares_, zeros_ = torch.stack(
         [lo_t.double(), hi_t.double(), total, squares, zeros.double()]
     ).tolist()
-    if math.isfinite(lo_) and math.isfinite(hi_):
-        return {
-            "min": lo_,
-            "max": hi_,
-            "mean": min(max(total_ / n, lo_), hi_),
-            "std": math.sqrt(squares_ / n),
-            "zero_fraction": zeros_ / n,
-            "nan_count": 0,
-            "inf_count": 0,
-        }
+    if not (math.isfinite(lo_) and math.isfinite(hi_)):
+        return None
+    return {
+        "min": lo_,
+        "max": hi_,
+        "mean": min(max(total_ / n, lo_), hi_),
+        "std": math.sqrt(squares_ / n),
+        "zero_fraction": zeros_ / n,
+        "nan_count": 0,
+        "inf_count": 0,
+    }
+
+
+def masked_stats(x, n: int) -> dict:
+    """The statistics of x (n elements) holding NaN or Inf: min, max, mean and std over its finite
+    values (None when there is none), the zero fraction over all n, and the NaN and Inf counts."""
+    import torch
+
     finite = torch.isfinite(x)
     finite_count = int(finite.sum())
     nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
@@ -168,6 +157,31 @@ def tensor_stats(t) -> dict:
         "nan_count": nan_count,
         "inf_count": n - finite_count - nan_count,
     }
+
+
+def tensor_stats(t) -> dict:
+    """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
+    with a single transfer of five numbers to the host in the common all-finite case; the
+    masked path runs only when NaN or Inf is present. The mean and the variance accumulate in
+    float64 (float64_moments), and the mean is kept inside [min, max].
+
+    Memory: min, max and the zero count read the tensor in place, whatever its strides
+    (channels_last and permuted outputs are common); the moments add one float64 chunk of
+    STATS_CHUNK_ELEMENTS; float16/bfloat16 add a float32 copy (2x the tensor's bytes), and the
+    NaN/Inf path masks and copies (up to 1.75x)."""
+    import torch
+
+    x = t.detach()
+    if x.is_complex():
+        x = x.abs()
+    if x.dtype != torch.float32 and x.dtype != torch.float64:
+        x = x.float()
+    n = x.numel()
+    if n == 0:
+        return empty_tensor_stats()
+    x = in_memory_order(x)
+    stats = all_finite_stats(x, n)
+    return stats if stats is not None else masked_stats(x, n)
 
 
 def feature_planes(t, input_hw):

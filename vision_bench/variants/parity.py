@@ -10,7 +10,7 @@ row. It is pure: only numpy, no model loading, no torch import (tensors are duck
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -292,6 +292,69 @@ def _under(value: Any, limit: Any) -> bool:
     return limit is not None and value is not None and not value >= limit
 
 
+def _raw_output_reasons(raw: dict, tol: Callable[[str], Any]) -> list[str]:
+    """Why the raw output parts fail: a shape mismatch, or a normalised error over the tolerance."""
+    reasons = []
+    for part in raw["parts"]:
+        if "shape_mismatch" in part:
+            ref_shape, var_shape = part["shape_mismatch"]
+            reasons.append(f"{part['part']} shape mismatch: reference {ref_shape}, variant {var_shape}")
+        elif _over(part["normalised_error"], tol("normalised_error")):
+            reasons.append(
+                f"{part['part']} normalised error {_fmt(part['normalised_error'])} > {_fmt(tol('normalised_error'))}"
+            )
+    return reasons
+
+
+def _detection_reasons(det: dict, tol: Callable[[str], Any]) -> list[str]:
+    """Why the detections fail: unmatched boxes, box IoU, keypoint displacement, mask shape or IoU."""
+    reasons = []
+    if _over(det.get("unmatched"), tol("max_unmatched")):
+        reasons.append(
+            f"detection unmatched {det['unmatched']} > {tol('max_unmatched')} "
+            f"(reference {det['unmatched_reference']}, variant {det['unmatched_variant']})"
+        )
+    if _under(det.get("mean_iou"), tol("min_mean_iou")):
+        reasons.append(f"detection mean IoU {_fmt(det['mean_iou'])} < {_fmt(tol('min_mean_iou'))}")
+    if _over(det.get("max_keypoint_displacement_px"), tol("max_keypoint_displacement_px")):
+        reasons.append(
+            f"keypoint displacement {_fmt(det['max_keypoint_displacement_px'])} px "
+            f"> {_fmt(tol('max_keypoint_displacement_px'))} px"
+        )
+    if "mask_shape_mismatch" in det:
+        ref_shape, var_shape = det["mask_shape_mismatch"]
+        reasons.append(f"detection mask shape mismatch: reference {ref_shape}, variant {var_shape}")
+    elif _under(det.get("mean_mask_iou"), tol("min_mask_iou")):
+        reasons.append(f"detection mean mask IoU {_fmt(det['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
+    return reasons
+
+
+def _depth_reasons(depth: dict, tol: Callable[[str], Any]) -> list[str]:
+    """Why the depth map fails: a shape mismatch, or a p99 relative error over the tolerance."""
+    if "shape_mismatch" in depth:
+        ref_shape, var_shape = depth["shape_mismatch"]
+        return [f"depth shape mismatch: reference {ref_shape}, variant {var_shape}"]
+    if _over(depth["p99_relative_error"], tol("depth_p99_relative_error")):
+        return [
+            f"depth p99 relative error {_fmt(depth['p99_relative_error'])} > {_fmt(tol('depth_p99_relative_error'))}"
+        ]
+    return []
+
+
+def _mask_reasons(masks: dict, tol: Callable[[str], Any]) -> list[str]:
+    """Why the SAM masks fail: a shape mismatch, unmatched masks, or a mean mask IoU too low."""
+    if "shape_mismatch" in masks:
+        ref_shape, var_shape = masks["shape_mismatch"]
+        return [f"mask shape mismatch: reference {ref_shape}, variant {var_shape}"]
+    reasons = []
+    unmatched = masks["unmatched_reference"] + masks["unmatched_variant"]
+    if _over(unmatched, tol("max_unmatched")):
+        reasons.append(f"masks unmatched {unmatched} > {tol('max_unmatched')}")
+    if _under(masks.get("mean_mask_iou"), tol("min_mask_iou")):
+        reasons.append(f"mean mask IoU {_fmt(masks['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
+    return reasons
+
+
 def verdict(figures: dict, tolerance: dict) -> tuple[ParityVerdict, list[str]]:
     """(pass or fail, reasons) for one image's figures under a tolerance.
 
@@ -300,58 +363,15 @@ def verdict(figures: dict, tolerance: dict) -> tuple[ParityVerdict, list[str]]:
     figure, or a tolerance key left out, is not checked; a shape mismatch always fails.
     """
     reasons: list[str] = []
-    tol = tolerance.get
-    raw = figures.get("raw")
-    if raw:
-        for part in raw["parts"]:
-            if "shape_mismatch" in part:
-                ref_shape, var_shape = part["shape_mismatch"]
-                reasons.append(f"{part['part']} shape mismatch: reference {ref_shape}, variant {var_shape}")
-            elif _over(part["normalised_error"], tol("normalised_error")):
-                reasons.append(
-                    f"{part['part']} normalised error {_fmt(part['normalised_error'])} "
-                    f"> {_fmt(tol('normalised_error'))}"
-                )
-    det = figures.get("detection")
-    if det:
-        if _over(det.get("unmatched"), tol("max_unmatched")):
-            reasons.append(
-                f"detection unmatched {det['unmatched']} > {tol('max_unmatched')} "
-                f"(reference {det['unmatched_reference']}, variant {det['unmatched_variant']})"
-            )
-        if _under(det.get("mean_iou"), tol("min_mean_iou")):
-            reasons.append(f"detection mean IoU {_fmt(det['mean_iou'])} < {_fmt(tol('min_mean_iou'))}")
-        if _over(det.get("max_keypoint_displacement_px"), tol("max_keypoint_displacement_px")):
-            reasons.append(
-                f"keypoint displacement {_fmt(det['max_keypoint_displacement_px'])} px "
-                f"> {_fmt(tol('max_keypoint_displacement_px'))} px"
-            )
-        if "mask_shape_mismatch" in det:
-            ref_shape, var_shape = det["mask_shape_mismatch"]
-            reasons.append(f"detection mask shape mismatch: reference {ref_shape}, variant {var_shape}")
-        elif _under(det.get("mean_mask_iou"), tol("min_mask_iou")):
-            reasons.append(f"detection mean mask IoU {_fmt(det['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
-    depth = figures.get("depth")
-    if depth:
-        if "shape_mismatch" in depth:
-            ref_shape, var_shape = depth["shape_mismatch"]
-            reasons.append(f"depth shape mismatch: reference {ref_shape}, variant {var_shape}")
-        elif _over(depth["p99_relative_error"], tol("depth_p99_relative_error")):
-            reasons.append(
-                f"depth p99 relative error {_fmt(depth['p99_relative_error'])} "
-                f"> {_fmt(tol('depth_p99_relative_error'))}"
-            )
-    masks = figures.get("masks")
-    if masks:
-        if "shape_mismatch" in masks:
-            ref_shape, var_shape = masks["shape_mismatch"]
-            reasons.append(f"mask shape mismatch: reference {ref_shape}, variant {var_shape}")
-        else:
-            unmatched = masks["unmatched_reference"] + masks["unmatched_variant"]
-            if _over(unmatched, tol("max_unmatched")):
-                reasons.append(f"masks unmatched {unmatched} > {tol('max_unmatched')}")
-            if _under(masks.get("mean_mask_iou"), tol("min_mask_iou")):
-                reasons.append(f"mean mask IoU {_fmt(masks['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
+    for key, reasons_of in (
+        ("raw", _raw_output_reasons),
+        ("detection", _detection_reasons),
+        ("depth", _depth_reasons),
+        ("masks", _mask_reasons),
+    ):
+        figure = figures.get(key)
+        if figure:
+            reasons += reasons_of(figure, tolerance.get)
     return (ParityVerdict.FAIL if reasons else ParityVerdict.PASS), reasons
 
 

@@ -245,7 +245,7 @@ def test_progress_lines_during_the_profiled_pass_name_the_block(slow_bench, caps
     assert any("in blocks (Sequential)" in line for line in lines)
     # the last ~0.9 s are one module: lines keep coming while it runs
     assert any("in long (Sleepy)" in line for line in lines)
-    assert {r["block"] for r in breakdown["blocks"]} >= {"blocks (Sequential)", "long (Sleepy)"}
+    assert {r.block for r in breakdown.blocks} >= {"blocks (Sequential)", "long (Sleepy)"}
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in slow_bench.network().modules())
 
 

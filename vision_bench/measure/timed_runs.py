@@ -51,23 +51,7 @@ def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str 
     )
 
     def run(path, image, kind: RunKind):
-        prediction, seconds, phases = bench.timed_run(image)
-        runs.append(
-            RunRecord(
-                image=path.name,
-                image_size=[image.width, image.height],
-                kind=kind,
-                cold=kind == RunKind.COLD,
-                total_s=seconds,
-                **{f"{k}_s": phases.get(k) for k in PHASES},
-            )
-        )
-        log(
-            f"INFER {len(runs)}/{total}",
-            f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
-            + {RunKind.COLD: " (cold start)", RunKind.WARMUP: " (warm-up)", RunKind.TIMED: ""}[kind],
-        )
-        return prediction
+        return time_one_run(bench, runs, path, image, kind, f"{len(runs) + 1}/{total}", label)
 
     # One progress reporter a phase, not a run: no thread is started between two timed runs.
     def runs_done():
@@ -83,17 +67,7 @@ def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str 
     guard = MachineGuard(ctx.device)
     try:
         with phase("timed"), bench.progress(f"{label}timed runs", through_network=False, detail=runs_done):
-            guard.begin()
-            if rule:
-                rule.start()
-            while True:
-                for path, image in images:
-                    for _ in range(1 if rule else settings.runs):
-                        run(path, image, RunKind.TIMED)
-                        runs[-1].state = guard.after_run()
-                stopped_by = rule.reason(timed_seconds(runs)) if rule else "fixed"
-                if stopped_by:
-                    break
+            stopped_by = timed_rounds(images, run, runs, guard, rule, settings.runs)
     finally:
         guard.close()
         keep("guard", guard.record())
@@ -102,6 +76,43 @@ def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str 
         keep("precision", precision)
         log_precision(precision, label)
     return first_prediction
+
+
+def time_one_run(bench, runs: list[RunRecord], path, image, kind: RunKind, count: str, label: str):
+    """One run through the pipeline, appended to `runs` and logged as run `count`; its prediction."""
+    prediction, seconds, phases = bench.timed_run(image)
+    runs.append(
+        RunRecord(
+            image=path.name,
+            image_size=[image.width, image.height],
+            kind=kind,
+            cold=kind == RunKind.COLD,
+            total_s=seconds,
+            **{f"{k}_s": phases.get(k) for k in PHASES},
+        )
+    )
+    log(
+        f"INFER {count}",
+        f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
+        + {RunKind.COLD: " (cold start)", RunKind.WARMUP: " (warm-up)", RunKind.TIMED: ""}[kind],
+    )
+    return prediction
+
+
+def timed_rounds(images: list, run, runs: list[RunRecord], guard, rule, runs_per_image: int) -> str:
+    """Rounds over the images (a fixed count a image, or one run a image a round until the stopping
+    rule says), the guard sampling at every run's boundaries; returns what stopped them."""
+    guard.begin()
+    if rule:
+        rule.start()
+    while True:
+        for path, image in images:
+            for _ in range(1 if rule else runs_per_image):
+                run(path, image, RunKind.TIMED)
+                runs[-1].state = guard.after_run()
+        stopped_by = rule.reason(timed_seconds(runs)) if rule else "fixed"
+        if stopped_by:
+            return stopped_by
 
 
 def log_precision(precision: PrecisionRecord, label: str) -> None:

@@ -29,6 +29,48 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
         raise UsageError("--merge needs two or more result files (or the shards of one array, --shard)")
     if options.shard_logs and array is None:
         raise UsageError("--shard-logs needs the result files of shards (--shard I/N)")
+    chosen = choose_models(files, paths, options)
+    first = files[0]
+    mixed = {where: any(d.get(where) != first.get(where) for d in files[1:]) for where in ("system", "config")}
+    run_id, stem = unique_output(options.output_dir.expanduser() / "results", "benchmark_results")
+    assets = stem.parent / f"report_{run_id}"
+    assets.mkdir(exist_ok=True)
+    models = [merged_model(r, files[index], Path(paths[index]), mixed, assets) for r, index in chosen.values()]
+    problems: list[str] = []
+    if array is not None:
+        models, problems = mark_array_failures(
+            array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"), options.shard_logs
+        )
+    complete = {d.get("status") for d in files} == {"complete"} and not problems
+    data = merged_document(files, paths, models, run_id, complete)
+    if array is not None:
+        data["shards"] = {
+            "count": array["count"],
+            "present": array["present"],
+            "missing": [k for k in range(array["count"]) if k not in array["present"]],
+            "logs_template": options.shard_logs,
+        }
+    shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
+    data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
+    viz_dir = Path((first.get("config") or {}).get("viz_dir") or "viz")
+    folders = ReportFolders(run_id=run_id, results_dir=stem.parent, assets_dir=assets, viz_dir=viz_dir)
+    draw_summary_charts(data, assets)
+    written = write_report_files(data, folders)
+    log(
+        "INFO",
+        f"Merged {len(models)} model(s) from {len(files)} file(s)"
+        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""),
+    )
+    for problem in problems:
+        log("ERROR", f"--merge: {problem}")
+    for p in written.values():
+        print(f"  - {p}")
+    return EXIT_OK if complete else EXIT_FAILED
+
+
+def choose_models(files: list[dict], paths: list[Path], options: MergeOptions) -> dict[str, tuple[dict, int]]:
+    """Each model once, with the index of its file: a model that ran in two files is an error unless
+    --prefer last; a 'not run' placeholder gives way to a model that ran."""
     chosen: dict[str, tuple[dict, int]] = {}
     for index, data in enumerate(files):
         for r in data["models"]:
@@ -45,35 +87,31 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
                 )
             if key not in chosen or r["status"] != "not run":
                 chosen[key] = (r, index)
+    return chosen
+
+
+def merged_model(r: dict, data: dict, path: Path, mixed: dict, assets: Path) -> dict:
+    """A model of one file as the merge keeps it: where it came from, its own system and settings
+    where the files differ, and the files its reports link to copied along."""
+    r = dict(r, source_file=str(path), source_run_id=data.get("run_id"))
+    if mixed["system"]:
+        r["system"] = r.get("system") or data.get("system")
+    if mixed["config"]:
+        r["run_config"] = data.get("config")
+    # Files the reports link to, relative to their results folder: the output picture, the trace.
+    if r.get("output_image"):
+        r["output_image"] = copied_along(path.parent, r["output_image"], assets)
+    trace = r.get("trace")
+    if trace and trace.file:
+        r["trace"] = trace = copy.copy(trace)  # the file read keeps its own path
+        trace.file = copied_along(path.parent, trace.file, assets)
+    return r
+
+
+def merged_document(files: list[dict], paths: list[Path], models: list[dict], run_id: str, complete: bool) -> dict:
+    """The merged results document: the first file's settings and system, every file's images."""
     first = files[0]
-    mixed = {where: any(d.get(where) != first.get(where) for d in files[1:]) for where in ("system", "config")}
-    run_id, stem = unique_output(options.output_dir.expanduser() / "results", "benchmark_results")
-    assets = stem.parent / f"report_{run_id}"
-    assets.mkdir(exist_ok=True)
-    models: list[dict] = []
-    problems: list[str] = []
-    for r, index in chosen.values():
-        r = dict(r, source_file=str(paths[index]), source_run_id=files[index].get("run_id"))
-        if mixed["system"]:
-            r["system"] = r.get("system") or files[index].get("system")
-        if mixed["config"]:
-            r["run_config"] = files[index].get("config")
-        # Files the reports link to, relative to their results folder: the output picture, the trace.
-        folder = Path(paths[index]).parent
-        if r.get("output_image"):
-            r["output_image"] = copied_along(folder, r["output_image"], assets)
-        trace = r.get("trace")
-        if trace and trace.file:
-            r["trace"] = trace = copy.copy(trace)  # the file read keeps its own path
-            trace.file = copied_along(folder, trace.file, assets)
-        models.append(r)
-    if array is not None:
-        models, problems = mark_array_failures(
-            array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"), options.shard_logs
-        )
-    statuses = {d.get("status") for d in files}
-    complete = statuses == {"complete"} and not problems
-    data = {
+    return {
         "schema": RESULTS_SCHEMA,
         "run_id": run_id,
         "status": "complete" if complete else "incomplete",
@@ -90,33 +128,6 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
             for p, d in zip(paths, files)
         ],
     }
-    if array is not None:
-        data["shards"] = {
-            "count": array["count"],
-            "present": array["present"],
-            "missing": [k for k in range(array["count"]) if k not in array["present"]],
-            "logs_template": options.shard_logs,
-        }
-    shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
-    data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
-    folders = ReportFolders(
-        run_id=run_id,
-        results_dir=stem.parent,
-        assets_dir=assets,
-        viz_dir=Path((first.get("config") or {}).get("viz_dir") or "viz"),
-    )
-    draw_summary_charts(data, assets)
-    written = write_report_files(data, folders)
-    log(
-        "INFO",
-        f"Merged {len(models)} model(s) from {len(files)} file(s)"
-        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""),
-    )
-    for problem in problems:
-        log("ERROR", f"--merge: {problem}")
-    for p in written.values():
-        print(f"  - {p}")
-    return EXIT_OK if complete else EXIT_FAILED
 
 
 def copied_along(folder: Path, relative: str, assets: Path) -> str:

@@ -19,6 +19,7 @@ from ..measure.stats import (
     shift_estimate,
 )
 from ..records.measurement import LatencyStats
+from ..records.model_result import ModelResult
 from ..settings import CompareOptions
 from .blocks import Block, BulletList, Heading, Note, Paragraph, Table
 from .render_html import render_html
@@ -63,22 +64,22 @@ COMPARED_SETTINGS = [
 ]
 
 
-def compare_model(base: dict, new: dict) -> dict:
+def compare_model(base: ModelResult, new: ModelResult) -> dict:
     """One model on both sides: the shift of its end-to-end times with its interval and verdict,
     memory, size and status."""
     a, b = timed_seconds(base), timed_seconds(new)
     sa, sb = latency_stats(a), latency_stats(b)
     shift = shift_estimate(a, b)
-    peaks = [r["memory"].peak_bytes if r.get("memory") else None for r in (base, new)]
+    peaks = [r.memory.peak_bytes if r.memory else None for r in (base, new)]
     changed = [
         label
         for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
-        if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)
+        if getattr(base, key) is not None and getattr(new, key) is not None and getattr(base, key) != getattr(new, key)
     ]
     throttled = [side for side, r in (("base", base), ("new", new)) if throttled_in_statistics(r)]
     return {
         "key": model_key(base),
-        "model": base["model"],
+        "model": base.model,
         "base": sa,
         "new": sb,
         "shift": shift,
@@ -86,12 +87,12 @@ def compare_model(base: dict, new: dict) -> dict:
         "p": mann_whitney_p(a, b) if a and b else None,
         "verdict": f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
         "refused": bool(throttled),
-        "machine_state": [base.get("machine_state"), new.get("machine_state")],
+        "machine_state": [base.machine_state, new.machine_state],
         "peak_bytes": peaks,
-        "status": [base["status"], new["status"]],
-        "parameters": [base.get("parameters"), new.get("parameters")],
-        "gflops": [base.get("gflops"), new.get("gflops")],
-        "dtype": [base.get("dtype"), new.get("dtype")],
+        "status": [base.status, new.status],
+        "parameters": [base.parameters, new.parameters],
+        "gflops": [base.gflops, new.gflops],
+        "dtype": [base.dtype, new.dtype],
         "different_model": changed,
     }
 
@@ -131,8 +132,8 @@ def shift_text(row: dict) -> str:
 
 def compare_pair(base: dict, new: dict) -> dict:
     """Everything one comparison shows: setting differences, warnings, the models side by side."""
-    base_models = {model_key(r): r for r in base["models"] if r["status"] != "not run"}
-    new_models = {model_key(r): r for r in new["models"] if r["status"] != "not run"}
+    base_models = {model_key(r): r for r in base["models"] if r.status != "not run"}
+    new_models = {model_key(r): r for r in new["models"] if r.status != "not run"}
     common = [k for k in base_models if k in new_models]
     differences = []
     for label, where, key in COMPARED_SETTINGS:
@@ -143,14 +144,11 @@ def compare_pair(base: dict, new: dict) -> dict:
     if images[0] != images[1]:
         differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
     for k in common:  # each model's own settings (its run_config: the options it ran with, ...)
-        a, b = base_models[k].get("config") or {}, new_models[k].get("config") or {}
+        a, b = base_models[k].config or {}, new_models[k].config or {}
         for key in dict.fromkeys([*a, *b]):
             if a.get(key) != b.get(key):
                 differences.append(
-                    [
-                        f"{base_models[k]['model']} {key}",
-                        *("none" if v is None else v for v in (a.get(key), b.get(key))),
-                    ]
+                    [f"{base_models[k].model} {key}", *("none" if v is None else v for v in (a.get(key), b.get(key)))]
                 )
     warnings = []
     reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
@@ -162,15 +160,15 @@ def compare_pair(base: dict, new: dict) -> dict:
             if setting(base, base_models[k], "system", key) != setting(new, new_models[k], "system", key)
             and key not in reported
         ]
-        devices = [base_models[k].get("device"), new_models[k].get("device")]
+        devices = [base_models[k].device, new_models[k].device]
         if devices[0] != devices[1] and None not in devices:
             moved.append(f"device {devices[0]} -> {devices[1]}")
-        if moved and any(base_models[k].get(x) or new_models[k].get(x) for x in ("system", "device")):
-            warnings.append(f"{base_models[k]['model']} ran on a different system or device: {'; '.join(moved)}.")
-        weights = [base_models[k].get("weights"), new_models[k].get("weights")]
+        if moved and any(getattr(base_models[k], x) or getattr(new_models[k], x) for x in ("system", "device")):
+            warnings.append(f"{base_models[k].model} ran on a different system or device: {'; '.join(moved)}.")
+        weights = [base_models[k].weights, new_models[k].weights]
         if weights[0] != weights[1]:
             warnings.append(
-                f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "
+                f"{base_models[k].model}: {weights[0]} weights in base, {weights[1]} in new. Random "
                 "weights change what postprocessing does (e.g. how many boxes survive), so the "
                 "end-to-end times are not comparable."
             )
@@ -182,8 +180,8 @@ def compare_pair(base: dict, new: dict) -> dict:
         "base_all": {model_key(r): r for r in base["models"]},
         "new_all": {model_key(r): r for r in new["models"]},
         "models": [compare_model(base_models[k], new_models[k]) for k in common],
-        "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
-        "new_only": [new_models[k]["model"] for k in new_models if k not in base_models],
+        "base_only": [base_models[k].model for k in base_models if k not in new_models],
+        "new_only": [new_models[k].model for k in new_models if k not in base_models],
     }
 
 
@@ -199,19 +197,19 @@ def not_completed_in_new(pair: dict) -> list[str]:
     missing, or without timed runs): each a gate failure of its own unless --allow-missing."""
     lines = []
     for key, r in pair["base_all"].items():
-        if r["status"] != "complete" or not timed_seconds(r):
+        if r.status != "complete" or not timed_seconds(r):
             continue
         other = pair["new_all"].get(key)
         if other is None:
             reason = "missing in new"
-        elif other["status"] != "complete":
-            error = other.get("error")
-            reason = f"{other['status']} in new" + (error.in_words if error else "")
+        elif other.status != "complete":
+            error = other.error
+            reason = f"{other.status} in new" + (error.in_words if error else "")
         elif not timed_seconds(other):
             reason = "no timed runs in new"
         else:
             continue
-        lines.append(f"{r['model']}: completed in base, {reason}")
+        lines.append(f"{r.model}: completed in base, {reason}")
     return lines
 
 

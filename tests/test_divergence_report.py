@@ -24,7 +24,7 @@ from vision_bench.divergence.layer_passes import summarise_records
 from vision_bench.measure.stats import latency_stats
 from vision_bench.records.codec import from_json, to_json
 from vision_bench.records.divergence import DivergenceEntry, LayerRecord, Suggestion, read_divergence
-from vision_bench.records.model_result import document_with_records
+from vision_bench.records.model_result import document_with_records, with_records
 from vision_bench.reports.results_file import RESULTS_SCHEMA, read_results
 from vision_bench.reports.write import write_report_files
 
@@ -356,7 +356,7 @@ def test_the_chart_is_a_png_of_the_errors(report):
 
 def test_the_results_file_with_divergence_validates_and_its_report_reads_the_same(report, tmp_path):
     read = read_results(report["paths"]["json"], "--compare")
-    entry = read["models"][0]["divergence"][0]
+    entry = read["models"][0].divergence[0]
     written = json.loads(report["paths"]["json"].read_text(encoding="utf-8"))["models"][0]["divergence"][0]
     assert written["records"][INFINITE]["shadow"]["relative_l2"] is None  # inf became null
     infinite = entry.record_at(INFINITE)
@@ -387,7 +387,7 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
 def test_the_explorer_overlay_is_aligned_with_the_explorer_records():
     entries = read_divergence([divergence_entry(), {"variant": "onnxruntime", "status": "failed"}])
     records = [dissection_record(i) for i in reversed(range(40))]  # another order: matched by (name, call)
-    (overlay,) = explorer_overlay({"divergence": entries}, records)
+    (overlay,) = explorer_overlay(with_records({"divergence": entries}), records)
     pos = {r["index"]: p for p, r in enumerate(records)}
     assert overlay["variant"] == "torch-bf16" and overlay["matched"] == overlay["compared"] == 40
     assert len(overlay["own"]["relative_l2"]) == 40 and overlay["first"] == pos[CULPRIT]

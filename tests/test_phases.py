@@ -9,6 +9,7 @@ import pytest
 
 from vision_bench.measure.model_pass import PhaseTimer
 from vision_bench.phases import MEASURING_PHASES, PHASES, PHASES_BY_NAME, UnregisteredPhase
+from vision_bench.records.model_result import with_records
 from vision_bench.reports.render_markdown import render_markdown
 from vision_bench.reports.results_file import phase_totals
 from vision_bench.reports.run_time import run_time_blocks
@@ -38,7 +39,7 @@ def test_every_phase_the_code_times_is_registered():
 
 
 def test_an_unregistered_phase_is_refused():
-    timer = PhaseTimer({"phase_seconds": {}}, publish=lambda result: None)
+    timer = PhaseTimer(with_records({"phase_seconds": {}}), publish=lambda result: None)
     with pytest.raises(UnregisteredPhase, match="not declared"):
         with timer("divergance"):
             pass
@@ -49,7 +50,7 @@ def test_an_unregistered_phase_is_refused():
 def test_divergence_passes_are_measuring_time_with_their_own_row():
     assert "divergence" in MEASURING_PHASES
     result = {"model": "m", "phase_seconds": {"load": 2.0, "timed": 3.0, "divergence": 60.0, "cleanup": 1.0}}
-    totals = phase_totals([result], total_seconds=70.0)
+    totals = phase_totals([with_records(result)], total_seconds=70.0)
     assert totals["measuring"] == pytest.approx(65.0)
     assert totals["overhead"] == pytest.approx(5.0)  # 70 - 65: the cleanup and the rest, not the passes
     text = render_markdown(run_time_blocks({"phase_totals": totals}))

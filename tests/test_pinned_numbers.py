@@ -35,6 +35,7 @@ from vision_bench.measure.stats import percentile_interval, tail_stats
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import set_private_peak
 from vision_bench.records.divergence import ErrorFigures, LayerRecord, OpsRecord
+from vision_bench.records.model_result import with_records
 from vision_bench.records.sweep import SweepPlan, SweepRecord
 from vision_bench.settings import RunContext, RunSettings
 from vision_bench.sweeps.sweep_pass import measure_point
@@ -146,7 +147,7 @@ def test_sweep_point_images_per_second_and_interval_are_batch_over_the_median_an
         plan=SweepPlan(batch=[batch]), budget_s=None, nominal_size=None, size_step=1, unsupported={}, limit=None
     )
     sweep.points.append(point)
-    result = {"model": "scripted", "cli_name": "scripted", "sweep": sweep}
+    result = with_records({"model": "scripted", "cli_name": "scripted", "sweep": sweep})
     (row,) = sweep_rows(result)
     assert (
         row[SWEEP_HEADERS.index("images/s [95% CI]")]

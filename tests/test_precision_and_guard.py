@@ -210,7 +210,7 @@ def test_compare_refuses_a_verdict_and_the_gate_when_a_side_ran_throttled(tmp_pa
     base = synthetic_model("Net", np.linspace(0.100, 0.101, 10))
     new = synthetic_model("Net", np.linspace(0.150, 0.151, 10))
     new["runs"][3]["state"] = {"flags": ["throttled"], "load1": 0.1, "involuntary_switches": 0}
-    judged = lambda: compare_model(with_records(copy.deepcopy(base)), with_records(copy.deepcopy(new)))["verdict"]
+    judged = lambda: compare_model(with_records(copy.deepcopy(base)), with_records(copy.deepcopy(new))).verdict
     assert judged() == f"{REFUSED} (new)"
     new["runs"][3]["discarded"] = True  # --discard-throttled left it out: the rest can be judged
     assert judged() == "slower"

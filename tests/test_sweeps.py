@@ -52,7 +52,7 @@ def plan(batch=None, sizes=None, budget=None, unsupported=None) -> SweepRecord:
         "points": [],
         "budget_reached": False,
     }
-    return with_records({"sweep": sweep})["sweep"]
+    return with_records({"sweep": sweep}).sweep
 
 
 def drive(sweep, fails_from: dict, memory=lambda batch: 0):
@@ -152,7 +152,7 @@ def test_the_sweep_record_reads_back_what_it_writes_and_crosses_the_worker_pipe(
         "reason": "beyond the out-of-memory edge",
     }
     assert "speedup_over_batch_1" in data["batch_analysis"]["knee"] and data["input_size_analysis"] is None
-    assert with_records({"sweep": data})["sweep"] == sweep == pickle.loads(pickle.dumps(sweep))
+    assert with_records({"sweep": data}).sweep == sweep == pickle.loads(pickle.dumps(sweep))
 
 
 def test_parsing_and_what_counts_as_out_of_memory():

@@ -18,6 +18,7 @@ from worker_models import TinyConvBenchmark
 from vision_bench.inspect.trace import profiler_activities, self_times, summarize_trace
 from vision_bench.inspect.trace_report import trace_blocks
 from vision_bench.records.inspection import DissectionSummary
+from vision_bench.records.model_result import with_records
 from vision_bench.reports.html import trace_html
 from vision_bench.reports.render_markdown import render_markdown
 
@@ -299,7 +300,7 @@ def test_reports_show_the_cuda_summary():
             left_out=["Python call stacks (--trace-stacks adds them)"],
         ),
     }
-    md, page = render_markdown(trace_blocks(r)), trace_html(r)
+    md, page = render_markdown(trace_blocks(with_records(r))), trace_html(with_records(r))
     for text in (md, page):
         assert "launch-bound" in text and "Top operators by CUDA time" in text and "aten::mm" in text
         assert "59.1%" in text and "2.00x" in text and "the dissection recorded 2 calls" in text

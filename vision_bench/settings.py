@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .records.model_result import ModelResult
+
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -96,7 +98,7 @@ class RunContext:
     assets_dir: Path
     system: dict  # measure.environment.system_info of `device`
     started: datetime = field(default_factory=datetime.now)  # cli passes its own start: start-up is overhead too
-    results: list[dict] = field(default_factory=list)
+    results: list[ModelResult] = field(default_factory=list)
     status: str = "running"  # running | complete | incomplete | interrupted
     in_worker: bool = False  # in a model's worker process: a sweep may ask for a fresh worker
     timing_only: bool = False  # a later process of --processes: only its timed runs count

@@ -24,6 +24,7 @@ from ..records.divergence import (
     SetTried,
     Suggestion,
 )
+from ..records.model_result import ModelResult
 from ..records.variants import ParityRecord, VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
@@ -46,14 +47,20 @@ def hooked_variant(bench, variant: str):
 
 
 def measure_divergence(
-    cls, ctx, result: dict, tracker, variants: list[str], reference_outputs: list[dict], publish=lambda result: None
+    cls,
+    ctx,
+    result: ModelResult,
+    tracker,
+    variants: list[str],
+    reference_outputs: list[dict],
+    publish=lambda result: None,
 ) -> None:
-    """One entry per variant in result['divergence']; a variant that cannot be compared says why, and
+    """One entry per variant in result.divergence; a variant that cannot be compared says why, and
     the others go on."""
     images = [(path, load_rgb(path)) for path in ctx.images]
     entries: list[AnyDivergenceEntry] = []
-    result["divergence"] = entries
-    plain_records = {v.variant: v for v in result.get("variants") or []}
+    result.divergence = entries
+    plain_records = {v.variant: v for v in result.variants or []}
     for variant in variants:
         entries.append(DivergenceNotCompared(variant, VariantStatus.RUNNING, image=images[0][0].name))
         position = len(entries) - 1
@@ -116,7 +123,7 @@ def median_of(latency) -> float | None:
 
 
 def compare_layers(
-    bench, hooked, ctx, tracker, image: tuple, result: dict, plain: VariantResult | None
+    bench, hooked, ctx, tracker, image: tuple, result: ModelResult, plain: VariantResult | None
 ) -> DivergenceEntry:
     """The two passes on `bench` (`image`: its path and pixels), their peak memory, and their time in
     forward passes: the reference pass against the reference's timed end-to-end median, the variant and
@@ -132,7 +139,7 @@ def compare_layers(
         rss_before_bytes=rss_before,
     )
     passes = entry.passes
-    passes.set_medians(median_of(result.get("latency_end_to_end")), plain.end_to_end_median if plain else None)
+    passes.set_medians(median_of(result.latency_end_to_end), plain.end_to_end_median if plain else None)
     log_culprit(bench.MODEL_NAME, entry)
     log(
         "DIVERGE",
@@ -207,7 +214,7 @@ def suggest_fp32_set(
     plain: VariantResult | None,
     reference: list[dict],
     images: list,
-    result: dict,
+    result: ModelResult,
 ) -> Suggestion:
     """The fewest modules, worst own error first (1, 2, 3, 5, 8, ... of them), that bring the variant's
     parity to a pass when kept in fp32; that set timed like a variant. Each try is one parity check on
@@ -238,14 +245,14 @@ def suggest_fp32_set(
         free_cached_memory(ctx.device)
 
 
-def time_fp32_set(bench, ctx, variant: str, installed: list[str], images: list, result: dict) -> Suggestion:
+def time_fp32_set(bench, ctx, variant: str, installed: list[str], images: list, result: ModelResult) -> Suggestion:
     """The variant with `installed` kept in fp32, timed like a variant (the measure family's runs)."""
     record: dict = {"runs": []}
     label = f"[{variant} + {len(installed)} in fp32] "
     start = time.perf_counter()
     run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=label)
     summarize_latency(record)
-    reference_median, mine = median_of(result.get("latency_forward")), median_of(record["latency_forward"])
+    reference_median, mine = median_of(result.latency_forward), median_of(record["latency_forward"])
     return Suggestion(
         SuggestionStatus.PASSES,
         modules=installed,

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..common import format_bytes
 from ..records import SuggestionStatus, VariantStatus
 from ..records.divergence import Brief, DivergenceEntry, ErrorFigures, LayerRecord, PlainVariant, Suggestion
+from ..records.model_result import ModelResult
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
 
@@ -48,10 +49,8 @@ def cosine_text(value) -> str:
     return "n/a" if value is None else f"{value:.7f}"
 
 
-def complete(r: dict) -> list[DivergenceEntry]:
-    return [
-        e for e in r.get("divergence") or [] if isinstance(e, DivergenceEntry) and e.status == VariantStatus.COMPLETE
-    ]
+def complete(r: ModelResult) -> list[DivergenceEntry]:
+    return [e for e in r.divergence or [] if isinstance(e, DivergenceEntry) and e.status == VariantStatus.COMPLETE]
 
 
 def where(brief: Brief) -> str:
@@ -237,11 +236,11 @@ class VariantPart:
     modules: list[str] = field(default_factory=list)  # kept in fp32 by a passing suggestion
 
 
-def divergence_blocks(r: dict, assets: Path) -> list[VariantPart]:
+def divergence_blocks(r: ModelResult, assets: Path) -> list[VariantPart]:
     """Per variant of the model: its sentences, its table's rows, the modules of a passing
     suggestion, and its chart or None. One sentence for an entry that did not complete."""
     blocks = []
-    for entry in r.get("divergence") or []:
+    for entry in r.divergence or []:
         v = entry.variant
         if not isinstance(entry, DivergenceEntry) or entry.status != VariantStatus.COMPLETE:
             blocks.append(VariantPart(v, [f"Not compared ({entry.status}): {entry.reason or 'no reason given'}"]))
@@ -259,7 +258,7 @@ def divergence_blocks(r: dict, assets: Path) -> list[VariantPart]:
         s = entry.suggestion or Suggestion(SuggestionStatus.SKIPPED)
         path = chart_path(assets, r, v)
         chart = (
-            (path.name, f"{r['model']} {v}: own and inherited error against execution order")
+            (path.name, f"{r.model} {v}: own and inherited error against execution order")
             if path.exists() or draw_divergence(r, entry, path)
             else None
         )
@@ -269,8 +268,8 @@ def divergence_blocks(r: dict, assets: Path) -> list[VariantPart]:
 
 
 # -- the chart -----------------------------------------------------------------------------------
-def chart_path(assets: Path, r: dict, variant: str) -> Path:
-    return assets / f"{r['model']}_divergence_{re.sub(r'[^A-Za-z0-9_.-]', '_', variant)}.png"
+def chart_path(assets: Path, r: ModelResult, variant: str) -> Path:
+    return assets / f"{r.model}_divergence_{re.sub(r'[^A-Za-z0-9_.-]', '_', variant)}.png"
 
 
 def error_axis_limits(values: list, tol: float | None) -> tuple[float, float]:
@@ -362,7 +361,7 @@ def mark_first_divergent(ax, entry: DivergenceEntry, top: float) -> None:
     )
 
 
-def label_error_axes(ax, r: dict, entry: DivergenceEntry, floor: float, top: float, infinite: bool) -> None:
+def label_error_axes(ax, r: ModelResult, entry: DivergenceEntry, floor: float, top: float, infinite: bool) -> None:
     """The log scale from the floor to the top, the axes' labels, the title and the legend."""
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, top * 3)
@@ -374,12 +373,12 @@ def label_error_axes(ax, r: dict, entry: DivergenceEntry, floor: float, top: flo
     ax.set_xlabel("record (execution order)")
     ax.set_ylabel("relative L2 error vs fp32 (log)")
     ax.set_title(
-        f"{r['model']} {entry.variant}: where it leaves the fp32 reference ({entry.image or 'first image'})", fontsize=9
+        f"{r.model} {entry.variant}: where it leaves the fp32 reference ({entry.image or 'first image'})", fontsize=9
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)
 
 
-def draw_divergence(r: dict, entry: DivergenceEntry, path: Path) -> bool:
+def draw_divergence(r: ModelResult, entry: DivergenceEntry, path: Path) -> bool:
     """Own and inherited error against record index, log scale: the tolerance as a line, the first
     divergent record starred, zeros clipped to a floor a decade below the smallest error, infinite
     errors drawn as triangles at the top. Drawn once: a finished entry never changes."""
@@ -418,7 +417,7 @@ def compact(value, metric: str):
     return float(format(value, ".9g" if metric == "cosine" else ".4g"))
 
 
-def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
+def explorer_overlay(r: ModelResult, records: list[dict]) -> list[dict]:
     """Per complete variant, the figures of each explorer record (matched by module path and call),
     in arrays aligned with `records`; null where the variant has no figure for a record."""
     position = {(rec.get("name"), rec.get("call", 1)): pos for pos, rec in enumerate(records)}
@@ -466,9 +465,9 @@ def explorer_overlay(r: dict, records: list[dict]) -> list[dict]:
     return out
 
 
-def divergence_section(r: dict, assets: Path) -> list[Block]:
+def divergence_section(r: ModelResult, assets: Path) -> list[Block]:
     """Per variant: the first divergent layer, the largest own errors, the passes' cost, the suggestion, the chart."""
-    explorer = " The layer explorer below colours its records by these errors." if r.get("dissection") else ""
+    explorer = " The layer explorer below colours its records by these errors." if r.dissection else ""
     blocks: list[Block] = [Heading(3, "Where the variants diverge"), Paragraph(INTRO + explorer)]
     for block in divergence_blocks(r, assets):
         first, *rest = block.sentences

@@ -6,6 +6,7 @@ blocks, written out the same in Markdown and HTML."""
 from __future__ import annotations
 
 from ..records.inspection import DissectionSummary, TraceSummary
+from ..records.model_result import ModelResult
 from ..reports.blocks import Block, BulletList, Columns, Heading, Paragraph, Table
 from .trace import PHASES, TRACE_OPEN_HINT, file_size
 
@@ -107,9 +108,9 @@ def operator_tables(t: TraceSummary) -> list[tuple[str, list[list]]]:
     ]
 
 
-def trace_blocks(r: dict) -> list[Block]:
+def trace_blocks(r: ModelResult) -> list[Block]:
     """The model's profiler trace (--trace): its link, what it holds, and its summary tables."""
-    t = r.get("trace")
+    t = r.trace
     link = trace_link(t)
     if t is None or not link:
         return []
@@ -120,7 +121,7 @@ def trace_blocks(r: dict) -> list[Block]:
     return [
         Heading(3, "Profiler trace"),
         Paragraph(f"Trace: [`{link[0]}`]({link[1]}). {TRACE_OPEN_HINT}"),
-        BulletList(trace_sentences(t, r.get("dissection"))),
+        BulletList(trace_sentences(t, r.dissection)),
         Table(BLOCK_HEADERS, block_rows(t), caption=block_caption(t)),
         Columns([[table] for table in operators]),
     ]

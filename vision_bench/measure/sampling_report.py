@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..common import ms
 from ..records.measurement import MachineState, RunKind
+from ..records.model_result import ModelResult
 from ..reports.blocks import Block, BulletList, Note, Paragraph
 from .stopping_rule import STOPPED_BY
 
@@ -51,36 +52,36 @@ def not_clean(state: MachineState | None) -> bool:
     return state is not None and not state.clean
 
 
-def throttled_in_statistics(r: dict) -> bool:
+def throttled_in_statistics(r: ModelResult) -> bool:
     """Runs flagged throttled or shared that count in the statistics (not left out by --discard-throttled)."""
-    return any(run.flagged and not run.discarded for run in r.get("runs") or [] if run.kind == RunKind.TIMED)
+    return any(run.flagged and not run.discarded for run in r.runs or [] if run.kind == RunKind.TIMED)
 
 
-def machine_state_blocks(results: list[dict]) -> list[Block]:
+def machine_state_blocks(results: list[ModelResult]) -> list[Block]:
     """The System section's machine state: one line per model, and a warning when it was not clean."""
-    done = [r for r in results if r.get("machine_state")]
+    done = [r for r in results if r.machine_state]
     if not done:
         return []
     blocks: list[Block] = [
         Paragraph("Machine state during the timed runs (sampled between runs only):"),
-        BulletList([f"{r['model']}: {state_text(r['machine_state'])}" for r in done]),
+        BulletList([f"{r.model}: {state_text(r.machine_state)}" for r in done]),
     ]
     for r in done:
-        if not_clean(r["machine_state"]):
+        if not_clean(r.machine_state):
             blocks.append(
                 Note(
-                    "; ".join(r["machine_state"].warnings)
+                    "; ".join(r.machine_state.warnings if r.machine_state else [])
                     + ". Its timings may describe the machine as much as the model.",
-                    title=f"Warning: {r['model']} ran on a machine that was not clean:",
+                    title=f"Warning: {r.model} ran on a machine that was not clean:",
                 )
             )
     return blocks
 
 
-def sampling_items(r: dict) -> list[str]:
+def sampling_items(r: ModelResult) -> list[str]:
     """A model section's facts: why its timed runs stopped, its processes, its tails."""
     lines = []
-    precision = r.get("precision")
+    precision = r.precision
     if precision:
         reached = precision.reached_pct
         lines.append(
@@ -88,23 +89,23 @@ def sampling_items(r: dict) -> list[str]:
             f"after {precision.runs} runs in {precision.seconds:.1f} s; the median's interval reached "
             + (f"+-{reached:.2f}%" if reached is not None else "no interval")
         )
-    if r.get("processes"):
-        method = r.get("latency_interval")
+    if r.processes:
+        method = r.latency_interval
         lines.append(
-            f"{len(r['processes'])} processes, runs pooled; the median's 95% interval is "
+            f"{len(r.processes)} processes, runs pooled; the median's 95% interval is "
             f"{method.method if method else 'n/a'}: {method.why if method else ''}"
         )
         lines.append(
             "Per-process end-to-end medians: "
             + ", ".join(
                 f"#{p.process} {ms(p.median)} ms ({p.n} runs"
-                + (f", {STOPPED_BY.get(p.stopped_by, p.stopped_by)}" if p.stopped_by != "fixed" else "")
+                + (f", {STOPPED_BY.get(p.stopped_by or '', p.stopped_by)}" if p.stopped_by != "fixed" else "")
                 + ")"
-                for p in r["processes"]
+                for p in r.processes or []
                 if p.median is not None
             )
         )
-    tails = r.get("latency_tails")
+    tails = r.latency_tails
     if tails:
         lines.append(
             "Tails (end to end, distribution-free 95% intervals): "

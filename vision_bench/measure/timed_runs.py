@@ -131,7 +131,7 @@ def timed_seconds(runs: list[RunRecord]) -> list[float]:
 
 def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
     """time_runs for a record still held as a dict (a variant, a --divergence suggestion, a sweep
-    point): its runs, guard and precision as JSON values in record['runs'], ['guard'], ['precision']."""
+    point): its runs, guard and precision as JSON values in record.runs, ['guard'], ['precision']."""
     runs: list[RunRecord] = []
     try:
         return time_runs(
@@ -219,9 +219,10 @@ def per_image_latency(runs: list[RunRecord], kept: set[int]) -> dict[str, ImageL
     return per_image
 
 
-def summarize_runs(result: dict, discard_flagged: bool = False) -> None:
-    """A model result's headline statistics from its runs (records), stored as records under its keys."""
-    result.update(latency_summary(result["runs"], result.get("guard"), discard_flagged).items())
+def summarize_runs(result, discard_flagged: bool = False) -> None:
+    """A model result's (ModelResult's) headline statistics from its runs, stored in its fields."""
+    for key, value in latency_summary(result.runs, result.guard, discard_flagged).items():
+        setattr(result, key, value)
 
 
 def summarize_latency(record: dict, discard_flagged: bool = False) -> None:

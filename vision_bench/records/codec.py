@@ -2,7 +2,9 @@
 
 `to_json(record)` writes a dataclass's fields in declaration order: nested records, lists and dicts
 of them, StrEnum statuses by their value. A field declared with `optional()` is left out while it is
-None (a key the file holds only sometimes); every other field is always written, None as null.
+None (a key the file holds only sometimes); a field declared with `absent()` is left out while it
+holds ABSENT, its default, so that it may also hold None and be written as null (a key present with
+null in some files, missing in others); every other field is always written, None as null.
 `from_json(cls, data)` reads it back by the fields' annotations. Keys a record does not declare (a
 file written by another version of the tool) are kept on the instance and written back unchanged,
 so reading and writing a file loses nothing.
@@ -32,6 +34,28 @@ def optional(default: Any = None) -> Any:
     return dataclasses.field(default=default, metadata={OPTIONAL: True})
 
 
+class Absent:
+    """The value of an `absent()` field whose key the JSON does not hold: falsy, and one instance,
+    also through pickle."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = Absent()
+
+
+def absent() -> Any:
+    """A field whose key is absent from the JSON until it is given a value (None included)."""
+    return dataclasses.field(default=ABSENT)
+
+
 def is_record(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 
@@ -41,7 +65,7 @@ def to_json(record: Any) -> dict:
     out: dict = {}
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
-        if value is None and f.metadata.get(OPTIONAL):
+        if (value is None and f.metadata.get(OPTIONAL)) or value is ABSENT:
             continue
         out[f.name] = encode(value)
     out.update(encode(getattr(record, UNDECLARED, None) or {}))

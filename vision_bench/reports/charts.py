@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from ..records.model_result import ModelResult
 
 
 def plot_style():
@@ -17,15 +20,15 @@ def plot_style():
     return plt
 
 
-def latency_chart(results: list[dict], path: Path) -> bool:
-    timed = [r for r in results if r.get("cold_start")]
+def latency_chart(results: list[ModelResult], path: Path) -> bool:
+    timed: list[Any] = [r for r in results if r.cold_start]  # timed: its latency figures are there
     if not timed:
         return False
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(timed) + 2), 3.8), constrained_layout=True)
     x = np.arange(len(timed))
     for i, r in enumerate(timed):
-        e2e = r["latency_end_to_end"]
+        e2e = r.latency_end_to_end
         if e2e.n:
             ax.errorbar(
                 i,
@@ -38,14 +41,14 @@ def latency_chart(results: list[dict], path: Path) -> bool:
             )
         ax.plot(
             i,
-            r["cold_start"].total_s * 1000,
+            r.cold_start.total_s * 1000,
             marker="^",
             mfc="white",
             mec="black",
             ls="none",
             label="cold start (first run)" if i == 0 else None,
         )
-    ax.set_xticks(x, [r["model"] for r in timed], rotation=30, ha="right")
+    ax.set_xticks(x, [r.model for r in timed], rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("end-to-end latency (ms, log scale)")
     ax.legend(loc="best")
@@ -57,35 +60,35 @@ def latency_chart(results: list[dict], path: Path) -> bool:
 CHART_MARKERS = "osD^vP*Xh<>p"
 
 
-def memory_chart(results: list[dict], path: Path) -> bool:
-    points = [r for r in results if r.get("parameters") and r.get("memory") and r["memory"].peak_bytes]
+def memory_chart(results: list[ModelResult], path: Path) -> bool:
+    points: list[Any] = [r for r in results if r.parameters and r.memory and r.memory.peak_bytes]
     if not points:
         return False
     plt = plot_style()
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     for i, r in enumerate(points):
         ax.plot(
-            r["parameters"] / 1e6,
-            r["memory"].peak_over_baseline_bytes / 1024**2,
+            r.parameters / 1e6,
+            r.memory.peak_over_baseline_bytes / 1024**2,
             CHART_MARKERS[i % len(CHART_MARKERS)],
             color="black",
             mfc="white" if i % 2 else "black",
             ms=7,
             ls="none",
-            label=f"{r['model']} ({r.get('gflops') or 0:.1f} GFLOPs)",
+            label=f"{r.model} ({r.gflops or 0:.1f} GFLOPs)",
         )
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("model's own share of peak memory (MB)")
-    ax.set_title(f"Peak memory ({points[0]['memory'].peak_kind}) against size", fontsize=9)
+    ax.set_title(f"Peak memory ({points[0].memory.peak_kind}) against size", fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
 
-def activation_profile_chart(result: dict, path: Path) -> bool:
-    dissection = result.get("dissection")
+def activation_profile_chart(result: ModelResult, path: Path) -> bool:
+    dissection = result.dissection
     profile = dissection.profile if dissection else None
     if not profile or not profile.index:
         return False
@@ -97,7 +100,7 @@ def activation_profile_chart(result: dict, path: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("record (execution order)")
     ax.set_ylabel("activation (log scale)")
-    ax.set_title(f"{result['model']}: activation profile across depth")
+    ax.set_title(f"{result.model}: activation profile across depth")
     ax.legend(loc="best")
     fig.savefig(path, dpi=100)
     plt.close(fig)

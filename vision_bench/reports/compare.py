@@ -4,6 +4,7 @@ Markdown, HTML and terminal lines, and the --fail-if-slower gate."""
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
@@ -19,6 +20,7 @@ from ..measure.stats import (
     shift_estimate,
 )
 from ..records.measurement import LatencyStats
+from ..records.model_result import ModelResult
 from ..settings import CompareOptions
 from .blocks import Block, BulletList, Heading, Note, Paragraph, Table
 from .render_html import render_html
@@ -27,6 +29,45 @@ from .report_model import SYSTEM_IDENTITY
 from .results_file import model_key, read_results, setting, timed_seconds
 
 TOO_FEW = "too few runs to tell"
+
+
+@dataclass
+class ModelComparison:
+    """One model on both sides of a comparison (a row of its tables); the pairs are [base, new]."""
+
+    key: str  # results_file.model_key
+    model: str
+    base: LatencyStats  # the end-to-end statistics of the timed runs, each side
+    new: LatencyStats
+    shift: dict | None  # measure.stats.shift_estimate: the shift in seconds and its 95% interval
+    shift_pct: dict | None  # the same in percent of the base median (None: base median 0)
+    p: float | None  # the Mann-Whitney U test's p value
+    verdict: str  # slower, faster, no significant change, too few runs, or REFUSED (...)
+    refused: bool  # throttled runs in either side's statistics: the gate cannot judge it
+    machine_state: list  # [base, new] MachineState (or None)
+    peak_bytes: list
+    status: list
+    parameters: list
+    gflops: list
+    dtype: list
+    different_model: list[str]  # what of the network or its input changed (parameters, FLOPs, input shape)
+
+
+@dataclass
+class Comparison:
+    """One later results file against the base: what differs, the warnings, the models."""
+
+    base: dict  # the two results documents
+    new: dict
+    differences: list  # [label, base value, new value] per differing setting
+    warnings: list[str]
+    base_all: dict[str, ModelResult]  # every model by model_key, also those that did not run
+    new_all: dict[str, ModelResult]
+    models: list[ModelComparison]  # the models on both sides
+    base_only: list[str]
+    new_only: list[str]
+
+
 REFUSED = "no verdict: throttled or shared runs"
 SIGNIFICANCE_METHOD = (
     "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
@@ -63,37 +104,37 @@ COMPARED_SETTINGS = [
 ]
 
 
-def compare_model(base: dict, new: dict) -> dict:
+def compare_model(base: ModelResult, new: ModelResult) -> ModelComparison:
     """One model on both sides: the shift of its end-to-end times with its interval and verdict,
     memory, size and status."""
     a, b = timed_seconds(base), timed_seconds(new)
     sa, sb = latency_stats(a), latency_stats(b)
     shift = shift_estimate(a, b)
-    peaks = [r["memory"].peak_bytes if r.get("memory") else None for r in (base, new)]
+    peaks = [r.memory.peak_bytes if r.memory else None for r in (base, new)]
     changed = [
         label
         for label, key in (("parameters", "parameters"), ("FLOPs", "flops"), ("input shape", "input_shape"))
-        if base.get(key) is not None and new.get(key) is not None and base.get(key) != new.get(key)
+        if getattr(base, key) is not None and getattr(new, key) is not None and getattr(base, key) != getattr(new, key)
     ]
     throttled = [side for side, r in (("base", base), ("new", new)) if throttled_in_statistics(r)]
-    return {
-        "key": model_key(base),
-        "model": base["model"],
-        "base": sa,
-        "new": sb,
-        "shift": shift,
-        "shift_pct": relative_shift(shift, sa.median),
-        "p": mann_whitney_p(a, b) if a and b else None,
-        "verdict": f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
-        "refused": bool(throttled),
-        "machine_state": [base.get("machine_state"), new.get("machine_state")],
-        "peak_bytes": peaks,
-        "status": [base["status"], new["status"]],
-        "parameters": [base.get("parameters"), new.get("parameters")],
-        "gflops": [base.get("gflops"), new.get("gflops")],
-        "dtype": [base.get("dtype"), new.get("dtype")],
-        "different_model": changed,
-    }
+    return ModelComparison(
+        key=model_key(base),
+        model=base.model,
+        base=sa,
+        new=sb,
+        shift=shift,
+        shift_pct=relative_shift(shift, sa.median),
+        p=mann_whitney_p(a, b) if a and b else None,
+        verdict=f"{REFUSED} ({' and '.join(throttled)})" if throttled else shift_verdict(shift),
+        refused=bool(throttled),
+        machine_state=[base.machine_state, new.machine_state],
+        peak_bytes=peaks,
+        status=[base.status, new.status],
+        parameters=[base.parameters, new.parameters],
+        gflops=[base.gflops, new.gflops],
+        dtype=[base.dtype, new.dtype],
+        different_model=changed,
+    )
 
 
 def shift_verdict(shift: dict | None) -> str:
@@ -117,9 +158,9 @@ def relative_shift(shift: dict | None, base_median: float | None) -> dict | None
     return {"shift": pct(shift["shift"]), "low": pct(shift["low"]), "high": pct(shift["high"])}
 
 
-def shift_text(row: dict) -> str:
+def shift_text(row: ModelComparison) -> str:
     """'+4.1% [+2.3, +5.9]', or why there is no figure."""
-    shift, pct = row["shift"], row["shift_pct"]
+    shift, pct = row.shift, row.shift_pct
     if shift is None:
         return "n/a"
     if pct is None:
@@ -129,10 +170,10 @@ def shift_text(row: dict) -> str:
     return f"{pct['shift']:+.1f}% [{pct['low']:+.1f}, {pct['high']:+.1f}]"
 
 
-def compare_pair(base: dict, new: dict) -> dict:
+def compare_pair(base: dict, new: dict) -> Comparison:
     """Everything one comparison shows: setting differences, warnings, the models side by side."""
-    base_models = {model_key(r): r for r in base["models"] if r["status"] != "not run"}
-    new_models = {model_key(r): r for r in new["models"] if r["status"] != "not run"}
+    base_models = {model_key(r): r for r in base["models"] if r.status != "not run"}
+    new_models = {model_key(r): r for r in new["models"] if r.status != "not run"}
     common = [k for k in base_models if k in new_models]
     differences = []
     for label, where, key in COMPARED_SETTINGS:
@@ -143,14 +184,11 @@ def compare_pair(base: dict, new: dict) -> dict:
     if images[0] != images[1]:
         differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
     for k in common:  # each model's own settings (its run_config: the options it ran with, ...)
-        a, b = base_models[k].get("config") or {}, new_models[k].get("config") or {}
+        a, b = base_models[k].config or {}, new_models[k].config or {}
         for key in dict.fromkeys([*a, *b]):
             if a.get(key) != b.get(key):
                 differences.append(
-                    [
-                        f"{base_models[k]['model']} {key}",
-                        *("none" if v is None else v for v in (a.get(key), b.get(key))),
-                    ]
+                    [f"{base_models[k].model} {key}", *("none" if v is None else v for v in (a.get(key), b.get(key)))]
                 )
     warnings = []
     reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
@@ -162,56 +200,56 @@ def compare_pair(base: dict, new: dict) -> dict:
             if setting(base, base_models[k], "system", key) != setting(new, new_models[k], "system", key)
             and key not in reported
         ]
-        devices = [base_models[k].get("device"), new_models[k].get("device")]
+        devices = [base_models[k].device, new_models[k].device]
         if devices[0] != devices[1] and None not in devices:
             moved.append(f"device {devices[0]} -> {devices[1]}")
-        if moved and any(base_models[k].get(x) or new_models[k].get(x) for x in ("system", "device")):
-            warnings.append(f"{base_models[k]['model']} ran on a different system or device: {'; '.join(moved)}.")
-        weights = [base_models[k].get("weights"), new_models[k].get("weights")]
+        if moved and any(getattr(base_models[k], x) or getattr(new_models[k], x) for x in ("system", "device")):
+            warnings.append(f"{base_models[k].model} ran on a different system or device: {'; '.join(moved)}.")
+        weights = [base_models[k].weights, new_models[k].weights]
         if weights[0] != weights[1]:
             warnings.append(
-                f"{base_models[k]['model']}: {weights[0]} weights in base, {weights[1]} in new. Random "
+                f"{base_models[k].model}: {weights[0]} weights in base, {weights[1]} in new. Random "
                 "weights change what postprocessing does (e.g. how many boxes survive), so the "
                 "end-to-end times are not comparable."
             )
-    return {
-        "base": base,
-        "new": new,
-        "differences": differences,
-        "warnings": warnings,
-        "base_all": {model_key(r): r for r in base["models"]},
-        "new_all": {model_key(r): r for r in new["models"]},
-        "models": [compare_model(base_models[k], new_models[k]) for k in common],
-        "base_only": [base_models[k]["model"] for k in base_models if k not in new_models],
-        "new_only": [new_models[k]["model"] for k in new_models if k not in base_models],
-    }
+    return Comparison(
+        base=base,
+        new=new,
+        differences=differences,
+        warnings=warnings,
+        base_all={model_key(r): r for r in base["models"]},
+        new_all={model_key(r): r for r in new["models"]},
+        models=[compare_model(base_models[k], new_models[k]) for k in common],
+        base_only=[base_models[k].model for k in base_models if k not in new_models],
+        new_only=[new_models[k].model for k in new_models if k not in base_models],
+    )
 
 
-def slower_than(row: dict, pct: float) -> bool:
+def slower_than(row: ModelComparison, pct: float) -> bool:
     """The gate: the data show a slowdown larger than pct%, i.e. the interval's lower bound is above it."""
-    if row["verdict"] != "slower":
+    if row.verdict != "slower":
         return False
-    return row["shift_pct"] is None or row["shift_pct"]["low"] > pct
+    return row.shift_pct is None or row.shift_pct["low"] > pct
 
 
-def not_completed_in_new(pair: dict) -> list[str]:
+def not_completed_in_new(pair: Comparison) -> list[str]:
     """Models that completed in base and did not in new (failed, timed out, interrupted, not run,
     missing, or without timed runs): each a gate failure of its own unless --allow-missing."""
     lines = []
-    for key, r in pair["base_all"].items():
-        if r["status"] != "complete" or not timed_seconds(r):
+    for key, r in pair.base_all.items():
+        if r.status != "complete" or not timed_seconds(r):
             continue
-        other = pair["new_all"].get(key)
+        other = pair.new_all.get(key)
         if other is None:
             reason = "missing in new"
-        elif other["status"] != "complete":
-            error = other.get("error")
-            reason = f"{other['status']} in new" + (error.in_words if error else "")
+        elif other.status != "complete":
+            error = other.error
+            reason = f"{other.status} in new" + (error.in_words if error else "")
         elif not timed_seconds(other):
             reason = "no timed runs in new"
         else:
             continue
-        lines.append(f"{r['model']}: completed in base, {reason}")
+        lines.append(f"{r.model}: completed in base, {reason}")
     return lines
 
 
@@ -232,7 +270,7 @@ def median_text(stats: LatencyStats) -> str:
     return f"{ms(stats.median)} {stats.interval_text()}"
 
 
-def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[Block]:
+def comparison_blocks(pairs: list[Comparison], paths: list[Path], options: CompareOptions) -> list[Block]:
     """The comparison as report blocks (rendered as Markdown and as HTML): how to read it, then each
     later file against the base."""
     blocks = intro_blocks(pairs, paths, options)
@@ -241,10 +279,10 @@ def comparison_blocks(pairs: list[dict], paths: list[Path], options: CompareOpti
     return blocks
 
 
-def intro_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) -> list[Block]:
+def intro_blocks(pairs: list[Comparison], paths: list[Path], options: CompareOptions) -> list[Block]:
     blocks: list[Block] = [
         Heading(1, "Benchmark comparison"),
-        Paragraph(f"Base: `{paths[0]}` (run `{pairs[0]['base'].get('run_id')}`)."),
+        Paragraph(f"Base: `{paths[0]}` (run `{pairs[0].base.get('run_id')}`)."),
         Paragraph(
             f"Change: {SHIFT_METHOD.format(exact=EXACT_SHIFT_MAX_PAIRS)}, in percent of the base median. The "
             "verdict is **slower** or **faster** when that interval excludes 0, which is the U test at 5% "
@@ -273,23 +311,23 @@ def intro_blocks(pairs: list[dict], paths: list[Path], options: CompareOptions) 
     return blocks
 
 
-def pair_blocks(pair: dict, path: Path, options: CompareOptions) -> list[Block]:
+def pair_blocks(pair: Comparison, path: Path, options: CompareOptions) -> list[Block]:
     """One later file against the base: its warnings, what differs, and the models' tables."""
-    blocks: list[Block] = [Heading(2, f"New: run `{pair['new'].get('run_id')}`"), Paragraph(f"File `{path}`.")]
-    blocks += [Note(w, title="Warning:") for w in pair["warnings"]]
+    blocks: list[Block] = [Heading(2, f"New: run `{pair.new.get('run_id')}`"), Paragraph(f"File `{path}`.")]
+    blocks += [Note(w, title="Warning:") for w in pair.warnings]
     allowed = " (allowed)" if options.allow_missing else ""
     blocks += [Note(f"{line}.", title=f"Not completed in new{allowed}:") for line in not_completed_in_new(pair)]
     blocks.append(Heading(3, "What differs between the runs"))
-    if pair["differences"]:
-        blocks.append(Table(["setting", "base", "new"], [[label, a, b] for label, a, b in pair["differences"]]))
+    if pair.differences:
+        blocks.append(Table(["setting", "base", "new"], [[label, a, b] for label, a, b in pair.differences]))
     else:
         compared = ", ".join(label for label, _, _ in COMPARED_SETTINGS)
         blocks.append(
             Paragraph(f"Nothing: same system, library versions, device, weights and settings ({compared}, images).")
         )
-    rows = pair["models"]
-    verdicts = collections.Counter(r["verdict"] for r in rows)
-    one_side = len(pair["base_only"]) + len(pair["new_only"])
+    rows = pair.models
+    verdicts = collections.Counter(r.verdict for r in rows)
+    one_side = len(pair.base_only) + len(pair.new_only)
     blocks.append(
         Paragraph(
             f"{len(rows)} model(s) on both sides: "
@@ -301,21 +339,21 @@ def pair_blocks(pair: dict, path: Path, options: CompareOptions) -> list[Block]:
     if rows:
         blocks += model_tables(rows, options) + model_notes(rows)
     if one_side:
-        only = [f"Base only: {', '.join(pair['base_only'])}"] if pair["base_only"] else []
-        only += [f"New only: {', '.join(pair['new_only'])}"] if pair["new_only"] else []
+        only = [f"Base only: {', '.join(pair.base_only)}"] if pair.base_only else []
+        only += [f"New only: {', '.join(pair.new_only)}"] if pair.new_only else []
         blocks += [Heading(3, "Models on one side only"), BulletList(only)]
     return blocks
 
 
-def model_tables(rows: list[dict], options: CompareOptions) -> list[Block]:
+def model_tables(rows: list[ModelComparison], options: CompareOptions) -> list[Block]:
     """Latency, machine state, and memory, size and status: a row a model in each."""
 
     def mb(value):
         return "n/a" if value is None else f"{value / 1024**2:.0f} MB"
 
-    def verdict(r: dict) -> str:
+    def verdict(r: ModelComparison) -> str:
         gate = options.fail_if_slower
-        return f"**{r['verdict']}**" + (" (fails the gate)" if gate is not None and slower_than(r, gate) else "")
+        return f"**{r.verdict}**" + (" (fails the gate)" if gate is not None and slower_than(r, gate) else "")
 
     latency_headers = ["model", "base median ms [95% CI]", "new median ms [95% CI]", "change [95% CI]", "runs", "p"]
     return [
@@ -324,30 +362,30 @@ def model_tables(rows: list[dict], options: CompareOptions) -> list[Block]:
             [*latency_headers, "verdict"],
             [
                 [
-                    r["model"],
-                    median_text(r["base"]),
-                    median_text(r["new"]),
+                    r.model,
+                    median_text(r.base),
+                    median_text(r.new),
                     shift_text(r),
-                    f"{r['base'].n} / {r['new'].n}",
-                    "n/a" if r["p"] is None else f"{r['p']:.3g}",
+                    f"{r.base.n} / {r.new.n}",
+                    "n/a" if r.p is None else f"{r.p:.3g}",
                     verdict(r),
                 ]
                 for r in rows
             ],
         ),
         Heading(3, "Machine state (timed runs)"),
-        Table(["model", "base", "new"], [[r["model"], *map(state_text, r["machine_state"])] for r in rows]),
+        Table(["model", "base", "new"], [[r.model, *map(state_text, r.machine_state)] for r in rows]),
         Heading(3, "Memory, size and status"),
         Table(
             ["model", "peak memory", "parameters", "GFLOPs", "compute dtype", "status"],
             [
                 [
-                    r["model"],
-                    change_text(r["peak_bytes"][0], r["peak_bytes"][1], mb),
-                    change_text(r["parameters"][0], r["parameters"][1], lambda v: "n/a" if v is None else f"{v:,}"),
-                    change_text(r["gflops"][0], r["gflops"][1], lambda v: "n/a" if v is None else f"{v:.2f}"),
-                    change_text(r["dtype"][0], r["dtype"][1], str),
-                    change_text(r["status"][0], r["status"][1], str),
+                    r.model,
+                    change_text(r.peak_bytes[0], r.peak_bytes[1], mb),
+                    change_text(r.parameters[0], r.parameters[1], lambda v: "n/a" if v is None else f"{v:,}"),
+                    change_text(r.gflops[0], r.gflops[1], lambda v: "n/a" if v is None else f"{v:.2f}"),
+                    change_text(r.dtype[0], r.dtype[1], str),
+                    change_text(r.status[0], r.status[1], str),
                 ]
                 for r in rows
             ],
@@ -355,30 +393,26 @@ def model_tables(rows: list[dict], options: CompareOptions) -> list[Block]:
     ]
 
 
-def model_notes(rows: list[dict]) -> list[Block]:
+def model_notes(rows: list[ModelComparison]) -> list[Block]:
     """A model whose network or input changed, and the status changes."""
     blocks: list[Block] = [
         Note(
-            f"{r['model']}'s {', '.join(r['different_model'])} changed, so the two sides did not run the same "
+            f"{r.model}'s {', '.join(r.different_model)} changed, so the two sides did not run the same "
             "network on the same input; its timings are not a like-for-like comparison.",
             title="Different model:",
         )
         for r in rows
-        if r["different_model"]
+        if r.different_model
     ]
-    changes = [
-        f"Status change: {r['model']} {r['status'][0]} -> {r['status'][1]}."
-        for r in rows
-        if r["status"][0] != r["status"][1]
-    ]
+    changes = [f"Status change: {r.model} {r.status[0]} -> {r.status[1]}." for r in rows if r.status[0] != r.status[1]]
     return blocks + ([BulletList(changes)] if changes else [])
 
 
-def comparison_markdown(pairs: list[dict], paths: list[Path], options: CompareOptions) -> str:
+def comparison_markdown(pairs: list[Comparison], paths: list[Path], options: CompareOptions) -> str:
     return render_markdown(comparison_blocks(pairs, paths, options)) + "\n"
 
 
-def comparison_html(pairs: list[dict], paths: list[Path], options: CompareOptions) -> str:
+def comparison_html(pairs: list[Comparison], paths: list[Path], options: CompareOptions) -> str:
     """The same blocks as comparison_markdown, in the HTML report's page and style."""
     return render_html(comparison_blocks(pairs, paths, options), f"Benchmark comparison {paths[0].name}")
 
@@ -413,37 +447,37 @@ def compare_results(paths: list[Path], options: CompareOptions) -> int:
         written.append(target)
     gate_failed, missing = [], []
     for pair, path in zip(pairs, paths[1:]):
-        print(f"Base {files[0].get('run_id')} -> new {pair['new'].get('run_id')} ({path})")
-        for label, a, b in pair["differences"]:
+        print(f"Base {files[0].get('run_id')} -> new {pair.new.get('run_id')} ({path})")
+        for label, a, b in pair.differences:
             print(f"  differs: {label}: {a} -> {b}")
-        for w in pair["warnings"]:
+        for w in pair.warnings:
             log("WARNING", w)
         print(f"  {'model':<24} {'base ms':>10} {'new ms':>10} {'change [95% CI]':>24} {'p':>8}  verdict")
-        for r in pair["models"]:
-            p = "n/a" if r["p"] is None else f"{r['p']:.3g}"
+        for r in pair.models:
+            p = "n/a" if r.p is None else f"{r.p:.3g}"
             print(
-                f"  {r['model']:<24} {ms(r['base'].median):>10} {ms(r['new'].median):>10} {shift_text(r):>24} "
-                f"{p:>8}  {r['verdict']}"
-                + ("" if r["status"][0] == r["status"][1] else f" (status {r['status'][0]} -> {r['status'][1]})")
-                + (" (different model: " + ", ".join(r["different_model"]) + ")" if r["different_model"] else "")
+                f"  {r.model:<24} {ms(r.base.median):>10} {ms(r.new.median):>10} {shift_text(r):>24} "
+                f"{p:>8}  {r.verdict}"
+                + ("" if r.status[0] == r.status[1] else f" (status {r.status[0]} -> {r.status[1]})")
+                + (" (different model: " + ", ".join(r.different_model) + ")" if r.different_model else "")
             )
             if options.fail_if_slower is not None and slower_than(r, options.fail_if_slower):
-                gate_failed.append(f"{r['model']} {shift_text(r)} slower in {pair['new'].get('run_id')}")
-            for side, state in zip(("base", "new"), r["machine_state"]):
+                gate_failed.append(f"{r.model} {shift_text(r)} slower in {pair.new.get('run_id')}")
+            for side, state in zip(("base", "new"), r.machine_state):
                 if not_clean(state):
-                    log("WARNING", f"{r['model']} machine state in {side}: " + "; ".join(state.warnings))
-            if options.fail_if_slower is not None and r["refused"] and not slower_than(r, options.fail_if_slower):
+                    log("WARNING", f"{r.model} machine state in {side}: " + "; ".join(state.warnings))
+            if options.fail_if_slower is not None and r.refused and not slower_than(r, options.fail_if_slower):
                 gate_failed.append(
-                    f"{r['model']}: the gate cannot judge it, {r['verdict']} in "
-                    f"{pair['new'].get('run_id')} (rerun on a quiet machine, or --discard-throttled)"
+                    f"{r.model}: the gate cannot judge it, {r.verdict} in "
+                    f"{pair.new.get('run_id')} (rerun on a quiet machine, or --discard-throttled)"
                 )
         for line in not_completed_in_new(pair):
             if options.allow_missing:
                 log("WARNING", f"{line} (allowed by --allow-missing)")
             else:
-                log("ERROR", f"{line} (in {pair['new'].get('run_id')}; --allow-missing accepts it)")
+                log("ERROR", f"{line} (in {pair.new.get('run_id')}; --allow-missing accepts it)")
                 missing.append(line)
-        for side, names in (("base", pair["base_only"]), ("new", pair["new_only"])):
+        for side, names in (("base", pair.base_only), ("new", pair.new_only)):
             if names:
                 print(f"  only in {side}: {', '.join(names)}")
     for target in written:

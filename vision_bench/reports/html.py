@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..inspect.trace_report import trace_blocks
+from ..records.model_result import ModelResult
 from .render_html import render_html, render_html_fragment
 from .report_model import build_report
 
@@ -13,6 +14,6 @@ def html_report(data: dict, ctx) -> str:
     return render_html(build_report(data, ctx), f"Benchmark report {data.get('run_id', '')}")
 
 
-def trace_html(r: dict) -> str:
+def trace_html(r: ModelResult) -> str:
     """The model's profiler trace (--trace) as a part of the page."""
     return render_html_fragment(trace_blocks(r))

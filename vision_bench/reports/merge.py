@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
+from ..records.model_result import ModelResult
 from ..run.shards import mark_array_failures, shard_array
 from ..settings import MergeOptions, ReportFolders
 from .compare import unique_output
@@ -39,7 +40,7 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     problems: list[str] = []
     if array is not None:
         models, problems = mark_array_failures(
-            array, {m["cli_name"]: m for m in models}, (first.get("config") or {}).get("weights"), options.shard_logs
+            array, {m.cli_name: m for m in models}, (first.get("config") or {}).get("weights"), options.shard_logs
         )
     complete = {d.get("status") for d in files} == {"complete"} and not problems
     data = merged_document(files, paths, models, run_id, complete)
@@ -68,47 +69,47 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def choose_models(files: list[dict], paths: list[Path], options: MergeOptions) -> dict[str, tuple[dict, int]]:
+def choose_models(files: list[dict], paths: list[Path], options: MergeOptions) -> dict[str, tuple[ModelResult, int]]:
     """Each model once, with the index of its file: a model that ran in two files is an error unless
     --prefer last; a 'not run' placeholder gives way to a model that ran."""
-    chosen: dict[str, tuple[dict, int]] = {}
+    chosen: dict[str, tuple[ModelResult, int]] = {}
     for index, data in enumerate(files):
         for r in data["models"]:
             key = model_key(r)
-            if key in chosen and r["status"] != "not run" and chosen[key][0]["status"] != "not run":
+            if key in chosen and r.status != "not run" and chosen[key][0].status != "not run":
                 if options.prefer != "last":
                     raise UsageError(
-                        f"--merge: {r['model']} is in both {paths[chosen[key][1]]} and {paths[index]}; "
+                        f"--merge: {r.model} is in both {paths[chosen[key][1]]} and {paths[index]}; "
                         "remove one file or pass --prefer last to keep the later file's"
                     )
-                log(
-                    "WARNING",
-                    f"--merge: {r['model']} from {paths[index]} replaces the one from {paths[chosen[key][1]]}",
-                )
-            if key not in chosen or r["status"] != "not run":
+                log("WARNING", f"--merge: {r.model} from {paths[index]} replaces the one from {paths[chosen[key][1]]}")
+            if key not in chosen or r.status != "not run":
                 chosen[key] = (r, index)
     return chosen
 
 
-def merged_model(r: dict, data: dict, path: Path, mixed: dict, assets: Path) -> dict:
+def merged_model(r: ModelResult, data: dict, path: Path, mixed: dict, assets: Path) -> ModelResult:
     """A model of one file as the merge keeps it: where it came from, its own system and settings
     where the files differ, and the files its reports link to copied along."""
-    r = dict(r, source_file=str(path), source_run_id=data.get("run_id"))
+    r = r.replaced(source_file=str(path), source_run_id=data.get("run_id"))
     if mixed["system"]:
-        r["system"] = r.get("system") or data.get("system")
+        r.system = r.system or data.get("system")
     if mixed["config"]:
-        r["run_config"] = data.get("config")
+        r.run_config = data.get("config")
     # Files the reports link to, relative to their results folder: the output picture, the trace.
-    if r.get("output_image"):
-        r["output_image"] = copied_along(path.parent, r["output_image"], assets)
-    trace = r.get("trace")
+    if r.output_image:
+        r.output_image = copied_along(path.parent, r.output_image, assets)
+    trace = r.trace
     if trace and trace.file:
-        r["trace"] = trace = copy.copy(trace)  # the file read keeps its own path
-        trace.file = copied_along(path.parent, trace.file, assets)
+        file = trace.file
+        r.trace = trace = copy.copy(trace)  # the file read keeps its own path
+        trace.file = copied_along(path.parent, file, assets)
     return r
 
 
-def merged_document(files: list[dict], paths: list[Path], models: list[dict], run_id: str, complete: bool) -> dict:
+def merged_document(
+    files: list[dict], paths: list[Path], models: list[ModelResult], run_id: str, complete: bool
+) -> dict:
     """The merged results document: the first file's settings and system, every file's images."""
     first = files[0]
     return {
@@ -119,7 +120,7 @@ def merged_document(files: list[dict], paths: list[Path], models: list[dict], ru
         "written": datetime.now().isoformat(timespec="seconds"),
         "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "config": {**(first.get("config") or {}), "models": [r["cli_name"] for r in models]},
+        "config": {**(first.get("config") or {}), "models": [r.cli_name for r in models]},
         "system": first.get("system") or {},
         "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))),
         "models": models,

@@ -15,63 +15,64 @@ from ..inspect.trace_report import trace_blocks
 from ..measure.sampling_report import sampling_items
 from ..phases import phase_label
 from ..records.inspection import DissectionSummary, TimeBreakdownRecord
-from ..records.measurement import LatencyStats, PhaseMedians
+from ..records.measurement import LatencyStats, PhaseMedians, RunKind
+from ..records.model_result import ModelResult
 from ..sweeps.sweep_report import sweep_section
 from ..variants.variants_report import variants_section
 from .blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
 from .charts import activation_profile_chart
 
 
-def model_blocks(r: dict, position: int, ctx) -> Section:
+def model_blocks(r: ModelResult, position: int, ctx) -> Section:
     """The model's section: facts, per-image table, output, then the capabilities' parts."""
-    blocks: list[Block] = [Heading(2, r.get("model", "?")), BulletList(fact_items(r) + sampling_items(r))]
+    blocks: list[Block] = [Heading(2, r.model or "?"), BulletList(fact_items(r) + sampling_items(r))]
     blocks += per_image_blocks(r) + output_blocks(r)
-    if r.get("variants"):
+    if r.variants:
         blocks += variants_section(r)
-    if r.get("divergence"):
+    if r.divergence:
         blocks += divergence_section(r, ctx.assets_dir)
-    if r.get("sweep"):
+    if r.sweep:
         blocks += sweep_section(r, ctx.assets_dir)
     blocks += time_breakdown_blocks(r) + trace_blocks(r) + dissection_blocks(r, ctx)
-    return Section(r.get("model", "?"), f"model-{position}", blocks)
+    return Section(r.model or "?", f"model-{position}", blocks)
 
 
-def fact_items(r: dict) -> list[str]:
+def fact_items(r: ModelResult) -> list[str]:
     """Status, weights, input, settings, runs, medians, phases, worker."""
     items = [
-        f"Status: {r.get('status')}; weights: {r.get('weights_source') or r.get('weights')}",
-        f"Input the network received: {r.get('input_shape')} (nominal size {r.get('nominal_input_size')}), "
-        f"computed in {r.get('dtype') or 'n/a'}",
+        f"Status: {r.status}; weights: {r.weights_source or r.weights}",
+        f"Input the network received: {r.input_shape} (nominal size {r.nominal_input_size}), "
+        f"computed in {r.dtype or 'n/a'}",
     ]
-    if r.get("memory") and r["memory"].cuda_context_bytes is not None:
-        items.append(f"CUDA context (apart from the model): {format_bytes(r['memory'].cuda_context_bytes)}")
-    if r.get("config"):
-        items.append("Settings: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
-    kinds = [run.run_kind for run in r.get("runs") or []]
+    if r.memory and r.memory.cuda_context_bytes is not None:
+        items.append(f"CUDA context (apart from the model): {format_bytes(r.memory.cuda_context_bytes)}")
+    if r.config:
+        items.append("Settings: " + ", ".join(f"{k}={v}" for k, v in r.config.items()))
+    kinds = [run.run_kind for run in r.runs or []]
     if kinds:
         items.append(
-            f"Runs: {kinds.count('cold')} cold start, {kinds.count('warmup')} warm-up (not in the "
-            f"statistics), {kinds.count('timed')} timed"
+            f"Runs: {kinds.count(RunKind.COLD)} cold start, {kinds.count(RunKind.WARMUP)} warm-up (not in the "
+            f"statistics), {kinds.count(RunKind.TIMED)} timed"
         )
-    phases = r.get("latency_phases_median") or PhaseMedians()
+    phases = r.latency_phases_median or PhaseMedians()
     if phases.forward is not None:
         items.append(
             f"Timed medians: preprocess {ms(phases.preprocess)} ms, forward {ms(phases.forward)} ms "
-            f"{(r.get('latency_forward') or LatencyStats()).interval_text()}, postprocess {ms(phases.postprocess)} "
-            f"ms; cold start {ms(r['cold_start'].total_s if r.get('cold_start') else None)} ms"
+            f"{(r.latency_forward or LatencyStats()).interval_text()}, postprocess {ms(phases.postprocess)} "
+            f"ms; cold start {ms(r.cold_start.total_s if r.cold_start else None)} ms"
         )
-    if r.get("phase_seconds"):
+    if r.phase_seconds:
         items.append(
             "Wall time by phase: "
-            + ", ".join(f"{phase_label(k)} {v:.1f} s" for k, v in r["phase_seconds"].items() if v is not None)
+            + ", ".join(f"{phase_label(k)} {v:.1f} s" for k, v in r.phase_seconds.items() if v is not None)
         )
-    if r.get("worker"):
-        items.append("Worker process: " + r["worker"].describe())
+    if r.worker:
+        items.append("Worker process: " + r.worker.describe())
     return items
 
 
-def per_image_blocks(r: dict) -> list[Block]:
-    per_image = r.get("latency_per_image") or {}
+def per_image_blocks(r: ModelResult) -> list[Block]:
+    per_image = r.latency_per_image or {}
     if not per_image:
         return []
     headers = [
@@ -102,25 +103,25 @@ def per_image_blocks(r: dict) -> list[Block]:
     return [Table(headers, rows)]
 
 
-def output_blocks(r: dict) -> list[Block]:
-    if not r.get("output_image"):
+def output_blocks(r: ModelResult) -> list[Block]:
+    if not r.output_image:
         return []
-    summary = r.get("prediction_summary") or {}
+    summary = r.prediction_summary or {}
     blocks: list[Block] = [
         Heading(3, "What it produced (first image)"),
-        Figure(r["output_image"], f"{r['model']} output", kind="output"),
+        Figure(r.output_image, f"{r.model} output", kind="output"),
     ]
     if summary:
         blocks.append(
             BulletList([", ".join(f"{k}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in summary.items())])
         )
-    if r.get("weights") == "random":
+    if r.weights == "random":
         blocks.append(Note("(Random weights: this output shows the pipeline works, not what the model can do.)"))
     return blocks
 
 
-def time_breakdown_blocks(r: dict) -> list[Block]:
-    tb: TimeBreakdownRecord | None = r.get("time_breakdown")
+def time_breakdown_blocks(r: ModelResult) -> list[Block]:
+    tb: TimeBreakdownRecord | None = r.time_breakdown
     if not tb:
         return []
     blocks = Table(["block", "ms", "share"], [[b.block, f"{b.ms:.1f}", f"{b.share * 100:.1f}%"] for b in tb.blocks])
@@ -138,8 +139,8 @@ def time_breakdown_blocks(r: dict) -> list[Block]:
     ]
 
 
-def dissection_blocks(r: dict, ctx) -> list[Block]:
-    d: DissectionSummary | None = r.get("dissection")
+def dissection_blocks(r: ModelResult, ctx) -> list[Block]:
+    d: DissectionSummary | None = r.dissection
     if not d:
         return []
     link = os.path.relpath(d.folder, ctx.results_dir) if d.folder else ""
@@ -152,11 +153,11 @@ def dissection_blocks(r: dict, ctx) -> list[Block]:
         ),
         Paragraph("Layer types: " + ", ".join(f"{t} {n}" for t, n in d.type_counts.items())),
     ]
-    chart = ctx.assets_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', r['model'])}_activations.png"  # a name is no path
+    chart = ctx.assets_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', r.model)}_activations.png"  # a name is no path
     # A finished model's chart never changes: drawn once, where the report's pictures go.
     if chart.exists() or (chart.parent.is_dir() and activation_profile_chart(r, chart)):
-        blocks.append(Figure(f"{ctx.assets_dir.name}/{chart.name}", f"{r['model']} activation profile"))
-    if r.get("weights") == "random":
+        blocks.append(Figure(f"{ctx.assets_dir.name}/{chart.name}", f"{r.model} activation profile"))
+    if r.weights == "random":
         blocks.append(
             Note("(Random weights: the activation statistics below describe the initialisation, not a trained model.)")
         )
@@ -201,8 +202,8 @@ def explorer_records(dissection: DissectionSummary) -> tuple[list[dict], str | N
     return out, None
 
 
-def explorer_block(r: dict, d: DissectionSummary, link: str) -> Explorer:
+def explorer_block(r: ModelResult, d: DissectionSummary, link: str) -> Explorer:
     records, problem = explorer_records(d)
     base = (Path(link).as_posix() + "/") if link else ""
     overlay = explorer_overlay(r, records) if records else []
-    return Explorer(r.get("model", "?"), base, records, overlay, problem)
+    return Explorer(r.model or "?", base, records, overlay, problem)

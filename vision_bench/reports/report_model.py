@@ -12,7 +12,7 @@ from ..common import format_bytes
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
 from ..records.measurement import MemoryFigures, PeakReading
-from ..records.model_result import document_with_records
+from ..records.model_result import ModelResult, document_with_records
 from ..sweeps.sweep_report import summary_line
 from .blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
 from .charts import latency_chart, memory_chart
@@ -50,7 +50,7 @@ def draw_summary_charts(data: dict, assets: Path) -> None:
 def build_report(data: dict, ctx) -> list[Block]:
     """The whole report of a run (or of a merge), section by section."""
     results = document_with_records(data).get("models") or []
-    sections = [r for r in results if r.get("cold_start") and r.get("status") != "running"]  # something measured
+    sections = [r for r in results if r.cold_start and r.status != "running"]  # something measured
     blocks = header_blocks(data) + system_blocks(data) + configuration_blocks(data)
     blocks += summary_blocks(results) + swept_blocks(sections) + placement_blocks(data)
     blocks += chart_blocks(data, ctx) + findings_blocks(results) + run_time_blocks(data) + failure_blocks(results)
@@ -67,7 +67,7 @@ def header_blocks(data: dict) -> list[Block]:
             f"far, status {data.get('status')}. Command: `{data.get('command')}`"
         ),
     ]
-    random_models = [r.get("model") for r in results if r.get("weights") == "random" and r.get("status") != "not run"]
+    random_models = [r.model for r in results if r.weights == "random" and r.status != "not run"]
     if random_models:
         blocks.append(
             Note(
@@ -78,7 +78,7 @@ def header_blocks(data: dict) -> list[Block]:
             )
         )
     if data.get("status") != "complete":
-        unfinished = [f"{r.get('model')} ({r.get('status')})" for r in results if r.get("status") != "complete"]
+        unfinished = [f"{r.model} ({r.status})" for r in results if r.status != "complete"]
         blocks.append(
             Note(
                 f"Not complete: {', '.join(unfinished)}. The figures below are those of the models that finished; "
@@ -128,12 +128,12 @@ def timing_procedure(c: dict) -> str:
     )
 
 
-def isolation_text(c: dict, results: list[dict]) -> str:
+def isolation_text(c: dict, results: list[ModelResult]) -> str:
     allocator = ", ".join(
         sorted(
             {
                 f"{format_bytes(a['trim_threshold_bytes'])} trim, {format_bytes(a['mmap_threshold_bytes'])} mmap threshold"
-                for a in (r.get("allocator") for r in results)
+                for a in (r.allocator for r in results)
                 if a
             }
         )
@@ -162,11 +162,7 @@ def configuration_blocks(data: dict) -> list[Block]:
         f"{c.get('torch_threads')} (pinned for every model)",
         "Models' own settings: "
         + (
-            "; ".join(
-                f"{r['model']}: " + ", ".join(f"{k}={v}" for k, v in r["config"].items())
-                for r in results
-                if r.get("config")
-            )
+            "; ".join(f"{r.model}: " + ", ".join(f"{k}={v}" for k, v in r.config.items()) for r in results if r.config)
             or "none"
         ),
     ]
@@ -177,7 +173,7 @@ def configuration_blocks(data: dict) -> list[Block]:
     return [Heading(2, "Configuration", "configuration"), BulletList(items)]
 
 
-def swept_blocks(done: list[dict]) -> list[Block]:
+def swept_blocks(done: list[ModelResult]) -> list[Block]:
     swept = [line for line in map(summary_line, done) if line]
     if not swept:
         return []
@@ -199,7 +195,7 @@ def chart_blocks(data: dict, ctx) -> list[Block]:
     return [heading] + charts if charts else []
 
 
-def findings_blocks(results: list[dict]) -> list[Block]:
+def findings_blocks(results: list[ModelResult]) -> list[Block]:
     return [
         Heading(2, "Findings", "findings"),
         BulletList(findings(results) or ["Too few finished models to compare."]),
@@ -209,8 +205,8 @@ def findings_blocks(results: list[dict]) -> list[Block]:
 def placement_blocks(data: dict) -> list[Block]:
     """Where each model ran, when that is not one device of one system: --devices runs and
     merged shards. A table mixing systems says so, since its rows are not comparable as they stand."""
-    results = [r for r in data.get("models") or [] if r.get("status") != "not run"]
-    if not any(r.get("device") or r.get("system") or r.get("source_file") for r in results):
+    results = [r for r in data.get("models") or [] if r.status != "not run"]
+    if not any(r.device or r.system or r.source_file for r in results):
         return []
     blocks: list[Block] = []
     if data.get("merged_from"):
@@ -235,12 +231,11 @@ def placement_blocks(data: dict) -> list[Block]:
     return blocks + mixed_blocks(data, results) + [placement_table(data, results)]
 
 
-def mixed_blocks(data: dict, results: list[dict]) -> list[Block]:
+def mixed_blocks(data: dict, results: list[ModelResult]) -> list[Block]:
     """Warnings when the models ran on different systems or with different settings."""
     blocks: list[Block] = []
     systems = {
-        json.dumps({k: (r.get("system") or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True)
-        for r in results
+        json.dumps({k: (r.system or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True) for r in results
     }
     if len(systems) > 1:
         blocks.append(
@@ -250,13 +245,13 @@ def mixed_blocks(data: dict, results: list[dict]) -> list[Block]:
                 title="Mixed systems.",
             )
         )
-    config = lambda r: r.get("run_config") or data["config"]
+    config = lambda r: r.run_config or data["config"]
     differing = [k for k in SETTINGS_IDENTITY if len({json.dumps(config(r).get(k)) for r in results}) > 1]
     if differing:
         blocks.append(
             Note(
                 f"The parts ran with different {', '.join(differing)}: "
-                + "; ".join(f"{r['model']} " + ", ".join(f"{k}={config(r).get(k)}" for k in differing) for r in results)
+                + "; ".join(f"{r.model} " + ", ".join(f"{k}={config(r).get(k)}" for k in differing) for r in results)
                 + ".",
                 title="Mixed settings.",
             )
@@ -264,28 +259,28 @@ def mixed_blocks(data: dict, results: list[dict]) -> list[Block]:
     return blocks
 
 
-def placement_table(data: dict, results: list[dict]) -> Table:
+def placement_table(data: dict, results: list[ModelResult]) -> Table:
     rows = []
     for r in results:
-        if r.get("status_in_shard") == "missing":  # its shard wrote nothing: it ran nowhere
+        if r.status_in_shard == "missing":  # its shard wrote nothing: it ran nowhere
             continue
-        s = r.get("system") or data["system"]
-        slot = f" (worker {r['device_slot']})" if r.get("device_slot") is not None else ""
+        s = r.system or data["system"]
+        slot = f" (worker {r.device_slot})" if r.device_slot is not None else ""
         rows.append(
             [
-                r["model"],
-                (r.get("device") or s.get("device") or "unknown device") + slot,
+                r.model,
+                (r.device or s.get("device") or "unknown device") + slot,
                 s.get("gpu") or s.get("cpu"),
                 f"torch {s.get('torch')}",
-                f"`{r.get('source_run_id') or data['run_id']}`",
+                f"`{r.source_run_id or data['run_id']}`",
             ]
         )
     return Table(["model", "device", "GPU or CPU", "torch", "run"], rows, caption="Where each model ran:")
 
 
-def failure_memory(r: dict) -> str:
+def failure_memory(r: ModelResult) -> str:
     """Memory figures known when a model stopped: what a user needs to judge an OOM."""
-    memory = r.get("memory") or MemoryFigures()
+    memory = r.memory or MemoryFigures()
     at = memory.at_failure or PeakReading()
     either = lambda cuda, cpu: cuda if cuda is not None else cpu
     parts = [
@@ -300,26 +295,26 @@ def failure_memory(r: dict) -> str:
     return ", ".join(parts) or "n/a"
 
 
-def failure_blocks(results: list[dict]) -> list[Block]:
+def failure_blocks(results: list[ModelResult]) -> list[Block]:
     """The models that stopped: status, phase, error, memory, and the worker's last output."""
-    failed = [r for r in results if r.get("status") not in ("complete", "not run", "running")]
+    failed = [r for r in results if r.status not in ("complete", "not run", "running")]
     if not failed:
         return []
     rows = []
     for r in failed:
-        error = r.get("error")
+        error = r.error
         message = error.text if error else ""
-        phase = (error.phase if error else None) or r.get("phase_reached") or r.get("phase")
-        rows.append([r.get("model"), r.get("status"), phase, message, failure_memory(r)])
+        phase = (error.phase if error else None) or r.phase_reached or r.phase
+        rows.append([r.model, r.status, phase, message, failure_memory(r)])
     blocks: list[Block] = [
         Heading(2, "Failed or interrupted models", "failures"),
         Table(["model", "status", "phase", "error", "memory"], rows, kind="fail"),
     ]
     for r in failed:
-        tail = r["error"].output_tail if r.get("error") else None
+        tail = r.error.output_tail if r.error else None
         if tail:
             text = tail if isinstance(tail, str) else "\n".join(tail)
-            blocks.append(Details(f"Last output of {r.get('model')}", text))
+            blocks.append(Details(f"Last output of {r.model}", text))
     return blocks
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..common import UsageError, exception_line
 from ..phases import MEASURING_PHASES
 from ..records.measurement import RunKind, RunRecord
-from ..records.model_result import document_with_records
+from ..records.model_result import ModelResult, document_with_records
 
 
 def report_paths(ctx) -> dict:
@@ -28,7 +28,7 @@ RESULTS_SCHEMA = "unified-benchmark/3"  # 3: per-model "variants" (--variants); 
 
 
 def phase_totals(
-    results: list[dict], total_seconds: float, slots: list[dict] | None = None, shards: list[dict] | None = None
+    results: list[ModelResult], total_seconds: float, slots: list[dict] | None = None, shards: list[dict] | None = None
 ) -> dict:
     """Seconds per phase summed over the models, and the overhead: the time available minus the
     measuring phases (worker start, output pictures, cleanup, reports, start-up). The time available
@@ -38,7 +38,7 @@ def phase_totals(
     a negative overhead would be an accounting error, and is shown as one."""
     totals: dict[str, float] = {}
     for r in results:
-        for name, seconds in (r.get("phase_seconds") or {}).items():
+        for name, seconds in (r.phase_seconds or {}).items():
             if seconds is not None:
                 totals[name] = totals.get(name, 0.0) + seconds
     measured = sum(totals.get(name, 0.0) for name in MEASURING_PHASES)
@@ -46,15 +46,15 @@ def phase_totals(
     available = total_seconds
     if slots:
         for slot in slots:
-            mine = [r for r in results if r.get("device_slot") == slot["slot"]]
+            mine = [r for r in results if r.device_slot == slot["slot"]]
             slot["measuring"] = sum(
                 seconds
                 for r in mine
-                for name, seconds in (r.get("phase_seconds") or {}).items()
+                for name, seconds in (r.phase_seconds or {}).items()
                 if name in MEASURING_PHASES and seconds is not None
             )
             slot["overhead"] = slot["busy"] - slot["measuring"]
-            slot["models"] = [r["model"] for r in mine]
+            slot["models"] = [r.model for r in mine]
         parallel = max(s["end"] for s in slots) - min(s["start"] for s in slots)
         available = total_seconds - parallel + sum(s["busy"] for s in slots)
         out |= {"slots": slots, "outside_slots": total_seconds - parallel, "available": available}
@@ -155,8 +155,8 @@ def validate_results(data, path: Path, option: str) -> None:
             f"(the format: vision_bench/reports/{SCHEMA_FILE.name})"
         )
     seen: dict[str, int] = {}
-    for index, r in enumerate(data["models"]):
-        key = model_key(r)
+    for index, r in enumerate(data["models"]):  # still JSON here: model_key's figures by their keys
+        key = r["cli_name"] + (f" [{r['variant']}]" if r.get("variant") else "")
         if key in seen:
             raise UsageError(
                 f"{option}: {path}: {r['model']} ({key}) appears twice, at $.models[{seen[key]}] and "
@@ -190,19 +190,19 @@ def read_results(path: Path, option: str) -> dict:
     return document_with_records(data)
 
 
-def model_key(r: dict) -> str:
+def model_key(r: ModelResult) -> str:
     """A model's identity across files: its CLI name, and its variant where results have variants."""
-    return r["cli_name"] + (f" [{r['variant']}]" if r.get("variant") else "")
+    return r.cli_name + (f" [{r.variant}]" if r.variant else "")
 
 
-def timed_seconds(r: dict) -> list[float]:
+def timed_seconds(r: ModelResult) -> list[float]:
     """End-to-end times of the runs in the headline statistics: kind 'timed' (schema 2) and not
     discarded by --discard-throttled, or every run but the cold start (schema 1, no warm-up)."""
-    runs: list[RunRecord] = r.get("runs") or []
+    runs: list[RunRecord] = r.runs or []
     return [run.total_s for run in runs if run.run_kind == RunKind.TIMED and not run.discarded]
 
 
-def setting(data: dict, r: dict | None, where: str, key: str):
+def setting(data: dict, r: ModelResult | None, where: str, key: str):
     """A model's system or run setting: its own where a merged file keeps one, else the file's."""
-    own = (r or {}).get("system" if where == "system" else "run_config")
+    own = None if r is None else r.system if where == "system" else r.run_config
     return (own or data.get(where) or {}).get(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..common import ms
 from ..records.measurement import LatencyStats, MemoryFigures
+from ..records.model_result import ModelResult
 from .blocks import Block, Cell, Heading, Note, Table
 
 SUMMARY_HEADERS = [
@@ -31,7 +32,7 @@ def number(value, show=lambda v: f"{v:.2f}") -> Cell:
     return Cell("n/a", None) if value is None else Cell(show(value), value)
 
 
-def memory_note(results: list[dict]) -> str:
+def memory_note(results: list[ModelResult]) -> str:
     """What the peak memory column means, and what a worker held before its model loaded."""
     text = (
         "Peak memory is over the cold start, warm-up and timed runs (the load's own peak is in the JSON). On the "
@@ -40,9 +41,9 @@ def memory_note(results: list[dict]) -> str:
         "allocator's peak, and in brackets its growth from before the load."
     )
     for r in results:
-        memory = r.get("memory") or MemoryFigures()
+        memory = r.memory or MemoryFigures()
         rss, uss = memory.cpu_rss_before_load_bytes, memory.cpu_private_before_load_bytes
-        if r.get("status") != "complete" or rss is None or uss is None:
+        if r.status != "complete" or rss is None or uss is None:
             continue
         text += (
             f" Before its model loaded, a worker held {rss / 2**20:.0f} MB resident, {uss / 2**20:.0f} MB of "
@@ -53,35 +54,35 @@ def memory_note(results: list[dict]) -> str:
     return text
 
 
-def summary_row(r: dict) -> list:
-    e2e, mem = r.get("latency_end_to_end") or LatencyStats(), r.get("memory") or MemoryFigures()
+def summary_row(r: ModelResult) -> list:
+    e2e, mem = r.latency_end_to_end or LatencyStats(), r.memory or MemoryFigures()
     peak = mem.peak_bytes
     return [
-        r.get("model"),
-        r.get("weights"),
-        number(r.get("load_seconds")),
-        number(r["cold_start"].total_s if r.get("cold_start") else None, ms),
+        r.model,
+        r.weights,
+        number(r.load_seconds),
+        number(r.cold_start.total_s if r.cold_start else None, ms),
         Cell(f"{ms(e2e.median)} {e2e.interval_text()}", e2e.median) if e2e.median is not None else Cell("n/a"),
         number(e2e.p90, ms),
-        number((r.get("latency_forward") or LatencyStats()).median, ms),
+        number((r.latency_forward or LatencyStats()).median, ms),
         number(e2e.cov, lambda v: f"{v * 100:.1f}%"),
-        number(r.get("fps") or None),
+        number(r.fps or None),
         Cell(f"{peak / 1024**2:.0f} (+{(mem.peak_over_baseline_bytes or 0) / 1024**2:.0f})", peak)
         if peak
         else Cell("n/a"),
-        number(r.get("parameters") or None, lambda v: f"{v:,}"),
-        number(r.get("gflops")),
-        "x".join(map(str, r.get("input_shape") or [])) or "n/a",
-        number(r["dissection"].records if r.get("dissection") else None, str),
-        r.get("status"),
-        number(e2e.n if r.get("latency_end_to_end") else None, str),
+        number(r.parameters or None, lambda v: f"{v:,}"),
+        number(r.gflops),
+        "x".join(map(str, r.input_shape or [])) or "n/a",
+        number(r.dissection.records if r.dissection else None, str),
+        r.status,
+        number(e2e.n if r.latency_end_to_end else None, str),
     ]
 
 
-def summary_blocks(results: list[dict]) -> list[Block]:
+def summary_blocks(results: list[ModelResult]) -> list[Block]:
     """Every model that started (a failed one with what it measured), sortable on the page."""
-    shown = [r for r in results if r.get("status") != "not run"]
-    kind = next((r["memory"].peak_kind for r in shown if r.get("memory") and r["memory"].peak_kind), "peak memory")
+    shown = [r for r in results if r.status != "not run"]
+    kind = next((r.memory.peak_kind for r in shown if r.memory and r.memory.peak_kind), "peak memory")
     headers = [f"{h} ({kind})" if h == "peak memory MB" else h for h in SUMMARY_HEADERS]
     return [
         Heading(2, "Summary", "summary"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..common import atomic_write_json, atomic_write_text
 from ..measure.stats import CI_METHOD
 from ..records.measurement import LatencyStats, MemoryFigures, RunKind
-from ..records.model_result import document_with_records
+from ..records.model_result import ModelResult, document_with_records
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
 from .html import html_report
@@ -66,16 +66,16 @@ def csv_columns(option_names) -> list[str]:
     return CSV_MODEL_COLUMNS + list(option_names) + CSV_MORE_COLUMNS
 
 
-def csv_row(r: dict, option_names) -> dict:
-    e2e = r.get("latency_end_to_end") or LatencyStats()
-    mem = r.get("memory") or MemoryFigures()
+def csv_row(r: ModelResult, option_names) -> dict:
+    e2e = r.latency_end_to_end or LatencyStats()
+    mem = r.memory or MemoryFigures()
     return {
-        "model": r["model"],
-        "cli_name": r["cli_name"],
-        "status": r["status"],
-        "weights": r["weights"],
-        "load_s": r.get("load_seconds"),
-        "cold_start_s": r["cold_start"].total_s if r.get("cold_start") else None,
+        "model": r.model,
+        "cli_name": r.cli_name,
+        "status": r.status,
+        "weights": r.weights,
+        "load_s": r.load_seconds,
+        "cold_start_s": r.cold_start.total_s if r.cold_start else None,
         "e2e_median_s": e2e.median,
         "e2e_ci95_low_s": e2e.ci95_low,
         "e2e_ci95_high_s": e2e.ci95_high,
@@ -83,21 +83,21 @@ def csv_row(r: dict, option_names) -> dict:
         "e2e_mean_s": e2e.mean,
         "e2e_std_s": e2e.std,
         "e2e_cov": e2e.cov,
-        "forward_median_s": (r.get("latency_forward") or LatencyStats()).median,
-        "fps": r.get("fps"),
+        "forward_median_s": (r.latency_forward or LatencyStats()).median,
+        "fps": r.fps,
         "peak_memory_mb": mem.peak_bytes / 1024**2 if mem.peak_bytes else None,
         "peak_over_baseline_mb": mem.peak_over_baseline_bytes / 1024**2
         if mem.peak_bytes and mem.peak_over_baseline_bytes is not None
         else None,
         "peak_memory_kind": mem.peak_kind,
-        "parameters": r.get("parameters"),
-        "gflops": r.get("gflops"),
-        "input_shape": "x".join(map(str, r["input_shape"])) if r.get("input_shape") else None,
-        "layers_dissected": r["dissection"].records if r.get("dissection") else None,
-        "warm_runs": e2e.n if r.get("latency_end_to_end") else None,
-        "warmup_runs": sum(1 for run in r.get("runs", []) if run.kind == RunKind.WARMUP),
-        **{name: (r.get("config") or {}).get(name) for name in option_names},
-        "variant": "torch-fp32" if r.get("variants") else None,
+        "parameters": r.parameters,
+        "gflops": r.gflops,
+        "input_shape": "x".join(map(str, r.input_shape)) if r.input_shape else None,
+        "layers_dissected": r.dissection.records if r.dissection else None,
+        "warm_runs": e2e.n if r.latency_end_to_end else None,
+        "warmup_runs": sum(1 for run in r.runs if run.kind == RunKind.WARMUP),
+        **{name: (r.config or {}).get(name) for name in option_names},
+        "variant": "torch-fp32" if r.variants else None,
     }
 
 
@@ -193,7 +193,7 @@ def write_report_files(data: dict, ctx) -> dict:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for r in document_with_records(data)["models"]:  # a hand-built document too
-        if r["status"] != "not run":
+        if r.status != "not run":
             row = dict.fromkeys(columns) | csv_row(r, option_names)
             for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):
                 writer.writerow({k: ("" if v is None else v) for k, v in written.items()})

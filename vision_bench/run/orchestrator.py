@@ -3,6 +3,7 @@ reports are written after every model."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import queue
 import signal
@@ -13,6 +14,8 @@ from datetime import datetime
 from ..common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
 from ..measure.environment import system_info
 from ..measure.model_pass import benchmark_model, new_result
+from ..records.model_result import ModelResult
+from ..records.statuses import ModelStatus
 from ..reports.results_file import report_paths
 from ..reports.write import write_reports
 from ..settings import RunContext
@@ -41,7 +44,7 @@ def run_all(classes, ctx: RunContext) -> int:
                 run_in_worker(cls, ctx, result)
             else:
                 benchmark_model(cls, ctx, result)
-            if result["status"] == "complete":
+            if result.status == "complete":
                 log("COMPLETE", f"{cls.MODEL_NAME} finished")
             else:
                 exit_code = EXIT_FAILED
@@ -57,16 +60,12 @@ def run_all(classes, ctx: RunContext) -> int:
     except (RunInterrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
         ctx.status = "interrupted"
-        current = next((r for r in ctx.results if r["status"] == "running"), None)
+        current = next((r for r in ctx.results if r.status == "running"), None)
         if current is not None:
-            current["status"] = "interrupted"
-        where = (
-            f"during {current['model']} ({current.get('phase_reached') or current['phase']})"
-            if current
-            else "between models"
-        )
+            current.status = ModelStatus.INTERRUPTED
+        where = f"during {current.model} ({current.phase_reached or current.phase})" if current else "between models"
         log("ERROR", f"Interrupted by {signal.Signals(signum).name} {where}; writing the results of finished models")
-        done = {r["cli_name"] for r in ctx.results}
+        done = {r.cli_name for r in ctx.results}
         mark_not_run([c for c in classes if c.CLI_NAME not in done], ctx)
         exit_code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
     with signals_deferred(deliver=False):  # the run is ending anyway: a second Ctrl-C must not cut the write
@@ -91,7 +90,7 @@ def run_on_devices(classes, ctx: RunContext) -> int:
     run = DevicesRun(classes, ctx)
     exit_code = run.run()
     results = run.ordered()
-    if exit_code == EXIT_OK and any(r["status"] != "complete" for r in results):
+    if exit_code == EXIT_OK and any(r.status != "complete" for r in results):
         exit_code = EXIT_FAILED
     ctx.status = {EXIT_OK: "complete", EXIT_FAILED: "incomplete"}.get(exit_code, "interrupted")
     ctx.results = results
@@ -125,12 +124,12 @@ class DevicesRun:
         ]
         ctx.device_slots = [{"device": str(d), "slot": i, "start": None, "end": None} for i, d in enumerate(devices)]
 
-    def ordered(self) -> list[dict]:
+    def ordered(self) -> list[ModelResult]:
         return [self.records[c] for c in self.classes if c in self.records]
 
     def write_now(self) -> None:
         with self.lock:  # a running model's record is copied: its thread replaces it at every phase
-            self.ctx.results = [r if r["status"] != "running" else dict(r) for r in self.ordered()]
+            self.ctx.results = [r if r.status != "running" else copy.copy(r) for r in self.ordered()]
             write_reports(self.ctx)
 
     def wait_for_all(self) -> None:
@@ -185,13 +184,13 @@ class DevicesRun:
         try:
             run_in_worker(cls, dctx, result)
         except RunInterrupted:
-            result["status"] = "interrupted"
-        result["device"], result["device_slot"] = str(device), slot
+            result.status = ModelStatus.INTERRUPTED
+        result.device, result.device_slot = str(device), slot
         if dctx.system is not self.ctx.system:
-            result["system"] = dctx.system
-        if result["status"] == "complete":
+            result.system = dctx.system
+        if result.status == "complete":
             log("COMPLETE", f"{cls.MODEL_NAME} finished on {device}")
-        elif result["status"] != "interrupted":
+        elif result.status != "interrupted":
             self.failed.set()
             if not self.ctx.settings.keep_going:
                 log(
@@ -203,7 +202,7 @@ class DevicesRun:
 
 def mark_not_run(classes, ctx: RunContext) -> None:
     for cls in classes:
-        ctx.results.append(new_result(cls, ctx) | {"status": "not run", "phase": None})
+        ctx.results.append(new_result(cls, ctx).replaced(status=ModelStatus.NOT_RUN, phase=None))
 
 
 def announce(ctx: RunContext) -> None:
@@ -238,7 +237,7 @@ def print_summary(ctx: RunContext) -> None:
     print(f"BENCHMARK {ctx.status.upper()}")
     print("=" * 80)
     for r in ctx.results:
-        print(f"  {r['model']:<22} {r['status']}")
+        print(f"  {r.model:<22} {r.status}")
     print("Output files:")
     for p in paths_written.values():
         print(f"  - {p}")

@@ -10,6 +10,8 @@ import os
 
 from ..common import UsageError
 from ..records.failure import ErrorRecord
+from ..records.model_result import ModelResult
+from ..records.statuses import ModelStatus
 
 SLURM_VARIABLES = {
     "job_id": "SLURM_JOB_ID",
@@ -130,40 +132,36 @@ def mark_array_failures(array: dict, chosen: dict, weights: str | None, log_temp
     for entry in array["selected"]:
         index, name = entry["shard"], entry["cli_name"]
         record = chosen.get(name)
-        if record is not None and record["status"] == "complete":
+        if record is not None and record.status == "complete":
             records.append(record)
             continue
         job = array["jobs"].get(index) or {}
         where = f"shard {index}/{array['count']}" + (
             f" (Slurm job {job['array_job_id']}_{job['array_task_id']})" if job.get("array_job_id") else ""
         )
+        status_in_shard = record.status if record is not None else "missing"
         if record is None:
             what = f"{where} wrote no results for it: the task was killed, timed out, failed to start or never ran"
-            record = {
-                "model": entry["model"],
-                "cli_name": name,
-                "task": entry.get("task"),
-                "library": entry.get("library"),
-                "weights": weights,
-                "weights_source": None,
-                "runs": [],
-                "phase": None,
-                "phase_seconds": {},
-            }
+            record = ModelResult(
+                model=entry["model"],
+                cli_name=name,
+                task=entry.get("task"),
+                library=entry.get("library"),
+                weights=weights,
+                weights_source=None,
+                phase=None,
+            )
         else:
-            error = record.get("error")
-            what = f"{where} ended with it {record['status']}" + (error.in_words if error else "")
+            error = record.error
+            what = f"{where} ended with it {record.status}" + (error.in_words if error else "")
         log = shard_log(array, index, log_template)
         message = what + (f"; see the task's log {log}" if log else "; see the log of that task")
-        record = dict(
-            record,
-            status="failed",
-            status_in_shard=record.get("status", "missing"),
+        record = record.replaced(
+            status=ModelStatus.FAILED,
+            status_in_shard=status_in_shard,
             shard_log=log,
             error=ErrorRecord(
-                "ShardFailed",
-                message,
-                (record["error"].phase if record.get("error") else None) or record.get("phase_reached"),
+                "ShardFailed", message, (record.error.phase if record.error else None) or record.phase_reached
             ),
         )
         records.append(record)

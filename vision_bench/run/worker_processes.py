@@ -20,6 +20,8 @@ from ..measure.model_pass import benchmark_model, new_result
 from ..records import SweepPointStatus
 from ..records.failure import ErrorRecord, WorkerRecord
 from ..records.measurement import MemoryFigures, PeakReading
+from ..records.model_result import ModelResult
+from ..records.statuses import ModelStatus
 from ..records.sweep import WorkerDeath
 from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
@@ -86,7 +88,7 @@ def start_worker_server() -> None:
     forkserver.ensure_running()
 
 
-def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: dict | None = None) -> None:
+def worker_main(cls, ctx: RunContext, conn, log_path: str, resume: ModelResult | None = None) -> None:
     """Runs in the worker process: one model, its output into log_path (the parent relays it),
     its result record to the parent at every phase. `resume`: the record of a model whose worker
     died during its sweep; this worker only goes on with the sweep."""
@@ -155,7 +157,7 @@ def stop_worker(process, finished: bool) -> None:
     process.join()
 
 
-def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -> None:
+def run_in_worker(cls, ctx: RunContext, result: ModelResult, part: int | None = None) -> None:
     """Run one model in a fresh worker process and fill `result` from its reports. A worker that
     dies (any signal, the OOM killer, an exit without a result) or overruns --model-timeout gives
     a failed record with what it had measured, the phase it was in and its last output lines;
@@ -166,20 +168,20 @@ def run_in_worker(cls, ctx: RunContext, result: dict, part: int | None = None) -
     resume = None
     for _ in range(MAX_SWEEP_RESUMES + 1):
         run_one_worker(cls, ctx, result, resume, part)
-        sweep = result.get("sweep")
-        fresh_next = result.get("status") == "complete" and sweep is not None and sweep.fresh_worker_next
+        sweep = result.sweep
+        fresh_next = result.status == "complete" and sweep is not None and sweep.fresh_worker_next
         if not (sweep_point_died(result) or fresh_next):
             return
         resume = result
 
 
-def sweep_point_died(result: dict) -> bool:
+def sweep_point_died(result: ModelResult) -> bool:
     """If the worker died at a sweep point: that point is `oom`, the model complete; True then."""
-    sweep, error = result.get("sweep"), result.get("error")
+    sweep, error = result.sweep, result.error
     running = [p for p in sweep.points if p.status == SweepPointStatus.RUNNING] if sweep else []
     if (
         sweep is None
-        or result.get("status") != "failed"
+        or result.status != "failed"
         or error is None
         or error.type != "WorkerDied"
         or error.phase != "sweep"
@@ -190,17 +192,17 @@ def sweep_point_died(result: dict) -> bool:
     point.status, point.killed, point.reason = SweepPointStatus.OOM, True, error.message
     log(
         "SWEEP",
-        f"{result['model']}: the worker died at {point.dimension} {point.value} (out of memory): "
+        f"{result.model}: the worker died at {point.dimension} {point.value} (out of memory): "
         "that is the edge; a fresh worker goes on with the sweep",
     )
     death = WorkerDeath(dimension=point.dimension, value=point.value, message=error.message)
     sweep.worker_deaths = (sweep.worker_deaths or []) + [death]
-    result.pop("error")
-    result.update(status="complete", phase="sweep")
+    result.error = None
+    result.status, result.phase = ModelStatus.COMPLETE, "sweep"
     return True
 
 
-def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part: int | None) -> None:
+def run_one_worker(cls, ctx: RunContext, result: ModelResult, resume: ModelResult | None, part: int | None) -> None:
     import multiprocessing
 
     mp = multiprocessing.get_context("forkserver")
@@ -215,7 +217,7 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
     started = time.time()
     process.start()
     send.close()
-    worker = result["worker"] = WorkerRecord(process.pid, log=str(log_path.relative_to(ctx.results_dir)))
+    worker = result.worker = WorkerRecord(process.pid, log=str(log_path.relative_to(ctx.results_dir)))
     relay = LogRelay(log_path, prefix=ctx.log_prefix)
     relay.offset = logged  # a sweep's fresh worker appends to its model's log: relay only its own lines
     finished = False
@@ -226,7 +228,7 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
         relay.pump(final=True)
         receive.close()
         if not finished:
-            result["phase_reached"] = result.get("phase") or "setup"
+            result.phase_reached = result.phase or "setup"
     worker.exit_code = process.exitcode
     if process.exitcode is not None and process.exitcode < 0:
         worker.signal = signal.Signals(-process.exitcode).name
@@ -235,10 +237,10 @@ def run_one_worker(cls, ctx: RunContext, result: dict, resume: dict | None, part
         log("ERROR", f"{cls.MODEL_NAME}: {error.message}. Its output: {log_path}")
 
 
-def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: dict, started: float) -> tuple:
+def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: ModelResult, started: float) -> tuple:
     """Relay a worker's output and take its records until its last one, its death, its deadline
     (--model-timeout) or --devices' stop event. Returns (finished, timed_out, its last peak RSS)."""
-    worker = result["worker"]
+    worker = result.worker
     stop = ctx.stop_event  # set by the main thread when --devices runs this in a thread
     deadline = None  # --model-timeout counts from the worker's start, not the fork server's imports
     finished = False
@@ -254,17 +256,17 @@ def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: di
             except EOFError:
                 break  # the worker is gone without a last word
             if kind == "started":
-                seconds = result.setdefault("phase_seconds", {})  # a sweep's fresh worker adds its start
+                seconds = result.phase_seconds  # a sweep's fresh worker adds its start
                 seconds["worker_start"] = (seconds.get("worker_start") or 0.0) + payload - started
                 if ctx.settings.model_timeout:
                     deadline = time.time() + ctx.settings.model_timeout
             else:
-                payload["phase_seconds"] = {
-                    **payload.get("phase_seconds", {}),
-                    "worker_start": result["phase_seconds"].get("worker_start"),
+                payload.phase_seconds = {
+                    **payload.phase_seconds,
+                    "worker_start": result.phase_seconds.get("worker_start"),
                 }
-                result.clear()
-                result.update(payload, worker=worker)
+                result.adopt(payload)
+                result.worker = worker
                 finished = kind == "done"
         elif not process.is_alive() and not receive.poll():
             break
@@ -273,18 +275,21 @@ def follow_worker(process, receive, relay: LogRelay, ctx: RunContext, result: di
     return finished, False, last_hwm
 
 
-def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last_hwm, tail: list[str]) -> ErrorRecord:
+def record_lost_worker(
+    cls, ctx: RunContext, result: ModelResult, timed_out: bool, last_hwm, tail: list[str]
+) -> ErrorRecord:
     """The record of a worker that died or overran --model-timeout: status, error, memory at failure."""
-    worker, phase = result["worker"], result["phase_reached"]
-    memory = result.setdefault("memory", MemoryFigures())
+    worker, phase = result.worker, result.phase_reached
+    assert worker is not None  # run_one_worker set it
+    memory = result.memory = result.memory or MemoryFigures()
     if memory.at_failure is None:
         memory.at_failure = PeakReading(cpu_peak_rss_bytes=last_hwm, source="worker VmHWM, read by the parent")
     if timed_out:
-        result["status"] = "timeout"
+        result.status = ModelStatus.TIMEOUT
         message = f"killed after --model-timeout {ctx.settings.model_timeout:g} s, during {phase}"
         error_type = "Timeout"
     else:
-        result["status"] = "failed"
+        result.status = ModelStatus.FAILED
         error_type = "WorkerDied"
         if worker.signal:
             message = f"the worker process was killed by {worker.signal} during {phase}" + (
@@ -292,5 +297,5 @@ def record_lost_worker(cls, ctx: RunContext, result: dict, timed_out: bool, last
             )
         else:
             message = f"the worker process exited with code {worker.exit_code} during {phase} without a result"
-    error = result["error"] = ErrorRecord(error_type, message, phase, output_tail=tail)
+    error = result.error = ErrorRecord(error_type, message, phase, output_tail=tail)
     return error

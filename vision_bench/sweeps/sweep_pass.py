@@ -14,20 +14,21 @@ from ..measure.stats import format_interval
 from ..measure.timed_runs import run_timed_phases, summarize_latency
 from ..models.images import load_rgb
 from ..records import SweepPointStatus
+from ..records.model_result import ModelResult
 from ..records.sweep import MemoryLimit, PointMemory, SweepPoint, SweepRecord
 from ..variants.variant_pass import load_fresh
 from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 
 
-def measure_sweep(bench, ctx, result: dict, tracker, publish) -> None:
+def measure_sweep(bench, ctx, result: ModelResult, tracker, publish) -> None:
     """--batch-sizes / --input-sizes: point after point (sweeps.next_point) in this worker, each with
     its own warm-up and timed runs. The record is published before every point, so that if the worker
     dies at one (the OOM killer, --memory-limit) the parent marks that point `oom` and a fresh worker
     goes on from the next (resume_sweep)."""
-    sweep: SweepRecord | None = result.get("sweep")
+    sweep: SweepRecord | None = result.sweep
     if sweep is None:
         limit = MemoryLimit(**memory_limit(ctx.settings.memory_limit, ctx.device))
-        sweep = result["sweep"] = new_sweep(type(bench), ctx.settings, limit)
+        sweep = result.sweep = new_sweep(type(bench), ctx.settings, limit)
     for dimension, reason in sweep.unsupported.items():
         log("SWEEP", f"{bench.MODEL_NAME}: {dimension} unsupported: {reason}")
     image = load_rgb(ctx.images[0])
@@ -126,7 +127,7 @@ def take_timed_figures(point: SweepPoint, timed: dict) -> None:
             setattr(point, name, timed[name])
 
 
-def resume_sweep(cls, ctx, result: dict, publish) -> None:
+def resume_sweep(cls, ctx, result: ModelResult, publish) -> None:
     """In a fresh worker: the model loads again and its sweep goes on from the point after the one
     its previous worker died at; nothing else is measured again."""
     tracker = MemoryTracker(ctx.device)
@@ -135,12 +136,13 @@ def resume_sweep(cls, ctx, result: dict, publish) -> None:
         bench = load_fresh(cls, ctx)
         measure_sweep(bench, ctx, result, tracker, publish)
     except Exception as exc:
-        result["sweep"].error = exception_line(exc)
+        if result.sweep is not None:
+            result.sweep.error = exception_line(exc)
         log("ERROR", f"{cls.MODEL_NAME}: the sweep could not go on: {exception_line(exc)}")
     finally:
         tracker.stop_sampling()
         if bench is not None:
             bench.release()
         free_cached_memory(ctx.device)
-    result["phase"] = None
+    result.phase = None
     publish(result)

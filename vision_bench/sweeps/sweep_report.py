@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..common import ms
 from ..records import ModelStatus
+from ..records.model_result import ModelResult
 from ..records.sweep import BATCH, INPUT_SIZE, BatchAnalysis, LineFit, SweepRecord, Throughput
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
@@ -42,8 +43,8 @@ def interval(low, high, fmt: str, scale: float = 1.0) -> str:
     return "" if low is None or high is None else f" [{format(low * scale, fmt)}, {format(high * scale, fmt)}]"
 
 
-def sweep_rows(r: dict) -> list[list[str]]:
-    sweep: SweepRecord | None = r.get("sweep")
+def sweep_rows(r: ModelResult) -> list[list[str]]:
+    sweep: SweepRecord | None = r.sweep
     if sweep is None:
         return []
     rows = [
@@ -102,9 +103,9 @@ def batch_summary(sweep: SweepRecord, a: BatchAnalysis) -> list[str]:
     return parts
 
 
-def summary_line(r: dict) -> str | None:
+def summary_line(r: ModelResult) -> str | None:
     """One line per model: best throughput and its batch, the knee, the edge, the prediction."""
-    sweep: SweepRecord | None = r.get("sweep")
+    sweep: SweepRecord | None = r.sweep
     if not sweep:
         return None
     parts = []
@@ -117,7 +118,7 @@ def summary_line(r: dict) -> str | None:
         parts.append(f"input size {s.edge.first_oom} out of memory")
     if INPUT_SIZE in sweep.unsupported:
         parts.append("input size: unsupported")
-    return f"{r['model']}: " + "; ".join(parts) + "." if parts else None
+    return f"{r.model}: " + "; ".join(parts) + "." if parts else None
 
 
 def fit_text(fit: LineFit | None, per: str, scale: float, unit: str) -> str:
@@ -129,9 +130,10 @@ def fit_text(fit: LineFit | None, per: str, scale: float, unit: str) -> str:
     )
 
 
-def sweep_notes(r: dict) -> list[str]:
+def sweep_notes(r: ModelResult) -> list[str]:
     """The sentences under a model's sweep table."""
-    sweep: SweepRecord = r["sweep"]
+    sweep = r.sweep
+    assert sweep is not None  # sweep_section calls it for a model with a sweep
     notes = [
         "Each point: the first image repeated to the batch, one first run, then warm-up and timed runs of the "
         "whole batch (end to end: preprocess, forward, postprocess); images/s = batch / the median, its interval "
@@ -162,21 +164,21 @@ def sweep_notes(r: dict) -> list[str]:
     return notes
 
 
-def chart_path(assets: Path, r: dict, suffix: str) -> Path:
-    return assets / f"{r['model']}_sweep_{suffix}.png"
+def chart_path(assets: Path, r: ModelResult, suffix: str) -> Path:
+    return assets / f"{r.model}_sweep_{suffix}.png"
 
 
-def sweep_charts(r: dict, assets: Path) -> list[tuple[str, str]]:
+def sweep_charts(r: ModelResult, assets: Path) -> list[tuple[str, str]]:
     """The model's sweep charts (file name, alt text), drawn once when missing: a finished model's
     points never change."""
-    sweep: SweepRecord | None = r.get("sweep")
-    if not sweep or r.get("phase") == "sweep" and r.get("status") == ModelStatus.RUNNING:
+    sweep: SweepRecord | None = r.sweep
+    if not sweep or r.phase == "sweep" and r.status == ModelStatus.RUNNING:
         return []
     out = []
     for suffix, alt in CHART_SUFFIXES:
         path = chart_path(assets, r, suffix)
         if path.exists() or DRAW[suffix](r, sweep, path):
-            out.append((path.name, f"{r['model']}: {alt}"))
+            out.append((path.name, f"{r.model}: {alt}"))
     return out
 
 
@@ -207,7 +209,7 @@ def batch_figure(sweep: SweepRecord, fewest: int = 2):
     return plt, fig, ax, points, [p.value for p in points]
 
 
-def draw_throughput(r: dict, sweep: SweepRecord, path: Path) -> bool:
+def draw_throughput(r: ModelResult, sweep: SweepRecord, path: Path) -> bool:
     if (figure := batch_figure(sweep)) is None or sweep.batch_analysis is None:
         return False
     plt, fig, ax, points, x = figure
@@ -227,12 +229,10 @@ def draw_throughput(r: dict, sweep: SweepRecord, path: Path) -> bool:
     ax.plot([knee.batch], [knee.throughput], "*", ms=14, color="tab:red", label=f"knee: batch {knee.batch}")
     mark_edge(ax, sweep)
     ax.set_xscale("log", base=2)
-    return finish(
-        fig, ax, path, f"{r['model']}: throughput against batch", "batch size (log 2)", "images per second", plt
-    )
+    return finish(fig, ax, path, f"{r.model}: throughput against batch", "batch size (log 2)", "images per second", plt)
 
 
-def draw_latency(r: dict, sweep: SweepRecord, path: Path) -> bool:
+def draw_latency(r: ModelResult, sweep: SweepRecord, path: Path) -> bool:
     if (figure := batch_figure(sweep)) is None:
         return False
     plt, fig, ax, points, x = figure
@@ -253,14 +253,14 @@ def draw_latency(r: dict, sweep: SweepRecord, path: Path) -> bool:
         fig,
         ax,
         path,
-        f"{r['model']}: latency per image against batch (medians)",
+        f"{r.model}: latency per image against batch (medians)",
         "batch size (log 2)",
         "ms per image",
         plt,
     )
 
 
-def draw_memory(r: dict, sweep: SweepRecord, path: Path) -> bool:
+def draw_memory(r: ModelResult, sweep: SweepRecord, path: Path) -> bool:
     if (figure := batch_figure(sweep, fewest=1)) is None:
         return False
     plt, fig, ax, points, x = figure
@@ -302,10 +302,10 @@ def draw_memory(r: dict, sweep: SweepRecord, path: Path) -> bool:
             va="top",
         )
     mark_edge(ax, sweep)
-    return finish(fig, ax, path, f"{r['model']}: memory against batch", "batch size", "peak memory (MB)", plt)
+    return finish(fig, ax, path, f"{r.model}: memory against batch", "batch size", "peak memory (MB)", plt)
 
 
-def draw_pixels(r: dict, sweep: SweepRecord, path: Path) -> bool:
+def draw_pixels(r: ModelResult, sweep: SweepRecord, path: Path) -> bool:
     points = sorted((p for p in sweep.ok_points(INPUT_SIZE) if p.pixels), key=lambda p: p.pixels or 0)
     if len(points) < 2:
         return False
@@ -340,7 +340,7 @@ def draw_pixels(r: dict, sweep: SweepRecord, path: Path) -> bool:
         lines = ax.get_legend_handles_labels()
         extra = flops.get_legend_handles_labels()
         ax.legend(lines[0] + extra[0], lines[1] + extra[1], loc="lower right", fontsize=8)
-    fig.suptitle(f"{r['model']}: cost against input size (batch 1)", fontsize=9)
+    fig.suptitle(f"{r.model}: cost against input size (batch 1)", fontsize=9)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -358,18 +358,18 @@ SWEEP_CSV_COLUMNS = [
 ]
 
 
-def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
+def sweep_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
     """One CSV row per sweep point, in the columns of the model's own row (times per batch)."""
-    sweep: SweepRecord | None = r.get("sweep")
+    sweep: SweepRecord | None = r.sweep
     rows = []
     for p in sweep.points if sweep else []:
         lat, thr = p.latency_end_to_end or {}, p.throughput or Throughput()
         row = dict.fromkeys(base_row)
         row.update(
-            model=r["model"],
-            cli_name=r["cli_name"],
+            model=r.model,
+            cli_name=r.cli_name,
             status=p.status,
-            weights=r.get("weights"),
+            weights=r.weights,
             sweep_dimension=p.dimension,
             batch_size=p.batch,
             sweep_input_size=p.input_size,
@@ -386,8 +386,8 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
             throughput_ci95_low=thr.ci95_low,
             throughput_ci95_high=thr.ci95_high,
             peak_memory_mb=p.peak_bytes / MB if p.peak_bytes else None,
-            peak_memory_kind=r["memory"].peak_kind if r.get("memory") else None,
-            parameters=r.get("parameters"),
+            peak_memory_kind=r.memory.peak_kind if r.memory else None,
+            parameters=r.parameters,
             gflops=p.flops_per_image / 1e9 if p.flops_per_image is not None else None,
             input_shape="x".join(map(str, p.input_shape)) if p.input_shape else None,
             sweep_reason=p.reason,
@@ -396,7 +396,7 @@ def sweep_csv_rows(r: dict, base_row: dict) -> list[dict]:
     return rows
 
 
-def sweep_section(r: dict, assets: Path) -> list[Block]:
+def sweep_section(r: ModelResult, assets: Path) -> list[Block]:
     """The model's sweep: its summary line, the table of its points, the notes and the charts."""
     line = summary_line(r)
     blocks: list[Block] = [Heading(3, "How cost grows")]

@@ -19,6 +19,7 @@ from ..measure.timed_runs import (
 from ..models.images import load_rgb
 from ..records import VariantStatus
 from ..records.codec import encode
+from ..records.model_result import ModelResult
 from ..records.variants import VARIANT_FIELDS, VariantResult
 from .output_parity import compare_outputs, parity_outputs
 from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
@@ -60,7 +61,7 @@ def mark(record, **fields) -> None:
             setattr(record, name, value)
 
 
-def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> list[dict]:
+def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[str]) -> list[dict]:
     """Each variant in a fresh instance of the model (same seed, so the same weights), measured
     like the reference and checked against its outputs. A variant that cannot run is a row marked
     'unsupported' or 'failed' with its reason; the model and the run go on. Returns the reference's
@@ -68,7 +69,7 @@ def measure_variants(bench, ctx, result: dict, tracker, variants: list[str]) -> 
     images = [(path, load_rgb(path)) for path in ctx.images]
     log("VARIANT", f"{bench.MODEL_NAME}: reference outputs (torch-fp32) on {len(images)} image(s) for parity")
     reference = parity_outputs(bench, images)
-    rows = result["variants"] = [reference_row(result)]
+    rows = result.variants = [reference_row(result)]
     bench.release()  # each variant's memory is its own, not the reference's too
     free_cached_memory(ctx.device)
     for variant in variants:
@@ -117,7 +118,7 @@ def keep_measured(record: VariantResult, timed: dict) -> None:
         setattr(record, name, timed[name])
 
 
-def reference_row(result: dict) -> VariantResult:
+def reference_row(result: ModelResult) -> VariantResult:
     """The reference's row of the variants table: its figures as measured above, not again."""
     return VariantResult(
         variant=REFERENCE_VARIANT,
@@ -126,11 +127,11 @@ def reference_row(result: dict) -> VariantResult:
         reference=True,
         speedup_forward=1.0,
         speedup_end_to_end=1.0,
-        latency_end_to_end=encode(result.get("latency_end_to_end")),
-        latency_forward=encode(result.get("latency_forward")),
-        cold_start=encode(result.get("cold_start")),
-        fps=result.get("fps"),
-        memory={k: getattr(result["memory"], k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
+        latency_end_to_end=encode(result.latency_end_to_end),
+        latency_forward=encode(result.latency_forward),
+        cold_start=encode(result.cold_start),
+        fps=result.fps,
+        memory={k: getattr(result.memory, k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..common import ms
 from ..records import ParityVerdict
+from ..records.model_result import ModelResult
 from ..records.variants import ParityWorst, VariantResult
 from ..reports.blocks import Block, BulletList, Heading, Paragraph, Table
 
@@ -46,12 +47,12 @@ def task_text(worst: ParityWorst) -> str:
     return "; ".join(parts) or "nothing to match"
 
 
-def variants_of(r: dict) -> list[VariantResult]:
+def variants_of(r: ModelResult) -> list[VariantResult]:
     """The model's variants (the reference first); none without --variants."""
-    return r.get("variants") or []
+    return r.variants or []
 
 
-def variant_rows(r: dict) -> list[list[str]]:
+def variant_rows(r: ModelResult) -> list[list[str]]:
     rows = []
     for v in variants_of(r):
         if not v.complete:
@@ -79,7 +80,7 @@ def variant_rows(r: dict) -> list[list[str]]:
     return rows
 
 
-def variant_notes(r: dict) -> list[str]:
+def variant_notes(r: ModelResult) -> list[str]:
     """How each variant ran: autocast dtype, export file and provider, compile time in the cold start."""
     notes = []
     for v in variants_of(r):
@@ -96,7 +97,7 @@ def variant_notes(r: dict) -> list[str]:
             notes.append(
                 f"torch-compile: compiling happens in the cold start "
                 f"({ms(v.cold_start_seconds)} ms, against the reference's "
-                f"{ms(r['cold_start'].total_s if r.get('cold_start') else None)} ms)"
+                f"{ms(r.cold_start.total_s if r.cold_start else None)} ms)"
             )
         if d.get("autocast_dtype"):
             notes.append(
@@ -105,7 +106,7 @@ def variant_notes(r: dict) -> list[str]:
     return notes
 
 
-def variants_section(r: dict) -> list[Block]:
+def variants_section(r: ModelResult) -> list[Block]:
     """The model's variants: how they were compared, their table, and how each ran."""
     return [
         Heading(3, "Variants"),
@@ -119,7 +120,7 @@ def variants_section(r: dict) -> list[Block]:
     ]
 
 
-def variant_findings(results: list[dict]) -> list[str]:
+def variant_findings(results: list[ModelResult]) -> list[str]:
     lines = []
     for r in results:
         done = [v for v in variants_of(r) if v.complete and not v.reference]
@@ -129,22 +130,22 @@ def variant_findings(results: list[dict]) -> list[str]:
         best = max(passing, key=lambda v: v.speedup_forward or 0, default=None)
         if best is not None and (best.speedup_forward or 0) > 1:
             lines.append(
-                f"Fastest variant that passes parity: {r['model']} {best.variant}, "
+                f"Fastest variant that passes parity: {r.model} {best.variant}, "
                 f"{best.speedup_forward:.2f}x the torch-fp32 forward."
             )
         else:
-            lines.append(f"No variant of {r['model']} both passes parity and beats torch-fp32's forward.")
+            lines.append(f"No variant of {r.model} both passes parity and beats torch-fp32's forward.")
         for v in done:
             if v.parity and v.parity.verdict == ParityVerdict.FAIL and (v.speedup_forward or 0) > 1:
                 lines.append(
-                    f"Faster but fails parity: {r['model']} {v.variant}, {v.speedup_forward:.2f}x, "
+                    f"Faster but fails parity: {r.model} {v.variant}, {v.speedup_forward:.2f}x, "
                     + "; ".join(v.parity.reasons[:2])
                     + "."
                 )
     return lines
 
 
-def variant_csv_rows(r: dict, base_row: dict) -> list[dict]:
+def variant_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
     """One CSV row per non-reference variant, in the columns of the model's own row."""
     rows = []
     for v in variants_of(r):
@@ -153,10 +154,10 @@ def variant_csv_rows(r: dict, base_row: dict) -> list[dict]:
         e2e, mem, worst = v.latency_end_to_end or {}, v.memory or {}, v.parity_worst
         row = dict.fromkeys(base_row)
         row.update(
-            model=r["model"],
-            cli_name=r["cli_name"],
+            model=r.model,
+            cli_name=r.cli_name,
             status=v.status,
-            weights=r.get("weights"),
+            weights=r.weights,
             variant=v.variant,
             cold_start_s=v.cold_start_seconds,
             e2e_median_s=e2e.get("median"),
@@ -171,7 +172,7 @@ def variant_csv_rows(r: dict, base_row: dict) -> list[dict]:
             peak_memory_mb=v.peak_mb,
             peak_over_baseline_mb=mem["peak_over_baseline_bytes"] / 1024**2 if mem.get("peak_bytes") else None,
             peak_memory_kind=mem.get("peak_kind"),
-            parameters=r.get("parameters"),
+            parameters=r.parameters,
             input_shape=base_row.get("input_shape"),
             warm_runs=e2e.get("n"),
             speedup_forward=v.speedup_forward,

@@ -11,7 +11,11 @@ from .report_model import build_report
 
 def html_report(data: dict, ctx) -> str:
     """The report as one offline HTML page, rewritten after every model like the others."""
-    return render_html(build_report(data, ctx), f"Benchmark report {data.get('run_id', '')}")
+    return render_html(build_report(data, ctx), report_title(data))
+
+
+def report_title(data: dict) -> str:
+    return f"Benchmark report {data.get('run_id', '')}"
 
 
 def trace_html(r: ModelResult) -> str:

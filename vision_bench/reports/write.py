@@ -15,10 +15,12 @@ from ..records.measurement import LatencyStats, MemoryFigures, RunKind
 from ..records.model_result import ModelResult, document_with_records
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
-from .html import html_report
-from .markdown import markdown_report
-from .report_model import draw_summary_charts
+from .html import report_title
+from .render_html import render_html
+from .render_markdown import render_markdown
+from .report_model import build_report, draw_summary_charts
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
+from .tables import e2e_csv_values
 
 # One row a model: these columns, then one a model option (ModelOption: the run's config.model_options,
 # each holding the value the model used), then the variant and sweep columns (csv_columns).
@@ -76,13 +78,7 @@ def csv_row(r: ModelResult, option_names) -> dict:
         "weights": r.weights,
         "load_s": r.load_seconds,
         "cold_start_s": r.cold_start.total_s if r.cold_start else None,
-        "e2e_median_s": e2e.median,
-        "e2e_ci95_low_s": e2e.ci95_low,
-        "e2e_ci95_high_s": e2e.ci95_high,
-        "e2e_p90_s": e2e.p90,
-        "e2e_mean_s": e2e.mean,
-        "e2e_std_s": e2e.std,
-        "e2e_cov": e2e.cov,
+        **e2e_csv_values(e2e),
         "forward_median_s": (r.latency_forward or LatencyStats()).median,
         "fps": r.fps,
         "peak_memory_mb": mem.peak_bytes / 1024**2 if mem.peak_bytes else None,
@@ -199,6 +195,7 @@ def write_report_files(data: dict, ctx) -> dict:
                 writer.writerow({k: ("" if v is None else v) for k, v in written.items()})
     atomic_write_text(paths["csv"], buffer.getvalue())
 
-    atomic_write_text(paths["md"], markdown_report(data, ctx))
-    atomic_write_text(paths["html"], html_report(data, ctx))
+    blocks = build_report(data, ctx)  # built once, rendered twice
+    atomic_write_text(paths["md"], render_markdown(blocks))
+    atomic_write_text(paths["html"], render_html(blocks, report_title(data)))
     return paths

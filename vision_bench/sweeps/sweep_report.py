@@ -13,6 +13,7 @@ from ..records.model_result import ModelResult
 from ..records.sweep import BATCH, INPUT_SIZE, BatchAnalysis, LineFit, SweepRecord, Throughput
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
+from ..reports.tables import e2e_csv_values
 
 SWEEP_HEADERS = [
     "point",
@@ -373,13 +374,7 @@ def sweep_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
             sweep_dimension=p.dimension,
             batch_size=p.batch,
             sweep_input_size=p.input_size,
-            e2e_median_s=lat.get("median"),
-            e2e_ci95_low_s=lat.get("ci95_low"),
-            e2e_ci95_high_s=lat.get("ci95_high"),
-            e2e_p90_s=lat.get("p90"),
-            e2e_mean_s=lat.get("mean"),
-            e2e_std_s=lat.get("std"),
-            e2e_cov=lat.get("cov"),
+            **e2e_csv_values(lat),
             forward_median_s=(p.latency_forward or {}).get("median"),
             warm_runs=lat.get("n"),
             throughput_ips=thr.median,

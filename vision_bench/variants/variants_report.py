@@ -9,6 +9,7 @@ from ..records import ParityVerdict
 from ..records.model_result import ModelResult
 from ..records.variants import ParityWorst, VariantResult
 from ..reports.blocks import Block, BulletList, Heading, Paragraph, Table
+from ..reports.tables import e2e_csv_values
 
 VARIANT_HEADERS = [
     "variant",
@@ -160,13 +161,7 @@ def variant_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
             weights=r.weights,
             variant=v.variant,
             cold_start_s=v.cold_start_seconds,
-            e2e_median_s=e2e.get("median"),
-            e2e_ci95_low_s=e2e.get("ci95_low"),
-            e2e_ci95_high_s=e2e.get("ci95_high"),
-            e2e_p90_s=e2e.get("p90"),
-            e2e_mean_s=e2e.get("mean"),
-            e2e_std_s=e2e.get("std"),
-            e2e_cov=e2e.get("cov"),
+            **e2e_csv_values(e2e),
             forward_median_s=v.forward_median,
             fps=v.fps,
             peak_memory_mb=v.peak_mb,

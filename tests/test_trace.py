@@ -19,6 +19,7 @@ from vision_bench.inspect.trace import profiler_activities, self_times, summariz
 from vision_bench.inspect.trace_report import trace_blocks
 from vision_bench.records.inspection import DissectionSummary
 from vision_bench.records.model_result import with_records
+from vision_bench.records.trace_events import chrome_events
 from vision_bench.reports.html import trace_html
 from vision_bench.reports.render_markdown import render_markdown
 
@@ -216,7 +217,7 @@ def test_self_time_subtracts_direct_children_on_the_same_thread():
         {"name": "D", "ts": 50, "dur": 20, "tid": 1},
         {"name": "E", "ts": 5, "dur": 50, "tid": 2},
     ]
-    assert {e["name"]: us for e, us in self_times(ops)} == {"A": 50, "B": 20, "C": 10, "D": 20, "E": 50}
+    assert {e.name: us for e, us in self_times(chrome_events(ops))} == {"A": 50, "B": 20, "C": 10, "D": 20, "E": 50}
 
 
 def x(cat, name, ts, dur, pid=1, tid=1, **args):
@@ -226,30 +227,32 @@ def x(cat, name, ts, dur, pid=1, tid=1, **args):
 def synthetic_cuda_events(gpu_start=20):
     """A forward of two blocks on the host thread (pid 1, tid 1) launching three kernels and a copy,
     which run on the GPU (pid 0, tid 7) as Kineto records them: correlation ids tie a kernel to its
-    launch, External ids to the operator that launched it."""
+    launch, External ids to the operator that launched it. Read as the trace's reader reads them."""
     g = gpu_start
-    return [
-        {"ph": "M", "name": "process_name", "pid": 0, "tid": 0, "args": {"name": "GPU 0"}},
-        x("user_annotation", "forward", 0, 100),
-        x("user_annotation", "a", 0, 40),
-        x("user_annotation", "b", 50, 40),
-        x("cpu_op", "aten::conv2d", 5, 10, **{"External id": 1}),
-        x("cuda_runtime", "cudaLaunchKernel", 8, 2, correlation=101, **{"External id": 1}),
-        x("cpu_op", "aten::relu", 20, 5, **{"External id": 2}),
-        x("cuda_runtime", "cudaLaunchKernel", 21, 2, correlation=102, **{"External id": 2}),
-        x("cpu_op", "aten::mm", 55, 10, **{"External id": 3}),
-        x("cuda_runtime", "cudaLaunchKernel", 58, 2, correlation=103, **{"External id": 3}),
-        x("cuda_runtime", "cudaMemcpyAsync", 60, 2, correlation=104, **{"External id": 3}),
-        x("kernel", "conv_kernel", g, 10, pid=0, tid=7, correlation=101, **{"External id": 1}),
-        x("kernel", "relu_kernel", g + 20, 5, pid=0, tid=7, correlation=102, **{"External id": 2}),
-        x("kernel", "gemm_kernel", g + 50, 20, pid=0, tid=7, correlation=103, **{"External id": 3}),
-        x("gpu_memcpy", "Memcpy DtoH", g + 80, 10, pid=0, tid=7, correlation=104, **{"External id": 3}),
-        # postprocess, after the forward: never in the forward's figures
-        x("user_annotation", "postprocess", 200, 30),
-        x("cpu_op", "aten::sum", 205, 5, **{"External id": 4}),
-        x("cuda_runtime", "cudaLaunchKernel", 206, 2, correlation=105, **{"External id": 4}),
-        x("kernel", "reduce_kernel", 240, 50, pid=0, tid=7, correlation=105, **{"External id": 4}),
-    ]
+    return chrome_events(
+        [
+            {"ph": "M", "name": "process_name", "pid": 0, "tid": 0, "args": {"name": "GPU 0"}},
+            x("user_annotation", "forward", 0, 100),
+            x("user_annotation", "a", 0, 40),
+            x("user_annotation", "b", 50, 40),
+            x("cpu_op", "aten::conv2d", 5, 10, **{"External id": 1}),
+            x("cuda_runtime", "cudaLaunchKernel", 8, 2, correlation=101, **{"External id": 1}),
+            x("cpu_op", "aten::relu", 20, 5, **{"External id": 2}),
+            x("cuda_runtime", "cudaLaunchKernel", 21, 2, correlation=102, **{"External id": 2}),
+            x("cpu_op", "aten::mm", 55, 10, **{"External id": 3}),
+            x("cuda_runtime", "cudaLaunchKernel", 58, 2, correlation=103, **{"External id": 3}),
+            x("cuda_runtime", "cudaMemcpyAsync", 60, 2, correlation=104, **{"External id": 3}),
+            x("kernel", "conv_kernel", g, 10, pid=0, tid=7, correlation=101, **{"External id": 1}),
+            x("kernel", "relu_kernel", g + 20, 5, pid=0, tid=7, correlation=102, **{"External id": 2}),
+            x("kernel", "gemm_kernel", g + 50, 20, pid=0, tid=7, correlation=103, **{"External id": 3}),
+            x("gpu_memcpy", "Memcpy DtoH", g + 80, 10, pid=0, tid=7, correlation=104, **{"External id": 3}),
+            # postprocess, after the forward: never in the forward's figures
+            x("user_annotation", "postprocess", 200, 30),
+            x("cpu_op", "aten::sum", 205, 5, **{"External id": 4}),
+            x("cuda_runtime", "cudaLaunchKernel", 206, 2, correlation=105, **{"External id": 4}),
+            x("kernel", "reduce_kernel", 240, 50, pid=0, tid=7, correlation=105, **{"External id": 4}),
+        ]
+    )
 
 
 def test_cuda_summary_from_a_synthetic_event_list():
@@ -279,7 +282,7 @@ def test_cuda_summary_busy_device_is_not_launch_bound():
             x("cuda_runtime", "cudaLaunchKernel", 2 + i, 1, correlation=i, **{"External id": 1}),
             x("kernel", "gemm", start, end - start, pid=0, tid=7, correlation=i, **{"External id": 1}),
         ]
-    cuda = summarize_trace(events, [], {}, cuda=True).cuda
+    cuda = summarize_trace(chrome_events(events), [], {}, cuda=True).cuda
     assert cuda.idle_share == pytest.approx(0.05) and cuda.launch_bound is False and cuda.kernels == 3
 
 

@@ -24,6 +24,7 @@ from ..records.inspection import (
     TraceBlockShare,
     TraceSummary,
 )
+from ..records.trace_events import TraceEvent, trace_events
 from .time_breakdown import block_share_rows, forward_hooks
 
 PHASES = ("preprocess", "forward", "postprocess")  # range names, as in the latency tables
@@ -156,13 +157,13 @@ def record_trace(device, network, blocks, phase_methods: dict, call, path: Path,
     return summary
 
 
-def write_trace(prof, path: Path) -> list[dict]:
+def write_trace(prof, path: Path) -> list[TraceEvent]:
     """The profile as a gzipped Chrome trace at `path` (written whole, then renamed); returns its events."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".trace_") as folder:
         raw = Path(folder) / "trace.json"
         prof.export_chrome_trace(str(raw))
         data = raw.read_bytes()
-    events = json.loads(data)["traceEvents"]
+    events = trace_events(json.loads(data))
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with gzip.open(partial, "wb", compresslevel=6) as out:
         out.write(data)
@@ -171,24 +172,24 @@ def write_trace(prof, path: Path) -> list[dict]:
 
 
 # -- the summary, from the events alone (so a recorded or synthetic event list tests it) -------------
-def self_times(ops: list[dict]) -> list[tuple[dict, float]]:
+def self_times(ops: list[TraceEvent]) -> list[tuple[TraceEvent, float]]:
     """Each operator event with its self time: its duration less that of the operators directly
     inside it on the same thread (Chrome trace events nest by time)."""
     out = []
     by_thread = defaultdict(list)
     for e in ops:
-        by_thread[(e.get("pid"), e.get("tid"))].append(e)
+        by_thread[e.thread].append(e)
     for thread in by_thread.values():
-        thread.sort(key=lambda e: (e["ts"], -e["dur"]))
+        thread.sort(key=lambda e: (e.start, -e.length))
         stack: list[list] = []  # [end, event, time of its direct children]
         for e in thread:
-            while stack and e["ts"] >= stack[-1][0]:
+            while stack and e.start >= stack[-1][0]:
                 _, done, inner = stack.pop()
-                out.append((done, max(done["dur"] - inner, 0.0)))
+                out.append((done, max(done.length - inner, 0.0)))
             if stack:
-                stack[-1][2] += e["dur"]
-            stack.append([e["ts"] + e["dur"], e, 0.0])
-        out += [(done, max(done["dur"] - inner, 0.0)) for _, done, inner in stack]
+                stack[-1][2] += e.length
+            stack.append([e.end, e, 0.0])
+        out += [(done, max(done.length - inner, 0.0)) for _, done, inner in stack]
     return out
 
 
@@ -221,89 +222,93 @@ class DeviceWork:
     """The device's work in a trace, and which host range queued it: a kernel (or copy) carries the
     correlation id of the launch call on the host thread that queued it."""
 
-    def __init__(self, complete: list[dict]):
-        self.work = [e for e in complete if e.get("cat") in GPU_ACTIVITY]
-        self.by_correlation = defaultdict(list)
+    def __init__(self, complete: list[TraceEvent]):
+        self.work = [e for e in complete if e.cat in GPU_ACTIVITY]
+        self.by_correlation: defaultdict[int | None, list[TraceEvent]] = defaultdict(list)
         for e in self.work:
-            if (e.get("args") or {}).get("correlation") is not None:
-                self.by_correlation[e["args"]["correlation"]].append(e)
+            if e.correlation is not None:
+                self.by_correlation[e.correlation].append(e)
         self.launches = defaultdict(list)
         for e in complete:
-            if e.get("cat") in LAUNCH_CATEGORIES and (e.get("args") or {}).get("correlation") is not None:
-                self.launches[(e.get("pid"), e.get("tid"))].append(e)
+            if e.cat in LAUNCH_CATEGORIES and e.correlation is not None:
+                self.launches[e.thread].append(e)
 
-    def queued_in(self, host_range: dict) -> list[dict]:
-        lo, hi = host_range["ts"], host_range["ts"] + host_range["dur"]
+    def queued_in(self, host_range: TraceEvent) -> list[TraceEvent]:
+        lo, hi = host_range.start, host_range.end
         return [
             k
-            for launch in self.launches[(host_range.get("pid"), host_range.get("tid"))]
-            if lo <= launch["ts"] <= hi
-            for k in self.by_correlation[launch["args"]["correlation"]]
+            for launch in self.launches[host_range.thread]
+            if lo <= launch.start <= hi
+            for k in self.by_correlation[launch.correlation]
         ]
 
     @staticmethod
-    def span_us(work: list[dict]) -> float:
+    def span_us(work: list[TraceEvent]) -> float:
         """From the first one's start to the last one's end: what CUDA events around the range measure."""
-        return max(k["ts"] + k["dur"] for k in work) - min(k["ts"] for k in work) if work else 0.0
+        return max(k.end for k in work) - min(k.start for k in work) if work else 0.0
 
-    def idle(self, forward: dict) -> DeviceIdle:
+    def idle(self, forward: TraceEvent) -> DeviceIdle:
         """The device's idle share of the forward: from the forward's start on the host to the end of
         its last kernel, the time no kernel or copy ran."""
         mine = self.queued_in(forward)
-        lo = forward["ts"]
-        hi = max([forward["ts"] + forward["dur"]] + [k["ts"] + k["dur"] for k in mine])
-        busy = busy_time([(k["ts"], k["ts"] + k["dur"]) for k in self.work], lo, hi)
+        lo = forward.start
+        hi = max([forward.end] + [k.end for k in mine])
+        busy = busy_time([(k.start, k.end) for k in self.work], lo, hi)
         window = hi - lo
         idle_share = 1 - busy / window if window > 0 else None
         return DeviceIdle(
             window_ms=window / 1000,
             busy_ms=busy / 1000,
             idle_share=idle_share,
-            kernels=sum(1 for k in mine if k.get("cat") == "kernel"),
+            kernels=sum(1 for k in mine if k.cat == "kernel"),
             launch_bound=idle_share is not None and idle_share > LAUNCH_BOUND_IDLE_SHARE,
         )
 
-    def top_operators(self, ops: list[dict]) -> list[OperatorTime]:
+    def top_operators(self, ops: list[TraceEvent]) -> list[OperatorTime]:
         """Device time by the operator that launched it (its External id), a kernel's own name when
         no operator is known."""
-        by_id = {(e.get("args") or {}).get("External id"): e["name"] for e in ops}
-        by_id.pop(None, None)
-        return top_by_time(
-            [(by_id.get((k.get("args") or {}).get("External id"), k["name"]), k["dur"]) for k in self.work]
-        )
+        by_id: dict[int | None, str] = {e.external_id: e.name for e in ops if e.external_id is not None}
+        return top_by_time([(by_id.get(k.external_id, k.name), k.length) for k in self.work])
 
 
-def summarize_trace(events: list[dict], leaf_names: list[str], block_paths: dict[str, str], cuda: bool) -> TraceSummary:
+def range_ms(ranges: list[TraceEvent], name: str) -> float:
+    """The host time of the ranges named `name`, all their calls added up, in milliseconds."""
+    return sum(e.length for e in ranges if e.name == name) / 1000
+
+
+def summarize_trace(
+    events: list[TraceEvent], leaf_names: list[str], block_paths: dict[str, str], cuda: bool
+) -> TraceSummary:
     """What the report shows of a trace: its counts, the phase and module ranges, the top operators
     by self time, each top-level block's share of the forward (host time on the CPU; on CUDA the
     device's span of the kernels each block queued) and, on CUDA, the device's idle share."""
-    complete = [e for e in events if e.get("ph") == "X" and "dur" in e and "ts" in e]
-    ranges = [e for e in complete if e.get("cat") == "user_annotation"]
-    counts = Counter(e["name"] for e in ranges)
+    complete = [e for e in events if e.complete]
+    ranges = [e for e in complete if e.cat == "user_annotation"]
+    counts = Counter(e.name for e in ranges)
     leaves = set(leaf_names)
-    ops = [e for e in complete if e.get("cat") == "cpu_op"]
+    ops = [e for e in complete if e.cat == "cpu_op"]
     cpu_self = self_times(ops)
     summary = TraceSummary(
         events=len(events),
         leaf_ranges=sum(counts[n] for n in leaves),
         module_ranges=sum(counts[n] for n in leaves | set(block_paths.values())),
-        phases={p: PhaseRange(counts[p], sum(e["dur"] for e in ranges if e["name"] == p) / 1000) for p in PHASES},
-        top_cpu_operators=top_by_time([(e["name"], us) for e, us in cpu_self]),
+        phases={p: PhaseRange(counts[p], range_ms(ranges, p)) for p in PHASES},
+        top_cpu_operators=top_by_time([(e.name, us) for e, us in cpu_self]),
     )
-    forward = next((e for e in ranges if e["name"] == "forward"), None)
+    forward = next((e for e in ranges if e.name == "forward"), None)
     ran = {label: name for label, name in block_paths.items() if counts[name]}  # as the hooks' breakdown lists them
     if cuda:
         device = DeviceWork(complete)
         summary.top_cuda_operators = device.top_operators(ops)
         block_ms = {
-            label: sum(device.span_us(device.queued_in(e)) for e in ranges if e["name"] == name) / 1000
+            label: sum(device.span_us(device.queued_in(e)) for e in ranges if e.name == name) / 1000
             for label, name in ran.items()
         }
         forward_ms = device.span_us(device.queued_in(forward)) / 1000 if forward else 0.0
         summary.cuda = device.idle(forward) if forward else None
     else:
-        block_ms = {label: sum(e["dur"] for e in ranges if e["name"] == name) / 1000 for label, name in ran.items()}
-        forward_ms = forward["dur"] / 1000 if forward else 0.0
+        block_ms = {label: range_ms(ranges, name) for label, name in ran.items()}
+        forward_ms = forward.length / 1000 if forward else 0.0
     summary.forward_ms = forward_ms
     summary.block_clock = "device (kernel spans)" if cuda else "host"
     rows, _ = block_share_rows(block_ms, forward_ms)

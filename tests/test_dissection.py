@@ -276,3 +276,28 @@ def test_layers_metadata_keys_of_a_call_without_tensor_and_of_an_empty_tensor(ub
     ]
     assert empty["min"] is None and empty["zero_fraction"] is None and empty["files"] == []
     assert summary.records == 2 and summary.nan_records == 0 and summary.profile.index == []
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (1, 0, 4, 4), (2, 3, 0, 4), (0, 5, 3)])
+def test_an_empty_feature_map_gives_no_planes_and_no_files(ub, tmp_path, shape):
+    """A leaf whose output has a zero dimension (an empty batch, no channels): its record has the
+    shape and null statistics, no PNG or NPY, and the pass goes on."""
+    assert feature_planes(torch.zeros(shape), (4, 4))[0] is None
+
+    class Empty(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.empty = nn.Identity()
+            self.after = nn.ReLU()
+
+        def forward(self, x):
+            self.empty(torch.zeros(shape))
+            return self.after(x)
+
+    net = Empty()
+    dissector = LayerDissector(tmp_path, input_hw=(4, 4))
+    summary = dissector.run(net, lambda: net(torch.randn(1, 2, 4, 4)))
+    empty, after = dissector.records
+    assert empty.shape == list(shape) and empty.min is None and empty.files == []
+    assert after.files == ["layer_001.png", "layer_001.npy"]
+    assert summary.records == 2 and summary.png_files == 1 and summary.npy_files == 1

@@ -186,7 +186,10 @@ def tensor_stats(t) -> dict:
 
 def feature_planes(t, input_hw):
     """(C, H, W) view of batch element 0 of a feature map or a patch-token sequence, the
-    first DISSECT_PNG_CHANNELS channels only, and a note when tokens were reshaped."""
+    first DISSECT_PNG_CHANNELS channels only, and a note when tokens were reshaped; (None, None)
+    for a tensor with a zero dimension (an empty batch has no element 0; nothing to draw)."""
+    if t.numel() == 0:
+        return None, None
     if t.dim() == 4:
         return t[0, :DISSECT_PNG_CHANNELS], None
     if t.dim() == 3:

@@ -18,6 +18,7 @@ from vision_bench.inspect.dissection import (
     tensor_stats,
     token_grid,
 )
+from vision_bench.records.inspection import CallWithoutTensor, LayerRecord, layer_records
 
 
 class SharedActivation(nn.Module):
@@ -112,6 +113,7 @@ def test_token_output_is_reshaped_to_patch_grid(ub, tmp_path):
     dissector.run(block, lambda: block(tokens))
     record = dissector.records[0]
     assert record.reshaped and record.shape == [1, 1 + h * w, c]
+    assert record.reshaped_shape == [c, h, w] and record.explorer_json()["reshaped_shape"] == [c, h, w]
     npy = np.load(tmp_path / record.files[1])
     assert npy.shape == (8, h, w)
     with Image.open(tmp_path / record.files[0]) as im:
@@ -276,6 +278,12 @@ def test_layers_metadata_keys_of_a_call_without_tensor_and_of_an_empty_tensor(ub
     ]
     assert empty["min"] is None and empty["zero_fraction"] is None and empty["files"] == []
     assert summary.records == 2 and summary.nan_records == 0 and summary.profile.index == []
+    # Read back as the report's explorer reads it: the same keys, a call without a tensor still without
+    # its statistics' keys; no drawn shape where nothing was reshaped.
+    records = layer_records(meta)
+    assert [type(r) for r in records] == [CallWithoutTensor, LayerRecord]
+    assert [r.explorer_json() for r in records] == [text, empty]
+    assert layer_records({"records": [empty, text]}) == records  # the older list form, sorted by index
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4, 4), (1, 0, 4, 4), (2, 3, 0, 4), (0, 5, 3)])

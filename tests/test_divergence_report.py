@@ -22,6 +22,7 @@ from vision_bench.common import UsageError, strict_json
 from vision_bench.divergence.divergence_report import explorer_overlay
 from vision_bench.divergence.layer_passes import summarise_records
 from vision_bench.measure.stats import latency_stats
+from vision_bench.records import inspection
 from vision_bench.records.codec import from_json, to_json
 from vision_bench.records.divergence import DivergenceEntry, LayerRecord, Suggestion, read_divergence
 from vision_bench.records.model_result import document_with_records, with_records
@@ -387,7 +388,8 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
 def test_the_explorer_overlay_is_aligned_with_the_explorer_records():
     entries = read_divergence([divergence_entry(), {"variant": "onnxruntime", "status": "failed"}])
     records = [dissection_record(i) for i in reversed(range(40))]  # another order: matched by (name, call)
-    (overlay,) = explorer_overlay(with_records({"divergence": entries}), records)
+    layers = [from_json(inspection.LayerRecord, r) for r in records]  # as the report reads layers_metadata.json
+    (overlay,) = explorer_overlay(with_records({"divergence": entries}), layers)
     pos = {r["index"]: p for p, r in enumerate(records)}
     assert overlay["variant"] == "torch-bf16" and overlay["matched"] == overlay["compared"] == 40
     assert len(overlay["own"]["relative_l2"]) == 40 and overlay["first"] == pos[CULPRIT]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..common import format_bytes
-from ..records import SuggestionStatus, VariantStatus
+from ..records import SuggestionStatus, VariantStatus, inspection
 from ..records.divergence import Brief, DivergenceEntry, ErrorFigures, LayerRecord, PlainVariant, Suggestion
 from ..records.model_result import ModelResult
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
@@ -417,10 +417,10 @@ def compact(value, metric: str):
     return float(format(value, ".9g" if metric == "cosine" else ".4g"))
 
 
-def explorer_overlay(r: ModelResult, records: list[dict]) -> list[dict]:
-    """Per complete variant, the figures of each explorer record (matched by module path and call),
-    in arrays aligned with `records`; null where the variant has no figure for a record."""
-    position = {(rec.get("name"), rec.get("call", 1)): pos for pos, rec in enumerate(records)}
+def explorer_overlay(r: ModelResult, records: list[inspection.LayerRecord]) -> list[dict]:
+    """Per complete variant, the figures of each explorer record (the dissection's layer records,
+    matched by module path and call), in arrays aligned with `records`; null where the variant has no figure for a record."""
+    position = {(rec.name, rec.call): pos for pos, rec in enumerate(records)}
     out = []
     for entry in complete(r):
         arrays = {label: {metric: [None] * len(records) for metric in METRICS} for label, _ in MODES}

@@ -4,9 +4,10 @@ one hooked pass, and the summary of the profiler trace (--trace). Field names ar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from .codec import optional
+from .codec import RecordError, from_json, optional, to_json
 
 
 # -- the dissection -----------------------------------------------------------------------------
@@ -46,6 +47,20 @@ class LayerRecord:
         """The largest magnitude, max(|min|, |max|); None without statistics."""
         return max(abs(self.min), abs(self.max)) if self.max is not None and self.min is not None else None
 
+    @property
+    def reshaped_shape(self) -> list[int] | None:
+        """A token sequence drawn as a patch grid: (B, tokens, C) drawn as [C, h, w]; None otherwise."""
+        grid = re.search(r"(\d+)x(\d+) grid", self.reshaped or "")
+        if grid and self.shape is not None and len(self.shape) == 3:
+            return [self.shape[2], int(grid[1]), int(grid[2])]
+        return None
+
+    def explorer_json(self) -> dict:
+        """The record as the page's layer explorer reads it: its keys in the file, and the drawn
+        shape of a reshaped token sequence (`reshaped_shape`)."""
+        drawn = self.reshaped_shape
+        return {**to_json(self), **({"reshaped_shape": drawn} if drawn else {})}
+
 
 @dataclass
 class CallWithoutTensor(LayerRecord):
@@ -61,6 +76,21 @@ class CallWithoutTensor(LayerRecord):
     nan_count: int | None = optional()
     inf_count: int | None = optional()
     files: list[str] | None = optional()
+
+
+def layer_records(metadata: dict) -> list[LayerRecord]:
+    """The records of a layers_metadata.json (its `records`: by number, or a list), in execution
+    order; a call without a tensor (no `shape` key) as a CallWithoutTensor, so that its keys stay absent."""
+    if not isinstance(metadata, dict):
+        raise RecordError(f"layers_metadata.json: expected a JSON object, got {type(metadata).__name__}")
+    records = metadata.get("records") or {}
+    return sorted(
+        (
+            from_json(LayerRecord if isinstance(r, dict) and "shape" in r else CallWithoutTensor, r, f"records[{n}]")
+            for n, r in enumerate(records.values() if isinstance(records, dict) else records)
+        ),
+        key=lambda r: r.index,
+    )
 
 
 @dataclass

@@ -14,7 +14,7 @@ from ..divergence.divergence_report import divergence_section, explorer_overlay
 from ..inspect.trace_report import trace_blocks
 from ..measure.sampling_report import sampling_items
 from ..phases import phase_label
-from ..records.inspection import DissectionSummary, TimeBreakdownRecord
+from ..records.inspection import DissectionSummary, LayerRecord, TimeBreakdownRecord, layer_records
 from ..records.measurement import LatencyStats, PhaseMedians, RunKind
 from ..records.model_result import ModelResult
 from ..sweeps.sweep_report import sweep_section
@@ -182,28 +182,20 @@ def activation_tables(d: DissectionSummary) -> Columns:
     return Columns([[widest], [zeros]])
 
 
-def explorer_records(dissection: DissectionSummary) -> tuple[list[dict], str | None]:
-    """Every record of the model's layers_metadata.json (the result JSON keeps only a digest), as
-    the page's explorer reads them, or why they are missing."""
+def explorer_records(dissection: DissectionSummary) -> tuple[list[LayerRecord], str | None]:
+    """Every record of the model's layers_metadata.json (the result JSON keeps only a digest), in
+    execution order, or why they are missing."""
     if not dissection.folder:
         return [], "no dissection folder recorded"
     path = Path(dissection.folder) / "layers_metadata.json"
     try:
-        records = json.loads(path.read_text(encoding="utf-8")).get("records") or {}
-    except (OSError, ValueError) as exc:
+        return layer_records(json.loads(path.read_text(encoding="utf-8"))), None
+    except (OSError, ValueError) as exc:  # RecordError is a ValueError
         return [], f"layer records not readable ({type(exc).__name__}: {path})"
-    out = []
-    for r in sorted(records.values() if isinstance(records, dict) else records, key=lambda r: r.get("index", 0)):
-        rec = dict(r)
-        grid = re.search(r"(\d+)x(\d+) grid", r.get("reshaped") or "")
-        if grid and len(r.get("shape") or []) == 3:  # (B, tokens, C) drawn as (C, h, w)
-            rec["reshaped_shape"] = [r["shape"][2], int(grid[1]), int(grid[2])]
-        out.append(rec)
-    return out, None
 
 
 def explorer_block(r: ModelResult, d: DissectionSummary, link: str) -> Explorer:
     records, problem = explorer_records(d)
     base = (Path(link).as_posix() + "/") if link else ""
     overlay = explorer_overlay(r, records) if records else []
-    return Explorer(r.model or "?", base, records, overlay, problem)
+    return Explorer(r.model or "?", base, [rec.explorer_json() for rec in records], overlay, problem)

@@ -116,7 +116,7 @@ def tiny(tmp_path_factory):
 
         return keep
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in network.named_modules() if n in facts["leaves"]]
+    handles = [m.register_forward_hook(hook(n)) for n, m in network.named_modules() if n in facts.leaves]
     with torch.no_grad():
         network(x)
     for h in handles:
@@ -139,12 +139,7 @@ def tiny(tmp_path_factory):
 def mapped(tiny):
     facts = tiny["facts"]
     return map_leaf_outputs(
-        tiny["model"],
-        facts["leaves"],
-        aliases=facts["aliases"],
-        types=facts["types"],
-        order=tiny["order"],
-        typed=tiny["typed"],
+        tiny["model"], facts.leaves, aliases=facts.aliases, types=facts.types, order=tiny["order"], typed=tiny["typed"]
     )
 
 
@@ -258,7 +253,7 @@ def test_yolo11n_detect_exported_by_the_tool_maps_at_leaf_level(ub, tmp_path):
     print(out.level_note, out.runs)
     assert out.records == len(reference.records) == 178 and out.prefix == ""
     assert (out.leaf, out.block, out.unmapped) == (174, 0, 4) and out.runs.runs == 1
-    assert {facts["types"][u.name] for u in out.unmapped_records} == {"Identity"}
+    assert {facts.types[u.name] for u in out.unmapped_records} == {"Identity"}
     shared = [r for r in reference.records if r.name == "model.0.act"]  # one SiLU, every Conv's
     assert len(shared) > 70 and all(r.propagated is not None for r in shared)
     errors = [r.propagated.relative_l2 for r in reference.records if r.propagated is not None]

@@ -10,10 +10,9 @@ import traceback
 
 from ..common import VariantUnsupported, exception_line, format_bytes, log
 from ..measure.memory import free_cached_memory
-from ..measure.timed_runs import run_timed_phases, summarize_latency
+from ..measure.timed_runs import latency_summary, time_runs
 from ..models.images import load_rgb
 from ..records import SuggestionStatus, VariantStatus
-from ..records.codec import to_json
 from ..records.divergence import (
     AnyDivergenceEntry,
     DivergenceEntry,
@@ -24,6 +23,7 @@ from ..records.divergence import (
     SetTried,
     Suggestion,
 )
+from ..records.measurement import LatencyStats, RunRecord
 from ..records.model_result import ModelResult
 from ..records.variants import ParityRecord, VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
@@ -114,12 +114,9 @@ def divergence_attempt(entries: list[AnyDivergenceEntry], position: int, model: 
         free_cached_memory(device)
 
 
-def median_of(latency) -> float | None:
-    """A timed median: of a LatencyStats record (the model's own) or of the dict a scratch timing
-    fills (the fp32 set's); None when not measured."""
-    if latency is None:
-        return None
-    return latency.get("median") if isinstance(latency, dict) else latency.median
+def median_of(latency: LatencyStats | None) -> float | None:
+    """A timed median (seconds); None when not measured."""
+    return latency.median if latency is not None else None
 
 
 def compare_layers(
@@ -132,9 +129,11 @@ def compare_layers(
     rss_before = tracker.rss()
     entry = run_divergence(bench, hooked, image[1], scratch=ctx.results_dir, progress=lambda what: bench.progress(what))
     entry.image = image[0].name
-    memory = tracker.peak()
+    memory = tracker.peak_reading()
     entry.memory = PassMemory(
-        peak_bytes=memory.get("cuda_peak_allocated_bytes", memory["cpu_peak_rss_bytes"]),
+        peak_bytes=memory.cpu_peak_rss_bytes
+        if memory.cuda_peak_allocated_bytes is None
+        else memory.cuda_peak_allocated_bytes,
         peak_kind="CUDA peak allocated" if ctx.device.type == "cuda" else "CPU peak resident set",
         rss_before_bytes=rss_before,
     )
@@ -154,7 +153,7 @@ def compare_layers(
 def plain_variant(plain: VariantResult) -> PlainVariant:
     """The variants pass's record of the variant, as the suggestion compares it."""
     assert plain.parity is not None  # suggest_fp32_set checked it
-    return PlainVariant(plain.speedup_forward, plain.parity.verdict, to_json(plain.parity.worst))
+    return PlainVariant(plain.speedup_forward, plain.parity.verdict, plain.parity.worst)
 
 
 def first_passing_set(
@@ -169,7 +168,7 @@ def first_passing_set(
         installed = candidates[:size]
         install_overrides(bench.network(), dict.fromkeys(installed, fp32_forward))
         parity = compare_outputs(bench, variant, reference, parity_outputs(bench, images))
-        tried.append(SetTried(size, parity.verdict, to_json(parity.worst)))
+        tried.append(SetTried(size, parity.verdict, parity.worst))
         log("DIVERGE", f"{variant} with {size} module(s) in fp32: parity {parity.verdict}")
         if parity.passes:
             return tried, parity, installed
@@ -237,7 +236,7 @@ def suggest_fp32_set(
             return no_passing_set(entry, candidates, tried, measured)
         suggestion = time_fp32_set(bench, ctx, variant, installed, images, result)
         suggestion.tried, suggestion.plain = tried, measured
-        suggestion.parity = SetParity(chosen.verdict, chosen.reasons, to_json(chosen.worst))
+        suggestion.parity = SetParity(chosen.verdict, chosen.reasons, chosen.worst)
         log_passing_set(variant, installed, suggestion, measured)
         return suggestion
     finally:
@@ -247,17 +246,17 @@ def suggest_fp32_set(
 
 def time_fp32_set(bench, ctx, variant: str, installed: list[str], images: list, result: ModelResult) -> Suggestion:
     """The variant with `installed` kept in fp32, timed like a variant (the measure family's runs)."""
-    record: dict = {"runs": []}
+    runs: list[RunRecord] = []
     label = f"[{variant} + {len(installed)} in fp32] "
     start = time.perf_counter()
-    run_timed_phases(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=label)
-    summarize_latency(record)
-    reference_median, mine = median_of(result.latency_forward), median_of(record["latency_forward"])
+    time_runs(bench, ctx, runs, lambda name: contextlib.nullcontext(), images[0][1], label=label)
+    timed = latency_summary(runs, guard=None)  # the guard's record gives the machine state, not kept here
+    reference_median, mine = median_of(result.latency_forward), median_of(timed.latency_forward)
     return Suggestion(
         SuggestionStatus.PASSES,
         modules=installed,
-        latency_forward=record["latency_forward"],
-        latency_end_to_end=record["latency_end_to_end"],
+        latency_forward=timed.latency_forward,
+        latency_end_to_end=timed.latency_end_to_end,
         speedup_forward=reference_median / mine if reference_median and mine else None,
         timing_seconds=time.perf_counter() - start,
     )

@@ -18,6 +18,7 @@ from ..common import format_bytes
 from ..records import SuggestionStatus, VariantStatus, inspection
 from ..records.divergence import Brief, DivergenceEntry, ErrorFigures, LayerRecord, PlainVariant, Suggestion
 from ..records.model_result import ModelResult
+from ..records.variants import ParityWorst
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
 from ..reports.charts import plot_style
 
@@ -165,15 +166,15 @@ def speed(value, bare: bool = False) -> str:
     return f"{value:.2f}x" + ("" if bare else " faster" if value >= 1 else " (slower than torch-fp32)")
 
 
-def worst_text(worst: dict | None) -> str:
+def worst_text(worst: ParityWorst | None) -> str:
     """The worst figure of a try: the depth error where there is one (what fails a depth model), else the
     raw output's normalised error."""
-    worst = worst or {}
-    if worst.get("depth_p99_relative_error") is not None:
-        return f", depth p99 relative error {worst['depth_p99_relative_error']:.3g}"
-    if worst.get("normalised_error") is None:
+    worst = worst or ParityWorst()
+    if worst.depth_p99_relative_error is not None:
+        return f", depth p99 relative error {worst.depth_p99_relative_error:.3g}"
+    if worst.normalised_error is None:
         return ""
-    return f", worst normalised error {worst['normalised_error']:.3g} ({worst.get('worst_part') or 'n/a'})"
+    return f", worst normalised error {worst.normalised_error:.3g} ({worst.worst_part or 'n/a'})"
 
 
 def suggestion_sentence(entry: DivergenceEntry) -> str | None:

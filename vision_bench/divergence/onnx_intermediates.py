@@ -73,7 +73,16 @@ class OnnxMapping:
         )
 
 
-def leaf_facts(network) -> dict:
+@dataclass
+class LeafFacts:
+    """What the mapping needs of the torch network, taken while it is there."""
+
+    leaves: list[str]  # the leaf paths, as the hooks name them
+    aliases: dict[str, str] = field(default_factory=dict)  # every other path of a module -> its first path
+    types: dict[str, str] = field(default_factory=dict)  # leaf path -> the module's class name
+
+
+def leaf_facts(network) -> LeafFacts:
     """From the torch network: its leaf paths (as the hooks name them), every other path a module is
     reachable by -> its first path (shared modules), the leaves' types."""
     first: dict[int, str] = {}
@@ -81,7 +90,7 @@ def leaf_facts(network) -> dict:
         first.setdefault(id(module), path)
     aliases = {p: first[id(m)] for p, m in network.named_modules(remove_duplicate=False) if first[id(m)] != p}
     leaves = leaf_modules(network)
-    return {"leaves": [n for n, _ in leaves], "aliases": aliases, "types": {n: type(m).__name__ for n, m in leaves}}
+    return LeafFacts([n for n, _ in leaves], aliases, {n: type(m).__name__ for n, m in leaves})
 
 
 # -- the graph ------------------------------------------------------------------------------------
@@ -422,7 +431,7 @@ def intermediate_values(
 
 
 # -- the variant pass of --divergence -------------------------------------------------------------
-def network_leaf_facts(bench, records: list[LayerRecord]) -> dict:
+def network_leaf_facts(bench, records: list[LayerRecord]) -> LeafFacts:
     """leaf_facts() of bench.network() when it is a torch network, else the records' names as the
     leaves, without aliases or types."""
     import torch
@@ -430,7 +439,7 @@ def network_leaf_facts(bench, records: list[LayerRecord]) -> dict:
     network = bench.network()
     if isinstance(network, torch.nn.Module):
         return leaf_facts(network)
-    return {"leaves": list(dict.fromkeys(r.name for r in records)), "aliases": {}, "types": {}}
+    return LeafFacts(list(dict.fromkeys(r.name for r in records)))
 
 
 def compare_fetched_values(
@@ -492,7 +501,7 @@ def onnx_variant_pass(
     store,
     records: list[LayerRecord],
     budget: int = DEFAULT_BUDGET_BYTES,
-    facts: dict | None = None,
+    facts: LeafFacts | None = None,
 ) -> OnnxSummary:
     """VariantPass and the hooked pass, for the onnxruntime variant: a record whose call has a value in
     the graph gets `propagated` (that value against the spilled reference); the records of a block
@@ -518,9 +527,9 @@ def onnx_variant_pass(
     typed = value_types(model, feeds)
     mapping = map_leaf_outputs(
         model,
-        facts["leaves"],
-        aliases=facts["aliases"],
-        types=facts["types"],
+        facts.leaves,
+        aliases=facts.aliases,
+        types=facts.types,
         order=[(r.name, r.call) for r in records],
         typed=typed,
     )

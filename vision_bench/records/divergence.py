@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import from_json, is_record, optional
+from .measurement import LatencyStats
 from .statuses import ParityVerdict, SuggestionStatus, VariantStatus
+from .variants import ParityWorst
 
 
 @dataclass
@@ -247,21 +249,21 @@ class PlainVariant:
 
     speedup_forward: float | None = None
     verdict: ParityVerdict | None = None
-    worst: dict | None = None  # parity's worst figures (the variants family's)
+    worst: ParityWorst | None = None  # parity's worst figures
 
 
 @dataclass
 class SetTried:
     modules: int  # the set's size
     verdict: ParityVerdict
-    worst: dict | None = None  # parity's worst figures
+    worst: ParityWorst | None = None  # parity's worst figures
 
 
 @dataclass
 class SetParity:
     verdict: ParityVerdict
     reasons: list | None = None
-    worst: dict | None = None
+    worst: ParityWorst | None = None
 
 
 @dataclass
@@ -273,8 +275,8 @@ class Suggestion:
     modules: list[str] | None = optional()  # the set (passes), or every candidate tried (no small set)
     tried: list[SetTried] | None = optional()
     plain: PlainVariant | None = optional()
-    latency_forward: dict | None = optional()  # the set timed like a variant (the measure family's figures)
-    latency_end_to_end: dict | None = optional()
+    latency_forward: LatencyStats | None = optional()  # the set timed like a variant, seconds
+    latency_end_to_end: LatencyStats | None = optional()
     speedup_forward: float | None = optional()  # the reference's forward median / the set's
     parity: SetParity | None = optional()
     timing_seconds: float | None = optional()

@@ -246,7 +246,7 @@ def test_yolo11n_detect_exported_by_the_tool_maps_at_leaf_level(ub, tmp_path):
         handle.remove()
         store.flush()
         facts = leaf_facts(bench.network())  # before the variant replaces the torch network
-        [path] = prepare_onnxruntime(bench, [image])["files"]
+        [path] = prepare_onnxruntime(bench, [image]).files or []
         out = onnx_variant_pass(bench, path, seen["x"], "images", store, reference.records, facts=facts)
     finally:
         store.close()

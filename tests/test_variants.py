@@ -11,6 +11,7 @@ from conftest import load_run
 from worker_models import TinyConvBenchmark
 
 from vision_bench.common import UsageError, VariantUnsupported
+from vision_bench.records.codec import to_json
 from vision_bench.variants.channels_last import TorchChannelsLast
 from vision_bench.variants.onnxruntime import export_path
 from vision_bench.variants.output_parity import compare_outputs
@@ -63,10 +64,10 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
 
     onnx_bench = loaded(cls, tmp_path)
     details = prepare_variant(onnx_bench, "onnxruntime", bus)
-    assert details["provider"] == "CPUExecutionProvider" and not details["cached"]
+    assert details.provider == "CPUExecutionProvider" and not details.cached
     parity = compare_outputs(onnx_bench, "onnxruntime", reference, outputs(onnx_bench, bus))
     raw = parity.per_image[0].raw
-    assert {p["part"] for p in raw["parts"]} == {"boxes", "scores"}
+    assert {p.part for p in raw.parts} == {"boxes", "scores"}
     assert parity.verdict == "pass", parity.reasons
     assert parity.worst.normalised_error < 1e-3
 
@@ -77,27 +78,29 @@ def test_onnx_export_of_yolo_matches_pytorch_and_a_square_letterbox_fails(ub, tm
     prepare_variant(square, "onnxruntime", bus)
     wrong = compare_outputs(square, "onnxruntime", reference, outputs(square, bus))
     assert wrong.verdict == "fail"
-    assert wrong.per_image[0].raw["shape_mismatch"]
+    assert wrong.per_image[0].raw.shape_mismatch
 
 
 def test_the_export_cache_is_reused_and_keyed_by_input_size(ub, tmp_path, bus):
     cls = ub.YOLO11nDetectBenchmark
     first = prepare_variant(loaded(cls, tmp_path), "onnxruntime", bus)
-    assert first["cached"] is False and first["export_seconds"] > 0
-    [path] = map(Path, first["files"])
+    assert first.cached is False and first.export_seconds is not None and first.export_seconds > 0
+    assert first.files is not None
+    [path] = map(Path, first.files)
     assert path == export_path(loaded(cls, tmp_path), "dynamic-640")
     assert path.exists() and path.is_relative_to(tmp_path / "exported" / cls.MODEL_NAME)
     before = path.stat().st_mtime_ns
 
     again = prepare_variant(loaded(cls, tmp_path), "onnxruntime", bus)
-    assert again["cached"] is True and "export_seconds" not in again and again["files"] == first["files"]
+    assert again.cached is True and again.export_seconds is None and again.files == first.files
+    assert "export_seconds" not in to_json(again)
     assert path.stat().st_mtime_ns == before
 
     class Smaller(cls):
         INPUT_SIZE = 320
 
     smaller = prepare_variant(loaded(Smaller, tmp_path), "onnxruntime", bus)
-    assert smaller["cached"] is False and smaller["files"] != first["files"]
+    assert smaller.cached is False and smaller.files != first.files
 
 
 def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub, tmp_path):
@@ -118,13 +121,14 @@ def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub
     reference_bench.release()
     bench = loaded(TinyDepthAnything, tmp_path)
     details = prepare_variant(bench, "onnxruntime", images)
-    assert len(details["files"]) == 2 and all(Path(f).exists() for f in details["files"])
+    assert details.files is not None
+    assert len(details.files) == 2 and all(Path(f).exists() for f in details.files)
     shapes = sorted("x".join(map(str, bench.preprocess(im)["pixel_values"].shape)) for _, im in images)
     assert shapes[0] != shapes[1]
-    assert sorted(Path(f).name.split("-")[1] for f in details["files"]) == shapes
+    assert sorted(Path(f).name.split("-")[1] for f in details.files) == shapes
     parity = compare_outputs(bench, "onnxruntime", reference, outputs(bench, images))
     assert parity.verdict == "pass", parity.reasons
-    assert [img.raw["shape_mismatch"] for img in parity.per_image] == [False, False]
+    assert [img.raw.shape_mismatch for img in parity.per_image] == [False, False]
     assert parity.worst.normalised_error < 1e-4
 
 
@@ -178,7 +182,7 @@ class TorchChannelsLastBf16(TorchBf16):
     description = "autocast to bfloat16 around a channels-last network"
 
     def prepare(self, bench, images):
-        return {**TorchChannelsLast().prepare(bench, images), **super().prepare(bench, images)}
+        return TorchChannelsLast().prepare(bench, images) | super().prepare(bench, images)
 
 
 def test_a_variant_registered_as_a_plugin_runs_through_the_cli(ub, tmp_path, sample_image, monkeypatch):

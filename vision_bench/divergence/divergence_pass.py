@@ -25,6 +25,7 @@ from ..records.divergence import (
 )
 from ..records.measurement import LatencyStats, RunRecord
 from ..records.model_result import ModelResult
+from ..records.parity_figures import ImageOutputs
 from ..records.variants import ParityRecord, VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
@@ -52,7 +53,7 @@ def measure_divergence(
     result: ModelResult,
     tracker,
     variants: list[str],
-    reference_outputs: list[dict],
+    reference_outputs: list[ImageOutputs],
     publish=lambda result: None,
 ) -> None:
     """One entry per variant in result.divergence; a variant that cannot be compared says why, and
@@ -157,7 +158,7 @@ def plain_variant(plain: VariantResult) -> PlainVariant:
 
 
 def first_passing_set(
-    bench, variant: str, candidates: list[str], reference: list[dict], images: list
+    bench, variant: str, candidates: list[str], reference: list[ImageOutputs], images: list
 ) -> tuple[list[SetTried], ParityRecord | None, list[str]]:
     """(the sets tried, the parity of the first that passes or None, the modules in fp32 now): the
     candidates' prefixes of 1, 2, 3, 5, 8, ... modules kept in fp32, one parity check on every image each."""
@@ -211,7 +212,7 @@ def suggest_fp32_set(
     variant: str,
     entry: DivergenceEntry,
     plain: VariantResult | None,
-    reference: list[dict],
+    reference: list[ImageOutputs],
     images: list,
     result: ModelResult,
 ) -> Suggestion:

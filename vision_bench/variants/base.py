@@ -10,6 +10,7 @@ VariantUnsupported saying why not). Each variant is a subclass in a module of it
 from __future__ import annotations
 
 from ..common import VariantUnsupported
+from ..records.variants import VariantDetails
 
 
 class Variant:
@@ -27,11 +28,11 @@ class Variant:
         """The one rule for half precision: the looser parity limits, and --divergence's fp32 sets."""
         return self.precision != "float32"
 
-    def prepare(self, bench, images: list) -> dict:
+    def prepare(self, bench, images: list) -> VariantDetails:
         """Turn a freshly loaded model into this variant; returns what the report shows about it
-        (JSON `details`). `images`: [(path, PIL image)] the variant will run on. Raises
-        VariantUnsupported when this model or device cannot run it."""
-        return {}
+        (JSON `details`; a variant of several merges theirs with `|`). `images`: [(path, PIL image)]
+        the variant will run on. Raises VariantUnsupported when this model or device cannot run it."""
+        return VariantDetails()
 
     def limits(self, bench) -> dict:
         """The parity limits of this variant's outputs: the model's class constants."""

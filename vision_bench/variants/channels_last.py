@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..records.variants import VariantDetails
 from .base import Variant
 
 
@@ -9,9 +10,9 @@ class TorchChannelsLast(Variant):
     name = "torch-channels-last"
     description = "network weights and input in channels-last memory format"
 
-    def prepare(self, bench, images: list) -> dict:
+    def prepare(self, bench, images: list) -> VariantDetails:
         bench.use_channels_last()
-        return {"memory_format": "channels_last"}
+        return VariantDetails(memory_format="channels_last")
 
     def hooked(self, bench):
         from ..divergence.layer_passes import ChannelsLastVariant

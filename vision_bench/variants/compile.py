@@ -4,6 +4,7 @@ which module to compile); compiling falls in the cold start. --divergence cannot
 from __future__ import annotations
 
 from ..common import VariantUnsupported
+from ..records.variants import VariantDetails
 from .base import Variant
 
 COMPILE_UNSUPPORTED = (
@@ -16,9 +17,9 @@ class TorchCompile(Variant):
     name = "torch-compile"
     description = "torch.compile, default inductor backend; compiling falls in the cold start"
 
-    def prepare(self, bench, images: list) -> dict:
+    def prepare(self, bench, images: list) -> VariantDetails:
         bench.compile_network()
-        return {"backend": "inductor"}
+        return VariantDetails(backend="inductor")
 
     def hooked(self, bench):
         raise VariantUnsupported(COMPILE_UNSUPPORTED)

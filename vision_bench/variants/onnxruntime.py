@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..common import VariantUnsupported, exception_line, log
+from ..records.variants import VariantDetails
 from .base import Variant
 
 EXPORT_FOLDER = "exported"  # under the models folder
@@ -18,7 +19,7 @@ class OnnxRuntime(Variant):
     name = "onnxruntime"
     description = "the network exported to ONNX through the library's own path, run by ONNX Runtime"
 
-    def prepare(self, bench, images: list) -> dict:
+    def prepare(self, bench, images: list) -> VariantDetails:
         return prepare_onnxruntime(bench, [image for _, image in images])
 
     def hooked(self, bench):
@@ -27,13 +28,14 @@ class OnnxRuntime(Variant):
         return OnnxRuntimeVariant(self.name, self.divergence_tolerance(bench), export=export_onnx_files)
 
 
-def prepare_onnxruntime(bench, images: list) -> dict:
+def prepare_onnxruntime(bench, images: list) -> VariantDetails:
     paths, made = export_onnx_files(bench, images)
-    details = {"files": [str(p) for p in paths.values()], "cached": not made}
-    if made:
-        details["export_seconds"] = sum(made.values())
-    details["provider"] = bench.use_onnx(paths)
-    return details
+    return VariantDetails(
+        files=[str(p) for p in paths.values()],
+        cached=not made,
+        export_seconds=sum(made.values()) if made else None,
+        provider=bench.use_onnx(paths),
+    )
 
 
 def export_onnx_files(bench, images: list) -> tuple[dict, dict]:

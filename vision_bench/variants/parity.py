@@ -16,7 +16,18 @@ from typing import Any
 import numpy as np
 
 from ..records import ParityVerdict
-from ..records.variants import ParityWorst
+from ..records.parity_figures import (
+    BoxMatch,
+    DepthParity,
+    DetectionParity,
+    Figure,
+    ImageParity,
+    MaskParity,
+    ParityWorst,
+    PartParity,
+    RawParity,
+    known,
+)
 
 FP32_TOLERANCE = {
     "normalised_error": 1e-3,
@@ -65,16 +76,17 @@ def _abs_error(reference: np.ndarray, variant: np.ndarray) -> np.ndarray:
     return np.where(same_nonfinite, 0.0, err)
 
 
-def raw_output_parity(reference: dict[str, Any], variant: dict[str, Any]) -> dict:
-    """Per-part max and normalised error of a variant's raw outputs against the reference's."""
-    parts: list[dict] = []
+def raw_output_parity(reference: dict[str, Any], variant: dict[str, Any]) -> RawParity:
+    """Per-part max and normalised error of a variant's raw outputs against the reference's (each a
+    dict of named tensors: the model's raw output)."""
+    parts: list[PartParity] = []
     worst_part, worst, max_abs, shape_mismatch = None, 0.0, 0.0, False
     for name, ref_value in reference.items():
         ref = to_numpy(ref_value)
         var = to_numpy(variant[name]) if name in variant else None
         if var is None or var.shape != ref.shape:
             var_shape = None if var is None else list(var.shape)
-            parts.append({"part": name, "shape_mismatch": [list(ref.shape), var_shape]})
+            parts.append(PartParity(part=name, shape_mismatch=[list(ref.shape), var_shape]))
             shape_mismatch = True
             if worst_part is None or worst != math.inf:
                 worst_part, worst = name, math.inf
@@ -85,18 +97,14 @@ def raw_output_parity(reference: dict[str, Any], variant: dict[str, Any]) -> dic
         ref_max = float(finite_ref.max()) if finite_ref.size else 0.0
         normalised = part_max / ref_max if ref_max > 0 else part_max
         parts.append(
-            {"part": name, "max_abs_error": part_max, "normalised_error": normalised, "reference_max_abs": ref_max}
+            PartParity(part=name, max_abs_error=part_max, normalised_error=normalised, reference_max_abs=ref_max)
         )
         max_abs = max(max_abs, part_max)
         if worst_part is None or normalised > worst:
             worst_part, worst = name, normalised
-    return {
-        "parts": parts,
-        "worst_part": worst_part,
-        "normalised_error": worst,
-        "max_abs_error": max_abs,
-        "shape_mismatch": shape_mismatch,
-    }
+    return RawParity(
+        parts=parts, worst_part=worst_part, normalised_error=worst, max_abs_error=max_abs, shape_mismatch=shape_mismatch
+    )
 
 
 def split_yolo_output(
@@ -126,10 +134,9 @@ def split_yolo_output(
             f"(4 box + {num_classes} classes + {extra[task]} {task} values)"
         )
     parts = {"boxes": out[:, :4], "scores": out[:, 4 : 4 + num_classes]}
-    if task == "pose":
-        parts["keypoints"] = out[:, 4 + num_classes :]
-    elif task == "segment":
-        parts["mask_coefficients"] = out[:, 4 + num_classes :]
+    extra_part = {"pose": "keypoints", "segment": "mask_coefficients"}.get(task)
+    if extra_part:
+        parts[extra_part] = out[:, 4 + num_classes :]
     return parts
 
 
@@ -160,7 +167,9 @@ def _greedy_pairs(scores: np.ndarray, threshold: float) -> list[tuple[int, int, 
     return pairs
 
 
-def match_boxes(ref_boxes: Any, ref_classes: Any, var_boxes: Any, var_classes: Any, iou_threshold: float = 0.5) -> dict:
+def match_boxes(
+    ref_boxes: Any, ref_classes: Any, var_boxes: Any, var_classes: Any, iou_threshold: float = 0.5
+) -> BoxMatch:
     """Greedy same-class matching of variant boxes to reference boxes by descending IoU.
 
     mean_iou is over matched pairs only, None when nothing matched: boxes that found no
@@ -172,12 +181,12 @@ def match_boxes(ref_boxes: Any, ref_classes: Any, var_boxes: Any, var_classes: A
         iou = np.where(same, iou, -1.0)
     matched = _greedy_pairs(iou, iou_threshold)
     n_ref, n_var = iou.shape
-    return {
-        "matched": matched,
-        "unmatched_reference": n_ref - len(matched),
-        "unmatched_variant": n_var - len(matched),
-        "mean_iou": float(np.mean([m[2] for m in matched])) if matched else None,
-    }
+    return BoxMatch(
+        matched=matched,
+        unmatched_reference=n_ref - len(matched),
+        unmatched_variant=n_var - len(matched),
+        mean_iou=float(np.mean([m[2] for m in matched])) if matched else None,
+    )
 
 
 def _mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -197,69 +206,63 @@ def _as_masks(x: Any) -> np.ndarray:
     return m[None] if m.ndim == 2 else m
 
 
-def detection_parity(ref: dict, var: dict) -> dict:
-    """Box, keypoint and instance-mask agreement of one image's detections."""
+def detection_parity(ref: dict, var: dict) -> DetectionParity:
+    """Box, keypoint and instance-mask agreement of one image's detections. `ref`, `var`: the model's
+    postprocess outputs (boxes, classes, keypoints, masks: the model contract's keys)."""
     match = match_boxes(ref["boxes"], ref.get("classes"), var["boxes"], var.get("classes"))
-    pairs = match["matched"]
-    out: dict[str, Any] = {
-        "matched": len(pairs),
-        "unmatched_reference": match["unmatched_reference"],
-        "unmatched_variant": match["unmatched_variant"],
-        "unmatched": match["unmatched_reference"] + match["unmatched_variant"],
-        "mean_iou": match["mean_iou"],
-        "notes": [],
-    }
-    if ref.get("keypoints") is not None and var.get("keypoints") is not None:
+    pairs = match.matched
+    out = DetectionParity(
+        matched=len(pairs),
+        unmatched_reference=match.unmatched_reference,
+        unmatched_variant=match.unmatched_variant,
+        unmatched=match.unmatched_reference + match.unmatched_variant,
+        mean_iou=match.mean_iou,
+    )
+    ref_kp, var_kp = ref.get("keypoints"), var.get("keypoints")
+    if ref_kp is not None and var_kp is not None:
         # x, y only: a keypoint's confidence is not a position and has no pixel scale.
-        ref_kp, var_kp = to_numpy(ref["keypoints"])[..., :2], to_numpy(var["keypoints"])[..., :2]
-        dists = [np.linalg.norm(var_kp[j] - ref_kp[i], axis=-1).max() for i, j, _ in pairs]
-        out["max_keypoint_displacement_px"] = float(max(dists)) if dists else None
-    if ref.get("masks") is not None and var.get("masks") is not None:
-        ref_m, var_m = _as_masks(ref["masks"]), _as_masks(var["masks"])
+        ref_xy, var_xy = to_numpy(ref_kp)[..., :2], to_numpy(var_kp)[..., :2]
+        dists = [np.linalg.norm(var_xy[j] - ref_xy[i], axis=-1).max() for i, j, _ in pairs]
+        out.max_keypoint_displacement_px = float(max(dists)) if dists else None
+    ref_masks, var_masks = ref.get("masks"), var.get("masks")
+    if ref_masks is not None and var_masks is not None:
+        ref_m, var_m = _as_masks(ref_masks), _as_masks(var_masks)
         if ref_m.shape[1:] != var_m.shape[1:]:
-            out["notes"].append(
-                f"mask size differs: reference {list(ref_m.shape[1:])}, variant {list(var_m.shape[1:])}"
-            )
-            out["mask_shape_mismatch"] = [list(ref_m.shape), list(var_m.shape)]
-            out["mean_mask_iou"] = None
+            out.notes.append(f"mask size differs: reference {list(ref_m.shape[1:])}, variant {list(var_m.shape[1:])}")
+            out.mask_shape_mismatch = [list(ref_m.shape), list(var_m.shape)]
+            out.mean_mask_iou = None
         else:
             ious = [float(_mask_iou_matrix(ref_m[i : i + 1], var_m[j : j + 1])[0, 0]) for i, j, _ in pairs]
-            out["mean_mask_iou"] = float(np.mean(ious)) if ious else None
+            out.mean_mask_iou = float(np.mean(ious)) if ious else None
     return out
 
 
-def depth_parity(ref_depth: Any, var_depth: Any, eps: float = 1e-6) -> dict:
+def depth_parity(ref_depth: Any, var_depth: Any, eps: float = 1e-6) -> DepthParity:
     """Relative error |a-b|/(|b|+eps) of a depth map against the reference b: mean, p99, max abs."""
     ref, var = to_numpy(ref_depth), to_numpy(var_depth)
     if ref.shape != var.shape:
-        return {
-            "shape_mismatch": [list(ref.shape), list(var.shape)],
-            "mean_relative_error": math.inf,
-            "p99_relative_error": math.inf,
-        }
+        return DepthParity(
+            shape_mismatch=[list(ref.shape), list(var.shape)], mean_relative_error=math.inf, p99_relative_error=math.inf
+        )
     err = _abs_error(ref, var)
     with np.errstate(invalid="ignore"):
         rel = np.where(np.isfinite(err), err / (np.abs(np.nan_to_num(ref)) + eps), np.inf)
     if rel.size == 0:
-        return {"mean_relative_error": 0.0, "p99_relative_error": 0.0, "max_abs_error": 0.0}
-    return {
-        "mean_relative_error": float(rel.mean()),
-        "p99_relative_error": float(np.percentile(rel, 99)),
-        "max_abs_error": float(err.max()),
-    }
+        return DepthParity(mean_relative_error=0.0, p99_relative_error=0.0, max_abs_error=0.0)
+    return DepthParity(
+        mean_relative_error=float(rel.mean()),
+        p99_relative_error=float(np.percentile(rel, 99)),
+        max_abs_error=float(err.max()),
+    )
 
 
-def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
+def mask_parity(ref_masks: Any, var_masks: Any) -> MaskParity:
     """Agreement of SAM masks: each reference mask, in order, takes the best unused variant mask."""
     ref, var = _as_masks(ref_masks), _as_masks(var_masks)
     if ref.shape[1:] != var.shape[1:]:
-        return {
-            "shape_mismatch": [list(ref.shape), list(var.shape)],
-            "mean_mask_iou": None,
-            "min_mask_iou": None,
-            "unmatched_reference": len(ref),
-            "unmatched_variant": len(var),
-        }
+        return MaskParity(
+            shape_mismatch=[list(ref.shape), list(var.shape)], unmatched_reference=len(ref), unmatched_variant=len(var)
+        )
     iou = _mask_iou_matrix(ref, var)
     used: set[int] = set()
     ious: list[float] = []
@@ -270,12 +273,12 @@ def mask_parity(ref_masks: Any, var_masks: Any) -> dict:
         j = max(free, key=lambda c: iou[i, c])
         used.add(j)
         ious.append(float(iou[i, j]))
-    return {
-        "mean_mask_iou": float(np.mean(ious)) if ious else None,
-        "min_mask_iou": float(min(ious)) if ious else None,
-        "unmatched_reference": len(ref) - len(ious),
-        "unmatched_variant": len(var) - len(ious),
-    }
+    return MaskParity(
+        mean_mask_iou=float(np.mean(ious)) if ious else None,
+        min_mask_iou=float(min(ious)) if ious else None,
+        unmatched_reference=len(ref) - len(ious),
+        unmatched_variant=len(var) - len(ious),
+    )
 
 
 def _fmt(value: float | None) -> str:
@@ -292,86 +295,85 @@ def _under(value: Any, limit: Any) -> bool:
     return limit is not None and value is not None and not value >= limit
 
 
-def _raw_output_reasons(raw: dict, tol: Callable[[str], Any]) -> list[str]:
+def _raw_output_reasons(raw: RawParity, tol: Callable[[str], Any]) -> list[str]:
     """Why the raw output parts fail: a shape mismatch, or a normalised error over the tolerance."""
     reasons = []
-    for part in raw["parts"]:
-        if "shape_mismatch" in part:
-            ref_shape, var_shape = part["shape_mismatch"]
-            reasons.append(f"{part['part']} shape mismatch: reference {ref_shape}, variant {var_shape}")
-        elif _over(part["normalised_error"], tol("normalised_error")):
+    for part in raw.parts:
+        if part.shape_mismatch is not None:
+            ref_shape, var_shape = part.shape_mismatch
+            reasons.append(f"{part.part} shape mismatch: reference {ref_shape}, variant {var_shape}")
+        elif _over(part.normalised_error, tol("normalised_error")):
             reasons.append(
-                f"{part['part']} normalised error {_fmt(part['normalised_error'])} > {_fmt(tol('normalised_error'))}"
+                f"{part.part} normalised error {_fmt(part.normalised_error)} > {_fmt(tol('normalised_error'))}"
             )
     return reasons
 
 
-def _detection_reasons(det: dict, tol: Callable[[str], Any]) -> list[str]:
+def _detection_reasons(det: DetectionParity, tol: Callable[[str], Any]) -> list[str]:
     """Why the detections fail: unmatched boxes, box IoU, keypoint displacement, mask shape or IoU."""
     reasons = []
-    if _over(det.get("unmatched"), tol("max_unmatched")):
+    if _over(det.unmatched, tol("max_unmatched")):
         reasons.append(
-            f"detection unmatched {det['unmatched']} > {tol('max_unmatched')} "
-            f"(reference {det['unmatched_reference']}, variant {det['unmatched_variant']})"
+            f"detection unmatched {det.unmatched} > {tol('max_unmatched')} "
+            f"(reference {det.unmatched_reference}, variant {det.unmatched_variant})"
         )
-    if _under(det.get("mean_iou"), tol("min_mean_iou")):
-        reasons.append(f"detection mean IoU {_fmt(det['mean_iou'])} < {_fmt(tol('min_mean_iou'))}")
-    if _over(det.get("max_keypoint_displacement_px"), tol("max_keypoint_displacement_px")):
+    if _under(det.mean_iou, tol("min_mean_iou")):
+        reasons.append(f"detection mean IoU {_fmt(det.mean_iou)} < {_fmt(tol('min_mean_iou'))}")
+    displacement = known(det.max_keypoint_displacement_px)
+    if _over(displacement, tol("max_keypoint_displacement_px")):
         reasons.append(
-            f"keypoint displacement {_fmt(det['max_keypoint_displacement_px'])} px "
-            f"> {_fmt(tol('max_keypoint_displacement_px'))} px"
+            f"keypoint displacement {_fmt(displacement)} px > {_fmt(tol('max_keypoint_displacement_px'))} px"
         )
-    if "mask_shape_mismatch" in det:
-        ref_shape, var_shape = det["mask_shape_mismatch"]
+    mask_iou = known(det.mean_mask_iou)
+    if det.mask_shape_mismatch is not None:
+        ref_shape, var_shape = det.mask_shape_mismatch
         reasons.append(f"detection mask shape mismatch: reference {ref_shape}, variant {var_shape}")
-    elif _under(det.get("mean_mask_iou"), tol("min_mask_iou")):
-        reasons.append(f"detection mean mask IoU {_fmt(det['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
+    elif _under(mask_iou, tol("min_mask_iou")):
+        reasons.append(f"detection mean mask IoU {_fmt(mask_iou)} < {_fmt(tol('min_mask_iou'))}")
     return reasons
 
 
-def _depth_reasons(depth: dict, tol: Callable[[str], Any]) -> list[str]:
+def _depth_reasons(depth: DepthParity, tol: Callable[[str], Any]) -> list[str]:
     """Why the depth map fails: a shape mismatch, or a p99 relative error over the tolerance."""
-    if "shape_mismatch" in depth:
-        ref_shape, var_shape = depth["shape_mismatch"]
+    if depth.shape_mismatch is not None:
+        ref_shape, var_shape = depth.shape_mismatch
         return [f"depth shape mismatch: reference {ref_shape}, variant {var_shape}"]
-    if _over(depth["p99_relative_error"], tol("depth_p99_relative_error")):
-        return [
-            f"depth p99 relative error {_fmt(depth['p99_relative_error'])} > {_fmt(tol('depth_p99_relative_error'))}"
-        ]
+    if _over(depth.p99_relative_error, tol("depth_p99_relative_error")):
+        return [f"depth p99 relative error {_fmt(depth.p99_relative_error)} > {_fmt(tol('depth_p99_relative_error'))}"]
     return []
 
 
-def _mask_reasons(masks: dict, tol: Callable[[str], Any]) -> list[str]:
+def _mask_reasons(masks: MaskParity, tol: Callable[[str], Any]) -> list[str]:
     """Why the SAM masks fail: a shape mismatch, unmatched masks, or a mean mask IoU too low."""
-    if "shape_mismatch" in masks:
-        ref_shape, var_shape = masks["shape_mismatch"]
+    if masks.shape_mismatch is not None:
+        ref_shape, var_shape = masks.shape_mismatch
         return [f"mask shape mismatch: reference {ref_shape}, variant {var_shape}"]
     reasons = []
-    unmatched = masks["unmatched_reference"] + masks["unmatched_variant"]
-    if _over(unmatched, tol("max_unmatched")):
-        reasons.append(f"masks unmatched {unmatched} > {tol('max_unmatched')}")
-    if _under(masks.get("mean_mask_iou"), tol("min_mask_iou")):
-        reasons.append(f"mean mask IoU {_fmt(masks['mean_mask_iou'])} < {_fmt(tol('min_mask_iou'))}")
+    if _over(masks.unmatched, tol("max_unmatched")):
+        reasons.append(f"masks unmatched {masks.unmatched} > {tol('max_unmatched')}")
+    if _under(masks.mean_mask_iou, tol("min_mask_iou")):
+        reasons.append(f"mean mask IoU {_fmt(masks.mean_mask_iou)} < {_fmt(tol('min_mask_iou'))}")
     return reasons
 
 
-def verdict(figures: dict, tolerance: dict) -> tuple[ParityVerdict, list[str]]:
+REASONS: dict[type, Callable[[Any, Callable[[str], Any]], list[str]]] = {
+    RawParity: _raw_output_reasons,
+    DetectionParity: _detection_reasons,
+    DepthParity: _depth_reasons,
+    MaskParity: _mask_reasons,
+}
+
+
+def verdict(figures: Sequence[Figure], tolerance: dict) -> tuple[ParityVerdict, list[str]]:
     """(pass or fail, reasons) for one image's figures under a tolerance.
 
-    figures: {"raw": raw_output_parity(...), "detection": detection_parity(...),
-    "depth": depth_parity(...), "masks": mask_parity(...)}, any of them absent. An absent
-    figure, or a tolerance key left out, is not checked; a shape mismatch always fails.
+    figures: any of raw_output_parity(...), detection_parity(...), depth_parity(...) and
+    mask_parity(...) (ImageParity.figures()). A figure the image lacks, or a tolerance key left out,
+    is not checked; a shape mismatch always fails.
     """
     reasons: list[str] = []
-    for key, reasons_of in (
-        ("raw", _raw_output_reasons),
-        ("detection", _detection_reasons),
-        ("depth", _depth_reasons),
-        ("masks", _mask_reasons),
-    ):
-        figure = figures.get(key)
-        if figure:
-            reasons += reasons_of(figure, tolerance.get)
+    for figure in figures:
+        reasons += REASONS[type(figure)](figure, tolerance.get)
     return (ParityVerdict.FAIL if reasons else ParityVerdict.PASS), reasons
 
 
@@ -396,29 +398,30 @@ def _worst(values: list, pick) -> float | None:
     return _plain(pick(present)) if present else None
 
 
-def summarise(per_image_figures: list[dict]) -> ParityWorst:
+def summarise(per_image: list[ImageParity]) -> ParityWorst:
     """Worst-case figures across images, for one report row (plain floats/ints/None; inf kept).
 
     min_mask_iou is the lowest per-image mean mask IoU, the same figure verdict() judges.
     """
-    raws = [f["raw"] for f in per_image_figures if f.get("raw")]
-    dets = [f["detection"] for f in per_image_figures if f.get("detection")]
-    depths = [f["depth"] for f in per_image_figures if f.get("depth")]
-    masks = [f["masks"] for f in per_image_figures if f.get("masks")]
-    worst_raw = max(raws, key=lambda r: r["normalised_error"], default=None)
-    unmatched = [d["unmatched"] for d in dets] + [m["unmatched_reference"] + m["unmatched_variant"] for m in masks]
+    raws = [f.raw for f in per_image]
+    dets = [f.detection for f in per_image if f.detection]
+    depths = [f.depth for f in per_image if f.depth]
+    masks = [f.masks for f in per_image if f.masks]
+    worst_raw = max(raws, key=lambda r: r.normalised_error, default=None)
+    unmatched = [d.unmatched for d in dets] + [m.unmatched for m in masks]
     return ParityWorst(
-        images=len(per_image_figures),
-        normalised_error=_plain(worst_raw["normalised_error"]) if worst_raw else None,
-        worst_part=worst_raw["worst_part"] if worst_raw else None,
-        max_abs_error=_worst([r["max_abs_error"] for r in raws], max),
-        shape_mismatch=any(r["shape_mismatch"] for r in raws)
-        or any("shape_mismatch" in d for d in depths + masks)
-        or any("mask_shape_mismatch" in d for d in dets),
-        depth_p99_relative_error=_worst([d["p99_relative_error"] for d in depths], max),
-        depth_mean_relative_error=_worst([d["mean_relative_error"] for d in depths], max),
-        min_mean_iou=_worst([d["mean_iou"] for d in dets], min),
+        images=len(per_image),
+        normalised_error=_plain(worst_raw.normalised_error) if worst_raw else None,
+        worst_part=worst_raw.worst_part if worst_raw else None,
+        max_abs_error=_worst([r.max_abs_error for r in raws], max),
+        shape_mismatch=any(r.shape_mismatch for r in raws)
+        or any(d.shape_mismatch is not None for d in depths)
+        or any(m.shape_mismatch is not None for m in masks)
+        or any(d.mask_shape_mismatch is not None for d in dets),
+        depth_p99_relative_error=_worst([d.p99_relative_error for d in depths], max),
+        depth_mean_relative_error=_worst([d.mean_relative_error for d in depths], max),
+        min_mean_iou=_worst([d.mean_iou for d in dets], min),
         unmatched=int(sum(unmatched)) if unmatched else None,
-        max_keypoint_displacement_px=_worst([d.get("max_keypoint_displacement_px") for d in dets], max),
-        min_mask_iou=_worst([d.get("mean_mask_iou") for d in dets] + [m.get("mean_mask_iou") for m in masks], min),
+        max_keypoint_displacement_px=_worst([known(d.max_keypoint_displacement_px) for d in dets], max),
+        min_mask_iou=_worst([known(d.mean_mask_iou) for d in dets] + [m.mean_mask_iou for m in masks], min),
     )

@@ -9,6 +9,7 @@ The variants' own pass (load, prepare, cold start, warm-up, timed runs, parity) 
 from __future__ import annotations
 
 from ..common import UsageError
+from ..records.variants import VariantDetails
 from .base import Variant
 from .channels_last import TorchChannelsLast
 from .compile import TorchCompile
@@ -49,7 +50,7 @@ def parse_variants(text: str | None) -> list[str]:
     return [REFERENCE_VARIANT] + [n for n in names if n != REFERENCE_VARIANT]
 
 
-def prepare_variant(bench, variant: str, images: list) -> dict:
+def prepare_variant(bench, variant: str, images: list) -> VariantDetails:
     """Turn a freshly loaded model into `variant`; returns what the report shows about it. Raises
     VariantUnsupported when this model or device cannot run it."""
     return get_variant(variant).prepare(bench, images)

@@ -4,6 +4,7 @@ reference, as loaded) and the half-precision autocast variants torch-fp16 and to
 from __future__ import annotations
 
 from ..common import VariantUnsupported, exception_line
+from ..records.variants import VariantDetails
 from .base import Variant
 
 
@@ -25,9 +26,9 @@ class Autocast(Variant):
         check_autocast(bench.device, dtype)
         return dtype
 
-    def prepare(self, bench, images: list) -> dict:
+    def prepare(self, bench, images: list) -> VariantDetails:
         bench.autocast_dtype = self.torch_dtype(bench)
-        return {"autocast_dtype": self.precision}
+        return VariantDetails(autocast_dtype=self.precision)
 
     def hooked(self, bench):
         from ..divergence.layer_passes import AutocastVariant

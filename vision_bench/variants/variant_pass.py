@@ -4,23 +4,20 @@ like the reference, its outputs checked against the reference's."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import traceback
+from typing import Any
 
 from ..common import VariantUnsupported, exception_line, log, seed_everything
 from ..measure.memory import free_cached_memory, private_memory
-from ..measure.timed_runs import (
-    memory_before_load,
-    run_timed_phases,
-    set_headline_memory,
-    set_private_peak,
-    summarize_latency,
-)
+from ..measure.timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
 from ..models.images import load_rgb
 from ..records import VariantStatus
-from ..records.codec import encode
+from ..records.measurement import MemoryFigures
 from ..records.model_result import ModelResult
-from ..records.variants import VARIANT_FIELDS, VariantResult
+from ..records.parity_figures import ImageOutputs
+from ..records.variants import VariantResult
 from .output_parity import compare_outputs, parity_outputs
 from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
 
@@ -36,8 +33,8 @@ def load_fresh(cls, ctx):
 def variant_attempt(record, model: str, variant: str, tag: str, device):
     """One variant's attempt: a VariantUnsupported makes its record 'unsupported', any other error
     'failed' (with the traceback), never the model's or the run's; the instance it put in the yielded
-    dict under "bench" is released either way. `record` is a VariantResult (or --divergence's entry)."""
-    held: dict = {}
+    Held under `bench` is released either way. `record` is a VariantResult (or --divergence's entry)."""
+    held = Held()
     try:
         yield held
     except VariantUnsupported as exc:
@@ -47,9 +44,16 @@ def variant_attempt(record, model: str, variant: str, tag: str, device):
         mark(record, status=VariantStatus.FAILED, reason=exception_line(exc), traceback=traceback.format_exc())
         log("WARNING", f"{model} {variant} failed: {exception_line(exc)}")
     finally:
-        if held.get("bench") is not None:
-            held.pop("bench").release()
+        if held.bench is not None:
+            held.bench.release()
+            held.bench = None
         free_cached_memory(device)
+
+
+class Held:
+    """The model instance a variant's attempt holds, released when the attempt ends."""
+
+    bench: Any = None
 
 
 def mark(record, **fields) -> None:
@@ -61,7 +65,7 @@ def mark(record, **fields) -> None:
             setattr(record, name, value)
 
 
-def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[str]) -> list[dict]:
+def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[str]) -> list[ImageOutputs]:
     """Each variant in a fresh instance of the model (same seed, so the same weights), measured
     like the reference and checked against its outputs. A variant that cannot run is a row marked
     'unsupported' or 'failed' with its reason; the model and the run go on. Returns the reference's
@@ -78,7 +82,7 @@ def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[st
         rows.append(record)
         log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {description}")
         with variant_attempt(record, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
-            held["bench"] = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
+            held.bench = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
             record.parity = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
             add_speedups(record, rows[0])
             record.status = VariantStatus.COMPLETE
@@ -88,34 +92,32 @@ def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[st
 
 
 def measure_variant(cls, variant: str, ctx, record: VariantResult, tracker, images: list):
-    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs: measured in
-    the dict the timed phases fill (the model pass's shape), kept in `record` as they come (what a
-    failure leaves measured stays in it)."""
+    """Load, prepare (export, compile, cast), then the cold start, warm-up and timed runs, as the
+    model's own pass times them, kept in `record` as they come (what a failure leaves measured stays
+    in it)."""
     seed_everything(ctx.settings.seed)
     bench = cls.for_run(ctx.device, ctx.settings)
     tracker.reset_peak()
-    memory = record.memory = memory_before_load(tracker, ctx.device)
-    timed = {"runs": record.runs, "memory": memory}
+    memory = record.memory = figures_before_load(tracker, ctx.device)
     start = time.perf_counter()
     bench.load()
     record.details = prepare_variant(bench, variant, images)
     record.prepare_seconds = time.perf_counter() - start
-    try:
-        run_timed_phases(bench, ctx, timed, lambda name: contextlib.nullcontext(), images[0][1], label=f"[{variant}] ")
-        memory.update(tracker.peak())
-        set_private_peak(memory, private_memory())
-        summarize_latency(timed, discard_flagged=ctx.settings.discard_throttled)
-        set_headline_memory(timed, ctx.device)
-    finally:
-        keep_measured(record, timed)
+    assert record.runs is not None  # measure_variants made the list
+    time_runs(
+        bench,
+        ctx,
+        record.runs,
+        lambda name: contextlib.nullcontext(),
+        images[0][1],
+        label=f"[{variant}] ",
+        keep=lambda key, value: setattr(record, key, value),
+    )
+    memory.add_peak(tracker.peak_reading())
+    set_private_peak(memory, private_memory())
+    summarize_runs(record, discard_flagged=ctx.settings.discard_throttled)
+    memory.set_headline(ctx.device.type == "cuda")
     return bench
-
-
-def keep_measured(record: VariantResult, timed: dict) -> None:
-    """What the timed phases (measure/timed_runs.py, shared with the model's own pass and the sweep
-    points) left in the dict they fill, as the record's fields of the same names."""
-    for name in VARIANT_FIELDS & timed.keys():
-        setattr(record, name, timed[name])
 
 
 def reference_row(result: ModelResult) -> VariantResult:
@@ -127,11 +129,22 @@ def reference_row(result: ModelResult) -> VariantResult:
         reference=True,
         speedup_forward=1.0,
         speedup_end_to_end=1.0,
-        latency_end_to_end=encode(result.latency_end_to_end),
-        latency_forward=encode(result.latency_forward),
-        cold_start=encode(result.cold_start),
+        latency_end_to_end=copy.deepcopy(result.latency_end_to_end),
+        latency_forward=copy.deepcopy(result.latency_forward),
+        cold_start=copy.deepcopy(result.cold_start),
         fps=result.fps,
-        memory={k: getattr(result.memory, k) for k in ("peak_bytes", "peak_kind", "peak_over_baseline_bytes")},
+        memory=headline_memory(result.memory),
+    )
+
+
+def headline_memory(memory: MemoryFigures | None) -> MemoryFigures | None:
+    """The model's headline three memory figures: the peak, its kind, the model's own share."""
+    if memory is None:
+        return None
+    return MemoryFigures(
+        peak_bytes=memory.peak_bytes,
+        peak_kind=memory.peak_kind,
+        peak_over_baseline_bytes=memory.peak_over_baseline_bytes,
     )
 
 

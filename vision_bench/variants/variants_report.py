@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from ..common import ms
 from ..records import ParityVerdict
+from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
-from ..records.variants import ParityWorst, VariantResult
+from ..records.variants import ParityWorst, VariantDetails, VariantResult
 from ..reports.blocks import Block, BulletList, Heading, Paragraph, Table
 from ..reports.tables import e2e_csv_values
 
@@ -85,25 +86,23 @@ def variant_notes(r: ModelResult) -> list[str]:
     """How each variant ran: autocast dtype, export file and provider, compile time in the cold start."""
     notes = []
     for v in variants_of(r):
-        d = v.details or {}
-        if "provider" in d:
+        d = v.details or VariantDetails()
+        if d.provider is not None:
             export = (
-                f"exported in {d['export_seconds']:.1f} s"
-                if d.get("export_seconds") is not None
+                f"exported in {d.export_seconds:.1f} s"
+                if d.export_seconds is not None
                 else "export reused from the cache"
             )
-            files = ", ".join(f"`{f}`" for f in d.get("files") or [])
-            notes.append(f"onnxruntime: {export} ({files}), provider {d['provider']}")
+            files = ", ".join(f"`{f}`" for f in d.files or [])
+            notes.append(f"onnxruntime: {export} ({files}), provider {d.provider}")
         if v.variant == "torch-compile" and v.cold_start:
             notes.append(
                 f"torch-compile: compiling happens in the cold start "
                 f"({ms(v.cold_start_seconds)} ms, against the reference's "
                 f"{ms(r.cold_start.total_s if r.cold_start else None)} ms)"
             )
-        if d.get("autocast_dtype"):
-            notes.append(
-                f"{v.variant}: torch.autocast to {d['autocast_dtype']} around the network; weights stay float32"
-            )
+        if d.autocast_dtype:
+            notes.append(f"{v.variant}: torch.autocast to {d.autocast_dtype} around the network; weights stay float32")
     return notes
 
 
@@ -152,7 +151,7 @@ def variant_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
     for v in variants_of(r):
         if v.reference:
             continue
-        e2e, mem, worst = v.latency_end_to_end or {}, v.memory or {}, v.parity_worst
+        worst = v.parity_worst
         row = dict.fromkeys(base_row)
         row.update(
             model=r.model,
@@ -161,15 +160,15 @@ def variant_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
             weights=r.weights,
             variant=v.variant,
             cold_start_s=v.cold_start_seconds,
-            **e2e_csv_values(e2e),
+            **e2e_csv_values(v.latency_end_to_end or LatencyStats()),
             forward_median_s=v.forward_median,
             fps=v.fps,
             peak_memory_mb=v.peak_mb,
-            peak_over_baseline_mb=mem["peak_over_baseline_bytes"] / 1024**2 if mem.get("peak_bytes") else None,
-            peak_memory_kind=mem.get("peak_kind"),
+            peak_over_baseline_mb=v.peak_over_baseline_mb,
+            peak_memory_kind=v.memory.peak_kind if v.memory else None,
             parameters=r.parameters,
-            input_shape=base_row.get("input_shape"),
-            warm_runs=e2e.get("n"),
+            input_shape="x".join(map(str, r.input_shape)) if r.input_shape else None,
+            warm_runs=v.warm_runs,
             speedup_forward=v.speedup_forward,
             parity_verdict=v.parity_verdict,
             parity_normalised_error=worst.normalised_error,

@@ -367,7 +367,7 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
     )
     assert entry.top_own[0].own is None
     # What --merge would write from the file read back: the same section, "inf" where the JSON says null.
-    again = context(tmp_path, read["run_id"])
+    again = context(tmp_path, read.run_id)
     for png in report["ctx"].assets_dir.glob("*.png"):
         (again.assets_dir / png.name).write_bytes(png.read_bytes())
     assert section(write_report_files(read, again)["md"].read_text(encoding="utf-8")) == section(report["md"])

@@ -357,7 +357,7 @@ def test_the_chart_is_a_png_of_the_errors(report):
 
 def test_the_results_file_with_divergence_validates_and_its_report_reads_the_same(report, tmp_path):
     read = read_results(report["paths"]["json"], "--compare")
-    entry = read["models"][0].divergence[0]
+    entry = read.models[0].divergence[0]
     written = json.loads(report["paths"]["json"].read_text(encoding="utf-8"))["models"][0]["divergence"][0]
     assert written["records"][INFINITE]["shadow"]["relative_l2"] is None  # inf became null
     infinite = entry.record_at(INFINITE)
@@ -368,7 +368,7 @@ def test_the_results_file_with_divergence_validates_and_its_report_reads_the_sam
     )
     assert entry.top_own[0].own is None
     # What --merge would write from the file read back: the same section, "inf" where the JSON says null.
-    again = context(tmp_path, read["run_id"])
+    again = context(tmp_path, read.run_id)
     for png in report["ctx"].assets_dir.glob("*.png"):
         (again.assets_dir / png.name).write_bytes(png.read_bytes())
     assert section(write_report_files(read, again)["md"].read_text(encoding="utf-8")) == section(report["md"])

@@ -51,8 +51,8 @@ def test_divergence_passes_are_measuring_time_with_their_own_row():
     assert "divergence" in MEASURING_PHASES
     result = {"model": "m", "phase_seconds": {"load": 2.0, "timed": 3.0, "divergence": 60.0, "cleanup": 1.0}}
     totals = phase_totals([with_records(result)], total_seconds=70.0)
-    assert totals["measuring"] == pytest.approx(65.0)
-    assert totals["overhead"] == pytest.approx(5.0)  # 70 - 65: the cleanup and the rest, not the passes
-    text = render_markdown(run_time_blocks({"phase_totals": totals}))
+    assert totals.measuring == pytest.approx(65.0)
+    assert totals.overhead == pytest.approx(5.0)  # 70 - 65: the cleanup and the rest, not the passes
+    text = render_markdown(run_time_blocks(totals))
     assert "| divergence passes | 60.0 | 85.7% |" in text
     assert "overhead (everything else: worker start, output picture, cleanup, reports, start-up) 5.0 s (7.1%)" in text

@@ -17,6 +17,8 @@ from .measure.environment import configure_threads, system_info
 from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .models.base import declared_options
 from .models.images import discover_images
+from .records.codec import from_json
+from .records.run_config import AllocatorSettings, SystemInfo
 from .reports.compare import compare_results
 from .reports.merge import merge_results
 from .run.orchestrator import announce, print_summary, raise_on_signal, run_all
@@ -448,7 +450,7 @@ def check_passes(args) -> list[str]:
     return variants
 
 
-def start_processes(args) -> tuple[int, dict | None]:
+def start_processes(args) -> tuple[int, AllocatorSettings | None]:
     """The worker processes' fork server (--isolation process) or this process's allocator, and the
     torch thread count; returns (threads, allocator: None when the workers set their own)."""
     if args.trace_stacks and not args.trace:
@@ -555,7 +557,7 @@ def new_context(settings: RunSettings, args, defaults: RunDefaults, invoked) -> 
         results_dir,
         viz_dir,
         assets_dir,
-        system=system_info(device),
+        system=from_json(SystemInfo, system_info(device)),
         started=invoked,
     )
 

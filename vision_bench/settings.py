@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from .records.model_result import ModelResult
+from .records.run_config import AllocatorSettings, ShardRecord, SystemInfo
+
+
+@dataclass(slots=True)
+class DeviceSlot:
+    """--devices: one device slot (a thread serving one device) and when it was busy."""
+
+    device: str
+    slot: int
+    start: datetime | None = None  # when its thread started, and ended (None: not yet)
+    end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,9 @@ class RunSettings:
     isolation: str = "process"  # process | none
     model_timeout: float | None = None
     threads: int | None = None  # torch CPU threads, pinned in every worker
-    allocator: dict | None = None  # glibc's thresholds (run.worker_processes.keep_freed_memory), set where models run
+    allocator: AllocatorSettings | None = (
+        None  # glibc's thresholds (run.worker_processes.keep_freed_memory), set where models run
+    )
     dissect: bool = True  # write the layer files (--no-dissect: statistics only)
     keep_going: bool = False
     devices: list = field(default_factory=list)  # --devices: torch devices, one worker each; empty: --device alone
@@ -46,7 +59,7 @@ class RunSettings:
     input_sizes: list[int] | str | None = None
     sweep_budget: float | None = None
     memory_limit: int | None = None  # bytes
-    shard: dict | None = None  # --shard I/N's record (run.shards.select_shard)
+    shard: ShardRecord | None = None  # --shard I/N's record (run.shards.select_shard)
     output_dir: Path = Path(".")
 
     def options_for(self, cls) -> dict[str, str]:
@@ -96,13 +109,13 @@ class RunContext:
     results_dir: Path
     viz_dir: Path
     assets_dir: Path
-    system: dict  # measure.environment.system_info of `device`
+    system: SystemInfo  # measure.environment.system_info of `device`
     started: datetime = field(default_factory=datetime.now)  # cli passes its own start: start-up is overhead too
     results: list[ModelResult] = field(default_factory=list)
     status: str = "running"  # running | complete | incomplete | interrupted
     in_worker: bool = False  # in a model's worker process: a sweep may ask for a fresh worker
     timing_only: bool = False  # a later process of --processes: only its timed runs count
-    device_slots: list[dict] | None = None  # --devices: each slot's device and busy span
+    device_slots: list[DeviceSlot] | None = None  # --devices: each slot's device and busy span
     stop_event: Any = None  # --devices: set by the main thread to stop the device threads' workers
     log_prefix: str = ""  # --devices: names the model on each relayed line
 

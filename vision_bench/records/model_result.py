@@ -31,6 +31,7 @@ from .measurement import (
     RunRecord,
     per_image_from_json,
 )
+from .run_config import AllocatorSettings, RunConfig, SystemInfo
 from .statuses import ModelStatus
 from .sweep import SweepRecord
 from .variants import VariantResult
@@ -80,6 +81,10 @@ FAMILIES: dict[str, Callable[[Any], Any]] = {
     # run/: a failed model's error and the worker process that ran it
     "error": one(ErrorRecord),
     "worker": one(WorkerRecord),
+    "allocator": one(AllocatorSettings),
+    # --devices, --merge: a model's own system and settings
+    "system": one(SystemInfo),
+    "run_config": one(RunConfig),
     # the end of the families
 }
 
@@ -104,7 +109,7 @@ class ModelResult:
     phase_seconds: dict[str, float | None] = field(default_factory=dict)  # wall seconds per phase
     memory: MemoryFigures | None = optional()
     config: dict | None = optional()  # the model's run configuration (batch, dtype, ...)
-    allocator: dict | None = optional()  # the allocator settings of the process
+    allocator: AllocatorSettings | None = optional()  # the allocator settings of the process
     load_seconds: float | None = optional()
     dtype: str | None = optional()  # the compute dtype
     guard: GuardRecord | None = optional()
@@ -137,8 +142,8 @@ class ModelResult:
     error: ErrorRecord | None = optional()
     device: str | None = optional()  # --devices: the device it ran on, and its slot
     device_slot: int | None = optional()
-    system: dict | None = optional()  # --devices, --merge: its own system where they differ
-    run_config: dict | None = optional()  # --merge: its file's settings where the files differ
+    system: SystemInfo | None = optional()  # --devices, --merge: its own system where they differ
+    run_config: RunConfig | None = optional()  # --merge: its file's settings where the files differ
     source_file: str | None = optional()  # --merge: the file it came from, and its run id
     source_run_id: str | None = optional()
     variant: str | None = optional()  # a file of results per variant: the variant (model_key)

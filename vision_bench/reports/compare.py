@@ -21,6 +21,8 @@ from ..measure.stats import (
 )
 from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
+from ..records.run_config import known
+from ..records.run_document import RunDocument, read_document
 from ..settings import CompareOptions
 from .blocks import Block, BulletList, Heading, Note, Paragraph, Table
 from .render_html import render_html
@@ -31,6 +33,28 @@ from .results_file import model_key, read_results, setting, timed_seconds
 TOO_FEW = "too few runs to tell"
 
 
+@dataclass(frozen=True)
+class ShiftEstimate:
+    """measure.stats.shift_estimate: how much later new's times are than base's (new - base, in
+    seconds) with its 95% interval (low/high None when the run counts allow none)."""
+
+    shift: float
+    low: float | None
+    high: float | None
+    coverage: float | None = None  # the interval's exact coverage
+    pairs: int = 0  # the pairwise differences it is the median of
+    smallest_p: float = 1.0  # the smallest two-sided p value the run counts allow
+
+
+@dataclass(frozen=True)
+class RelativeShift:
+    """A shift and its interval in percent of the base median."""
+
+    shift: float
+    low: float | None
+    high: float | None
+
+
 @dataclass
 class ModelComparison:
     """One model on both sides of a comparison (a row of its tables); the pairs are [base, new]."""
@@ -39,8 +63,8 @@ class ModelComparison:
     model: str
     base: LatencyStats  # the end-to-end statistics of the timed runs, each side
     new: LatencyStats
-    shift: dict | None  # measure.stats.shift_estimate: the shift in seconds and its 95% interval
-    shift_pct: dict | None  # the same in percent of the base median (None: base median 0)
+    shift: ShiftEstimate | None  # the shift in seconds and its 95% interval
+    shift_pct: RelativeShift | None  # the same in percent of the base median (None: base median 0)
     p: float | None  # the Mann-Whitney U test's p value
     verdict: str  # slower, faster, no significant change, too few runs, or REFUSED (...)
     refused: bool  # throttled runs in either side's statistics: the gate cannot judge it
@@ -57,8 +81,8 @@ class ModelComparison:
 class Comparison:
     """One later results file against the base: what differs, the warnings, the models."""
 
-    base: dict  # the two results documents
-    new: dict
+    base: RunDocument  # the two results documents
+    new: RunDocument
     differences: list  # [label, base value, new value] per differing setting
     warnings: list[str]
     base_all: dict[str, ModelResult]  # every model by model_key, also those that did not run
@@ -109,7 +133,8 @@ def compare_model(base: ModelResult, new: ModelResult) -> ModelComparison:
     memory, size and status."""
     a, b = timed_seconds(base), timed_seconds(new)
     sa, sb = latency_stats(a), latency_stats(b)
-    shift = shift_estimate(a, b)
+    estimate = shift_estimate(a, b)
+    shift = None if estimate is None else ShiftEstimate(**estimate)
     peaks = [r.memory.peak_bytes if r.memory else None for r in (base, new)]
     changed = [
         label
@@ -137,25 +162,25 @@ def compare_model(base: ModelResult, new: ModelResult) -> ModelComparison:
     )
 
 
-def shift_verdict(shift: dict | None) -> str:
+def shift_verdict(shift: ShiftEstimate | None) -> str:
     """Direction and significance from one statistic: where the shift's 95% interval lies."""
     if shift is None:
         return "not compared"
-    if shift["low"] is None:
+    if shift.low is None or shift.high is None:
         return TOO_FEW
-    if shift["low"] > 0:
+    if shift.low > 0:
         return "slower"
-    if shift["high"] < 0:
+    if shift.high < 0:
         return "faster"
     return "no significant change"
 
 
-def relative_shift(shift: dict | None, base_median: float | None) -> dict | None:
+def relative_shift(shift: ShiftEstimate | None, base_median: float | None) -> RelativeShift | None:
     """The shift and its interval in percent of the base median (None where base's median is 0)."""
     if shift is None or not base_median:
         return None
     pct = lambda v: None if v is None else v / base_median * 100.0
-    return {"shift": pct(shift["shift"]), "low": pct(shift["low"]), "high": pct(shift["high"])}
+    return RelativeShift(shift=shift.shift / base_median * 100.0, low=pct(shift.low), high=pct(shift.high))
 
 
 def shift_text(row: ModelComparison) -> str:
@@ -164,23 +189,25 @@ def shift_text(row: ModelComparison) -> str:
     if shift is None:
         return "n/a"
     if pct is None:
-        return f"{shift['shift'] * 1000:+.2f} ms (base median 0)"
-    if pct["low"] is None:
-        return f"{pct['shift']:+.1f}% (no 95% interval: smallest p {shift['smallest_p']:.2g})"
-    return f"{pct['shift']:+.1f}% [{pct['low']:+.1f}, {pct['high']:+.1f}]"
+        return f"{shift.shift * 1000:+.2f} ms (base median 0)"
+    if pct.low is None or pct.high is None:
+        return f"{pct.shift:+.1f}% (no 95% interval: smallest p {shift.smallest_p:.2g})"
+    return f"{pct.shift:+.1f}% [{pct.low:+.1f}, {pct.high:+.1f}]"
 
 
-def compare_pair(base: dict, new: dict) -> Comparison:
-    """Everything one comparison shows: setting differences, warnings, the models side by side."""
-    base_models = {model_key(r): r for r in base["models"] if r.status != "not run"}
-    new_models = {model_key(r): r for r in new["models"] if r.status != "not run"}
+def compare_pair(base: RunDocument | dict, new: RunDocument | dict) -> Comparison:
+    """Everything one comparison shows: setting differences, warnings, the models side by side (a
+    document built by hand goes through the reader)."""
+    base, new = read_document(base), read_document(new)
+    base_models = {model_key(r): r for r in base.models if r.status != "not run"}
+    new_models = {model_key(r): r for r in new.models if r.status != "not run"}
     common = [k for k in base_models if k in new_models]
     differences = []
     for label, where, key in COMPARED_SETTINGS:
         values = [setting(data, None, where, key) for data in (base, new)]
         if values[0] != values[1]:
             differences.append([label, *("none" if v is None else v for v in values)])
-    images = [sorted(Path(p).name for p in data.get("images", [])) for data in (base, new)]
+    images = [sorted(Path(p).name for p in data.images) for data in (base, new)]
     if images[0] != images[1]:
         differences.append(["images", ", ".join(images[0]), ", ".join(images[1])])
     for k in common:  # each model's own settings (its run_config: the options it ran with, ...)
@@ -217,8 +244,8 @@ def compare_pair(base: dict, new: dict) -> Comparison:
         new=new,
         differences=differences,
         warnings=warnings,
-        base_all={model_key(r): r for r in base["models"]},
-        new_all={model_key(r): r for r in new["models"]},
+        base_all={model_key(r): r for r in base.models},
+        new_all={model_key(r): r for r in new.models},
         models=[compare_model(base_models[k], new_models[k]) for k in common],
         base_only=[base_models[k].model for k in base_models if k not in new_models],
         new_only=[new_models[k].model for k in new_models if k not in base_models],
@@ -229,7 +256,8 @@ def slower_than(row: ModelComparison, pct: float) -> bool:
     """The gate: the data show a slowdown larger than pct%, i.e. the interval's lower bound is above it."""
     if row.verdict != "slower":
         return False
-    return row.shift_pct is None or row.shift_pct["low"] > pct
+    low = row.shift_pct.low if row.shift_pct else None
+    return row.shift_pct is None or (low is not None and low > pct)
 
 
 def not_completed_in_new(pair: Comparison) -> list[str]:
@@ -282,7 +310,7 @@ def comparison_blocks(pairs: list[Comparison], paths: list[Path], options: Compa
 def intro_blocks(pairs: list[Comparison], paths: list[Path], options: CompareOptions) -> list[Block]:
     blocks: list[Block] = [
         Heading(1, "Benchmark comparison"),
-        Paragraph(f"Base: `{paths[0]}` (run `{pairs[0].base.get('run_id')}`)."),
+        Paragraph(f"Base: `{paths[0]}` (run `{known(pairs[0].base.run_id)}`)."),
         Paragraph(
             f"Change: {SHIFT_METHOD.format(exact=EXACT_SHIFT_MAX_PAIRS)}, in percent of the base median. The "
             "verdict is **slower** or **faster** when that interval excludes 0, which is the U test at 5% "
@@ -313,7 +341,7 @@ def intro_blocks(pairs: list[Comparison], paths: list[Path], options: CompareOpt
 
 def pair_blocks(pair: Comparison, path: Path, options: CompareOptions) -> list[Block]:
     """One later file against the base: its warnings, what differs, and the models' tables."""
-    blocks: list[Block] = [Heading(2, f"New: run `{pair.new.get('run_id')}`"), Paragraph(f"File `{path}`.")]
+    blocks: list[Block] = [Heading(2, f"New: run `{known(pair.new.run_id)}`"), Paragraph(f"File `{path}`.")]
     blocks += [Note(w, title="Warning:") for w in pair.warnings]
     allowed = " (allowed)" if options.allow_missing else ""
     blocks += [Note(f"{line}.", title=f"Not completed in new{allowed}:") for line in not_completed_in_new(pair)]
@@ -447,7 +475,7 @@ def compare_results(paths: list[Path], options: CompareOptions) -> int:
         written.append(target)
     gate_failed, missing = [], []
     for pair, path in zip(pairs, paths[1:]):
-        print(f"Base {files[0].get('run_id')} -> new {pair.new.get('run_id')} ({path})")
+        print(f"Base {known(files[0].run_id)} -> new {known(pair.new.run_id)} ({path})")
         for label, a, b in pair.differences:
             print(f"  differs: {label}: {a} -> {b}")
         for w in pair.warnings:
@@ -462,20 +490,20 @@ def compare_results(paths: list[Path], options: CompareOptions) -> int:
                 + (" (different model: " + ", ".join(r.different_model) + ")" if r.different_model else "")
             )
             if options.fail_if_slower is not None and slower_than(r, options.fail_if_slower):
-                gate_failed.append(f"{r.model} {shift_text(r)} slower in {pair.new.get('run_id')}")
+                gate_failed.append(f"{r.model} {shift_text(r)} slower in {known(pair.new.run_id)}")
             for side, state in zip(("base", "new"), r.machine_state):
                 if not_clean(state):
                     log("WARNING", f"{r.model} machine state in {side}: " + "; ".join(state.warnings))
             if options.fail_if_slower is not None and r.refused and not slower_than(r, options.fail_if_slower):
                 gate_failed.append(
                     f"{r.model}: the gate cannot judge it, {r.verdict} in "
-                    f"{pair.new.get('run_id')} (rerun on a quiet machine, or --discard-throttled)"
+                    f"{known(pair.new.run_id)} (rerun on a quiet machine, or --discard-throttled)"
                 )
         for line in not_completed_in_new(pair):
             if options.allow_missing:
                 log("WARNING", f"{line} (allowed by --allow-missing)")
             else:
-                log("ERROR", f"{line} (in {pair.new.get('run_id')}; --allow-missing accepts it)")
+                log("ERROR", f"{line} (in {known(pair.new.run_id)}; --allow-missing accepts it)")
                 missing.append(line)
         for side, names in (("base", pair.base_only), ("new", pair.new_only)):
             if names:

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from ..inspect.trace_report import trace_blocks
 from ..records.model_result import ModelResult
+from ..records.run_config import known
+from ..records.run_document import RunDocument, read_document
 from .render_html import render_html, render_html_fragment
 from .report_model import build_report
 
 
-def html_report(data: dict, ctx) -> str:
+def html_report(data: RunDocument | dict, ctx) -> str:
     """The report as one offline HTML page, rewritten after every model like the others."""
+    data = read_document(data)
     return render_html(build_report(data, ctx), report_title(data))
 
 
-def report_title(data: dict) -> str:
-    return f"Benchmark report {data.get('run_id', '')}"
+def report_title(data: RunDocument) -> str:
+    return f"Benchmark report {known(data.run_id) or ''}"
 
 
 def trace_html(r: ModelResult) -> str:

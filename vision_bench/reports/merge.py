@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
+from ..records.codec import to_json
 from ..records.model_result import ModelResult
+from ..records.run_config import known
+from ..records.run_document import MergedFrom, MergedShards, RunDocument, ShardWall
 from ..run.shards import mark_array_failures, shard_array
 from ..settings import MergeOptions, ReportFolders
 from .compare import unique_output
 from .report_model import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
 from .write import write_report_files
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """Whether the merged files' systems, and their settings, differ."""
+
+    system: bool
+    config: bool
 
 
 def merge_results(paths: list[Path], options: MergeOptions) -> int:
@@ -32,7 +44,10 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
         raise UsageError("--shard-logs needs the result files of shards (--shard I/N)")
     chosen = choose_models(files, paths, options)
     first = files[0]
-    mixed = {where: any(d.get(where) != first.get(where) for d in files[1:]) for where in ("system", "config")}
+    mixed = Mixed(
+        system=any(to_json(d.system) != to_json(first.system) for d in files[1:]),
+        config=any(to_json(d.config) != to_json(first.config) for d in files[1:]),
+    )
     run_id, stem = unique_output(options.output_dir.expanduser() / "results", "benchmark_results")
     assets = stem.parent / f"report_{run_id}"
     assets.mkdir(exist_ok=True)
@@ -40,27 +55,27 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     problems: list[str] = []
     if array is not None:
         models, problems = mark_array_failures(
-            array, {m.cli_name: m for m in models}, (first.get("config") or {}).get("weights"), options.shard_logs
+            array, {m.cli_name: m for m in models}, known(first.config.weights), options.shard_logs
         )
-    complete = {d.get("status") for d in files} == {"complete"} and not problems
+    complete = {d.status for d in files} == {"complete"} and not problems
     data = merged_document(files, paths, models, run_id, complete)
     if array is not None:
-        data["shards"] = {
-            "count": array["count"],
-            "present": array["present"],
-            "missing": [k for k in range(array["count"]) if k not in array["present"]],
-            "logs_template": options.shard_logs,
-        }
-    shards = [{"file": str(p), "run_id": d.get("run_id"), "wall": d.get("total_seconds")} for p, d in zip(paths, files)]
-    data["phase_totals"] = phase_totals(models, data["total_seconds"], shards=shards)
-    viz_dir = Path((first.get("config") or {}).get("viz_dir") or "viz")
+        data.shards = MergedShards(
+            count=array.count,
+            present=array.present,
+            missing=[k for k in range(array.count) if k not in array.present],
+            logs_template=options.shard_logs,
+        )
+    shards = [ShardWall(str(p), known(d.run_id), known(d.total_seconds)) for p, d in zip(paths, files)]
+    data.phase_totals = phase_totals(models, sum(s.wall or 0.0 for s in shards), shards=shards)
+    viz_dir = Path(known(first.config.viz_dir) or "viz")
     folders = ReportFolders(run_id=run_id, results_dir=stem.parent, assets_dir=assets, viz_dir=viz_dir)
     draw_summary_charts(data, assets)
     written = write_report_files(data, folders)
     log(
         "INFO",
         f"Merged {len(models)} model(s) from {len(files)} file(s)"
-        + ("; the parts ran on different systems, each model keeps its own" if mixed["system"] else ""),
+        + ("; the parts ran on different systems, each model keeps its own" if mixed.system else ""),
     )
     for problem in problems:
         log("ERROR", f"--merge: {problem}")
@@ -69,12 +84,14 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
     return EXIT_OK if complete else EXIT_FAILED
 
 
-def choose_models(files: list[dict], paths: list[Path], options: MergeOptions) -> dict[str, tuple[ModelResult, int]]:
+def choose_models(
+    files: list[RunDocument], paths: list[Path], options: MergeOptions
+) -> dict[str, tuple[ModelResult, int]]:
     """Each model once, with the index of its file: a model that ran in two files is an error unless
     --prefer last; a 'not run' placeholder gives way to a model that ran."""
     chosen: dict[str, tuple[ModelResult, int]] = {}
     for index, data in enumerate(files):
-        for r in data["models"]:
+        for r in data.models:
             key = model_key(r)
             if key in chosen and r.status != "not run" and chosen[key][0].status != "not run":
                 if options.prefer != "last":
@@ -88,14 +105,14 @@ def choose_models(files: list[dict], paths: list[Path], options: MergeOptions) -
     return chosen
 
 
-def merged_model(r: ModelResult, data: dict, path: Path, mixed: dict, assets: Path) -> ModelResult:
+def merged_model(r: ModelResult, data: RunDocument, path: Path, mixed: Mixed, assets: Path) -> ModelResult:
     """A model of one file as the merge keeps it: where it came from, its own system and settings
     where the files differ, and the files its reports link to copied along."""
-    r = r.replaced(source_file=str(path), source_run_id=data.get("run_id"))
-    if mixed["system"]:
-        r.system = r.system or data.get("system")
-    if mixed["config"]:
-        r.run_config = data.get("config")
+    r = r.replaced(source_file=str(path), source_run_id=known(data.run_id))
+    if mixed.system:
+        r.system = r.system or data.system
+    if mixed.config:
+        r.run_config = data.config
     # Files the reports link to, relative to their results folder: the output picture, the trace.
     if r.output_image:
         r.output_image = copied_along(path.parent, r.output_image, assets)
@@ -108,27 +125,26 @@ def merged_model(r: ModelResult, data: dict, path: Path, mixed: dict, assets: Pa
 
 
 def merged_document(
-    files: list[dict], paths: list[Path], models: list[ModelResult], run_id: str, complete: bool
-) -> dict:
+    files: list[RunDocument], paths: list[Path], models: list[ModelResult], run_id: str, complete: bool
+) -> RunDocument:
     """The merged results document: the first file's settings and system, every file's images."""
     first = files[0]
-    return {
-        "schema": RESULTS_SCHEMA,
-        "run_id": run_id,
-        "status": "complete" if complete else "incomplete",
-        "started": min(d.get("started", "") for d in files),
-        "written": datetime.now().isoformat(timespec="seconds"),
-        "total_seconds": sum(d.get("total_seconds") or 0.0 for d in files),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "config": {**(first.get("config") or {}), "models": [r.cli_name for r in models]},
-        "system": first.get("system") or {},
-        "images": list(dict.fromkeys(p for d in files for p in d.get("images", []))),
-        "models": models,
-        "merged_from": [
-            {"file": str(p), "run_id": d.get("run_id"), "status": d.get("status"), "command": d.get("command")}
-            for p, d in zip(paths, files)
+    return RunDocument(
+        schema=RESULTS_SCHEMA,
+        run_id=run_id,
+        status="complete" if complete else "incomplete",
+        started=min(known(d.started) or "" for d in files),
+        written=datetime.now().isoformat(timespec="seconds"),
+        total_seconds=sum(known(d.total_seconds) or 0.0 for d in files),
+        command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        config=first.config.replaced(models=[r.cli_name for r in models]),
+        system=first.system,
+        images=list(dict.fromkeys(p for d in files for p in d.images)),
+        models=models,
+        merged_from=[
+            MergedFrom(str(p), known(d.run_id), known(d.status), known(d.command)) for p, d in zip(paths, files)
         ],
-    }
+    )
 
 
 def copied_along(folder: Path, relative: str, assets: Path) -> str:

@@ -11,8 +11,11 @@ from pathlib import Path
 from ..common import format_bytes
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
+from ..records.codec import ABSENT, from_json
 from ..records.measurement import MemoryFigures, PeakReading
-from ..records.model_result import ModelResult, document_with_records
+from ..records.model_result import ModelResult
+from ..records.run_config import RunConfig, SystemInfo, known
+from ..records.run_document import RunDocument, read_document
 from ..sweeps.sweep_report import summary_line
 from .blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
 from .charts import latency_chart, memory_chart
@@ -40,16 +43,18 @@ SUMMARY_CHARTS = [
 ]
 
 
-def draw_summary_charts(data: dict, assets: Path) -> None:
+def draw_summary_charts(data: RunDocument | dict, assets: Path) -> None:
     """The run's summary charts, drawn once when it ends; a chart with nothing to show is removed."""
+    models = read_document(data).models
     for name, _, draw in SUMMARY_CHARTS:
-        if not draw(data["models"], assets / name):
+        if not draw(models, assets / name):
             (assets / name).unlink(missing_ok=True)
 
 
-def build_report(data: dict, ctx) -> list[Block]:
-    """The whole report of a run (or of a merge), section by section."""
-    results = document_with_records(data).get("models") or []
+def build_report(data: RunDocument | dict, ctx) -> list[Block]:
+    """The whole report of a run (or of a merge; a document built by hand too), section by section."""
+    data = read_document(data)
+    results = data.models
     sections = [r for r in results if r.cold_start and r.status != "running"]  # something measured
     blocks = header_blocks(data) + system_blocks(data) + configuration_blocks(data)
     blocks += summary_blocks(results) + swept_blocks(sections) + placement_blocks(data)
@@ -58,13 +63,13 @@ def build_report(data: dict, ctx) -> list[Block]:
     return blocks + files_blocks(ctx)
 
 
-def header_blocks(data: dict) -> list[Block]:
-    results = data.get("models") or []
+def header_blocks(data: RunDocument) -> list[Block]:
+    results = data.models
     blocks: list[Block] = [
         Heading(1, "Vision model benchmark report"),
         Paragraph(
-            f"Run `{data.get('run_id')}`, started {data.get('started')}, {data.get('total_seconds') or 0:.0f} s so "
-            f"far, status {data.get('status')}. Command: `{data.get('command')}`"
+            f"Run `{known(data.run_id)}`, started {known(data.started)}, {known(data.total_seconds) or 0:.0f} s so "
+            f"far, status {known(data.status)}. Command: `{known(data.command)}`"
         ),
     ]
     random_models = [r.model for r in results if r.weights == "random" and r.status != "not run"]
@@ -77,62 +82,65 @@ def header_blocks(data: dict) -> list[Block]:
                 title="Warning: random weights.",
             )
         )
-    if data.get("status") != "complete":
+    if data.status != "complete":
         unfinished = [f"{r.model} ({r.status})" for r in results if r.status != "complete"]
         blocks.append(
             Note(
                 f"Not complete: {', '.join(unfinished)}. The figures below are those of the models that finished; "
                 "the report is rewritten after every model.",
-                title=f"Run {data.get('status')}.",
+                title=f"Run {known(data.status)}.",
             )
         )
     return blocks
 
 
-def system_blocks(data: dict) -> list[Block]:
-    s = data.get("system") or {}
+def system_blocks(data: RunDocument) -> list[Block]:
+    s = data.system
     rows: list[list] = [
-        ["OS", s.get("os")],
-        ["Python", s.get("python")],
-        ["PyTorch", s.get("torch")],
-        ["transformers", s.get("transformers")],
-        ["ultralytics", s.get("ultralytics")],
-        ["CUDA", s.get("cuda_version") if s.get("cuda_available") else "not available"],
-        ["GPU", s.get("gpu") or "none"],
-        ["CPU", f"{s.get('cpu')}, {s.get('cpu_count')} logical cores, torch threads {s.get('torch_threads')}"],
-        ["device", s.get("device")],
+        ["OS", known(s.os)],
+        ["Python", known(s.python)],
+        ["PyTorch", known(s.torch)],
+        ["transformers", known(s.transformers)],
+        ["ultralytics", known(s.ultralytics)],
+        ["CUDA", known(s.cuda_version) if s.cuda_available else "not available"],
+        ["GPU", s.gpu or "none"],
+        ["CPU", f"{known(s.cpu)}, {known(s.cpu_count)} logical cores, torch threads {known(s.torch_threads)}"],
+        ["device", known(s.device)],
         ["numeric settings", numeric_settings_text(s)],
     ]
     blocks: list[Block] = [Heading(2, "System", "system"), Table(["property", "value"], rows)]
-    return blocks + machine_state_blocks(data.get("models") or [])
+    return blocks + machine_state_blocks(data.models)
 
 
-def timing_procedure(c: dict) -> str:
+def timing_procedure(c: RunConfig) -> str:
     """How each model was timed, in one sentence."""
+    warmup = 0 if c.warmup_rounds is ABSENT else c.warmup_rounds
     return (
-        f"Each model: one cold-start run, then {c.get('warmup_rounds', 0)} warm-up round(s) over all images, "
+        f"Each model: one cold-start run, then {warmup} warm-up round(s) over all images, "
         + (
             f"then timed rounds over the images until the median's 95% interval was within "
-            f"+-{c['precision_pct']:g}% (at most {c['max_time_s']:g} s)"
-            if c.get("precision_pct")
-            else f"then {c.get('runs_per_image')} timed run(s) per image"
+            f"+-{c.precision_pct:g}% (at most {c.max_time_s:g} s)"
+            if c.precision_pct
+            else f"then {known(c.runs_per_image)} timed run(s) per image"
         )
-        + (f", in each of {c['processes']} fresh processes (runs pooled)" if (c.get("processes") or 1) > 1 else "")
+        + (f", in each of {c.processes} fresh processes (runs pooled)" if (c.processes or 1) > 1 else "")
         + (
             "; runs the guard flagged throttled or shared are left out (--discard-throttled)"
-            if c.get("discard_throttled")
+            if c.discard_throttled
             else ""
         )
         + "; the latency statistics come from the timed runs "
-        "only, each median with its 95% interval (" + c.get("latency_interval", CI_METHOD) + ")"
+        "only, each median with its 95% interval ("
+        + str(CI_METHOD if c.latency_interval is ABSENT else c.latency_interval)
+        + ")"
     )
 
 
-def isolation_text(c: dict, results: list[ModelResult]) -> str:
+def isolation_text(c: RunConfig, results: list[ModelResult]) -> str:
     allocator = ", ".join(
         sorted(
             {
-                f"{format_bytes(a['trim_threshold_bytes'])} trim, {format_bytes(a['mmap_threshold_bytes'])} mmap threshold"
+                f"{format_bytes(a.trim_threshold_bytes)} trim, {format_bytes(a.mmap_threshold_bytes)} mmap threshold"
                 for a in (r.allocator for r in results)
                 if a
             }
@@ -143,7 +151,7 @@ def isolation_text(c: dict, results: list[ModelResult]) -> str:
         + (
             "each model in a fresh worker process (forked from a server that imported the "
             "libraries), so no model's figures depend on the models before it"
-            if c.get("isolation") == "process"
+            if c.isolation == "process"
             else "all models in this one process"
         )
         + "; freed memory kept by the allocator: "
@@ -151,24 +159,23 @@ def isolation_text(c: dict, results: list[ModelResult]) -> str:
     )
 
 
-def configuration_blocks(data: dict) -> list[Block]:
-    c, results = data.get("config") or {}, data.get("models") or []
-    images = data.get("images") or []
+def configuration_blocks(data: RunDocument) -> list[Block]:
+    c, results, images = data.config, data.models, data.images
     items = [
-        f"Images ({len(images)}, from {c.get('image_source')}): " + ", ".join(f"`{Path(p).name}`" for p in images),
+        f"Images ({len(images)}, from {known(c.image_source)}): " + ", ".join(f"`{Path(p).name}`" for p in images),
         timing_procedure(c),
         isolation_text(c, results),
-        f"Seed {c.get('seed')}; weights: {c.get('weights')}; device {c.get('device')}; torch CPU threads "
-        f"{c.get('torch_threads')} (pinned for every model)",
+        f"Seed {known(c.seed)}; weights: {known(c.weights)}; device {known(c.device)}; torch CPU threads "
+        f"{known(c.torch_threads)} (pinned for every model)",
         "Models' own settings: "
         + (
             "; ".join(f"{r.model}: " + ", ".join(f"{k}={v}" for k, v in r.config.items()) for r in results if r.config)
             or "none"
         ),
     ]
-    if "dissect_files" in c or "keep_going" in c:
+    if c.dissect_files is not ABSENT or c.keep_going is not ABSENT:
         items.append(
-            f"Layer files written: {c.get('dissect_files')}; keep going after a failure: {c.get('keep_going')}"
+            f"Layer files written: {known(c.dissect_files)}; keep going after a failure: {known(c.keep_going)}"
         )
     return [Heading(2, "Configuration", "configuration"), BulletList(items)]
 
@@ -180,12 +187,12 @@ def swept_blocks(done: list[ModelResult]) -> list[Block]:
     return [Paragraph("How cost grows (--batch-sizes, --input-sizes; details per model below):"), BulletList(swept)]
 
 
-def chart_blocks(data: dict, ctx) -> list[Block]:
+def chart_blocks(data: RunDocument, ctx) -> list[Block]:
     # The summary charts change with every model but are drawn once, when the run ends (by
     # draw_summary_charts, before the wall time is stamped): drawing them after every model cost
     # 0.3-0.6 s a model in the parent, the tool's own overhead.
     heading = Heading(2, "Charts", "charts")
-    if data.get("status") == "running":
+    if data.status == "running":
         return [heading, Paragraph("No charts yet: they are drawn when the run ends.")]
     charts: list[Block] = [
         Figure(f"{ctx.assets_dir.name}/{name}", alt)
@@ -202,28 +209,28 @@ def findings_blocks(results: list[ModelResult]) -> list[Block]:
     ]
 
 
-def placement_blocks(data: dict) -> list[Block]:
+def placement_blocks(data: RunDocument) -> list[Block]:
     """Where each model ran, when that is not one device of one system: --devices runs and
     merged shards. A table mixing systems says so, since its rows are not comparable as they stand."""
-    results = [r for r in data.get("models") or [] if r.status != "not run"]
+    results = [r for r in data.models if r.status != "not run"]
     if not any(r.device or r.system or r.source_file for r in results):
         return []
     blocks: list[Block] = []
-    if data.get("merged_from"):
+    if data.merged_from:
         blocks.append(
             Paragraph(
-                f"Merged from {len(data['merged_from'])} result files: "
-                + ", ".join(f"`{m['file']}` ({m['status']})" for m in data["merged_from"])
+                f"Merged from {len(data.merged_from)} result files: "
+                + ", ".join(f"`{m.file}` ({m.status})" for m in data.merged_from)
                 + "."
             )
         )
-    shards = data.get("shards")
+    shards = data.shards
     if shards:
-        missing = ", ".join(str(k) for k in shards["missing"])
+        missing = ", ".join(str(k) for k in shards.missing)
         blocks.append(
             Paragraph(
-                f"Shards of one job array (--shard I/{shards['count']}): {len(shards['present'])} of "
-                f"{shards['count']} wrote results"
+                f"Shards of one job array (--shard I/{shards.count}): {len(shards.present)} of "
+                f"{shards.count} wrote results"
                 + (f"; no results from shard {missing} (see the failed models below)" if missing else "")
                 + "."
             )
@@ -231,11 +238,11 @@ def placement_blocks(data: dict) -> list[Block]:
     return blocks + mixed_blocks(data, results) + [placement_table(data, results)]
 
 
-def mixed_blocks(data: dict, results: list[ModelResult]) -> list[Block]:
+def mixed_blocks(data: RunDocument, results: list[ModelResult]) -> list[Block]:
     """Warnings when the models ran on different systems or with different settings."""
     blocks: list[Block] = []
     systems = {
-        json.dumps({k: (r.system or data["system"]).get(k) for k in SYSTEM_IDENTITY}, sort_keys=True) for r in results
+        json.dumps({k: (r.system or data.system).value(k) for k in SYSTEM_IDENTITY}, sort_keys=True) for r in results
     }
     if len(systems) > 1:
         blocks.append(
@@ -245,13 +252,13 @@ def mixed_blocks(data: dict, results: list[ModelResult]) -> list[Block]:
                 title="Mixed systems.",
             )
         )
-    config = lambda r: r.run_config or data["config"]
-    differing = [k for k in SETTINGS_IDENTITY if len({json.dumps(config(r).get(k)) for r in results}) > 1]
+    config = lambda r: r.run_config or data.config
+    differing = [k for k in SETTINGS_IDENTITY if len({json.dumps(config(r).value(k)) for r in results}) > 1]
     if differing:
         blocks.append(
             Note(
                 f"The parts ran with different {', '.join(differing)}: "
-                + "; ".join(f"{r.model} " + ", ".join(f"{k}={config(r).get(k)}" for k in differing) for r in results)
+                + "; ".join(f"{r.model} " + ", ".join(f"{k}={config(r).value(k)}" for k in differing) for r in results)
                 + ".",
                 title="Mixed settings.",
             )
@@ -259,20 +266,20 @@ def mixed_blocks(data: dict, results: list[ModelResult]) -> list[Block]:
     return blocks
 
 
-def placement_table(data: dict, results: list[ModelResult]) -> Table:
+def placement_table(data: RunDocument, results: list[ModelResult]) -> Table:
     rows = []
     for r in results:
         if r.status_in_shard == "missing":  # its shard wrote nothing: it ran nowhere
             continue
-        s = r.system or data["system"]
+        s = r.system or data.system
         slot = f" (worker {r.device_slot})" if r.device_slot is not None else ""
         rows.append(
             [
                 r.model,
-                (r.device or s.get("device") or "unknown device") + slot,
-                s.get("gpu") or s.get("cpu"),
-                f"torch {s.get('torch')}",
-                f"`{r.source_run_id or data['run_id']}`",
+                (r.device or s.device or "unknown device") + slot,
+                s.gpu or known(s.cpu),
+                f"torch {known(s.torch)}",
+                f"`{r.source_run_id or known(data.run_id)}`",
             ]
         )
     return Table(["model", "device", "GPU or CPU", "torch", "run"], rows, caption="Where each model ran:")
@@ -333,25 +340,27 @@ def files_blocks(ctx) -> list[Block]:
     return [Heading(2, "Where the files are", "files"), BulletList(items)]
 
 
-def numeric_settings_text(s: dict) -> str:
-    """The system's numeric settings in one table cell; results written before they were
-    recorded give "not recorded"."""
-    if "matmul_allow_tf32" not in s:
+def numeric_settings_text(s: SystemInfo | dict) -> str:
+    """The system's numeric settings in one table cell (a system read from JSON, or one built by
+    hand); results written before they were recorded give "not recorded"."""
+    if isinstance(s, dict):
+        s = from_json(SystemInfo, s)
+    if s.matmul_allow_tf32 is ABSENT:
         return "not recorded"
 
     def on_off(flag) -> str:
         return "n/a" if flag is None else ("on" if flag else "off")
 
-    cudnn = s.get("cudnn_version")
+    cudnn = s.cudnn_version
     if isinstance(cudnn, int) and cudnn > 0:  # cuDNN 9 encodes 9.24.0 as 92400, cuDNN 8 encodes 8.9.2 as 8902
         major_unit = 10000 if cudnn >= 10000 else 1000
         cudnn_text = f"{cudnn // major_unit}.{cudnn % major_unit // 100}.{cudnn % 100}"
     else:
         cudnn_text = "n/a"
     return (
-        f"default dtype {s.get('default_dtype')}; matmul TF32 {on_off(s.get('matmul_allow_tf32'))} "
-        f"(float32 matmul precision {s.get('float32_matmul_precision')}); cuDNN TF32 "
-        f"{on_off(s.get('cudnn_allow_tf32'))}; cudnn.benchmark {on_off(s.get('cudnn_benchmark'))}; "
-        f"cudnn.deterministic {on_off(s.get('cudnn_deterministic'))}; cuDNN {cudnn_text}; "
-        f"driver {s.get('cuda_driver_version') or 'n/a'}"
+        f"default dtype {known(s.default_dtype)}; matmul TF32 {on_off(known(s.matmul_allow_tf32))} "
+        f"(float32 matmul precision {known(s.float32_matmul_precision)}); cuDNN TF32 "
+        f"{on_off(known(s.cudnn_allow_tf32))}; cudnn.benchmark {on_off(known(s.cudnn_benchmark))}; "
+        f"cudnn.deterministic {on_off(known(s.cudnn_deterministic))}; cuDNN {cudnn_text}; "
+        f"driver {known(s.cuda_driver_version) or 'n/a'}"
     )

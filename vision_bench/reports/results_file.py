@@ -11,7 +11,9 @@ from pathlib import Path
 from ..common import UsageError, exception_line
 from ..phases import MEASURING_PHASES
 from ..records.measurement import RunKind, RunRecord
-from ..records.model_result import ModelResult, document_with_records
+from ..records.model_result import ModelResult
+from ..records.run_config import with_undeclared
+from ..records.run_document import PHASE_FIELDS, PhaseTotals, RunDocument, ShardWall, SlotSpan, read_document
 
 
 def report_paths(ctx) -> dict:
@@ -28,40 +30,45 @@ RESULTS_SCHEMA = "unified-benchmark/3"  # 3: per-model "variants" (--variants); 
 
 
 def phase_totals(
-    results: list[ModelResult], total_seconds: float, slots: list[dict] | None = None, shards: list[dict] | None = None
-) -> dict:
+    results: list[ModelResult],
+    total_seconds: float,
+    slots: list[SlotSpan] | None = None,
+    shards: list[ShardWall] | None = None,
+) -> PhaseTotals:
     """Seconds per phase summed over the models, and the overhead: the time available minus the
     measuring phases (worker start, output pictures, cleanup, reports, start-up). The time available
     is the wall time; with --devices (`slots`: each device slot's busy seconds) it is the slots' busy
     time plus the parent's time outside them, since the slots measure in parallel. For --merge
     (`shards`: each file's wall time) the wall time is the shards' sum, labelled so. Never clamped:
     a negative overhead would be an accounting error, and is shown as one."""
-    totals: dict[str, float] = {}
+    sums: dict[str, float] = {}
     for r in results:
         for name, seconds in (r.phase_seconds or {}).items():
             if seconds is not None:
-                totals[name] = totals.get(name, 0.0) + seconds
-    measured = sum(totals.get(name, 0.0) for name in MEASURING_PHASES)
-    out: dict = {**totals, "wall": total_seconds, "measuring": measured}
+                sums[name] = sums.get(name, 0.0) + seconds
+    measured = sum(sums.get(name, 0.0) for name in MEASURING_PHASES)
+    declared = {name: seconds for name, seconds in sums.items() if name in PHASE_FIELDS}
+    out = PhaseTotals(**declared, wall=total_seconds, measuring=measured)  # type: ignore[arg-type]
+    with_undeclared(out, {name: seconds for name, seconds in sums.items() if name not in PHASE_FIELDS})
     available = total_seconds
     if slots:
         for slot in slots:
-            mine = [r for r in results if r.device_slot == slot["slot"]]
-            slot["measuring"] = sum(
+            mine = [r for r in results if r.device_slot == slot.slot]
+            slot.measuring = sum(
                 seconds
                 for r in mine
                 for name, seconds in (r.phase_seconds or {}).items()
                 if name in MEASURING_PHASES and seconds is not None
             )
-            slot["overhead"] = slot["busy"] - slot["measuring"]
-            slot["models"] = [r.model for r in mine]
-        parallel = max(s["end"] for s in slots) - min(s["start"] for s in slots)
-        available = total_seconds - parallel + sum(s["busy"] for s in slots)
-        out |= {"slots": slots, "outside_slots": total_seconds - parallel, "available": available}
+            slot.overhead = slot.busy - slot.measuring
+            slot.models = [r.model for r in mine]
+        parallel = max(s.end for s in slots) - min(s.start for s in slots)
+        available = total_seconds - parallel + sum(s.busy for s in slots)
+        out.slots, out.outside_slots, out.available = slots, total_seconds - parallel, available
     if shards:
-        out["shards"] = shards
-        out["wall_kind"] = f"sum of {len(shards)} files' wall times"
-    out["overhead"] = available - measured
+        out.shards = shards
+        out.wall_kind = f"sum of {len(shards)} files' wall times"
+    out.overhead = available - measured
     return out
 
 
@@ -165,7 +172,7 @@ def validate_results(data, path: Path, option: str) -> None:
         seen[key] = index
 
 
-def read_results(path: Path, option: str) -> dict:
+def read_results(path: Path, option: str) -> RunDocument:
     """A results JSON of a schema this version reads, validated, or a UsageError in one line."""
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -187,7 +194,7 @@ def read_results(path: Path, option: str) -> dict:
             "expected a results/benchmark_results_<run>.json file"
         )
     validate_results(data, path, option)
-    return document_with_records(data)
+    return read_document(data)
 
 
 def model_key(r: ModelResult) -> str:
@@ -202,7 +209,9 @@ def timed_seconds(r: ModelResult) -> list[float]:
     return [run.total_s for run in runs if run.run_kind == RunKind.TIMED and not run.discarded]
 
 
-def setting(data: dict, r: ModelResult | None, where: str, key: str):
-    """A model's system or run setting: its own where a merged file keeps one, else the file's."""
-    own = None if r is None else r.system if where == "system" else r.run_config
-    return (own or data.get(where) or {}).get(key)
+def setting(data: RunDocument, r: ModelResult | None, where: str, name: str):
+    """A model's system or run setting (`where`: "system" or "config", `name` a field of it): its
+    own where a merged file keeps one, else the file's; None when not recorded."""
+    if where == "system":
+        return ((r.system if r else None) or data.system).value(name)
+    return ((r.run_config if r else None) or data.config).value(name)

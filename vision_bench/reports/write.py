@@ -12,7 +12,9 @@ from pathlib import Path
 from ..common import atomic_write_json, atomic_write_text
 from ..measure.stats import CI_METHOD
 from ..records.measurement import LatencyStats, MemoryFigures, RunKind
-from ..records.model_result import ModelResult, document_with_records
+from ..records.model_result import ModelResult
+from ..records.run_config import RunConfig, known, with_undeclared
+from ..records.run_document import RunDocument, SlotSpan, read_document
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
 from .html import report_title
@@ -101,94 +103,94 @@ def write_reports(ctx) -> dict:
     """The reports of the run so far. When it has ended, the summary charts are drawn first, so
     that the wall time written runs to the end of all the work but the text files' own writing."""
     if ctx.status != "running":
-        draw_summary_charts({"models": ctx.results}, ctx.assets_dir)
+        draw_summary_charts(RunDocument(models=ctx.results), ctx.assets_dir)
     finished = datetime.now()
-    data = {
-        "schema": RESULTS_SCHEMA,
-        "run_id": ctx.run_id,
-        "status": ctx.status,
-        "started": ctx.started.isoformat(timespec="seconds"),
-        "written": finished.isoformat(timespec="seconds"),
-        "total_seconds": (finished - ctx.started).total_seconds(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "config": run_config(ctx),
-        "system": ctx.system,
-        "images": [str(p) for p in ctx.images],
-        "models": ctx.results,
-    }
-    data["phase_totals"] = phase_totals(ctx.results, data["total_seconds"], slots=slot_spans(ctx, finished))
-    return write_report_files(data, ctx)
+    total_seconds = (finished - ctx.started).total_seconds()
+    document = RunDocument(
+        schema=RESULTS_SCHEMA,
+        run_id=ctx.run_id,
+        status=ctx.status,
+        started=ctx.started.isoformat(timespec="seconds"),
+        written=finished.isoformat(timespec="seconds"),
+        total_seconds=total_seconds,
+        command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        config=run_config(ctx),
+        system=ctx.system,
+        images=[str(p) for p in ctx.images],
+        models=ctx.results,
+    )
+    document.phase_totals = phase_totals(ctx.results, total_seconds, slots=slot_spans(ctx, finished))
+    return write_report_files(document, ctx)
 
 
-def run_config(ctx) -> dict:
+def run_config(ctx) -> RunConfig:
     """The results file's config: the run's settings as written (keys kept across versions)."""
     s = ctx.settings
-    config = {
-        "runs_per_image": None if s.precision else s.runs,
-        "warmup_rounds": s.warmup,
-        "isolation": s.isolation,
-        "model_timeout_s": s.model_timeout,
-        "precision_pct": s.precision,
-        "max_time_s": s.max_time if s.precision else None,
-        "processes": s.processes,
-        "discard_throttled": s.discard_throttled,
-        "latency_interval": CI_METHOD,
-        "seed": s.seed,
-        "weights": s.weights,
-        "device": str(ctx.device),
-        "torch_threads": s.threads,
-        "dissect_files": s.dissect,
-        **s.model_options,  # each model option at the top level too, as results files have always had it
-        "keep_going": s.keep_going,
-        "models": [c.CLI_NAME for c in s.models],
-        "variants": s.variants,
-        "shard": s.shard,
-        "trace": s.trace,
-        "trace_stacks": s.trace_stacks,
-        "batch_sizes": s.batch_sizes,
-        "input_sizes": s.input_sizes,
-        "sweep_budget_s": s.sweep_budget,
-        "memory_limit_bytes": s.memory_limit,
-        "image_source": ctx.image_source,
-        "viz_dir": str(ctx.viz_dir),
-        "model_options": dict(s.model_options),  # the options the models declare, as given (None: the default)
-    }
-    if s.devices:
-        config["devices"] = [str(d) for d in s.devices]
-    return config
+    config = RunConfig(
+        runs_per_image=None if s.precision else s.runs,
+        warmup_rounds=s.warmup,
+        isolation=s.isolation,
+        model_timeout_s=s.model_timeout,
+        precision_pct=s.precision,
+        max_time_s=s.max_time if s.precision else None,
+        processes=s.processes,
+        discard_throttled=s.discard_throttled,
+        latency_interval=CI_METHOD,
+        seed=s.seed,
+        weights=s.weights,
+        device=str(ctx.device),
+        torch_threads=s.threads,
+        dissect_files=s.dissect,
+        keep_going=s.keep_going,
+        models=[c.CLI_NAME for c in s.models],
+        variants=s.variants,
+        shard=s.shard,
+        trace=s.trace,
+        trace_stacks=s.trace_stacks,
+        batch_sizes=s.batch_sizes,
+        input_sizes=s.input_sizes,
+        sweep_budget_s=s.sweep_budget,
+        memory_limit_bytes=s.memory_limit,
+        image_source=ctx.image_source,
+        viz_dir=str(ctx.viz_dir),
+        model_options=dict(s.model_options),  # the options the models declare, as given (None: the default)
+        devices=[str(d) for d in s.devices] if s.devices else None,
+    )
+    return with_undeclared(config, dict(s.model_options))  # each model option at the top level too, as always
 
 
-def slot_spans(ctx, now: datetime) -> list[dict] | None:
+def slot_spans(ctx, now: datetime) -> list[SlotSpan] | None:
     """--devices: each device slot's busy seconds, from its thread's start to its end (or now)."""
     spans = ctx.device_slots
     if not spans:
         return None
     at = lambda t: (t - ctx.started).total_seconds()
     return [
-        {
-            "device": s["device"],
-            "slot": s["slot"],
-            "start": at(s["start"]),
-            "end": at(s.get("end") or now),
-            "busy": ((s.get("end") or now) - s["start"]).total_seconds(),
-        }
+        SlotSpan(
+            device=s.device,
+            slot=s.slot,
+            start=at(s.start),
+            end=at(s.end or now),
+            busy=((s.end or now) - s.start).total_seconds(),
+        )
         for s in spans
-        if s.get("start")
+        if s.start
     ]
 
 
-def write_report_files(data: dict, ctx) -> dict:
-    """The JSON, CSV and Markdown of `data`; ctx gives run_id, results_dir, viz_dir and assets_dir
-    (a run's RunContext, or what --merge builds)."""
+def write_report_files(data: RunDocument | dict, ctx) -> dict:
+    """The JSON, CSV and Markdown of `data` (a document, or one built by hand); ctx gives run_id,
+    results_dir, viz_dir and assets_dir (a run's RunContext, or what --merge builds)."""
+    data = read_document(data)
     paths = report_paths(ctx)
     atomic_write_json(paths["json"], data)
 
     buffer = io.StringIO()
-    option_names = list((data.get("config") or {}).get("model_options") or {})
+    option_names = list(known(data.config.model_options) or {})
     columns = csv_columns(option_names)
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for r in document_with_records(data)["models"]:  # a hand-built document too
+    for r in data.models:
         if r.status != "not run":
             row = dict.fromkeys(columns) | csv_row(r, option_names)
             for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):

@@ -14,11 +14,13 @@ from datetime import datetime
 from ..common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
 from ..measure.environment import system_info
 from ..measure.model_pass import benchmark_model, new_result
+from ..records.codec import from_json
 from ..records.model_result import ModelResult
+from ..records.run_config import SystemInfo
 from ..records.statuses import ModelStatus
 from ..reports.results_file import report_paths
 from ..reports.write import write_reports
-from ..settings import RunContext
+from ..settings import DeviceSlot, RunContext
 from .repeated_processes import run_processes
 from .worker_processes import run_in_worker
 
@@ -122,7 +124,7 @@ class DevicesRun:
             threading.Thread(target=self.serve, args=(d, i), name=f"device-{d}-{i}", daemon=True)
             for i, d in enumerate(devices)
         ]
-        ctx.device_slots = [{"device": str(d), "slot": i, "start": None, "end": None} for i, d in enumerate(devices)]
+        ctx.device_slots = [DeviceSlot(str(d), i) for i, d in enumerate(devices)]
 
     def ordered(self) -> list[ModelResult]:
         return [self.records[c] for c in self.classes if c in self.records]
@@ -157,16 +159,16 @@ class DevicesRun:
 
     def serve(self, device, slot: int) -> None:
         slots = self.ctx.device_slots or []
-        slots[slot]["start"] = datetime.now()
+        slots[slot].start = datetime.now()
         try:
             self.serve_models(device, slot)
         finally:
-            slots[slot]["end"] = datetime.now()
+            slots[slot].end = datetime.now()
             self.finished[slot].set()
 
     def serve_models(self, device, slot: int) -> None:
         ctx = self.ctx
-        system = system_info(device) if device != ctx.device else ctx.system
+        system = from_json(SystemInfo, system_info(device)) if device != ctx.device else ctx.system
         dctx = dataclasses.replace(ctx, device=device, system=system, results=[], stop_event=self.stop)
         while not self.stop.is_set() and not (self.failed.is_set() and not ctx.settings.keep_going):
             try:
@@ -225,8 +227,8 @@ def announce(ctx: RunContext) -> None:
     if s.shard:
         log(
             "INFO",
-            f"Shard {s.shard['index']}/{s.shard['count']} of {len(s.shard['selected'])} selected model(s): "
-            f"{', '.join(s.shard['models'])}",
+            f"Shard {s.shard.index}/{s.shard.count} of {len(s.shard.selected)} selected model(s): "
+            f"{', '.join(s.shard.models)}",
         )
     log("INFO", f"Images: {', '.join(p.name for p in ctx.images)}")
 

@@ -11,6 +11,8 @@ import os
 from ..common import UsageError
 from ..records.failure import ErrorRecord
 from ..records.model_result import ModelResult
+from ..records.run_config import ShardArray, ShardMember, ShardRecord, SlurmJob, known
+from ..records.run_document import RunDocument
 from ..records.statuses import ModelStatus
 
 SLURM_VARIABLES = {
@@ -58,44 +60,44 @@ def plan_shards(classes: list, count: int) -> list[list]:
     return [[classes[i] for i in sorted(m)] for m in members]
 
 
-def slurm_job() -> dict | None:
+def slurm_job() -> SlurmJob | None:
     """The Slurm job this process runs in, from its environment (None outside Slurm)."""
     if "SLURM_JOB_ID" not in os.environ:
         return None
-    return {key: os.environ.get(name) for key, name in SLURM_VARIABLES.items()}
+    return SlurmJob(**{field: os.environ.get(name) for field, name in SLURM_VARIABLES.items()})
 
 
-def select_shard(classes: list, text: str) -> tuple[list, dict]:
+def select_shard(classes: list, text: str) -> tuple[list, ShardRecord]:
     """--shard I/N: this shard's models and the record written into its results (config.shard),
     which holds the whole plan so that --merge can tell which models a missing shard had."""
     index, count = parse_shard(text)
     plan = plan_shards(classes, count)
     where = {cls: k for k, members in enumerate(plan) for cls in members}
-    record = {
-        "index": index,
-        "count": count,
-        "models": [c.CLI_NAME for c in plan[index]],
-        "selected": [
-            {
-                "cli_name": c.CLI_NAME,
-                "model": c.MODEL_NAME,
-                "task": c.TASK,
-                "library": c.LIBRARY,
-                "relative_cost": c.RELATIVE_COST,
-                "shard": where[c],
-            }
+    record = ShardRecord(
+        index=index,
+        count=count,
+        models=[c.CLI_NAME for c in plan[index]],
+        selected=[
+            ShardMember(
+                cli_name=c.CLI_NAME,
+                model=c.MODEL_NAME,
+                task=c.TASK,
+                library=c.LIBRARY,
+                relative_cost=c.RELATIVE_COST,
+                shard=where[c],
+            )
             for c in classes
         ],
-        "slurm": slurm_job(),
-    }
+        slurm=slurm_job(),
+    )
     return plan[index], record
 
 
 # -- --merge of an array's shards ------------------------------------------------------------
-def shard_array(files: list[dict], paths: list) -> dict | None:
+def shard_array(files: list[RunDocument], paths: list) -> ShardArray | None:
     """The array the files are shards of (its shard count and selected models), None when no file
     is a shard; a UsageError when shards and other results, or shards of different arrays, mix."""
-    found = [(d.get("config") or {}).get("shard") for d in files]
+    found = [known(d.config.shard) for d in files]
     if not any(found):
         return None
     if not all(found):
@@ -104,49 +106,51 @@ def shard_array(files: list[dict], paths: list) -> dict | None:
             f"--merge: {plain} is not a shard (--shard) but other files are; merge the shards of one "
             "array, then merge that with other results"
         )
-    records: list[dict] = [r for r in found if r]  # every file is a shard
+    records: list[ShardRecord] = [r for r in found if r]  # every file is a shard
     first = records[0]
     for path, record in zip(paths[1:], records[1:]):
-        if (record["count"], record["selected"]) != (first["count"], first["selected"]):
+        if (record.count, record.selected) != (first.count, first.selected):
             raise UsageError(
                 f"--merge: {paths[0]} and {path} are shards of different arrays (other models, or "
-                f"{first['count']} and {record['count']} shards)"
+                f"{first.count} and {record.count} shards)"
             )
-    return {
-        "count": first["count"],
-        "selected": first["selected"],
-        "present": sorted({r["index"] for r in records}),
-        "jobs": {r["index"]: r.get("slurm") for r in records},
-    }
+    return ShardArray(
+        count=first.count,
+        selected=first.selected,
+        present=sorted({r.index for r in records}),
+        jobs={r.index: r.slurm for r in records},
+    )
 
 
-def shard_log(array: dict, index: int, template: str | None) -> str | None:
+def shard_log(array: ShardArray, index: int, template: str | None) -> str | None:
     return template.replace("{shard}", str(index)) if template else None
 
 
-def mark_array_failures(array: dict, chosen: dict, weights: str | None, log_template: str | None) -> tuple[list, list]:
+def mark_array_failures(
+    array: ShardArray, chosen: dict, weights: str | None, log_template: str | None
+) -> tuple[list, list]:
     """The merged models in the order they were selected: each model of a shard that wrote no results,
     or whose run did not complete, marked failed with the shard and its task's log named.
     `chosen` maps a model's CLI name to its record; returns (records, one line per problem)."""
     records, problems = [], []
-    for entry in array["selected"]:
-        index, name = entry["shard"], entry["cli_name"]
+    for entry in array.selected:
+        index, name = entry.shard, entry.cli_name
         record = chosen.get(name)
         if record is not None and record.status == "complete":
             records.append(record)
             continue
-        job = array["jobs"].get(index) or {}
-        where = f"shard {index}/{array['count']}" + (
-            f" (Slurm job {job['array_job_id']}_{job['array_task_id']})" if job.get("array_job_id") else ""
+        job = array.jobs.get(index) or SlurmJob()
+        where = f"shard {index}/{array.count}" + (
+            f" (Slurm job {job.array_job_id}_{job.array_task_id})" if job.array_job_id else ""
         )
         status_in_shard = record.status if record is not None else "missing"
         if record is None:
             what = f"{where} wrote no results for it: the task was killed, timed out, failed to start or never ran"
             record = ModelResult(
-                model=entry["model"],
+                model=entry.model,
                 cli_name=name,
-                task=entry.get("task"),
-                library=entry.get("library"),
+                task=entry.task,
+                library=entry.library,
                 weights=weights,
                 weights_source=None,
                 phase=None,
@@ -165,5 +169,5 @@ def mark_array_failures(array: dict, chosen: dict, weights: str | None, log_temp
             ),
         )
         records.append(record)
-        problems.append(f"{entry['model']}: {message}")
+        problems.append(f"{entry.model}: {message}")
     return records, problems

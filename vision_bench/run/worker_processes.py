@@ -21,6 +21,7 @@ from ..records import SweepPointStatus
 from ..records.failure import ErrorRecord, WorkerRecord
 from ..records.measurement import MemoryFigures, PeakReading
 from ..records.model_result import ModelResult
+from ..records.run_config import AllocatorSettings
 from ..records.statuses import ModelStatus
 from ..records.sweep import WorkerDeath
 from ..settings import RunContext
@@ -53,7 +54,7 @@ WORKER_POLL_SEC = 0.2
 MAX_SWEEP_RESUMES = 32  # fresh workers for one model's sweep after deaths at its points
 
 
-def keep_freed_memory() -> dict | None:
+def keep_freed_memory() -> AllocatorSettings | None:
     """Make glibc keep freed memory instead of returning it to the kernel after every run.
 
     Measured (yolo11n, CPU): a young process pays thousands of page faults per run, memory its
@@ -70,9 +71,9 @@ def keep_freed_memory() -> dict | None:
     except (OSError, AttributeError):  # not glibc
         return None
     m_trim_threshold, m_mmap_threshold = -1, -3
-    settings = {"mmap_threshold_bytes": 32 << 20, "trim_threshold_bytes": 1 << 30}
-    ok = mallopt(m_mmap_threshold, settings["mmap_threshold_bytes"]) and mallopt(
-        m_trim_threshold, settings["trim_threshold_bytes"]
+    settings = AllocatorSettings(mmap_threshold_bytes=32 << 20, trim_threshold_bytes=1 << 30)
+    ok = mallopt(m_mmap_threshold, settings.mmap_threshold_bytes) and mallopt(
+        m_trim_threshold, settings.trim_threshold_bytes
     )
     return settings if ok else None
 

@@ -287,6 +287,17 @@ class ProcessSummary:
 
 
 @dataclass
+class TimedWindow:
+    """The timed part of a window measured apart from a model's own pass (a variant, a --divergence
+    suggestion): every run, the guard's record, --precision's stop. Not written as such: its holder
+    keeps these under the same keys (`runs`, `guard`, `precision`)."""
+
+    runs: list[RunRecord] = field(default_factory=list)
+    guard: GuardRecord | None = None
+    precision: PrecisionRecord | None = None
+
+
+@dataclass
 class LatencyInterval:
     """How the pooled median's interval was made over --processes (`latency_interval`)."""
 

@@ -99,7 +99,7 @@ class ModelBenchmark(ABC):
             raise TypeError(f"{type(self).__name__} declares no option {', '.join(unknown)}")
         self.options = dict(options or {})
         self.weights_source: str | None = None
-        self.input_shape = None
+        self.input_shape: list[int] | None = None
         self.autocast_dtype = None  # set by the half-precision variants
         self.channels_last = False  # set by the channels-last variant
 

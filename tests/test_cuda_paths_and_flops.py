@@ -320,12 +320,12 @@ touched = lambda megabytes: np.ones(megabytes * MB // 8)   # np.ones writes ever
 tracker = MemoryTracker(torch.device("cpu"))
 tracker.reset_peak()
 earlier = touched(400)
-earlier_peak = tracker.peak()["cpu_peak_rss_bytes"]
+earlier_peak = tracker.peak_reading().cpu_peak_rss_bytes
 del earlier
 tracker.reset_peak()                      # the start of the next model, before its load
 before_load = tracker.rss()
 load = touched(200)
-peak = tracker.peak()["cpu_peak_rss_bytes"]
+peak = tracker.peak_reading().cpu_peak_rss_bytes
 del load
 tracker.stop_sampling()
 print(earlier_peak, before_load, peak)
@@ -363,8 +363,8 @@ def test_cleanup_helpers_return_a_sticky_cuda_error_instead_of_raising(ub, monke
     tracker = MemoryTracker(torch.device("cpu"))
     tracker.reset_peak()
     tracker.device = torch.device("cuda:0")  # as if the model ran on a GPU that is now broken
-    peak = tracker.safe_peak()
-    assert peak["cpu_peak_rss_bytes"] > 0 and "illegal memory access" in peak["cuda_error"]
+    peak = tracker.safe_peak_reading()
+    assert peak.cpu_peak_rss_bytes > 0 and "illegal memory access" in (peak.cuda_error or "")
     tracker.stop_sampling()
 
 

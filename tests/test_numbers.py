@@ -243,9 +243,9 @@ during = tracker.rss()
 del block
 gc.collect()
 after = tracker.rss()
-first_peak = tracker.peak()["cpu_peak_rss_bytes"]
+first_peak = tracker.peak_reading().cpu_peak_rss_bytes
 tracker.reset_peak()
-second_peak = tracker.peak()["cpu_peak_rss_bytes"]
+second_peak = tracker.peak_reading().cpu_peak_rss_bytes
 tracker.stop_sampling()
 print(json.dumps({"before": before, "during": during, "after": after, "first_peak": first_peak,
                   "second_peak": second_peak, "exact": tracker._hwm_exact}))

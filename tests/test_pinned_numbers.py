@@ -35,6 +35,7 @@ from vision_bench.measure.stats import percentile_interval, tail_stats
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.measure.timed_runs import set_private_peak
 from vision_bench.records.divergence import ErrorFigures, LayerRecord, OpsRecord
+from vision_bench.records.measurement import MemoryFigures, PeakReading, PrivateMemory
 from vision_bench.records.model_result import with_records
 from vision_bench.records.sweep import SweepPlan, SweepRecord
 from vision_bench.settings import RunContext, RunSettings
@@ -102,8 +103,8 @@ class FixedMemoryTracker:
     def rss(self):
         return 100 * 2**20
 
-    def safe_peak(self):
-        return {"cpu_peak_rss_bytes": 200 * 2**20}
+    def safe_peak_reading(self):
+        return PeakReading(cpu_peak_rss_bytes=200 * 2**20)
 
 
 def test_sweep_point_images_per_second_and_interval_are_batch_over_the_median_and_its_order_statistics(tmp_path):
@@ -446,23 +447,28 @@ def test_private_memory_is_private_clean_plus_private_dirty_of_smaps_rollup():
         child.wait(timeout=60)
     assert fields["Private_Clean"] >= 8 << 20, "no private clean pages: is the tests folder on a tmpfs?"
     assert fields["Private_Dirty"] >= 64 << 20
-    assert figures["uss"] == fields["Private_Clean"] + fields["Private_Dirty"] + fields.get("Private_Hugetlb", 0)
-    assert figures["rss"] == fields["Rss"] and figures["pss"] == fields["Pss"]
+    assert figures is not None
+    assert figures.uss == fields["Private_Clean"] + fields["Private_Dirty"] + fields.get("Private_Hugetlb", 0)
+    assert figures.rss == fields["Rss"] and figures.pss == fields["Pss"]
     assert private_memory("no-such-process") is None
 
 
 def test_private_peak_adds_what_the_resident_set_gave_back_since_its_peak():
-    """Breaking set_private_peak into the last reading (now['uss'] alone) makes this fail, and so does
+    """Breaking set_private_peak into the last reading (now.uss alone) makes this fail, and so does
     dropping its max(..., 0) (a resident set above the recorded peak would lower the figure)."""
     mb = 2**20
-    memory = {"cpu_private_before_load_bytes": 50 * mb, "cpu_peak_rss_bytes": 900 * mb}
-    set_private_peak(memory, {"uss": 300 * mb, "rss": 500 * mb})
-    assert memory["cpu_private_peak_bytes"] == 300 * mb + 400 * mb  # the 400 MB given back were private
-    memory = {"cpu_private_before_load_bytes": 50 * mb, "cpu_peak_rss_bytes": 900 * mb}
-    set_private_peak(memory, {"uss": 300 * mb, "rss": 950 * mb})
-    assert memory["cpu_private_peak_bytes"] == 300 * mb
+    memory = MemoryFigures(cpu_private_before_load_bytes=50 * mb, cpu_peak_rss_bytes=900 * mb)
+    set_private_peak(memory, PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
+    assert memory.cpu_private_peak_bytes == 300 * mb + 400 * mb  # the 400 MB given back were private
+    memory = MemoryFigures(cpu_private_before_load_bytes=50 * mb, cpu_peak_rss_bytes=900 * mb)
+    set_private_peak(memory, PrivateMemory(uss=300 * mb, pss=None, rss=950 * mb))
+    assert memory.cpu_private_peak_bytes == 300 * mb
+    # A variant's memory still held as a dict: the same figure, written into it.
+    as_dict = {"cpu_private_before_load_bytes": 50 * mb, "cpu_peak_rss_bytes": 900 * mb}
+    set_private_peak(as_dict, PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
+    assert as_dict["cpu_private_peak_bytes"] == 700 * mb
     without_baseline = {"cpu_peak_rss_bytes": 900 * mb}
-    set_private_peak(without_baseline, {"uss": 300 * mb, "rss": 500 * mb})
+    set_private_peak(without_baseline, PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
     assert "cpu_private_peak_bytes" not in without_baseline
 
 
@@ -483,4 +489,4 @@ def test_sampled_resident_peak_is_the_largest_reading_not_the_last():
     tracker.rss = scripted_rss
     tracker._hwm_exact, tracker._sampled_peak, tracker._sampling = False, 100, True
     tracker._sample()
-    assert tracker.peak()["cpu_peak_rss_bytes"] == 900
+    assert tracker.peak_reading().cpu_peak_rss_bytes == 900

@@ -12,7 +12,7 @@ import resource
 import time
 from pathlib import Path
 
-from ..records.measurement import FlagCounts, GuardRecord, GuardStatic, MachineState, RunRecord, RunState
+from ..records.measurement import FlagCounts, GuardRecord, GuardStatic, MachineSample, MachineState, RunRecord, RunState
 from . import nvml_guard
 
 CPU_SYS = Path("/sys/devices/system/cpu")
@@ -38,26 +38,28 @@ def cpu_static_state(root: Path = CPU_SYS) -> GuardStatic:
     )
 
 
-def cpu_files(root: Path = CPU_SYS) -> dict:
-    """The /sys files read at every sample, found once (a glob per sample would cost more than the reads)."""
-    return {
-        "freq": sorted(glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_cur_freq"))),
-        "throttle": sorted(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count"))),
-    }
+def cpu_files(root: Path = CPU_SYS) -> tuple[list[str], list[str]]:
+    """The /sys files read at every sample, found once (a glob per sample would cost more than the
+    reads): the CPUs' current frequencies and their thermal throttle counters."""
+    return (
+        sorted(glob.glob(str(root / "cpu[0-9]*/cpufreq/scaling_cur_freq"))),
+        sorted(glob.glob(str(root / "cpu[0-9]*/thermal_throttle/core_throttle_count"))),
+    )
 
 
-def cpu_sample(files: dict) -> dict:
-    freqs = [int(f) for f in (read_sys(p) for p in files["freq"]) if f and f.isdigit()]
-    counts = [int(c) for c in (read_sys(p) for p in files["throttle"]) if c and c.isdigit()]
-    return {
-        "load1": os.getloadavg()[0],
-        "involuntary_switches": resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
-        "cpu_freq_mhz": sum(freqs) / len(freqs) / 1000.0 if freqs else None,
-        "cpu_throttle_count": sum(counts) if counts else None,
-    }
+def cpu_sample(freq_files: list[str], throttle_files: list[str]) -> MachineSample:
+    freqs = [int(f) for f in (read_sys(p) for p in freq_files) if f and f.isdigit()]
+    counts = [int(c) for c in (read_sys(p) for p in throttle_files) if c and c.isdigit()]
+    return MachineSample(
+        load1=os.getloadavg()[0],
+        involuntary_switches=resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw,
+        cpu_freq_mhz=sum(freqs) / len(freqs) / 1000.0 if freqs else None,
+        cpu_throttle_count=sum(counts) if counts else None,
+    )
 
 
 READINGS = ("cpu_freq_mhz", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "power_w")  # a run's state, ranged
+GPU_READINGS = READINGS[1:]  # those NVML reads
 
 
 class MachineGuard:
@@ -65,7 +67,7 @@ class MachineGuard:
 
     def __init__(self, device, nvml=None, cpu_root: Path = CPU_SYS):
         self.device_type = getattr(device, "type", str(device))
-        self.cpu_files = cpu_files(cpu_root)
+        self.freq_files, self.throttle_files = cpu_files(cpu_root)
         self.static = cpu_static_state(cpu_root)
         self.gpu = None
         if self.device_type == "cuda":
@@ -78,13 +80,13 @@ class MachineGuard:
                 self.static.nvml = f"unavailable: {type(exc).__name__}: {exc}"
         self.cost_s = 0.0
         self.samples = 0
-        self.last: dict = {}  # the sample before the next run; begin() takes the first
+        self.last: MachineSample | None = None  # the sample before the next run; begin() takes the first
 
-    def sample(self) -> dict:
+    def sample(self) -> MachineSample:
         start = time.perf_counter()
-        state = cpu_sample(self.cpu_files)
+        state = cpu_sample(self.freq_files, self.throttle_files)
         if self.gpu is not None:
-            state.update(self.gpu.sample())
+            state.gpu = self.gpu.sample()
         self.cost_s += time.perf_counter() - start
         self.samples += 1
         return state
@@ -96,23 +98,21 @@ class MachineGuard:
     def after_run(self) -> RunState:
         """The sample after a run (the next run's 'before'); returns the run's state and flags."""
         before, after = self.last, self.sample()
+        assert before is not None, "begin() takes the first sample"
         self.last = after
         flags = []
-        if any(nvml_guard.throttled(s) for s in (before, after)) or (
-            after["cpu_throttle_count"] is not None
-            and before["cpu_throttle_count"] is not None
-            and after["cpu_throttle_count"] > before["cpu_throttle_count"]
-        ):
+        if any(nvml_guard.throttled(s.gpu) for s in (before, after)) or after.cpu_throttled_since(before):
             flags.append("throttled")
-        if any(nvml_guard.shared(s) for s in (before, after)):
+        if any(nvml_guard.shared(s.gpu) for s in (before, after)):
             flags.append("shared")
-        reasons = sorted(set(before.get("throttle_reasons") or ()) | set(after.get("throttle_reasons") or ()))
-        others = sorted(set(before.get("other_pids") or ()) | set(after.get("other_pids") or ()))
+        reasons = sorted(set(before.gpu.throttle_reasons or ()) | set(after.gpu.throttle_reasons or ()))
+        others = sorted(set(before.gpu.other_pids) | set(after.gpu.other_pids))
         return RunState(
             flags=flags,
-            load1=after["load1"],
-            involuntary_switches=after["involuntary_switches"] - before["involuntary_switches"],
-            **{key: after.get(key) for key in READINGS},
+            load1=after.load1,
+            involuntary_switches=after.involuntary_switches - before.involuntary_switches,
+            cpu_freq_mhz=after.cpu_freq_mhz,
+            **{key: getattr(after.gpu, key) for key in GPU_READINGS},
             throttle_reasons=reasons or None,
             other_pids=others or None,
         )

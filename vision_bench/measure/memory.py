@@ -8,8 +8,9 @@ import threading
 import time
 
 from ..common import exception_line
-from ..records.codec import from_json
-from ..records.measurement import PeakReading
+from ..records.codec import to_json
+from ..records.measurement import PeakReading, PrivateMemory
+from ..records.sweep import MemoryLimit
 
 
 def proc_status_bytes(field: str, pid: int | str = "self") -> int | None:
@@ -85,7 +86,8 @@ class MemoryTracker:
             self._sampler.join()
             self._sampler = None
 
-    def peak(self) -> dict:
+    def peak_reading(self) -> PeakReading:
+        """The window's peaks: the resident set's, and on CUDA the allocator's."""
         import torch
 
         if self._hwm_exact:
@@ -93,33 +95,33 @@ class MemoryTracker:
         else:
             self.stop_sampling()
             cpu_peak = max(self._sampled_peak, self.rss())
-        out = {"cpu_peak_rss_bytes": cpu_peak}
+        reading = PeakReading(cpu_peak_rss_bytes=cpu_peak)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            out["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(self.device)
-            out["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved(self.device)
-        return out
-
-    def safe_peak(self) -> dict:
-        """peak() for an error path: after a device-side assert or an illegal memory access
-        every CUDA call raises again, which must not replace the first error. The CPU figure
-        is kept; the CUDA error is returned as text."""
-        try:
-            return self.peak()
-        except Exception as exc:
-            cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
-            return {"cpu_peak_rss_bytes": cpu_peak, "cuda_error": exception_line(exc)}
-
-    def peak_reading(self) -> PeakReading:
-        """peak() as a record (a model's memory figures)."""
-        return from_json(PeakReading, self.peak())
+            reading.cuda_peak_allocated_bytes = torch.cuda.max_memory_allocated(self.device)
+            reading.cuda_peak_reserved_bytes = torch.cuda.max_memory_reserved(self.device)
+        return reading
 
     def safe_peak_reading(self) -> PeakReading:
-        """safe_peak() as a record (a model's memory at its failure)."""
-        return from_json(PeakReading, self.safe_peak())
+        """peak_reading() for an error path: after a device-side assert or an illegal memory access
+        every CUDA call raises again, which must not replace the first error. The CPU figure is
+        kept; the CUDA error is returned as text."""
+        try:
+            return self.peak_reading()
+        except Exception as exc:
+            cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
+            return PeakReading(cpu_peak_rss_bytes=cpu_peak, cuda_error=exception_line(exc))
+
+    def peak(self) -> dict:
+        """peak_reading() as its JSON object (the variant pass's memory dict, scripts)."""
+        return to_json(self.peak_reading())
+
+    def safe_peak(self) -> dict:
+        """safe_peak_reading() as its JSON object."""
+        return to_json(self.safe_peak_reading())
 
 
-def private_memory(pid: int | str = "self") -> dict | None:
+def private_memory(pid: int | str = "self") -> PrivateMemory | None:
     """A process's private memory (USS: private clean and dirty pages), PSS and resident set from
     /proc/<pid>/smaps_rollup, in bytes; None where the kernel does not provide the file. In a
     worker forked from the server, the resident set counts the server's library pages the worker
@@ -136,7 +138,7 @@ def private_memory(pid: int | str = "self") -> dict | None:
     if "Rss" not in fields:
         return None
     uss = sum(fields.get(k, 0) for k in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"))
-    return {"uss": uss, "pss": fields.get("Pss"), "rss": fields["Rss"]}
+    return PrivateMemory(uss=uss, pss=fields.get("Pss"), rss=fields["Rss"])
 
 
 def safe_cuda_cleanup(device) -> str | None:
@@ -173,7 +175,7 @@ def return_free_heap() -> None:
         pass
 
 
-def apply_memory_limit(limit: int, device) -> dict:
+def apply_memory_limit(limit: int, device) -> MemoryLimit:
     """--memory-limit for this worker. CUDA: the caching allocator's fraction of the device. CPU:
     RLIMIT_DATA (RLIMIT_AS where the data size is unknown) set to the data size now plus the
     headroom `limit - resident set now`, so that the limit reads in the unit the sweep measures (the
@@ -188,7 +190,7 @@ def apply_memory_limit(limit: int, device) -> dict:
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(limit / total, 1.0), device)
-        return {"bytes": limit, "kind": "--memory-limit (CUDA allocator fraction)"}
+        return MemoryLimit(bytes=limit, kind="--memory-limit (CUDA allocator fraction)")
     import psutil
 
     rss, data = psutil.Process().memory_info().rss, proc_status_bytes("VmData")  # what RLIMIT_DATA limits
@@ -199,22 +201,22 @@ def apply_memory_limit(limit: int, device) -> dict:
         base + limit - rss, base
     )  # never below what it holds: a worker already past the limit fails its next allocation
     resource.setrlimit(which, (soft, resource.getrlimit(which)[1]))
-    return {
-        "bytes": limit,
-        "kind": "--memory-limit (RLIMIT_DATA over the resident set)"
+    return MemoryLimit(
+        bytes=limit,
+        kind="--memory-limit (RLIMIT_DATA over the resident set)"
         if data is not None
         else "--memory-limit (RLIMIT_AS over the resident set)",
-    }
+    )
 
 
-def memory_limit(limit: int | None, device) -> dict:
+def memory_limit(limit: int | None, device) -> MemoryLimit:
     """What a sweep's prediction compares with: --memory-limit, else the device's memory."""
     if limit:
-        return {"bytes": limit, "kind": "--memory-limit"}
+        return MemoryLimit(bytes=limit, kind="--memory-limit")
     if device.type == "cuda":
         import torch
 
-        return {"bytes": torch.cuda.get_device_properties(device).total_memory, "kind": "CUDA device memory"}
+        return MemoryLimit(bytes=torch.cuda.get_device_properties(device).total_memory, kind="CUDA device memory")
     import psutil
 
-    return {"bytes": psutil.virtual_memory().total, "kind": "machine RAM (no --memory-limit)"}
+    return MemoryLimit(bytes=psutil.virtual_memory().total, kind="machine RAM (no --memory-limit)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from ..records.measurement import GpuSample
+
 # nvmlClocksThrottleReason* (renamed nvmlClocksEventReason* in newer bindings; the bits are the same).
 THROTTLE_REASONS = {
     0x1: "gpu_idle",
@@ -60,20 +62,20 @@ class NvmlGuard:
                 return self._read(name)
         return None
 
-    def sample(self) -> dict:
+    def sample(self) -> GpuSample:
         mask = self._throttle_mask()
         processes = (self._read("nvmlDeviceGetComputeRunningProcesses") or []) + (
             self._read("nvmlDeviceGetGraphicsRunningProcesses") or []
         )
         power_mw = self._read("nvmlDeviceGetPowerUsage")
-        return {
-            "sm_clock_mhz": self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_SM),
-            "mem_clock_mhz": self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_MEM),
-            "temperature_c": self._read("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU),
-            "power_w": power_mw / 1000.0 if power_mw is not None else None,
-            "throttle_reasons": reason_names(mask) if mask is not None else None,
-            "other_pids": sorted({p.pid for p in processes} - self.own_pids),
-        }
+        return GpuSample(
+            sm_clock_mhz=self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_SM),
+            mem_clock_mhz=self._read("nvmlDeviceGetClockInfo", NVML_CLOCK_MEM),
+            temperature_c=self._read("nvmlDeviceGetTemperature", NVML_TEMPERATURE_GPU),
+            power_w=power_mw / 1000.0 if power_mw is not None else None,
+            throttle_reasons=reason_names(mask) if mask is not None else None,
+            other_pids=sorted({p.pid for p in processes} - self.own_pids),
+        )
 
     def close(self) -> None:
         try:
@@ -82,9 +84,11 @@ class NvmlGuard:
             pass
 
 
-def throttled(sample: dict) -> bool:
-    return bool(SLOWDOWN_REASONS & set(sample.get("throttle_reasons") or ()))
+def throttled(sample: GpuSample) -> bool:
+    """A reason that slows a running kernel down."""
+    return bool(SLOWDOWN_REASONS & set(sample.throttle_reasons or ()))
 
 
-def shared(sample: dict) -> bool:
-    return bool(sample.get("other_pids"))
+def shared(sample: GpuSample) -> bool:
+    """Another process on the GPU."""
+    return bool(sample.other_pids)

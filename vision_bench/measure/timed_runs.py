@@ -1,9 +1,11 @@
 """The timed part of a model's pass, shared by the reference, its variants and the sweep points: the
 cold start, warm-up and timed runs (a fixed --runs or --precision's stopping rule, the machine-state
-guard at every run), their statistics, and the memory figures of the window. The model's result holds
-them as records (records/measurement.py); a variant, a --divergence suggestion and a sweep point
-still hold them as dicts, through the `run_timed_phases`/`summarize_latency`/memory functions below
-that take a dict."""
+guard at every run), their statistics, and the memory figures of the window, as records
+(records/measurement.py): `time_runs`/`time_window` fill a record's runs, guard and precision,
+`latency_summary` makes their statistics, MemoryFigures the memory figures. A variant and a
+--divergence suggestion still hold them as dicts, through the compatibility wrappers at the end
+(`run_timed_phases`, `summarize_latency`, `memory_before_load`, `set_headline_memory`), to go once
+those records hold records."""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ from ..records.measurement import (
     MemoryFigures,
     PhaseMedians,
     PrecisionRecord,
+    PrivateMemory,
     RunKind,
     RunRecord,
+    TimedWindow,
 )
 from .machine_state import MachineGuard, summarize_state
 from .memory import private_memory
@@ -81,19 +85,18 @@ def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str 
 def time_one_run(bench, runs: list[RunRecord], path, image, kind: RunKind, count: str, label: str):
     """One run through the pipeline, appended to `runs` and logged as run `count`; its prediction."""
     prediction, seconds, phases = bench.timed_run(image)
-    runs.append(
-        RunRecord(
-            image=path.name,
-            image_size=[image.width, image.height],
-            kind=kind,
-            cold=kind == RunKind.COLD,
-            total_s=seconds,
-            **{f"{k}_s": phases.get(k) for k in PHASES},
-        )
+    record = RunRecord(
+        image=path.name,
+        image_size=[image.width, image.height],
+        kind=kind,
+        cold=kind == RunKind.COLD,
+        total_s=seconds,
+        **{f"{k}_s": phases.get(k) for k in PHASES},
     )
+    runs.append(record)
     log(
         f"INFER {count}",
-        f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {phases['forward'] * 1000:.1f} ms"
+        f"{label}{path.name} | {seconds * 1000:.1f} ms end to end, forward {(record.forward_s or 0.0) * 1000:.1f} ms"
         + {RunKind.COLD: " (cold start)", RunKind.WARMUP: " (warm-up)", RunKind.TIMED: ""}[kind],
     )
     return prediction
@@ -129,16 +132,12 @@ def timed_seconds(runs: list[RunRecord]) -> list[float]:
     return [r.total_s for r in runs if r.kind == RunKind.TIMED]
 
 
-def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
-    """time_runs for a record still held as a dict (a variant, a --divergence suggestion, a sweep
-    point): its runs, guard and precision as JSON values in record.runs, ['guard'], ['precision']."""
-    runs: list[RunRecord] = []
-    try:
-        return time_runs(
-            bench, ctx, runs, phase, first_image, label, keep=lambda k, v: record.__setitem__(k, to_json(v))
-        )
-    finally:
-        record["runs"].extend(to_json(r) for r in runs)
+def time_window(bench, ctx, window, phase, first_image, label: str = ""):
+    """time_runs into a record holding `runs`, `guard` and `precision` (a TimedWindow, a sweep point):
+    the guard and --precision's stop are set on it as they come (the guard also on a failure)."""
+    return time_runs(
+        bench, ctx, window.runs, phase, first_image, label, keep=lambda key, value: setattr(window, key, value)
+    )
 
 
 def stopping_rule(settings) -> StoppingRule | None:
@@ -225,9 +224,42 @@ def summarize_runs(result, discard_flagged: bool = False) -> None:
         setattr(result, key, value)
 
 
+def figures_before_load(tracker, device) -> MemoryFigures:
+    """What the process holds just before a model loads: the baseline of the model's own share."""
+    private = private_memory()
+    return MemoryFigures(
+        cpu_rss_before_load_bytes=tracker.rss(),
+        cpu_private_before_load_bytes=private.uss if private else None,
+        cuda_allocated_before_load_bytes=tracker.cuda_allocated() if device.type == "cuda" else None,
+    )
+
+
+def set_private_peak(memory: MemoryFigures | dict, now: PrivateMemory | None) -> None:
+    """The private memory (USS) at the window's peak (MemoryFigures.set_private_peak); `memory` may
+    be a variant's dict."""
+    figures = from_json(MemoryFigures, memory) if isinstance(memory, dict) else memory
+    if now:
+        figures.set_private_peak(now.uss, now.rss)
+    if isinstance(memory, dict):
+        memory.update(to_json(figures))
+
+
+# -- Compatibility: the variant pass and the --divergence suggestion hold their timed figures as dicts.
+def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
+    """time_window for a record still held as a dict: its runs, guard and precision as JSON values in
+    record['runs'] (extended), ['guard'], ['precision']."""
+    window = TimedWindow()
+    try:
+        return time_window(bench, ctx, window, phase, first_image, label)
+    finally:
+        record["runs"].extend(to_json(r) for r in window.runs)
+        kept = {"guard": window.guard, "precision": window.precision}
+        record.update((key, to_json(value)) for key, value in kept.items() if value is not None)
+
+
 def summarize_latency(record: dict, discard_flagged: bool = False) -> None:
     """summarize_runs for a record still held as a dict (a variant, a --divergence suggestion, a
-    sweep point, a hand-built test record): its runs and statistics stay JSON values."""
+    hand-built test record): its runs and statistics stay JSON values."""
     runs = [r if isinstance(r, RunRecord) else from_json(RunRecord, r) for r in record["runs"]]
     guard = record.get("guard")
     guard = from_json(GuardRecord, guard) if isinstance(guard, dict) else guard
@@ -236,29 +268,9 @@ def summarize_latency(record: dict, discard_flagged: bool = False) -> None:
     record.update((key, encode(value)) for key, value in summary.items())
 
 
-def figures_before_load(tracker, device) -> MemoryFigures:
-    """What the process holds just before a model loads: the baseline of the model's own share."""
-    private = private_memory()
-    return MemoryFigures(
-        cpu_rss_before_load_bytes=tracker.rss(),
-        cpu_private_before_load_bytes=private["uss"] if private else None,
-        cuda_allocated_before_load_bytes=tracker.cuda_allocated() if device.type == "cuda" else None,
-    )
-
-
 def memory_before_load(tracker, device) -> dict:
     """figures_before_load as a dict (a variant's memory)."""
     return to_json(figures_before_load(tracker, device))
-
-
-def set_private_peak(memory: MemoryFigures | dict, now: dict | None) -> None:
-    """The private memory (USS) at the window's peak (MemoryFigures.set_private_peak); `memory` may
-    be a variant's dict."""
-    figures = from_json(MemoryFigures, memory) if isinstance(memory, dict) else memory
-    if now:
-        figures.set_private_peak(now["uss"], now["rss"])
-    if isinstance(memory, dict):
-        memory.update(to_json(figures))
 
 
 def set_headline_memory(result: dict, device) -> None:

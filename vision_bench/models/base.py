@@ -99,7 +99,7 @@ class ModelBenchmark(ABC):
             raise TypeError(f"{type(self).__name__} declares no option {', '.join(unknown)}")
         self.options = dict(options or {})
         self.weights_source: str | None = None
-        self.input_shape = None
+        self.input_shape: list[int] | None = None
         self.autocast_dtype = None  # set by the half-precision variants
         self.channels_last = False  # set by the channels-last variant
 
@@ -294,13 +294,13 @@ class ModelBenchmark(ABC):
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
 
-        seen = {}
+        shapes: list[list[int]] = []  # the first input tensor's shape, once seen
 
         def capture(module, args, kwargs):
-            if "shape" not in seen:
+            if not shapes:
                 tensor, _ = first_tensor((list(args), kwargs))
                 if tensor is not None:
-                    seen["shape"] = list(tensor.shape)
+                    shapes.append(list(tensor.shape))
 
         handle = self.input_module().register_forward_pre_hook(capture, with_kwargs=True)
         try:
@@ -313,7 +313,7 @@ class ModelBenchmark(ABC):
                 (run or (lambda: self.run_pipeline(image)))()
         finally:
             handle.remove()
-        self.input_shape = seen.get("shape")
+        self.input_shape = shapes[0] if shapes else None
         return int(counter.get_total_flops()), self.input_shape
 
     def dissect_layers(self, image: Image.Image, out_dir: Path, write_files: bool = True) -> DissectionSummary:

@@ -171,6 +171,36 @@ def per_image_from_json(value: dict) -> dict[str, ImageLatency]:
 
 
 @dataclass
+class GpuSample:
+    """What NVML shows of the GPU at one sample (nvml_guard); None where the board does not say."""
+
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    throttle_reasons: list[str] | None = None  # the clocks' throttle reasons (THROTTLE_REASONS' names)
+    other_pids: list[int] = field(default_factory=list)  # other processes on the GPU
+
+
+@dataclass
+class MachineSample:
+    """One sample of the machine-state guard, at a timed run's boundary (not written: a run's RunState
+    is made of the samples on its two sides)."""
+
+    load1: float  # the load average
+    involuntary_switches: int  # the process's involuntary context switches so far
+    cpu_freq_mhz: float | None = None  # mean over the CPUs; None where /sys has no cpufreq
+    cpu_throttle_count: int | None = None  # thermal throttle events over the CPUs; None without counters
+    gpu: GpuSample = field(default_factory=GpuSample)  # on CUDA with NVML; else all None
+
+    def cpu_throttled_since(self, before: MachineSample) -> bool:
+        """The CPUs' thermal throttle count rose since `before`."""
+        if self.cpu_throttle_count is None or before.cpu_throttle_count is None:
+            return False
+        return self.cpu_throttle_count > before.cpu_throttle_count
+
+
+@dataclass
 class GuardStatic:
     """What the machine-state guard reads once: CPU governors, throttle counters, CPUs, NVML."""
 
@@ -257,12 +287,32 @@ class ProcessSummary:
 
 
 @dataclass
+class TimedWindow:
+    """The timed part of a window measured apart from a model's own pass (a variant, a --divergence
+    suggestion): every run, the guard's record, --precision's stop. Not written as such: its holder
+    keeps these under the same keys (`runs`, `guard`, `precision`)."""
+
+    runs: list[RunRecord] = field(default_factory=list)
+    guard: GuardRecord | None = None
+    precision: PrecisionRecord | None = None
+
+
+@dataclass
 class LatencyInterval:
     """How the pooled median's interval was made over --processes (`latency_interval`)."""
 
     method: str
     why: str
     processes: int
+
+
+@dataclass
+class PrivateMemory:
+    """A process's private memory from /proc/<pid>/smaps_rollup, bytes (measure/memory.private_memory)."""
+
+    uss: int  # private clean and dirty pages: what is the process's own
+    pss: int | None  # proportional set size
+    rss: int  # resident set
 
 
 @dataclass

@@ -10,8 +10,8 @@ The record is built and grown by sweeps/ (sweep_plan.new_sweep, sweep_pass.measu
 the parent at every point, and handed back to a fresh worker that goes on from the next point after
 one its previous worker died at (run/worker_processes.resume_sweep). Times in seconds, memory in bytes.
 
-A point's runs, latency statistics, machine state and guard are the timed runs' figures
-(measure/timed_runs), kept here as the JSON values they are until that family has its records.
+A point's runs, latency statistics, machine state and guard are the timed runs' records
+(records/measurement.py), as a model's own.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .codec import optional
+from .measurement import GuardRecord, LatencyStats, LatencyTails, MachineState, PeakReading, PhaseMedians, RunRecord
 from .statuses import SweepPointStatus
 
 BATCH, INPUT_SIZE = "batch", "input_size"  # the two dimensions (a point's `dimension`)
@@ -66,9 +67,15 @@ class PointMemory:
     cpu_peak_growth_bytes: int | None = None  # the resident peak over the start: the point's own growth
 
     @classmethod
-    def measured(cls, start: int, peak: dict) -> PointMemory:
-        """From the resident set at the start and the tracker's peak figures (MemoryTracker.safe_peak)."""
-        memory = cls(cpu_rss_start_bytes=start, **peak)
+    def measured(cls, start: int, peak: PeakReading) -> PointMemory:
+        """From the resident set at the start and the tracker's peak (MemoryTracker.safe_peak_reading)."""
+        memory = cls(
+            cpu_rss_start_bytes=start,
+            cpu_peak_rss_bytes=peak.cpu_peak_rss_bytes or 0,
+            cuda_peak_allocated_bytes=peak.cuda_peak_allocated_bytes,
+            cuda_peak_reserved_bytes=peak.cuda_peak_reserved_bytes,
+            cuda_error=peak.cuda_error,
+        )
         cuda = memory.cuda_peak_allocated_bytes
         memory.peak_bytes = cuda if cuda is not None else memory.cpu_peak_rss_bytes
         memory.cpu_peak_growth_bytes = memory.cpu_peak_rss_bytes - start
@@ -86,14 +93,14 @@ class SweepPoint:
     input_size: int | None  # `value` for an input-size point; None (the model's nominal size) for a batch
     bisect: bool  # a value of the bisection towards the out-of-memory edge, not one asked for
     status: SweepPointStatus
-    runs: list[dict] = field(default_factory=list)  # every run: cold start, warm-up, timed (seconds a batch)
+    runs: list[RunRecord] = field(default_factory=list)  # every run: cold start, warm-up, timed (seconds a batch)
     memory: PointMemory | None = optional()
-    guard: dict | None = optional()  # the machine-state guard of the timed runs
-    latency_end_to_end: dict | None = optional()  # statistics of the timed runs, seconds a batch
-    latency_forward: dict | None = optional()
-    latency_tails: dict | None = optional()
-    latency_phases_median: dict | None = optional()  # phase -> median seconds a batch
-    machine_state: dict | None = optional()
+    guard: GuardRecord | None = optional()  # the machine-state guard of the timed runs
+    latency_end_to_end: LatencyStats | None = optional()  # statistics of the timed runs, seconds a batch
+    latency_forward: LatencyStats | None = optional()
+    latency_tails: LatencyTails | None = optional()
+    latency_phases_median: PhaseMedians | None = optional()  # median seconds a batch of each phase
+    machine_state: MachineState | None = optional()
     throughput: Throughput | None = optional()
     flops_per_image: float | None = optional()  # counted at batch 1 of the point's size
     input_shape: list[int] | None = optional()  # the batch's input tensor, e.g. [4, 3, 640, 480]
@@ -115,7 +122,12 @@ class SweepPoint:
     @property
     def median_s(self) -> float | None:
         """The median seconds of a batch, end to end."""
-        return (self.latency_end_to_end or {}).get("median")
+        return self.latency_end_to_end.median if self.latency_end_to_end else None
+
+    @property
+    def forward_median_s(self) -> float | None:
+        """The median seconds of a batch in the network's forward."""
+        return self.latency_forward.median if self.latency_forward else None
 
     @property
     def peak_bytes(self) -> int | None:

@@ -11,11 +11,12 @@ import time
 from ..common import exception_line, format_bytes, log, ms
 from ..measure.memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
 from ..measure.stats import format_interval
-from ..measure.timed_runs import run_timed_phases, summarize_latency
+from ..measure.timed_runs import latency_summary, time_window
 from ..models.images import load_rgb
 from ..records import SweepPointStatus
+from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
-from ..records.sweep import MemoryLimit, PointMemory, SweepPoint, SweepRecord
+from ..records.sweep import PointMemory, SweepPoint, SweepRecord
 from ..variants.variant_pass import load_fresh
 from .sweep_plan import BatchCall, finish_sweep, is_out_of_memory, new_sweep, next_point, point_record, throughput
 
@@ -27,8 +28,7 @@ def measure_sweep(bench, ctx, result: ModelResult, tracker, publish) -> None:
     goes on from the next (resume_sweep)."""
     sweep: SweepRecord | None = result.sweep
     if sweep is None:
-        limit = MemoryLimit(**memory_limit(ctx.settings.memory_limit, ctx.device))
-        sweep = result.sweep = new_sweep(type(bench), ctx.settings, limit)
+        sweep = result.sweep = new_sweep(type(bench), ctx.settings, memory_limit(ctx.settings.memory_limit, ctx.device))
     for dimension, reason in sweep.unsupported.items():
         log("SWEEP", f"{bench.MODEL_NAME}: {dimension} unsupported: {reason}")
     image = load_rgb(ctx.images[0])
@@ -73,21 +73,18 @@ def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) ->
     point_ctx = dataclasses.replace(ctx, images=ctx.images[:1], settings=point_settings)
     tracker.reset_peak()
     rss_start = tracker.rss()
-    timed: dict = {"runs": point.runs}  # what the timed runs write (measure/timed_runs), taken into the point
     try:
-        try:
-            run_timed_phases(
-                BatchCall(bench, [image] * batch, size, quiet=bool(limit)),
-                point_ctx,
-                timed,
-                lambda name: contextlib.nullcontext(),
-                image,
-                label=label,
-            )
-            summarize_latency(timed)
-        finally:
-            take_timed_figures(point, timed)
-        point.throughput = throughput(point.latency_end_to_end or {}, batch)
+        # The runs and the guard go into the point as they come: what a failure leaves stays in it.
+        time_window(
+            BatchCall(bench, [image] * batch, size, quiet=bool(limit)),
+            point_ctx,
+            point,
+            lambda name: contextlib.nullcontext(),
+            image,
+            label=label,
+        )
+        take_timed_figures(point)
+        point.throughput = throughput(point.latency_end_to_end or LatencyStats(), batch)
         if size not in flops:
             count, shape = bench.count_flops_and_input(image, run=lambda: bench.run_batch([image], size))
             flops[size] = (count, shape)
@@ -101,30 +98,23 @@ def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) ->
         point.status = SweepPointStatus.OOM if oom else SweepPointStatus.FAILED
         point.reason = exception_line(exc)
         log("SWEEP" if oom else "WARNING", f"{bench.MODEL_NAME} {label}{point.status}: {point.reason}")
-    point.memory = PointMemory.measured(rss_start, tracker.safe_peak())
+    point.memory = PointMemory.measured(rss_start, tracker.safe_peak_reading())
     if point.ok and point.throughput:
         log(
             "SWEEP",
-            f"{label}{ms(point.median_s)} ms a batch {format_interval(point.latency_end_to_end or {})}, "
+            f"{label}{ms(point.median_s)} ms a batch {format_interval(point.latency_end_to_end or LatencyStats())}, "
             f"{point.throughput.median:.2f} images/s, peak {format_bytes(point.memory.peak_bytes)}",
         )
 
 
-TIMED_FIGURES = (
-    "guard",
-    "latency_end_to_end",
-    "latency_forward",
-    "latency_tails",
-    "latency_phases_median",
-    "machine_state",
-)
+TIMED_FIGURES = ("latency_end_to_end", "latency_forward", "latency_tails", "latency_phases_median", "machine_state")
 
 
-def take_timed_figures(point: SweepPoint, timed: dict) -> None:
-    """The timed runs' figures a point keeps (not the headline's fps, cold start, per-image table)."""
+def take_timed_figures(point: SweepPoint) -> None:
+    """The statistics of the point's runs it keeps (not the headline's fps, cold start, per-image table)."""
+    summary = latency_summary(point.runs, point.guard)
     for name in TIMED_FIGURES:
-        if name in timed:
-            setattr(point, name, timed[name])
+        setattr(point, name, getattr(summary, name))
 
 
 def resume_sweep(cls, ctx, result: ModelResult, publish) -> None:

@@ -16,6 +16,7 @@ import re
 
 from ..common import UsageError
 from ..records import SweepPointStatus
+from ..records.measurement import LatencyStats
 from ..records.sweep import (
     BATCH,
     INPUT_SIZE,
@@ -250,7 +251,7 @@ def input_size_analysis(sweep: SweepRecord) -> InputSizeAnalysis | None:
     )
 
 
-def throughput(latency: dict, batch: int) -> Throughput:
+def throughput(latency: LatencyStats, batch: int) -> Throughput:
     """Images per second from a batch's latency statistics: the median's and the interval's bounds
     (a decreasing function of the latency, so the interval's ends swap)."""
 
@@ -258,14 +259,14 @@ def throughput(latency: dict, batch: int) -> Throughput:
         return batch / seconds if seconds else None
 
     return Throughput(
-        median=per_second(latency.get("median")),
-        ci95_low=per_second(latency.get("ci95_high")),
-        ci95_high=per_second(latency.get("ci95_low")),
+        median=per_second(latency.median),
+        ci95_low=per_second(latency.ci95_high),
+        ci95_high=per_second(latency.ci95_low),
     )
 
 
 class BatchCall:
-    """A model seen through run_timed_phases' eyes at one sweep point: each 'run' is one pipeline
+    """A model seen through time_runs' eyes at one sweep point: each 'run' is one pipeline
     call over the whole batch at the point's input size. `quiet`: no progress thread (under
     --memory-limit a thread's start can fail inside it, and Thread.start() then waits forever:
     seen at yolo11n-detect's batch 10)."""

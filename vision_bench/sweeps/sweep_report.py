@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..common import ms
 from ..records import ModelStatus
+from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
 from ..records.sweep import BATCH, INPUT_SIZE, BatchAnalysis, LineFit, SweepRecord, Throughput
 from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
@@ -57,14 +58,14 @@ def sweep_rows(r: ModelResult) -> list[list[str]]:
         if not p.ok:
             rows.append([p.name, p.status, "", "", "", "", peak, "", "", p.reason or ""])
             continue
-        lat, thr = p.latency_end_to_end or {}, p.throughput or Throughput()
+        lat, thr = p.latency_end_to_end or LatencyStats(), p.throughput or Throughput()
         rows.append(
             [
                 p.name,
                 "ok",
                 "x".join(map(str, p.input_shape or [])) or "n/a",
-                ms(lat.get("median")) + interval(lat.get("ci95_low"), lat.get("ci95_high"), ".1f", 1000),
-                ms(lat["median"] / p.batch),
+                ms(lat.median) + interval(lat.ci95_low, lat.ci95_high, ".1f", 1000),
+                ms((lat.median or 0.0) / p.batch),
                 number(thr.median, ".2f") + interval(thr.ci95_low, thr.ci95_high, ".2f"),
                 peak,
                 number(p.memory.cpu_peak_growth_bytes if p.memory else None, ".0f", 1 / MB),
@@ -242,7 +243,7 @@ def draw_latency(r: ModelResult, sweep: SweepRecord, path: Path) -> bool:
     )
     ax.plot(
         x,
-        [(p.latency_forward or {})["median"] / p.value * 1000 for p in points],
+        [(p.forward_median_s or 0.0) / p.value * 1000 for p in points],
         "s--",
         color="gray",
         mfc="white",
@@ -364,7 +365,7 @@ def sweep_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
     sweep: SweepRecord | None = r.sweep
     rows = []
     for p in sweep.points if sweep else []:
-        lat, thr = p.latency_end_to_end or {}, p.throughput or Throughput()
+        lat, thr = p.latency_end_to_end or LatencyStats(), p.throughput or Throughput()
         row = dict.fromkeys(base_row)
         row.update(
             model=r.model,
@@ -375,8 +376,8 @@ def sweep_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
             batch_size=p.batch,
             sweep_input_size=p.input_size,
             **e2e_csv_values(lat),
-            forward_median_s=(p.latency_forward or {}).get("median"),
-            warm_runs=lat.get("n"),
+            forward_median_s=p.forward_median_s,
+            warm_runs=lat.n if p.latency_end_to_end else None,
             throughput_ips=thr.median,
             throughput_ci95_low=thr.ci95_low,
             throughput_ci95_high=thr.ci95_high,

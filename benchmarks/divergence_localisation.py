@@ -96,7 +96,7 @@ def fault_effect(bench, image, name: str, fault) -> float:
 
     def compare(mod, args, kwargs, output):
         if not changes:
-            changes.append(error_figures(fault(mod, *args, **kwargs), output)["relative_l2"])
+            changes.append(error_figures(fault(mod, *args, **kwargs), output).relative_l2)
 
     handle = module.register_forward_hook(compare, with_kwargs=True)
     try:
@@ -109,7 +109,7 @@ def fault_effect(bench, image, name: str, fault) -> float:
 def run_planting(bench_factory, image, base: str, name: str, fault, tolerances: dict) -> dict:
     import torch
 
-    from vision_bench.divergence.layer_passes import AutocastVariant, HookedVariant, error_of, run_divergence
+    from vision_bench.divergence.layer_passes import AutocastVariant, HookedVariant, run_divergence
 
     bench = bench_factory()
     overrides = {name: fault}
@@ -120,14 +120,15 @@ def run_planting(bench_factory, image, base: str, name: str, fault, tolerances: 
     start = time.perf_counter()
     out = run_divergence(bench, variant, image)
     seconds = time.perf_counter() - start
-    planted = [r for r in out["records"] if r["name"] == name]
-    others = [error_of(r.get("shadow")) or 0.0 for r in out["records"] if r["name"] != name]
+    planted = [r for r in out.records if r.name == name]
+    others = [r.own or 0.0 for r in out.records if r.name != name]
+    named = out.first_divergent.name if out.first_divergent else None
     bench.release()
     return {
-        "own_first": (out["first_divergent"] or {}).get("name") == name,
-        "propagated_first": (out["first_propagated"] or {}).get("name") == name,
-        "named": (out["first_divergent"] or {}).get("name"),
-        "own": max(error_of(r.get("shadow")) or 0.0 for r in planted),
+        "own_first": named == name,
+        "propagated_first": (out.first_propagated.name if out.first_propagated else None) == name,
+        "named": named,
+        "own": max(r.own or 0.0 for r in planted),
         "others_max": max(others, default=0.0),
         "seconds": seconds,
     }

@@ -26,13 +26,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="8,16,32,64,128,all")
     args = parser.parse_args()
     from vision_bench.divergence.divergence_pass import hooked_variant
-    from vision_bench.divergence.layer_passes import (
-        error_of,
-        fp32_forward,
-        install_overrides,
-        remove_overrides,
-        run_divergence,
-    )
+    from vision_bench.divergence.layer_passes import fp32_forward, install_overrides, remove_overrides, run_divergence
     from vision_bench.models.images import bundled_sample_images, load_rgb
     from vision_bench.variants.output_parity import compare_outputs, parity_outputs
     from vision_bench.variants.registry import prepare_variant
@@ -44,15 +38,13 @@ def main() -> None:
     start = time.perf_counter()
     out = run_divergence(bench, hooked_variant(bench, args.variant), images[0][1])
     print(
-        f"divergence passes: {time.perf_counter() - start:.0f} s; {len(out['records'])} records, first divergent: "
-        f"{(out['first_divergent'] or {}).get('name')}; largest own error {out['top_own'][0]['own']:.3g} "
-        f"(tolerance {out['tolerance']:g})"
+        f"divergence passes: {time.perf_counter() - start:.0f} s; {len(out.records)} records, first divergent: "
+        f"{out.first_divergent.name if out.first_divergent else None}; largest own error {out.top_own[0].own:.3g} "
+        f"(tolerance {out.tolerance:g})"
     )
     bench.release()
-    ranked = sorted(
-        (r for r in out["records"] if error_of(r.get("shadow")) is not None), key=lambda r: -error_of(r["shadow"])
-    )
-    names = list(dict.fromkeys(r["name"] for r in ranked))
+    ranked = sorted((r for r in out.records if r.own is not None), key=lambda r: -(r.own or 0.0))
+    names = list(dict.fromkeys(r.name for r in ranked))
     bench = load_bench(ub, args.model, print)
     prepare_variant(bench, args.variant, images)
     installed = []
@@ -65,13 +57,13 @@ def main() -> None:
         start = time.perf_counter()
         parity = compare_outputs(bench, args.variant, reference, parity_outputs(bench, images))
         worst = parity.worst
-        calls = sum(1 for r in out["records"] if r["name"] in set(installed))
+        calls = sum(1 for r in out.records if r.name in set(installed))
         figures = (
             f"depth rel. error mean {worst.depth_mean_relative_error:.4f}, p99 {worst.depth_p99_relative_error:.4f}"
             if worst.depth_p99_relative_error is not None
             else f"worst normalised error {worst.normalised_error:.3g}"
         )
-        rows.append([k, f"{calls} of {len(out['records'])}", parity.verdict, figures])
+        rows.append([k, f"{calls} of {len(out.records)}", parity.verdict, figures])
         print(
             f"{k} modules in fp32 ({calls} calls): {parity.verdict}, {figures}, {time.perf_counter() - start:.0f} s",
             flush=True,

@@ -65,3 +65,14 @@ def load_run(output_dir: Path) -> dict:
         "md_path": results / f"benchmark_report_{run_id}.md",
         "results_dir": results,
     }
+
+
+def summarized(record: dict, discard_flagged: bool = False) -> dict:
+    """A hand-built result's headline statistics (summarize_runs on its record), as its JSON."""
+    from vision_bench.measure.timed_runs import summarize_runs
+    from vision_bench.records.codec import to_json
+    from vision_bench.records.model_result import with_records
+
+    result = with_records(record)
+    summarize_runs(result, discard_flagged=discard_flagged)
+    return to_json(result)

@@ -299,3 +299,72 @@ if __name__ == "__main__":
     for module, targets in sorted(import_graph().items()):
         print(f"{module} -> {', '.join(sorted(targets)) or '(nothing of this project)'}")
     print("cycle:", find_cycle(import_graph()))
+
+
+def imports_from_the_package(path: Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) of every `from vision_bench... import name` in a file, also inside functions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "vision_bench":
+            found += [(node.lineno, node.module, alias.name) for alias in node.names]
+    return found
+
+
+def test_every_name_the_benchmarks_import_from_the_package_exists():
+    """The benchmarks import the package's internals, often inside functions, where a rename would only
+    show the next time someone spends twenty minutes running them."""
+    import importlib
+
+    checked, missing = 0, []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for line, module, name in imports_from_the_package(script):
+            checked += 1
+            if not hasattr(importlib.import_module(module), name):
+                missing.append(f"benchmarks/{script.name}:{line}: {module}.{name}")
+    assert checked > 20, "the scan found too few imports: has the benchmarks folder moved?"
+    assert not missing, "names the benchmarks import that the package no longer has:\n" + "\n".join(missing)
+
+
+# Where a record's JSON keys may be read and written by name: the records and the results file.
+SERIALISATION_MODULES = ("vision_bench/records/", "vision_bench/reports/results_file.py")
+# At most this many string-key accesses elsewhere (issue 29: at most 150; 1,678 before it). None of
+# the 56 left reads a record of ours: transformers' and ultralytics' outputs, the model contract's
+# output dicts (postprocess, summarize_prediction), os.environ, /proc fields, a module's __dict__, the
+# report files' paths by format, phase seconds by phase name. Raise it only for such a value.
+STRING_KEY_CEILING = 56
+
+
+def string_key_accesses(path: Path) -> list[tuple[int, str]]:
+    """(line, key) of each `x["key"]`, `x.get("key")`, `x.setdefault("key")`, `x.pop("key")` in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            first = node.args[0]
+            is_lookup = node.func.attr in ("get", "setdefault", "pop") and isinstance(first, ast.Constant)
+            key = first.value if is_lookup else None
+        else:
+            continue
+        if isinstance(key, str):
+            found.append((node.lineno, key))
+    return found
+
+
+def test_records_are_read_by_attribute_outside_the_serialisation_modules():
+    counts = {
+        str(path.relative_to(ROOT)): len(string_key_accesses(path))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not str(path.relative_to(ROOT)).startswith(SERIALISATION_MODULES)
+    }
+    total = sum(counts.values())
+    worst = ", ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
+    assert total <= STRING_KEY_CEILING, f"{total} string-key accesses outside {SERIALISATION_MODULES}; most in {worst}"
+
+
+def test_the_string_key_counter_counts_subscripts_and_lookups_but_not_attributes(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'a = d["k"]\nb = d.get("k", 1)\nd.setdefault("k", [])\nd.pop("k")\nc = d[0]\ne = r.k\nf = d.get(k)\n'
+    )
+    assert [key for _, key in string_key_accesses(sample)] == ["k", "k", "k", "k"]

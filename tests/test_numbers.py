@@ -12,14 +12,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import SCRIPT, load_run, run_cli
+from conftest import SCRIPT, load_run, run_cli, summarized
 from PIL import Image
 from torch import nn
 
 from vision_bench.common import leaf_modules
 from vision_bench.inspect.time_breakdown import TimeBreakdown
 from vision_bench.measure.stats import latency_stats
-from vision_bench.measure.timed_runs import summarize_latency
 from vision_bench.models.base import ModelBenchmark
 
 MB = 1024**2
@@ -107,7 +106,7 @@ def assert_stats(actual, values):
 
 # Runs carry "kind" (cold / warmup / timed); warm-up rounds are kept in the JSON but left out
 # of every statistic.
-def test_summarize_latency_leaves_warmup_runs_out(ub):
+def test_summarize_runs_leaves_warmup_runs_out(ub):
     runs = [
         make_run("a.jpg", [64, 48], 1, 2.000, 0.100, 1.800, 0.100, cold=True, kind="cold"),
         # one warm-up round over both images: slow, and must not move any figure
@@ -120,8 +119,7 @@ def test_summarize_latency_leaves_warmup_runs_out(ub):
         make_run("b.jpg", [96, 32], 2, 0.170, 0.016, 0.140, 0.014, kind="timed"),
         make_run("b.jpg", [96, 32], 3, 0.160, 0.017, 0.130, 0.013, kind="timed"),
     ]
-    result = {"runs": [dict(r) for r in runs]}
-    summarize_latency(result)
+    result = summarized({"runs": [dict(r) for r in runs]})
     timed = [r for r in runs if r["kind"] == "timed"]
 
     assert result["cold_start"]["total_s"] == 2.000

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import ROOT, load_run
+from conftest import ROOT, load_run, summarized
 from test_compare_and_merge import synthetic_file, synthetic_model
 from test_gate import verdict_line
 from test_worker_processes import run_tool
@@ -16,7 +16,6 @@ from vision_bench.measure.machine_state import MachineGuard
 from vision_bench.measure.sampling_report import machine_state_blocks
 from vision_bench.measure.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
-from vision_bench.measure.timed_runs import summarize_latency
 from vision_bench.records.codec import to_json
 from vision_bench.records.model_result import with_records
 from vision_bench.reports.compare import REFUSED, compare_model
@@ -193,17 +192,17 @@ def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_
         "guard": to_json(guard.record()),
         "model": "Net",
     }
-    summarize_latency(record, discard_flagged=False)
-    state = record["machine_state"]
+    summary = summarized(record, discard_flagged=False)
+    state = summary["machine_state"]
     assert state["flagged"] == {"throttled": 2, "shared": 2} and not state["clean"]
-    assert record["latency_end_to_end"]["n"] == 5 and state["other_pids"] == [4242]
-    lines = render_markdown(machine_state_blocks([with_records(dict(record))]))
+    assert summary["latency_end_to_end"]["n"] == 5 and state["other_pids"] == [4242]
+    lines = render_markdown(machine_state_blocks([with_records(summary)]))
     assert "2 throttled, 2 shared of 5 timed runs" in lines and "pids 4242" in lines and "Warning" in lines
 
-    summarize_latency(record, discard_flagged=True)
-    assert record["latency_end_to_end"]["n"] == 2 and record["latency_end_to_end"]["max"] == 0.110
-    assert [r.get("discarded", False) for r in record["runs"][1:]] == [False, True, True, True, False]  # kept in JSON
-    assert record["machine_state"]["discarded"] == 3
+    summary = summarized(record, discard_flagged=True)
+    assert summary["latency_end_to_end"]["n"] == 2 and summary["latency_end_to_end"]["max"] == 0.110
+    assert [r.get("discarded", False) for r in summary["runs"][1:]] == [False, True, True, True, False]  # in JSON
+    assert summary["machine_state"]["discarded"] == 3
 
 
 def test_compare_refuses_a_verdict_and_the_gate_when_a_side_ran_throttled(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, load_run
 
 from vision_bench.measure.stats import latency_stats, median_interval
-from vision_bench.measure.timed_runs import summarize_latency
+from vision_bench.measure.timed_runs import summarize_runs
 from vision_bench.records.model_result import with_records
 from vision_bench.reports.findings import findings
 
@@ -225,8 +225,9 @@ def test_unstable_timing_is_judged_by_the_interval_width(ub):
             "gflops": 1.0,
             "input_shape": [1],
         }
-        summarize_latency(r)
-        return with_records(r)
+        result = with_records(r)
+        summarize_runs(result)
+        return result
 
     steady = model("Steady", [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01])
     noisy = model("Noisy", [1.0, 1.5, 0.7, 1.3, 0.8, 1.2, 1.0, 1.4])

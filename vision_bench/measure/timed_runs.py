@@ -2,10 +2,7 @@
 cold start, warm-up and timed runs (a fixed --runs or --precision's stopping rule, the machine-state
 guard at every run), their statistics, and the memory figures of the window, as records
 (records/measurement.py): `time_runs`/`time_window` fill a record's runs, guard and precision,
-`latency_summary` makes their statistics, MemoryFigures the memory figures. A variant and a
---divergence suggestion still hold them as dicts, through the compatibility wrappers at the end
-(`run_timed_phases`, `summarize_latency`, `memory_before_load`, `set_headline_memory`), to go once
-those records hold records."""
+`latency_summary` makes their statistics, MemoryFigures the memory figures."""
 
 from __future__ import annotations
 
@@ -16,7 +13,6 @@ import numpy as np
 
 from ..common import log
 from ..models.images import load_rgb
-from ..records.codec import encode, from_json, to_json
 from ..records.measurement import (
     PHASES,
     GuardRecord,
@@ -30,7 +26,6 @@ from ..records.measurement import (
     PrivateMemory,
     RunKind,
     RunRecord,
-    TimedWindow,
 )
 from .machine_state import MachineGuard, summarize_state
 from .memory import private_memory
@@ -234,50 +229,8 @@ def figures_before_load(tracker, device) -> MemoryFigures:
     )
 
 
-def set_private_peak(memory: MemoryFigures | dict, now: PrivateMemory | None) -> None:
-    """The private memory (USS) at the window's peak (MemoryFigures.set_private_peak); `memory` may
-    be a variant's dict."""
-    figures = from_json(MemoryFigures, memory) if isinstance(memory, dict) else memory
+def set_private_peak(memory: MemoryFigures, now: PrivateMemory | None) -> None:
+    """The private memory (USS) at the window's peak (MemoryFigures.set_private_peak), when it could
+    be read."""
     if now:
-        figures.set_private_peak(now.uss, now.rss)
-    if isinstance(memory, dict):
-        memory.update(to_json(figures))
-
-
-# -- Compatibility: the variant pass and the --divergence suggestion hold their timed figures as dicts.
-def run_timed_phases(bench, ctx, record: dict, phase, first_image, label: str = ""):
-    """time_window for a record still held as a dict: its runs, guard and precision as JSON values in
-    record['runs'] (extended), ['guard'], ['precision']."""
-    window = TimedWindow()
-    try:
-        return time_window(bench, ctx, window, phase, first_image, label)
-    finally:
-        record["runs"].extend(to_json(r) for r in window.runs)
-        kept = {"guard": window.guard, "precision": window.precision}
-        record.update((key, to_json(value)) for key, value in kept.items() if value is not None)
-
-
-def summarize_latency(record: dict, discard_flagged: bool = False) -> None:
-    """summarize_runs for a record still held as a dict (a variant, a --divergence suggestion, a
-    hand-built test record): its runs and statistics stay JSON values."""
-    runs = [r if isinstance(r, RunRecord) else from_json(RunRecord, r) for r in record["runs"]]
-    guard = record.get("guard")
-    guard = from_json(GuardRecord, guard) if isinstance(guard, dict) else guard
-    summary = latency_summary(runs, guard, discard_flagged)
-    record["runs"] = [to_json(r) for r in runs]
-    record.update((key, encode(value)) for key, value in summary.items())
-
-
-def memory_before_load(tracker, device) -> dict:
-    """figures_before_load as a dict (a variant's memory)."""
-    return to_json(figures_before_load(tracker, device))
-
-
-def set_headline_memory(result: dict, device) -> None:
-    """The headline peak and the model's own share of it (MemoryFigures.set_headline) in
-    result['memory'], a record or a variant's dict."""
-    memory = result["memory"]
-    figures = from_json(MemoryFigures, memory) if isinstance(memory, dict) else memory
-    figures.set_headline(device.type == "cuda")
-    if isinstance(memory, dict):
-        memory.update(to_json(figures))
+        memory.set_private_peak(now.uss, now.rss)

@@ -34,10 +34,10 @@ from pathlib import Path
 
 from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
 
+from vision_bench.images import load_rgb
 from vision_bench.inspect.dissection import colormap_lut
 from vision_bench.measure.environment import configure_threads
 from vision_bench.measure.memory import MemoryTracker
-from vision_bench.models.images import load_rgb
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")

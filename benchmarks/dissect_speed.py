@@ -40,6 +40,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np
 
 from vision_bench.common import atomic_write_json, first_tensor, leaf_modules
+from vision_bench.images import load_rgb
 from vision_bench.inspect.dissection import (
     DISSECT_NPY_CHANNELS,
     colormap_lut,
@@ -49,7 +50,6 @@ from vision_bench.inspect.dissection import (
 )
 from vision_bench.measure.environment import configure_threads
 from vision_bench.measure.memory import MemoryTracker
-from vision_bench.models.images import load_rgb
 
 SPEED_MODELS = ["yolo11n-detect", "depth-anything-v2-small"]
 MEMORY_MODEL = "depth-anything-v2-large"

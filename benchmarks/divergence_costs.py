@@ -28,8 +28,8 @@ def child(mode: str, model: str, variant_name: str) -> dict:
 
     from vision_bench.divergence.divergence_pass import hooked_variant
     from vision_bench.divergence.layer_passes import run_divergence
+    from vision_bench.images import load_rgb
     from vision_bench.measure.memory import MemoryTracker
-    from vision_bench.models.images import load_rgb
 
     torch.set_grad_enabled(False)
     ub = import_tool()

@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from vision_bench.models.images import load_rgb
+    from vision_bench.images import load_rgb
 
     ub = import_tool()
     image = load_rgb(bus_path())

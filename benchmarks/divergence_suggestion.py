@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     from vision_bench.divergence.divergence_pass import hooked_variant
     from vision_bench.divergence.layer_passes import fp32_forward, install_overrides, remove_overrides, run_divergence
-    from vision_bench.models.images import bundled_sample_images, load_rgb
+    from vision_bench.images import bundled_sample_images, load_rgb
     from vision_bench.variants.output_parity import compare_outputs, parity_outputs
     from vision_bench.variants.registry import prepare_variant
 

@@ -106,7 +106,7 @@ def crosscheck_onnxruntime(data: dict, repeats: int = 15) -> None:
     from ultralytics.utils import ASSETS
 
     import unified_benchmark
-    from vision_bench.models.images import load_rgb
+    from vision_bench.images import load_rgb
 
     model = next(m for m in data["models"] if m["cli_name"] == "depth-anything-v2-small")
     variant = next(v for v in model["variants"] if v["variant"] == "onnxruntime")

@@ -9,7 +9,7 @@ import torch
 from conftest import load_run
 from torch import nn
 
-import vision_bench.measure.model_pass
+import vision_bench.run.model_pass
 from vision_bench.measure.memory import free_cached_memory
 from vision_bench.models.base import ModelBenchmark
 
@@ -66,9 +66,7 @@ def test_nothing_of_a_model_is_alive_when_the_after_cleanup_figure_is_read(ub, t
         alive_at_cleanup[len(alive_at_cleanup)] = [r() for r in CREATED if r() is not None]
         return error
 
-    monkeypatch.setattr(
-        vision_bench.measure.model_pass, "free_cached_memory", checked_free
-    )  # where the pass looks it up
+    monkeypatch.setattr(vision_bench.run.model_pass, "free_cached_memory", checked_free)  # where the pass looks it up
     CREATED.clear()
     code = ub.main(
         [

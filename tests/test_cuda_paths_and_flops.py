@@ -14,11 +14,11 @@ from test_slow_models_small_settings import tiny_depthpro  # noqa: F401  (fixtur
 
 from vision_bench.cli import resolve_device
 from vision_bench.common import UsageError, leaf_modules, seed_everything
+from vision_bench.images import load_rgb
 from vision_bench.inspect.time_breakdown import CudaEventClock, HostClock, TimeBreakdown, clock_for
 from vision_bench.measure.environment import system_info
 from vision_bench.measure.memory import MemoryTracker, safe_cuda_cleanup
 from vision_bench.models.base import ModelBenchmark
-from vision_bench.models.images import load_rgb
 from vision_bench.reports.markdown import markdown_report, numeric_settings_text
 
 MB = 1024**2

@@ -85,6 +85,41 @@ def test_imports_run_one_way_without_cycles():
     assert "vision_bench.cli" in graph["unified_benchmark"]
 
 
+# Folder pairs that import each other, each with the reason it is by design.
+FOLDER_PAIRS_ALLOWED = {
+    ("variants", "divergence"): "a variant names how the divergence pass hooks it (`hooked()`, one module "
+    "per variant); the divergence pass runs the registry's variants and their parity"
+}
+
+
+def folder_of(module: str) -> str:
+    """The folder a module belongs to (`vision_bench.run.orchestrator` -> run); a top-level module of
+    the package (`vision_bench.cli`) or the script is its own."""
+    parts = module.split(".")
+    in_a_folder = parts[0] == "vision_bench" and len(parts) > 1 and (PACKAGE / parts[1]).is_dir()
+    return parts[1] if in_a_folder else module
+
+
+def folder_graph() -> dict[str, set[str]]:
+    """Folder -> the folders its modules import."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        mine = folder_of(module)
+        graph.setdefault(mine, set()).update(folder_of(t) for t in targets if folder_of(t) != mine)
+    return graph
+
+
+def test_folders_import_one_way_but_the_allowed_pairs():
+    """A capability folder builds on records/, measure/ and document/; run/ and reports/ build on the
+    capabilities; nothing below imports what is above it."""
+    graph = folder_graph()
+    for below, above in FOLDER_PAIRS_ALLOWED:
+        assert above in graph[below] and below in graph[above], f"{below} <-> {above} is no longer a pair"
+        graph[below].discard(above)
+    assert find_cycle(graph) is None, f"folder cycle: {' -> '.join(find_cycle(graph))}"
+    assert not graph["records"] - {"records"}, "records/ imports nothing of the package but itself"
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -295,12 +330,6 @@ def test_a_model_class_of_the_script_runs_in_a_worker_and_its_failure_is_recorde
     assert "YOLO_OFFLINE=1 forbids the download" in record["error"]["message"]
 
 
-if __name__ == "__main__":
-    for module, targets in sorted(import_graph().items()):
-        print(f"{module} -> {', '.join(sorted(targets)) or '(nothing of this project)'}")
-    print("cycle:", find_cycle(import_graph()))
-
-
 def imports_from_the_package(path: Path) -> list[tuple[int, str, str]]:
     """(line, module, name) of every `from vision_bench... import name` in a file, also inside functions."""
     found = []
@@ -368,3 +397,12 @@ def test_the_string_key_counter_counts_subscripts_and_lookups_but_not_attributes
         'a = d["k"]\nb = d.get("k", 1)\nd.setdefault("k", [])\nd.pop("k")\nc = d[0]\ne = r.k\nf = d.get(k)\n'
     )
     assert [key for _, key in string_key_accesses(sample)] == ["k", "k", "k", "k"]
+
+
+if __name__ == "__main__":
+    for module, targets in sorted(import_graph().items()):
+        print(f"{module} -> {', '.join(sorted(targets)) or '(nothing of this project)'}")
+    print("cycle:", find_cycle(import_graph()))
+    print("\nfolders:")
+    for folder, targets in sorted(folder_graph().items()):
+        print(f"{folder} -> {', '.join(sorted(targets)) or '(nothing)'}")

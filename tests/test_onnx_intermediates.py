@@ -227,7 +227,7 @@ def test_the_variant_pass_fills_the_reference_records(tiny, tmp_path):
 
 def test_yolo11n_detect_exported_by_the_tool_maps_at_leaf_level(ub, tmp_path):
     from vision_bench.common import first_tensor, seed_everything
-    from vision_bench.models.images import bundled_sample_images, load_rgb
+    from vision_bench.images import bundled_sample_images, load_rgb
     from vision_bench.variants.onnxruntime import prepare_onnxruntime
 
     seed_everything(42)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vision_bench.measure.model_pass import PhaseTimer
 from vision_bench.phases import MEASURING_PHASES, PHASES, PHASES_BY_NAME, UnregisteredPhase
 from vision_bench.records.model_result import with_records
 from vision_bench.reports.render_markdown import render_markdown
 from vision_bench.reports.results_file import phase_totals
 from vision_bench.reports.run_time import run_time_blocks
+from vision_bench.run.model_pass import PhaseTimer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vision_bench"
 

@@ -6,7 +6,7 @@ import torch
 from conftest import load_run, run_cli
 
 from vision_bench.common import WeightsError
-from vision_bench.models.images import load_rgb
+from vision_bench.images import load_rgb
 
 CPU = torch.device("cpu")
 

@@ -12,9 +12,9 @@ import pytest
 from test_divergence_report import context, synthetic_results
 from test_trace import synthetic_cuda_events
 
+from vision_bench.document.blocks import Explorer, Heading, Section
 from vision_bench.inspect.trace import summarize_trace
 from vision_bench.records.codec import to_json
-from vision_bench.reports.blocks import Explorer, Heading, Section
 from vision_bench.reports.html import html_report
 from vision_bench.reports.markdown import markdown_report
 from vision_bench.reports.render_html import inline

@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 def bus():
     from ultralytics.utils import ASSETS
 
-    from vision_bench.models.images import load_rgb
+    from vision_bench.images import load_rgb
 
     return [(ASSETS / "bus.jpg", load_rgb(ASSETS / "bus.jpg"))]  # 810x1080: not square
 

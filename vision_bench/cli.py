@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
+from .images import discover_images
 from .measure.environment import configure_threads, system_info
 from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .models.base import declared_options
-from .models.images import discover_images
 from .records.codec import from_json
 from .records.run_config import AllocatorSettings, SystemInfo
 from .reports.compare import compare_results

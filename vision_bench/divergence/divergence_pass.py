@@ -9,9 +9,9 @@ import time
 import traceback
 
 from ..common import VariantUnsupported, exception_line, format_bytes, log
+from ..images import load_rgb
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import latency_summary, time_runs
-from ..models.images import load_rgb
 from ..records import SuggestionStatus, VariantStatus
 from ..records.divergence import (
     AnyDivergenceEntry,

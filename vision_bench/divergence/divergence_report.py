@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..common import format_bytes
+from ..document.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
+from ..document.charts import plot_style
 from ..records import SuggestionStatus, VariantStatus, inspection
 from ..records.divergence import Brief, DivergenceEntry, ErrorFigures, LayerRecord, PlainVariant, Suggestion
 from ..records.model_result import ModelResult
 from ..records.variants import ParityWorst
-from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
-from ..reports.charts import plot_style
 
 DIVERGENCE_HEADERS = ["#", "module", "call", "type", "own error", "inherited error", "cosine (own / inherited)"]
 INTRO = (

@@ -5,9 +5,9 @@ blocks, written out the same in Markdown and HTML."""
 
 from __future__ import annotations
 
+from ..document.blocks import Block, BulletList, Columns, Heading, Paragraph, Table
 from ..records.inspection import DissectionSummary, TraceSummary
 from ..records.model_result import ModelResult
-from ..reports.blocks import Block, BulletList, Columns, Heading, Paragraph, Table
 from .trace import PHASES, TRACE_OPEN_HINT, file_size
 
 BLOCK_HEADERS = ["block", "trace ms", "trace share", "hooks share", "difference (pp)"]

@@ -1,1 +1,1 @@
-"""One model's measured pass: timed runs, the stopping rule, statistics, memory, machine state."""
+"""Measuring one model: timed runs, the stopping rule, statistics, memory, machine state."""

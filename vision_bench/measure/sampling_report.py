@@ -4,9 +4,9 @@ section, --compare), the --precision stop, the --processes medians and the tail 
 from __future__ import annotations
 
 from ..common import ms
+from ..document.blocks import Block, BulletList, Note, Paragraph
 from ..records.measurement import MachineState, RunKind
 from ..records.model_result import ModelResult
-from ..reports.blocks import Block, BulletList, Note, Paragraph
 from .stopping_rule import STOPPED_BY
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..common import log
-from ..models.images import load_rgb
+from ..images import load_rgb
 from ..records.measurement import (
     PHASES,
     GuardRecord,

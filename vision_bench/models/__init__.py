@@ -1,1 +1,1 @@
-"""The model contract (the base class), the library bases, and the images they read."""
+"""The model contract (the base class) and the library bases."""

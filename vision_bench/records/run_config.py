@@ -144,7 +144,7 @@ class RunConfig:
 
 @dataclass
 class ShardArray:
-    """The array a merge's files are shards of (not written: run.shards.shard_array builds it)."""
+    """The array a merge's files are shards of (not written: reports.shard_merge.shard_array builds it)."""
 
     count: int
     selected: list[ShardMember]

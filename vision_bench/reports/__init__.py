@@ -1,2 +1,2 @@
 """The results file (written and read back) and the reports drawn from it: JSON, CSV, Markdown,
-HTML, charts, findings, and the --compare and --merge commands."""
+HTML, findings, and the --compare and --merge commands."""

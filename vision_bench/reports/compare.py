@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, atomic_write_text, get_timestamp, log, ms
+from ..document.blocks import Block, BulletList, Heading, Note, Paragraph, Table
 from ..measure.sampling_report import not_clean, state_text, throttled_in_statistics
 from ..measure.stats import (
     EXACT_SHIFT_MAX_PAIRS,
@@ -24,7 +25,6 @@ from ..records.model_result import ModelResult
 from ..records.run_config import known
 from ..records.run_document import RunDocument, read_document
 from ..settings import CompareOptions
-from .blocks import Block, BulletList, Heading, Note, Paragraph, Table
 from .render_html import render_html
 from .render_markdown import render_markdown
 from .report_model import SYSTEM_IDENTITY

@@ -13,11 +13,11 @@ from ..records.codec import to_json
 from ..records.model_result import ModelResult
 from ..records.run_config import known
 from ..records.run_document import MergedFrom, MergedShards, RunDocument, ShardWall
-from ..run.shards import mark_array_failures, shard_array
 from ..settings import MergeOptions, ReportFolders
 from .compare import unique_output
 from .report_model import draw_summary_charts
 from .results_file import RESULTS_SCHEMA, model_key, phase_totals, read_results
+from .shard_merge import mark_array_failures, shard_array
 from .write import write_report_files
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..common import format_bytes, ms
 from ..divergence.divergence_report import divergence_section, explorer_overlay
+from ..document.blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
+from ..document.charts import activation_profile_chart
 from ..inspect.trace_report import trace_blocks
 from ..measure.sampling_report import sampling_items
 from ..phases import phase_label
@@ -19,8 +21,6 @@ from ..records.measurement import LatencyStats, PhaseMedians, RunKind
 from ..records.model_result import ModelResult
 from ..sweeps.sweep_report import sweep_section
 from ..variants.variants_report import variants_section
-from .blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
-from .charts import activation_profile_chart
 
 
 def model_blocks(r: ModelResult, position: int, ctx) -> Section:

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..common import strict_json
-from .blocks import (
+from ..document.blocks import (
     Block,
     BulletList,
     Cell,

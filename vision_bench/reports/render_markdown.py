@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .blocks import (
+from ..document.blocks import (
     Block,
     BulletList,
     Cell,
@@ -17,7 +17,7 @@ from .blocks import (
     Section,
     Table,
 )
-from .tables import md_table
+from ..document.tables import md_table
 
 
 def cell_text(cell) -> str:

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 from ..common import format_bytes
+from ..document.blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
+from ..document.charts import latency_chart, memory_chart
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
 from ..records.codec import ABSENT, from_json
@@ -17,8 +19,6 @@ from ..records.model_result import ModelResult
 from ..records.run_config import RunConfig, SystemInfo, known
 from ..records.run_document import RunDocument, read_document
 from ..sweeps.sweep_report import summary_line
-from .blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
-from .charts import latency_chart, memory_chart
 from .findings import findings
 from .model_report import model_blocks
 from .results_file import report_paths

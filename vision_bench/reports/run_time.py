@@ -3,9 +3,9 @@ them) summed over the models, and the tool's own overhead."""
 
 from __future__ import annotations
 
+from ..document.blocks import Block, Heading, Paragraph, Table
 from ..phases import MEASURING_PHASES, OVERHEAD_PHASES, PHASES, labels_text
 from ..records.run_document import PhaseTotals, RunDocument, SlotSpan, read_document
-from .blocks import Block, Heading, Paragraph, Table
 
 
 def run_time_blocks(data: RunDocument | PhaseTotals | dict) -> list[Block]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..common import ms
+from ..document.blocks import Block, Cell, Heading, Note, Table
 from ..records.measurement import LatencyStats, MemoryFigures
 from ..records.model_result import ModelResult
-from .blocks import Block, Cell, Heading, Note, Table
 
 SUMMARY_HEADERS = [
     "model",

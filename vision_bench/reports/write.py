@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..common import atomic_write_json, atomic_write_text
+from ..document.tables import e2e_csv_values
 from ..measure.stats import CI_METHOD
 from ..records.measurement import LatencyStats, MemoryFigures, RunKind
 from ..records.model_result import ModelResult
@@ -22,7 +23,6 @@ from .render_html import render_html
 from .render_markdown import render_markdown
 from .report_model import build_report, draw_summary_charts
 from .results_file import RESULTS_SCHEMA, phase_totals, report_paths
-from .tables import e2e_csv_values
 
 # One row a model: these columns, then one a model option (ModelOption: the run's config.model_options,
 # each holding the value the model used), then the variant and sweep columns (csv_columns).

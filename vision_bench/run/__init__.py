@@ -1,1 +1,2 @@
-"""Running models: all in order or over --devices, the worker processes, --processes K, --shard."""
+"""Running models: one model's pass, all models in order or over --devices, the worker processes,
+--processes K, --shard."""

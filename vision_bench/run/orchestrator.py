@@ -13,7 +13,6 @@ from datetime import datetime
 
 from ..common import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, RunInterrupted, log
 from ..measure.environment import system_info
-from ..measure.model_pass import benchmark_model, new_result
 from ..records.codec import from_json
 from ..records.model_result import ModelResult
 from ..records.run_config import SystemInfo
@@ -21,6 +20,7 @@ from ..records.statuses import ModelStatus
 from ..reports.results_file import report_paths
 from ..reports.write import write_reports
 from ..settings import DeviceSlot, RunContext
+from .model_pass import benchmark_model, new_result
 from .repeated_processes import run_processes
 from .worker_processes import run_in_worker
 

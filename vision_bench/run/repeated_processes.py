@@ -9,12 +9,12 @@ import dataclasses
 import numpy as np
 
 from ..common import log
-from ..measure.model_pass import new_result
 from ..measure.stopping_rule import process_interval
 from ..measure.timed_runs import summarize_runs
 from ..records.measurement import GuardRecord, LatencyInterval, LatencyStats, ProcessSummary, RunKind, RunRecord
 from ..records.model_result import ModelResult
 from ..settings import RunContext
+from .model_pass import new_result
 from .worker_processes import run_in_worker
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from ..common import RunInterrupted, log
 from ..measure.environment import configure_threads
 from ..measure.memory import MemoryTracker, apply_memory_limit
-from ..measure.model_pass import benchmark_model, new_result
 from ..records import SweepPointStatus
 from ..records.failure import ErrorRecord, WorkerRecord
 from ..records.measurement import MemoryFigures, PeakReading
@@ -26,6 +25,7 @@ from ..records.statuses import ModelStatus
 from ..records.sweep import WorkerDeath
 from ..settings import RunContext
 from ..sweeps.sweep_pass import resume_sweep
+from .model_pass import benchmark_model, new_result
 
 # Imported once by the fork server, so a worker starts in a fraction of a second. Nothing here
 # may touch CUDA or run a parallel torch op: a forked child cannot use either.
@@ -42,7 +42,7 @@ WORKER_PRELOAD = [
     "transformers.models.dpt.image_processing_dpt",
     "transformers.models.depth_pro.image_processing_depth_pro",
     # the package itself, so that a worker unpickles its task without importing anything
-    "vision_bench.measure.model_pass",
+    "vision_bench.run.model_pass",
     "vision_bench.models.library_bases",
     "vision_bench.run.worker_processes",
 ]

@@ -9,10 +9,10 @@ import dataclasses
 import time
 
 from ..common import exception_line, format_bytes, log, ms
+from ..images import load_rgb
 from ..measure.memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
 from ..measure.stats import format_interval
 from ..measure.timed_runs import latency_summary, time_window
-from ..models.images import load_rgb
 from ..records import SweepPointStatus
 from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult

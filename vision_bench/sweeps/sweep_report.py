@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..common import ms
+from ..document.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
+from ..document.charts import plot_style
+from ..document.tables import e2e_csv_values
 from ..records import ModelStatus
 from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
 from ..records.sweep import BATCH, INPUT_SIZE, BatchAnalysis, LineFit, SweepRecord, Throughput
-from ..reports.blocks import Block, BulletList, Figure, Heading, Paragraph, Table
-from ..reports.charts import plot_style
-from ..reports.tables import e2e_csv_values
 
 SWEEP_HEADERS = [
     "point",

@@ -10,9 +10,9 @@ import traceback
 from typing import Any
 
 from ..common import VariantUnsupported, exception_line, log, seed_everything
+from ..images import load_rgb
 from ..measure.memory import free_cached_memory, private_memory
 from ..measure.timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
-from ..models.images import load_rgb
 from ..records import VariantStatus
 from ..records.measurement import MemoryFigures
 from ..records.model_result import ModelResult

@@ -5,12 +5,12 @@ and the CSV's rows, one per model and variant."""
 from __future__ import annotations
 
 from ..common import ms
+from ..document.blocks import Block, BulletList, Heading, Paragraph, Table
+from ..document.tables import e2e_csv_values
 from ..records import ParityVerdict
 from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
 from ..records.variants import ParityWorst, VariantDetails, VariantResult
-from ..reports.blocks import Block, BulletList, Heading, Paragraph, Table
-from ..reports.tables import e2e_csv_values
 
 VARIANT_HEADERS = [
     "variant",

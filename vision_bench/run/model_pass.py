@@ -10,8 +10,10 @@ import traceback
 
 from ..common import UsageError, WeightsError, exception_line, format_bytes, log, seed_everything
 from ..divergence.divergence_pass import measure_divergence
+from ..images import load_rgb
 from ..inspect.trace import beside_breakdown, file_size
-from ..models.images import load_rgb
+from ..measure.memory import MemoryTracker, free_cached_memory, private_memory
+from ..measure.timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
 from ..phases import registered
 from ..records.failure import ErrorRecord
 from ..records.inspection import TraceSummary
@@ -22,8 +24,6 @@ from ..settings import RunContext
 from ..sweeps.sweep_pass import measure_sweep
 from ..variants.registry import REFERENCE_VARIANT
 from ..variants.variant_pass import load_fresh, measure_variants
-from .memory import MemoryTracker, free_cached_memory, private_memory
-from .timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
 
 
 def new_result(cls, ctx) -> ModelResult:

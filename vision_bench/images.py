@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..common import UsageError, log
+from .common import UsageError, log
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

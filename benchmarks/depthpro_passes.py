@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
 
@@ -64,7 +65,7 @@ def depthpro_child(plain_repeats: int) -> None:
     colormap_lut()
     bench.input_shape = [1, 3, 1536, 1536]  # what count_flops_and_input would find, without its pass
     tracker = MemoryTracker(torch.device("cpu"))
-    out = {"plain_s": [], "plain_peak_bytes": [], "exact_hwm": None}
+    out: dict[str, Any] = {"plain_s": [], "plain_peak_bytes": [], "exact_hwm": None}
     for i in range(plain_repeats):
         tracker.reset_peak()
         start = time.perf_counter()
@@ -97,6 +98,7 @@ def run_depthpro(plain_repeats: int) -> dict:
         cwd=ROOT,
     )
     result = None
+    assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("DEPTHPRO_RESULT "):
             result = json.loads(line.split(" ", 1)[1])
@@ -157,6 +159,7 @@ def run_cli() -> dict:
             cwd=ROOT,
         )
         last, longest, where, lines = start, 0.0, "", 0
+        assert proc.stdout is not None
         for line in proc.stdout:
             now = time.perf_counter()
             if now - last > longest:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
 
@@ -119,7 +120,7 @@ def subset_indices(n: int, subset: int) -> list[int]:
 def baseline_one_leaf(ub, bench, image, index: int, name: str, module, hw, out_dir: Path, width: int) -> dict:
     import torch
 
-    captured = {"calls": 0}
+    captured: dict[str, Any] = {"calls": 0}
 
     def hook(mod, args, output):  # the last call wins, as originally
         captured["calls"] += 1
@@ -370,7 +371,7 @@ def main() -> int:
     for block in blocks:
         checks += report_speed(*block)
     if not args.no_memory:
-        runs = {"plain": [], "dissect": []}
+        runs: dict[str, list] = {"plain": [], "dissect": []}
         for _ in range(args.memory_repeats):  # alternate, so drift hits both alike
             for mode in runs:
                 runs[mode].append(run_memory_child(mode))

@@ -30,6 +30,7 @@ def child(mode: str, model: str, variant_name: str) -> dict:
     from vision_bench.divergence.layer_passes import run_divergence
     from vision_bench.images import load_rgb
     from vision_bench.measure.memory import MemoryTracker
+    from vision_bench.records.codec import to_json
 
     torch.set_grad_enabled(False)
     ub = import_tool()
@@ -44,10 +45,10 @@ def child(mode: str, model: str, variant_name: str) -> dict:
         result = run_divergence(bench, variant, image)
         out.update(
             peak=tracker.peak()["cpu_peak_rss_bytes"],
-            passes=result["passes"],
-            spilled=result["spilled_bytes"],
-            first=result["first_divergent"],
-            records=len(result["records"]),
+            passes=to_json(result.passes),
+            spilled=result.spilled_bytes,
+            first=to_json(result.first_divergent) if result.first_divergent else None,
+            records=len(result.records),
         )
         return out
     warm, timed = (2, 3) if mode == "plain-fp32" else (1, 2)

@@ -38,7 +38,7 @@ def leaf_calls(bench, image) -> list[tuple[str, str]]:
     """(name, type) of every leaf module with a weight, once each, in execution order."""
     from vision_bench.divergence.layer_passes import hooked_pass
 
-    seen = {}
+    seen: dict[str, str] = {}
 
     def hook(name, module_type):
         def after(module, args, output):
@@ -92,7 +92,7 @@ def fault_effect(bench, image, name: str, fault) -> float:
     from vision_bench.divergence.layer_passes import error_figures
 
     module = bench.network().get_submodule(name)
-    changes = []
+    changes: list[float] = []
 
     def compare(mod, args, kwargs, output):
         if not changes:
@@ -113,6 +113,7 @@ def run_planting(bench_factory, image, base: str, name: str, fault, tolerances: 
 
     bench = bench_factory()
     overrides = {name: fault}
+    variant: HookedVariant
     if base == "bf16":
         variant = AutocastVariant("torch-bf16", torch.bfloat16, tolerances["bfloat16"], overrides=overrides)
     else:
@@ -158,7 +159,7 @@ def main() -> None:
             f"{model}: {len(calls)} plantable modules ({', '.join(f'{t} {sum(1 for _, x in calls if x == t)}' for t in types)})"
         )
         for base in args.bases.split(","):
-            faults = [("weights 5%", 5.0)] if base == "bf16" else [("weights 1%", 1.0)]
+            faults: list[tuple[str, float | None]] = [("weights 5%", 5.0)] if base == "bf16" else [("weights 1%", 1.0)]
             if "LayerNorm" in types and base == "fp32":  # its effect (about 3e-4) is under bfloat16's tolerance
                 faults.append(("fp16-eps (LayerNorm)", None))
             for label, pct in faults:

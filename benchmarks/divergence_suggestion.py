@@ -47,7 +47,7 @@ def main() -> None:
     names = list(dict.fromkeys(r.name for r in ranked))
     bench = load_bench(ub, args.model, print)
     prepare_variant(bench, args.variant, images)
-    installed = []
+    installed: list[str] = []
     rows = []
     for text in args.sizes.split(","):
         k = len(names) if text == "all" else min(int(text), len(names))

@@ -23,6 +23,7 @@ from bench_common import ROOT, TOOL
 
 sys.path.insert(0, str(ROOT))
 from vision_bench.measure.memory import private_memory
+from vision_bench.records.measurement import PrivateMemory
 
 
 def descendants(pid: int) -> list[int]:
@@ -58,7 +59,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    samples: dict[int, list[tuple[float, dict]]] = {}
+    samples: dict[int, list[tuple[float, PrivateMemory]]] = {}
     while proc.poll() is None:
         for pid in descendants(proc.pid):
             reading = private_memory(pid)
@@ -78,15 +79,15 @@ def main() -> None:
         if not series:
             print(f"{'':<16} {'outside':>8} no samples of pid {pid}")
             continue
-        rss = [r["rss"] for _, r in series]
+        rss = [r.rss for _, r in series]
         # The load starts where the resident set first exceeds the tool's before-load reading by 5 MB.
         start = next((i for i, v in enumerate(rss) if v > mem["cpu_rss_before_load_bytes"] + (5 << 20)), 0)
-        baseline = series[max(start - 1, 0)][1]["uss"]
+        baseline = series[max(start - 1, 0)][1].uss
         # The tool's window ends with the timed runs: the load, cold start, warm-up and timed phases
         # after the load started (later phases, FLOPs and output pictures, are not in its peak).
         seconds = sum(model["phase_seconds"][k] for k in ("load", "cold_start", "warmup", "timed"))
         end = series[start][0] + seconds
-        peak = max(r["uss"] for t, r in series[start:] if t <= end)
+        peak = max(r.uss for t, r in series[start:] if t <= end)
         own = peak - baseline
         print(f"{'':<16} {'outside':>8} {mb(baseline):>14.1f} {mb(peak):>12.1f} {mb(own):>13.1f}  {len(series)}")
         print(

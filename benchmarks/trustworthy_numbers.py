@@ -73,8 +73,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     cap = ("--max-time", args.max_time) if args.max_time else ()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         print(f"# {load_note()}", flush=True)
         print("\n## 1. --precision 2 against --runs 30 (target: reaches +-2% and stops on its own)")
         for model in ("yolo11n-detect", "depth-anything-v2-small"):

@@ -56,6 +56,11 @@ def absent() -> Any:
     return dataclasses.field(default=ABSENT)
 
 
+def known(value: Any) -> Any:
+    """An `absent()` field's value, None when the JSON did not hold its key."""
+    return None if value is ABSENT else value
+
+
 def is_record(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
 

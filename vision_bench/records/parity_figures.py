@@ -12,13 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import ABSENT, absent, optional
+from .codec import absent, optional
 from .statuses import ParityVerdict
-
-
-def known(value: Any) -> Any:
-    """An `absent()` field's value, None where the figure does not exist."""
-    return None if value is ABSENT else value
 
 
 @dataclass

@@ -9,12 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import ABSENT, UNDECLARED, absent, optional
-
-
-def known(value: Any) -> Any:
-    """An `absent()` field's value, None when the file did not hold its key."""
-    return None if value is ABSENT else value
+from .codec import UNDECLARED, absent, known, optional
 
 
 def with_undeclared(record: Any, extra: dict) -> Any:

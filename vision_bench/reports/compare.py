@@ -20,9 +20,9 @@ from ..measure.stats import (
     mann_whitney_p,
     shift_estimate,
 )
+from ..records.codec import known
 from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
-from ..records.run_config import known
 from ..records.run_document import RunDocument, read_document
 from ..settings import CompareOptions
 from .render_html import render_html

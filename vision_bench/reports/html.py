@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from ..inspect.trace_report import trace_blocks
+from ..records.codec import known
 from ..records.model_result import ModelResult
-from ..records.run_config import known
 from ..records.run_document import RunDocument, read_document
 from .render_html import render_html, render_html_fragment
 from .report_model import build_report

@@ -9,9 +9,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
-from ..records.codec import to_json
+from ..records.codec import known, to_json
 from ..records.model_result import ModelResult
-from ..records.run_config import known
 from ..records.run_document import MergedFrom, MergedShards, RunDocument, ShardWall
 from ..settings import MergeOptions, ReportFolders
 from .compare import unique_output

@@ -13,10 +13,10 @@ from ..document.blocks import Block, BulletList, Details, Figure, Heading, Note,
 from ..document.charts import latency_chart, memory_chart
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
-from ..records.codec import ABSENT, from_json
+from ..records.codec import ABSENT, from_json, known
 from ..records.measurement import MemoryFigures, PeakReading
 from ..records.model_result import ModelResult
-from ..records.run_config import RunConfig, SystemInfo, known
+from ..records.run_config import RunConfig, SystemInfo
 from ..records.run_document import RunDocument, read_document
 from ..sweeps.sweep_report import summary_line
 from .findings import findings

@@ -4,9 +4,10 @@ of a shard that wrote no results, or did not complete, marked failed with its sh
 from __future__ import annotations
 
 from ..common import UsageError
+from ..records.codec import known
 from ..records.failure import ErrorRecord
 from ..records.model_result import ModelResult
-from ..records.run_config import ShardArray, ShardRecord, SlurmJob, known
+from ..records.run_config import ShardArray, ShardRecord, SlurmJob
 from ..records.run_document import RunDocument
 from ..records.statuses import ModelStatus
 

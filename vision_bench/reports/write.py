@@ -12,9 +12,10 @@ from pathlib import Path
 from ..common import atomic_write_json, atomic_write_text
 from ..document.tables import e2e_csv_values
 from ..measure.stats import CI_METHOD
+from ..records.codec import known
 from ..records.measurement import LatencyStats, MemoryFigures, RunKind
 from ..records.model_result import ModelResult
-from ..records.run_config import RunConfig, known, with_undeclared
+from ..records.run_config import RunConfig, with_undeclared
 from ..records.run_document import RunDocument, SlotSpan, read_document
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows

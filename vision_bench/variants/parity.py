@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..records import ParityVerdict
+from ..records.codec import known
 from ..records.parity_figures import (
     BoxMatch,
     DepthParity,
@@ -26,7 +27,6 @@ from ..records.parity_figures import (
     ParityWorst,
     PartParity,
     RawParity,
-    known,
 )
 
 FP32_TOLERANCE = {

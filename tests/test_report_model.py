@@ -144,7 +144,7 @@ def test_the_facts_once_shown_in_one_report_only_are_in_both(rendered):
         "numeric settings",
         "Runs: 1 cold start, 0 warm-up (not in the statistics), 5 timed",  # was HTML only
         "Wall time by phase: load 0.5 s",
-        "Worker process: pid 4321",
+        "Worker process: pid 4321, exit code 0",
         "warm-up ms",  # the per-image warm-up times, Markdown only
         "step 3",  # a failed worker's last output, HTML only
     ):
@@ -167,3 +167,11 @@ def test_inline_marks_are_read_from_escaped_text():
     out = inline(text)
     assert "<script>" not in out and "<b>" not in out and '"onmouseover' not in out
     assert '<a href="f.json"><code>f.json</code></a>' in out
+
+
+def test_the_worker_line_says_how_the_process_ended_in_words():
+    from vision_bench.records.failure import WorkerRecord
+
+    assert WorkerRecord(7, 0, None, "w.log").describe() == "pid 7, exit code 0, log w.log"
+    assert WorkerRecord(7, -9, "SIGKILL").describe() == "pid 7, killed by SIGKILL"
+    assert WorkerRecord(7).describe() == "pid 7, still running"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codec import optional, to_json
+from .codec import optional
 
 
 @dataclass
@@ -40,5 +40,10 @@ class WorkerRecord:
     log: str | None = optional()  # its output, relative to the results folder
 
     def describe(self) -> str:
-        """'pid 1, exit_code 0, signal None, log ...' as the model's facts list it."""
-        return ", ".join(f"{k} {v}" for k, v in to_json(self).items())
+        """'pid 1, exit code 0, log ...' (or 'killed by SIGKILL') as the model's facts list it."""
+        ended = (
+            f"killed by {self.signal}"
+            if self.signal
+            else ("still running" if self.exit_code is None else f"exit code {self.exit_code}")
+        )
+        return ", ".join([f"pid {self.pid}", ended] + ([f"log {self.log}"] if self.log else []))

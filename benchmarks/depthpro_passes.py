@@ -72,14 +72,14 @@ def depthpro_child(plain_repeats: int) -> None:
         with bench.progress(f"plain run {i + 1}/{plain_repeats}", through_network=False):
             _, phases = bench.run_pipeline(image)
         out["plain_s"].append(time.perf_counter() - start)
-        out["plain_peak_bytes"].append(tracker.peak()["cpu_peak_rss_bytes"])
+        out["plain_peak_bytes"].append(tracker.peak_reading().cpu_peak_rss_bytes)
         progress(f"  plain run {i + 1}: {out['plain_s'][-1]:.1f}s, peak {out['plain_peak_bytes'][-1] / MB:.0f} MB")
     with tempfile.TemporaryDirectory(prefix="depthpro_passes_") as tmp:
         tracker.reset_peak()
         start = time.perf_counter()
         summary = bench.dissect_layers(image, Path(tmp) / "layers", write_files=True)
         out["dissect_s"] = time.perf_counter() - start
-        out["dissect_peak_bytes"] = tracker.peak()["cpu_peak_rss_bytes"]
+        out["dissect_peak_bytes"] = tracker.peak_reading().cpu_peak_rss_bytes
         out["records"], out["png"] = summary.records, summary.png_files
         out["files_mb"] = sum(p.stat().st_size for p in (Path(tmp) / "layers").iterdir()) / MB
     out["exact_hwm"] = tracker._hwm_exact

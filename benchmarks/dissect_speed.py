@@ -202,7 +202,7 @@ def memory_child(mode: str) -> None:
         else:
             bench.run_pipeline(image)
         seconds = time.perf_counter() - start
-        peak = tracker.peak()["cpu_peak_rss_bytes"]
+        peak = tracker.peak_reading().cpu_peak_rss_bytes
         exact = getattr(tracker, "_hwm_exact", False)
     print(
         "MEMORY_RESULT "

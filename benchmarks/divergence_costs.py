@@ -44,7 +44,7 @@ def child(mode: str, model: str, variant_name: str) -> dict:
         tracker.reset_peak()
         result = run_divergence(bench, variant, image)
         out.update(
-            peak=tracker.peak()["cpu_peak_rss_bytes"],
+            peak=tracker.peak_reading().cpu_peak_rss_bytes,
             passes=to_json(result.passes),
             spilled=result.spilled_bytes,
             first=to_json(result.first_divergent) if result.first_divergent else None,
@@ -62,7 +62,7 @@ def child(mode: str, model: str, variant_name: str) -> dict:
         start = time.perf_counter()
         bench.run_pipeline(image)
         seconds.append(time.perf_counter() - start)
-    out.update(peak=tracker.peak()["cpu_peak_rss_bytes"], median_s=statistics.median(seconds), runs_s=seconds)
+    out.update(peak=tracker.peak_reading().cpu_peak_rss_bytes, median_s=statistics.median(seconds), runs_s=seconds)
     return out
 
 

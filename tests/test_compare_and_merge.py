@@ -462,3 +462,16 @@ def test_the_comparison_page_has_the_markdown_verdicts_and_escapes_names(tmp_pat
     assert parsed.tags.count("script") == 2 and "img" not in parsed.tags
     assert hostile in parsed.cells and "slower" in parsed.cells
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<b>slower</b>" in page
+
+
+@pytest.mark.parametrize("field, value", [("error", {"message": "boom"}), ("worker", {"exit_code": 0})])
+def test_a_schema_valid_file_the_records_cannot_hold_is_a_usage_error(tmp_path, field, value):
+    """The schema lets these through (an error without its type, a worker without its pid); reading
+    them into records fails, and that must read as a bad input, not as a traceback."""
+    from vision_bench.common import UsageError
+    from vision_bench.reports.results_file import read_results
+
+    model = {**mergeable_model("Net", tight(0.1)), field: value}
+    path = synthetic_file(tmp_path / "odd.json", [model])
+    with pytest.raises(UsageError, match=rf"--compare: .*odd.json: not a valid results file: .*{field}"):
+        read_results(path, "--compare")

@@ -197,10 +197,10 @@ BOUNDED = textwrap.dedent("""
     bench.run_pipeline(None)
     tracker.reset_peak()
     bench.run_pipeline(None)
-    plain = tracker.peak()["cpu_peak_rss_bytes"]
+    plain = tracker.peak_reading().cpu_peak_rss_bytes
     tracker.reset_peak()
     out = run_divergence(bench, HookedVariant("same", 1e-4), None, scratch={scratch!r})
-    print(json.dumps({{"plain": plain, "divergence": tracker.peak()["cpu_peak_rss_bytes"],
+    print(json.dumps({{"plain": plain, "divergence": tracker.peak_reading().cpu_peak_rss_bytes,
                       "spilled": out.spilled_bytes, "compared": out.compared}}))
 """)
 

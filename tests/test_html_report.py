@@ -262,7 +262,7 @@ def test_names_with_markup_render_as_text(run, browser, ub, tmp_path):
         },
         memory={"cpu_rss_before_load_bytes": 2**30, "at_failure": {"cpu_peak_rss_bytes": 5 * 2**30}},
     )
-    data["status"] = "failed"
+    data["status"] = "incomplete"  # a run with a failed model (a run has no status "failed")
     for model in data["models"]:
         model.pop("output_image", None)  # pictures live in the real run's folder, not here
     results = tmp_path / "results"

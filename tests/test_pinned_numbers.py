@@ -33,7 +33,6 @@ from vision_bench.divergence.layer_passes import summarise_records
 from vision_bench.measure.memory import MemoryTracker, private_memory
 from vision_bench.measure.stats import percentile_interval, tail_stats
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
-from vision_bench.measure.timed_runs import set_private_peak
 from vision_bench.records.codec import to_json
 from vision_bench.records.divergence import ErrorFigures, LayerRecord, OpsRecord
 from vision_bench.records.measurement import MemoryFigures, PeakReading, PrivateMemory
@@ -455,18 +454,18 @@ def test_private_memory_is_private_clean_plus_private_dirty_of_smaps_rollup():
 
 
 def test_private_peak_adds_what_the_resident_set_gave_back_since_its_peak():
-    """Breaking set_private_peak into the last reading (now.uss alone) makes this fail, and so does
+    """Breaking MemoryFigures.set_private_peak into the last reading (now.uss alone) makes this fail, and so does
     dropping its max(..., 0) (a resident set above the recorded peak would lower the figure)."""
     mb = 2**20
     memory = MemoryFigures(cpu_private_before_load_bytes=50 * mb, cpu_peak_rss_bytes=900 * mb)
-    set_private_peak(memory, PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
+    memory.set_private_peak(PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
     assert memory.cpu_private_peak_bytes == 300 * mb + 400 * mb  # the 400 MB given back were private
     memory = MemoryFigures(cpu_private_before_load_bytes=50 * mb, cpu_peak_rss_bytes=900 * mb)
-    set_private_peak(memory, PrivateMemory(uss=300 * mb, pss=None, rss=950 * mb))
+    memory.set_private_peak(PrivateMemory(uss=300 * mb, pss=None, rss=950 * mb))
     assert memory.cpu_private_peak_bytes == 300 * mb
     # Without the baseline before the load there is no own share to give.
     without_baseline = MemoryFigures(cpu_peak_rss_bytes=900 * mb)
-    set_private_peak(without_baseline, PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
+    without_baseline.set_private_peak(PrivateMemory(uss=300 * mb, pss=None, rss=500 * mb))
     assert "cpu_private_peak_bytes" not in to_json(without_baseline)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .records.model_result import ModelResult
 from .records.run_config import AllocatorSettings, ShardRecord, SystemInfo
+from .records.statuses import RunStatus
 
 
 @dataclass(slots=True)
@@ -112,7 +113,7 @@ class RunContext:
     system: SystemInfo  # measure.environment.system_info of `device`
     started: datetime = field(default_factory=datetime.now)  # cli passes its own start: start-up is overhead too
     results: list[ModelResult] = field(default_factory=list)
-    status: str = "running"  # running | complete | incomplete | interrupted
+    status: RunStatus = RunStatus.RUNNING
     in_worker: bool = False  # in a model's worker process: a sweep may ask for a fresh worker
     timing_only: bool = False  # a later process of --processes: only its timed runs count
     device_slots: list[DeviceSlot] | None = None  # --devices: each slot's device and busy span

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-import traceback
 
-from ..common import VariantUnsupported, exception_line, format_bytes, log
+from ..common import exception_line, format_bytes, log
 from ..images import load_rgb
 from ..measure.memory import free_cached_memory
 from ..measure.timed_runs import latency_summary, time_runs
@@ -19,17 +18,16 @@ from ..records.divergence import (
     DivergenceNotCompared,
     PassMemory,
     PlainVariant,
-    SetParity,
     SetTried,
     Suggestion,
 )
-from ..records.measurement import LatencyStats, RunRecord
+from ..records.measurement import LatencyStats, TimedWindow
 from ..records.model_result import ModelResult
 from ..records.parity_figures import ImageOutputs
 from ..records.variants import ParityRecord, VariantResult
 from ..variants.output_parity import compare_outputs, parity_outputs
 from ..variants.registry import get_variant, prepare_variant
-from ..variants.variant_pass import load_fresh
+from ..variants.variant_pass import load_fresh, ratio, variant_attempt
 from .layer_passes import (
     candidate_modules,
     fp32_forward,
@@ -67,7 +65,7 @@ def measure_divergence(
         position = len(entries) - 1
         publish(result)
         log("DIVERGE", f"{cls.MODEL_NAME} {variant}: every leaf call against torch-fp32 on {images[0][0].name}")
-        with divergence_attempt(entries, position, cls.MODEL_NAME, variant, ctx.device) as held:
+        with variant_attempt(entries, position, cls.MODEL_NAME, f"{variant} divergence", "DIVERGE", ctx.device) as held:
             held.bench = bench = load_fresh(cls, ctx)
             entry = compare_layers(
                 bench, hooked_variant(bench, variant), ctx, tracker, images[0], result, plain_records.get(variant)
@@ -87,32 +85,6 @@ def measure_divergence(
                     entry.suggestion = Suggestion(SuggestionStatus.FAILED, reason=exception_line(exc))
                     log("WARNING", f"{cls.MODEL_NAME} {variant}: no suggestion: {exception_line(exc)}")
     publish(result)
-
-
-class Held:
-    """The instance of the model an attempt loaded, released whatever happens."""
-
-    bench = None
-
-
-@contextlib.contextmanager
-def divergence_attempt(entries: list[AnyDivergenceEntry], position: int, model: str, variant: str, device):
-    """One variant's comparison: a VariantUnsupported makes its entry (whichever it is by then)
-    'unsupported', any other error 'failed' with the traceback, never the model's or the run's."""
-    held = Held()
-    try:
-        yield held
-    except VariantUnsupported as exc:
-        entries[position].status, entries[position].reason = VariantStatus.UNSUPPORTED, str(exc)
-        log("DIVERGE", f"{model} {variant} divergence: unsupported: {exc}")
-    except Exception as exc:
-        entry = entries[position]
-        entry.status, entry.reason, entry.traceback = VariantStatus.FAILED, exception_line(exc), traceback.format_exc()
-        log("WARNING", f"{model} {variant} divergence failed: {exception_line(exc)}")
-    finally:
-        if held.bench is not None:
-            held.bench.release()
-        free_cached_memory(device)
 
 
 def median_of(latency: LatencyStats | None) -> float | None:
@@ -237,7 +209,7 @@ def suggest_fp32_set(
             return no_passing_set(entry, candidates, tried, measured)
         suggestion = time_fp32_set(bench, ctx, variant, installed, images, result)
         suggestion.tried, suggestion.plain = tried, measured
-        suggestion.parity = SetParity(chosen.verdict, chosen.reasons, chosen.worst)
+        suggestion.parity = chosen.headline()
         log_passing_set(variant, installed, suggestion, measured)
         return suggestion
     finally:
@@ -247,17 +219,16 @@ def suggest_fp32_set(
 
 def time_fp32_set(bench, ctx, variant: str, installed: list[str], images: list, result: ModelResult) -> Suggestion:
     """The variant with `installed` kept in fp32, timed like a variant (the measure family's runs)."""
-    runs: list[RunRecord] = []
+    window = TimedWindow()
     label = f"[{variant} + {len(installed)} in fp32] "
     start = time.perf_counter()
-    time_runs(bench, ctx, runs, lambda name: contextlib.nullcontext(), images[0][1], label=label)
-    timed = latency_summary(runs, guard=None)  # the guard's record gives the machine state, not kept here
-    reference_median, mine = median_of(result.latency_forward), median_of(timed.latency_forward)
+    time_runs(bench, ctx, window, lambda name: contextlib.nullcontext(), images[0][1], label=label)
+    timed = latency_summary(window.runs, guard=None)  # the guard's record gives the machine state, not kept here
     return Suggestion(
         SuggestionStatus.PASSES,
         modules=installed,
         latency_forward=timed.latency_forward,
         latency_end_to_end=timed.latency_end_to_end,
-        speedup_forward=reference_median / mine if reference_median and mine else None,
+        speedup_forward=ratio(median_of(result.latency_forward), timed.latency_forward.median),
         timing_seconds=time.perf_counter() - start,
     )

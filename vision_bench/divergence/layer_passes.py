@@ -13,6 +13,7 @@ Host memory: the queue's bytes, one reference tensor read back, and float64 chun
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import queue
 import shutil
@@ -410,9 +411,7 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
         ),
         spilled_bytes=spilled,
     )
-    for name, value in extra.items():
-        setattr(entry, name, value)
-    return entry
+    return dataclasses.replace(entry, **extra)  # an unknown field raises rather than vanish from the JSON
 
 
 AnyRecord = LayerRecord | OpsRecord

@@ -344,7 +344,7 @@ def value_sizes(values: list[str], typed: dict) -> dict[str, int]:
 
 def session_providers(device) -> list:
     """ONNX Runtime's providers, first choice first: CUDA on the device when it is a GPU and onnxruntime
-    has CUDA, then the CPU."""
+    has CUDA (onnxruntime-gpu), then the CPU; the variant's sessions and these passes' alike."""
     import onnxruntime as ort
 
     providers: list = ["CPUExecutionProvider"]
@@ -401,7 +401,7 @@ def intermediate_values(
     for 5 fetched values of 276 added), so the values become outputs a group at a time, one session
     and run per group, a group holding at most `budget` bytes: sizes from shape inference at the fed
     shapes, an unknown one counted as the largest seen so far (known or fetched); nothing known: the
-    first run fetches 4 values. `report` gets the runs and bytes (an OnnxRuns, filled in). CPU, or CUDA as onnxruntime_session."""
+    first run fetches 4 values. `report` gets the runs and bytes (an OnnxRuns, filled in). CPU, or CUDA (session_providers)."""
     providers = session_providers(device)  # first: without onnxruntime, fail before any shape inference
     typed = typed if typed is not None else value_types(model, feeds)
     values = list(dict.fromkeys(t.value for t in targets))

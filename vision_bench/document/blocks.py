@@ -1,9 +1,9 @@
 """The report model: the blocks a report is made of, written once by the section builders and
 turned into Markdown (render_markdown.py) or the HTML page (render_html.py).
 
-Text in a block is plain text with two inline marks both renderers understand: `code` spans
-(module paths, file names) and [label](relative/url) links. Nothing else is markup: the HTML
-renderer escapes everything before it reads those two marks."""
+Text in a block is plain text with three inline marks both renderers understand: `code` spans
+(module paths, file names), [label](relative/url) links and **bold**, as Markdown reads them. Nothing
+else is markup: the HTML renderer escapes everything before it reads those marks."""
 
 from __future__ import annotations
 

@@ -23,8 +23,6 @@ E2E_CSV_COLUMNS = {
 
 
 def e2e_csv_values(stats) -> dict:
-    """The end-to-end latency columns of a CSV row, from a LatencyStats record or from the JSON dict a
-    variant or a sweep point still holds; None for each when nothing was timed."""
-    if isinstance(stats, dict):
-        return {column: stats.get(key) for column, key in E2E_CSV_COLUMNS.items()}
-    return {column: getattr(stats, key, None) for column, key in E2E_CSV_COLUMNS.items()}
+    """The end-to-end latency columns of a CSV row from a LatencyStats record; None for each when
+    nothing was timed (no record)."""
+    return {column: getattr(stats, key) if stats is not None else None for column, key in E2E_CSV_COLUMNS.items()}

@@ -24,10 +24,10 @@ from ..records.inspection import (
     TraceBlockShare,
     TraceSummary,
 )
+from ..records.measurement import PHASES  # the range names, as in the latency tables
 from ..records.trace_events import TraceEvent, trace_events
 from .time_breakdown import block_share_rows, forward_hooks
 
-PHASES = ("preprocess", "forward", "postprocess")  # range names, as in the latency tables
 TOP_OPERATORS = 10
 LAUNCH_BOUND_IDLE_SHARE = 0.5  # the device idle for more than this share of the forward: launch-bound
 GPU_ACTIVITY = ("kernel", "gpu_memcpy", "gpu_memset")  # Kineto's categories of work on the device

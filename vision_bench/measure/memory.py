@@ -8,7 +8,6 @@ import threading
 import time
 
 from ..common import exception_line
-from ..records.codec import to_json
 from ..records.measurement import PeakReading, PrivateMemory
 from ..records.sweep import MemoryLimit
 
@@ -111,14 +110,6 @@ class MemoryTracker:
         except Exception as exc:
             cpu_peak = self._read_hwm() if self._hwm_exact else max(self._sampled_peak, self.rss())
             return PeakReading(cpu_peak_rss_bytes=cpu_peak, cuda_error=exception_line(exc))
-
-    def peak(self) -> dict:
-        """peak_reading() as its JSON object (the variant pass's memory dict, scripts)."""
-        return to_json(self.peak_reading())
-
-    def safe_peak(self) -> dict:
-        """safe_peak_reading() as its JSON object."""
-        return to_json(self.safe_peak_reading())
 
 
 def private_memory(pid: int | str = "self") -> PrivateMemory | None:

@@ -105,11 +105,6 @@ def tail_text(tail: TailStat | dict) -> str:
     return (from_json(TailStat, tail) if isinstance(tail, dict) else tail).text()
 
 
-def relative_half_width(stats: LatencyStats) -> float | None:
-    """How far the median's interval reaches from the median, in percent of it (the larger side)."""
-    return stats.relative_half_width
-
-
 def latency_stats(seconds: list[float]) -> LatencyStats:
     """Statistics of a list of run times in seconds; every field None (n 0) when the list is empty."""
     if not seconds:
@@ -133,12 +128,6 @@ def latency_stats(seconds: list[float]) -> LatencyStats:
         max=float(a.max()),
         cov=std / mean if std is not None and mean > 0 else None,
     )
-
-
-def format_interval(stats: LatencyStats | dict) -> str:
-    """'[low, high] ms' for a median's 95% interval, or why there is none; `stats` may still be a
-    dict (a variant's or a sweep point's statistics)."""
-    return (from_json(LatencyStats, stats) if isinstance(stats, dict) else stats).interval_text()
 
 
 EXACT_TEST_MAX_SIDE = 7  # up to this many runs on a side, the U test's exact distribution

@@ -23,7 +23,6 @@ from ..records.measurement import (
     MemoryFigures,
     PhaseMedians,
     PrecisionRecord,
-    PrivateMemory,
     RunKind,
     RunRecord,
 )
@@ -33,14 +32,16 @@ from .stats import latency_stats, tail_stats
 from .stopping_rule import STOPPED_BY, StoppingRule
 
 
-def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str = "", keep=None):
+def time_runs(bench, ctx, window, phase, first_image, label: str = ""):
     """The cold start on the first image, the warm-up rounds and the timed runs over all images,
-    each run appended to `runs` (marked with its kind); returns the cold start's prediction.
-    Timed runs are a fixed --runs per image, or with --precision rounds over the images until the
-    stopping rule says (`keep("precision", PrecisionRecord)` says why); the machine-state guard
-    samples at every timed run's boundaries (`keep("guard", GuardRecord)`, also on a failure).
-    `phase(name)` names each phase; `label` prefixes the log lines (a variant's name)."""
-    keep = keep or (lambda key, value: None)
+    each run appended to `window.runs` (marked with its kind) as it ends; returns the cold start's
+    prediction. `window` is any record with `runs`, `guard` and `precision` (a ModelResult, a
+    VariantResult, a SweepPoint, a TimedWindow): what a failure leaves stays in it. Timed runs are a
+    fixed --runs per image, or with --precision rounds over the images until the stopping rule says
+    (`window.precision` says why); the machine-state guard samples at every timed run's boundaries
+    (`window.guard`, also set on a failure). `phase(name)` names each phase; `label` prefixes the log
+    lines (a variant's name)."""
+    runs: list[RunRecord] = window.runs
     settings = ctx.settings
     rule = stopping_rule(settings)
     total = (
@@ -69,10 +70,10 @@ def time_runs(bench, ctx, runs: list[RunRecord], phase, first_image, label: str 
             stopped_by = timed_rounds(images, run, runs, guard, rule, settings.runs)
     finally:
         guard.close()
-        keep("guard", guard.record())
+        window.guard = guard.record()
     if rule:
         precision = rule.record(timed_seconds(runs), stopped_by)
-        keep("precision", precision)
+        window.precision = precision
         log_precision(precision, label)
     return first_prediction
 
@@ -125,14 +126,6 @@ def log_precision(precision: PrecisionRecord, label: str) -> None:
 
 def timed_seconds(runs: list[RunRecord]) -> list[float]:
     return [r.total_s for r in runs if r.kind == RunKind.TIMED]
-
-
-def time_window(bench, ctx, window, phase, first_image, label: str = ""):
-    """time_runs into a record holding `runs`, `guard` and `precision` (a TimedWindow, a sweep point):
-    the guard and --precision's stop are set on it as they come (the guard also on a failure)."""
-    return time_runs(
-        bench, ctx, window.runs, phase, first_image, label, keep=lambda key, value: setattr(window, key, value)
-    )
 
 
 def stopping_rule(settings) -> StoppingRule | None:
@@ -227,10 +220,3 @@ def figures_before_load(tracker, device) -> MemoryFigures:
         cpu_private_before_load_bytes=private.uss if private else None,
         cuda_allocated_before_load_bytes=tracker.cuda_allocated() if device.type == "cuda" else None,
     )
-
-
-def set_private_peak(memory: MemoryFigures, now: PrivateMemory | None) -> None:
-    """The private memory (USS) at the window's peak (MemoryFigures.set_private_peak), when it could
-    be read."""
-    if now:
-        memory.set_private_peak(now.uss, now.rss)

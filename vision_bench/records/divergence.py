@@ -21,7 +21,7 @@ from typing import Any
 from .codec import from_json, is_record, optional
 from .measurement import LatencyStats
 from .statuses import ParityVerdict, SuggestionStatus, VariantStatus
-from .variants import ParityWorst
+from .variants import ParityRecord, ParityWorst
 
 
 @dataclass
@@ -260,13 +260,6 @@ class SetTried:
 
 
 @dataclass
-class SetParity:
-    verdict: ParityVerdict
-    reasons: list | None = None
-    worst: ParityWorst | None = None
-
-
-@dataclass
 class Suggestion:
     """A half-precision variant with the fewest modules kept in fp32 that passes parity, or why none."""
 
@@ -278,7 +271,7 @@ class Suggestion:
     latency_forward: LatencyStats | None = optional()  # the set timed like a variant, seconds
     latency_end_to_end: LatencyStats | None = optional()
     speedup_forward: float | None = optional()  # the reference's forward median / the set's
-    parity: SetParity | None = optional()
+    parity: ParityRecord | None = optional()  # its headline: verdict, reasons, worst
     timing_seconds: float | None = optional()
 
 

@@ -288,9 +288,9 @@ class ProcessSummary:
 
 @dataclass
 class TimedWindow:
-    """The timed part of a window measured apart from a model's own pass (a variant, a --divergence
-    suggestion): every run, the guard's record, --precision's stop. Not written as such: its holder
-    keeps these under the same keys (`runs`, `guard`, `precision`)."""
+    """The timed runs of a --divergence suggestion's fp32 set (not written as such: the suggestion keeps
+    their statistics): every run, the guard's record, --precision's stop, the three fields
+    measure.timed_runs.time_runs fills, as a ModelResult, a VariantResult and a SweepPoint hold them."""
 
     runs: list[RunRecord] = field(default_factory=list)
     guard: GuardRecord | None = None
@@ -322,7 +322,7 @@ class PeakReading:
     cpu_peak_rss_bytes: int | None = None
     cuda_peak_allocated_bytes: int | None = optional()
     cuda_peak_reserved_bytes: int | None = optional()
-    cuda_error: str | None = optional()  # a CUDA error reading it (safe_peak on an error path)
+    cuda_error: str | None = optional()  # a CUDA error reading it (safe_peak_reading on an error path)
     source: str | None = optional()  # who read it, when not the worker's own tracker (a lost worker)
 
 
@@ -359,11 +359,12 @@ class MemoryFigures:
             self.cuda_peak_allocated_bytes = peak.cuda_peak_allocated_bytes
             self.cuda_peak_reserved_bytes = peak.cuda_peak_reserved_bytes
 
-    def set_private_peak(self, uss: int | None, rss: int | None) -> None:
+    def set_private_peak(self, now: PrivateMemory | None) -> None:
         """The private memory (USS) at the window's peak: USS now plus what the resident set has
-        given back since its peak (memory freed after a forward returned, activations: private)."""
-        if uss is not None and rss is not None and self.cpu_private_before_load_bytes is not None:
-            self.cpu_private_peak_bytes = uss + max((self.cpu_peak_rss_bytes or 0) - rss, 0)
+        given back since its peak (memory freed after a forward returned, activations: private);
+        nothing when the private memory could not be read or there is no baseline before the load."""
+        if now is not None and now.rss is not None and self.cpu_private_before_load_bytes is not None:
+            self.cpu_private_peak_bytes = now.uss + max((self.cpu_peak_rss_bytes or 0) - now.rss, 0)
 
     def set_headline(self, cuda: bool) -> None:
         """The headline peak (what the OS or the allocator saw) and the model's own share of it: on

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import UNDECLARED, absent, from_json, is_record, optional
+from .codec import UNDECLARED, RecordError, absent, decode, from_json, is_record, optional
 from .divergence import AnyDivergenceEntry, read_divergence
 from .failure import ErrorRecord, WorkerRecord
 from .inspection import DissectionSummary, TimeBreakdownRecord, TraceSummary
@@ -180,9 +180,12 @@ def with_records(model: dict | ModelResult) -> ModelResult:
     for key, read in FAMILIES.items():
         value = values.get(key)
         if value is not None and not is_record(value) and not (isinstance(value, list) and all(map(is_record, value))):
-            values[key] = read(value)
+            try:
+                values[key] = read(value)
+            except (RecordError, TypeError) as exc:
+                raise RecordError(f"{values.get('model')}: '{key}': {exc}") from None
     if "status" in values:
-        values["status"] = ModelStatus(values["status"])
+        values["status"] = decode(ModelStatus, values["status"], f"{values.get('model')}: 'status'")
     result = ModelResult(**{key: value for key, value in values.items() if key in FIELDS})
     undeclared = {key: value for key, value in values.items() if key not in FIELDS}
     if undeclared:

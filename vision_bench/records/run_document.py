@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .codec import absent, from_json, optional, to_json
+from .codec import absent, from_json, optional
 from .model_result import ModelResult, with_records
 from .run_config import RunConfig, SystemInfo
+from .statuses import RunStatus
 
 
 @dataclass
@@ -96,7 +97,7 @@ class MergedFrom:
 
     file: str
     run_id: str | None
-    status: str | None
+    status: RunStatus | None
     command: str | None
 
 
@@ -116,7 +117,7 @@ class RunDocument:
 
     schema: str = absent()
     run_id: str | None = absent()
-    status: str | None = absent()  # running | complete | incomplete | interrupted
+    status: RunStatus | None = absent()
     started: str | None = absent()  # ISO time, seconds
     written: str | None = absent()
     total_seconds: float | None = absent()
@@ -143,8 +144,3 @@ def read_document(data: dict | RunDocument) -> RunDocument:
     document = from_json(RunDocument, data)
     document.models = models
     return document
-
-
-def document_json(document: RunDocument) -> dict:
-    """The document as the results file's JSON object."""
-    return to_json(document)

@@ -8,7 +8,7 @@ a + b x pixels), the predicted largest batch against the measured out-of-memory 
 
 The record is built and grown by sweeps/ (sweep_plan.new_sweep, sweep_pass.measure_point), pickled to
 the parent at every point, and handed back to a fresh worker that goes on from the next point after
-one its previous worker died at (run/worker_processes.resume_sweep). Times in seconds, memory in bytes.
+one its previous worker died at (sweeps/sweep_pass.resume_sweep). Times in seconds, memory in bytes.
 
 A point's runs, latency statistics, machine state and guard are the timed runs' records
 (records/measurement.py), as a model's own.

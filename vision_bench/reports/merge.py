@@ -12,6 +12,7 @@ from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
 from ..records.codec import known, to_json
 from ..records.model_result import ModelResult
 from ..records.run_document import MergedFrom, MergedShards, RunDocument, ShardWall
+from ..records.statuses import RunStatus
 from ..settings import MergeOptions, ReportFolders
 from .compare import unique_output
 from .report_model import draw_summary_charts
@@ -66,7 +67,7 @@ def merge_results(paths: list[Path], options: MergeOptions) -> int:
             logs_template=options.shard_logs,
         )
     shards = [ShardWall(str(p), known(d.run_id), known(d.total_seconds)) for p, d in zip(paths, files)]
-    data.phase_totals = phase_totals(models, sum(s.wall or 0.0 for s in shards), shards=shards)
+    data.phase_totals = phase_totals(models, data.total_seconds or 0.0, shards=shards)  # the files' walls summed
     viz_dir = Path(known(first.config.viz_dir) or "viz")
     folders = ReportFolders(run_id=run_id, results_dir=stem.parent, assets_dir=assets, viz_dir=viz_dir)
     draw_summary_charts(data, assets)
@@ -131,7 +132,7 @@ def merged_document(
     return RunDocument(
         schema=RESULTS_SCHEMA,
         run_id=run_id,
-        status="complete" if complete else "incomplete",
+        status=RunStatus.COMPLETE if complete else RunStatus.INCOMPLETE,
         started=min(known(d.started) or "" for d in files),
         written=datetime.now().isoformat(timespec="seconds"),
         total_seconds=sum(known(d.total_seconds) or 0.0 for d in files),

@@ -4,6 +4,7 @@ dissection and, on the page, its layer explorer)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -182,20 +183,28 @@ def activation_tables(d: DissectionSummary) -> Columns:
     return Columns([[widest], [zeros]])
 
 
-def explorer_records(dissection: DissectionSummary) -> tuple[list[LayerRecord], str | None]:
+def explorer_records(dissection: DissectionSummary) -> tuple[list[LayerRecord], list[dict], str | None]:
     """Every record of the model's layers_metadata.json (the result JSON keeps only a digest), in
-    execution order, or why they are missing."""
+    execution order, and each as the page's explorer reads it; or why they are missing."""
     if not dissection.folder:
-        return [], "no dissection folder recorded"
+        return [], [], "no dissection folder recorded"
     path = Path(dissection.folder) / "layers_metadata.json"
     try:
-        return layer_records(json.loads(path.read_text(encoding="utf-8"))), None
+        return (*read_explorer_records(str(path), path.stat().st_mtime_ns), None)
     except (OSError, ValueError) as exc:  # RecordError is a ValueError
-        return [], f"layer records not readable ({type(exc).__name__}: {path})"
+        return [], [], f"layer records not readable ({type(exc).__name__}: {path})"
+
+
+@functools.lru_cache(maxsize=16)
+def read_explorer_records(path: str, mtime_ns: int) -> tuple[list[LayerRecord], list[dict]]:
+    """A layers_metadata.json read once for all the report writes of a run (the report is written again
+    after every model; a finished model's file does not change, and `mtime_ns` tells when it did)."""
+    records = layer_records(json.loads(Path(path).read_text(encoding="utf-8")))
+    return records, [rec.explorer_json() for rec in records]
 
 
 def explorer_block(r: ModelResult, d: DissectionSummary, link: str) -> Explorer:
-    records, problem = explorer_records(d)
+    records, explorer_json, problem = explorer_records(d)
     base = (Path(link).as_posix() + "/") if link else ""
     overlay = explorer_overlay(r, records) if records else []
-    return Explorer(r.model or "?", base, [rec.explorer_json() for rec in records], overlay, problem)
+    return Explorer(r.model or "?", base, explorer_json, overlay, problem)

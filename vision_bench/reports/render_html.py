@@ -1,9 +1,9 @@
-"""The HTML renderer: report blocks (blocks.py) as one offline page, with sortable tables and a
+"""The HTML renderer: report blocks (document/blocks.py) as one offline page, with sortable tables and a
 layer explorer per model. The styles and script live in report_page.html beside this file, read
 at write time.
 
 Text reaches the page only through html.escape (here) or textContent (the page's script): the
-inline marks (`code`, [label](url)) are read from the escaped text. The explorers' records travel
+inline marks (`code`, [label](url), **bold**) are read from the escaped text. The explorers' records travel
 as JSON in a script element with every "<" escaped, so no name can close it. Pictures are
 referenced relative to results/, so results/ and viz/ can be moved together."""
 

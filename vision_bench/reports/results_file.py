@@ -194,7 +194,10 @@ def read_results(path: Path, option: str) -> RunDocument:
             "expected a results/benchmark_results_<run>.json file"
         )
     validate_results(data, path, option)
-    return read_document(data)
+    try:
+        return read_document(data)
+    except ValueError as exc:  # RecordError: a value the schema allows but the records cannot hold
+        raise UsageError(f"{option}: {path}: not a valid results file: {exc}") from None
 
 
 def model_key(r: ModelResult) -> str:

@@ -17,6 +17,7 @@ from ..records.measurement import LatencyStats, MemoryFigures, RunKind
 from ..records.model_result import ModelResult
 from ..records.run_config import RunConfig, with_undeclared
 from ..records.run_document import RunDocument, SlotSpan, read_document
+from ..records.statuses import RunStatus
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
 from ..variants.variants_report import variant_csv_rows
 from .html import report_title
@@ -103,7 +104,7 @@ def csv_row(r: ModelResult, option_names) -> dict:
 def write_reports(ctx) -> dict:
     """The reports of the run so far. When it has ended, the summary charts are drawn first, so
     that the wall time written runs to the end of all the work but the text files' own writing."""
-    if ctx.status != "running":
+    if ctx.status != RunStatus.RUNNING:
         draw_summary_charts(RunDocument(models=ctx.results), ctx.assets_dir)
     finished = datetime.now()
     total_seconds = (finished - ctx.started).total_seconds()

@@ -13,7 +13,7 @@ from ..divergence.divergence_pass import measure_divergence
 from ..images import load_rgb
 from ..inspect.trace import beside_breakdown, file_size
 from ..measure.memory import MemoryTracker, free_cached_memory, private_memory
-from ..measure.timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
+from ..measure.timed_runs import figures_before_load, summarize_runs, time_runs
 from ..phases import registered
 from ..records.failure import ErrorRecord
 from ..records.inspection import TraceSummary
@@ -180,11 +180,9 @@ def time_model(bench, ctx: RunContext, result: ModelResult, tracker, phase, firs
     memory = result.memory
     assert memory is not None  # benchmark_model set it
     tracker.reset_peak()
-    first_prediction = time_runs(
-        bench, ctx, result.runs, phase, first_image, keep=lambda key, value: setattr(result, key, value)
-    )
+    first_prediction = time_runs(bench, ctx, result, phase, first_image)
     memory.add_peak(tracker.peak_reading())
-    set_private_peak(memory, private_memory())
+    memory.set_private_peak(private_memory())
     result.torch_threads = torch.get_num_threads()
     summarize_runs(result, discard_flagged=ctx.settings.discard_throttled)
     memory.set_headline(ctx.device.type == "cuda")

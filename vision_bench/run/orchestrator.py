@@ -16,7 +16,7 @@ from ..measure.environment import system_info
 from ..records.codec import from_json
 from ..records.model_result import ModelResult
 from ..records.run_config import SystemInfo
-from ..records.statuses import ModelStatus
+from ..records.statuses import ModelStatus, RunStatus
 from ..reports.results_file import report_paths
 from ..reports.write import write_reports
 from ..settings import DeviceSlot, RunContext
@@ -52,16 +52,16 @@ def run_all(classes, ctx: RunContext) -> int:
                 exit_code = EXIT_FAILED
                 if not settings.keep_going:
                     log("ERROR", "Stopping (fail fast). Use --keep-going to continue with the next model.")
-                    ctx.status = "incomplete"
+                    ctx.status = RunStatus.INCOMPLETE
                     mark_not_run(classes[position:], ctx)
                     break
             with signals_deferred():
                 write_reports(ctx)
         else:
-            ctx.status = "complete" if exit_code == EXIT_OK else "incomplete"
+            ctx.status = RunStatus.COMPLETE if exit_code == EXIT_OK else RunStatus.INCOMPLETE
     except (RunInterrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
-        ctx.status = "interrupted"
+        ctx.status = RunStatus.INTERRUPTED
         current = next((r for r in ctx.results if r.status == "running"), None)
         if current is not None:
             current.status = ModelStatus.INTERRUPTED
@@ -94,7 +94,7 @@ def run_on_devices(classes, ctx: RunContext) -> int:
     results = run.ordered()
     if exit_code == EXIT_OK and any(r.status != "complete" for r in results):
         exit_code = EXIT_FAILED
-    ctx.status = {EXIT_OK: "complete", EXIT_FAILED: "incomplete"}.get(exit_code, "interrupted")
+    ctx.status = {EXIT_OK: RunStatus.COMPLETE, EXIT_FAILED: RunStatus.INCOMPLETE}.get(exit_code, RunStatus.INTERRUPTED)
     ctx.results = results
     mark_not_run([c for c in classes if c not in run.records], ctx)
     with signals_deferred(deliver=False):

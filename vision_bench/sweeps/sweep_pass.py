@@ -11,8 +11,7 @@ import time
 from ..common import exception_line, format_bytes, log, ms
 from ..images import load_rgb
 from ..measure.memory import MemoryTracker, apply_memory_limit, free_cached_memory, memory_limit, return_free_heap
-from ..measure.stats import format_interval
-from ..measure.timed_runs import latency_summary, time_window
+from ..measure.timed_runs import latency_summary, time_runs
 from ..records import SweepPointStatus
 from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
@@ -75,7 +74,7 @@ def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) ->
     rss_start = tracker.rss()
     try:
         # The runs and the guard go into the point as they come: what a failure leaves stays in it.
-        time_window(
+        time_runs(
             BatchCall(bench, [image] * batch, size, quiet=bool(limit)),
             point_ctx,
             point,
@@ -102,7 +101,7 @@ def measure_point(bench, ctx, point: SweepPoint, tracker, image, flops: dict) ->
     if point.ok and point.throughput:
         log(
             "SWEEP",
-            f"{label}{ms(point.median_s)} ms a batch {format_interval(point.latency_end_to_end or LatencyStats())}, "
+            f"{label}{ms(point.median_s)} ms a batch {point.latency_end_to_end.interval_text() if point.latency_end_to_end else ''}, "
             f"{point.throughput.median:.2f} images/s, peak {format_bytes(point.memory.peak_bytes)}",
         )
 

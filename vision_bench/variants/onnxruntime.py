@@ -117,8 +117,7 @@ def onnxruntime_session(path: Path, device):
     (onnxruntime-gpu), the CPU otherwise. Returns (session, the provider it actually uses)."""
     import onnxruntime as ort
 
-    wanted: list = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        wanted.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-    session = ort.InferenceSession(str(path), providers=wanted)
+    from ..divergence.onnx_intermediates import session_providers
+
+    session = ort.InferenceSession(str(path), providers=session_providers(device))
     return session, session.get_providers()[0]

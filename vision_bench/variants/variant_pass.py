@@ -12,7 +12,7 @@ from typing import Any
 from ..common import VariantUnsupported, exception_line, log, seed_everything
 from ..images import load_rgb
 from ..measure.memory import free_cached_memory, private_memory
-from ..measure.timed_runs import figures_before_load, set_private_peak, summarize_runs, time_runs
+from ..measure.timed_runs import figures_before_load, summarize_runs, time_runs
 from ..records import VariantStatus
 from ..records.measurement import MemoryFigures
 from ..records.model_result import ModelResult
@@ -30,19 +30,24 @@ def load_fresh(cls, ctx):
 
 
 @contextlib.contextmanager
-def variant_attempt(record, model: str, variant: str, tag: str, device):
-    """One variant's attempt: a VariantUnsupported makes its record 'unsupported', any other error
-    'failed' (with the traceback), never the model's or the run's; the instance it put in the yielded
-    Held under `bench` is released either way. `record` is a VariantResult (or --divergence's entry)."""
+def variant_attempt(records: list, position: int, model: str, what: str, tag: str, device):
+    """One variant's attempt (`what`: 'torch-bf16', 'torch-bf16 divergence'): a VariantUnsupported
+    makes its record 'unsupported', any other error 'failed' (with the traceback), never the model's or
+    the run's; the instance it put in the yielded Held under `bench` is released either way. The
+    record marked is `records[position]` as it is when the attempt ends (--divergence replaces its
+    entry partway through)."""
     held = Held()
     try:
         yield held
     except VariantUnsupported as exc:
-        mark(record, status=VariantStatus.UNSUPPORTED, reason=str(exc))
-        log(tag, f"{model} {variant}: unsupported: {exc}")
+        record = records[position]
+        record.status, record.reason = VariantStatus.UNSUPPORTED, str(exc)
+        log(tag, f"{model} {what}: unsupported: {exc}")
     except Exception as exc:
-        mark(record, status=VariantStatus.FAILED, reason=exception_line(exc), traceback=traceback.format_exc())
-        log("WARNING", f"{model} {variant} failed: {exception_line(exc)}")
+        record = records[position]
+        record.status, record.reason = VariantStatus.FAILED, exception_line(exc)
+        record.traceback = traceback.format_exc()
+        log("WARNING", f"{model} {what} failed: {exception_line(exc)}")
     finally:
         if held.bench is not None:
             held.bench.release()
@@ -54,15 +59,6 @@ class Held:
     """The model instance a variant's attempt holds, released when the attempt ends."""
 
     bench: Any = None
-
-
-def mark(record, **fields) -> None:
-    """Set a record's fields (a record's attributes, or the keys of an entry still a dict)."""
-    if isinstance(record, dict):
-        record.update(fields)
-    else:
-        for name, value in fields.items():
-            setattr(record, name, value)
 
 
 def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[str]) -> list[ImageOutputs]:
@@ -81,7 +77,7 @@ def measure_variants(bench, ctx, result: ModelResult, tracker, variants: list[st
         record = VariantResult(variant=variant, status=VariantStatus.RUNNING, description=description, runs=[])
         rows.append(record)
         log("VARIANT", f"{bench.MODEL_NAME} as {variant}: {description}")
-        with variant_attempt(record, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
+        with variant_attempt(rows, len(rows) - 1, bench.MODEL_NAME, variant, "VARIANT", ctx.device) as held:
             held.bench = variant_bench = measure_variant(type(bench), variant, ctx, record, tracker, images)
             record.parity = compare_outputs(variant_bench, variant, reference, parity_outputs(variant_bench, images))
             add_speedups(record, rows[0])
@@ -104,17 +100,9 @@ def measure_variant(cls, variant: str, ctx, record: VariantResult, tracker, imag
     record.details = prepare_variant(bench, variant, images)
     record.prepare_seconds = time.perf_counter() - start
     assert record.runs is not None  # measure_variants made the list
-    time_runs(
-        bench,
-        ctx,
-        record.runs,
-        lambda name: contextlib.nullcontext(),
-        images[0][1],
-        label=f"[{variant}] ",
-        keep=lambda key, value: setattr(record, key, value),
-    )
+    time_runs(bench, ctx, record, lambda name: contextlib.nullcontext(), images[0][1], label=f"[{variant}] ")
     memory.add_peak(tracker.peak_reading())
-    set_private_peak(memory, private_memory())
+    memory.set_private_peak(private_memory())
     summarize_runs(record, discard_flagged=ctx.settings.discard_throttled)
     memory.set_headline(ctx.device.type == "cuda")
     return bench

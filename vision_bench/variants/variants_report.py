@@ -8,7 +8,6 @@ from ..common import ms
 from ..document.blocks import Block, BulletList, Heading, Paragraph, Table
 from ..document.tables import e2e_csv_values
 from ..records import ParityVerdict
-from ..records.measurement import LatencyStats
 from ..records.model_result import ModelResult
 from ..records.variants import ParityWorst, VariantDetails, VariantResult
 
@@ -160,7 +159,7 @@ def variant_csv_rows(r: ModelResult, base_row: dict) -> list[dict]:
             weights=r.weights,
             variant=v.variant,
             cold_start_s=v.cold_start_seconds,
-            **e2e_csv_values(v.latency_end_to_end or LatencyStats()),
+            **e2e_csv_values(v.latency_end_to_end),
             forward_median_s=v.forward_median,
             fps=v.fps,
             peak_memory_mb=v.peak_mb,

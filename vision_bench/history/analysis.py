@@ -69,9 +69,10 @@ def step_text(change: ChangePoint) -> str:
 
 def build_history(paths: list[Path], order: str, threshold_pct: float | None = None) -> History:
     """Read, order, analyse; with a threshold, the gate's verdict too."""
-    runs, documents = read_history(paths, order)
+    read = read_history(paths, order)
+    runs = [one.run for one in read]
     changes = library_changes(runs)
-    series = model_series(runs, documents)
+    series = model_series(read)
     for one in series:
         analyse_series(one, runs, changes)
     every = [c for s in series for c in s.change_points]

@@ -4,6 +4,10 @@ changes between runs, and the commits between two runs."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import UsageError
@@ -12,12 +16,12 @@ from ..measure.stats import latency_stats
 from ..records.codec import known
 from ..records.history import HistoryRun, LibraryChange, ModelHistory, SeriesPoint
 from ..records.model_result import ModelResult
-from ..records.run_document import RunDocument
 from ..reports.results_file import model_key, read_results, setting, timed_seconds
 
 RESULTS_GLOB = "benchmark_results_*.json"
 LIBRARIES = ("torch", "transformers", "ultralytics", "python")
 MAX_COMMITS_LISTED = 20
+PARALLEL_FROM = 16  # files a worker process: fewer are read here (a worker costs more than it saves)
 
 
 def results_files(paths: list[Path]) -> list[Path]:
@@ -38,34 +42,56 @@ def results_files(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def order_key(document: RunDocument, order: str) -> tuple:
+def order_key(run: HistoryRun, order: str) -> tuple:
     """How a run sorts: by its start, its --label or its working folder's commit date; the start breaks ties."""
-    started = known(document.started) or ""
+    started = run.started or ""
     if order == "label":
-        return (document.label or "", started)
+        return (run.label or "", started)
     if order == "commit-date":
-        committed = document.source[0].committed if document.source else None
-        return (committed or "", started)
+        return ((run.source[0].committed if run.source else None) or "", started)
     return (started,)
 
 
-def read_history(paths: list[Path], order: str) -> tuple[list[HistoryRun], list[RunDocument]]:
-    """Every file read and validated (a UsageError on the first bad one), in the order asked for."""
-    documents = [(path, read_results(path, "--history")) for path in results_files(paths)]
-    documents.sort(key=lambda pair: order_key(pair[1], order))
-    runs = [
-        HistoryRun(
-            index=i,
-            file=str(path),
-            run_id=known(document.run_id),
-            started=known(document.started),
-            label=document.label,
-            source=list(document.source or []),
-            libraries={name: str(v) for name in LIBRARIES if (v := setting(document, None, "system", name))},
-        )
-        for i, (path, document) in enumerate(documents, start=1)
-    ]
-    return runs, [document for _, document in documents]
+@dataclass
+class RunSeries:
+    """What the history keeps of one file: the run, and each model's point (key, model name, point)."""
+
+    run: HistoryRun
+    points: list[tuple[str, str, SeriesPoint]]
+
+
+def read_run(path: Path) -> RunSeries:
+    """One file read and validated as --compare reads it (a UsageError when it is not valid), kept small."""
+    document = read_results(path, "--history")
+    run = HistoryRun(
+        index=0,
+        file=str(path),
+        run_id=known(document.run_id),
+        started=known(document.started),
+        label=document.label,
+        source=list(document.source or []),
+        libraries={name: str(v) for name in LIBRARIES if (v := setting(document, None, "system", name))},
+    )
+    return RunSeries(run, [(model_key(r), r.model, series_point(0, r)) for r in document.models])
+
+
+def read_history(paths: list[Path], order: str) -> list[RunSeries]:
+    """Every file read and validated (a UsageError on the first bad one), in the order asked for,
+    numbered from 1. Many files are read in worker processes, one a core: validating and decoding a
+    file costs tens of milliseconds."""
+    files = results_files(paths)
+    workers = min(os.cpu_count() or 1, len(files) // PARALLEL_FROM)
+    if workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            runs = list(pool.map(read_run, files, chunksize=8))
+    else:
+        runs = [read_run(path) for path in files]
+    runs.sort(key=lambda one: order_key(one.run, order))
+    for index, one in enumerate(runs, start=1):
+        one.run.index = index
+        for _, _, point in one.points:
+            point.run = index
+    return runs
 
 
 def series_point(run: int, result: ModelResult | None) -> SeriesPoint:
@@ -84,15 +110,21 @@ def series_point(run: int, result: ModelResult | None) -> SeriesPoint:
     return point
 
 
-def model_series(runs: list[HistoryRun], documents: list[RunDocument]) -> list[ModelHistory]:
+def model_series(runs: list[RunSeries]) -> list[ModelHistory]:
     """One series per model key found in any run, in the order first seen, a point in every run."""
-    by_run = [{model_key(r): r for r in document.models} for document in documents]
+    by_run = [{key: point for key, _, point in one.points} for one in runs]
     names: dict[str, str] = {}
-    for models in by_run:
-        for key, result in models.items():
-            names.setdefault(key, result.model)
+    for one in runs:
+        for key, model, _ in one.points:
+            names.setdefault(key, model)
     return [
-        ModelHistory(key=key, model=model, points=[series_point(run.index, m.get(key)) for run, m in zip(runs, by_run)])
+        ModelHistory(
+            key=key,
+            model=model,
+            points=[
+                points.get(key) or SeriesPoint(run=one.run.index, status="missing") for one, points in zip(runs, by_run)
+            ],
+        )
         for key, model in names.items()
     ]
 

@@ -154,3 +154,18 @@ def test_a_run_records_its_commit_and_whether_the_tree_was_dirty(tmp_path):
     (tmp_path / "a.txt").write_text("2")
     (tmp_path / "untracked.json").write_text("{}")
     assert source_state(tmp_path, "working folder").dirty is True
+
+
+def test_each_variant_is_a_series_of_its_own(tmp_path):
+    paths = history_files(tmp_path, [100.0] * 3)
+    for i, path in enumerate(paths):
+        data = json.loads(path.read_text())
+        timed = [{"image": "a.jpg", "kind": "timed", "cold": False, "total_s": float(t)} for t in tight(0.05, seed=i)]
+        data["models"][0]["variants"] = [
+            {"variant": "torch-fp32", "status": "complete", "reference": True},
+            {"variant": "torch-bf16", "status": "complete", "runs": timed},
+        ]
+        path.write_text(json.dumps(data))
+    history = build_history([tmp_path], "start")
+    assert [s.key for s in history.series] == ["net", "net [torch-bf16]"]
+    assert [p.median_s for p in history.series[1].points] == pytest.approx([0.05] * 3, rel=0.02)

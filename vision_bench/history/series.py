@@ -15,8 +15,9 @@ from ..measure.source_control import git
 from ..measure.stats import latency_stats
 from ..records.codec import known
 from ..records.history import HistoryRun, LibraryChange, ModelHistory, SeriesPoint
+from ..records.measurement import MemoryFigures, RunKind, RunRecord
 from ..records.model_result import ModelResult
-from ..reports.results_file import model_key, read_results, setting, timed_seconds
+from ..reports.results_file import model_key, read_results, setting
 
 RESULTS_GLOB = "benchmark_results_*.json"
 LIBRARIES = ("torch", "transformers", "ultralytics", "python")
@@ -72,7 +73,7 @@ def read_run(path: Path) -> RunSeries:
         source=list(document.source or []),
         libraries={name: str(v) for name in LIBRARIES if (v := setting(document, None, "system", name))},
     )
-    return RunSeries(run, [(model_key(r), r.model, series_point(0, r)) for r in document.models])
+    return RunSeries(run, [point for r in document.models for point in run_points(r)])
 
 
 def read_history(paths: list[Path], order: str) -> list[RunSeries]:
@@ -94,20 +95,29 @@ def read_history(paths: list[Path], order: str) -> list[RunSeries]:
     return runs
 
 
-def series_point(run: int, result: ModelResult | None) -> SeriesPoint:
-    """One model in one run; a gap (no median) unless it completed with timed runs."""
-    if result is None:
-        return SeriesPoint(run=run, status="missing")
-    seconds = timed_seconds(result)  # the statistics from the runs, as --compare makes them
-    memory = result.memory
-    point = SeriesPoint(run=run, status=str(result.status))
-    if result.status == "complete" and seconds:
+def series_point(status: str, runs: list[RunRecord] | None, memory: MemoryFigures | None) -> SeriesPoint:
+    """One model (or variant) in one run; a gap (no median) unless it completed with timed runs.
+    The statistics come from the timed runs, as --compare makes them (results_file.timed_seconds)."""
+    seconds = [run.total_s for run in runs or [] if run.run_kind == RunKind.TIMED and not run.discarded]
+    point = SeriesPoint(run=0, status=status)
+    if status == "complete" and seconds:
         stats = latency_stats(seconds)
         point.median_s, point.ci95_low_s, point.ci95_high_s = stats.median, stats.ci95_low, stats.ci95_high
         point.timed_runs = len(seconds)
     if memory is not None:
         point.peak_bytes, point.own_share_bytes = memory.peak_bytes, memory.peak_over_baseline_bytes
     return point
+
+
+def run_points(result: ModelResult) -> list[tuple[str, str, SeriesPoint]]:
+    """(key, model, point) of a model, and of each of its --variants but the reference (the model's own row)."""
+    key = model_key(result)
+    points = [(key, result.model, series_point(str(result.status), result.runs, result.memory))]
+    for variant in result.variants or []:
+        if not variant.reference:
+            point = series_point(str(variant.status), variant.runs, variant.memory)
+            points.append((f"{key} [{variant.variant}]", f"{result.model} {variant.variant}", point))
+    return points
 
 
 def model_series(runs: list[RunSeries]) -> list[ModelHistory]:

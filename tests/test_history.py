@@ -169,3 +169,16 @@ def test_each_variant_is_a_series_of_its_own(tmp_path):
     history = build_history([tmp_path], "start")
     assert [s.key for s in history.series] == ["net", "net [torch-bf16]"]
     assert [p.median_s for p in history.series[1].points] == pytest.approx([0.05] * 3, rel=0.02)
+
+
+def test_a_library_change_is_shown_where_it_happened_beside_the_step(tmp_path):
+    paths = history_files(tmp_path, [100.0] * 5 + [125.0] * 5)
+    for path in paths[5:]:
+        data = json.loads(path.read_text())
+        data["system"]["torch"] = "2.15.0"
+        path.write_text(json.dumps(data))
+    history = build_history([tmp_path], "start")
+    assert [(c.run, c.text()) for c in history.library_changes] == [(6, "torch 2.14.1 -> 2.15.0")]
+    [step] = history.change_points
+    assert (step.before, step.after, step.library_change) == (5, 6, ["torch 2.14.1 -> 2.15.0"])
+    assert step.low_pct is not None and step.low_pct < 25 < step.high_pct

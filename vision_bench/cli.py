@@ -374,7 +374,8 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
         "results/benchmark_{results.json,summary.csv,report.md} and viz/<run id>/<model>/.",
         epilog="Without network: --weights random builds the released architectures with random weights. "
         "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows, or "
-        "one that completed in base did not in new), 2 bad input (--compare/--merge: a file that cannot be "
+        "one that completed in base did not in new; --history: a newest step beyond it), 2 bad input "
+        "(--compare/--merge/--history: a file that cannot be "
         "read or is not valid), 130 interrupted (Ctrl-C), 143 terminated.",
     )
     groups = {

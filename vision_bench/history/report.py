@@ -169,6 +169,12 @@ def history_results(paths: list[Path], options: HistoryOptions) -> int:
         print(
             f"  {c.key}: step {step_text(c)} at run {c.after} (after run {c.before}); commits: {'; '.join(c.commits) or 'none recorded'}"
         )
+    for series in history.series:
+        newest = series.points[-1]
+        if newest.median_s is None:
+            log(
+                "WARNING", f"{series.key}: no median in the newest run ({newest.status}): a gap, not judged by any step"
+            )
     for target in written:
         print(f"History: {target}")
     gate = history.gate

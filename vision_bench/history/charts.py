@@ -6,6 +6,7 @@ run, label, commit, interval and memory as an SVG title, which the HTML page sho
 from __future__ import annotations
 
 import html
+import statistics
 
 from ..records.history import HistoryRun, LibraryChange, ModelHistory, SeriesPoint
 
@@ -99,6 +100,8 @@ def level_lines(series: ModelHistory, x, y) -> list[str]:
             f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#c00" stroke-width="1.5"/>'
         )
     levels = [c.level_before_s for c in series.change_points] + [c.level_after_s for c in series.change_points[-1:]]
+    if not series.change_points and kept:  # one segment: its level is the median of its run medians
+        levels = [float(statistics.median(p.median_s for p in kept if p.median_s is not None))]
     for (start, end), level in zip(zip(bounds, bounds[1:]), levels):
         out.append(
             f'<line x1="{x(start - 0.4):.1f}" x2="{x(end - 0.6):.1f}" y1="{y(level):.1f}" y2="{y(level):.1f}" '

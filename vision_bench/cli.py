@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
+from .history.options import check_history_options, history_options
+from .history.report import history_results
 from .images import discover_images
 from .measure.environment import configure_threads, system_info
+from .measure.source_control import source_states
 from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .models.base import declared_options
 from .records.codec import from_json
@@ -25,7 +28,7 @@ from .run.orchestrator import announce, print_summary, raise_on_signal, run_all
 from .run.preparation import parse_devices, prepare_output, resolve_device
 from .run.shards import select_shard
 from .run.worker_processes import keep_freed_memory, start_worker_server
-from .settings import CompareOptions, MergeOptions, RunContext, RunSettings
+from .settings import CompareOptions, HistoryOptions, MergeOptions, RunContext, RunSettings
 from .sweeps.sweep_plan import parse_memory, parse_sizes
 from .variants.registry import VARIANTS, parse_variants
 
@@ -63,14 +66,8 @@ def checked_number(cast, acceptable, what: str):
 
 
 positive_int = checked_number(int, lambda v: v >= 1, "a whole number of 1 or more")
-
-
 non_negative_int = checked_number(int, lambda v: v >= 0, "a whole number of 0 or more")
-
-
 positive_seconds = checked_number(float, lambda v: math.isfinite(v) and v > 0, "a positive number of seconds")
-
-
 positive_percent = checked_number(
     float, lambda v: math.isfinite(v) and 0 < v < 100, "a percentage above 0 and below 100"
 )
@@ -337,7 +334,7 @@ def read_back_options() -> list[Option]:
             type=float,
             default=None,
             metavar="PCT",
-            help="with --compare: exit 1 when a model's slowdown is larger than PCT%% with 95%% confidence "
+            help="with --compare (--history: the newest step): exit 1 when a model's slowdown is larger than PCT%% with 95%% confidence "
             "(the lower bound of the interval of its shift is above PCT%%)",
         ),
         option(
@@ -377,7 +374,8 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
         "results/benchmark_{results.json,summary.csv,report.md} and viz/<run id>/<model>/.",
         epilog="Without network: --weights random builds the released architectures with random weights. "
         "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows, or "
-        "one that completed in base did not in new), 2 bad input (--compare/--merge: a file that cannot be "
+        "one that completed in base did not in new; --history: a newest step beyond it), 2 bad input "
+        "(--compare/--merge/--history: a file that cannot be "
         "read or is not valid), 130 interrupted (Ctrl-C), 143 terminated.",
     )
     groups = {
@@ -386,6 +384,7 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
         "how cost grows (sweeps, after each model's own pass)": sweep_options(),
         "where to write": output_options(defaults),
         "read results back (no model runs)": read_back_options(),
+        "history of runs": history_options(),
     }
     for title, options in groups.items():
         group = parser.add_argument_group(title)
@@ -396,19 +395,18 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
 
 def check_read_back(args) -> None:
     """The options of --compare and --merge, and that neither comes with a run's --shard."""
-    if args.compare and args.merge:
-        raise UsageError("--compare and --merge: one at a time")
+    check_history_options(args.history, args.order, args.compare, args.merge)
     if args.fail_if_slower is not None and (
-        not args.compare or not math.isfinite(args.fail_if_slower) or args.fail_if_slower < 0
+        not (args.compare or args.history) or not math.isfinite(args.fail_if_slower) or args.fail_if_slower < 0
     ):
-        raise UsageError("--fail-if-slower PCT needs --compare and a percentage of 0 or more")
+        raise UsageError("--fail-if-slower PCT needs --compare or --history and a percentage of 0 or more")
     if args.allow_missing and not args.compare:
         raise UsageError("--allow-missing needs --compare")
     if args.prefer and not args.merge:
         raise UsageError("--prefer needs --merge")
     if args.shard_logs and not args.merge:
         raise UsageError("--shard-logs needs --merge")
-    if args.shard and (args.compare or args.merge):
+    if args.shard and (args.compare or args.merge or args.history):
         raise UsageError("--shard runs a share of the models: not with --compare or --merge")
 
 
@@ -520,6 +518,7 @@ def settings_from_options(args, defaults: RunDefaults, registry: dict) -> RunSet
         memory_limit=memory,
         shard=shard,
         output_dir=args.output_dir,
+        label=args.label,
     )
 
 
@@ -559,6 +558,7 @@ def new_context(settings: RunSettings, args, defaults: RunDefaults, invoked) -> 
         assets_dir,
         system=from_json(SystemInfo, system_info(device)),
         started=invoked,
+        source=source_states(Path.cwd()),
     )
 
 
@@ -576,6 +576,9 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
             return compare_results(
                 args.compare, CompareOptions(args.output_dir, args.fail_if_slower, args.allow_missing)
             )
+        if args.history:
+            options = HistoryOptions(args.output_dir, args.fail_if_slower, args.order or "start")
+            return history_results(args.history, options)
         if args.merge:
             return merge_results(args.merge, MergeOptions(args.output_dir, args.prefer, args.shard_logs))
         settings = settings_from_options(args, defaults, registry)

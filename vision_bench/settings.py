@@ -1,8 +1,9 @@
 """A run's settings and its context, as declared dataclasses. RunSettings is every run setting, built
 once by cli from the command line and the script's defaults and never changed (a changed copy is
 dataclasses.replace); RunContext is what every model's pass needs beside them (the device, the
-images, the folders, the results so far), with every attribute declared. CompareOptions and
-MergeOptions are what --compare and --merge need, ReportFolders where --merge writes. Nothing here imports a heavy library."""
+images, the folders, the results so far), with every attribute declared. CompareOptions,
+MergeOptions and HistoryOptions are what --compare, --merge and --history need, ReportFolders where
+--merge writes. Nothing here imports a heavy library."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .records.model_result import ModelResult
-from .records.run_config import AllocatorSettings, ShardRecord, SystemInfo
+from .records.run_config import AllocatorSettings, ShardRecord, SourceState, SystemInfo
 from .records.statuses import RunStatus
 
 
@@ -62,6 +63,7 @@ class RunSettings:
     memory_limit: int | None = None  # bytes
     shard: ShardRecord | None = None  # --shard I/N's record (run.shards.select_shard)
     output_dir: Path = Path(".")
+    label: str | None = None  # --label: written into the results file for --history
 
     def options_for(self, cls) -> dict[str, str]:
         """The options given for `cls`: those it declares (ModelOption) that were set."""
@@ -76,6 +78,15 @@ class CompareOptions:
     output_dir: Path
     fail_if_slower: float | None = None
     allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class HistoryOptions:
+    """--history's options: the order of the runs and the gate over the newest step."""
+
+    output_dir: Path
+    fail_if_slower: float | None = None
+    order: str = "start"  # start | label | commit-date
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class RunContext:
     device_slots: list[DeviceSlot] | None = None  # --devices: each slot's device and busy span
     stop_event: Any = None  # --devices: set by the main thread to stop the device threads' workers
     log_prefix: str = ""  # --devices: names the model on each relayed line
+    source: list[SourceState] = field(default_factory=list)  # git commits at the start (measure.source_control)
 
     def __getstate__(self) -> dict:
         # A worker gets the settings and paths, not the other models' results (nor --devices' stop event).

@@ -60,6 +60,20 @@ class SystemInfo:
 
 
 @dataclass
+class SourceState:
+    """The git state of a folder when the run started (measure.source_control): the results file's
+    `source`, the working folder's repository first, then the tool's when it is another one."""
+
+    role: str  # "working folder" (where the tool ran from) or "tool" (the repository of vision_bench/)
+    folder: str  # the repository's top folder
+    commit: str  # the full hash of HEAD
+    committed: str | None = None  # HEAD's commit date, ISO 8601 (--order commit-date)
+    subject: str | None = None  # HEAD's subject line
+    branch: str | None = None  # "HEAD" when detached
+    dirty: bool | None = None  # tracked files changed since the commit (None: git status failed)
+
+
+@dataclass
 class SlurmJob:
     """The Slurm job a shard ran in (its environment variables; each None when unset)."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .codec import absent, from_json, optional
 from .model_result import ModelResult, with_records
-from .run_config import RunConfig, SystemInfo
+from .run_config import RunConfig, SourceState, SystemInfo
 from .statuses import RunStatus
 
 
@@ -129,6 +129,8 @@ class RunDocument:
     merged_from: list[MergedFrom] | None = optional()  # --merge
     shards: MergedShards | None = optional()  # --merge of shards
     phase_totals: PhaseTotals | None = optional()
+    label: str | None = optional()  # --label: a driver version, a branch (--history shows it, --order label)
+    source: list[SourceState] | None = optional()  # the git commits the run came from (--history)
 
 
 def read_document(data: dict | RunDocument) -> RunDocument:

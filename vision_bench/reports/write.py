@@ -120,6 +120,8 @@ def write_reports(ctx) -> dict:
         system=ctx.system,
         images=[str(p) for p in ctx.images],
         models=ctx.results,
+        label=ctx.settings.label,
+        source=ctx.source or None,
     )
     document.phase_totals = phase_totals(ctx.results, total_seconds, slots=slot_spans(ctx, finished))
     return write_report_files(document, ctx)

@@ -175,7 +175,8 @@ def how_many_runs(defaults: RunDefaults) -> list[Option]:
             "--discard-throttled",
             action="store_true",
             help="leave timed runs the machine-state guard flagged (GPU throttled or shared with another "
-            "process, CPU thermal throttling) out of the statistics; they stay in the JSON, marked",
+            "process, CPU thermal throttling, other processes using over 10%% of the CPU time) out of the "
+            "statistics; they stay in the JSON, marked",
         ),
         option(
             "--warmup",

@@ -160,3 +160,23 @@ def test_models_whose_state_differs_get_their_own_line(proc):
     assert f"pid {HOG}" in exceptions[0]
     text = render_markdown(machine_state_blocks(models))
     assert "Warning: the machine was not clean" in text and text.count("pid 4242") == 1
+
+
+def test_a_busy_models_record_fits_the_schema_and_compare_refuses_a_verdict(proc, tmp_path):
+    import json
+
+    from test_compare_and_merge import synthetic_file, synthetic_model
+
+    from vision_bench.records.codec import to_json
+    from vision_bench.records.model_result import with_records
+    from vision_bench.reports.compare import REFUSED, compare_model
+    from vision_bench.reports.results_file import validate_results
+
+    record, runs = guarded_runs(proc, 10, 0.1, hog_from=0)
+    base = synthetic_model("Net", [0.1] * 10)
+    new = {**base, "runs": [base["runs"][0], *map(to_json, runs)], "guard": to_json(record)}
+    new["machine_state"] = to_json(latency_summary(with_records(new).runs, record).machine_state)
+    data = json.loads(synthetic_file(tmp_path / "new.json", [new]).read_text())
+    validate_results(data, tmp_path / "new.json", "--compare")  # raises on a file the schema rejects
+    assert data["models"][0]["runs"][1]["state"]["flags"] == ["busy"]
+    assert compare_model(with_records(base), with_records(new)).verdict == f"{REFUSED} (new)"

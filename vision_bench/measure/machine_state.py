@@ -284,14 +284,17 @@ def summarize_state(
     return summary
 
 
+def percent_range(shares: list[float]) -> str:
+    """[0.31, 0.52] as '31-52%', [0.5, 0.5] as '50%'."""
+    low, high = (round(x * 100) for x in shares)
+    return f"{low}%" if low == high else f"{low}-{high}%"
+
+
 def busy_text(summary: MachineState) -> str:
     """'other processes used 31-52% of the CPU time (the run is busy above 10%); busiest: pid 812
     python3 -c while True: pass (25%), ...'."""
-    low, high = [round(x * 100) for x in summary.other_cpu_share or [0.0, 0.0]]
-    if summary.flagged.busy < summary.runs_sampled:  # the low end is a clean run's
-        used = f"up to {high}%"
-    else:
-        used = f"{low}%" if low == high else f"{low}-{high}%"
+    shares = summary.other_cpu_share or [0.0, 0.0]
+    used = f"up to {round(shares[1] * 100)}%" if summary.flagged.busy < summary.runs_sampled else percent_range(shares)
     text = f"other processes used {used} of the CPU time (busy above {(summary.busy_limit or 0) * 100:.0f}%)"
     if summary.busiest:
         text += "; busiest: " + ", ".join(

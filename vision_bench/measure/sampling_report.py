@@ -12,7 +12,7 @@ from ..document.blocks import Block, BulletList, Note, Paragraph
 from ..records.measurement import FlagCounts, MachineState, RunKind
 from ..records.model_result import ModelResult
 from .cpu_share import largest_shares
-from .machine_state import FLAGS, spread, state_warnings
+from .machine_state import FLAGS, percent_range, spread, state_warnings
 from .stopping_rule import STOPPED_BY
 
 CLEAN = "machine clean during all timed runs"
@@ -36,7 +36,7 @@ def state_text(state: MachineState | None) -> str:
     if state.other_cpu_share_window is not None:
         parts.append(
             f"other processes used {state.other_cpu_share_window * 100:.0f}% of the CPU time"
-            + (f" (runs {fmt_range([x * 100 for x in state.other_cpu_share], '%')})" if state.other_cpu_share else "")
+            + (f" (runs {percent_range(state.other_cpu_share)})" if state.other_cpu_share else "")
             + (
                 f", the tool's own processes {state.own_cpu_share_window * 100:.0f}%"
                 if state.own_cpu_share_window is not None
@@ -49,11 +49,13 @@ def state_text(state: MachineState | None) -> str:
         ("temperature_c", "C", 0),
         ("power_w", "W", 0),
         ("cpu_freq_mhz", "MHz CPU", 0),
-        ("load1", "load average", 1),
     ):
         text = fmt_range(getattr(state, key), unit, digits)
         if text:
             parts.append(text)
+    load = fmt_range(state.load1, "", 1)
+    if load:
+        parts.append(f"load average {load.strip()} (context: it counts the tool's own threads)")
     if state.governors:
         parts.append(f"governor {', '.join(state.governors)}")
     if state.involuntary_switches_per_run is not None:

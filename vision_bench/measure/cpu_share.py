@@ -169,9 +169,11 @@ class CpuAccount:
         ]
 
     def command(self, pid: int, name: str) -> str:
-        """A process's command line (shortened), or its name when that cannot be read."""
+        """A process's command line (its program without the path, shortened), or its name when that
+        cannot be read."""
         data = read_bytes(self.proc / str(pid) / "cmdline")
-        text = data.replace(b"\0", b" ").decode(errors="replace").strip() if data else ""
+        words = data.decode(errors="replace").split("\0") if data else []
+        text = " ".join([os.path.basename(words[0]), *words[1:]]).strip() if words else ""  # python, not its path
         return (text[: COMMAND_CHARS - 3] + "...") if len(text) > COMMAND_CHARS else (text or name)
 
     def close(self) -> None:

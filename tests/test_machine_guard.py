@@ -72,10 +72,13 @@ def timed_run(seconds: float, state=None, kind=RunKind.TIMED) -> RunRecord:
     )
 
 
-def guarded_runs(proc: FakeProc, runs: int, seconds: float, hog_from: int | None = None, hog: float = 1.0):
+def guarded_runs(
+    proc: FakeProc, runs: int, seconds: float, hog_from: int | None = None, hog: float = 1.0, limit: float = BUSY_LIMIT
+):
     """`runs` timed runs of `seconds` each, the worker using both CPUs less what a hog takes from
     run `hog_from` on; returns the guard's record and the runs' records."""
-    guard = MachineGuard("cpu", cpu=CpuAccount(proc.root, own_pids=[WORKER, SERVER, MAIN], clock=proc.clock))
+    account = CpuAccount(proc.root, own_pids=[WORKER, SERVER, MAIN], clock=proc.clock, limit=limit)
+    guard = MachineGuard("cpu", cpu=account)
     guard.begin()
     records = []
     for index in range(runs):
@@ -125,6 +128,13 @@ def test_a_share_under_the_limit_or_within_the_ticks_is_not_busy(proc):
     assert not any(r.state.flags for r in runs)
     _, runs = guarded_runs(proc, 1, 0.05, hog_from=0, hog=0.4)  # 20%, but 10 ticks cannot tell 20% from 10%
     assert runs[0].state.flags == [] and runs[0].state.other_cpu_share == pytest.approx(0.2)
+
+
+def test_busy_limit_sets_the_flag_and_100_percent_never_flags(proc):
+    _, runs = guarded_runs(proc, 10, 0.1, hog_from=0, hog=0.4, limit=0.25)  # 20% of the CPU time
+    assert not any(r.state.flags for r in runs)
+    record, runs = guarded_runs(proc, 10, 0.1, hog_from=0, hog=2.0, limit=1.0)  # everything the machine had
+    assert not any(r.state.flags for r in runs) and record.busy_limit == 1.0 and record.other_cpu_share == 1.0
 
 
 def test_processes_guards_merge(proc):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
 from .images import discover_images
+from .measure.cpu_share import BUSY_LIMIT
 from .measure.environment import configure_threads, system_info
 from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .models.base import declared_options
@@ -74,6 +75,9 @@ positive_seconds = checked_number(float, lambda v: math.isfinite(v) and v > 0, "
 positive_percent = checked_number(
     float, lambda v: math.isfinite(v) and 0 < v < 100, "a percentage above 0 and below 100"
 )
+
+
+share_percent = checked_number(float, lambda v: math.isfinite(v) and 0 < v <= 100, "a percentage above 0, at most 100")
 
 
 Option = tuple[tuple[str, ...], dict]
@@ -175,8 +179,16 @@ def how_many_runs(defaults: RunDefaults) -> list[Option]:
             "--discard-throttled",
             action="store_true",
             help="leave timed runs the machine-state guard flagged (GPU throttled or shared with another "
-            "process, CPU thermal throttling, other processes using over 10%% of the CPU time) out of the "
-            "statistics; they stay in the JSON, marked",
+            "process, CPU thermal throttling, other processes using over --busy-limit of the CPU time) out of "
+            "the statistics; they stay in the JSON, marked",
+        ),
+        option(
+            "--busy-limit",
+            type=share_percent,
+            default=None,
+            metavar="PCT",
+            help=f"flag a timed run busy when other processes used more than PCT%% of the machine's CPU time "
+            f"(the tool's own processes not counted; default: {BUSY_LIMIT * 100:g}; 100 never flags)",
         ),
         option(
             "--warmup",
@@ -504,6 +516,7 @@ def settings_from_options(args, defaults: RunDefaults, registry: dict) -> RunSet
         max_time=max_time,
         processes=args.processes,
         discard_throttled=args.discard_throttled,
+        busy_limit_pct=args.busy_limit,
         isolation=args.isolation,
         model_timeout=args.model_timeout,
         threads=threads,

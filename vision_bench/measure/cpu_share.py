@@ -83,9 +83,13 @@ class CpuAccount:
     the real ones in tests (then every own process is read from its stat file)."""
 
     def __init__(
-        self, proc: Path = PROC, own_pids: list[int] | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        proc: Path = PROC,
+        own_pids: list[int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        limit: float = BUSY_LIMIT,
     ):
-        self.proc, self.clock = proc, clock
+        self.proc, self.clock, self.limit = proc, clock, limit
         self.self_cpu: Callable[[], float] | None = time.process_time if own_pids is None else None
         self.own_pids = own_pids if own_pids is not None else own_processes(proc)
         self.cpus = sum(
@@ -125,10 +129,10 @@ class CpuAccount:
         return 2 * max(self.cpus, 1) * TICK_S / capacity if capacity > 0 else float("inf")
 
     def busy(self, before: CpuReading, after: CpuReading) -> bool:
-        """Other processes used more than BUSY_LIMIT of the CPU time between the readings, beyond the
-        counters' resolution."""
+        """Other processes used more than the limit (BUSY_LIMIT, or --busy-limit) of the CPU time between
+        the readings, beyond the counters' resolution; a limit of 1 never flags."""
         share = after.other_share(before)
-        return share is not None and share > BUSY_LIMIT + self.margin(before, after)
+        return self.limit < 1 and share is not None and share > self.limit + self.margin(before, after)
 
     def scan(self) -> tuple[float, dict[int, tuple[str, float]]]:
         """Every process's CPU time now: (when, {pid: (command name, seconds)}). Plain os calls: a

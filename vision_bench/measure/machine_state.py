@@ -76,11 +76,19 @@ GPU_READINGS = READINGS[1:]  # those NVML reads
 
 class MachineGuard:
     """Samples the machine between timed runs and flags each run from the samples on its sides.
-    `cpu` (a CpuAccount) reads the CPU time; tests give one over a fake /proc."""
+    `cpu` (a CpuAccount) reads the CPU time, tests give one over a fake /proc; `busy_limit` is
+    --busy-limit as a share (None: BUSY_LIMIT)."""
 
-    def __init__(self, device, nvml=None, cpu_root: Path = CPU_SYS, cpu: CpuAccount | None = None):
+    def __init__(
+        self,
+        device,
+        nvml=None,
+        cpu_root: Path = CPU_SYS,
+        cpu: CpuAccount | None = None,
+        busy_limit: float | None = None,
+    ):
         self.device_type = getattr(device, "type", str(device))
-        self.cpu = cpu or CpuAccount()
+        self.cpu = cpu or CpuAccount(limit=BUSY_LIMIT if busy_limit is None else busy_limit)
         self.spans = Spans(self.cpu)
         self.freq_files, self.throttle_files = cpu_files(cpu_root)
         self.static = cpu_static_state(cpu_root)
@@ -224,7 +232,7 @@ class Spans:
             record.own_cpu_s = round(last.cpu.own_s - first.cpu.own_s, 6)
             record.window_epoch = [round(self.epoch, 3), round(self.epoch + record.window_s, 3)]
         record.own_pids = list(self.cpu.own_pids)
-        record.busy_limit = BUSY_LIMIT
+        record.busy_limit = self.cpu.limit
         record.busiest = self.busiest
         record.scans = len(self.scans)
         return record
@@ -294,7 +302,8 @@ def busy_text(summary: MachineState) -> str:
     """'other processes used 31-52% of the CPU time (the run is busy above 10%); busiest: pid 812
     python3 -c while True: pass (25%), ...'."""
     shares = summary.other_cpu_share or [0.0, 0.0]
-    used = f"up to {round(shares[1] * 100)}%" if summary.flagged.busy < summary.runs_sampled else percent_range(shares)
+    some = (summary.flagged.busy or 0) < summary.runs_sampled  # then the low end is a clean run's
+    used = f"up to {round(shares[1] * 100)}%" if some else percent_range(shares)
     text = f"other processes used {used} of the CPU time (busy above {(summary.busy_limit or 0) * 100:.0f}%)"
     if summary.busiest:
         text += "; busiest: " + ", ".join(

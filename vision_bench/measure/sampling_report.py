@@ -30,7 +30,9 @@ def state_text(state: MachineState | None) -> str:
     if not state:
         return "not recorded (results written before the machine-state guard)"
     parts = [
-        f"{state.flagged.throttled} throttled, {state.flagged.shared} shared, {state.flagged.busy} busy of "
+        f"{state.flagged.throttled} throttled, {state.flagged.shared} shared"
+        + ("" if state.flagged.busy is None else f", {state.flagged.busy} busy")
+        + " of "
         f"{state.runs_sampled} timed runs" + (f" ({state.discarded} discarded)" if state.discarded else "")
     ]
     if state.other_cpu_share_window is not None:
@@ -148,7 +150,7 @@ def describe(states: list[MachineState]) -> str:
     pooled = dataclasses.replace(
         states[0],
         runs_sampled=sum(s.runs_sampled for s in states),
-        flagged=FlagCounts(**{flag: sum(getattr(s.flagged, flag) for s in states) for flag in FLAGS}),
+        flagged=FlagCounts(**{flag: sum(getattr(s.flagged, flag) or 0 for s in states) for flag in FLAGS}),
         other_cpu_share=spread([x for s in states for x in s.other_cpu_share or ()]),
         busiest=largest_shares(p for s in states for p in s.busiest or ()),
         throttle_reasons=sorted({x for s in states for x in s.throttle_reasons}),

@@ -64,7 +64,8 @@ def time_runs(bench, ctx, window, phase, first_image, label: str = ""):
         for path, image in images:
             for _ in range(settings.warmup):
                 run(path, image, RunKind.WARMUP)
-    guard = MachineGuard(ctx.device)
+    limit = settings.busy_limit_pct
+    guard = MachineGuard(ctx.device, busy_limit=None if limit is None else limit / 100)
     try:
         with phase("timed"), bench.progress(f"{label}timed runs", through_network=False, detail=runs_done):
             stopped_by = timed_rounds(images, run, runs, guard, rule, settings.runs)

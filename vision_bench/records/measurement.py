@@ -280,7 +280,8 @@ class FlagCounts:
 
     throttled: int = 0
     shared: int = 0
-    busy: int = 0  # other processes used more than the guard's busy_limit of the CPU time
+    busy: int | None = optional()  # other processes used over the guard's busy_limit of the CPU time (None: a
+    # file written before the guard measured it)
 
 
 @dataclass

@@ -230,7 +230,7 @@ def real_runs(tmp_path_factory, sample_image):
             sample_image,
             *SMALL_RUN,
             "--busy-limit",
-            "100",
+            "99",
             "--output-dir",
             root / name,
         )

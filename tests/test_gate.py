@@ -419,7 +419,7 @@ def test_a_real_slowdown_of_yolo11n_detect_fails_the_gate_with_its_interval_show
                 "--warmup",
                 "1",
                 "--busy-limit",  # the gate's verdict is under test, not the machine: a loaded one would have none
-                "100",
+                "99",
                 "--images",
                 str(sample_image),
                 "--output-dir",

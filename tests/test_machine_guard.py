@@ -190,3 +190,11 @@ def test_a_busy_models_record_fits_the_schema_and_compare_refuses_a_verdict(proc
     validate_results(data, tmp_path / "new.json", "--compare")  # raises on a file the schema rejects
     assert data["models"][0]["runs"][1]["state"]["flags"] == ["busy"]
     assert compare_model(with_records(base), with_records(new)).verdict == f"{REFUSED} (new)"
+
+
+def test_the_busy_limits_help_states_the_guards_default():
+    from conftest import ROOT
+
+    assert (
+        f"over PCT%% of the CPU time (default {BUSY_LIMIT * 100:g})" in (ROOT / "vision_bench" / "cli.py").read_text()
+    )

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
 from .images import discover_images
-from .measure.cpu_share import BUSY_LIMIT
 from .measure.environment import configure_threads, system_info
 from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
 from .models.base import declared_options
@@ -75,9 +74,6 @@ positive_seconds = checked_number(float, lambda v: math.isfinite(v) and v > 0, "
 positive_percent = checked_number(
     float, lambda v: math.isfinite(v) and 0 < v < 100, "a percentage above 0 and below 100"
 )
-
-
-share_percent = checked_number(float, lambda v: math.isfinite(v) and 0 < v <= 100, "a percentage above 0, at most 100")
 
 
 Option = tuple[tuple[str, ...], dict]
@@ -178,17 +174,13 @@ def how_many_runs(defaults: RunDefaults) -> list[Option]:
         option(
             "--discard-throttled",
             action="store_true",
-            help="leave timed runs the machine-state guard flagged (GPU throttled or shared with another "
-            "process, CPU thermal throttling, other processes using over --busy-limit of the CPU time) out of "
-            "the statistics; they stay in the JSON, marked",
+            help="leave timed runs the guard flagged (throttled, shared, busy) out of the statistics (kept in the JSON)",
         ),
         option(
             "--busy-limit",
-            type=share_percent,
-            default=None,
+            type=positive_percent,
             metavar="PCT",
-            help=f"flag a timed run busy when other processes used more than PCT%% of the machine's CPU time "
-            f"(the tool's own processes not counted; default: {BUSY_LIMIT * 100:g}; 100 never flags)",
+            help="a timed run is busy when other processes used over PCT%% of the CPU time (default 10)",
         ),
         option(
             "--warmup",

@@ -418,6 +418,8 @@ def test_a_real_slowdown_of_yolo11n_detect_fails_the_gate_with_its_interval_show
                 "8",
                 "--warmup",
                 "1",
+                "--busy-limit",  # the gate's verdict is under test, not the machine: a loaded one would have none
+                "99",
                 "--images",
                 str(sample_image),
                 "--output-dir",

@@ -13,7 +13,7 @@ from test_gate import verdict_line
 from test_worker_processes import run_tool
 
 from vision_bench.measure.machine_state import MachineGuard
-from vision_bench.measure.sampling_report import machine_state_blocks
+from vision_bench.measure.sampling_report import machine_state_blocks, sampling_items
 from vision_bench.measure.stats import median_interval, percentile_interval, runs_needed, tail_stats, tail_text
 from vision_bench.measure.stopping_rule import StoppingRule, process_interval
 from vision_bench.records.codec import to_json
@@ -194,10 +194,11 @@ def test_the_nvml_guard_flags_throttled_and_shared_runs_and_discard_leaves_them_
     }
     summary = summarized(record, discard_flagged=False)
     state = summary["machine_state"]
-    assert state["flagged"] == {"throttled": 2, "shared": 2} and not state["clean"]
+    assert state["flagged"] == {"throttled": 2, "shared": 2, "busy": 0} and not state["clean"]
     assert summary["latency_end_to_end"]["n"] == 5 and state["other_pids"] == [4242]
     lines = render_markdown(machine_state_blocks([with_records(summary)]))
-    assert "2 throttled, 2 shared of 5 timed runs" in lines and "pids 4242" in lines and "Warning" in lines
+    assert "2 of 5 timed runs ran throttled" in lines and "pids 4242" in lines and "Warning" in lines
+    assert "2 throttled, 2 shared, 0 busy of 5 timed runs" in "\n".join(sampling_items(with_records(summary)))
 
     summary = summarized(record, discard_flagged=True)
     assert summary["latency_end_to_end"]["n"] == 2 and summary["latency_end_to_end"]["max"] == 0.110
@@ -256,6 +257,8 @@ def test_precision_and_processes_through_the_command_line(tmp_path, sample_image
     assert model["latency_end_to_end"]["n"] == sum(p["n"] for p in model["processes"])
     assert model["latency_interval"]["method"] == "t over process medians"
     assert model["machine_state"]["runs_sampled"] == model["latency_end_to_end"]["n"]
+    own = model["guard"]["own_pids"]  # both workers, the fork server and the main process: never "other"
+    assert {p["pid"] for p in model["processes"]} < set(own) and len(own) == 4
     text = run["md_path"].read_text()
     assert "Per-process end-to-end medians: #1" in text and "p99" in text and "Machine state" in text
     assert (tmp_path / "results" / f"report_{run['run_id']}" / "TinyConv_worker_p2.log").exists()

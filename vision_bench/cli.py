@@ -171,8 +171,13 @@ def how_many_runs(defaults: RunDefaults) -> list[Option]:
         option(
             "--discard-throttled",
             action="store_true",
-            help="leave timed runs the machine-state guard flagged (GPU throttled or shared with another "
-            "process, CPU thermal throttling) out of the statistics; they stay in the JSON, marked",
+            help="leave timed runs the guard flagged (throttled, shared, busy) out of the statistics (kept in the JSON)",
+        ),
+        option(
+            "--busy-limit",
+            type=positive_percent,
+            metavar="PCT",
+            help="a timed run is busy when other processes used over PCT%% of the CPU time (default 10)",
         ),
         option(
             "--warmup",
@@ -501,6 +506,7 @@ def settings_from_options(args, defaults: RunDefaults, registry: dict) -> RunSet
         max_time=max_time,
         processes=args.processes,
         discard_throttled=args.discard_throttled,
+        busy_limit_pct=args.busy_limit,
         isolation=args.isolation,
         model_timeout=args.model_timeout,
         threads=threads,

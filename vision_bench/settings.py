@@ -44,6 +44,7 @@ class RunSettings:
     max_time: float = 0.0  # --precision's time cap per model, shared by its processes
     processes: int = 1
     discard_throttled: bool = False
+    busy_limit_pct: float | None = None  # --busy-limit; None: the guard's own (measure/cpu_share.BUSY_LIMIT)
     isolation: str = "process"  # process | none
     model_timeout: float | None = None
     threads: int | None = None  # torch CPU threads, pinned in every worker

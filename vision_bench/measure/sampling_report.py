@@ -1,13 +1,21 @@
-"""Report text for how far to trust a model's timing: the machine state the guard saw (System
-section, --compare), the --precision stop, the --processes medians and the tail percentiles."""
+"""Report text for how far to trust a model's timing: the machine state the guard saw (the run's
+summary in one line, per-model lines only where a model's state differs, each model's detail in
+its section, --compare), the --precision stop, the --processes medians and the tail percentiles."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from ..common import ms
 from ..document.blocks import Block, BulletList, Note, Paragraph
-from ..records.measurement import MachineState, RunKind
+from ..records.measurement import FlagCounts, MachineState, RunKind
 from ..records.model_result import ModelResult
+from .cpu_share import largest_shares
+from .machine_state import FLAGS, percent_range, spread, state_warnings
 from .stopping_rule import STOPPED_BY
+
+CLEAN = "machine clean during all timed runs"
 
 
 def fmt_range(values, unit: str, digits: int = 0) -> str | None:
@@ -22,20 +30,34 @@ def state_text(state: MachineState | None) -> str:
     if not state:
         return "not recorded (results written before the machine-state guard)"
     parts = [
-        f"{state.flagged.throttled} throttled, {state.flagged.shared} shared of "
+        f"{state.flagged.throttled} throttled, {state.flagged.shared} shared"
+        + ("" if state.flagged.busy is None else f", {state.flagged.busy} busy")
+        + " of "
         f"{state.runs_sampled} timed runs" + (f" ({state.discarded} discarded)" if state.discarded else "")
     ]
+    if state.other_cpu_share_window is not None:
+        parts.append(
+            f"other processes used {state.other_cpu_share_window * 100:.0f}% of the CPU time"
+            + (f" (runs {percent_range(state.other_cpu_share)})" if state.other_cpu_share else "")
+            + (
+                f", the tool's own processes {state.own_cpu_share_window * 100:.0f}%"
+                if state.own_cpu_share_window is not None
+                else ""
+            )
+        )
     for key, unit, digits in (
         ("sm_clock_mhz", "MHz SM", 0),
         ("mem_clock_mhz", "MHz memory", 0),
         ("temperature_c", "C", 0),
         ("power_w", "W", 0),
         ("cpu_freq_mhz", "MHz CPU", 0),
-        ("load1", "load average", 1),
     ):
         text = fmt_range(getattr(state, key), unit, digits)
         if text:
             parts.append(text)
+    load = fmt_range(state.load1, "", 1)
+    if load:
+        parts.append(f"load average {load.strip()} (context: it counts the tool's own threads)")
     if state.governors:
         parts.append(f"governor {', '.join(state.governors)}")
     if state.involuntary_switches_per_run is not None:
@@ -53,29 +75,89 @@ def not_clean(state: MachineState | None) -> bool:
 
 
 def throttled_in_statistics(r: ModelResult) -> bool:
-    """Runs flagged throttled or shared that count in the statistics (not left out by --discard-throttled)."""
+    """Runs flagged throttled, shared or busy that count in the statistics (not left out by --discard-throttled)."""
     return any(run.flagged and not run.discarded for run in r.runs or [] if run.kind == RunKind.TIMED)
 
 
 def machine_state_blocks(results: list[ModelResult]) -> list[Block]:
-    """The System section's machine state: one line per model, and a warning when it was not clean."""
-    done = [r for r in results if r.machine_state]
-    if not done:
+    """The run's machine state: its summary line, a line per model whose state differs, and one
+    warning when any model's was not clean (each model's detail is in its own section)."""
+    lines = machine_state_summary(results)
+    if not lines:
         return []
-    blocks: list[Block] = [
-        Paragraph("Machine state during the timed runs (sampled between runs only):"),
-        BulletList([f"{r.model}: {state_text(r.machine_state)}" for r in done]),
-    ]
-    for r in done:
-        if not_clean(r.machine_state):
-            blocks.append(
-                Note(
-                    "; ".join(r.machine_state.warnings if r.machine_state else [])
-                    + ". Its timings may describe the machine as much as the model.",
-                    title=f"Warning: {r.model} ran on a machine that was not clean:",
-                )
+    blocks: list[Block] = [Paragraph(f"Machine state during the timed runs: {lines[0]}.")]
+    if lines[1:]:
+        blocks.append(BulletList(lines[1:]))
+    if any(not_clean(r.machine_state) for r in results):
+        blocks.append(
+            Note(
+                "the timings of the models it names may describe the machine as much as the models (rerun on a "
+                "quiet machine, or --discard-throttled leaves the flagged runs out).",
+                title="Warning: the machine was not clean during timed runs:",
             )
+        )
     return blocks
+
+
+def machine_state_summary(results: list[ModelResult]) -> list[str]:
+    """The run's machine state in words: one line when every model's state agrees ('machine clean
+    during all timed runs', or what made it not clean, figures pooled over the models: the share of
+    the CPU time other processes used and the busiest of them), else the line of the most common
+    state followed by a line per model whose state differs. Empty when no model has one."""
+    done = [r for r in results if r.machine_state]
+    groups: dict[tuple, list[ModelResult]] = {}
+    for r in done:
+        groups.setdefault(condition(r.machine_state), []).append(r)
+    if not groups:
+        return []
+    common = max(groups.values(), key=len)
+    states = [r.machine_state for r in common if r.machine_state]
+    if len(groups) == 1:
+        return [
+            CLEAN if states[0].clean else f"machine not clean during the timed runs of every model: {describe(states)}"
+        ]
+    first = (
+        f"machine clean during the timed runs of {len(common)} of {len(done)} models"
+        if states[0].clean
+        else f"machine not clean during the timed runs of {len(common)} of {len(done)} models: {describe(states)}"
+    )
+    return [first] + [
+        f"{r.model}: {'clean' if r.machine_state.clean else 'not clean: ' + describe([r.machine_state])}"
+        for r in done
+        if r not in common and r.machine_state
+    ]
+
+
+def extra_warnings(state: MachineState) -> list[str]:
+    """A state's warnings its flags and readings do not give (a file written by an earlier version, or
+    --discard-throttled's every-run-flagged)."""
+    own = state_warnings(state)
+    return [w for w in state.warnings if w not in own]
+
+
+def condition(state: MachineState | None) -> tuple:
+    """What makes two models' machine states agree: clean or not, and for what reasons (not the figures)."""
+    if state is None:
+        return ()
+    flagged = tuple(flag for flag in FLAGS if getattr(state.flagged, flag))
+    governors = tuple(g for g in state.governors or () if g != "performance")
+    extras = tuple(re.sub(r"[\d.]+", "#", w.split(":")[0]) for w in extra_warnings(state))
+    return (state.clean, flagged, governors, (state.nvml or "ok") != "ok", extras)
+
+
+def describe(states: list[MachineState]) -> str:
+    """Why these models' machine states were not clean, figures pooled over them."""
+    pooled = dataclasses.replace(
+        states[0],
+        runs_sampled=sum(s.runs_sampled for s in states),
+        flagged=FlagCounts(**{flag: sum(getattr(s.flagged, flag) or 0 for s in states) for flag in FLAGS}),
+        other_cpu_share=spread([x for s in states for x in s.other_cpu_share or ()]),
+        busiest=largest_shares(p for s in states for p in s.busiest or ()),
+        throttle_reasons=sorted({x for s in states for x in s.throttle_reasons}),
+        other_pids=sorted({x for s in states for x in s.other_pids}),
+    )
+    texts = state_warnings(pooled) + [w for s in states for w in extra_warnings(s)]
+    return "; ".join(dict.fromkeys(texts))
 
 
 def sampling_items(r: ModelResult) -> list[str]:
@@ -105,6 +187,8 @@ def sampling_items(r: ModelResult) -> list[str]:
                 if p.median is not None
             )
         )
+    if r.machine_state:
+        lines.append(f"Machine state during the timed runs: {state_text(r.machine_state)}")
     tails = r.latency_tails
     if tails:
         lines.append(

@@ -64,7 +64,8 @@ def time_runs(bench, ctx, window, phase, first_image, label: str = ""):
         for path, image in images:
             for _ in range(settings.warmup):
                 run(path, image, RunKind.WARMUP)
-    guard = MachineGuard(ctx.device)
+    limit = settings.busy_limit_pct
+    guard = MachineGuard(ctx.device, busy_limit=None if limit is None else limit / 100)
     try:
         with phase("timed"), bench.progress(f"{label}timed runs", through_network=False, detail=runs_done):
             stopped_by = timed_rounds(images, run, runs, guard, rule, settings.runs)
@@ -157,7 +158,7 @@ class LatencySummary:
 def latency_summary(runs: list[RunRecord], guard: GuardRecord | None, discard_flagged: bool = False) -> LatencySummary:
     """Headline statistics from the timed runs only; the cold start and warm-up runs stay in the runs,
     marked, and in the per-image table. With `discard_flagged` (--discard-throttled) timed runs the
-    guard flagged throttled or shared are marked 'discarded' and left out (unless that would leave
+    guard flagged throttled, shared or busy are marked 'discarded' and left out (unless that would leave
     none: then all stay, and the machine state says so)."""
     timed_all = [r for r in runs if r.kind == RunKind.TIMED]
     for r in timed_all:
@@ -170,9 +171,7 @@ def latency_summary(runs: list[RunRecord], guard: GuardRecord | None, discard_fl
     e2e = latency_stats([r.total_s for r in timed])
     state = None
     if guard:
-        state = summarize_state(
-            guard.static, timed_all, guard.cost_s, guard.samples, e2e.median, discarded=len(timed_all) - len(timed)
-        )
+        state = summarize_state(guard, timed_all, e2e.median, discarded=len(timed_all) - len(timed))
         if discard_flagged and flagged and not len(timed_all) - len(timed):
             state.warnings.append("--discard-throttled: every timed run was flagged; none was discarded")
     return LatencySummary(

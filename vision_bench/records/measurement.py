@@ -32,8 +32,8 @@ class RunKind(StrEnum):
 class RunState:
     """The machine state around one timed run: the guard's samples on its two sides."""
 
-    flags: list[str] = field(default_factory=list)  # 'throttled', 'shared'
-    load1: float | None = None  # load average after the run
+    flags: list[str] = field(default_factory=list)  # 'throttled', 'shared', 'busy'
+    load1: float | None = None  # load average after the run (context only: it counts the tool's own threads)
     involuntary_switches: int | None = None  # the process's involuntary context switches during the run
     cpu_freq_mhz: float | None = optional()  # mean CPU frequency after the run
     sm_clock_mhz: float | None = optional()  # GPU (NVML) figures after the run
@@ -42,6 +42,10 @@ class RunState:
     power_w: float | None = optional()
     throttle_reasons: list[str] | None = optional()  # NVML's reasons on either side
     other_pids: list[int] | None = optional()  # other processes on the GPU on either side
+    # Shares of the machine's CPU time (its CPUs x the wall time) over the run's span: the run, or the
+    # consecutive runs it was measured with until they lasted MIN_SPAN_S (/proc/stat counts 10 ms ticks).
+    other_cpu_share: float | None = optional()  # every process but the tool's own (and the hypervisor's steal)
+    own_cpu_share: float | None = optional()  # the tool's own processes: the worker, the fork server, the main
 
 
 @dataclass(kw_only=True)
@@ -67,7 +71,7 @@ class RunRecord:
 
     @property
     def flagged(self) -> bool:
-        """The guard flagged it throttled or shared."""
+        """The guard flagged it throttled, shared or busy."""
         return bool(self.state and self.state.flags)
 
     def phase_s(self, phase: str) -> float | None:
@@ -183,6 +187,39 @@ class GpuSample:
 
 
 @dataclass
+class CpuReading:
+    """The CPU time counters at one sample (measure/cpu_share.py; not written), in seconds, summed over
+    the CPUs: the machine's from /proc/stat, the tool's own processes' from their /proc/<pid>/stat."""
+
+    wall_s: float  # a monotonic clock
+    capacity_s: float  # all CPU time the machine had (every /proc/stat field but guest, which user holds)
+    busy_s: float  # capacity less idle and iowait; steal counts as busy (the CPU went to someone else)
+    steal_s: float
+    own_s: float  # the tool's own processes, all their threads
+
+    def other_share(self, before: CpuReading) -> float | None:
+        """What every other process used since `before`, as a share of the machine's CPU time."""
+        capacity = self.capacity_s - before.capacity_s
+        if capacity <= 0:
+            return None
+        return max((self.busy_s - before.busy_s) - (self.own_s - before.own_s), 0.0) / capacity
+
+    def own_share(self, before: CpuReading) -> float | None:
+        capacity = self.capacity_s - before.capacity_s
+        return (self.own_s - before.own_s) / capacity if capacity > 0 else None
+
+
+@dataclass
+class BusyProcess:
+    """Another process that used the CPU while a run was flagged busy: its share of the machine's CPU
+    time between two readings of every process (read only when the machine looked busy)."""
+
+    pid: int
+    command: str
+    cpu_share: float
+
+
+@dataclass
 class MachineSample:
     """One sample of the machine-state guard, at a timed run's boundary (not written: a run's RunState
     is made of the samples on its two sides)."""
@@ -192,6 +229,7 @@ class MachineSample:
     cpu_freq_mhz: float | None = None  # mean over the CPUs; None where /sys has no cpufreq
     cpu_throttle_count: int | None = None  # thermal throttle events over the CPUs; None without counters
     gpu: GpuSample = field(default_factory=GpuSample)  # on CUDA with NVML; else all None
+    cpu: CpuReading | None = None  # None where /proc/stat cannot be read
 
     def cpu_throttled_since(self, before: MachineSample) -> bool:
         """The CPUs' thermal throttle count rose since `before`."""
@@ -217,6 +255,23 @@ class GuardRecord:
     static: GuardStatic = field(default_factory=GuardStatic)
     cost_s: float = 0.0  # seconds spent sampling
     samples: int = 0
+    # The CPU time over the whole timed window (first sample to last), seconds summed over the CPUs
+    window_s: float | None = optional()  # its wall time
+    capacity_cpu_s: float | None = optional()  # what the machine had
+    busy_cpu_s: float | None = optional()  # what it used (steal included)
+    own_cpu_s: float | None = optional()  # what the tool's own processes used
+    own_pids: list[int] | None = optional()  # those processes: the worker, the fork server, the main process
+    window_epoch: list[float] | None = optional()  # [first sample, last sample], Unix time (cross-checks)
+    busy_limit: float | None = optional()  # a run is flagged busy above this other-process share
+    busiest: list[BusyProcess] | None = optional()  # the busiest other processes, when a run was busy
+    scans: int | None = optional()  # readings of every process (costly: only when the machine looked busy)
+
+    @property
+    def other_cpu_share(self) -> float | None:
+        """Every other process's share of the machine's CPU time over the window."""
+        if not self.capacity_cpu_s or self.busy_cpu_s is None or self.own_cpu_s is None:
+            return None
+        return max(self.busy_cpu_s - self.own_cpu_s, 0.0) / self.capacity_cpu_s
 
 
 @dataclass
@@ -225,6 +280,8 @@ class FlagCounts:
 
     throttled: int = 0
     shared: int = 0
+    busy: int | None = optional()  # other processes used over the guard's busy_limit of the CPU time (None: a
+    # file written before the guard measured it)
 
 
 @dataclass
@@ -239,8 +296,13 @@ class MachineState:
     runs_sampled: int = 0
     flagged: FlagCounts = field(default_factory=FlagCounts)
     discarded: int = 0  # timed runs left out by --discard-throttled
-    load1: list[float] | None = None
+    load1: list[float] | None = None  # context only: the load average counts the tool's own threads
     involuntary_switches_per_run: int | None = None  # median over the timed runs
+    other_cpu_share: list[float] | None = optional()  # [low, high] over the timed runs' spans
+    other_cpu_share_window: float | None = optional()  # over the whole timed window
+    own_cpu_share_window: float | None = optional()  # the tool's own processes, the same window
+    busy_limit: float | None = optional()
+    busiest: list[BusyProcess] | None = optional()  # the busiest other processes when runs were busy
     cpu_freq_mhz: list[float] | None = None
     sm_clock_mhz: list[float] | None = None
     mem_clock_mhz: list[float] | None = None

@@ -92,7 +92,7 @@ class Comparison:
     new_only: list[str]
 
 
-REFUSED = "no verdict: throttled or shared runs"
+REFUSED = "no verdict: throttled, shared or busy runs"
 SIGNIFICANCE_METHOD = (
     "two-sided Mann-Whitney U test on the timed runs' end-to-end times of both sides, 5% level "
     f"(exact permutation distribution of U when a side has {EXACT_TEST_MAX_SIDE} runs or fewer and the splits "
@@ -325,7 +325,7 @@ def intro_blocks(pairs: list[Comparison], paths: list[Path], options: CompareOpt
             Paragraph(
                 f"Gate: `--fail-if-slower {gate}` fails on a model whose slowdown is larger than {gate}% with 95% "
                 f"confidence (the interval's lower bound is above {gate}%). A model with runs the machine-state "
-                f"guard flagged throttled or shared in the statistics of either side gets **{REFUSED}** and fails "
+                f"guard flagged throttled, shared or busy (other processes used the CPU) in the statistics of either side gets **{REFUSED}** and fails "
                 "the gate too: its times may describe the machine, not the model."
             )
         )

@@ -125,7 +125,7 @@ def timing_procedure(c: RunConfig) -> str:
         )
         + (f", in each of {c.processes} fresh processes (runs pooled)" if (c.processes or 1) > 1 else "")
         + (
-            "; runs the guard flagged throttled or shared are left out (--discard-throttled)"
+            "; runs the guard flagged throttled, shared or busy are left out (--discard-throttled)"
             if c.discard_throttled
             else ""
         )

@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 
 from ..common import log
+from ..measure.machine_state import merge_guards
 from ..measure.stopping_rule import process_interval
 from ..measure.timed_runs import summarize_runs
 from ..records.measurement import GuardRecord, LatencyInterval, LatencyStats, ProcessSummary, RunKind, RunRecord
@@ -67,9 +68,7 @@ def pool_processes(result: ModelResult, records: list[ModelResult], discard_flag
     result.runs = runs
     guards: list[GuardRecord] = [r.guard for r in records if r.guard]
     if guards:
-        result.guard = GuardRecord(
-            static=guards[0].static, cost_s=sum(g.cost_s for g in guards), samples=sum(g.samples for g in guards)
-        )
+        result.guard = merge_guards(guards)
     result.phase_seconds = {
         k: sum((r.phase_seconds or {}).get(k) or 0.0 for r in records)
         for k in dict.fromkeys(k for r in records for k in (r.phase_seconds or {}))

@@ -127,9 +127,7 @@ class PageWriter:
             self.nav.append((block.anchor, block.title))
             return f'<section id="{html_text(block.anchor)}">{self.blocks(block.blocks)}</section>'
         if isinstance(block, Fold):
-            return (
-                f'<details class="fold"><summary>{inline(block.title)}</summary>{self.blocks(block.blocks)}</details>'
-            )
+            return f'<details class="fold"><summary><h3>{inline(block.title)}</h3></summary>{self.blocks(block.blocks)}</details>'
         if isinstance(block, Contents):
             links = "".join(f'<li><a href="#{html_text(a)}">{inline(t)}</a></li>' for t, a in block.entries)
             return f"<ul class=contents>{links}</ul>"

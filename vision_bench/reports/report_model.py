@@ -111,7 +111,7 @@ def system_blocks(data: RunDocument) -> list[Block]:
         ["device", known(s.device)],
         ["numeric settings", numeric_settings_text(s)],
     ]
-    return [Heading(2, "Appendix: System", "system"), Table(["property", "value"], rows)]
+    return [Heading(2, "System", "system"), Table(["property", "value"], rows)]
 
 
 def cpu_text(s: SystemInfo) -> str:
@@ -200,7 +200,7 @@ def configuration_blocks(data: RunDocument) -> list[Block]:
         items.append(
             f"Layer files written: {known(c.dissect_files)}; keep going after a failure: {known(c.keep_going)}"
         )
-    return [Heading(2, "Appendix: Configuration", "configuration"), BulletList(items)]
+    return [Heading(2, "Configuration", "configuration"), BulletList(items)]
 
 
 def swept_blocks(done: list[ModelResult]) -> list[Block]:

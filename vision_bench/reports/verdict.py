@@ -146,7 +146,7 @@ def machine_state_line(results: list[ModelResult]) -> str:
         return f"Machine state: clean during every model's timed runs ({len(sampled)} sampled)."
     flagged = [r.model for r in unclean if throttled_in_statistics(r)]
     warnings = {w for r in unclean for w in (r.machine_state.warnings if r.machine_state else [])}
-    first = one_line(sorted(warnings)[0], 90) if warnings else "see Machine state"
+    first = one_line(sorted(warnings)[0].split(" (")[0], 100) if warnings else "see Machine state"
     return (
         f"Machine state: **not clean** for {len(unclean)} of {len(sampled)} models ({first}"
         + (f"; more in {len(warnings) - 1} other warning(s)" if len(warnings) > 1 else "")
@@ -158,13 +158,12 @@ def machine_state_line(results: list[ModelResult]) -> str:
 
 def weights_line(data: RunDocument) -> str:
     ran = [r for r in data.models if r.status != "not run"]
-    kinds = sorted({str(r.weights) for r in ran if r.weights})
-    if kinds == ["random"]:
-        return (
-            "Weights: **random** for every model: timing, memory and FLOPs are valid; outputs, parity against a "
-            "trained model and activation statistics are not meaningful."
-        )
     random = [str(r.model) for r in ran if r.weights == "random"]
     if random:
-        return f"Weights: pretrained, except **random** for {', '.join(random)} (their outputs mean nothing)."
+        who = "Every model" if len(random) == len(ran) else ", ".join(random)
+        return (
+            f"**Warning: random weights.** {who} ran with random weights: timing, memory and FLOPs are valid; "
+            "outputs, activation statistics and what parity means for a trained model are not."
+        )
+    kinds = sorted({str(r.weights) for r in ran if r.weights})
     return f"Weights: {', '.join(kinds) or known(data.config.weights) or 'not recorded'}."

@@ -40,7 +40,9 @@ def took_text(data: RunDocument) -> str:
 def status_line(data: RunDocument) -> str:
     models = data.models
     done = sum(r.status == "complete" for r in models)
-    return f"**Run {known(data.status)}**: {done} of {len(models)} models complete; {took_text(data)}."
+    running = [str(r.model) for r in models if r.status == "running"]
+    now = f"; running now: {', '.join(running)} (this report is rewritten after every model)" if running else ""
+    return f"**Run {known(data.status)}**: {done} of {len(models)} models complete; {took_text(data)}{now}."
 
 
 def failure_lines(models: list[ModelResult]) -> list[str]:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
 from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
+from .console import DOCS_EPILOG, VERSION_TEXT, quiet_on_closed_pipe
 from .images import discover_images
 from .measure.environment import configure_threads, system_info
 from .measure.stopping_rule import DEFAULT_MAX_TIME, PRECISION_MAX_RUNS, PRECISION_MIN_RUNS
@@ -23,7 +22,6 @@ from .records.codec import from_json
 from .records.run_config import AllocatorSettings, SystemInfo
 from .reports.compare import compare_results
 from .reports.merge import merge_results
-from .reports.results_file import RESULTS_SCHEMA
 from .run.orchestrator import announce, print_summary, raise_on_signal, run_all
 from .run.preparation import parse_devices, prepare_output, resolve_device
 from .run.shards import select_shard
@@ -43,17 +41,6 @@ class RunDefaults:
     image_dir: Path
     models_dir: Path
     output_dir: Path
-
-
-# Each capability's manual is a page of docs/ (README.md links them all); --help ends with where they are.
-DOCS_EPILOG = (
-    "Manuals in docs/: options.md (every option), reading-the-report.md, variants.md (--variants), "
-    "divergence.md (--divergence), sweeps.md (--batch-sizes, --input-sizes, --memory-limit), traces.md "
-    "(--trace), trustworthy-numbers.md (--precision, --processes, --discard-throttled), "
-    "comparing-and-gating.md (--compare, --fail-if-slower), scaling-out.md (--devices, --shard, --merge, "
-    "Slurm), adding-a-model.md, how-it-is-built.md, benchmark-scripts.md."
-)
-EXIT_CLOSED_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer killed by SIGPIPE
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -392,11 +379,9 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
         epilog="Without network: --weights random builds the released architectures with random weights. "
         "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows, or "
         "one that completed in base did not in new), 2 bad input (--compare/--merge: a file that cannot be "
-        "read or is not valid), 130 interrupted (Ctrl-C), 143 terminated. " + DOCS_EPILOG,
+        "read or is not valid), 130 interrupted (Ctrl-C), 143 terminated." + DOCS_EPILOG,
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__version__} (results schema {RESULTS_SCHEMA})"
-    )
+    parser.add_argument("--version", action="version", version=VERSION_TEXT)
     groups = {
         "what to run": what_to_run(registry, defaults),
         "how to measure": how_many_runs(defaults) + where_models_run(defaults) + what_else_to_measure(),
@@ -579,23 +564,10 @@ def new_context(settings: RunSettings, args, defaults: RunDefaults, invoked) -> 
     )
 
 
+@quiet_on_closed_pipe
 def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -> int:
     """The command line: `registry` maps --models names to model classes, `defaults` are the
-    settings of unified_benchmark.py. Returns the exit code; a reader that closed the pipe early
-    (`--list-models | head -3`) ends it quietly, without a traceback."""
-    try:
-        try:
-            return run_command(registry, defaults, argv)
-        finally:  # --help and --version exit through SystemExit: their output too is flushed here
-            sys.stdout.flush()
-    except BrokenPipeError:
-        # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(EXIT_CLOSED_PIPE)
-
-
-def run_command(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -> int:
-    """What the command line asks for: a list, a comparison, a merge or a run."""
+    settings of unified_benchmark.py. Returns the exit code (no traceback when the pipe closes early)."""
     invoked = process_start_time()
     try:
         args = build_parser(registry, defaults).parse_args(argv)

@@ -106,7 +106,7 @@ def test_the_verdict_names_the_fastest_and_the_leanest_with_the_interval(verdict
 
 
 def test_the_verdict_picks_the_fastest_variant_that_passes_parity(verdict_md):
-    assert "Fast: ship **torch-bf16**, passes parity, forward 2.00x faster than torch-fp32." in verdict_md
+    assert "Fast: **torch-bf16** passes parity, forward 2.00x faster than torch-fp32." in verdict_md
     assert "torch-fp16" not in verdict_md.split("Fast: ")[1].splitlines()[0]  # slower than bf16: not named
 
 

@@ -53,7 +53,8 @@ def failure_lines(models: list[ModelResult]) -> list[str]:
         error = r.error
         phase = (error.phase if error else None) or r.phase_reached or r.phase
         reason = one_line(error.text) if error and error.text else "no error recorded"
-        lines.append(f"**{r.model} {r.status}**" + (f" in {phase}" if phase else "") + f": {reason}")
+        where = f" in {phase}" if phase and f"during {phase}" not in reason else ""  # a timeout names its phase
+        lines.append(f"**{r.model} {r.status}**{where}: {reason}")
     if len(stopped) > FAILED_SHOWN:
         rest = ", ".join(f"{r.model} ({r.status})" for r in stopped[FAILED_SHOWN:])
         lines.append(f"Also stopped: {rest} (see Failed or interrupted models).")
@@ -116,7 +117,7 @@ def variant_line(r: ModelResult) -> str | None:
         best = max(passing, key=lambda v: v.speedup_forward or 0)
         speed = best.speedup_forward or 0
         if speed > 1:
-            return f"{r.model}: ship **{best.variant}**, passes parity, forward {relative_speed(speed, name)}."
+            return f"{r.model}: **{best.variant}** passes parity, forward {relative_speed(speed, name)}."
         return (
             f"{r.model}: keep **{name}**; {best.variant} passes parity but its forward is "
             f"{relative_speed(speed, name)}."

@@ -65,7 +65,7 @@ def build_report(data: RunDocument | dict, ctx) -> list[Block]:
     blocks += summary_blocks(results) + swept_blocks(sections) + machine_state_section(results)
     blocks += placement_blocks(data) + chart_blocks(data, ctx) + findings_blocks(results)
     blocks += run_time_blocks(data) + failure_blocks(results) + model_contents(sections)
-    blocks += [model_blocks(r, i, ctx) for i, r in enumerate(sections)]
+    blocks += [model_blocks(r, i, ctx) for i, r in enumerate(sections)] + failure_tail_blocks(results)
     return blocks + system_blocks(data) + configuration_blocks(data) + files_blocks(ctx)
 
 
@@ -336,16 +336,22 @@ def failure_blocks(results: list[ModelResult]) -> list[Block]:
         message = error.text if error else ""
         phase = (error.phase if error else None) or r.phase_reached or r.phase
         rows.append([r.model, r.status, phase, message, failure_memory(r)])
-    blocks: list[Block] = [
+    tails = " Their workers' last output is after the models' sections." if failure_tail_blocks(results) else ""
+    return [
         Heading(2, "Failed or interrupted models", "failures"),
         Table(["model", "status", "phase", "error", "memory"], rows, kind="fail"),
+        Note(f"A model that measured something before it stopped has its section below too.{tails}"),
     ]
-    for r in failed:
-        tail = r.error.output_tail if r.error else None
-        if tail:
-            text = tail if isinstance(tail, str) else "\n".join(tail)
-            blocks.append(Details(f"Last output of {r.model}", text))
-    return blocks
+
+
+def failure_tail_blocks(results: list[ModelResult]) -> list[Block]:
+    """The stopped models' last output (folded on the page), after every summary: it can run to pages."""
+    tails = [
+        Details(f"Last output of {r.model}", tail if isinstance(tail, str) else "\n".join(tail))
+        for r in results
+        if r.status not in ("complete", "not run", "running") and r.error and (tail := r.error.output_tail)
+    ]
+    return [Heading(2, "Last output of the stopped models", "failure-output"), *tails] if tails else []
 
 
 def files_blocks(ctx) -> list[Block]:

@@ -101,7 +101,10 @@ def test_the_verdict_names_the_failed_model_with_its_one_line_reason(verdict_md)
 
 
 def test_the_verdict_names_the_fastest_and_the_leanest_with_the_interval(verdict_md):
-    assert "Fastest: **Fast**, 10.0 ms [5.0, 20.0] end to end" in verdict_md
+    assert (
+        "Fastest: **Fast**, 10.0 ms [5.0, 20.0] end to end (its interval overlaps Hot's: not shown faster)"
+        in verdict_md
+    )
     assert "leanest: **Fragile**, 19.1 MB of its own (peak 858.3 MB)" in verdict_md
 
 

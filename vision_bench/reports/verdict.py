@@ -78,6 +78,11 @@ def extremes_line(results: list[ModelResult]) -> str | None:
     fast = min(timed, key=median)
     e2e = fast.latency_end_to_end or LatencyStats()
     line = f"Fastest: **{fast.model}**, {ms(e2e.median)} ms {e2e.interval_text()} end to end"
+    close = [str(r.model) for r in timed if r is not fast and overlaps(e2e, r.latency_end_to_end or LatencyStats())]
+    if close and e2e.ci95_low is None:
+        line += " (no interval: not shown faster than the others)"
+    elif close:
+        line += f" (its interval overlaps {', '.join(close)}'s: not shown faster)"
     if len(timed) == 1:
         return line + " (the only model timed)."
     measured = [r for r in timed if r.memory and r.memory.peak_bytes]
@@ -87,6 +92,13 @@ def extremes_line(results: list[ModelResult]) -> str | None:
     own, peak = lean.memory.peak_over_baseline_bytes, format_bytes(lean.memory.peak_bytes)
     memory = f"{format_bytes(own)} of its own (peak {peak})" if own is not None else f"peak {peak}"
     return line + f"; leanest: **{lean.model}**, {memory}."
+
+
+def overlaps(a: LatencyStats, b: LatencyStats) -> bool:
+    """The two medians' 95% intervals overlap (no interval on either side: they cannot be told apart)."""
+    if None in (a.ci95_low, a.ci95_high, b.ci95_low, b.ci95_high):
+        return True
+    return (b.ci95_low or 0) <= (a.ci95_high or 0) and (a.ci95_low or 0) <= (b.ci95_high or 0)
 
 
 def median(r: ModelResult) -> float:

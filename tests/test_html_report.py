@@ -160,7 +160,7 @@ def test_the_verdict_comes_first_and_the_model_parts_fold_and_unfold(run, browse
         "Where the files are",
     ]
     verdict = browser.find_element(By.CSS_SELECTOR, "#verdict + ul").text
-    assert "Run complete: 2 of 2 models complete; took" in verdict and "Fastest:" in verdict
+    assert "Run complete. 2 of 2 models complete; took" in verdict and "Fastest:" in verdict
     section = browser.find_element(By.ID, "model-0")
     facts = section.find_element(By.CSS_SELECTOR, "h2 + ul")
     assert facts.is_displayed() and "Timed medians" in facts.text  # the headline figures stay in view
@@ -357,7 +357,7 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
         assets_dir=results / f"report_{data['run_id']}",
     )
     page = html_report(data, ctx)
-    assert "<b>Run running</b>: 1 of 3 models complete; " in page  # the verdict, in the tense of a running run
+    assert "<b>Run running.</b> 1 of 3 models complete; " in page  # the verdict, in the tense of a running run
     assert " s so far; running now: DepthAnythingV2Small (this report is rewritten" in page
     assert page.count("<section ") == 1 and '<section id="model-0"><h2>YOLO11nDetect</h2>' in page
     assert "Runs: 1 cold start, 2 warm-up (not in the statistics), 1 timed" in page

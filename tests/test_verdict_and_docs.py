@@ -95,7 +95,7 @@ def verdict_md() -> str:
 
 
 def test_the_verdict_names_the_failed_model_with_its_one_line_reason(verdict_md):
-    assert "**Run incomplete**: 3 of 4 models complete; took 152 s." in verdict_md
+    assert "**Run incomplete.** 3 of 4 models complete; took 152 s." in verdict_md
     assert "**Broken failed** in forward: OutOfMemoryError: CUDA out of memory" in verdict_md
     assert "second line" not in verdict_md  # one line
 

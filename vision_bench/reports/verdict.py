@@ -42,7 +42,7 @@ def status_line(data: RunDocument) -> str:
     done = sum(r.status == "complete" for r in models)
     running = [str(r.model) for r in models if r.status == "running"]
     now = f"; running now: {', '.join(running)} (this report is rewritten after every model)" if running else ""
-    return f"**Run {known(data.status)}**: {done} of {len(models)} models complete; {took_text(data)}{now}."
+    return f"**Run {known(data.status)}.** {done} of {len(models)} models complete; {took_text(data)}{now}."
 
 
 def failure_lines(models: list[ModelResult]) -> list[str]:
@@ -60,7 +60,7 @@ def failure_lines(models: list[ModelResult]) -> list[str]:
         lines.append(f"Also stopped: {rest} (see Failed or interrupted models).")
     not_run = [r.model for r in models if r.status == "not run"]
     if not_run:
-        lines.append(f"Not run: {', '.join(map(str, not_run))}.")
+        lines.append(f"Not started: {', '.join(f'{name} (not run)' for name in not_run)}.")
     return lines
 
 

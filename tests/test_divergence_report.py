@@ -406,6 +406,7 @@ def test_the_explorer_overlay_is_aligned_with_the_explorer_records():
 
 def test_the_explorer_colours_records_by_error_and_shows_own_beside_inherited(report, browser):  # noqa: F811
     open_page(browser, report["paths"]["html"])
+    browser.execute_script("document.querySelectorAll('details.fold').forEach(d => { d.open = true; })")  # unfolded
     root = browser.find_element(By.CSS_SELECTOR, ".explorer")
     variant = Select(root.find_element(By.CSS_SELECTOR, "select.ex-variant"))
     assert [o.text for o in variant.options] == ["no error overlay", "error of torch-bf16"]

@@ -103,9 +103,15 @@ def page_log(driver) -> tuple[list[str], list[str]]:
 
 
 def explorer(driver, model: str):
+    """The model's layer explorer, its fold ("Inside the model") opened as a reader would: a click on its title."""
     for root in driver.find_elements(By.CSS_SELECTOR, ".explorer"):
         section = root.find_element(By.XPATH, "./ancestor::section")
         if section.find_element(By.TAG_NAME, "h2").text == model:
+            fold = root.find_element(By.XPATH, "./ancestor::details")
+            if fold.get_attribute("open") is None:
+                summary = fold.find_element(By.TAG_NAME, "summary")
+                driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+                summary.click()
             return root
     raise AssertionError(f"no explorer for {model}")
 
@@ -143,6 +149,33 @@ def test_page_loads_offline_without_errors_and_only_selected_images(run, browser
     assert any(src.startswith(f"report_{run['run_id']}/") for src, _, _ in images), images
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "Warning: random weights." in text
+
+
+def test_the_verdict_comes_first_and_the_model_parts_fold_and_unfold(run, browser):
+    open_page(browser, run["html_path"])
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "main h2")]
+    assert headings[:2] == ["Verdict", "Summary"] and headings[-3:] == [
+        "System",
+        "Configuration",
+        "Where the files are",
+    ]
+    verdict = browser.find_element(By.CSS_SELECTOR, "#verdict + ul").text
+    assert "Run complete. 2 of 2 models complete; took" in verdict and "Fastest:" in verdict
+    section = browser.find_element(By.ID, "model-0")
+    facts = section.find_element(By.CSS_SELECTOR, "h2 + ul")
+    assert facts.is_displayed() and "Timed medians" in facts.text  # the headline figures stay in view
+    folds = section.find_elements(By.CSS_SELECTOR, "details.fold")
+    titles = [f.find_element(By.TAG_NAME, "summary").text for f in folds]
+    assert titles[0] == "Per image" and "Inside the model" in titles
+    table = folds[0].find_element(By.TAG_NAME, "table")
+    assert not table.is_displayed()  # folded at first
+    summary = folds[0].find_element(By.TAG_NAME, "summary")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+    summary.click()
+    assert table.is_displayed() and run["json"]["images"][0].rpartition("/")[2] in table.text
+    summary.click()
+    assert not table.is_displayed()
+    assert page_log(browser)[0] == []
 
 
 def test_summary_has_a_row_per_model_and_sorts_by_header(run, browser):
@@ -283,6 +316,7 @@ def test_names_with_markup_render_as_text(run, browser, ub, tmp_path):
         _ = browser.switch_to.alert.text
     assert browser.execute_script("return window.pwned") is None
     assert INJECTED in browser.find_element(By.CSS_SELECTOR, "section h2").text
+    browser.execute_script("document.querySelectorAll('details.fold').forEach(d => { d.open = true; })")
     root = browser.find_element(By.CSS_SELECTOR, ".explorer")
     names = [r.find_elements(By.TAG_NAME, "td")[1].text for r in root.find_elements(By.CSS_SELECTOR, "tbody tr")]
     assert names[0] == f"backbone.{INJECTED}" and names[1].endswith("<!--<script>")
@@ -323,7 +357,8 @@ def test_run_in_progress_and_new_result_fields_are_shown(run, ub, tmp_path):
         assets_dir=results / f"report_{data['run_id']}",
     )
     page = html_report(data, ctx)
-    assert "<b>Run running.</b>" in page and "DepthAnythingV2Small (running)" in page
+    assert "<b>Run running.</b> 1 of 3 models complete; " in page  # the verdict, in the tense of a running run
+    assert " s so far; running now: DepthAnythingV2Small (this report is rewritten" in page
     assert page.count("<section ") == 1 and '<section id="model-0"><h2>YOLO11nDetect</h2>' in page
     assert "Runs: 1 cold start, 2 warm-up (not in the statistics), 1 timed" in page
     assert "[12.3, 45.6]" in page  # the interval as the Markdown writes it

@@ -12,7 +12,7 @@ import pytest
 from test_divergence_report import context, synthetic_results
 from test_trace import synthetic_cuda_events
 
-from vision_bench.document.blocks import Explorer, Heading, Section
+from vision_bench.document.blocks import Explorer, Fold, Heading, Section
 from vision_bench.inspect.trace import summarize_trace
 from vision_bench.records.codec import to_json
 from vision_bench.reports.html import html_report
@@ -157,7 +157,8 @@ def test_the_model_is_built_once_and_the_explorer_is_the_pages_alone(rendered):
     blocks = build_report(data, ctx)
     sections = [b for b in blocks if isinstance(b, Section)]
     assert [s.title for s in sections] == ["Net"] and isinstance(sections[0].blocks[0], Heading)
-    explorers = [b for b in sections[0].blocks if isinstance(b, Explorer)]
+    folds = [b for b in sections[0].blocks if isinstance(b, Fold)]  # the long parts, folded on the page
+    explorers = [b for f in folds for b in f.blocks if isinstance(b, Explorer)]
     assert len(explorers) == 1 and len(explorers[0].records) == 40
     assert 'id="explorer-0"' in page and "explorer" not in md.lower().replace("layer explorer", "")
 

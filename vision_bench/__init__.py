@@ -7,6 +7,8 @@ inside functions, so that importing the package stays cheap and the fork server 
 
 import os
 
+__version__ = "1.0.0"  # the tool's; the results file's layout has its own (reports.results_file.RESULTS_SCHEMA)
+
 # The libraries must not try the network when the user said there is none; set before they load.
 if os.environ.get("HF_HUB_OFFLINE") == "1":
     os.environ.setdefault("YOLO_OFFLINE", "1")

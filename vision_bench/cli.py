@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
+from .console import DOCS_EPILOG, VERSION_TEXT, quiet_on_closed_pipe
 from .history.options import check_history_options, history_options
 from .history.report import history_results
 from .images import discover_images
@@ -24,6 +25,7 @@ from .records.codec import from_json
 from .records.run_config import AllocatorSettings, SystemInfo
 from .reports.compare import compare_results
 from .reports.merge import merge_results
+from .reports.read_back_options import read_back_options
 from .run.orchestrator import announce, print_summary, raise_on_signal, run_all
 from .run.preparation import parse_devices, prepare_output, resolve_device
 from .run.shards import select_shard
@@ -324,53 +326,6 @@ def output_options(defaults: RunDefaults) -> list[Option]:
     ]
 
 
-def read_back_options() -> list[Option]:
-    return [
-        option(
-            "--compare",
-            nargs="+",
-            type=Path,
-            metavar="JSON",
-            help="BASE.json NEW.json [MORE.json ...]: each later run against the first, with a significance "
-            "test per model; writes results/comparison_<run>.md and .html",
-        ),
-        option(
-            "--fail-if-slower",
-            type=float,
-            default=None,
-            metavar="PCT",
-            help="with --compare (--history: the newest step): exit 1 when a model's slowdown is larger than PCT%% with 95%% confidence "
-            "(the lower bound of the interval of its shift is above PCT%%)",
-        ),
-        option(
-            "--allow-missing",
-            action="store_true",
-            help="with --compare: a model that completed in base and failed, timed out or is missing in "
-            "new is reported, not a failure (by default it makes the comparison exit 1)",
-        ),
-        option(
-            "--merge",
-            nargs="+",
-            type=Path,
-            metavar="JSON",
-            help="A.json B.json ...: one set of reports from runs of model subsets (shards)",
-        ),
-        option(
-            "--prefer",
-            choices=["last"],
-            default=None,
-            help="with --merge: a model in several files is taken from the last one (default: an error)",
-        ),
-        option(
-            "--shard-logs",
-            default=None,
-            metavar="TEMPLATE",
-            help="with --merge of shards: the log of shard I's task, {shard} standing for I (e.g. "
-            "logs/bench_123_{shard}.log); a model its shard did not complete is marked failed with it",
-        ),
-    ]
-
-
 def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="unified_benchmark.py",
@@ -380,9 +335,10 @@ def build_parser(registry: dict, defaults: RunDefaults) -> argparse.ArgumentPars
         epilog="Without network: --weights random builds the released architectures with random weights. "
         "Exit codes: 0 done, 1 a model failed (--compare: a model slower than --fail-if-slower allows, or "
         "one that completed in base did not in new; --history: a newest step beyond it), 2 bad input "
-        "(--compare/--merge/--history: a file that cannot be "
-        "read or is not valid), 130 interrupted (Ctrl-C), 143 terminated.",
+        "(--compare/--merge/--history: a file that cannot be read or is not valid), 130 interrupted (Ctrl-C), "
+        "143 terminated." + DOCS_EPILOG,
     )
+    parser.add_argument("--version", action="version", version=VERSION_TEXT)
     groups = {
         "what to run": what_to_run(registry, defaults),
         "how to measure": how_many_runs(defaults) + where_models_run(defaults) + what_else_to_measure(),
@@ -568,9 +524,10 @@ def new_context(settings: RunSettings, args, defaults: RunDefaults, invoked) -> 
     )
 
 
+@quiet_on_closed_pipe
 def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -> int:
     """The command line: `registry` maps --models names to model classes, `defaults` are the
-    settings of unified_benchmark.py. Returns the exit code."""
+    settings of unified_benchmark.py. Returns the exit code (no traceback when the pipe closes early)."""
     invoked = process_start_time()
     try:
         args = build_parser(registry, defaults).parse_args(argv)

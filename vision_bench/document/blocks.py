@@ -84,6 +84,23 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Fold:
+    """A long part of a model's section under its level-3 title: folded on the page (the title stays in
+    view, a click unfolds it), a level-3 heading and the blocks in Markdown."""
+
+    title: str
+    blocks: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Contents:
+    """A table of contents: (title, the HTML page's anchor) per entry. Markdown links each entry to the
+    anchor its heading gets there (the title, lower case, spaces as hyphens)."""
+
+    entries: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class Explorer:
     """The HTML page's interactive layer explorer of one model (nothing in Markdown): its records
     (from layers_metadata.json) or why they are missing, and the divergence overlay."""
@@ -95,4 +112,6 @@ class Explorer:
     problem: str | None = None
 
 
-Block = Heading | Paragraph | BulletList | Table | Figure | Note | Details | Columns | Section | Explorer
+Block = (
+    Heading | Paragraph | BulletList | Table | Figure | Note | Details | Columns | Section | Fold | Contents | Explorer
+)

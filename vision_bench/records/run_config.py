@@ -43,6 +43,10 @@ class SystemInfo:
     gpu: str | None = absent()  # the device's name (null on CPU)
     cpu: str | None = absent()
     cpu_count: int | None = absent()  # logical cores
+    cpu_model: str | None = absent()  # the CPU's name ("AMD EPYC 9654 96-Core Processor")
+    cpu_cores: int | None = absent()  # physical cores
+    cpu_threads: int | None = absent()  # hardware threads (logical processors listed)
+    cpu_features: list[str] | None = absent()  # which of environment.CPU_FEATURES it has (avx2, amx_bf16, ...)
     torch_threads: int | None = absent()
     device: str | None = absent()
     default_dtype: str | None = absent()

@@ -103,6 +103,8 @@ SIGNIFICANCE_METHOD = (
 COMPARED_SETTINGS = [
     ("GPU", "system", "gpu"),
     ("CPU", "system", "cpu"),
+    ("CPU model", "system", "cpu_model"),
+    ("CPU instruction sets", "system", "cpu_features"),
     ("CPU cores", "system", "cpu_count"),
     ("NVIDIA driver", "system", "cuda_driver_version"),
     ("CUDA", "system", "cuda_version"),
@@ -217,7 +219,7 @@ def compare_pair(base: RunDocument | dict, new: RunDocument | dict) -> Compariso
                 differences.append(
                     [f"{base_models[k].model} {key}", *("none" if v is None else v for v in (a.get(key), b.get(key)))]
                 )
-    warnings = []
+    warnings = [w for w in [machine_warning(base, new)] if w]
     reported = {key for label, _, key in COMPARED_SETTINGS if label in {d[0] for d in differences}}
     for k in common:
         # Merged files and --devices runs keep a system per model: a model can move where its file did not.
@@ -250,6 +252,19 @@ def compare_pair(base: RunDocument | dict, new: RunDocument | dict) -> Compariso
         base_only=[base_models[k].model for k in base_models if k not in new_models],
         new_only=[new_models[k].model for k in new_models if k not in base_models],
     )
+
+
+def machine_warning(base: RunDocument, new: RunDocument) -> str | None:
+    """One line when the two runs were on different CPUs (by name, when both files name it) or GPUs:
+    their figures then compare machines as much as code."""
+    changed = []
+    for label, key in (("CPU", "cpu_model"), ("GPU", "gpu")):
+        before, after = setting(base, None, "system", key), setting(new, None, "system", key)
+        if before != after and (key == "gpu" or None not in (before, after)):
+            changed.append(f"{label} {before or 'none'} -> {after or 'none'}")
+    if not changed:
+        return None
+    return f"The two runs were on different CPUs or GPUs ({'; '.join(changed)}): the shifts below compare machines too."
 
 
 def slower_than(row: ModelComparison, pct: float) -> bool:

@@ -12,7 +12,19 @@ from pathlib import Path
 
 from ..common import format_bytes, ms
 from ..divergence.divergence_report import divergence_section, explorer_overlay
-from ..document.blocks import Block, BulletList, Columns, Explorer, Figure, Heading, Note, Paragraph, Section, Table
+from ..document.blocks import (
+    Block,
+    BulletList,
+    Columns,
+    Explorer,
+    Figure,
+    Fold,
+    Heading,
+    Note,
+    Paragraph,
+    Section,
+    Table,
+)
 from ..document.charts import activation_profile_chart
 from ..inspect.trace_report import trace_blocks
 from ..measure.sampling_report import sampling_items
@@ -25,17 +37,33 @@ from ..variants.variants_report import variants_section
 
 
 def model_blocks(r: ModelResult, position: int, ctx) -> Section:
-    """The model's section: facts, per-image table, output, then the capabilities' parts."""
-    blocks: list[Block] = [Heading(2, r.model or "?"), BulletList(fact_items(r) + sampling_items(r))]
-    blocks += per_image_blocks(r) + output_blocks(r)
+    """The model's section: its facts in view, then each long part folded on the page (per image,
+    output, the capabilities' parts)."""
+    parts: list[Block] = per_image_blocks(r) + output_blocks(r)
     if r.variants:
-        blocks += variants_section(r)
+        parts += variants_section(r)
     if r.divergence:
-        blocks += divergence_section(r, ctx.assets_dir)
+        parts += divergence_section(r, ctx.assets_dir)
     if r.sweep:
-        blocks += sweep_section(r, ctx.assets_dir)
-    blocks += time_breakdown_blocks(r) + trace_blocks(r) + dissection_blocks(r, ctx)
-    return Section(r.model or "?", f"model-{position}", blocks)
+        parts += sweep_section(r, ctx.assets_dir)
+    parts += time_breakdown_blocks(r) + trace_blocks(r) + dissection_blocks(r, ctx)
+    headline: list[Block] = [Heading(2, r.model or "?"), BulletList(fact_items(r) + sampling_items(r))]
+    return Section(r.model or "?", f"model-{position}", headline + folded(parts))
+
+
+def folded(blocks: list[Block]) -> list[Block]:
+    """Each level-3 heading and the blocks up to the next one as a Fold; blocks before the first stay."""
+    out: list[Block] = []
+    fold: Fold | None = None
+    for block in blocks:
+        if isinstance(block, Heading) and block.level == 3:
+            fold = Fold(block.text, [])
+            out.append(fold)
+        elif fold is not None:
+            fold.blocks.append(block)
+        else:
+            out.append(block)
+    return out
 
 
 def fact_items(r: ModelResult) -> list[str]:
@@ -101,7 +129,7 @@ def per_image_blocks(r: ModelResult) -> list[Block]:
                 steady.n,
             ]
         )
-    return [Table(headers, rows)]
+    return [Heading(3, "Per image"), Table(headers, rows)]
 
 
 def output_blocks(r: ModelResult) -> list[Block]:

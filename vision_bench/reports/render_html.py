@@ -21,9 +21,11 @@ from ..document.blocks import (
     BulletList,
     Cell,
     Columns,
+    Contents,
     Details,
     Explorer,
     Figure,
+    Fold,
     Heading,
     Note,
     Paragraph,
@@ -124,6 +126,11 @@ class PageWriter:
         if isinstance(block, Section):
             self.nav.append((block.anchor, block.title))
             return f'<section id="{html_text(block.anchor)}">{self.blocks(block.blocks)}</section>'
+        if isinstance(block, Fold):
+            return f'<details class="fold"><summary><h3>{inline(block.title)}</h3></summary>{self.blocks(block.blocks)}</details>'
+        if isinstance(block, Contents):
+            links = "".join(f'<li><a href="#{html_text(a)}">{inline(t)}</a></li>' for t, a in block.entries)
+            return f"<ul class=contents>{links}</ul>"
         if isinstance(block, Explorer):
             return self.explorer(block)
         raise TypeError(f"no HTML for {type(block).__name__}")

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import re
+
 from ..document.blocks import (
     Block,
     BulletList,
     Cell,
     Columns,
+    Contents,
     Details,
     Explorer,
     Figure,
+    Fold,
     Heading,
     Note,
     Paragraph,
@@ -18,6 +22,14 @@ from ..document.blocks import (
     Table,
 )
 from ..document.tables import md_table
+
+NOT_IN_ANCHOR = re.compile(r"[^\w\- ]")
+
+
+def markdown_anchor(title: str) -> str:
+    """The anchor a Markdown viewer (GitHub, VS Code, most others) gives a heading: lower case, punctuation
+    other than hyphens and underscores dropped, spaces as hyphens."""
+    return NOT_IN_ANCHOR.sub("", title.strip().lower()).replace(" ", "-")
 
 
 def cell_text(cell) -> str:
@@ -46,6 +58,10 @@ def block_lines(block: Block) -> list[str]:
         return markdown_lines([b for column in block.columns for b in column])
     if isinstance(block, Section):
         return markdown_lines(block.blocks)
+    if isinstance(block, Fold):
+        return block_lines(Heading(3, block.title)) + markdown_lines(block.blocks)
+    if isinstance(block, Contents):
+        return [f"- [{title}](#{markdown_anchor(title)})" for title, _ in block.entries] + [""]
     if isinstance(block, Explorer):
         return []  # interactive: the HTML page's alone
     raise TypeError(f"no Markdown for {type(block).__name__}")

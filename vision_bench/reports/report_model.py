@@ -1,7 +1,8 @@
 """The report model of a run: every section of the report built once, as blocks (blocks.py), from
 the results data; render_markdown.py and render_html.py write them out. The run-wide sections live
-here (header, System, Configuration, Summary, placement, Charts, Findings, the run's time, failures,
-files); a model's own section in model_report.py."""
+here (header, the verdict's place, Summary, machine state, placement, Charts, Findings, the run's time,
+failures, the contents of the models' sections, and the appendix: System, Configuration, files); a
+model's own section in model_report.py, the verdict in verdict.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import json
 from pathlib import Path
 
 from ..common import format_bytes
-from ..document.blocks import Block, BulletList, Details, Figure, Heading, Note, Paragraph, Table
+from ..document.blocks import Block, BulletList, Contents, Details, Figure, Heading, Note, Paragraph, Table
 from ..document.charts import latency_chart, memory_chart
+from ..measure.environment import ARM_FEATURES, X86_FEATURES
 from ..measure.sampling_report import machine_state_blocks
 from ..measure.stats import CI_METHOD
 from ..records.codec import ABSENT, from_json, known
@@ -24,6 +26,7 @@ from .model_report import model_blocks
 from .results_file import report_paths
 from .run_time import run_time_blocks
 from .summary_table import summary_blocks
+from .verdict import took_text, verdict_blocks
 
 SYSTEM_IDENTITY = (
     "gpu",
@@ -52,46 +55,45 @@ def draw_summary_charts(data: RunDocument | dict, assets: Path) -> None:
 
 
 def build_report(data: RunDocument | dict, ctx) -> list[Block]:
-    """The whole report of a run (or of a merge; a document built by hand too), section by section."""
+    """The whole report of a run (or of a merge; a document built by hand too): the answer first (the
+    verdict, then the Summary and what qualifies it), then each model's details, then the appendix
+    (System, Configuration, the files)."""
     data = read_document(data)
     results = data.models
     sections = [r for r in results if r.cold_start and r.status != "running"]  # something measured
-    blocks = header_blocks(data) + system_blocks(data) + configuration_blocks(data)
-    blocks += summary_blocks(results) + swept_blocks(sections) + placement_blocks(data)
-    blocks += chart_blocks(data, ctx) + findings_blocks(results) + run_time_blocks(data) + failure_blocks(results)
-    blocks += [model_blocks(r, i, ctx) for i, r in enumerate(sections)]
-    return blocks + files_blocks(ctx)
+    blocks = header_blocks(data) + verdict_blocks(data)
+    blocks += summary_blocks(results) + swept_blocks(sections) + machine_state_section(results)
+    blocks += placement_blocks(data) + chart_blocks(data, ctx) + findings_blocks(results)
+    blocks += run_time_blocks(data) + failure_blocks(results) + model_contents(sections)
+    blocks += [model_blocks(r, i, ctx) for i, r in enumerate(sections)] + failure_tail_blocks(results)
+    return blocks + system_blocks(data) + configuration_blocks(data) + files_blocks(ctx)
 
 
 def header_blocks(data: RunDocument) -> list[Block]:
-    results = data.models
-    blocks: list[Block] = [
+    """The title and the run's identity; what it found is the verdict's."""
+    return [
         Heading(1, "Vision model benchmark report"),
         Paragraph(
-            f"Run `{known(data.run_id)}`, started {known(data.started)}, {known(data.total_seconds) or 0:.0f} s so "
-            f"far, status {known(data.status)}. Command: `{known(data.command)}`"
+            f"Run `{known(data.run_id)}`, started {known(data.started)}, {took_text(data)}, status "
+            f"{known(data.status)}. Command: `{known(data.command)}`"
         ),
     ]
-    random_models = [r.model for r in results if r.weights == "random" and r.status != "not run"]
-    if random_models:
-        blocks.append(
-            Note(
-                f"{', '.join(random_models)} ran with randomly initialised weights. Timing, memory, FLOPs and the "
-                "dissection mechanics are valid; the task outputs and the activation statistics of these models "
-                "are not meaningful.",
-                title="Warning: random weights.",
-            )
-        )
-    if data.status != "complete":
-        unfinished = [f"{r.model} ({r.status})" for r in results if r.status != "complete"]
-        blocks.append(
-            Note(
-                f"Not complete: {', '.join(unfinished)}. The figures below are those of the models that finished; "
-                "the report is rewritten after every model.",
-                title=f"Run {known(data.status)}.",
-            )
-        )
-    return blocks
+
+
+def machine_state_section(results: list[ModelResult]) -> list[Block]:
+    """What the machine-state guard saw, right after the Summary whose timings it qualifies."""
+    blocks = machine_state_blocks(results)
+    return [Heading(2, "Machine state", "machine-state"), *blocks] if blocks else []
+
+
+def model_contents(sections: list[ModelResult]) -> list[Block]:
+    """The list of the models' own sections, which follow every run-wide section."""
+    if not sections:
+        return []
+    return [
+        Heading(2, "Per-model details", "models"),
+        Contents([(r.model or "?", f"model-{i}") for i, r in enumerate(sections)]),
+    ]
 
 
 def system_blocks(data: RunDocument) -> list[Block]:
@@ -104,12 +106,33 @@ def system_blocks(data: RunDocument) -> list[Block]:
         ["ultralytics", known(s.ultralytics)],
         ["CUDA", known(s.cuda_version) if s.cuda_available else "not available"],
         ["GPU", s.gpu or "none"],
-        ["CPU", f"{known(s.cpu)}, {known(s.cpu_count)} logical cores, torch threads {known(s.torch_threads)}"],
+        ["CPU", cpu_text(s)],
+        ["CPU instruction sets", features_text(s)],
         ["device", known(s.device)],
         ["numeric settings", numeric_settings_text(s)],
     ]
-    blocks: list[Block] = [Heading(2, "System", "system"), Table(["property", "value"], rows)]
-    return blocks + machine_state_blocks(data.models)
+    return [Heading(2, "System", "system"), Table(["property", "value"], rows)]
+
+
+def cpu_text(s: SystemInfo) -> str:
+    """The CPU by name with its cores and threads (files written before they were recorded: the
+    architecture and the logical count)."""
+    name = known(s.cpu_model) or known(s.cpu)
+    cores, threads = known(s.cpu_cores), known(s.cpu_threads)
+    counts = f"{cores} cores, {threads} threads" if cores and threads else f"{known(s.cpu_count)} logical cores"
+    usable = known(s.cpu_count)
+    extra = f" ({usable} usable)" if threads and usable and usable != threads else ""
+    return f"{name}, {counts}{extra}; torch threads {known(s.torch_threads)}"
+
+
+def features_text(s: SystemInfo) -> str:
+    """Which of the instruction sets that decide the variants' speed the CPU has, and which it lacks."""
+    features = known(s.cpu_features)
+    if features is None:
+        return "not recorded"
+    family = next((f for f in (X86_FEATURES, ARM_FEATURES) if set(f) & set(features)), ())
+    lacking = [f for f in family if f not in features]
+    return (", ".join(features) or "none of those that matter") + (f" (not: {', '.join(lacking)})" if lacking else "")
 
 
 def timing_procedure(c: RunConfig) -> str:
@@ -313,16 +336,22 @@ def failure_blocks(results: list[ModelResult]) -> list[Block]:
         message = error.text if error else ""
         phase = (error.phase if error else None) or r.phase_reached or r.phase
         rows.append([r.model, r.status, phase, message, failure_memory(r)])
-    blocks: list[Block] = [
+    tails = " Their workers' last output is after the models' sections." if failure_tail_blocks(results) else ""
+    return [
         Heading(2, "Failed or interrupted models", "failures"),
         Table(["model", "status", "phase", "error", "memory"], rows, kind="fail"),
+        Note(f"A model that measured something before it stopped has its section below too.{tails}"),
     ]
-    for r in failed:
-        tail = r.error.output_tail if r.error else None
-        if tail:
-            text = tail if isinstance(tail, str) else "\n".join(tail)
-            blocks.append(Details(f"Last output of {r.model}", text))
-    return blocks
+
+
+def failure_tail_blocks(results: list[ModelResult]) -> list[Block]:
+    """The stopped models' last output (folded on the page), after every summary: it can run to pages."""
+    tails = [
+        Details(f"Last output of {r.model}", tail if isinstance(tail, str) else "\n".join(tail))
+        for r in results
+        if r.status not in ("complete", "not run", "running") and r.error and (tail := r.error.output_tail)
+    ]
+    return [Heading(2, "Last output of the stopped models", "failure-output"), *tails] if tails else []
 
 
 def files_blocks(ctx) -> list[Block]:

@@ -15,7 +15,7 @@ from ..measure.stats import CI_METHOD
 from ..records.codec import known
 from ..records.measurement import LatencyStats, MemoryFigures, RunKind
 from ..records.model_result import ModelResult
-from ..records.run_config import RunConfig, with_undeclared
+from ..records.run_config import RunConfig, SystemInfo, with_undeclared
 from ..records.run_document import RunDocument, SlotSpan, read_document
 from ..records.statuses import RunStatus
 from ..sweeps.sweep_report import SWEEP_CSV_COLUMNS, sweep_csv_rows
@@ -53,6 +53,12 @@ CSV_MODEL_COLUMNS = [
     "layers_dissected",
     "warm_runs",
     "warmup_runs",
+    # the machine the model ran on (a merged or --devices model's own, else the run's)
+    "gpu",
+    "cpu_model",
+    "cpu_cores",
+    "cpu_threads",
+    "cpu_features",
 ]
 CSV_MORE_COLUMNS = [
     # --variants: the model's own row is torch-fp32; one more row per other variant
@@ -72,9 +78,10 @@ def csv_columns(option_names) -> list[str]:
     return CSV_MODEL_COLUMNS + list(option_names) + CSV_MORE_COLUMNS
 
 
-def csv_row(r: ModelResult, option_names) -> dict:
+def csv_row(r: ModelResult, option_names, system: SystemInfo) -> dict:
     e2e = r.latency_end_to_end or LatencyStats()
     mem = r.memory or MemoryFigures()
+    machine = r.system or system
     return {
         "model": r.model,
         "cli_name": r.cli_name,
@@ -96,6 +103,11 @@ def csv_row(r: ModelResult, option_names) -> dict:
         "layers_dissected": r.dissection.records if r.dissection else None,
         "warm_runs": e2e.n if r.latency_end_to_end else None,
         "warmup_runs": sum(1 for run in r.runs if run.kind == RunKind.WARMUP),
+        "gpu": machine.value("gpu"),
+        "cpu_model": machine.value("cpu_model") or machine.value("cpu"),
+        "cpu_cores": machine.value("cpu_cores"),
+        "cpu_threads": machine.value("cpu_threads"),
+        "cpu_features": " ".join(machine.value("cpu_features") or []) or None,
         **{name: (r.config or {}).get(name) for name in option_names},
         "variant": "torch-fp32" if r.variants else None,
     }
@@ -196,7 +208,7 @@ def write_report_files(data: RunDocument | dict, ctx) -> dict:
     writer.writeheader()
     for r in data.models:
         if r.status != "not run":
-            row = dict.fromkeys(columns) | csv_row(r, option_names)
+            row = dict.fromkeys(columns) | csv_row(r, option_names, data.system)
             for written in [row] + variant_csv_rows(r, row) + sweep_csv_rows(r, row):
                 writer.writerow({k: ("" if v is None else v) for k, v in written.items()})
     atomic_write_text(paths["csv"], buffer.getvalue())

@@ -20,6 +20,7 @@ from ..records.parity_figures import ImageOutputs
 from ..records.variants import VariantResult
 from .output_parity import compare_outputs, parity_outputs
 from .registry import REFERENCE_VARIANT, get_variant, prepare_variant
+from .variants_report import relative_speed
 
 
 def load_fresh(cls, ctx):
@@ -151,8 +152,8 @@ def variant_line(record: VariantResult) -> str:
     assert parity is not None and forward is not None and record.speedup_forward is not None
     worst = parity.worst
     return (
-        f"{record.variant}: forward median {forward * 1000:.1f} ms ({record.speedup_forward:.2f}x "
-        f"the reference), parity {parity.verdict}"
+        f"{record.variant}: forward median {forward * 1000:.1f} ms "
+        f"({relative_speed(record.speedup_forward, REFERENCE_VARIANT)}), parity {parity.verdict}"
         + (
             f" (worst normalised error {worst.normalised_error:.3g} in {worst.worst_part})"
             if worst.normalised_error is not None

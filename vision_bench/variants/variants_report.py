@@ -48,6 +48,18 @@ def task_text(worst: ParityWorst) -> str:
     return "; ".join(parts) or "nothing to match"
 
 
+def relative_speed(speedup: float | None, reference: str) -> str:
+    """A speed-up as words that cannot be misread: "2.25x faster than torch-fp32", "1.30x slower than
+    torch-fp32" (a ratio below 1 turned over), "as fast as torch-fp32" within half a percent."""
+    if not speedup:
+        return f"not timed against {reference}"
+    if abs(speedup - 1) < 0.005:
+        return f"as fast as {reference}"
+    if speedup > 1:
+        return f"{speedup:.2f}x faster than {reference}"
+    return f"{1 / speedup:.2f}x slower than {reference}"
+
+
 def variants_of(r: ModelResult) -> list[VariantResult]:
     """The model's variants (the reference first); none without --variants."""
     return r.variants or []

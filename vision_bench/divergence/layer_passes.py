@@ -36,7 +36,7 @@ from ..records.divergence import (
     Passes,
     UnmatchedCall,
 )
-from .container_ops import ContainerShadows, in_fp32, tensor_device
+from .container_ops import ContainerShadows, in_fp32, tensor_device, tracking_writes
 from .error_figures import FigureBuffers, aliases_input, cloned, error_figures
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
@@ -377,6 +377,7 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
             with (
                 progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")),
                 variant.watch(bench),
+                tracking_writes(bench.network()) if shadow else contextlib.nullcontext(),
             ):
                 reference_s = hooked_pass(
                     bench.network(), reference.hook, lambda: bench.run_pipeline(image), with_kwargs=True

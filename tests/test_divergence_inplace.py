@@ -162,3 +162,28 @@ def test_a_container_that_writes_into_its_input_is_not_replayed_and_a_compositio
     assert ops["1", 1].own is None and "in place" in ops["1", 1].note
     for composition in [("2", 1), ("Sequential", 1)]:  # an in-place ReLU on its input; the root
         assert ops[composition].own == 0 and ops[composition].zero_because == COMPOSITION
+
+
+def test_a_module_exact_by_construction_is_recorded_as_zero_with_why_and_a_planted_one_is_still_called():
+    torch.manual_seed(5)
+    network = nn.Sequential(nn.Linear(16, 16), nn.SiLU(), nn.BatchNorm1d(16), nn.Dropout(), nn.Linear(16, 16))
+    bench = Bench(network, torch.randn(8, 16))
+    out = run_divergence(bench, AutocastVariant("torch-bf16", torch.bfloat16, BF16_TOLERANCE), image=None)
+    records = {r.name: r for r in out.records}
+    for name in ("1", "2", "3"):  # SiLU, BatchNorm, Dropout: autocast lowers none of their operations
+        assert records[name].own == 0 and "autocast" in records[name].zero_because
+        assert records[name].propagated is not None  # still compared in the variant pass
+    assert records["0"].zero_because is None and records["0"].own > 0  # a Linear: called, bf16 rounding
+    planted = AutocastVariant("torch-bf16", torch.bfloat16, BF16_TOLERANCE, overrides={"1": add_error})
+    out = run_divergence(Bench(network, torch.randn(8, 16)), planted, image=None)
+    assert out.first_divergent.name == "1" and out.first_divergent.own > BF16_TOLERANCE
+
+
+def test_channels_last_calls_only_the_modules_with_a_4d_weight_or_input_that_compute():
+    network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.SiLU(), nn.Flatten(), nn.Linear(36, 2))
+    out = run_divergence(Bench(network, torch.randn(1, 3, 9, 9)), ChannelsLastVariant("cl", 1e-4), image=None)
+    because = {r.name: r.zero_because for r in out.records}
+    assert because["0"] is None and because["3"] is None  # a convolution, a SiLU on a 4-D input: called
+    assert "moves or selects" in because["1"] and "moves or selects" in because["2"] and because["4"]
+    assert "no 4-D" in because["5"]
+    assert all(r.own == 0 and r.zero_because for r in out.ops_records)  # replays are the reference's computation

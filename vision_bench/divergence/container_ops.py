@@ -188,6 +188,41 @@ EXACT_ZERO = ErrorFigures(relative_l2=0.0, cosine=1.0, max_abs=0.0, normalised=0
 COMPOSITION = "a composition: it only passes tensors between the modules it calls, unchanged (no replay)"
 
 
+class Copies:
+    """What a replay hands on, each tensor with the reference tensor it holds the values of (itself, or a
+    copy) and its version then: a call given exactly its reference inputs that way, unchanged since, needs
+    no comparison of their values."""
+
+    def __init__(self, originals: list):
+        self.of: dict = {}  # id -> (weak reference, version, the reference tensor)
+        for tensor in originals:
+            self.note(tensor, tensor)
+
+    def note(self, tensor, original) -> None:
+        import weakref
+
+        if not tensor.is_inference():
+            self.of[id(tensor)] = (weakref.ref(tensor), tensor._version, original)
+
+    def clone_output(self, output):
+        copy = clone_output(output)
+        for tensor, original in zip(flat_tensors(copy), flat_tensors(output)):
+            self.note(tensor, original)
+        return copy
+
+    def same(self, args, kwargs, reference_args, reference_kwargs) -> bool:
+        if len(args) != len(reference_args) or set(kwargs) != set(reference_kwargs):
+            return False
+        tensors = flat_tensors((args, [kwargs[k] for k in sorted(kwargs)]))
+        reference = flat_tensors((reference_args, [reference_kwargs[k] for k in sorted(kwargs)]))
+
+        def holds(tensor, original) -> bool:
+            entry = self.of.get(id(tensor))
+            return entry is not None and entry[0]() is tensor and entry[1] == tensor._version and entry[2] is original
+
+        return len(tensors) == len(reference) and all(map(holds, tensors, reference))
+
+
 class ContainerShadows:
     """Hooks on every module with children (their frames and shadow calls) and on every module (what a
     frame receives). `reference` is the leaf pass: its hooks are suspended while a shadow call replays."""
@@ -220,7 +255,7 @@ class ContainerShadows:
             return
         frame = self.frames[-1]
         frame.learn(flat_tensors(output))
-        if frame.dropped:
+        if frame.dropped or self.variant.containers_exact:
             return
         nbytes = output_bytes(output) + output_bytes(list(args)) + output_bytes(list(kwargs.values()))
         if self.held + nbytes > HELD_BYTES:
@@ -272,6 +307,8 @@ class ContainerShadows:
                 record.note = "its output is its input: nothing of its own to compare"
             elif frame.composes and frame.passes_on(flat_tensors(output)):
                 record.shadow, record.zero_because = dataclasses.replace(EXACT_ZERO), COMPOSITION
+            elif self.variant.containers_exact:
+                record.shadow, record.zero_because = dataclasses.replace(EXACT_ZERO), self.variant.containers_exact
             elif frame.dropped:
                 record.note = f"what it calls returned over {HELD_BYTES >> 20} MB: not replayed"
             elif versions(flat_tensors((args, kwargs))) != inputs_at_call:
@@ -298,6 +335,7 @@ class ContainerShadows:
             queues.setdefault(id(call.module), []).append((call, call.intact()))
             modules[id(call.module)] = call.module
         saved = {key: instance_forward(module) for key, module in modules.items()}
+        copies = Copies(flat_tensors((args, kwargs)))
 
         def as_reference(key):
             module, own_forward = modules[key], saved[key] or type(modules[key]).forward.__get__(modules[key])
@@ -306,8 +344,11 @@ class ContainerShadows:
                 if not queues[key]:
                     raise RuntimeError(f"{type(module).__name__} was called more often than in the reference pass")
                 call, intact = queues[key].pop(0)
-                if intact and same_inputs(call_args, call_kwargs, call.positional, call.keywords):
-                    return clone_output(call.output)
+                if intact and (
+                    copies.same(call_args, call_kwargs, call.positional, call.keywords)
+                    or same_inputs(call_args, call_kwargs, call.positional, call.keywords)
+                ):
+                    return copies.clone_output(call.output)
                 return in_fp32(own_forward, call_args, call_kwargs)
 
             return forward

@@ -9,8 +9,10 @@ it, every module it calls being the reference: given the very input it got in th
 returns a copy of its reference output without computing; given another input (the container's own
 operations changed it), it computes in fp32 on that input. The difference from the container's real
 output is the error of its own operations, carried through what it calls after them. A container that
-only composes its children (nn.Sequential, a conv-norm-activation block) comes out exactly 0, and at the
-cost of comparing inputs.
+only composes its children (nn.Sequential, a conv-norm-activation block: each call gets what the container
+got or an earlier call returned, the very tensor, unchanged, and the container returns one of them) is
+exactly 0 without a replay; so is every container in a variant whose replay is the reference's own
+computation (the variant's `containers_exact`, channels-last). Their records say why (`zero_because`).
 
 A frame keeps references, not copies, so a tensor written in place after it was kept (an in-place
 ReLU on the output of the norm before it, `out += identity` on a block's last norm) no longer holds what
@@ -147,9 +149,10 @@ class Call:
 
     def intact(self) -> bool:
         """Nothing it got or returned was written in place since (nor during the call: an in-place
-        module): its kept tensors still hold the call's values."""
+        module): its kept tensors still hold the call's values. Unknown for an inference tensor: not intact."""
         return (
-            versions(flat_tensors((self.positional, self.keywords))) == self.inputs_at_call
+            None not in self.inputs_at_call + self.output_at_return  # an inference tensor: no telling
+            and versions(flat_tensors((self.positional, self.keywords))) == self.inputs_at_call
             and versions(flat_tensors(self.output)) == self.output_at_return
         )
 

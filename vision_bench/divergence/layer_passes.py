@@ -36,11 +36,14 @@ from ..records.divergence import (
     Passes,
     UnmatchedCall,
 )
-from .container_ops import ContainerShadows, in_fp32, tensor_device
+from .container_ops import EXACT_ZERO, ContainerShadows, flat_tensors, in_fp32, tensor_device, tracking_writes
 from .error_figures import FigureBuffers, aliases_input, cloned, error_figures
+from .exact_modules import MOVES_OR_SELECTS, NOT_LOWERED_BY_AUTOCAST, exact_class
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
 SPILL_QUEUE_BYTES = 64 << 20  # reference outputs waiting to be written; the hook waits beyond this
+SPILL_BATCH_BYTES = 8 << 20  # handed to the writer together
+RESIDENT_BYTES = 32 << 20  # the first reference outputs, kept in memory up to this (never written)
 TOP_OWN = 5
 
 
@@ -81,6 +84,13 @@ class HookedVariant:
 
         return contextlib.nullcontext()
 
+    def exact_without_shadow(self, name: str, module, args, kwargs) -> str | None:
+        """Why `module`'s own error is exactly 0 in this variant without a shadow call, or None (call it)."""
+        return None
+
+    # Why every container's own error is exactly 0 in this variant without a replay (None: replay them)
+    containers_exact: str | None = None
+
     def shadow(self, name: str, module, args, kwargs):
         with self.context(module_device(module, args)):
             override = self.overrides.get(name)
@@ -101,6 +111,11 @@ class AutocastVariant(HookedVariant):
 
         return torch.autocast(device.type, dtype=self.dtype)
 
+    def exact_without_shadow(self, name: str, module, args, kwargs) -> str | None:
+        if name in self.overrides or not exact_class(module, NOT_LOWERED_BY_AUTOCAST):
+            return None
+        return "autocast lowers none of its operations: on the reference's input it computes the reference's output"
+
 
 class ChannelsLastVariant(HookedVariant):
     """Shadow: a copy of the leaf in channels-last on channels-last inputs (the model itself
@@ -109,6 +124,18 @@ class ChannelsLastVariant(HookedVariant):
     def apply(self, bench) -> None:
         super().apply(bench)
         bench.use_channels_last()
+
+    # A replay runs the container's own operations on the reference's own (contiguous) inputs, with the
+    # reference's outputs of what it calls: the reference's computation again, so exactly 0 every time
+    containers_exact = "channels-last replays its own operations on the reference's inputs: the reference's computation"
+
+    def exact_without_shadow(self, name: str, module, args, kwargs) -> str | None:
+        if name in self.overrides:
+            return None
+        if exact_class(module, MOVES_OR_SELECTS):
+            return "it moves or selects values: exact in any memory layout"
+        four_d = [t for t in flat_tensors((args, kwargs, list(module.parameters(recurse=False)))) if t.dim() == 4]
+        return None if four_d else "no 4-D weight or input: channels-last runs it as the reference did"
 
     def shadow(self, name: str, module, args, kwargs):
         import copy
@@ -120,13 +147,16 @@ class ChannelsLastVariant(HookedVariant):
                 x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
             )
 
+        override = self.overrides.get(name)
+        args = tuple(last(a) for a in args)
+        kwargs = {k: last(v) for k, v in kwargs.items()}
+        if type(module) is torch.nn.Conv2d and not override and len(args) == 1 and not kwargs:
+            # the weight converted, not the module copied: a deepcopy per call cost more than the convolution
+            return module._conv_forward(args[0], last(module.weight), module.bias)
         # Only 4-D weights have a channels-last layout: a leaf without them runs as it is (no copy of a
         # 1024 x 4096 Linear per call), on its inputs converted
         has_4d = any(p.dim() == 4 for p in module.parameters(recurse=False))
         twin = copy.deepcopy(module).to(memory_format=torch.channels_last) if has_4d else module
-        override = self.overrides.get(name)
-        args = tuple(last(a) for a in args)
-        kwargs = {k: last(v) for k, v in kwargs.items()}
         return override(twin, *args, **kwargs) if override else twin.forward(*args, **kwargs)
 
 
@@ -182,19 +212,25 @@ def fp32_forward(module, *args, **kwargs):
 
 # -- the reference store --------------------------------------------------------------------------
 class ReferenceStore:
-    """The reference pass's leaf outputs as raw float32 files in a scratch folder, written by a thread
-    behind a queue bounded in bytes (the hook waits beyond SPILL_QUEUE_BYTES), read back one at a time."""
+    """The reference pass's leaf outputs as float32 host copies: the first RESIDENT_BYTES of them kept in
+    memory, the rest as raw files in a scratch folder, written by a thread behind a queue bounded in bytes
+    (the hook waits beyond max_bytes) and handed over in batches of SPILL_BATCH_BYTES (one wake-up of the
+    writer per batch: a hand-over per output cost more than its copy); read back one at a time."""
 
-    def __init__(self, parent: Path | None = None, max_bytes: int = SPILL_QUEUE_BYTES):
+    def __init__(self, parent: Path | None = None, max_bytes: int = SPILL_QUEUE_BYTES, resident: int = RESIDENT_BYTES):
         self.folder = Path(tempfile.mkdtemp(prefix="divergence-", dir=parent))
-        self.max_bytes = max_bytes
+        self.max_bytes, self.resident_budget = max_bytes, resident
         self.index: dict[tuple, tuple[Path, list[int]]] = {}
+        self.resident: dict[tuple, tuple[np.ndarray, list[int]]] = {}
+        self.resident_bytes = 0
         self.bytes_written = 0
         self.wait_s = 0.0  # the hook waiting for the queue to drain
         self.copy_s = 0.0  # the hook copying outputs to the host
         self.write_s = 0.0  # CPU time of the writer thread writing them, beside the pass
         self.errors: list[str] = []
         self._pending = 0
+        self._batch: list[tuple[np.ndarray, Path]] = []
+        self._batch_bytes = 0
         self._read_buffer: np.ndarray | None = None
         self._cond = threading.Condition()
         self._queue: queue.Queue = queue.Queue()
@@ -206,39 +242,59 @@ class ReferenceStore:
 
         nbytes = tensor.numel() * 4
         start = time.perf_counter()
-        with self._cond:
-            self._cond.wait_for(lambda: self._pending == 0 or self._pending + nbytes <= self.max_bytes)
-            self._pending += nbytes
+        kept = self.resident_bytes + nbytes <= self.resident_budget
+        if not kept:
+            if self._batch and self._pending + nbytes > self.max_bytes:
+                self._hand_over()
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending == 0 or self._pending + nbytes <= self.max_bytes)
+                self._pending += nbytes
         copied = time.perf_counter()
         self.wait_s += copied - start
         host = tensor.detach().to("cpu", torch.float32, copy=True).contiguous().numpy()
-        path = self.folder / f"{len(self.index):06d}.f32"
-        self.index[key] = (path, list(tensor.shape))
-        self._queue.put((host, path))
+        if kept:
+            self.resident[key] = (host, list(tensor.shape))
+            self.resident_bytes += nbytes
+        else:
+            path = self.folder / f"{len(self.index):06d}.f32"
+            self.index[key] = (path, list(tensor.shape))
+            self._batch.append((host, path))
+            self._batch_bytes += nbytes
+            if self._batch_bytes >= SPILL_BATCH_BYTES:
+                self._hand_over()
         self.copy_s += time.perf_counter() - copied
+
+    def _hand_over(self) -> None:
+        self._queue.put(self._batch)
+        self._batch, self._batch_bytes = [], 0
 
     def _write(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            batch = self._queue.get()
+            if batch is None:
                 return
-            host, path = item
-            nbytes = host.nbytes
-            start = time.thread_time()  # CPU time: the wall time counts the pass's compute it waits beside
-            try:
-                host.tofile(path)
-                self.bytes_written += nbytes
-            except OSError as exc:
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                self.write_s += time.thread_time() - start
-                item = host = None
-                with self._cond:
-                    self._pending -= nbytes
-                    self._cond.notify_all()
+            for host, path in batch:
+                self._write_one(host, path)
+            batch = host = None
+
+    def _write_one(self, host, path: Path) -> None:
+        nbytes = host.nbytes
+        start = time.thread_time()  # CPU time: the wall time counts the pass's compute it waits beside
+        try:
+            host.tofile(path)
+            self.bytes_written += nbytes
+        except OSError as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.write_s += time.thread_time() - start
+            with self._cond:
+                self._pending -= nbytes
+                self._cond.notify_all()
 
     def flush(self) -> None:
         start = time.perf_counter()
+        if self._batch:
+            self._hand_over()
         with self._cond:
             self._cond.wait_for(lambda: self._pending == 0)
         self.wait_s += time.perf_counter() - start
@@ -248,6 +304,8 @@ class ReferenceStore:
     def get(self, key: tuple):
         """The reference output of `key` as a flat float32 array and its shape, read into one buffer reused
         from record to record (the size of the largest so far): valid until the next get."""
+        if key in self.resident:
+            return self.resident[key]
         entry = self.index.get(key)
         if entry is None:
             return None, None
@@ -294,6 +352,10 @@ class ReferencePass:
             record.shape = list(tensor.shape)
             self.store.put((name, call), tensor)
             if not self.with_shadow:
+                return
+            exact = self.variant.exact_without_shadow(name, module, args, kwargs)
+            if exact:
+                record.shadow, record.zero_because = dataclasses.replace(EXACT_ZERO), exact
                 return
             if aliases_input(output, args, kwargs):
                 if getattr(module, "inplace", False):
@@ -377,6 +439,7 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
             with (
                 progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")),
                 variant.watch(bench),
+                tracking_writes(bench.network()) if shadow else contextlib.nullcontext(),
             ):
                 reference_s = hooked_pass(
                     bench.network(), reference.hook, lambda: bench.run_pipeline(image), with_kwargs=True

@@ -79,6 +79,7 @@ class LayerRecord:
     block_reference: list | None = optional()  # [name, call] of the leaf call whose reference it is
     onnx_unmapped: str | None = optional()  # why the ONNX graph has no value for this call
     onnx_note: str | None = optional()  # how its ONNX value was found (a folded BatchNorm)
+    zero_because: str | None = optional()  # why its own error is exactly 0 without a shadow call
 
     kind = "leaf"
 
@@ -106,6 +107,7 @@ class OpsRecord:
     after: int = 0  # index of the last leaf record before it returned
     note: str | None = optional()
     shadow: ErrorFigures | None = optional()  # its replay as the variant against its reference output
+    zero_because: str | None = optional()  # why its own error is exactly 0 without a replay
 
     @property
     def position(self) -> int:

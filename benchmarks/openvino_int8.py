@@ -55,7 +55,8 @@ def print_table(data: dict) -> None:
             parts = [f"{model['model']:<22} {name:<17} forward median {statistics.median(mine) * 1000:8.1f} ms"]
             for ref in REFERENCES:
                 if rows.get(ref, {}).get("status") == "complete":
-                    point, low, high = speedup(forward_times(rows[ref]), mine)
+                    # the reference's row repeats the model's figures, not its runs: those are the model's own
+                    point, low, high = speedup(forward_times(model if rows[ref].get("reference") else rows[ref]), mine)
                     parts.append(f"vs {ref} {point:.2f}x [{low:.2f}, {high:.2f}]")
             parity = v["parity"]
             worst = parity["worst"]

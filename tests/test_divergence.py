@@ -262,7 +262,8 @@ def test_the_command_line_names_the_culprit_suggests_keeping_it_in_fp32_and_comp
     [results] = (tmp_path / "results").glob("benchmark_results_*.json")
     fragile, yolo = json.loads(results.read_text())["models"]
     bf16, channels_last, onnx = fragile["divergence"]
-    assert onnx["status"] == "unsupported" and "no ONNX export" in onnx["reason"]
+    # the default torch.onnx export (issue 30): ONNX Runtime's fp32 sums reorder OffsetLinear's cancellation too
+    assert onnx["status"] == "complete" and onnx["first_divergent"]["name"] == "3"
     assert bf16["status"] == "complete" and bf16["first_divergent"]["name"] == "3"
     assert [r["name"] for r in bf16["records"]] == ["0", "1", "2", "3", "4", "5"]
     suggestion = bf16["suggestion"]

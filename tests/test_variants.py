@@ -10,7 +10,7 @@ import torch
 from conftest import load_run
 from worker_models import TinyConvBenchmark
 
-from vision_bench.common import UsageError, VariantUnsupported
+from vision_bench.common import UsageError
 from vision_bench.records.codec import to_json
 from vision_bench.variants.channels_last import TorchChannelsLast
 from vision_bench.variants.onnxruntime import export_path
@@ -132,12 +132,18 @@ def test_a_transformers_model_is_exported_per_input_shape_and_matches_pytorch(ub
     assert parity.worst.normalised_error < 1e-4
 
 
-def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goes_on(
+def test_a_model_with_a_converter_failure_gets_an_unsupported_row_and_the_run_goes_on(
     ub, tmp_path, sample_image, monkeypatch
 ):
+    """TinyConv has no export of its own: the default torch.onnx export runs it; OpenVINO's converter,
+    made to fail, makes openvino an `unsupported` row with the converter's reason."""
+    import openvino
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Check 'op' failed: no converter for operation TinyOp\nsecond line of the trace")
+
+    monkeypatch.setattr(openvino, "convert_model", refuse)
     monkeypatch.setitem(ub.MODELS_BY_CLI_NAME, TinyConvBenchmark.CLI_NAME, TinyConvBenchmark)
-    with pytest.raises(VariantUnsupported):
-        prepare_variant(loaded(TinyConvBenchmark, tmp_path), "torch-compile", [])
     code = ub.main(
         [
             "--models",
@@ -150,11 +156,13 @@ def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goe
             "--isolation",
             "none",
             "--variants",
-            "torch-compile,torch-channels-last,onnxruntime",
+            "openvino,torch-channels-last,onnxruntime",
             "--images",
             str(sample_image),
             "--output-dir",
             str(tmp_path),
+            "--models-dir",
+            str(tmp_path / "models"),
         ]
     )
     assert code == 0
@@ -162,17 +170,22 @@ def test_a_model_without_compile_or_export_gets_unsupported_rows_and_the_run_goe
     [model] = run["json"]["models"]
     assert model["status"] == "complete"
     rows = {v["variant"]: v for v in model["variants"]}
-    assert list(rows) == ["torch-fp32", "torch-compile", "torch-channels-last", "onnxruntime"]
-    assert rows["torch-compile"]["status"] == "unsupported" and "compile" in rows["torch-compile"]["reason"]
-    assert rows["onnxruntime"]["status"] == "unsupported" and "ONNX" in rows["onnxruntime"]["reason"]
+    assert list(rows) == ["torch-fp32", "openvino", "torch-channels-last", "onnxruntime"]
+    assert rows["openvino"]["status"] == "unsupported"
+    assert rows["openvino"]["reason"] == (
+        "OpenVINO could not convert "
+        + Path(rows["onnxruntime"]["details"]["files"][0]).name
+        + ": RuntimeError: Check 'op' failed: no converter for operation TinyOp"
+    )
+    assert rows["onnxruntime"]["status"] == "complete" and rows["onnxruntime"]["parity"]["verdict"] == "pass"
     channels_last = rows["torch-channels-last"]
     assert channels_last["status"] == "complete" and channels_last["parity"]["verdict"] == "pass"
     assert len([r for r in channels_last["runs"] if r["kind"] == "timed"]) == 2
     md = run["md_path"].read_text()
-    assert "### Variants" in md and "| torch-compile | unsupported |" in md
+    assert "### Variants" in md and "| openvino | unsupported |" in md
     with open(run["csv_path"], newline="") as f:
         csv_rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in csv_rows] == ["torch-fp32", "torch-compile", "torch-channels-last", "onnxruntime"]
+    assert [r["variant"] for r in csv_rows] == ["torch-fp32", "openvino", "torch-channels-last", "onnxruntime"]
 
 
 class TorchChannelsLastBf16(TorchBf16):

@@ -347,12 +347,14 @@ def mark_first_divergent(ax, entry: DivergenceEntry, top: float) -> None:
     first = entry.first_divergent
     if not first:
         return
-    own, _ = briefed(entry, first)
+    own, inherited = briefed(entry, first)
+    # an ONNX variant's records have no own error (no shadow call): the star sits at the propagated one
+    shown = own if own is not None else inherited if inherited is not None else math.inf
     name = first.name if len(first.name) <= 40 else "..." + first.name[-37:]
     ax.axvline(first.index, color="tab:red", ls=":", lw=1)
     ax.plot(
         [first.index],
-        [top if math.isinf(own) else own],
+        [top if math.isinf(shown) else shown],
         "*",
         ms=14,
         color="tab:red",

@@ -11,13 +11,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..common import VariantUnsupported, atomic_write_json, first_tensor, leaf_modules, log
+from ..common import atomic_write_json, first_tensor, leaf_modules, log
 from ..inspect.dissection import LayerDissector
 from ..inspect.time_breakdown import TimeBreakdown
 from ..inspect.trace import record_trace
 from ..progress import pass_progress
 from ..records.inspection import DissectionSummary, TimeBreakdownRecord, TraceSummary
-from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, to_numpy
+from ..variants.parity import FP32_TOLERANCE, HALF_TOLERANCE, INT8_LIMITS, to_numpy
+from ..variants.quantisation_scope import QuantisationScope
+from . import default_paths
 
 
 def as_numpy(parts: dict) -> dict:
@@ -75,14 +77,17 @@ class ModelBenchmark(ABC):
     # input) passes this, by the precision the variant computes in. Half precision: twice the dtype's
     # epsilon (rounding a layer's inputs alone gives about 0.36 eps: measured 0.0028 on bf16 convolutions
     # and linears); float32 backends reorder sums (about 1e-7) and should stay far below 1e-4.
-    DIVERGENCE_TOLERANCE = {"float32": 1e-4, "float16": 2 * 2**-10, "bfloat16": 2 * 2**-7}
+    DIVERGENCE_TOLERANCE = {"float32": 1e-4, "float16": 2 * 2**-10, "bfloat16": 2 * 2**-7, "int8": 2**-6}
+    # The INT8 variants (openvino-int8, onnxruntime-int8): their parity limits, the size of the
+    # calibration set (the run's images, then deterministic flips and crops of them), and the parts of
+    # the exported graph left in floating point (QuantisationScope: regular expressions on node names).
+    INT8_TOLERANCE = INT8_LIMITS
+    CALIBRATION_SIZE = 8
+    INT8_IGNORED_SCOPE = QuantisationScope()
     # How the model batches and resizes (--batch-sizes, --input-sizes): a dimension named here, with
-    # the reason, is reported `unsupported` and the model is swept along the other only. The library
-    # bases implement both (run_batch); a model of its own says how, or keeps these.
-    SWEEP_UNSUPPORTED: dict = {
-        "batch": "the model class does not implement run_batch",
-        "input_size": "the model class does not implement run_batch",
-    }
+    # the reason, is reported `unsupported` and the model is swept along the other only. By default a
+    # batch is the preprocessed inputs stacked, resized to the point's size (models.default_paths).
+    SWEEP_UNSUPPORTED: dict = {}
     SIZE_STEP = 1  # input sizes come in multiples of this (a sweep bisects to one step)
     # Options of this model's run (ModelOption), each a command-line option; self.option(name) reads one.
     RUN_OPTIONS: tuple[ModelOption, ...] = ()
@@ -102,6 +107,7 @@ class ModelBenchmark(ABC):
         self.input_shape: list[int] | None = None
         self.autocast_dtype = None  # set by the half-precision variants
         self.channels_last = False  # set by the channels-last variant
+        self.exported_output = None  # how the default export's flat outputs rebuild the network's (a pytree spec)
 
     # -- what a subclass provides ----------------------------------------------------------
     @abstractmethod
@@ -181,10 +187,12 @@ class ModelBenchmark(ABC):
         )
 
     def preprocess_batch(self, images: list, size: int | None):
-        raise NotImplementedError(self.SWEEP_UNSUPPORTED.get("batch", "no batched preprocess"))
+        """The images preprocessed one by one and stacked, resized to size x size when given."""
+        return default_paths.stack_preprocessed(self, images, size)
 
     def postprocess_batch(self, outputs, images: list):
-        raise NotImplementedError(self.SWEEP_UNSUPPORTED.get("batch", "no batched postprocess"))
+        """The batch's outputs sliced per image, each postprocessed as one call's."""
+        return default_paths.postprocess_each(self, outputs, images)
 
     def three_phases(self, preprocess, postprocess):
         import torch
@@ -234,21 +242,48 @@ class ModelBenchmark(ABC):
         self.channels_last = True
 
     def compile_network(self) -> None:
-        """torch.compile the module that runs (the library bases know where it sits)."""
-        raise VariantUnsupported(f"{type(self).__name__} does not say which module to compile")
+        """torch.compile the module that runs, in place (the library bases know where it sits)."""
+        self.network().compile()
+
+    def network_input(self, image: Image.Image):
+        """The tensor the network receives on a pipeline call of `image` (an ONNX export's sample, a
+        calibration set's input)."""
+        return default_paths.network_io(self, image, with_output=False)[0]
 
     def onnx_targets(self, images: list) -> dict:
         """The ONNX files this model needs for `images`: {name: sample input or None}, one file with
-        dynamic axes or one per input shape. The name keys the exported-file cache."""
-        raise VariantUnsupported(f"{type(self).__name__} has no ONNX export")
+        dynamic axes or one per input shape. The name keys the exported-file cache. By default one per
+        shape of the network's input, traced on it."""
+        return default_paths.default_onnx_targets(self, images)
 
     def export_onnx(self, path: Path, sample) -> None:
-        """Write the network as ONNX to `path` through the library's own export path."""
-        raise VariantUnsupported(f"{type(self).__name__} has no ONNX export")
+        """Write the network as ONNX to `path` (by default torch.onnx of network() on `sample`)."""
+        default_paths.default_export_onnx(self, path, sample)
 
     def use_onnx(self, paths: dict) -> str:
         """Run the exported network(s) ({name: path}) with ONNX Runtime from now on; returns the provider."""
-        raise VariantUnsupported(f"{type(self).__name__} cannot run an ONNX export")
+        from ..variants.onnxruntime import onnxruntime_session
+
+        sessions, provider = {}, ""
+        for name, path in paths.items():
+            sessions[name], provider = onnxruntime_session(path, self.device)
+        self.use_sessions(sessions, "ONNX")
+        return provider
+
+    def use_openvino(self, paths: dict, config: dict, sources: dict) -> str:
+        """Run OpenVINO models ({name: .xml path}, converted from the ONNX files `sources`) compiled for
+        the CPU with `config` from now on; returns what runs them ('OpenVINO CPU, f32 inference')."""
+        from ..variants.openvino_runtime import compile_openvino
+
+        sessions, runs = {}, ""
+        for name, path in paths.items():
+            sessions[name], runs = compile_openvino(path, config)
+        self.use_sessions(sessions, "OpenVINO")
+        return runs
+
+    def use_sessions(self, sessions: dict, what: str) -> None:
+        """Run exported copies of the network from now on: {name: session with ONNX Runtime's run()}."""
+        default_paths.run_network_with(self, sessions, what)
 
     def raw_parts(self, output) -> dict:
         """The network's raw output as named parts for parity (each part normalised on its own)."""

@@ -10,8 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from ..common import WeightsError, exception_line, first_tensor, log
-from ..variants.onnxruntime import export_with_torch, onnxruntime_session
+from ..variants.onnxruntime import export_with_torch
 from ..variants.parity import split_yolo_output
+from ..variants.quantisation_scope import QuantisationScope
 from .base import ModelBenchmark, as_numpy
 
 
@@ -161,13 +162,10 @@ class HFDepthBenchmark(ModelBenchmark):
 
         export_with_torch(Tensors(self.model).eval(), (sample,), path, ["pixel_values"], list(names))
 
-    def use_onnx(self, paths: dict) -> str:
-        self.onnx_sessions = {}
-        for name, path in paths.items():
-            self.onnx_sessions[tuple(int(n) for n in name.split("x"))], provider = onnxruntime_session(
-                path, self.device
-            )
-        return provider
+    def use_sessions(self, sessions: dict, what: str) -> None:
+        """The exported copies, one per input shape (their names are the shapes), run in forward()."""
+        self.onnx_sessions = {tuple(int(n) for n in name.split("x")): session for name, session in sessions.items()}
+        self.exported_kind = what
 
     def onnx_forward(self, inputs):
         import torch
@@ -177,7 +175,8 @@ class HFDepthBenchmark(ModelBenchmark):
         session = self.onnx_sessions.get(tuple(pixels.shape))
         if session is None:
             raise RuntimeError(
-                f"no ONNX export for input shape {list(pixels.shape)} (exported: {sorted(self.onnx_sessions)})"
+                f"no {self.exported_kind} export for input shape {list(pixels.shape)} "
+                f"(exported: {sorted(self.onnx_sessions)})"
             )
         arrays = session.run(None, {"pixel_values": pixels})
         tensors = {name: torch.from_numpy(a).to(self.device) for name, a in zip(self.ONNX_OUTPUTS, arrays)}
@@ -396,6 +395,23 @@ class UltralyticsBenchmark(ModelBenchmark):
         )
         return session.get_providers()[0] if session is not None else "unknown"
 
+    def use_openvino(self, paths: dict, config: dict, sources: dict) -> str:
+        """ultralytics' own OpenVINO backend on the IR folder (its metadata.yaml copied from the ONNX
+        export's), its compilations given the variant's configuration over the backend's own hints."""
+        import onnx
+        import yaml
+
+        from ..variants.openvino_runtime import compiled_with, describe
+
+        [(name, path)] = paths.items()
+        metadata = {p.key: p.value for p in onnx.load(str(sources[name]), load_external_data=False).metadata_props}
+        (path.parent / "metadata.yaml").write_text(yaml.safe_dump(metadata))
+        with compiled_with(config):
+            self.ul_model = self.ultralytics_class()(str(path.parent), task=self.TASK)
+            self.prepare_predictor()
+        compiled = getattr(getattr(self.ul_model.predictor.model, "backend", None), "ov_compiled_model", None)
+        return describe(compiled) if compiled is not None else "OpenVINO (ultralytics backend)"
+
     def summarize_prediction(self, prediction) -> dict:
         out: dict = {}
         if prediction.boxes is not None:
@@ -418,6 +434,13 @@ class UltralyticsBenchmark(ModelBenchmark):
 
 class YOLOBenchmark(UltralyticsBenchmark):
     ARCH_YAML = ""  # the yaml shipped with ultralytics: the random architecture
+    # INT8: the head's box decoding stays in float (the distribution focal loss head and the
+    # arithmetic right under the head's module turn distances into pixel coordinates: rounded to
+    # INT8 a box moves by whole strides), as ultralytics' own INT8 export keeps it.
+    INT8_IGNORED_SCOPE = QuantisationScope(
+        patterns=(r".*/dfl/.*", r"/model\.\d+/(Add|Sub|Mul|Div|Sigmoid|Concat)(_\d+)?"),
+        reason="the detection head's box decoding (DFL and coordinate arithmetic)",
+    )
 
     @classmethod
     def build_random_network(cls):

@@ -39,7 +39,9 @@ class VariantDetails:
     files: list[str] | None = optional()  # onnxruntime: the exported files it runs
     cached: bool | None = optional()  # onnxruntime: every file came from the export cache
     export_seconds: float | None = optional()  # onnxruntime: the exports made (absent when all were cached)
-    provider: str | None = optional()  # onnxruntime: the execution provider the session uses
+    provider: str | None = optional()  # onnxruntime: the session's provider; openvino: device, precision
+    calibration: str | None = optional()  # the INT8 variants: the calibration set (samples, images, transforms)
+    float_nodes: int | None = optional()  # the INT8 variants: graph nodes the model's ignored scope kept in float
 
     def __or__(self, other: VariantDetails) -> VariantDetails:
         """These details with `other`'s set fields over them."""

@@ -14,9 +14,22 @@ from .base import Variant
 from .channels_last import TorchChannelsLast
 from .compile import TorchCompile
 from .onnxruntime import OnnxRuntime
+from .onnxruntime_int8 import OnnxRuntimeInt8
+from .openvino import OpenVino, OpenVinoBf16, OpenVinoInt8
 from .torch_precision import TorchBf16, TorchFp16, TorchFp32
 
-VARIANT_CLASSES: list[type[Variant]] = [TorchFp32, TorchFp16, TorchBf16, TorchChannelsLast, TorchCompile, OnnxRuntime]
+VARIANT_CLASSES: list[type[Variant]] = [
+    TorchFp32,
+    TorchFp16,
+    TorchBf16,
+    TorchChannelsLast,
+    TorchCompile,
+    OnnxRuntime,
+    OpenVino,
+    OpenVinoBf16,
+    OpenVinoInt8,
+    OnnxRuntimeInt8,
+]
 VARIANTS: dict[str, Variant] = {cls.name: cls() for cls in VARIANT_CLASSES}  # --variants name -> variant
 REFERENCE_VARIANT = TorchFp32.name
 

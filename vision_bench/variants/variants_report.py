@@ -105,7 +105,12 @@ def variant_notes(r: ModelResult) -> list[str]:
                 else "export reused from the cache"
             )
             files = ", ".join(f"`{f}`" for f in d.files or [])
-            notes.append(f"onnxruntime: {export} ({files}), provider {d.provider}")
+            notes.append(f"{v.variant}: {export} ({files}), provider {d.provider}")
+        if d.calibration is not None:
+            notes.append(
+                f"{v.variant}: calibrated on {d.calibration}; {d.float_nodes or 0} graph node(s) kept in float "
+                "(the model's INT8_IGNORED_SCOPE)"
+            )
         if v.variant == "torch-compile" and v.cold_start:
             notes.append(
                 f"torch-compile: compiling happens in the cold start "

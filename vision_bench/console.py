@@ -15,7 +15,7 @@ from .reports.results_file import RESULTS_SCHEMA
 VERSION_TEXT = f"%(prog)s {__version__} (results schema {RESULTS_SCHEMA})"  # argparse fills in %(prog)s
 # Each capability's manual is a page of docs/ (README.md links them all); --help ends with where they are.
 DOCS_EPILOG = (
-    " Manuals in docs/: options.md (every option), reading-the-report.md, variants.md (--variants), "
+    " Manuals in docs/: options.md (every option), reading-the-report.md, variants.md (--variants), openvino-and-int8.md, "
     "divergence.md (--divergence), sweeps.md (--batch-sizes, --input-sizes, --memory-limit), traces.md "
     "(--trace), trustworthy-numbers.md (--precision, --processes, --discard-throttled), "
     "comparing-and-gating.md (--compare, --fail-if-slower), history.md (--history, --label), scaling-out.md (--devices, --shard, --merge, "

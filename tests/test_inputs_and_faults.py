@@ -891,7 +891,7 @@ def test_sigint_mid_run_writes_partial_results_and_exits_130(tmp_path, sample_im
         ("DepthAnythingV2Small", "interrupted"),
     ]
     assert "interrupted" in run["md"].lower()
-    assert "DepthAnythingV2Small (interrupted)" in run["md"]
+    assert "**DepthAnythingV2Small interrupted**" in run["md"]  # the verdict names the interrupted model
 
 
 def test_sigterm_mid_run_exits_143(tmp_path, sample_image):

@@ -325,15 +325,22 @@ def never_passes(data) -> bool:
     return False
 
 
-def validate_results(data, path: Path, option: str) -> None:
-    """The file against results_schema.json, then what a schema cannot say: each model once."""
+def schema_error(data, which: int):
+    """jsonschema's most relevant error of the file against schema `which` (0 any file, 1 --merge's),
+    None when it finds none."""
     import jsonschema
 
-    readable, mergeable = results_validators()
+    return jsonschema.exceptions.best_match(results_validators()[which].iter_errors(data))
+
+
+def validate_results(data, path: Path, option: str) -> None:
+    """The file against results_schema.json, then what a schema cannot say: each model once.
+    jsonschema (imported, and its validators built: a third of a second) only for a file the
+    pre-check fails, to find and word the error."""
     passes_readable, passes_mergeable = results_prechecks()
-    error = None if passes_readable(data) else jsonschema.exceptions.best_match(readable.iter_errors(data))
+    error = None if passes_readable(data) else schema_error(data, 0)
     if error is None and option == "--merge" and not passes_mergeable(data):  # every figure of a complete model
-        error = jsonschema.exceptions.best_match(mergeable.iter_errors(data))
+        error = schema_error(data, 1)
     if error is not None:
         if list(error.absolute_path) == ["schema"] or (error.validator == "required" and "'schema'" in error.message):
             found = data.get("schema") if isinstance(data, dict) else None

@@ -114,6 +114,7 @@ def test_the_pre_check_and_the_inlined_schema_agree_with_jsonschema_on_every_edi
         {"$ref": "#/$defs/node", "$defs": {"node": {"properties": {"child": {"$ref": "#/$defs/node"}}}}},  # recursive
         {"$ref": "other.json#/thing"},  # a reference elsewhere
         {"enum": [1, 2]},  # enum options other than strings and null
+        {"properties": {"a": {"$id": "https://x/a", "$ref": "#/$defs/b"}}, "$defs": {"b": {}}},  # an $id below the top
     ],
 )
 def test_a_schema_the_pre_check_does_not_know_gets_none(schema):

@@ -172,7 +172,7 @@ def with_definitions_inlined(schema: dict) -> dict:
 # tests/test_schema_check.py checks that both agree on valid files and on edited copies of them.
 Check = Callable[[Any], bool]
 
-ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "examples", "$comment"}
+ANNOTATIONS = {"$schema", "$defs", "title", "description", "examples", "$comment"}  # $id: at the top only
 TYPES: dict[str, Callable[[Any], bool]] = {
     "null": lambda value: value is None,
     "boolean": lambda value: isinstance(value, bool),
@@ -197,8 +197,8 @@ def is_number(value: Any) -> bool:
 def compiled_check(schema: dict) -> Check | None:
     """The yes/no check of `schema` (references `#/$defs/NAME` into its own $defs), or None when
     the schema uses something this module does not know."""
-    try:
-        return compile_node(schema, schema.get("$defs", {}), ())
+    try:  # an $id below the top would change what "#/$defs/..." means there: not compiled
+        return compile_node({key: value for key, value in schema.items() if key != "$id"}, schema.get("$defs", {}), ())
     except NotCompiled:
         return None
 

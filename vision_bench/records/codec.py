@@ -17,6 +17,7 @@ import enum
 import functools
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 OPTIONAL = "vision_bench.optional"
@@ -95,61 +96,147 @@ def field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+Decoder = Callable[[Any, str], Any]  # (JSON value, its path in the file) -> the value read
+
+
+def keep_value(value: Any, where: str) -> Any:
+    """The decoder of an annotation that builds nothing (a number, a string, a free-form object)."""
+    return value
+
+
+@functools.cache
+def record_plan(cls: type) -> tuple[tuple[tuple[str, Decoder], ...], frozenset[str]]:
+    """Each field's name and decoder, in declaration order, and the declared names: worked out once
+    a class, since a results file holds thousands of records."""
+    types_of = field_types(cls)
+    fields = tuple((f.name, decoder(types_of[f.name])) for f in dataclasses.fields(cls))
+    return fields, frozenset(name for name, _ in fields)
+
+
 def from_json(cls: type[Record], data: Any, where: str = "") -> Record:
     """A `cls` record from its JSON object; missing keys take the fields' defaults. `where` is the
     path of the object in the file, for the error messages."""
     where = where or cls.__name__
     if not isinstance(data, dict):
         raise RecordError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    types_of = field_types(typing.cast(type, cls))
-    declared = [f.name for f in dataclasses.fields(typing.cast(type, cls))]
-    values = {name: decode(types_of[name], data[name], f"{where}.{name}") for name in declared if name in data}
+    fields, declared = record_plan(typing.cast(type, cls))
+    values = {}
+    for name, read in fields:
+        if name in data:
+            value = data[name]
+            values[name] = value if read is keep_value else read(value, f"{where}.{name}")
     try:
         record = cls(**values)
     except TypeError as exc:  # a required key missing
         raise RecordError(f"{where}: {exc}") from None
-    undeclared = {key: value for key, value in data.items() if key not in declared}
-    if undeclared:
-        object.__setattr__(record, UNDECLARED, undeclared)
+    if not declared.issuperset(data):
+        object.__setattr__(record, UNDECLARED, {key: value for key, value in data.items() if key not in declared})
     return record
 
 
 def decode(annotation: Any, value: Any, where: str) -> Any:
     """`value` read as `annotation`: records and enums built, containers item by item, the rest as is."""
-    if value is None:
-        return None
+    return decoder(annotation)(value, where)
+
+
+def decoder(annotation: Any) -> Decoder:
+    """The function that reads a JSON value as `annotation`, made once an annotation: the annotation's
+    shape (typing.get_origin/get_args) is looked at here, not again for every value."""
+    try:
+        return cached_decoder(annotation)
+    except TypeError:  # an unhashable annotation: made each time
+        return build_decoder(annotation)
+
+
+def build_decoder(annotation: Any) -> Decoder:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return decode_union([a for a in args if a is not type(None)], value, where)
+        return union_decoder([a for a in args if a is not type(None)])
     if origin is list and args:
+        return list_decoder(decoder(args[0]))
+    if origin is dict and len(args) == 2:
+        return dict_decoder(decoder(args[1]))
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return record_decoder(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return enum_decoder(annotation)
+    return keep_value
+
+
+cached_decoder = functools.cache(build_decoder)
+
+
+def list_decoder(read_item: Decoder) -> Decoder:
+    def read_list(value: Any, where: str) -> Any:
+        if value is None:
+            return None
         if not isinstance(value, list):
             raise RecordError(f"{where}: expected a list, got {type(value).__name__}")
-        return [decode(args[0], item, f"{where}[]") for item in value]
-    if origin is dict and len(args) == 2:
+        if read_item is keep_value:
+            return list(value)
+        where = f"{where}[]"
+        return [read_item(item, where) for item in value]
+
+    return read_list
+
+
+def dict_decoder(read_item: Decoder) -> Decoder:
+    def read_dict(value: Any, where: str) -> Any:
+        if value is None:
+            return None
         if not isinstance(value, dict):
             raise RecordError(f"{where}: expected an object, got {type(value).__name__}")
-        return {key: decode(args[1], item, f"{where}.{key}") for key, item in value.items()}
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-        return from_json(annotation, value, where)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        if read_item is keep_value:
+            return dict(value)
+        return {key: read_item(item, f"{where}.{key}") for key, item in value.items()}
+
+    return read_dict
+
+
+def record_decoder(cls: type) -> Decoder:
+    def read_record(value: Any, where: str) -> Any:
+        return None if value is None else from_json(cls, value, where)
+
+    return read_record
+
+
+def enum_decoder(cls: type[enum.Enum]) -> Decoder:
+    def read_enum(value: Any, where: str) -> Any:
+        if value is None:
+            return None
         try:
-            return annotation(value)
+            return cls(value)
         except ValueError:
-            raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in annotation]}") from None
-    return value
+            raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in cls]}") from None
+
+    return read_enum
 
 
-def decode_union(options: list, value: Any, where: str) -> Any:
-    """`X | Y`: the first record type a JSON object fits, the first enum a string is a value of,
-    else the value as it is (a number, a string, a free-form object)."""
+def union_decoder(options: list) -> Decoder:
+    """`X | Y`: the first record type a JSON object fits, the first enum a string is a value of, the
+    first list type a list fits, else the value as it is (a number, a string, a free-form object)."""
     if len(options) == 1:
-        return decode(options[0], value, where)
-    for option in options:
-        if isinstance(value, dict) and isinstance(option, type) and dataclasses.is_dataclass(option):
-            return from_json(option, value, where)
-        if isinstance(value, str) and isinstance(option, type) and issubclass(option, enum.Enum):
-            if value in {m.value for m in option}:
+        return decoder(options[0])
+    plan = [
+        (
+            option,
+            isinstance(option, type) and dataclasses.is_dataclass(option),
+            tuple(m.value for m in option) if isinstance(option, type) and issubclass(option, enum.Enum) else None,
+            decoder(option) if typing.get_origin(option) is list else None,
+        )
+        for option in options
+    ]
+    if not any(is_dataclass or values is not None or read_list for _, is_dataclass, values, read_list in plan):
+        return keep_value
+
+    def read_union(value: Any, where: str) -> Any:
+        for option, is_dataclass, values, read_list in plan:
+            if is_dataclass and isinstance(value, dict):
+                return from_json(option, value, where)
+            if values is not None and isinstance(value, str) and value in values:
                 return option(value)
-        if typing.get_origin(option) is list and isinstance(value, list):
-            return decode(option, value, where)
-    return value
+            if read_list is not None and isinstance(value, list):
+                return read_list(value, where)
+        return value
+
+    return read_union

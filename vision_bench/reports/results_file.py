@@ -1,12 +1,15 @@
 """The results file: its schema name, its file names, the run's time accounting, and reading it
-back (--compare, --merge) with the accessors that know its older layouts."""
+back (--compare, --merge, --history: checked against the schema, fast) with the accessors that know
+its older layouts."""
 
 from __future__ import annotations
 
 import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..common import UsageError, exception_line
 from ..phases import MEASURING_PHASES
@@ -133,17 +136,211 @@ def results_validators():
 
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     mergeable = {"$ref": "#/$defs/mergeable_file", "$defs": schema["$defs"]}
-    return jsonschema.Draft202012Validator(schema), jsonschema.Draft202012Validator(mergeable)
+    return (
+        jsonschema.Draft202012Validator(with_definitions_inlined(schema)),
+        jsonschema.Draft202012Validator(with_definitions_inlined(mergeable)),
+    )
+
+
+def with_definitions_inlined(schema: dict) -> dict:
+    """The schema with each `{"$ref": "#/$defs/NAME"}` replaced by that definition: the same checks
+    and error paths, without jsonschema resolving a reference for every model, run and figure
+    (a third of its time on a results file). The schema's references are all of this form, none
+    recursive and none beside other keywords; any other stays a reference."""
+    definitions = schema.get("$defs", {})
+
+    def inlined(node):
+        if isinstance(node, list):
+            return [inlined(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        target = node.get("$ref", "")
+        if len(node) == 1 and target.startswith("#/$defs/") and target[8:] in definitions:
+            return inlined(definitions[target[8:]])
+        return {key: inlined(value) for key, value in node.items()}
+
+    return inlined(schema)
+
+
+# The schema's fast pre-check. jsonschema walks the schema anew for every value (a validator object
+# and a reference lookup per keyword): most of the time to read a results file. compiled_check turns
+# the schema, once, into nested functions that only answer "valid or not". It is a pre-check, never
+# the judge of an error: a file it passes, jsonschema passes too; a file it fails goes to jsonschema,
+# which finds the error and words it (validate_results). It knows the keywords the schema uses and
+# errs towards "not valid" (types compared strictly, enums by type and value); a schema with any
+# other keyword gets no pre-check (None), and every file then goes to jsonschema.
+# tests/test_schema_check.py checks that both agree on valid files and on edited copies of them.
+Check = Callable[[Any], bool]
+
+ANNOTATIONS = {"$schema", "$defs", "title", "description", "examples", "$comment"}  # $id: at the top only
+TYPES: dict[str, Callable[[Any], bool]] = {
+    "null": lambda value: value is None,
+    "boolean": lambda value: isinstance(value, bool),
+    "string": lambda value: isinstance(value, str),
+    "array": lambda value: isinstance(value, list),
+    "object": lambda value: isinstance(value, dict),
+    "number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    "integer": lambda value: (
+        (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    ),
+}
+
+
+class NotCompiled(Exception):
+    """A keyword or value this module does not check: the schema gets no pre-check."""
+
+
+def is_number(value: Any) -> bool:
+    return TYPES["number"](value)
+
+
+def compiled_check(schema: dict) -> Check | None:
+    """The yes/no check of `schema` (references `#/$defs/NAME` into its own $defs), or None when
+    the schema uses something this module does not know."""
+    try:  # an $id below the top would change what "#/$defs/..." means there: not compiled
+        return compile_node({key: value for key, value in schema.items() if key != "$id"}, schema.get("$defs", {}), ())
+    except NotCompiled:
+        return None
+
+
+def same_json_value(option: Any) -> Check:
+    """An enum's or const's option matched strictly: a string by a string, null by null."""
+    if option is None:
+        return lambda value: value is None
+    if isinstance(option, str):
+        return lambda value: isinstance(value, str) and value == option
+    raise NotCompiled(f"enum/const option {option!r}")
+
+
+def compile_node(node: Any, definitions: dict, refs: tuple) -> Check:
+    """One schema (an object or true/false) as a function of the value: the AND of its keywords."""
+    if node is True or node == {}:
+        return lambda value: True
+    if node is False:
+        return lambda value: False
+    if not isinstance(node, dict):
+        raise NotCompiled(f"schema {node!r}")
+    compiled = [compile_keyword(key, argument, node, definitions, refs) for key, argument in node.items()]
+    checks = [check for check in compiled if check is not None]
+    if len(checks) == 1:
+        return checks[0]
+
+    def every_keyword(value: Any) -> bool:
+        for check in checks:
+            if not check(value):
+                return False
+        return True
+
+    return every_keyword
+
+
+def compile_keyword(key: str, argument: Any, node: dict, definitions: dict, refs: tuple) -> Check | None:
+    """One keyword's check (None for annotations and for `then`, which `if` takes)."""
+    if key in ANNOTATIONS or key in ("then", "else"):
+        return None
+    if key == "$ref":
+        name = argument[len("#/$defs/") :] if isinstance(argument, str) and argument.startswith("#/$defs/") else None
+        if name not in definitions or argument in refs:
+            raise NotCompiled(f"$ref {argument!r}")  # elsewhere, or recursive
+        return compile_node(definitions[name], definitions, (*refs, argument))
+    if key == "type":
+        names = [argument] if isinstance(argument, str) else argument
+        if not all(name in TYPES for name in names):
+            raise NotCompiled(f"type {argument!r}")
+        tests = [TYPES[name] for name in names]
+        return tests[0] if len(tests) == 1 else lambda value: any(test(value) for test in tests)
+    if key in ("enum", "const"):
+        options = [same_json_value(option) for option in (argument if key == "enum" else [argument])]
+        return lambda value: any(option(value) for option in options)
+    if key in ("minimum", "maximum", "minLength"):
+        return bound_check(key, argument)
+    if key in ("properties", "required", "additionalProperties"):
+        return object_check(key, argument, node, definitions, refs)
+    if key == "items":
+        item = compile_node(argument, definitions, refs)
+
+        def each_item(value: Any) -> bool:
+            if isinstance(value, list):
+                for one in value:
+                    if not item(one):
+                        return False
+            return True
+
+        return each_item
+    if key == "anyOf":
+        options = [compile_node(option, definitions, refs) for option in argument]
+        return lambda value: any(option(value) for option in options)
+    if key == "if":
+        condition = compile_node(argument, definitions, refs)
+        then = compile_node(node.get("then", True), definitions, refs)
+        otherwise = compile_node(node.get("else", True), definitions, refs)
+        return lambda value: then(value) if condition(value) else otherwise(value)
+    raise NotCompiled(f"keyword {key!r}")
+
+
+def bound_check(key: str, bound: Any) -> Check:
+    if not is_number(bound):
+        raise NotCompiled(f"{key} {bound!r}")
+    if key == "minimum":
+        return lambda value: not is_number(value) or value >= bound
+    if key == "maximum":
+        return lambda value: not is_number(value) or value <= bound
+    return lambda value: not isinstance(value, str) or len(value) >= bound
+
+
+def object_check(key: str, argument: Any, node: dict, definitions: dict, refs: tuple) -> Check:
+    if key == "required":
+        names = list(argument)
+        return lambda value: not isinstance(value, dict) or all(name in value for name in names)
+    if key == "properties":
+        checks = [(name, compile_node(sub, definitions, refs)) for name, sub in argument.items()]
+
+        def each_property(value: Any) -> bool:
+            if isinstance(value, dict):
+                for name, check in checks:
+                    if name in value and not check(value[name]):
+                        return False
+            return True
+
+        return each_property
+    if "patternProperties" in node:
+        raise NotCompiled("additionalProperties beside patternProperties")
+    declared = set(node.get("properties", {}))
+    extra = compile_node(argument, definitions, refs)
+    return lambda value: (
+        not isinstance(value, dict) or all(extra(item) for name, item in value.items() if name not in declared)
+    )
+
+
+@functools.cache
+def results_prechecks() -> tuple[Check, Check]:
+    """Fast yes/no checks of the same two schemas (compiled_check): a file they pass, jsonschema
+    passes; a file they fail goes to jsonschema for its error. Without a pre-check, every file does."""
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    mergeable = {"$ref": "#/$defs/mergeable_file", "$defs": schema["$defs"]}
+    return compiled_check(schema) or never_passes, compiled_check(mergeable) or never_passes
+
+
+def never_passes(data) -> bool:
+    return False
+
+
+def schema_error(data, which: int):
+    """jsonschema's most relevant error of the file against schema `which` (0 any file, 1 --merge's),
+    None when it finds none."""
+    import jsonschema
+
+    return jsonschema.exceptions.best_match(results_validators()[which].iter_errors(data))
 
 
 def validate_results(data, path: Path, option: str) -> None:
-    """The file against results_schema.json, then what a schema cannot say: each model once."""
-    import jsonschema
-
-    readable, mergeable = results_validators()
-    error = jsonschema.exceptions.best_match(readable.iter_errors(data))
-    if error is None and option == "--merge":  # the merged report shows every figure of a complete model
-        error = jsonschema.exceptions.best_match(mergeable.iter_errors(data))
+    """The file against results_schema.json, then what a schema cannot say: each model once.
+    jsonschema (imported, and its validators built: a third of a second) only for a file the
+    pre-check fails, to find and word the error."""
+    passes_readable, passes_mergeable = results_prechecks()
+    error = None if passes_readable(data) else schema_error(data, 0)
+    if error is None and option == "--merge" and not passes_mergeable(data):  # every figure of a complete model
+        error = schema_error(data, 1)
     if error is not None:
         if list(error.absolute_path) == ["schema"] or (error.validator == "required" and "'schema'" in error.message):
             found = data.get("schema") if isinstance(data, dict) else None

@@ -1,6 +1,6 @@
 """Every variant and both sweeps for a model that implements only network(), preprocess, forward and
-postprocess: the README's "Adding a model" example (tests/readme_example.py, checked against the
-README), run through the command line with every --variants name and both sweeps."""
+postprocess: the "Adding a model" example (tests/readme_example.py, checked against
+docs/adding-a-model.md), run through the command line with every --variants name and both sweeps."""
 
 import inspect
 from pathlib import Path
@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_example_is_the_readmes_own():
-    """The class the tests run is the README's, character for character (its imports aside)."""
+    """The class the tests run is the guide's (docs/adding-a-model.md), character for character (its imports aside)."""
     source = inspect.getsource(ResNet50Benchmark)
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "adding-a-model.md").read_text()
     normalise = [
         line.replace("ResNet50_Weights, resnet50", "resnet50, ResNet50_Weights") for line in source.splitlines()
     ]

@@ -126,7 +126,7 @@ def source_text(state: SourceState) -> str:
     return (
         f"`{short}`"
         + (" dirty (tracked files changed since the commit)" if dirty else "")
-        + (f", branch {state.branch}" if state.branch else "")
+        + (f", branch {state.branch}" if state.branch and state.branch != "HEAD" else "")
         + (f": {state.subject}" if state.subject else "")
         + f" (in `{state.folder}`)"
     )

@@ -485,3 +485,33 @@ def test_a_schema_valid_file_the_records_cannot_hold_is_a_usage_error(tmp_path, 
     path = synthetic_file(tmp_path / "odd.json", [model])
     with pytest.raises(UsageError, match=rf"--compare: .*odd.json: not a valid results file: .*{field}"):
         read_results(path, "--compare")
+
+
+def test_a_merge_carries_the_label_and_the_commits_the_parts_ran_from(tmp_path, capsys):
+    from vision_bench.records.codec import to_json
+    from vision_bench.reports.merge import merged_document
+    from vision_bench.reports.results_file import read_results
+
+    commit = {"role": "working folder", "folder": "/repo", "commit": "a" * 40, "subject": "s", "dirty": True}
+    paths = []
+    for name, label, run_id in (("Net", "driver 560", "20260101_000000"), ("Other", "branch x", "20260101_000001")):
+        path = synthetic_file(tmp_path / f"{name}.json", [synthetic_model(name, tight(0.1))], run_id=run_id)
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"label": label, "source": [commit]}))
+        paths.append(path)
+
+    def merged() -> dict:
+        files = [read_results(path, "--compare") for path in paths]  # the synthetic models lack what --merge draws
+        models = [m for f in files for m in f.models]
+        data = to_json(merged_document(files, paths, models, "20260101_000002", True))
+        data["source"] = [{k: v for k, v in s.items() if v is not None} for s in data.get("source") or []]
+        return data
+
+    same = merged()
+    assert same["label"] == "driver 560 + branch x" and same["source"] == [commit]
+    assert "different commits" not in capsys.readouterr().out
+    other = json.loads(paths[1].read_text()) | {"source": [commit | {"commit": "b" * 40, "dirty": False}]}
+    paths[1].write_text(json.dumps(other))
+    assert merged()["source"] == [commit]
+    assert "the parts ran from different commits or tree states (aaaaaaa dirty, bbbbbbb)" in "".join(
+        capsys.readouterr()
+    )

@@ -15,6 +15,7 @@ from vision_bench.common import UsageError
 from vision_bench.history.analysis import build_history
 from vision_bench.history.change_points import find_steps, outliers
 from vision_bench.measure.source_control import source_state
+from vision_bench.reports.compare import REFUSED
 
 # The 20 timed end-to-end times (seconds) of a real run here: yolo11n-detect, --runs 10 --weights random,
 # 2 images, on the shared 2-core EPYC (results/benchmark_results_20261207_131554.json of issue 33's history).
@@ -182,3 +183,39 @@ def test_a_library_change_is_shown_where_it_happened_beside_the_step(tmp_path):
     [step] = history.change_points
     assert (step.before, step.after, step.library_change) == (5, 6, ["torch 2.14.1 -> 2.15.0"])
     assert step.low_pct is not None and step.low_pct < 25 < step.high_pct
+
+
+def test_the_gate_refuses_a_newest_run_flagged_busy_or_throttled_as_compare_does(tmp_path):
+    paths = history_files(tmp_path / "runs", [100.0] * 6)
+    data = json.loads(paths[-1].read_text())
+    data["models"][0]["runs"][3]["state"] = {"flags": ["busy"], "load1": 3.0, "involuntary_switches": 9}
+    paths[-1].write_text(json.dumps(data))
+    [point] = [s.points[-1] for s in build_history([tmp_path / "runs"], "start").series]
+    assert point.flagged
+    refused = run_cli("--history", tmp_path / "runs", "--fail-if-slower", "10", "--output-dir", tmp_path / "a")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert (
+        f"[ERROR] --fail-if-slower 10: net: the gate cannot judge it, {REFUSED} (newest run 6) in 20260101_000005 "
+        "(rerun on a quiet machine, or --discard-throttled)" in refused.stdout + refused.stderr
+    )
+    data["models"][0]["runs"][3]["discarded"] = True  # --discard-throttled left it out: the rest can be judged
+    paths[-1].write_text(json.dumps(data))
+    judged = run_cli("--history", tmp_path / "runs", "--fail-if-slower", "10", "--output-dir", tmp_path / "b")
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+
+
+def test_the_gate_fails_on_a_model_that_completed_before_and_not_in_the_newest_run_unless_allowed(tmp_path):
+    """As --compare with the run before the newest as its base: exit 1, or a warning with --allow-missing."""
+    history_files(tmp_path / "runs", [100.0] * 6, statuses={5: "failed"})
+    gated = run_cli("--history", tmp_path / "runs", "--fail-if-slower", "10", "--output-dir", tmp_path / "a")
+    assert gated.returncode == 1, gated.stdout + gated.stderr
+    assert (
+        "[ERROR] net: completed in run 5, failed in the newest run (6) (in 20260101_000005; --allow-missing accepts it)"
+        in gated.stdout + gated.stderr
+    )
+    allowed = run_cli(
+        "--history", tmp_path / "runs", "--fail-if-slower", "10", "--allow-missing", "--output-dir", tmp_path / "b"
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "(allowed by --allow-missing)" in allowed.stdout + allowed.stderr
+    assert run_cli("--history", tmp_path / "runs", "--output-dir", tmp_path / "c").returncode == 0

@@ -176,3 +176,24 @@ def test_the_worker_line_says_how_the_process_ended_in_words():
     assert WorkerRecord(7, 0, None, "w.log").describe() == "pid 7, exit code 0, log w.log"
     assert WorkerRecord(7, -9, "SIGKILL").describe() == "pid 7, killed by SIGKILL"
     assert WorkerRecord(7).describe() == "pid 7, still running"
+
+
+def test_the_report_names_the_commit_it_ran_from_dirty_or_not_and_the_label(tmp_path):
+    data = one_run(tmp_path)
+    data["label"] = "driver 560"
+    data["source"] = [
+        {"role": "working folder", "folder": "/repo", "commit": "abcdef1" + "0" * 33, "branch": "main", "dirty": True},
+        {"role": "tool", "folder": "/tool", "commit": "1234567" + "0" * 33, "subject": "Faster", "dirty": False},
+    ]
+    ctx = context(tmp_path, data["run_id"])
+    md = markdown_text(markdown_report(copy.deepcopy(data), ctx))
+    page = page_text(html_report(copy.deepcopy(data), ctx))
+    for text in (md, page):
+        text = re.sub(r"\s+([,:)])", r"\1", " ".join(text.replace("`", "").split()))  # code marks and tags out
+        assert "(driver 560) from commit abcdef1 dirty, started" in text
+        assert "abcdef1 dirty (tracked files changed since the commit), branch main (in /repo)" in text
+        assert "1234567: Faster (in /tool)" in text and "1234567 dirty" not in text
+        assert re.search(r"label \(--label\)[ |]+driver 560", text) and "commit (working folder)" in text
+    del data["label"], data["source"]
+    plain = markdown_report(copy.deepcopy(data), ctx)
+    assert "from commit" not in plain and "commit (working folder)" not in plain and "label (--label)" not in plain

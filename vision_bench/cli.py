@@ -361,8 +361,8 @@ def check_read_back(args) -> None:
         not (args.compare or args.history) or not math.isfinite(args.fail_if_slower) or args.fail_if_slower < 0
     ):
         raise UsageError("--fail-if-slower PCT needs --compare or --history and a percentage of 0 or more")
-    if args.allow_missing and not args.compare:
-        raise UsageError("--allow-missing needs --compare")
+    if args.allow_missing and not (args.compare or args.history):
+        raise UsageError("--allow-missing needs --compare or --history")
     if args.prefer and not args.merge:
         raise UsageError("--prefer needs --merge")
     if args.shard_logs and not args.merge:
@@ -540,7 +540,7 @@ def main(registry: dict, defaults: RunDefaults, argv: list[str] | None = None) -
                 args.compare, CompareOptions(args.output_dir, args.fail_if_slower, args.allow_missing)
             )
         if args.history:
-            options = HistoryOptions(args.output_dir, args.fail_if_slower, args.order or "start")
+            options = HistoryOptions(args.output_dir, args.fail_if_slower, args.order or "start", args.allow_missing)
             return history_results(args.history, options)
         if args.merge:
             return merge_results(args.merge, MergeOptions(args.output_dir, args.prefer, args.shard_logs))

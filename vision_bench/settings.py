@@ -88,6 +88,7 @@ class HistoryOptions:
     output_dir: Path
     fail_if_slower: float | None = None
     order: str = "start"  # start | label | commit-date
+    allow_missing: bool = False  # the gate warns on a model that completed in the run before the newest, not in it
 
 
 @dataclass(frozen=True)

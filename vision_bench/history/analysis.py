@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..records.history import ChangePoint, GateResult, History, HistoryRun, LibraryChange, ModelHistory
+from ..reports.compare import REFUSED, cannot_judge
 from .change_points import METHOD, find_steps, outliers, step_sizes
 from .series import commits_between, library_changes, model_series, read_history
 
@@ -43,20 +44,30 @@ def analyse_series(series: ModelHistory, runs: list[HistoryRun], changes: list[L
         )
 
 
-def gate(history: History, threshold_pct: float) -> GateResult:
+def gate(history: History, threshold_pct: float, allow_missing: bool = False) -> GateResult:
     """Each model whose newest step is a slowdown larger than the threshold with 95% confidence (the
-    lower bound of the step's interval above it) fails; a model without a step passes."""
-    result = GateResult(threshold_pct=threshold_pct)
+    lower bound of the step's interval above it) fails; a model without a step passes. As --compare's
+    gate (its newest run the new side, the run before it the base): a model whose newest run's
+    statistics hold throttled, shared or busy runs fails, as the gate cannot judge it; a model that
+    completed in the run before the newest and not in the newest fails unless --allow-missing."""
+    result = GateResult(threshold_pct=threshold_pct, allowed_missing=allow_missing)
+    newest_run = history.runs[-1]
     for series in history.series:
-        if not series.change_points:
-            result.passed.append(f"{series.key}: no step")
-            continue
-        newest = series.change_points[-1]
-        text = f"{series.key}: {step_text(newest)} from run {newest.after}"
-        if newest.low_pct is not None and newest.low_pct > threshold_pct:
+        newest = series.change_points[-1] if series.change_points else None
+        text = f"{series.key}: {step_text(newest)} from run {newest.after}" if newest else f"{series.key}: no step"
+        if newest is not None and newest.low_pct is not None and newest.low_pct > threshold_pct:
             result.failed.append(text)
+        elif series.points[-1].flagged:
+            verdict = f"{REFUSED} (newest run {newest_run.index})"
+            result.failed.append(cannot_judge(series.key, verdict, newest_run.run_id or newest_run.file))
         else:
             result.passed.append(text)
+        before, last = series.points[-2:]
+        if before.median_s is not None and last.median_s is None:
+            reason = "missing" if last.status == "missing" else last.status
+            result.missing.append(
+                f"{series.key}: completed in run {before.run}, {reason} in the newest run ({last.run})"
+            )
     return result
 
 
@@ -67,7 +78,9 @@ def step_text(change: ChangePoint) -> str:
     return f"{change.shift_pct:+.1f}% [{change.low_pct:+.1f}, {change.high_pct:+.1f}]"
 
 
-def build_history(paths: list[Path], order: str, threshold_pct: float | None = None) -> History:
+def build_history(
+    paths: list[Path], order: str, threshold_pct: float | None = None, allow_missing: bool = False
+) -> History:
     """Read, order, analyse; with a threshold, the gate's verdict too."""
     read = read_history(paths, order)
     runs = [one.run for one in read]
@@ -86,5 +99,5 @@ def build_history(paths: list[Path], order: str, threshold_pct: float | None = N
         library_changes=changes,
     )
     if threshold_pct is not None:
-        history.gate = gate(history, threshold_pct)
+        history.gate = gate(history, threshold_pct, allow_missing)
     return history

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..common import EXIT_FAILED, EXIT_OK, atomic_write_json, atomic_write_text, log
 from ..document.blocks import Block, BulletList, Figure, Heading, Note, Paragraph, Section, Table
 from ..records.history import ChangePoint, History, ModelHistory
-from ..reports.compare import unique_output
+from ..reports.compare import missing_error, unique_output
 from ..reports.render_html import html_url, render_html
 from ..reports.render_markdown import render_markdown
 from ..settings import HistoryOptions
@@ -111,11 +111,14 @@ def history_blocks(history: History, charts: dict[str, str]) -> list[Block]:
         ]
     if history.gate is not None:
         gate = history.gate
-        verdict = f"**fails** ({'; '.join(gate.failed)})" if gate.failed else "passes"
+        failing = gate.failed + ([] if gate.allowed_missing else gate.missing)
+        verdict = f"**fails** ({'; '.join(failing)})" if failing else "passes"
         blocks.append(
             Note(
                 f"`--fail-if-slower {gate.threshold_pct:g}`: each series' newest step fails the gate when its 95% "
-                f"interval's lower bound is above {gate.threshold_pct:g}%. The history {verdict}.",
+                f"interval's lower bound is above {gate.threshold_pct:g}%; as in --compare, so does a series whose "
+                "newest run holds throttled, shared or busy runs, or that completed in the run before the newest "
+                f"and not in it (unless --allow-missing). The history {verdict}.",
                 title="Gate:",
             )
         )
@@ -160,7 +163,7 @@ def write_history(history: History, results_dir: Path) -> list[Path]:
 def history_results(paths: list[Path], options: HistoryOptions) -> int:
     """--history FILE|DIR ...: read, analyse, write, print; exit 1 when --fail-if-slower trips, else 0
     (2 for unreadable or invalid files, raised as UsageError before anything is written)."""
-    history = build_history(paths, options.order, options.fail_if_slower)
+    history = build_history(paths, options.order, options.fail_if_slower, options.allow_missing)
     written = write_history(history, options.output_dir.expanduser() / "results")
     print(
         f"History: {len(history.runs)} runs, {len(history.series)} series, {len(history.change_points)} change point(s)"
@@ -169,16 +172,29 @@ def history_results(paths: list[Path], options: HistoryOptions) -> int:
         print(
             f"  {c.key}: step {step_text(c)} at run {c.after} (after run {c.before}); commits: {'; '.join(c.commits) or 'none recorded'}"
         )
+    gate = history.gate
     for series in history.series:
         newest = series.points[-1]
-        if newest.median_s is None:
+        if newest.median_s is None and not (gate and any(line.startswith(f"{series.key}: ") for line in gate.missing)):
             log(
                 "WARNING", f"{series.key}: no median in the newest run ({newest.status}): a gap, not judged by any step"
             )
     for target in written:
         print(f"History: {target}")
+    return gate_exit(history)
+
+
+def gate_exit(history: History) -> int:
+    """The gate's lines and exit code, worded as --compare's: 1 when a series fails it, else 0."""
     gate = history.gate
-    if gate is not None and gate.failed:
+    if gate is None:
+        return EXIT_OK
+    newest_run = history.runs[-1]
+    for line in gate.missing:
+        log(*missing_error(line, newest_run.run_id or newest_run.file, gate.allowed_missing))
+    if gate.failed:
         log("ERROR", f"--fail-if-slower {gate.threshold_pct:g}: " + "; ".join(gate.failed))
-        return EXIT_FAILED
-    return EXIT_OK
+    missing = gate.missing and not gate.allowed_missing
+    if missing:
+        log("ERROR", f"{len(gate.missing)} model(s) completed in the run before the newest and not in it: it fails")
+    return EXIT_FAILED if gate.failed or missing else EXIT_OK

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import UsageError
+from ..measure.sampling_report import flagged_in_statistics
 from ..measure.source_control import git
 from ..measure.stats import latency_stats
 from ..records.codec import known
@@ -99,7 +100,7 @@ def series_point(status: str, runs: list[RunRecord] | None, memory: MemoryFigure
     """One model (or variant) in one run; a gap (no median) unless it completed with timed runs.
     The statistics come from the timed runs, as --compare makes them (results_file.timed_seconds)."""
     seconds = [run.total_s for run in runs or [] if run.run_kind == RunKind.TIMED and not run.discarded]
-    point = SeriesPoint(run=0, status=status)
+    point = SeriesPoint(run=0, status=status, flagged=flagged_in_statistics(runs))
     if status == "complete" and seconds:
         stats = latency_stats(seconds)
         point.median_s, point.ci95_low_s, point.ci95_high_s = stats.median, stats.ci95_low, stats.ci95_high

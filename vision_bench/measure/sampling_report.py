@@ -9,7 +9,7 @@ import re
 
 from ..common import ms
 from ..document.blocks import Block, BulletList, Note, Paragraph
-from ..records.measurement import FlagCounts, MachineState, RunKind
+from ..records.measurement import FlagCounts, MachineState, RunKind, RunRecord
 from ..records.model_result import ModelResult
 from .cpu_share import largest_shares
 from .machine_state import FLAGS, percent_range, spread, state_warnings
@@ -76,7 +76,12 @@ def not_clean(state: MachineState | None) -> bool:
 
 def throttled_in_statistics(r: ModelResult) -> bool:
     """Runs flagged throttled, shared or busy that count in the statistics (not left out by --discard-throttled)."""
-    return any(run.flagged and not run.discarded for run in r.runs or [] if run.kind == RunKind.TIMED)
+    return flagged_in_statistics(r.runs)
+
+
+def flagged_in_statistics(runs: list[RunRecord] | None) -> bool:
+    """throttled_in_statistics of a model's or a variant's runs."""
+    return any(run.flagged and not run.discarded for run in runs or [] if run.kind == RunKind.TIMED)
 
 
 def machine_state_blocks(results: list[ModelResult]) -> list[Block]:

@@ -134,20 +134,42 @@ EXACT_TEST_MAX_SIDE = 7  # up to this many runs on a side, the U test's exact di
 EXACT_TEST_MAX_SPLITS = 200_000  # the exact test enumerates this many ways to split the runs at most
 
 
-def mann_whitney_p(base: list[float], new: list[float]) -> float:
-    """Two-sided p value of the Mann-Whitney U test (ties get average ranks)."""
-    n1, n2 = len(base), len(new)
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    values = np.concatenate([np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)])
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, tied values sharing their average rank."""
     order = np.argsort(values, kind="mergesort")
     ranks = np.empty(values.size)
     sorted_values = values[order]
     start = 0
-    for end in range(1, values.size + 1):  # average ranks over runs of equal values
+    for end in range(1, values.size + 1):
         if end == values.size or sorted_values[end] != sorted_values[start]:
             ranks[order[start:end]] = (start + end + 1) / 2.0
             start = end
+    return ranks
+
+
+def rank_sum_counts(doubled_ranks: np.ndarray, k: int) -> np.ndarray:
+    """counts[s]: how many ways k of the runs have doubled ranks summing to s (average ranks doubled are
+    whole numbers, ties included). The exact permutation distribution of a side's rank sum, built one
+    run at a time, N*k array additions instead of listing every split."""
+    top = int(np.sort(doubled_ranks)[-k:].sum()) if k else 0
+    ways = np.zeros((k + 1, top + 1))
+    ways[0, 0] = 1.0
+    for w in doubled_ranks.astype(np.int64):
+        for j in range(k, 0, -1):  # each run at most once in a split
+            ways[j, w:] += ways[j - 1, : top + 1 - w]
+    return ways[k]
+
+
+def mann_whitney_p(base, new) -> float:
+    """Two-sided p value of the Mann-Whitney U test (ties get average ranks): exact (the permutation
+    distribution of the rank sum, ties included) when a side has EXACT_TEST_MAX_SIDE runs or fewer and
+    the splits number EXACT_TEST_MAX_SPLITS or fewer, else the normal approximation with the tie and
+    continuity corrections. --compare and --history's change points both use it."""
+    n1, n2 = len(base), len(new)
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    values = np.concatenate([np.asarray(base, dtype=np.float64), np.asarray(new, dtype=np.float64)])
+    ranks = average_ranks(values)
     mean_u = n1 * n2 / 2.0
     u = ranks[:n1].sum() - n1 * (n1 + 1) / 2.0
     if min(n1, n2) > EXACT_TEST_MAX_SIDE or math.comb(n1 + n2, n1) > EXACT_TEST_MAX_SPLITS:
@@ -158,12 +180,12 @@ def mann_whitney_p(base: list[float], new: list[float]) -> float:
             return 1.0
         z = max(abs(u - mean_u) - 0.5, 0.0) / math.sqrt(var)  # with continuity correction
         return math.erfc(z / math.sqrt(2.0))
-    # Exact: every way to split the pooled ranks into the two sides (ties included).
-    import itertools
-
-    splits = np.array(list(itertools.combinations(range(n1 + n2), n1)))
-    us = ranks[splits].sum(axis=1) - n1 * (n1 + 1) / 2.0
-    return float(np.mean(np.abs(us - mean_u) >= abs(u - mean_u) - 1e-9))
+    # Exact: the smaller side's rank sum over every split of the runs (|U - mean| is the same either side).
+    k = min(n1, n2)
+    counts = rank_sum_counts(np.rint(2.0 * ranks).astype(np.int64), k)
+    us = np.arange(counts.size) / 2.0 - k * (k + 1) / 2.0
+    extreme = np.abs(us - mean_u) >= abs(u - mean_u) - 1e-9
+    return float(counts[extreme].sum() / counts.sum())
 
 
 SHIFT_METHOD = (

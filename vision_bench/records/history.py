@@ -25,8 +25,7 @@ class HistoryRun:
         """'1a2b3c4' (+ ' dirty'), the working folder's first; 'no commit' without one."""
         if not self.source:
             return "no commit"
-        state = self.source[0]
-        return state.commit[:7] + (" dirty" if state.dirty else "")
+        return self.source[0].short_text()
 
 
 @dataclass
@@ -42,6 +41,7 @@ class SeriesPoint:
     peak_bytes: int | None = None  # peak memory
     own_share_bytes: int | None = None  # the model's own share of it (peak over the baseline)
     outlier: bool = False  # left out of the change-point search (history.change_points.outliers)
+    flagged: bool = False  # timed runs flagged throttled, shared or busy count in its median
 
 
 @dataclass
@@ -92,6 +92,8 @@ class GateResult:
     threshold_pct: float
     failed: list[str] = field(default_factory=list)  # one line a failing model
     passed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # completed in the run before the newest, not in it
+    allowed_missing: bool = False  # --allow-missing: those warn instead of failing
 
 
 @dataclass

@@ -76,6 +76,10 @@ class SourceState:
     branch: str | None = None  # "HEAD" when detached
     dirty: bool | None = None  # tracked files changed since the commit (None: git status failed)
 
+    def short_text(self) -> str:
+        """'1a2b3c4', or '1a2b3c4 dirty' when tracked files had changed since the commit."""
+        return self.commit[:7] + (" dirty" if self.dirty else "")
+
 
 @dataclass
 class SlurmJob:

@@ -275,6 +275,18 @@ def slower_than(row: ModelComparison, pct: float) -> bool:
     return row.shift_pct is None or (low is not None and low > pct)
 
 
+def cannot_judge(model: str, verdict: str, run: str) -> str:
+    """The gate's failure for a model whose statistics hold throttled, shared or busy runs (--history's too)."""
+    return f"{model}: the gate cannot judge it, {verdict} in {run} (rerun on a quiet machine, or --discard-throttled)"
+
+
+def missing_error(line: str, run: str, allowed: bool) -> tuple[str, str]:
+    """(level, message) for a model that completed in the base and not in the new run (--history's too)."""
+    if allowed:
+        return "WARNING", f"{line} (allowed by --allow-missing)"
+    return "ERROR", f"{line} (in {run}; --allow-missing accepts it)"
+
+
 def not_completed_in_new(pair: Comparison) -> list[str]:
     """Models that completed in base and did not in new (failed, timed out, interrupted, not run,
     missing, or without timed runs): each a gate failure of its own unless --allow-missing."""
@@ -510,15 +522,10 @@ def compare_results(paths: list[Path], options: CompareOptions) -> int:
                 if not_clean(state):
                     log("WARNING", f"{r.model} machine state in {side}: " + "; ".join(state.warnings))
             if options.fail_if_slower is not None and r.refused and not slower_than(r, options.fail_if_slower):
-                gate_failed.append(
-                    f"{r.model}: the gate cannot judge it, {r.verdict} in "
-                    f"{known(pair.new.run_id)} (rerun on a quiet machine, or --discard-throttled)"
-                )
+                gate_failed.append(cannot_judge(r.model, r.verdict, known(pair.new.run_id)))
         for line in not_completed_in_new(pair):
-            if options.allow_missing:
-                log("WARNING", f"{line} (allowed by --allow-missing)")
-            else:
-                log("ERROR", f"{line} (in {known(pair.new.run_id)}; --allow-missing accepts it)")
+            log(*missing_error(line, known(pair.new.run_id), options.allow_missing))
+            if not options.allow_missing:
                 missing.append(line)
         for side, names in (("base", pair.base_only), ("new", pair.new_only)):
             if names:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..common import EXIT_FAILED, EXIT_OK, UsageError, log
 from ..records.codec import known, to_json
 from ..records.model_result import ModelResult
+from ..records.run_config import SourceState
 from ..records.run_document import MergedFrom, MergedShards, RunDocument, ShardWall
 from ..records.statuses import RunStatus
 from ..settings import MergeOptions, ReportFolders
@@ -144,7 +145,25 @@ def merged_document(
         merged_from=[
             MergedFrom(str(p), known(d.run_id), known(d.status), known(d.command)) for p, d in zip(paths, files)
         ],
+        label=" + ".join(dict.fromkeys(d.label for d in files if d.label)) or None,
+        source=merged_source(files),
     )
+
+
+def merged_source(files: list[RunDocument]) -> list[SourceState] | None:
+    """The commits the parts ran from (--history reads them): the first part's, as its settings and
+    system are; a warning when another part ran from other commits or another tree state."""
+    first = files[0].source
+    others = {tuple((s.commit[:7], s.dirty) for s in d.source or []) for d in files[1:]}
+    if others - {tuple((s.commit[:7], s.dirty) for s in first or [])}:
+        commits = ", ".join(
+            dict.fromkeys(s.commit[:7] + (" dirty" if s.dirty else "") for d in files for s in (d.source or [])[:1])
+        )
+        log(
+            "WARNING",
+            f"--merge: the parts ran from different commits or tree states ({commits}); the merge records the first's",
+        )
+    return first
 
 
 def copied_along(folder: Path, relative: str, assets: Path) -> str:

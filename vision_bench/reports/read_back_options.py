@@ -34,7 +34,8 @@ def read_back_options() -> list[Option]:
             "--allow-missing",
             action="store_true",
             help="with --compare: a model that completed in base and failed, timed out or is missing in "
-            "new is reported, not a failure (by default it makes the comparison exit 1)",
+            "new is reported, not a failure (by default it makes the comparison exit 1); with --history "
+            "--fail-if-slower: the same for the newest run against the run before it",
         ),
         option(
             "--merge",

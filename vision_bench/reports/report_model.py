@@ -18,7 +18,7 @@ from ..measure.stats import CI_METHOD
 from ..records.codec import ABSENT, from_json, known
 from ..records.measurement import MemoryFigures, PeakReading
 from ..records.model_result import ModelResult
-from ..records.run_config import RunConfig, SystemInfo
+from ..records.run_config import RunConfig, SourceState, SystemInfo
 from ..records.run_document import RunDocument, read_document
 from ..sweeps.sweep_report import summary_line
 from .findings import findings
@@ -74,7 +74,10 @@ def header_blocks(data: RunDocument) -> list[Block]:
     return [
         Heading(1, "Vision model benchmark report"),
         Paragraph(
-            f"Run `{known(data.run_id)}`, started {known(data.started)}, {took_text(data)}, status "
+            f"Run `{known(data.run_id)}`"
+            + (f" ({data.label})" if data.label else "")
+            + (f" from commit `{data.source[0].short_text()}`" if data.source else "")
+            + f", started {known(data.started)}, {took_text(data)}, status "
             f"{known(data.status)}. Command: `{known(data.command)}`"
         ),
     ]
@@ -111,7 +114,22 @@ def system_blocks(data: RunDocument) -> list[Block]:
         ["device", known(s.device)],
         ["numeric settings", numeric_settings_text(s)],
     ]
+    rows += [[f"commit ({state.role})", source_text(state)] for state in data.source or []]
+    if data.label:
+        rows.append(["label (--label)", data.label])
     return [Heading(2, "System", "system"), Table(["property", "value"], rows)]
+
+
+def source_text(state: SourceState) -> str:
+    """'`1a2b3c4` dirty, branch main: the subject (in /repo)'."""
+    short, _, dirty = state.short_text().partition(" ")
+    return (
+        f"`{short}`"
+        + (" dirty (tracked files changed since the commit)" if dirty else "")
+        + (f", branch {state.branch}" if state.branch and state.branch != "HEAD" else "")
+        + (f": {state.subject}" if state.subject else "")
+        + f" (in `{state.folder}`)"
+    )
 
 
 def cpu_text(s: SystemInfo) -> str:

@@ -81,20 +81,19 @@ def render_feature_grid(planes: np.ndarray, path: Path) -> None:
     # Small maps (most ViT and detector layers) are colour-mapped all channels at once: a
     # Python loop of numpy calls per channel cost more than the arithmetic. Large maps stay one
     # channel at a time, so the writer's working memory stays a few copies of one channel.
-    tiles = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
-    if tiles is not None:
-        tiles = np.take(lut, tiles, axis=0)
-        if scale > 1 and (th, tw) == (h * scale, w * scale):  # same pixels as PIL's NEAREST
-            tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    indices = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
+    if indices is not None and scale > 1 and (th, tw) == (h * scale, w * scale):  # same pixels as PIL's NEAREST
+        indices = indices.repeat(scale, axis=1).repeat(scale, axis=2)  # uint8 indices: a third of RGB's bytes
     for i in range(c):
-        rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
-        if rgb.shape[:2] != (th, tw):
-            rgb = np.asarray(
-                Image.fromarray(rgb).resize((tw, th), Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
-            )
         r, q = divmod(i, cols)
         y, x = pad + r * (th + pad), pad + q * (tw + pad)
-        canvas[y : y + th, x : x + tw] = rgb
+        tile = canvas[y : y + th, x : x + tw]
+        channel = indices[i] if indices is not None else colour_indices(planes[i])
+        if channel.shape == (th, tw):  # the colours go straight into the canvas: no RGB temporary
+            np.take(lut, channel, axis=0, out=tile, mode="clip")
+        else:
+            rgb = Image.fromarray(np.take(lut, channel, axis=0))
+            tile[...] = rgb.resize((tw, th), Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
     path.write_bytes(png_bytes(scanlines, canvas.shape[1], canvas.shape[0]))
 
 
@@ -114,5 +113,5 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_bytes(scanlines: np.ndarray, width: int, height: int) -> bytes:
     """An 8-bit RGB PNG (colour type 2, no interlace) of unfiltered scanlines."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = deflate_module.compress(scanlines.tobytes(), PNG_DEFLATE_LEVEL)
+    pixels = deflate_module.compress(memoryview(scanlines), PNG_DEFLATE_LEVEL)  # no copy: C-contiguous
     return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")

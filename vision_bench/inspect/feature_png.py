@@ -113,5 +113,5 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_bytes(scanlines: np.ndarray, width: int, height: int) -> bytes:
     """An 8-bit RGB PNG (colour type 2, no interlace) of unfiltered scanlines."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = deflate_module.compress(memoryview(scanlines), PNG_DEFLATE_LEVEL)  # no copy: C-contiguous
+    pixels = deflate_module.compress(scanlines.data, PNG_DEFLATE_LEVEL)  # no copy: C-contiguous
     return PNG_SIGNATURE + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")

@@ -36,7 +36,7 @@ from typing import Any
 from bench_common import ROOT, TOOL, bus_path, import_tool, load_bench, load_note
 
 from vision_bench.images import load_rgb
-from vision_bench.inspect.dissection import colormap_lut
+from vision_bench.inspect.feature_png import colormap_lut
 from vision_bench.measure.environment import configure_threads
 from vision_bench.measure.memory import MemoryTracker
 

@@ -42,13 +42,9 @@ import numpy as np
 
 from vision_bench.common import atomic_write_json, first_tensor, leaf_modules
 from vision_bench.images import load_rgb
-from vision_bench.inspect.dissection import (
-    DISSECT_NPY_CHANNELS,
-    colormap_lut,
-    feature_planes,
-    render_feature_grid,
-    tensor_stats,
-)
+from vision_bench.inspect.dissection import DISSECT_NPY_CHANNELS, feature_planes
+from vision_bench.inspect.feature_png import colormap_lut, render_feature_grid
+from vision_bench.inspect.layer_stats import tensor_stats
 from vision_bench.measure.environment import configure_threads
 from vision_bench.measure.memory import MemoryTracker
 

@@ -11,13 +11,9 @@ from PIL import Image
 from torch import nn
 
 from vision_bench.common import atomic_write_json, first_tensor
-from vision_bench.inspect.dissection import (
-    LayerDissector,
-    feature_planes,
-    render_feature_grid,
-    tensor_stats,
-    token_grid,
-)
+from vision_bench.inspect.dissection import LayerDissector, feature_planes, token_grid
+from vision_bench.inspect.feature_png import render_feature_grid
+from vision_bench.inspect.layer_stats import tensor_stats
 from vision_bench.records.inspection import CallWithoutTensor, LayerRecord, layer_records
 
 
@@ -309,3 +305,50 @@ def test_an_empty_feature_map_gives_no_planes_and_no_files(ub, tmp_path, shape):
     assert empty.shape == list(shape) and empty.min is None and empty.files == []
     assert after.files == ["layer_001.png", "layer_001.npy"]
     assert summary.records == 2 and summary.png_files == 1 and summary.npy_files == 1
+
+
+def test_feature_png_decodes_to_the_same_pixels_with_isal_or_plain_zlib(ub, tmp_path, monkeypatch):
+    """The PNG writer's file is a valid RGB PNG that Pillow and OpenCV decode to the same pixels,
+    whichever deflate wrote it; a channel's extremes take the colour map's two ends."""
+    import zlib
+
+    import cv2
+
+    from vision_bench.inspect import feature_png
+
+    planes = np.random.default_rng(0).standard_normal((5, 12, 9)).astype(np.float32)
+    render_feature_grid(planes, tmp_path / "fast.png")
+    monkeypatch.setattr(feature_png, "deflate_module", zlib)
+    render_feature_grid(planes, tmp_path / "zlib.png")
+    with Image.open(tmp_path / "fast.png") as fast, Image.open(tmp_path / "zlib.png") as plain:
+        assert fast.mode == plain.mode == "RGB"
+        pixels = np.asarray(fast)
+        assert (pixels == np.asarray(plain)).all()
+    assert (cv2.imread(str(tmp_path / "fast.png"))[..., ::-1] == pixels).all()
+    lut = feature_png.colormap_lut()
+    for end in (lut[0], lut[255]):
+        assert (pixels == end).all(axis=2).sum() >= 5 * 36  # each channel's min and max, tiles 6x upscaled
+
+
+def test_writer_threads_run_at_a_lower_priority_than_the_forward(ub):
+    """The writer's nice value is its own (Linux threads have one each): the calling thread is lowered,
+    the forward's thread is not."""
+    import os
+    import threading
+
+    from vision_bench.inspect.dissection import lower_thread_priority
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priority on this platform")
+    seen = {}
+
+    def writer():
+        lower_thread_priority(7)
+        seen["writer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join()
+    assert seen["writer"] == min(before + 7, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -27,7 +27,8 @@ import vision_bench.run.preparation
 from vision_bench.cli import prepare_output
 from vision_bench.common import UsageError, atomic_write_json
 from vision_bench.images import discover_images, load_rgb
-from vision_bench.inspect.dissection import LayerDissector, tensor_stats
+from vision_bench.inspect.dissection import LayerDissector
+from vision_bench.inspect.layer_stats import tensor_stats
 from vision_bench.reports.write import csv_columns
 
 ALL_MODEL_NAMES = [

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 import vision_bench.progress
-from vision_bench.inspect.dissection import float64_moments, memory_chunks, tensor_stats
+from vision_bench.inspect.layer_stats import float64_summary, memory_chunks, tensor_stats
 from vision_bench.models.base import ModelBenchmark
 from vision_bench.progress import pass_progress
 
@@ -78,17 +78,29 @@ def test_stats_of_a_large_tensor_against_float64_numpy(ub):
     assert_matches(stats, ref, rel=1e-6)
 
 
-def test_float64_moments_of_a_permuted_tensor_in_chunks(ub):
-    """Chunks split along the dimensions outermost in memory, whatever their order: the sum and
-    the squared deviations match a float64 copy, and the chunks cover every element once."""
+def test_float64_summary_of_a_permuted_tensor_in_chunks(ub):
+    """Chunks split along the dimensions outermost in memory, whatever their order: min, max, the
+    sum, the squared deviations and the non-zero count match a float64 copy, and the chunks cover
+    every element once."""
     t = torch.randn(3, 5000, 7).permute(2, 0, 1) * 0.01 + 100
+    t[1, 2, 3] = 0.0
     chunks = list(memory_chunks(t, limit=4000))
     assert sum(c.numel() for c in chunks) == t.numel() and max(c.numel() for c in chunks) <= 4000
-    total, squares = float64_moments(t)
+    low, high, total, squares, nonzeros = float64_summary(t)
     d = t.double()
+    assert float(low) == float(d.min()) == 0.0 and float(high) == float(d.max())
     assert float(total) == pytest.approx(float(d.sum()), rel=1e-14)
     assert float(squares) == pytest.approx(float(((d - d.mean()) ** 2).sum()), rel=1e-9)
-    assert float(float64_moments(torch.tensor(2.5))[0]) == 2.5
+    assert int(nonzeros) == t.numel() - 1
+    assert [float(v) for v in float64_summary(torch.tensor(2.5))] == [2.5, 2.5, 2.5, 0.0, 1.0]
+
+
+def test_half_precision_and_integer_outputs_are_summarised_without_a_float32_copy(ub):
+    """bfloat16, float16 and integer outputs go through the float64 chunks directly: the figures
+    equal those of the same values in float32."""
+    base = torch.randn(2, 8, 30, 30)
+    for t in (base.bfloat16(), base.half(), (base * 10).round().to(torch.int32)):
+        assert tensor_stats(t) == tensor_stats(t.float())
 
 
 def test_a_constant_tensor_has_std_0_and_its_mean_inside_its_range(ub):

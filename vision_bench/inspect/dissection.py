@@ -11,21 +11,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..common import first_tensor, leaf_modules, log
 from ..progress import pass_progress
 from ..records.inspection import ActivationProfile, CallWithoutTensor, DissectionSummary, LayerExtreme, LayerRecord
+from .feature_png import render_feature_grid
+from .layer_stats import tensor_stats
 
 DISSECT_PNG_CHANNELS = 16  # channels drawn in a layer's PNG grid
 DISSECT_NPY_CHANNELS = 8  # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8  # activations waiting for the writers; bounds host memory
 DISSECT_QUEUE_BYTES = 256 << 20  # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
+DISSECT_WRITER_NICE = (
+    19  # added to the writers' nice value: they yield the cores to the forward: files wait, the forward does not
+)
 DISSECT_SPARE_THREADS = 0  # torch threads given up to the writers (measured: giving one up was slower)
-STATS_CHUNK_ELEMENTS = 1 << 18  # the statistics' float64 copies are of this many elements (2 MB) at a time
-DISSECT_TILE_MIN, DISSECT_TILE_MAX = 64, 256  # pixels per channel tile in a PNG
-DISSECT_VECTOR_PIXELS = 256 * 256  # maps up to this size are colour-mapped all channels at once
 MAX_LEADING_TOKENS = 8  # class + register tokens before a ViT's patch grid
 
 
@@ -52,138 +53,6 @@ def token_grid(num_tokens: int, input_hw: tuple[int, int] | None):
     return None
 
 
-def in_memory_order(x):
-    """x with its dimensions permuted into memory order: contiguous when x is dense (channels_last
-    included). No statistic depends on the order, and torch reduces a channels_last tensor in
-    logical order up to ~30x slower."""
-    return x.permute(sorted(range(x.dim()), key=lambda d: (x.stride(d), x.shape[d]), reverse=True))
-
-
-def memory_chunks(x, limit: int = STATS_CHUNK_ELEMENTS):
-    """Views of x of at most `limit` elements each, whatever its strides, split along the
-    dimensions outermost in memory."""
-    yield from split_outermost(in_memory_order(x), limit)
-
-
-def split_outermost(x, limit: int):
-    if x.numel() <= limit or x.dim() == 0:
-        yield x
-        return
-    d = next(d for d in range(x.dim()) if x.shape[d] > 1)
-    step = max(1, limit // (x.numel() // x.shape[d]))
-    for part in x.split(step, dim=d):
-        yield from split_outermost(part, limit)
-
-
-def float64_moments(x):
-    """(sum, sum of squared deviations from the mean) of x as float64 tensors on x's device. One
-    pass over one chunk at a time, copied into a float64 buffer allocated once (2 MB; a new
-    allocation per chunk costs more than the arithmetic) and shifted by x's first value: the sums
-    of (x - c) and (x - c)^2 are exact for a constant tensor (its std is exactly 0) and lose no
-    precision to the mean's size, since c lies among the values."""
-    import torch
-
-    flat_size = min(x.numel(), STATS_CHUNK_ELEMENTS)
-    buffer = torch.empty(flat_size, dtype=torch.float64, device=x.device)
-    shift = x[(0,) * x.dim()].double()  # an element, without the copy reshape(-1) makes of a permuted x
-    shifted_sum = shifted_squares = torch.zeros((), dtype=torch.float64, device=x.device)
-    for chunk in memory_chunks(x):
-        values = buffer[: chunk.numel()]
-        if chunk.is_contiguous():
-            values.view(chunk.shape).copy_(chunk)
-        else:
-            values.copy_(chunk.reshape(-1))
-        values.sub_(shift)
-        shifted_sum = shifted_sum + values.sum()
-        shifted_squares = shifted_squares + torch.dot(values, values)
-    n = x.numel()
-    return shift * n + shifted_sum, (shifted_squares - shifted_sum * shifted_sum / n).clamp_min(0)
-
-
-def empty_tensor_stats() -> dict:
-    """The statistics of a tensor without elements: no figure, and nothing non-finite."""
-    return {"min": None, "max": None, "mean": None, "std": None, "zero_fraction": None, "nan_count": 0, "inf_count": 0}
-
-
-def all_finite_stats(x, n: int) -> dict | None:
-    """The statistics of x (n elements) when every value is finite, else None: min, max, the float64
-    moments and the zero count stay on x's device and reach the host in one transfer of five numbers."""
-    import torch
-
-    # amin/amax propagate NaN and show Inf, so a finite min and max mean all finite.
-    # Not torch.aminmax: on a non-contiguous tensor it reduces a contiguous copy.
-    lo_t, hi_t = torch.amin(x), torch.amax(x)
-    total, squares = float64_moments(x)  # NaN where a value is not finite: then the caller's masked path
-    zeros = n - torch.count_nonzero(x)
-    lo_, hi_, total_, squares_, zeros_ = torch.stack(
-        [lo_t.double(), hi_t.double(), total, squares, zeros.double()]
-    ).tolist()
-    if not (math.isfinite(lo_) and math.isfinite(hi_)):
-        return None
-    return {
-        "min": lo_,
-        "max": hi_,
-        "mean": min(max(total_ / n, lo_), hi_),
-        "std": math.sqrt(squares_ / n),
-        "zero_fraction": zeros_ / n,
-        "nan_count": 0,
-        "inf_count": 0,
-    }
-
-
-def masked_stats(x, n: int) -> dict:
-    """The statistics of x (n elements) holding NaN or Inf: min, max, mean and std over its finite
-    values (None when there is none), the zero fraction over all n, and the NaN and Inf counts."""
-    import torch
-
-    finite = torch.isfinite(x)
-    finite_count = int(finite.sum())
-    nan_count = int(torch.isnan(x).sum()) if finite_count < n else 0
-    values = x[finite]
-    zeros = int((x == 0).sum())
-    summary: tuple[float | None, ...] = (None, None, None, None)
-    if values.numel():
-        total, squares = float64_moments(values)
-        low, high = float(values.amin()), float(values.amax())
-        count = values.numel()
-        summary = (low, high, min(max(float(total) / count, low), high), math.sqrt(float(squares) / count))
-    lo, hi, mean, std = summary
-    return {
-        "min": lo,
-        "max": hi,
-        "mean": mean,
-        "std": std,
-        "zero_fraction": zeros / n,
-        "nan_count": nan_count,
-        "inf_count": n - finite_count - nan_count,
-    }
-
-
-def tensor_stats(t) -> dict:
-    """min, max, mean, std, zero fraction, NaN and Inf counts, computed where the tensor lives
-    with a single transfer of five numbers to the host in the common all-finite case; the
-    masked path runs only when NaN or Inf is present. The mean and the variance accumulate in
-    float64 (float64_moments), and the mean is kept inside [min, max].
-
-    Memory: min, max and the zero count read the tensor in place, whatever its strides
-    (channels_last and permuted outputs are common); the moments add one float64 chunk of
-    STATS_CHUNK_ELEMENTS; float16/bfloat16 add a float32 copy (2x the tensor's bytes), and the
-    NaN/Inf path masks and copies (up to 1.75x)."""
-    import torch
-
-    x = t.detach()
-    if x.is_complex():
-        x = x.abs()
-    if x.dtype != torch.float32 and x.dtype != torch.float64:
-        x = x.float()
-    n = x.numel()
-    if n == 0:
-        return empty_tensor_stats()
-    x = in_memory_order(x)
-    stats = all_finite_stats(x, n)
-    return stats if stats is not None else masked_stats(x, n)
-
-
 def feature_planes(t, input_hw):
     """(C, H, W) view of batch element 0 of a feature map or a patch-token sequence, the
     first DISSECT_PNG_CHANNELS channels only, and a note when tokens were reshaped; (None, None)
@@ -201,87 +70,17 @@ def feature_planes(t, input_hw):
     return None, None
 
 
-_COLORMAP_LUT = None
-
-
-def colormap_lut() -> np.ndarray:
-    """viridis as a 256x3 uint8 table: one lookup per pixel, no matplotlib figure per layer."""
-    global _COLORMAP_LUT
-    if _COLORMAP_LUT is None:
-        from matplotlib import colormaps
-
-        _COLORMAP_LUT = (colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-    return _COLORMAP_LUT
-
-
-def colour_indices(ch: np.ndarray) -> np.ndarray:
-    """One channel normalised to its own finite min..max as colormap indices 0..255 (NaN/Inf: 0)."""
-    lo, hi = float(ch.min()), float(ch.max())
-    if math.isfinite(lo) and math.isfinite(hi):  # no NaN/Inf: no mask, no np.where
-        norm = (ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
-    else:
-        finite = np.isfinite(ch)
-        lo, hi = (float(ch[finite].min()), float(ch[finite].max())) if finite.any() else (0.0, 0.0)
-        norm = np.where(finite, (ch - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(ch)
-    return (norm * 255).astype(np.uint8)
-
-
-def colour_indices_all(planes: np.ndarray) -> np.ndarray:
-    """colour_indices of every channel at once, same arithmetic (float32, the span rounded from
-    float64 as a Python float would be); channels with NaN or Inf take the per-channel path."""
-    lo, hi = planes.min(axis=(1, 2)), planes.max(axis=(1, 2))
-    finite = np.isfinite(lo) & np.isfinite(hi)
-    span = hi.astype(np.float64) - lo.astype(np.float64)
-    denominator = np.where(finite & (span > 0), span, 1.0).astype(planes.dtype)
-    with np.errstate(invalid="ignore"):
-        norm = (planes - np.where(finite, lo, 0).astype(planes.dtype)[:, None, None]) / denominator[:, None, None]
-        out = (norm * 255).astype(np.uint8)
-    for i in np.flatnonzero(~finite):
-        out[i] = colour_indices(planes[i])
-    return out
-
-
-def render_feature_grid(planes: np.ndarray, path: Path) -> None:
-    """A grid of channels, each normalised on its own, saved as PNG by OpenCV (no row filter)."""
-    import cv2
-
-    lut = colormap_lut()
-    c, h, w = planes.shape
-    scale = max(1, math.ceil(DISSECT_TILE_MIN / max(h, w)))
-    th, tw = h * scale, w * scale
-    if max(th, tw) > DISSECT_TILE_MAX:
-        f = DISSECT_TILE_MAX / max(th, tw)
-        th, tw = max(1, round(th * f)), max(1, round(tw * f))
-    cols = math.ceil(math.sqrt(c))
-    rows = math.ceil(c / cols)
-    pad = 2
-    canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
-    # Small maps (most ViT and detector layers) are colour-mapped all channels at once: a
-    # Python loop of numpy calls per channel cost more than the arithmetic. Large maps stay one
-    # channel at a time, so the writer's working memory stays a few copies of one channel.
-    tiles = colour_indices_all(planes) if h * w <= DISSECT_VECTOR_PIXELS else None
-    if tiles is not None:
-        tiles = np.take(lut, tiles, axis=0)
-        if scale > 1 and (th, tw) == (h * scale, w * scale):  # same pixels as PIL's NEAREST
-            tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
-    for i in range(c):
-        rgb = tiles[i] if tiles is not None else np.take(lut, colour_indices(planes[i]), axis=0)
-        if rgb.shape[:2] != (th, tw):
-            rgb = np.asarray(
-                Image.fromarray(rgb).resize((tw, th), Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BOX)
-            )
-        r, q = divmod(i, cols)
-        y, x = pad + r * (th + pad), pad + q * (tw + pad)
-        canvas[y : y + th, x : x + tw] = rgb
-    # OpenCV without PNG row filters: same pixels, ~2.5x faster to encode than Pillow's adaptive
-    # filtering, and smaller files on noisy feature maps. Still an 8-bit RGB PNG.
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.10+
-        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
-    ok, buf = cv2.imencode(".png", canvas[..., ::-1], params)
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    path.write_bytes(buf.tobytes())
+def lower_thread_priority(niceness: int) -> None:
+    """Make the calling thread run only when the cores have nothing more urgent (Linux: threads
+    have their own nice value). Where the cores are all busy with the forward, a writer thread
+    preempting one of torch's threads stalls all of them at the next barrier; with spare cores
+    (a workstation) the writers run beside the forward as before."""
+    if niceness and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            thread = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
+        except OSError:  # not permitted here: the writers keep the normal priority
+            pass
 
 
 class LayerDissector:
@@ -309,6 +108,7 @@ class LayerDissector:
 
     # -- writer threads --------------------------------------------------------------------
     def _writer(self) -> None:
+        lower_thread_priority(DISSECT_WRITER_NICE)
         while True:
             item = self.queue.get()
             if item is None:

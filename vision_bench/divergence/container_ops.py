@@ -167,6 +167,8 @@ class Frame:
     dropped: bool = False  # over HELD_BYTES: not kept, not replayed
     known: dict = field(default_factory=dict)  # id -> (weak reference, version) of those tensors
     composes: bool = True
+    # the names of the torch functions its own code ran (not those of what it calls); None: not watched
+    operations: set | None = None
 
     def learn(self, tensors: list) -> None:
         import weakref
@@ -238,18 +240,41 @@ class ContainerShadows:
         self.inputs_at_call: list[tuple] = []  # of the modules running now, innermost last
         self.held = 0
         self.seconds = 0.0
+        self.running: list[Frame | None] = []  # the modules running now, innermost last (None: a leaf)
+        self.watching = False  # own_operations_watched: each frame learns the operations its code runs
 
     def register(self, network) -> list:
         handles = []
         for name, module in network.named_modules():
             name = name or type(network).__name__
             container = next(module.children(), None) is not None
-            handles.append(module.register_forward_pre_hook(self.calling(container), with_kwargs=True))
-            if container:
-                handles.append(module.register_forward_hook(self.closed(name, type(module).__name__), with_kwargs=True))
-            else:
-                handles.append(module.register_forward_hook(self.returned(), with_kwargs=True))
+            handles.append(module.register_forward_pre_hook(unwatched(self.calling(container)), with_kwargs=True))
+            closing = self.closed(name, type(module).__name__) if container else self.returned()
+            handles.append(module.register_forward_hook(unwatched(closing), with_kwargs=True))
         return handles
+
+    @contextlib.contextmanager
+    def own_operations_watched(self):
+        """For the duration, every torch function a running container's own code calls (not one inside a
+        leaf, nor the hooks', which run unwatched) is noted in its frame: what `exact_own_operations` of the
+        variant judges."""
+        from torch.overrides import TorchFunctionMode
+
+        running = self.running
+
+        class OwnOperations(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                frame = running[-1] if running else None
+                if frame is not None and frame.operations is not None:
+                    frame.operations.add(getattr(func, "__name__", repr(func)))
+                return func(*args, **(kwargs or {}))
+
+        self.watching = True
+        try:
+            with OwnOperations():
+                yield
+        finally:
+            self.watching = False
 
     def keep(self, module, args, kwargs, output, inputs_at_call: tuple) -> None:
         """A call of `module` by the innermost running container, its inputs and output: into that
@@ -281,14 +306,16 @@ class ContainerShadows:
             if self.frames and self.frames[-1].composes:
                 self.frames[-1].composes = self.frames[-1].passes_on(tensors)
             if container:
-                self.frames.append(Frame())
+                self.frames.append(Frame(operations=set() if self.watching else None))
                 self.frames[-1].learn(tensors)
+            self.running.append(self.frames[-1] if container else None)
 
         return before
 
     def returned(self):
         def after(module, args, kwargs, output):
             if not self.reference.suspended:
+                self.running.pop()
                 self.keep(module, args, kwargs, output, self.inputs_at_call.pop())
 
         return after
@@ -298,6 +325,7 @@ class ContainerShadows:
             if self.reference.suspended:
                 return
             frame = self.frames.pop()
+            self.running.pop()
             inputs_at_call = self.inputs_at_call.pop()
             self.held -= frame.bytes
             call = self.calls[name] = self.calls.get(name, 0) + 1
@@ -316,6 +344,8 @@ class ContainerShadows:
                 record.note = f"what it calls returned over {HELD_BYTES >> 20} MB: not replayed"
             elif versions(flat_tensors((args, kwargs))) != inputs_at_call:
                 record.note = "its forward wrote into its own input in place: it cannot be replayed from it"
+            elif (exact := self.variant.exact_own_operations(name, frame.operations)) is not None:
+                record.shadow, record.zero_because = dataclasses.replace(EXACT_ZERO), exact
             else:
                 start = time.perf_counter()
                 try:
@@ -366,6 +396,18 @@ class ContainerShadows:
             for key, module in modules.items():
                 restore_forward(module, saved[key])
             self.reference.suspended = False
+
+
+def unwatched(hook):
+    """`hook` run with torch functions handled by no mode: its own operations (copies, comparisons, a
+    shadow call) are not the container's (own_operations_watched)."""
+    import torch
+
+    def run(*args, **kwargs):
+        with torch._C.DisableTorchFunction():
+            return hook(*args, **kwargs)
+
+    return run
 
 
 def tensor_device(args):

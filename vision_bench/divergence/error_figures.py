@@ -50,46 +50,44 @@ def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> E
     other is exact, and torch sums blockwise: ~1e-7 relative, far below any tolerance) and the chunks'
     sums add up in Python's float64. A value finite in the reference and not in the variant makes the
     error infinite (`non_finite` counts them, the cosine is NaN); values not finite in both are left out."""
+    return figures_and_reference_sums(variant, reference, buffers)[0]
+
+
+def figures_and_reference_sums(
+    variant, reference, buffers: FigureBuffers | None = None, known: tuple[float, float] | None = None
+) -> tuple[ErrorFigures, tuple[float, float] | None]:
+    """error_figures, and the reference's sum of squares and max |b|, which a later comparison with the same
+    reference can pass back as `known` (two of the six reductions per chunk skipped). They are returned only
+    when every value was finite (else None: the figures of a pair leave out what is not finite in both)."""
     import torch
 
     buffers = buffers or FigureBuffers()
-    a = variant.detach().reshape(-1)
     b = reference if isinstance(reference, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(reference))
-    b = b.detach().reshape(-1)
+    a, b = flat_pair(variant.detach(), b.detach())
     if a.numel() != b.numel():
-        return ErrorFigures(shape_mismatch=True)
-    dd = bb = aa = 0.0
-    max_d = max_b = 0.0
-    non_finite = 0
+        return ErrorFigures(shape_mismatch=True), None
+    totals = [0.0] * 5  # sum (a-b)^2, sum b^2, sum a^2, max |a-b|, max |b|
+    non_finite, masked = 0, False
     for start in range(0, a.numel(), FIGURE_CHUNK_ELEMENTS):
         x = as_float32_chunk(a[start : start + FIGURE_CHUNK_ELEMENTS], buffers, "x", a.device)
         y = as_float32_chunk(b[start : start + FIGURE_CHUNK_ELEMENTS], buffers, "y", a.device)
         d = torch.sub(x, y, out=buffers("d", x.numel(), a.device))
-        # max |v| from one min-max reduction (no |v| tensor allocated; 1.8x faster than abs().max() here)
-        reduced = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), *torch.aminmax(d), *torch.aminmax(y)])
-        dd_x, bb_x, aa_x, low_d, high_d, low_y, high_y = reduced.tolist()  # one read back from the device
-        sums = [dd_x, bb_x, aa_x, max(-low_d, high_d), max(-low_y, high_y)]
-        if not all(map(math.isfinite, sums)):  # rare: the masked path
-            fx, fy = torch.isfinite(x), torch.isfinite(y)
-            non_finite += int((fy & ~fx).sum())
-            keep = fx & fy
-            x, y = x[keep], y[keep]
-            if not x.numel():
-                continue
-            d = x - y
-            sums = [
-                float(torch.dot(d, d)),
-                float(torch.dot(y, y)),
-                float(torch.dot(x, x)),
-                float(d.abs().max()),
-                float(y.abs().max()),
-            ]
-        dd, bb, aa = dd + sums[0], bb + sums[1], aa + sums[2]
-        max_d, max_b = max(max_d, sums[3]), max(max_b, sums[4])
+        sums = chunk_sums(x, y, d, with_reference=known is None)
+        if not all(map(math.isfinite, sums)):  # rare: the masked path, which needs the reference's sums
+            if known is not None:
+                return figures_and_reference_sums(variant, reference, buffers)
+            masked, (sums, missing) = True, masked_sums(x, y)
+            non_finite += missing
+        for i in (0, 1, 2):
+            totals[i] += sums[i]
+        totals[3], totals[4] = max(totals[3], sums[3]), max(totals[4], sums[4])
+    if known is not None:
+        totals[1], totals[4] = known
     if non_finite:
-        return ErrorFigures(math.inf, math.nan, math.inf, math.inf, non_finite=non_finite)
+        return ErrorFigures(math.inf, math.nan, math.inf, math.inf, non_finite=non_finite), None
+    dd, bb, aa, max_d, max_b = totals
     norm_d, norm_b, norm_a = math.sqrt(dd), math.sqrt(bb), math.sqrt(aa)
-    return ErrorFigures(
+    figures = ErrorFigures(
         relative_l2=norm_d / norm_b if norm_b > 0 else norm_d,
         # 1 - cos from the exact differences: a.b in float32 would lose the digits that matter near 1
         cosine=1 - (dd - (norm_a - norm_b) ** 2) / (2 * norm_a * norm_b)
@@ -98,6 +96,59 @@ def error_figures(variant, reference, buffers: FigureBuffers | None = None) -> E
         max_abs=max_d,
         normalised=max_d / max_b if max_b > 0 else max_d,
     )
+    return figures, None if masked else (bb, max_b)
+
+
+def chunk_sums(x, y, d, with_reference: bool = True) -> list[float]:
+    """[sum d^2, sum y^2, sum x^2, max |d|, max |y|] of one chunk in one read back from the device (the
+    reference's two as 0 without `with_reference`). max |v| from one min-max reduction (no |v| tensor
+    allocated; 1.8x faster than abs().max() here)."""
+    import torch
+
+    if not with_reference:
+        dd, aa, low_d, high_d = torch.stack([torch.dot(d, d), torch.dot(x, x), *torch.aminmax(d)]).tolist()
+        return [dd, 0.0, aa, max(-low_d, high_d), 0.0]
+    reduced = torch.stack([torch.dot(d, d), torch.dot(y, y), torch.dot(x, x), *torch.aminmax(d), *torch.aminmax(y)])
+    dd, bb, aa, low_d, high_d, low_y, high_y = reduced.tolist()
+    return [dd, bb, aa, max(-low_d, high_d), max(-low_y, high_y)]
+
+
+def masked_sums(x, y) -> tuple[list[float], int]:
+    """chunk_sums over the values finite in both, and how many are finite in `y` and not in `x`."""
+    import torch
+
+    fx, fy = torch.isfinite(x), torch.isfinite(y)
+    missing = int((fy & ~fx).sum())
+    keep = fx & fy
+    x, y = x[keep], y[keep]
+    if not x.numel():
+        return [0.0] * 5, missing
+    d = x - y
+    return [
+        float(torch.dot(d, d)),
+        float(torch.dot(y, y)),
+        float(torch.dot(x, x)),
+        float(d.abs().max()),
+        float(y.abs().max()),
+    ], missing
+
+
+def memory_order(tensor) -> list[int] | None:
+    """The dimensions in the order the tensor's memory holds them (`tensor.permute(order)` is contiguous:
+    (0, 2, 3, 1) for channels-last), or None when no permutation of it is contiguous (a slice)."""
+    order = sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d))
+    return order if tensor.permute(order).is_contiguous() else None
+
+
+def flat_pair(a, b):
+    """`a` and `b` flattened in one element order: their common memory order when both are laid out alike
+    (channels-last outputs against channels-last references: views, no copy), else the logical order (a
+    copy of whichever is not contiguous). The figures are sums and maxima: the order changes nothing but
+    float32 rounding."""
+    order = memory_order(a)
+    if order is not None and a.shape == b.shape and b.permute(order).is_contiguous():
+        return a.permute(order).reshape(-1), b.permute(order).reshape(-1)
+    return a.reshape(-1), b.reshape(-1)
 
 
 def aliases_input(output, args, kwargs) -> bool:

@@ -14,15 +14,8 @@ Host memory: the queue's bytes, one reference tensor read back, and float64 chun
 from __future__ import annotations
 
 import dataclasses
-import math
-import queue
-import shutil
-import tempfile
-import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 from ..common import first_tensor, leaf_modules, log
 from ..records import VariantStatus
@@ -36,14 +29,22 @@ from ..records.divergence import (
     Passes,
     UnmatchedCall,
 )
-from .container_ops import EXACT_ZERO, ContainerShadows, flat_tensors, in_fp32, tensor_device, tracking_writes
-from .error_figures import FigureBuffers, aliases_input, cloned, error_figures
-from .exact_modules import MOVES_OR_SELECTS, NOT_LOWERED_BY_AUTOCAST, exact_class
+from .container_ops import (
+    EXACT_ZERO,
+    ContainerShadows,
+    flat_tensors,
+    in_fp32,
+    tensor_device,
+    tracking_writes,
+    unwatched,
+)
+from .error_figures import FigureBuffers, aliases_input, cloned, figures_and_reference_sums
+from .error_figures import error_figures as error_figures  # benchmarks read it from here
+from .exact_modules import MOVES_OR_SELECTS, NOT_LOWERED_BY_AUTOCAST, NOT_LOWERED_OPERATIONS, exact_class
+from .reference_store import SPILL_QUEUE_BYTES as SPILL_QUEUE_BYTES  # where the tests read it
+from .reference_store import ReferenceStore
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
-SPILL_QUEUE_BYTES = 64 << 20  # reference outputs waiting to be written; the hook waits beyond this
-SPILL_BATCH_BYTES = 8 << 20  # handed to the writer together
-RESIDENT_BYTES = 32 << 20  # the first reference outputs, kept in memory up to this (never written)
 TOP_OWN = 5
 
 
@@ -90,6 +91,13 @@ class HookedVariant:
 
     # Why every container's own error is exactly 0 in this variant without a replay (None: replay them)
     containers_exact: str | None = None
+    # Whether the reference pass notes each container's own operations (for exact_own_operations)
+    watches_operations = False
+
+    def exact_own_operations(self, name: str, operations: set | None) -> str | None:
+        """Why a container that ran `operations` (torch function names; None: not watched) adds exactly 0
+        in this variant without a replay, or None (replay it)."""
+        return None
 
     def shadow(self, name: str, module, args, kwargs):
         with self.context(module_device(module, args)):
@@ -115,6 +123,16 @@ class AutocastVariant(HookedVariant):
         if name in self.overrides or not exact_class(module, NOT_LOWERED_BY_AUTOCAST):
             return None
         return "autocast lowers none of its operations: on the reference's input it computes the reference's output"
+
+    watches_operations = True
+
+    def exact_own_operations(self, name: str, operations: set | None) -> str | None:
+        if name in self.overrides or operations is None or not operations <= NOT_LOWERED_OPERATIONS:
+            return None
+        return (
+            "its own operations are ones autocast does not lower (" + ", ".join(sorted(operations)) + "): "
+            "on the reference's inputs they compute the reference's output"
+        )[:300]
 
 
 class ChannelsLastVariant(HookedVariant):
@@ -210,121 +228,6 @@ def fp32_forward(module, *args, **kwargs):
     return in_fp32(own_forward(module), args, kwargs)
 
 
-# -- the reference store --------------------------------------------------------------------------
-class ReferenceStore:
-    """The reference pass's leaf outputs as float32 host copies: the first RESIDENT_BYTES of them kept in
-    memory, the rest as raw files in a scratch folder, written by a thread behind a queue bounded in bytes
-    (the hook waits beyond max_bytes) and handed over in batches of SPILL_BATCH_BYTES (one wake-up of the
-    writer per batch: a hand-over per output cost more than its copy); read back one at a time."""
-
-    def __init__(self, parent: Path | None = None, max_bytes: int = SPILL_QUEUE_BYTES, resident: int = RESIDENT_BYTES):
-        self.folder = Path(tempfile.mkdtemp(prefix="divergence-", dir=parent))
-        self.max_bytes, self.resident_budget = max_bytes, resident
-        self.index: dict[tuple, tuple[Path, list[int]]] = {}
-        self.resident: dict[tuple, tuple[np.ndarray, list[int]]] = {}
-        self.resident_bytes = 0
-        self.bytes_written = 0
-        self.wait_s = 0.0  # the hook waiting for the queue to drain
-        self.copy_s = 0.0  # the hook copying outputs to the host
-        self.write_s = 0.0  # CPU time of the writer thread writing them, beside the pass
-        self.errors: list[str] = []
-        self._pending = 0
-        self._batch: list[tuple[np.ndarray, Path]] = []
-        self._batch_bytes = 0
-        self._read_buffer: np.ndarray | None = None
-        self._cond = threading.Condition()
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._write, daemon=True)
-        self._thread.start()
-
-    def put(self, key: tuple, tensor) -> None:
-        import torch
-
-        nbytes = tensor.numel() * 4
-        start = time.perf_counter()
-        kept = self.resident_bytes + nbytes <= self.resident_budget
-        if not kept:
-            if self._batch and self._pending + nbytes > self.max_bytes:
-                self._hand_over()
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending == 0 or self._pending + nbytes <= self.max_bytes)
-                self._pending += nbytes
-        copied = time.perf_counter()
-        self.wait_s += copied - start
-        host = tensor.detach().to("cpu", torch.float32, copy=True).contiguous().numpy()
-        if kept:
-            self.resident[key] = (host, list(tensor.shape))
-            self.resident_bytes += nbytes
-        else:
-            path = self.folder / f"{len(self.index):06d}.f32"
-            self.index[key] = (path, list(tensor.shape))
-            self._batch.append((host, path))
-            self._batch_bytes += nbytes
-            if self._batch_bytes >= SPILL_BATCH_BYTES:
-                self._hand_over()
-        self.copy_s += time.perf_counter() - copied
-
-    def _hand_over(self) -> None:
-        self._queue.put(self._batch)
-        self._batch, self._batch_bytes = [], 0
-
-    def _write(self) -> None:
-        while True:
-            batch = self._queue.get()
-            if batch is None:
-                return
-            for host, path in batch:
-                self._write_one(host, path)
-            batch = host = None
-
-    def _write_one(self, host, path: Path) -> None:
-        nbytes = host.nbytes
-        start = time.thread_time()  # CPU time: the wall time counts the pass's compute it waits beside
-        try:
-            host.tofile(path)
-            self.bytes_written += nbytes
-        except OSError as exc:
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            self.write_s += time.thread_time() - start
-            with self._cond:
-                self._pending -= nbytes
-                self._cond.notify_all()
-
-    def flush(self) -> None:
-        start = time.perf_counter()
-        if self._batch:
-            self._hand_over()
-        with self._cond:
-            self._cond.wait_for(lambda: self._pending == 0)
-        self.wait_s += time.perf_counter() - start
-        if self.errors:
-            raise OSError(f"the reference outputs could not be spilled to {self.folder}: {self.errors[0]}")
-
-    def get(self, key: tuple):
-        """The reference output of `key` as a flat float32 array and its shape, read into one buffer reused
-        from record to record (the size of the largest so far): valid until the next get."""
-        if key in self.resident:
-            return self.resident[key]
-        entry = self.index.get(key)
-        if entry is None:
-            return None, None
-        path, shape = entry
-        n = math.prod(shape)
-        if self._read_buffer is None or self._read_buffer.size < n:
-            self._read_buffer = np.empty(n, dtype=np.float32)
-        out = self._read_buffer[:n]
-        with open(path, "rb") as f:
-            if f.readinto(memoryview(out).cast("B")) != out.nbytes:  # type: ignore[arg-type]  # numpy arrays are buffers
-                raise OSError(f"{path}: the spilled reference output is shorter than its shape {shape}")
-        return out, shape
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=60)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 # -- the two passes ---------------------------------------------------------------------------------
 class ReferencePass:
     """Hooks of the fp32 pass: a record per leaf call, its output spilled, its shadow call compared."""
@@ -369,12 +272,14 @@ class ReferencePass:
                 if shadow is None:
                     record.note = "the shadow call returned no tensor"
                 else:
-                    record.shadow = error_figures(shadow, tensor, self.buffers)
+                    record.shadow, sums = figures_and_reference_sums(shadow, tensor, self.buffers)
+                    if sums is not None:  # the variant pass compares with the same reference: not summed again
+                        self.store.reference_sums[(name, call)] = sums
             except Exception as exc:  # noqa: BLE001  (a leaf that cannot be called alone: its record says so)
                 record.note = f"no shadow call: {type(exc).__name__}: {exc}"[:300]
             self.shadow_s += time.perf_counter() - start
 
-        return after
+        return unwatched(after)  # its copies and shadow calls are no container's own operations
 
 
 class VariantPass:
@@ -398,11 +303,12 @@ class VariantPass:
                 return
             if tensor is None or record.shape is None:
                 return
-            reference, shape = self.store.get((name, call))
-            if list(tensor.shape) != shape:
+            reference = self.store.tensor((name, call))
+            if reference is None or tensor.shape != reference.shape:
                 record.propagated = ErrorFigures(shape_mismatch=True, variant_shape=list(tensor.shape))
             else:
-                record.propagated = error_figures(tensor, reference, self.buffers)
+                known = self.store.reference_sums.get((name, call))
+                record.propagated, _ = figures_and_reference_sums(tensor, reference, self.buffers, known)
 
         return after
 
@@ -440,6 +346,9 @@ def run_divergence(bench, variant: HookedVariant, image, scratch: Path | None = 
                 progress("divergence: fp32 reference pass" + (" with shadow calls" if shadow else "")),
                 variant.watch(bench),
                 tracking_writes(bench.network()) if shadow else contextlib.nullcontext(),
+                containers.own_operations_watched()
+                if shadow and variant.watches_operations
+                else contextlib.nullcontext(),
             ):
                 reference_s = hooked_pass(
                     bench.network(), reference.hook, lambda: bench.run_pipeline(image), with_kwargs=True

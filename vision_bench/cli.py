@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import EXIT_OK, EXIT_USAGE, UsageError, log, process_start_time
+from .common import EXIT_OK, EXIT_USAGE, Option, UsageError, log, option, process_start_time
 from .console import DOCS_EPILOG, VERSION_TEXT, quiet_on_closed_pipe
 from .history.options import check_history_options, history_options
 from .history.report import history_results
@@ -73,13 +73,6 @@ positive_seconds = checked_number(float, lambda v: math.isfinite(v) and v > 0, "
 positive_percent = checked_number(
     float, lambda v: math.isfinite(v) and 0 < v < 100, "a percentage above 0 and below 100"
 )
-
-
-Option = tuple[tuple[str, ...], dict]
-
-
-def option(*flags: str, **kwargs) -> Option:
-    return flags, kwargs
 
 
 def what_to_run(registry: dict, defaults: RunDefaults) -> list[Option]:

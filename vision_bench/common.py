@@ -17,6 +17,16 @@ import numpy as np
 from .records.codec import encode, is_record
 
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"  # run ids, file and folder names
+
+# A command-line option as (flags, argparse keyword arguments): each capability declares its options
+# beside its code, and cli.py adds them to its parser in groups.
+Option = tuple[tuple[str, ...], dict]
+
+
+def option(*flags: str, **kwargs) -> Option:
+    return flags, kwargs
+
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..common import UsageError
+from ..common import Option, UsageError
 
 ORDERS = ("start", "label", "commit-date")
 
 
-def history_options() -> list[tuple[tuple[str, ...], dict]]:
-    """(flags, argparse keyword arguments) of each option, as cli.option builds them."""
+def history_options() -> list[Option]:
+    """(flags, argparse keyword arguments) of each option."""
     return [
         (
             ("--label",),

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-Option = tuple[tuple[str, ...], dict]
-
-
-def option(*flags: str, **kwargs) -> Option:
-    return flags, kwargs
+from ..common import Option, option
 
 
 def read_back_options() -> list[Option]:

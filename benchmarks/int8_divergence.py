@@ -12,7 +12,8 @@
    pipeline run) and its divergence pass, beside the spill queue and the resident store of the reference.
 4. Planted culprit (onnxruntime-int8): in a copy of the quantised file only, the scale of the
    DequantizeLinear after one mapped activation, drawn at random over the mapped leaf calls, times
-   --scale; is the planted record named first?
+   --scale; is the planted record named first (the culprit: the first record over the tolerance), and
+   is it the largest rise (the record whose propagated error rises most over its inputs')?
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -72,8 +72,10 @@ def forward_median(model: str, variant: str, image, runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def theirs(float_path: Path, qdq_path: Path, feeds: dict, scratch: Path) -> dict[str, float]:
-    """qdq_loss_debug's xmodel_err (SQNR, dB) per activation, as a relative L2: 10^(-SQNR/20)."""
+def theirs(float_path: Path, qdq_path: Path, feeds: dict, scratch: Path) -> tuple[dict, dict]:
+    """qdq_loss_debug's errors per activation as relative L2s (10^(-SQNR/20)): xmodel_err (the quantised
+    model's dequantised value against the float model's) and qdq_err (the value against itself before
+    its QuantizeLinear: the rounding of that tensor alone)."""
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -95,7 +97,10 @@ def theirs(float_path: Path, qdq_path: Path, feeds: dict, scratch: Path) -> dict
         modify_model_output_intermediate_tensors(str(path), str(augmented))
         activations[kind] = collect_activations(str(augmented), Once())
     errors = compute_activation_error(create_activation_matching(activations["qdq"], activations["float"]))
-    return {name: 10 ** (-e["xmodel_err"] / 20) for name, e in errors.items() if "xmodel_err" in e}
+    relative = {
+        kind: {n: 10 ** (-e[kind] / 20) for n, e in errors.items() if kind in e} for kind in ("xmodel_err", "qdq_err")
+    }
+    return relative["xmodel_err"], relative["qdq_err"]
 
 
 def ours_by_tensor(bench, entry, float_path: Path, feeds: dict) -> dict[str, tuple[str, float]]:
@@ -130,23 +135,33 @@ def cross_check(model: str, image, scratch: Path) -> dict:
 
     feeds = {onnx.load(str(float_path), load_external_data=False).graph.input[0].name: hooked.inputs[0]}
     ours = ours_by_tensor(bench, entry, float_path, feeds)
-    reference = theirs(float_path, qdq_path, feeds, scratch)
+    reference, rounding = theirs(float_path, qdq_path, feeds, scratch)
+    own = sorted(rounding.values())
+    say(
+        f"INT8's own rounding per tensor (qdq_err as a relative L2): median {statistics.median(own):.4f}, 90th percentile {own[len(own) * 9 // 10]:.4f}, max {own[-1]:.4f}"
+    )
     both = sorted(set(ours) & set(reference))
-    ratios = [ours[t][1] / reference[t] for t in both if reference[t] > 0]
+    # qdq_loss_debug floors a zero difference at the float epsilon (an SQNR of ~380 dB): both say "exact"
+    exact = [t for t in both if ours[t][1] == 0 and reference[t] < 1e-12]
+    ratios = [ours[t][1] / reference[t] for t in both if t not in exact and reference[t] > 0]
     worst_ours = set(sorted(both, key=lambda t: -ours[t][1])[:10])
     worst_theirs = set(sorted(both, key=lambda t: -reference[t])[:10])
     within = sum(abs(r - 1) <= 0.1 for r in ratios)
-    say(f"cross-check: {len(both)} tensors measured by both ({len(ours)} ours, {len(reference)} qdq_loss_debug)")
+    say(
+        f"cross-check: {len(both)} tensors measured by both ({len(ours)} ours, {len(reference)} qdq_loss_debug); "
+        f"{len(exact)} exact in both (ours 0, theirs at its epsilon floor)"
+    )
     say(
         f"  ratio ours / 10^(-SQNR/20): min {min(ratios):.4f}, median {statistics.median(ratios):.4f}, max {max(ratios):.4f}; {within}/{len(ratios)} within 10%"
     )
     say(f"  ten worst: {len(worst_ours & worst_theirs)}/10 in common")
     for t in both:
-        if reference[t] > 0 and abs(ours[t][1] / reference[t] - 1) > 0.1 or t in worst_ours ^ worst_theirs:
+        if t not in exact and abs(ours[t][1] / reference[t] - 1) > 0.1 or t in worst_ours ^ worst_theirs:
             say(f"    {ours[t][0]} ({t}): ours {ours[t][1]:.4g}, theirs {reference[t]:.4g}")
     bench.release()
     return dict(
         both=len(both),
+        exact=len(exact),
         ratio_min=min(ratios),
         ratio_max=max(ratios),
         within=within,
@@ -186,15 +201,23 @@ def peak_in_process(model: str, variant: str, what: str) -> int:
 
 
 def peak_of(model: str, variant: str, what: str, image) -> None:
+    """Print the peak resident set of the variant's forward (prepared from its cached files, one pipeline
+    run) or of its divergence pass, in a window opened after the model loaded (as the tool measures)."""
+    import torch
+
+    from vision_bench.measure.memory import MemoryTracker
+
+    bench = fresh(model)
+    tracker = MemoryTracker(torch.device("cpu"))
+    tracker.reset_peak()
     if what == "forward":
         from vision_bench.variants.registry import prepare_variant
 
-        bench = fresh(model)
         prepare_variant(bench, variant, [(bus_path(), image)])
         bench.run_pipeline(image)
     else:
-        divergence(fresh(model), variant, image)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        divergence(bench, variant, image)
+    print(tracker.peak_reading().cpu_peak_rss_bytes)
 
 
 def memory(model: str, variants: list[str]) -> None:
@@ -213,6 +236,25 @@ def memory(model: str, variants: list[str]) -> None:
             f"  {variant}: forward peak {forward / mib:.0f} MiB, divergence peak {passes / mib:.0f} MiB = "
             f"{passes / bound:.2f}x (forward peak + spill queue = {bound / mib:.0f} MiB)"
         )
+
+
+def rounding(qdq_path: Path, feeds: dict, values: list[str]) -> list[float]:
+    """INT8's own rounding of each quantised value: its relative L2 change through QuantizeLinear ->
+    DequantizeLinear, in the quantised model run on `feeds` (sorted)."""
+    import numpy as np
+    import onnx
+
+    from vision_bench.divergence.runtime_values import OnnxRuntimeValues
+
+    runtime = OnnxRuntimeValues(onnx.load(str(qdq_path)), feeds)
+    pairs = [(v, runtime.after[v]) for v in values if v in runtime.after]
+    changes = []
+    for start in range(0, len(pairs), 16):
+        arrays = runtime.fetch([name for pair in pairs[start : start + 16] for name in pair])
+        for before, after in zip(arrays[::2], arrays[1::2]):
+            changes.append(float(np.linalg.norm(after - before)) / max(float(np.linalg.norm(before)), 1e-30))
+    runtime.close()
+    return sorted(changes)
 
 
 def planted_copy(qdq_path: Path, value: str, factor: float, target: Path) -> None:
@@ -235,38 +277,6 @@ def planted_copy(qdq_path: Path, value: str, factor: float, target: Path) -> Non
     onnx.save(model, str(target))
 
 
-def upstream(float_path: Path, mapped: set[str]) -> dict[str, set[str]]:
-    """{mapped value: the nearest mapped values it is computed from}, through unmapped values of the graph."""
-    import onnx
-
-    graph = onnx.load(str(float_path), load_external_data=False).graph
-    made_by = {out: node for node in graph.node for out in node.output}
-    nearest: dict[str, set[str]] = {}
-    for value in mapped:
-        found, todo, seen = set(), list(made_by[value].input) if value in made_by else [], set()
-        while todo:
-            v = todo.pop()
-            if v in seen or v not in made_by:
-                continue
-            seen.add(v)
-            if v in mapped:
-                found.add(v)
-            else:
-                todo.extend(made_by[v].input)
-        nearest[value] = found
-    return nearest
-
-
-def largest_rise(ours: dict, nearest: dict) -> str:
-    """The record whose propagated error rises most over that of the values it is computed from."""
-
-    def rise(value):
-        before = max((ours[u][1] for u in nearest[value] if u in ours), default=0.0)
-        return ours[value][1] / max(before, 1e-6)
-
-    return ours[max(ours, key=rise)][0]
-
-
 def plant(model: str, image, plantings: int, factor: float, seed: int, scratch: Path) -> None:
     """The planted-culprit benchmark: is the record whose dequantised value was scaled named first?"""
     import onnx
@@ -285,15 +295,20 @@ def plant(model: str, image, plantings: int, factor: float, seed: int, scratch: 
     quantised = dequantised(onnx.load(str(qdq_path)))
     candidates = [v for v in ours if v in quantised]
     errors = sorted(e for _, e in ours.values())
+    own = rounding(qdq_path, feeds, candidates)
+    say(
+        f"INT8's own rounding per quantised tensor (relative L2 through Q -> DQ): median {statistics.median(own):.4f}, "
+        f"90th percentile {own[len(own) * 9 // 10]:.4f}, max {own[-1]:.4f}"
+    )
     say(
         f"plant: INT8's own propagated errors over {len(ours)} mapped leaf calls: median {statistics.median(errors):.4f}, "
         f"max {errors[-1]:.4f}; tolerance {baseline.tolerance:.4f}; first over it: "
         f"{baseline.first_divergent.name if baseline.first_divergent else None}; the plant scales by {factor} "
-        f"(a relative change of {abs(factor - 1):.2f} at the planted tensor); {len(candidates)} candidates"
+        f"(a relative change of {abs(factor - 1):.2f} at the planted tensor); {len(candidates)} candidates; "
+        f"largest rise without a plant: {baseline.onnx.largest_rise}"
     )
     generator = random.Random(seed)
     hits = rises = 0
-    nearest = upstream(float_path, set(ours))
     for k in range(plantings):
         value = generator.choice(candidates)
         name = ours[value][0]
@@ -310,17 +325,19 @@ def plant(model: str, image, plantings: int, factor: float, seed: int, scratch: 
         named = entry.first_divergent
         named_key = f"{named.name}#{named.call}" if named else None
         hits += named_key == name
-        risen = largest_rise(ours_by_tensor(bench, entry, float_path, feeds), nearest)
+        rise = entry.onnx.largest_rise
+        risen = f"{rise.name}#{rise.call}" if rise else None
         rises += risen == name
         bench.release()
         say(
             f"  {k + 1:2d}: planted {name}, named first {named_key} ({named.inherited if named else 0:.4f}): "
-            f"{'hit' if named_key == name else 'miss'}; largest rise {risen}: {'hit' if risen == name else 'miss'}"
+            f"{'hit' if named_key == name else 'miss'}; largest rise {risen} ({rise.rise if rise else 0:.1f}x): "
+            f"{'hit' if risen == name else 'miss'}"
         )
         target.unlink()
     say(f"planted culprit named first (the tool's culprit): {hits}/{plantings} = {hits / plantings:.0%}")
     say(
-        f"planted culprit with the largest rise over its inputs (this script's rule): {rises}/{plantings} = {rises / plantings:.0%}"
+        f"planted culprit with the largest rise over its inputs (the report's largest rise): {rises}/{plantings} = {rises / plantings:.0%}"
     )
 
 

@@ -14,9 +14,17 @@ from collections import defaultdict
 import numpy as np
 
 from ..common import first_tensor
-from ..records.divergence import ErrorFigures, LayerRecord, OnnxBlock, OnnxRuns, OnnxSummary, OnnxUnmapped
+from ..records.divergence import ErrorFigures, LayerRecord, OnnxBlock, OnnxRise, OnnxRuns, OnnxSummary, OnnxUnmapped
 from .layer_passes import HookedVariant
-from .onnx_mapping import LeafFacts, OnnxMapping, Target, leaf_facts, map_leaf_outputs, value_types
+from .onnx_mapping import (
+    LeafFacts,
+    OnnxMapping,
+    Target,
+    leaf_facts,
+    map_leaf_outputs,
+    nearest_mapped_inputs,
+    value_types,
+)
 from .runtime_values import OnnxRuntimeValues
 
 DEFAULT_BUDGET_BYTES = 512 << 20
@@ -169,6 +177,7 @@ def onnx_variant_pass(
     budget: int = DEFAULT_BUDGET_BYTES,
     facts: LeafFacts | None = None,
     open_values=None,
+    floor: float = 0.0,
 ) -> OnnxSummary:
     """VariantPass and the hooked pass, for an exported variant: a record whose call has a value in the
     graph gets `propagated` (that value against the spilled reference); the records of a block
@@ -179,7 +188,8 @@ def onnx_variant_pass(
     aliases. `input_array`: the network's input in the reference pass, fed as `input_name` (None: the
     graph's first input: `images` for ultralytics, `pixel_values` here). `open_values(feeds)`: what
     reads the values in the variant (runtime_values; None: ONNX Runtime on `onnx_path` itself). Returns
-    the mapping's report with the runs, the records compared and the seconds."""
+    the mapping's report with the runs, the records compared, the seconds and the largest rise
+    (`floor`: the tolerance)."""
     import time
 
     import onnx
@@ -201,6 +211,8 @@ def onnx_variant_pass(
         order=[(r.name, r.call) for r in records],
         typed=typed,
     )
+    leaves = {t.value: (t.name, t.call) for t in mapping.targets if t.level == "leaf"}
+    upstream = {leaves[v]: [leaves[u] for u in us] for v, us in nearest_mapped_inputs(model, set(leaves)).items()}
     if open_values is not None:
         del model
     runtime = OnnxRuntimeValues(model, feeds, bench.device, typed) if open_values is None else open_values(feeds)
@@ -212,7 +224,29 @@ def onnx_variant_pass(
     note_mapping_on_records(mapping, by_key)
     report = mapping.report()
     report.runs, report.compared, report.seconds = runs, len(figures_of), time.perf_counter() - start
+    report.largest_rise = largest_rise(upstream, by_key, floor)
     return report
+
+
+def largest_rise(upstream: dict, by_key: dict, floor: float) -> OnnxRise | None:
+    """The record whose propagated error rises most over the largest of its nearest mapped inputs' (at
+    least `floor`, the tolerance: a rise from nothing to the variant's own rounding is no rise). With
+    INT8 every layer's rounding builds up and the first record over the tolerance is an early one; a
+    layer that breaks on its own is a step in that build-up (benchmarks/int8_divergence.py)."""
+
+    def error(key) -> float:
+        record = by_key.get(key)
+        return record.inherited if record is not None and record.inherited is not None else 0.0
+
+    rises = {
+        key: error(key) / max([floor, 1e-12] + [error(u) for u in inputs])
+        for key, inputs in upstream.items()
+        if error(key)
+    }
+    if not rises:
+        return None
+    key = max(rises, key=lambda k: rises[k])
+    return OnnxRise(key[0], key[1], rises[key], error(key))
 
 
 # -- an exported variant as the divergence passes hook it ------------------------------------------
@@ -264,7 +298,7 @@ class ExportedVariant(HookedVariant):
         if self.open_values is not None:
             opener = lambda feeds: self.open_values(runs, feeds, bench.device)  # noqa: E731
         summary = onnx_variant_pass(
-            bench, source, self.inputs[0], None, store, records, self.budget, facts, open_values=opener
+            bench, source, self.inputs[0], None, store, records, self.budget, facts, opener, self.tolerance
         )
         return summary.seconds or 0.0, dict(
             onnx=summary, file=str(runs), level="block" if summary.block else "leaf", level_note=summary.level_note

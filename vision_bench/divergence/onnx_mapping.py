@@ -327,3 +327,24 @@ def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliase
         if not any(t.name == last and t.call == last_call for t in mapping.targets):
             mapping.targets.append(Target(last, last_call, value, "block", block))
     mapping.fallbacks = list(groups.values())
+
+
+def nearest_mapped_inputs(model, values: set[str]) -> dict[str, set[str]]:
+    """{value of `values`: the values of `values` nearest upstream of it}: its node's inputs, followed back
+    through values not in `values` (weights and graph inputs end a path)."""
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    nearest: dict[str, set[str]] = {}
+    for value in values:
+        found: set[str] = set()
+        todo, seen = list(made_by[value].input) if value in made_by else [], set()
+        while todo:
+            v = todo.pop()
+            if v in seen or v not in made_by:
+                continue
+            seen.add(v)
+            if v in values:
+                found.add(v)
+            else:
+                todo.extend(made_by[v].input)
+        nearest[value] = found
+    return nearest

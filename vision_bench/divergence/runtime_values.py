@@ -63,6 +63,11 @@ class OnnxRuntimeValues:
     values of 276 added), hence the groups."""
 
     # ONNX Runtime's quantiser fuses a Relu (or Clip) into the Conv before it, the uint8 range doing its work
+    # BASIC_FOR_QDQ: a QDQ graph runs with ONNX Runtime's basic graph optimisations only. With the extended
+    # ones (its int8 kernel fusions), a DequantizeLinear made a graph output read 0.0 where the graph
+    # computes 2.0 (ONNX Runtime 1.32, yolo11n-detect's box head on random weights), while the graph's
+    # own outputs were the same at every level. Unfused, each layer computes in float between its
+    # DequantizeLinear and QuantizeLinear: what the int8 kernel computes, to its rounding.
     missing = "not in the quantised graph (the quantiser fused it into the next node, e.g. a Conv into its Relu)"
 
     def __init__(self, model, feeds: dict, device=None, typed: dict | None = None):
@@ -88,7 +93,10 @@ class OnnxRuntimeValues:
         for v in group:
             if v not in self.present:
                 self.model.graph.output.add().name = v  # no type given: ONNX Runtime takes the node's
-        session = ort.InferenceSession(self.model.SerializeToString(), providers=self.providers)
+        options = ort.SessionOptions()
+        if self.after:  # a QDQ graph: see BASIC_FOR_QDQ
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session = ort.InferenceSession(self.model.SerializeToString(), options, providers=self.providers)
         return session.run(group, self.feeds)
 
     def close(self) -> None:

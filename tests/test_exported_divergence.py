@@ -63,11 +63,14 @@ def test_each_new_variant_gets_the_propagated_error_of_its_leaf_calls(models_dir
     worst = max(r.inherited for r in compared)
     if variant == "openvino":
         assert worst < 1e-4 and entry.first_divergent is None  # f32: the torch figures, to rounding
+        assert entry.onnx.largest_rise is None  # nothing over the tolerance: no step to name
     elif variant == "openvino-bf16":
         assert 1e-4 < worst < 0.05
     else:
         assert "int8" in entry.file and 1e-3 < worst < 1  # quantised, not broken
         assert entry.tolerance == TinyReadmeExample.DIVERGENCE_TOLERANCE["int8"]
+        rise = entry.onnx.largest_rise
+        assert rise is not None and rise.propagated > entry.tolerance and rise.rise > 0
         if entry.first_divergent is not None:  # the culprit is the first record over the tolerance
             first = next(r for r in entry.records if (r.inherited or 0) > entry.tolerance)
             assert (entry.first_divergent.name, entry.first_divergent.call) == (first.name, first.call)

@@ -230,18 +230,19 @@ def onnx_variant_pass(
 
 def largest_rise(upstream: dict, by_key: dict, floor: float) -> OnnxRise | None:
     """The record whose propagated error rises most over the largest of its nearest mapped inputs' (at
-    least `floor`, the tolerance: a rise from nothing to the variant's own rounding is no rise). With
-    INT8 every layer's rounding builds up and the first record over the tolerance is an early one; a
-    layer that breaks on its own is a step in that build-up (benchmarks/int8_divergence.py)."""
+    least `floor`, the tolerance: a rise from nothing to the variant's own rounding is no rise), among
+    the records over `floor` (None: none is). With INT8 every layer's rounding builds up and the first
+    record over the tolerance is an early one; a layer that breaks on its own is a step in that
+    build-up (benchmarks/int8_divergence.py)."""
 
     def error(key) -> float:
         record = by_key.get(key)
         return record.inherited if record is not None and record.inherited is not None else 0.0
 
-    rises = {
+    rises = {  # only a record over the floor: a step below the tolerance names nothing
         key: error(key) / max([floor, 1e-12] + [error(u) for u in inputs])
         for key, inputs in upstream.items()
-        if error(key)
+        if error(key) > floor
     }
     if not rises:
         return None

@@ -211,11 +211,12 @@ def onnx_variant_pass(
         order=[(r.name, r.call) for r in records],
         typed=typed,
     )
-    leaves = {t.value: (t.name, t.call) for t in mapping.targets if t.level == "leaf"}
-    upstream = {leaves[v]: [leaves[u] for u in us] for v, us in nearest_mapped_inputs(model, set(leaves)).items()}
-    if open_values is not None:
-        del model
-    runtime = OnnxRuntimeValues(model, feeds, bench.device, typed) if open_values is None else open_values(feeds)
+    upstream = leaf_inputs(model, mapping)
+    if open_values is None:
+        runtime = OnnxRuntimeValues(model, feeds, bench.device, typed)
+    else:
+        del model  # the export itself is not run: freed before the variant's file is read
+        runtime = open_values(feeds)
     in_runtime(mapping, runtime)
     by_key = {(r.name, r.call): r for r in records}
     runs = OnnxRuns()
@@ -226,6 +227,12 @@ def onnx_variant_pass(
     report.runs, report.compared, report.seconds = runs, len(figures_of), time.perf_counter() - start
     report.largest_rise = largest_rise(upstream, by_key, floor)
     return report
+
+
+def leaf_inputs(model, mapping: OnnxMapping) -> dict:
+    """{(name, call) of a leaf-level target: those of the targets nearest upstream of it in the graph}."""
+    leaves = {t.value: (t.name, t.call) for t in mapping.targets if t.level == "leaf"}
+    return {leaves[v]: [leaves[u] for u in us] for v, us in nearest_mapped_inputs(model, set(leaves)).items()}
 
 
 def largest_rise(upstream: dict, by_key: dict, floor: float) -> OnnxRise | None:

@@ -37,12 +37,17 @@ from .layer_passes import (
     remove_overrides,
     run_divergence,
 )
+from .onnx_intermediates import ExportedVariant
 
 
-def hooked_variant(bench, variant: str):
+def hooked_variant(bench, variant: str, pictures: list | None = None):
     """The divergence passes' view of `variant` (its class in the registry says how it is hooked, or why
-    it cannot be): how it runs the model and one leaf, and its tolerance."""
-    return get_variant(variant).hooked(bench)
+    it cannot be): how it runs the model and one leaf, and its tolerance. An exported variant gets the
+    run's `pictures`, which an INT8 variant calibrated on in the variants pass."""
+    hooked = get_variant(variant).hooked(bench)
+    if isinstance(hooked, ExportedVariant) and pictures:
+        hooked.pictures = pictures
+    return hooked
 
 
 def measure_divergence(
@@ -68,7 +73,13 @@ def measure_divergence(
         with variant_attempt(entries, position, cls.MODEL_NAME, f"{variant} divergence", "DIVERGE", ctx.device) as held:
             held.bench = bench = load_fresh(cls, ctx)
             entry = compare_layers(
-                bench, hooked_variant(bench, variant), ctx, tracker, images[0], result, plain_records.get(variant)
+                bench,
+                hooked_variant(bench, variant, [image for _, image in images]),
+                ctx,
+                tracker,
+                images[0],
+                result,
+                plain_records.get(variant),
             )
             entries[position] = entry
             held.bench = None

@@ -1,358 +1,36 @@
-"""The onnxruntime variant's pass of --divergence (and OnnxRuntimeVariant, the variant as that pass
-hooks it): an ONNX file has no hooks, so each leaf call's output is found in the graph and fetched
-from ONNX Runtime as an extra graph output.
-
-The TorchScript exporter (torch.onnx.export(dynamo=False)) names a node `/<scope>/.../<Op>[_n]`, one
-scope per module *call*, a scope being the module's first name in the exported module's
-named_modules() from its last non-numeric atom on (`model.2.m.0` -> `m.0`). Another call giving the
-same scope string gets `_1`, `_2`, ... on its last atom (so does each child of a repeated block:
-`/b/conv_1` under `/b_1`); a shared module is named under its call site (ultralytics' one SiLU:
-`/model.1/act`, `/model.2/cv1/act`). So a scope is resolved atom by atom against the network's
-module paths and aliases, under the prefix that aligns the exported names with the hooked network's
-(`model.` for a wrapper: the one that resolves the most leaves), and a module's calls are its scopes
-in graph order, which is the trace's. A leaf call's value is the one floating-point value leaving its
-scope (consumed outside it, or a graph output). No node: an Identity, a Dropout at inference, or
-folded; the exporter folds a BatchNorm into the Conv before it, whose value is then the BatchNorm's.
-Several values leaving, or not one scope per torch call: ambiguous, see block_fallback.
+"""The exported variants' pass of --divergence (and ExportedVariant, such a variant as that pass hooks
+it): each leaf call's output is a value of the ONNX export (divergence.onnx_mapping), read from the
+variant's runtime as an extra output of its graph (divergence.runtime_values: ONNX Runtime on the fp32
+export or its QDQ INT8 copy, OpenVINO on its conversion), a group of values under a byte budget at a
+time, and compared with the spilled reference.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+import dataclasses
+from collections import defaultdict
 
 import numpy as np
 
-from ..common import first_tensor, leaf_modules, log
-from ..records.divergence import ErrorFigures, LayerRecord, OnnxBlock, OnnxRuns, OnnxSummary, OnnxUnmapped
+from ..common import first_tensor
+from ..records.divergence import ErrorFigures, LayerRecord, OnnxBlock, OnnxRise, OnnxRuns, OnnxSummary, OnnxUnmapped
 from .layer_passes import HookedVariant
+from .onnx_mapping import (
+    LeafFacts,
+    OnnxMapping,
+    Target,
+    leaf_facts,
+    map_leaf_outputs,
+    nearest_mapped_inputs,
+    value_types,
+)
+from .runtime_values import OnnxRuntimeValues
 
 DEFAULT_BUDGET_BYTES = 512 << 20
-ELEMENT_BYTES = {1: 4, 10: 2, 16: 2, 11: 8}  # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
-UNIQUE_SUFFIX = re.compile(r"^(.*)_(\d+)$")
-NO_NODE = "no node in the graph (an identity at inference, or folded into a constant)"
-
-
-@dataclass
-class Target:
-    """An ONNX value and the reference record (name, call) it is compared with; level "block": the
-    value ends `block` and the record is that of the leaf call making it."""
-
-    name: str
-    call: int
-    value: str
-    level: str = "leaf"
-    block: str | None = None
-    note: str | None = None
-
-
-@dataclass
-class OnnxMapping:
-    prefix: str
-    targets: list[Target] = field(default_factory=list)
-    fallbacks: list[OnnxBlock] = field(default_factory=list)
-    unmapped: list[OnnxUnmapped] = field(default_factory=list)
-    unresolved_scopes: list[str] = field(default_factory=list)
-
-    def report(self) -> OnnxSummary:
-        leaf = sum(t.level == "leaf" for t in self.targets)
-        block = len({tuple(r) for f in self.fallbacks for r in f.records})
-        return OnnxSummary(
-            prefix=self.prefix,
-            records=leaf + block + len(self.unmapped),
-            leaf=leaf,
-            block=block,
-            unmapped=len(self.unmapped),
-            blocks=self.fallbacks,
-            unmapped_reasons=dict(Counter(u.reason for u in self.unmapped)),
-            unmapped_records=self.unmapped[:40],
-            unresolved_scopes=self.unresolved_scopes[:20],
-        )
-
-
-@dataclass
-class LeafFacts:
-    """What the mapping needs of the torch network, taken while it is there."""
-
-    leaves: list[str]  # the leaf paths, as the hooks name them
-    aliases: dict[str, str] = field(default_factory=dict)  # every other path of a module -> its first path
-    types: dict[str, str] = field(default_factory=dict)  # leaf path -> the module's class name
-
-
-def leaf_facts(network) -> LeafFacts:
-    """From the torch network: its leaf paths (as the hooks name them), every other path a module is
-    reachable by -> its first path (shared modules), the leaves' types."""
-    first: dict[int, str] = {}
-    for path, module in network.named_modules():
-        first.setdefault(id(module), path)
-    aliases = {p: first[id(m)] for p, m in network.named_modules(remove_duplicate=False) if first[id(m)] != p}
-    leaves = leaf_modules(network)
-    return LeafFacts([n for n, _ in leaves], aliases, {n: type(m).__name__ for n, m in leaves})
-
-
-# -- the graph ------------------------------------------------------------------------------------
-class _Graph:
-    def __init__(self, model, typed: dict | None = None):
-        self.nodes = list(model.graph.node)
-        self.outputs = {o.name for o in model.graph.output}
-        self.types = typed or {}
-        self.consumers = defaultdict(set)
-        self.scope_nodes = defaultdict(list)  # scope string -> node indices, in graph order
-        for i, node in enumerate(self.nodes):
-            for name in list(node.input) + subgraph_inputs(node):
-                self.consumers[name].add(i)
-            if node.name.startswith("/"):
-                self.scope_nodes[node.name.rsplit("/", 1)[0]].append(i)
-
-    def under(self, scope: str) -> list[int]:
-        return sorted(
-            i for s, nodes in self.scope_nodes.items() if s == scope or s.startswith(scope + "/") for i in nodes
-        )
-
-    def end(self, members: list[int]):
-        """((node index, value), None): the one floating-point (or untyped) value leaving these nodes;
-        else (None, why), why starting with "several" when more than one leaves."""
-        inside, leaving = set(members), []
-        for i in members:
-            for v in self.nodes[i].output:
-                if (
-                    v
-                    and self.types.get(v, (None,))[0] in (None, *ELEMENT_BYTES)
-                    and (v in self.outputs or self.consumers[v] - inside)
-                ):
-                    leaving.append((i, v))
-        if len(leaving) == 1:
-            return leaving[0], None
-        if not leaving:
-            return None, "no floating-point value leaves its scope (folded)"
-        return None, f"several values leave its scope ({', '.join(v for _, v in leaving[:3])})"
-
-
-def subgraph_inputs(node) -> list[str]:
-    names = []
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-            for inner in g.node:
-                names += list(inner.input) + subgraph_inputs(inner)
-    return names
-
-
-def value_types(model, feeds: dict) -> dict:
-    """{value: (element type, dims or None)}: ONNX shape inference at the fed shapes, on a light copy of
-    the graph whose large weights are typed inputs (their values are not needed)."""
-    import onnx
-    from onnx import helper
-
-    g = model.graph
-    small = [t for t in g.initializer if t.data_type not in ELEMENT_BYTES or np.prod(t.dims) <= 1024]
-    kept = {t.name for t in small}
-    inputs = [
-        helper.make_tensor_value_info(i.name, i.type.tensor_type.elem_type, feeds[i.name].shape)
-        if i.name in feeds
-        else i
-        for i in g.input
-        if i.name not in kept
-    ]
-    named = {i.name for i in inputs}
-    inputs += [
-        helper.make_tensor_value_info(t.name, t.data_type, t.dims)
-        for t in g.initializer
-        if t.name not in kept and t.name not in named
-    ]
-    light = helper.make_model(
-        helper.make_graph(g.node, g.name, inputs, g.output, small),
-        opset_imports=model.opset_import,
-        ir_version=model.ir_version,
-    )
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
-    except Exception as exc:  # noqa: BLE001  (no types: every value may be floating-point, sizes measured)
-        log("DIVERGE", f"ONNX shape inference failed ({type(exc).__name__}): value sizes are measured")
-        return {}
-    out: dict[str, tuple] = {t.name: (t.data_type, list(t.dims)) for t in small}
-    for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
-        t = vi.type.tensor_type
-        dims = (
-            [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim] if t.HasField("shape") else [None]
-        )
-        out[vi.name] = (t.elem_type or None, None if None in dims else dims)
-    return out
-
-
-# -- the scopes -----------------------------------------------------------------------------------
-def resolve_scope(chain: list[str], index: dict) -> str | None:
-    """The module path a scope's atoms name: each atom ends a path under the one resolved so far, the
-    nearest (two as near: ambiguous, None); the last atom may carry the exporter's `_n`."""
-    parent = ""
-    for k, atom in enumerate(chain):
-        repeated = UNIQUE_SUFFIX.match(atom) if k == len(chain) - 1 else None
-        for option in [atom] + ([repeated.group(1)] if repeated else []):
-            found = [c for c in index.get(option, ()) if not parent or c.startswith(parent + ".")]
-            if found:
-                nearest = [c for c in found if c.count(".") == min(c.count(".") for c in found)]
-                if len(nearest) > 1:
-                    return None
-                parent = nearest[0]
-                break
-        else:
-            return None
-    return parent
-
-
-def resolve_all(scopes, paths, leaves: set) -> tuple[str, dict]:
-    """{scope string: path or None} under the prefix (leading atoms dropped) that resolves the most leaves."""
-    index = defaultdict(list)
-    for p in paths:
-        atoms = p.split(".")
-        for k in range(len(atoms)):
-            index[".".join(atoms[k:])].append(p)
-    chains = {s: s.split("/")[1:] for s in scopes if s}
-    best: tuple[int, str, dict] = (-1, "", {})
-    for k in range(3):
-        heads = Counter(tuple(c[:k]) for c in chains.values() if len(c) > k)
-        if not heads:
-            break
-        head = heads.most_common(1)[0][0]
-        resolved = {s: resolve_scope(c[k:], index) for s, c in chains.items() if len(c) > k and tuple(c[:k]) == head}
-        score = sum(p in leaves for p in resolved.values())
-        if score > best[0]:
-            best = (score, "".join(a + "." for a in head), resolved)
-    return best[1], best[2]
-
-
-# -- the mapping ----------------------------------------------------------------------------------
-def map_leaf_outputs(
-    model,
-    leaves: list[str],
-    *,
-    aliases: dict | None = None,
-    types: dict | None = None,
-    order: list[tuple[str, int]] | None = None,
-    typed: dict | None = None,
-) -> OnnxMapping:
-    """Each leaf call (name, call) -> the ONNX value that is its output. `aliases`, `types`: leaf_facts();
-    `order`: the torch leaf calls in execution order (the reference records: the number of calls of
-    each leaf, and what precedes a BatchNorm); `typed`: value_types(), which leaves integers out."""
-    aliases, types = aliases or {}, types or {}
-    graph = _Graph(model, typed)
-    paths = {".".join(p.split(".")[:k]) for p in list(leaves) + list(aliases) for k in range(1, p.count(".") + 2)}
-    prefix, resolved = resolve_all(graph.scope_nodes, paths, set(leaves))
-    instances = defaultdict(list)  # module -> its scopes in graph (= call) order
-    for scope in sorted(resolved, key=lambda s: graph.scope_nodes[s][0]):
-        if resolved[scope] is not None:
-            instances[aliases.get(resolved[scope], resolved[scope])].append(scope)
-    unresolved = [s for s, p in resolved.items() if p is None]
-    order = order or [(n, c + 1) for n in leaves for c in range(max(1, len(instances.get(n, ()))))]
-    calls = Counter(n for n, _ in order)
-    mapping = OnnxMapping(prefix, unresolved_scopes=unresolved)
-    ends, ambiguous = {}, []
-    for name, call in order:
-        found, why = instances.get(name, []), None
-        if not found:
-            last = name.rsplit(".", 1)[-1]
-            if any(UNIQUE_SUFFIX.sub(r"\1", s.rsplit("/", 1)[-1]) == last for s in unresolved):
-                ambiguous.append((name, call, "a scope of this name could not be resolved to one module"))
-            else:
-                why = NO_NODE
-        elif len(found) != calls[name]:
-            ambiguous.append((name, call, f"{len(found)} scopes in the graph for {calls[name]} torch calls"))
-        else:
-            ends[(name, call)], why = graph.end(graph.scope_nodes[found[call - 1]])
-            if why:
-                del ends[(name, call)]
-                if why.startswith("several"):
-                    ambiguous.append((name, call, why))
-                    why = None
-        if why:
-            mapping.unmapped.append(OnnxUnmapped(name, call, why))
-    notes = fold_batchnorms(graph, order, ends, mapping, types, prefix)
-    mapping.targets = [Target(n, c, v, note=notes.get((n, c))) for (n, c), (_, v) in ends.items()]
-    block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliases)
-    position = {key: i for i, key in enumerate(order)}
-    mapping.targets.sort(key=lambda t: position.get((t.name, t.call), 0))
-    return mapping
-
-
-def fold_batchnorms(graph, order, ends, mapping, types, prefix) -> dict:
-    """A BatchNorm call without a node right after a call whose value comes from a Conv whose weights
-    are not its own: the exporter folded the BatchNorm into the Conv, whose value is the BatchNorm's
-    output; the Conv's own output is nowhere in the graph."""
-    notes, no_node = {}, {(u.name, u.call) for u in mapping.unmapped if u.reason == NO_NODE}
-    for before, key in itertools.pairwise(order):
-        if before not in ends or key not in no_node or "BatchNorm" not in types.get(key[0], "BatchNorm"):
-            continue
-        node = graph.nodes[ends[before][0]]
-        if node.op_type == "Conv" and node.input[1] != f"{prefix}{before[0]}.weight":
-            ends[key] = ends.pop(before)
-            notes[key] = f"the value of the Conv of {before[0]} (call {before[1]}), BatchNorm folded in"
-            mapping.unmapped = [u for u in mapping.unmapped if (u.name, u.call) != key]
-            mapping.unmapped.append(
-                OnnxUnmapped(before[0], before[1], "the exporter folded the BatchNorm after it into its Conv")
-            )
-    return notes
-
-
-def block_fallback(graph, resolved, instances, calls, ambiguous, mapping, aliases) -> None:
-    """An ambiguous leaf call -> its nearest enclosing block that (a) has one scope in the graph (called
-    once), (b) contains every call of the leaf, (c) has one value leaving it and (d) that value is made
-    by a leaf call we can name (its scope is that leaf's, whose call index is known): the block returns
-    that leaf call's output. The block's value is compared with that leaf call's reference, and the
-    figures stand, at block level, for every ambiguous call inside. No such block: not mapped."""
-    groups: dict[str, OnnxBlock] = {}
-    for name, call, why in ambiguous:
-        atoms, chosen = name.split("."), None
-        mine = instances.get(name, [])
-        for depth in range(len(atoms) - 1, 0, -1):
-            block = ".".join(atoms[:depth])
-            scopes = instances.get(block, [])
-            end = graph.end(graph.under(scopes[0]))[0] if len(scopes) == 1 else None
-            if end is None or not (
-                calls[name] == 1 or len(mine) == calls[name] and all(s.startswith(scopes[0] + "/") for s in mine)
-            ):
-                continue
-            scope = graph.nodes[end[0]].name.rsplit("/", 1)[0]
-            last = aliases.get(resolved.get(scope), resolved.get(scope))
-            made_by = instances.get(last, [])
-            if last in calls and scope in made_by and (len(made_by) == calls[last] or calls[last] == 1):
-                chosen = (block, last, made_by.index(scope) + 1 if calls[last] > 1 else 1, end[1])
-                break
-        if chosen is None:
-            mapping.unmapped.append(
-                OnnxUnmapped(name, call, f"ambiguous ({why}); no enclosing block called once ends in a leaf's output")
-            )
-            continue
-        block, last, last_call, value = chosen
-        group = groups.setdefault(block, OnnxBlock(block, [last, last_call], reason=why))
-        group.records.append([name, call])
-        if not any(t.name == last and t.call == last_call for t in mapping.targets):
-            mapping.targets.append(Target(last, last_call, value, "block", block))
-    mapping.fallbacks = list(groups.values())
 
 
 # -- fetching the values --------------------------------------------------------------------------
-def value_sizes(values: list[str], typed: dict) -> dict[str, int]:
-    """The bytes of each value whose element type and shape shape inference gave at the fed shapes."""
-    return {
-        v: int(np.prod(typed[v][1])) * ELEMENT_BYTES.get(typed[v][0], 4)
-        for v in values
-        if v in typed and typed[v][1] is not None
-    }
-
-
-def session_providers(device) -> list:
-    """ONNX Runtime's providers, first choice first: CUDA on the device when it is a GPU and onnxruntime
-    has CUDA (onnxruntime-gpu), then the CPU; the variant's sessions and these passes' alike."""
-    import onnxruntime as ort
-
-    providers: list = ["CPUExecutionProvider"]
-    if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-    return providers
-
-
 def next_group(todo: list[str], sizes: dict[str, int], budget: int) -> list[str]:
     """The values at the front of `todo` that one run fetches: at least one, at most `budget` bytes, an
     unknown size counted as the largest seen so far; no size known at all: 4 values."""
@@ -365,18 +43,6 @@ def next_group(todo: list[str], sizes: dict[str, int], budget: int) -> list[str]
         group.append(v)
         total += size
     return group
-
-
-def fetch_group(model, base: int, present: set[str], group: list[str], feeds: dict, providers: list) -> list:
-    """The arrays of `group`, in its order: the graph with them as its outputs after its first `base`,
-    in a session of its own, run once."""
-    import onnxruntime as ort
-
-    del model.graph.output[base:]
-    for v in group:
-        if v not in present:
-            model.graph.output.add().name = v  # no type given: ONNX Runtime takes the node's
-    return ort.InferenceSession(model.SerializeToString(), providers=providers).run(group, feeds)
 
 
 def count_run(report: OnnxRuns, arrays: list) -> None:
@@ -396,30 +62,32 @@ def intermediate_values(
     typed: dict | None = None,
     report: OnnxRuns | None = None,
 ):
-    """Yield (module path, call, numpy array, level) per target, in the targets' order. ONNX Runtime
-    keeps every graph output of a session alive during a run, fetched or not (measured: 2.7 GB peak
-    for 5 fetched values of 276 added), so the values become outputs a group at a time, one session
-    and run per group, a group holding at most `budget` bytes: sizes from shape inference at the fed
-    shapes, an unknown one counted as the largest seen so far (known or fetched); nothing known: the
-    first run fetches 4 values. `report` gets the runs and bytes (an OnnxRuns, filled in). CPU, or CUDA (session_providers)."""
-    providers = session_providers(device)  # first: without onnxruntime, fail before any shape inference
-    typed = typed if typed is not None else value_types(model, feeds)
+    """fetched_values() of an ONNX model (onnx.ModelProto) run by ONNX Runtime on `feeds`: CPU, or CUDA
+    (session_providers); `typed`: value_types() when the caller has them."""
+    return fetched_values(OnnxRuntimeValues(model, feeds, device, typed), targets, budget, report)
+
+
+def fetched_values(runtime, targets: list[Target], budget: int = DEFAULT_BUDGET_BYTES, report: OnnxRuns | None = None):
+    """Yield (module path, call, numpy array, level) per target, in the targets' order, read by `runtime`
+    (runtime_values: its values become graph outputs a group at a time, one run per group, a group
+    holding at most `budget` bytes: sizes from the graph at the fed shapes, an unknown one counted as
+    the largest seen so far (known or fetched); nothing known: the first run fetches 4 values).
+    `report` gets the runs and bytes (an OnnxRuns, filled in)."""
     values = list(dict.fromkeys(t.value for t in targets))
-    sizes = value_sizes(values, typed)
+    sizes = runtime.sizes(values)
     by_value = defaultdict(list)
     for t in targets:
         by_value[t.value].append(t)
     report = report if report is not None else OnnxRuns()
     report.runs, report.budget_bytes, report.estimated_bytes = 0, budget, sum(sizes.values())
-    report.provider = str(providers[0][0] if len(providers) > 1 else providers[0])
+    report.provider = runtime.provider
     report.unknown_sizes, report.fetched_bytes, report.largest_run_bytes = len(values) - len(sizes), 0, 0
-    base, present, todo = len(model.graph.output), {o.name for o in model.graph.output}, values
-    arrays: list | None = None
+    todo, arrays = values, None
     try:
         while todo:
             group = next_group(todo, sizes, budget)
             todo = todo[len(group) :]
-            arrays = fetch_group(model, base, present, group, feeds, providers)
+            arrays = runtime.fetch(group)
             sizes.update({v: a.nbytes for v, a in zip(group, arrays)})
             count_run(report, arrays)
             for v, array in zip(group, arrays):
@@ -427,7 +95,17 @@ def intermediate_values(
                     yield t.name, t.call, array, t.level
             arrays = array = None
     finally:
-        del model.graph.output[base:]
+        runtime.close()
+
+
+def in_runtime(mapping: OnnxMapping, runtime) -> None:
+    """The mapping's targets renamed to the values `runtime` reads for them (a QDQ graph's dequantised
+    value); a target whose value the runtime's graph lacks becomes unmapped, with the runtime's reason."""
+    read = runtime.resolve([t.value for t in mapping.targets])
+    for t in mapping.targets:
+        if t.value not in read:
+            mapping.unmapped.append(OnnxUnmapped(t.name, t.call, runtime.missing))
+    mapping.targets = [dataclasses.replace(t, value=read[t.value]) for t in mapping.targets if t.value in read]
 
 
 # -- the variant pass of --divergence -------------------------------------------------------------
@@ -442,9 +120,7 @@ def network_leaf_facts(bench, records: list[LayerRecord]) -> LeafFacts:
     return LeafFacts(list(dict.fromkeys(r.name for r in records)))
 
 
-def compare_fetched_values(
-    model, mapping: OnnxMapping, feeds: dict, typed: dict, bench, store, by_key: dict, budget: int, runs: OnnxRuns
-) -> dict:
+def compare_fetched_values(runtime, mapping: OnnxMapping, store, by_key: dict, budget: int, runs: OnnxRuns) -> dict:
     """The error figures of each fetched value against its spilled reference, by (name, call); a leaf
     record gets its value's as `propagated`. A record without a reference, or without a shape in the
     reference pass, is skipped; a value of another shape gets a shape mismatch."""
@@ -453,9 +129,7 @@ def compare_fetched_values(
     from .error_figures import error_figures
 
     figures_of: dict = {}
-    for name, call, array, level in intermediate_values(
-        model, mapping.targets, feeds, budget, bench.device, typed, runs
-    ):
+    for name, call, array, level in fetched_values(runtime, mapping.targets, budget, runs):
         record = by_key.get((name, call))
         reference, shape = store.get((name, call)) if record is not None and record.shape is not None else (None, None)
         if reference is None:
@@ -502,16 +176,20 @@ def onnx_variant_pass(
     records: list[LayerRecord],
     budget: int = DEFAULT_BUDGET_BYTES,
     facts: LeafFacts | None = None,
+    open_values=None,
+    floor: float = 0.0,
 ) -> OnnxSummary:
-    """VariantPass and the hooked pass, for the onnxruntime variant: a record whose call has a value in
-    the graph gets `propagated` (that value against the spilled reference); the records of a block
+    """VariantPass and the hooked pass, for an exported variant: a record whose call has a value in the
+    graph gets `propagated` (that value against the spilled reference); the records of a block
     fallback get the figures of the block's value against its last leaf call's reference, with
     level="block", `block` and `block_reference`; a record without a value gets `onnx_unmapped` (why).
     `facts`: leaf_facts() of the torch network taken before the variant replaced it (ultralytics run by
     ONNX Runtime has no torch network left); else bench.network()'s, or the records' names without
     aliases. `input_array`: the network's input in the reference pass, fed as `input_name` (None: the
-    graph's first input: `images` for ultralytics, `pixel_values` here). Returns the mapping's report
-    with the runs, the records compared and the seconds."""
+    graph's first input: `images` for ultralytics, `pixel_values` here). `open_values(feeds)`: what
+    reads the values in the variant (runtime_values; None: ONNX Runtime on `onnx_path` itself). Returns
+    the mapping's report with the runs, the records compared, the seconds and the largest rise
+    (`floor`: the tolerance)."""
     import time
 
     import onnx
@@ -533,27 +211,69 @@ def onnx_variant_pass(
         order=[(r.name, r.call) for r in records],
         typed=typed,
     )
+    upstream = leaf_inputs(model, mapping)
+    if open_values is None:
+        runtime = OnnxRuntimeValues(model, feeds, bench.device, typed)
+    else:
+        del model  # the export itself is not run: freed before the variant's file is read
+        runtime = open_values(feeds)
+    in_runtime(mapping, runtime)
     by_key = {(r.name, r.call): r for r in records}
     runs = OnnxRuns()
-    figures_of = compare_fetched_values(model, mapping, feeds, typed, bench, store, by_key, budget, runs)
+    figures_of = compare_fetched_values(runtime, mapping, store, by_key, budget, runs)
     give_blocks_their_figures(mapping.fallbacks, figures_of, by_key)
     note_mapping_on_records(mapping, by_key)
     report = mapping.report()
     report.runs, report.compared, report.seconds = runs, len(figures_of), time.perf_counter() - start
+    report.largest_rise = largest_rise(upstream, by_key, floor)
     return report
 
 
-# -- the onnxruntime variant as the divergence passes hook it ---------------------------------------
-class OnnxRuntimeVariant(HookedVariant):
-    """The exported graph run by ONNX Runtime with the outputs of the nodes that end each module added
-    (above): propagated errors only, since a leaf cannot be run alone in the graph; fed
-    the network's input as the reference pass saw it."""
+def leaf_inputs(model, mapping: OnnxMapping) -> dict:
+    """{(name, call) of a leaf-level target: those of the targets nearest upstream of it in the graph}."""
+    leaves = {t.value: (t.name, t.call) for t in mapping.targets if t.level == "leaf"}
+    return {leaves[v]: [leaves[u] for u in us] for v, us in nearest_mapped_inputs(model, set(leaves)).items()}
+
+
+def largest_rise(upstream: dict, by_key: dict, floor: float) -> OnnxRise | None:
+    """The record whose propagated error rises most over the largest of its nearest mapped inputs' (at
+    least `floor`, the tolerance: a rise from nothing to the variant's own rounding is no rise), among
+    the records over `floor` (None: none is). With INT8 every layer's rounding builds up and the first
+    record over the tolerance is an early one; a layer that breaks on its own is a step in that
+    build-up (benchmarks/int8_divergence.py)."""
+
+    def error(key) -> float:
+        record = by_key.get(key)
+        return record.inherited if record is not None and record.inherited is not None else 0.0
+
+    rises = {  # only a record over the floor: a step below the tolerance names nothing
+        key: error(key) / max([floor, 1e-12] + [error(u) for u in inputs])
+        for key, inputs in upstream.items()
+        if error(key) > floor
+    }
+    if not rises:
+        return None
+    key = max(rises, key=lambda k: rises[k])
+    return OnnxRise(key[0], key[1], rises[key], error(key))
+
+
+# -- an exported variant as the divergence passes hook it ------------------------------------------
+class ExportedVariant(HookedVariant):
+    """A variant that runs the network's ONNX export (as it is, quantised, or converted by OpenVINO),
+    with the values that end each module read as extra outputs (above): propagated errors only, since
+    a leaf cannot be run alone in the graph; fed the network's input as the reference pass saw it.
+    `files(bench, images, pictures)`: {name: (the ONNX export the mapping reads, the file the variant
+    runs)} for `images` (the one compared), from the variant's caches (an INT8 variant calibrates on
+    `pictures`, the run's images, which measure_divergence sets here, as its variants pass did); `open_values(path, feeds, device)`: what
+    reads values of the file it runs (None: ONNX Runtime on the export itself)."""
 
     shadow_mode = False
 
-    def __init__(self, name: str, tolerance: float, export):
+    def __init__(self, name: str, tolerance: float, files, open_values=None):
         super().__init__(name, tolerance)
-        self.export = export  # (bench, images) -> ({name: ONNX path}, {name: export seconds}): the variant's cache
+        self.files, self.open_values = files, open_values
+        self.pictures: list = []  # the run's images; none set: the image compared
+        self.budget = DEFAULT_BUDGET_BYTES  # bytes of values one run fetches
         self.inputs: list = []
 
     def watch(self, bench):
@@ -578,12 +298,16 @@ class OnnxRuntimeVariant(HookedVariant):
     def compare(self, bench, image, store, records: list[LayerRecord]) -> tuple[float, dict]:
         if not self.inputs:
             raise RuntimeError("the reference pass never reached the network's input module")
-        paths, _ = self.export(bench, [image])
+        facts = leaf_facts(bench.network())
+        files = self.files(bench, [image], self.pictures or [image])
         shape = "x".join(map(str, self.inputs[0].shape))
-        path = paths.get(shape) or next(iter(paths.values()))
+        source, runs = files.get(shape) or next(iter(files.values()))
+        opener = None
+        if self.open_values is not None:
+            opener = lambda feeds: self.open_values(runs, feeds, bench.device)  # noqa: E731
         summary = onnx_variant_pass(
-            bench, path, self.inputs[0], None, store, records, facts=leaf_facts(bench.network())
+            bench, source, self.inputs[0], None, store, records, self.budget, facts, opener, self.tolerance
         )
         return summary.seconds or 0.0, dict(
-            onnx=summary, file=str(path), level="block" if summary.block else "leaf", level_note=summary.level_note
+            onnx=summary, file=str(runs), level="block" if summary.block else "leaf", level_note=summary.level_note
         )

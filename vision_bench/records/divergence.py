@@ -221,6 +221,18 @@ class OnnxRuns:
 
 
 @dataclass
+class OnnxRise:
+    """The leaf call whose propagated error rises most over that of the mapped values it is computed
+    from (their largest, at least the tolerance): where an error that builds up in every layer (INT8)
+    has a step of its own."""
+
+    name: str
+    call: int
+    rise: float  # its propagated error over that of its inputs
+    propagated: float
+
+
+@dataclass
 class OnnxSummary:
     """How the leaf calls were found in the exported graph (onnxruntime's variant pass)."""
 
@@ -236,12 +248,19 @@ class OnnxSummary:
     runs: OnnxRuns | None = optional()
     compared: int | None = optional()
     seconds: float | None = optional()
+    largest_rise: OnnxRise | None = optional()
 
     @property
     def level_note(self) -> str:
+        rise = self.largest_rise
         return (
             f"{self.leaf} of {self.records} record(s) compared at leaf level, {self.block} at block level, "
             f"{self.unmapped} without a value in the graph"
+        ) + (
+            f"; the largest rise of the propagated error over its inputs': {rise.name} (call {rise.call}), "
+            f"{rise.rise:.1f}x to {rise.propagated:.3g}"
+            if rise is not None
+            else ""
         )
 
 

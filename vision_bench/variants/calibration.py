@@ -1,7 +1,8 @@
 """The calibration set of the INT8 variants (openvino-int8, onnxruntime-int8): the run's images, then
 deterministic flips and crops of them when there are fewer than the model's CALIBRATION_SIZE, each
 turned into the network's input as a pipeline call gives it (bench.network_input), and resized to the
-shape of an export made at a fixed shape. Both variants calibrate on the same set."""
+shape of an export made at a fixed shape. Both variants calibrate on the same set, and share their
+limits (Int8Limits)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,24 @@ def fingerprint(arrays: list, *parts: str) -> str:
     for array in arrays:
         digest.update(array.tobytes())
     return digest.hexdigest()[:12]
+
+
+def calibration_inputs(bench, pictures: list) -> tuple[CalibrationSet, dict[str, list]]:
+    """The calibration set of `pictures` (PIL images) and, for each ONNX file the model needs for them,
+    the network's inputs it calibrates on: (set, {file name: [arrays]})."""
+    calibration = calibration_set(pictures, bench.CALIBRATION_SIZE)
+    targets = bench.onnx_targets(pictures)
+    return calibration, {name: network_inputs(bench, calibration, sample) for name, sample in targets.items()}
+
+
+class Int8Limits:
+    """Mixed into an INT8 variant (before Variant): held to the model's INT8_TOLERANCE, said "int8"."""
+
+    precision = "int8"
+
+    def limits(self, bench) -> dict:
+        return bench.INT8_TOLERANCE
+
+    @property
+    def limits_label(self) -> str:
+        return "int8"

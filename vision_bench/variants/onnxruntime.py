@@ -23,9 +23,14 @@ class OnnxRuntime(Variant):
         return prepare_onnxruntime(bench, [image for _, image in images])
 
     def hooked(self, bench):
-        from ..divergence.onnx_intermediates import OnnxRuntimeVariant
+        from ..divergence.onnx_intermediates import ExportedVariant
 
-        return OnnxRuntimeVariant(self.name, self.divergence_tolerance(bench), export=export_onnx_files)
+        return ExportedVariant(self.name, self.divergence_tolerance(bench), files=exported_files)
+
+
+def exported_files(bench, images: list, pictures: list) -> dict:
+    """The export of `images` as --divergence reads and runs it: {name: (ONNX path, ONNX path)}."""
+    return {name: (path, path) for name, path in export_onnx_files(bench, images)[0].items()}
 
 
 def prepare_onnxruntime(bench, images: list) -> VariantDetails:
@@ -117,7 +122,7 @@ def onnxruntime_session(path: Path, device):
     (onnxruntime-gpu), the CPU otherwise. Returns (session, the provider it actually uses)."""
     import onnxruntime as ort
 
-    from ..divergence.onnx_intermediates import session_providers
+    from ..divergence.runtime_values import session_providers
 
     session = ort.InferenceSession(str(path), providers=session_providers(device))
     return session, session.get_providers()[0]

@@ -12,29 +12,23 @@ from pathlib import Path
 from ..common import VariantUnsupported, log
 from ..records.variants import VariantDetails
 from .base import Variant
-from .calibration import calibration_set, fingerprint, network_inputs
+from .calibration import Int8Limits, calibration_inputs, fingerprint
 from .onnxruntime import export_onnx_files
 from .openvino_runtime import converter_reason
 
 
-class OnnxRuntimeInt8(Variant):
+class OnnxRuntimeInt8(Int8Limits, Variant):
     name = "onnxruntime-int8"
     description = "the ONNX export quantised by ONNX Runtime (static, QDQ, per-channel weights), run by ONNX Runtime"
-    precision = "int8"
 
-    def limits(self, bench) -> dict:
-        return bench.INT8_TOLERANCE
+    def hooked(self, bench):
+        from ..divergence.onnx_intermediates import ExportedVariant
 
-    @property
-    def limits_label(self) -> str:
-        return "int8"
+        return ExportedVariant(self.name, self.divergence_tolerance(bench), quantised_files, open_quantised)
 
     def prepare(self, bench, images: list) -> VariantDetails:
         pictures = [image for _, image in images]
-        calibration = calibration_set(pictures, bench.CALIBRATION_SIZE)
-        inputs = {
-            name: network_inputs(bench, calibration, sample) for name, sample in bench.onnx_targets(pictures).items()
-        }
+        calibration, inputs = calibration_inputs(bench, pictures)
         paths, made = export_onnx_files(bench, pictures)
         start, quantised, float_nodes = time.perf_counter(), {}, 0
         for name, path in paths.items():
@@ -50,6 +44,24 @@ class OnnxRuntimeInt8(Variant):
             calibration=calibration.description,
             float_nodes=float_nodes,
         )
+
+
+def quantised_files(bench, images: list, pictures: list) -> dict:
+    """--divergence's files: {name: (the ONNX export, its QDQ copy calibrated on `pictures`)} for `images`."""
+    _, inputs = calibration_inputs(bench, pictures)
+    paths, _ = export_onnx_files(bench, images)
+    return {
+        name: (path, quantised_file(path, inputs[name], bench.INT8_IGNORED_SCOPE)[0]) for name, path in paths.items()
+    }
+
+
+def open_quantised(path: Path, feeds: dict, device):
+    """The QDQ copy's values as --divergence reads them (the dequantised value after each quantised one)."""
+    import onnx
+
+    from ..divergence.runtime_values import OnnxRuntimeValues
+
+    return OnnxRuntimeValues(onnx.load(str(path)), feeds, device)
 
 
 def quantised_file(path: Path, inputs: list, scope) -> tuple[Path, int]:

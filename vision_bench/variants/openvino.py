@@ -14,7 +14,7 @@ from pathlib import Path
 from ..common import VariantUnsupported, log
 from ..records.variants import VariantDetails
 from .base import Variant
-from .calibration import calibration_set, fingerprint, network_inputs
+from .calibration import Int8Limits, calibration_inputs, fingerprint
 from .onnxruntime import export_onnx_files
 from .openvino_runtime import DEVICE, LATENCY, converter_reason, import_openvino
 
@@ -45,6 +45,29 @@ class OpenVino(Variant):
     def check_cpu(self, ov) -> None:
         """What this variant needs of the CPU; OpenVINO runs on any x86-64 in f32."""
 
+    def hooked(self, bench):
+        from ..divergence.onnx_intermediates import ExportedVariant
+
+        self.check_cpu(import_openvino())
+        return ExportedVariant(self.name, self.divergence_tolerance(bench), self.divergence_files, self.open_values)
+
+    def divergence_files(self, bench, images: list, pictures: list) -> dict:
+        """--divergence's files: {name: (the ONNX export, the IR this variant compiles)} for `images`."""
+        ov = import_openvino()
+        self.before_conversion(bench, pictures)
+        return {
+            name: (path, self.converted(ov, bench, path)) for name, path in export_onnx_files(bench, images)[0].items()
+        }
+
+    def before_conversion(self, bench, pictures: list) -> None:
+        """What converted() needs of the run's pictures (nothing, unless the conversion calibrates)."""
+
+    def open_values(self, xml: Path, feeds: dict, device):
+        """The IR's values as --divergence reads them, compiled with this variant's configuration."""
+        from ..divergence.runtime_values import OpenVinoValues
+
+        return OpenVinoValues(xml, feeds, self.config)
+
     def converted(self, ov, bench, onnx_path: Path) -> Path:
         """The OpenVINO IR of `onnx_path` (converted once, kept beside the ONNX file): its .xml path."""
         xml = ir_path(onnx_path, "fp32")
@@ -70,24 +93,16 @@ class OpenVinoBf16(OpenVino):
             )
 
 
-class OpenVinoInt8(OpenVino):
+class OpenVinoInt8(Int8Limits, OpenVino):
     name = "openvino-int8"
     description = "the OpenVINO conversion quantised to INT8 by NNCF on the calibration set; the float layers in f32"
-    precision = "int8"
 
-    def limits(self, bench) -> dict:
-        return bench.INT8_TOLERANCE
-
-    @property
-    def limits_label(self) -> str:
-        return "int8"
+    def before_conversion(self, bench, pictures: list) -> None:
+        self.calibration, self.inputs = calibration_inputs(bench, pictures)
+        self.float_nodes = 0
 
     def prepare(self, bench, images: list) -> VariantDetails:
-        pictures = [image for _, image in images]
-        self.calibration = calibration_set(pictures, bench.CALIBRATION_SIZE)
-        targets = bench.onnx_targets(pictures)
-        self.inputs = {name: network_inputs(bench, self.calibration, sample) for name, sample in targets.items()}
-        self.float_nodes = 0
+        self.before_conversion(bench, [image for _, image in images])
         details = super().prepare(bench, images)
         details.calibration, details.float_nodes = self.calibration.description, self.float_nodes
         return details

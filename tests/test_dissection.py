@@ -328,27 +328,3 @@ def test_feature_png_decodes_to_the_same_pixels_with_isal_or_plain_zlib(ub, tmp_
     lut = feature_png.colormap_lut()
     for end in (lut[0], lut[255]):
         assert (pixels == end).all(axis=2).sum() >= 5 * 36  # each channel's min and max, tiles 6x upscaled
-
-
-def test_writer_threads_run_at_a_lower_priority_than_the_forward(ub):
-    """The writer's nice value is its own (Linux threads have one each): the calling thread is lowered,
-    the forward's thread is not."""
-    import os
-    import threading
-
-    from vision_bench.inspect.dissection import lower_thread_priority
-
-    if not hasattr(os, "setpriority"):
-        pytest.skip("no per-thread priority on this platform")
-    seen = {}
-
-    def writer():
-        lower_thread_priority(7)
-        seen["writer"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    thread = threading.Thread(target=writer)
-    thread.start()
-    thread.join()
-    assert seen["writer"] == min(before + 7, 19)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -23,9 +23,6 @@ DISSECT_NPY_CHANNELS = 8  # channels saved raw in a layer's NPY
 DISSECT_QUEUE_SIZE = 8  # activations waiting for the writers; bounds host memory
 DISSECT_QUEUE_BYTES = 256 << 20  # and their bytes: one larger activation may still pass alone
 DISSECT_WRITER_THREADS = 2
-DISSECT_WRITER_NICE = (
-    19  # added to the writers' nice value: they yield the cores to the forward: files wait, the forward does not
-)
 DISSECT_SPARE_THREADS = 0  # torch threads given up to the writers (measured: giving one up was slower)
 MAX_LEADING_TOKENS = 8  # class + register tokens before a ViT's patch grid
 
@@ -70,19 +67,6 @@ def feature_planes(t, input_hw):
     return None, None
 
 
-def lower_thread_priority(niceness: int) -> None:
-    """Make the calling thread run only when the cores have nothing more urgent (Linux: threads
-    have their own nice value). Where the cores are all busy with the forward, a writer thread
-    preempting one of torch's threads stalls all of them at the next barrier; with spare cores
-    (a workstation) the writers run beside the forward as before."""
-    if niceness and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        try:
-            thread = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
-        except OSError:  # not permitted here: the writers keep the normal priority
-            pass
-
-
 class LayerDissector:
     """Hooks every leaf module, runs one forward pass, and records every call.
 
@@ -108,7 +92,6 @@ class LayerDissector:
 
     # -- writer threads --------------------------------------------------------------------
     def _writer(self) -> None:
-        lower_thread_priority(DISSECT_WRITER_NICE)
         while True:
             item = self.queue.get()
             if item is None:

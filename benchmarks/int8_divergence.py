@@ -221,8 +221,8 @@ def peak_of(model: str, variant: str, what: str, image) -> None:
 
 
 def memory(model: str, variants: list[str]) -> None:
-    from vision_bench.divergence.layer_passes import RESIDENT_BYTES, SPILL_QUEUE_BYTES
     from vision_bench.divergence.onnx_intermediates import DEFAULT_BUDGET_BYTES
+    from vision_bench.divergence.reference_store import RESIDENT_BYTES, SPILL_QUEUE_BYTES
 
     mib = 2**20
     say(

@@ -515,3 +515,15 @@ def test_a_merge_carries_the_label_and_the_commits_the_parts_ran_from(tmp_path, 
     assert "the parts ran from different commits or tree states (aaaaaaa dirty, bbbbbbb)" in "".join(
         capsys.readouterr()
     )
+
+
+def test_merging_files_without_fps_names_the_fastest_model_without_it(tmp_path):
+    """fps is optional in the schema: a merge of two valid files that lack it reports the fastest model
+    (no crash on the missing figure) and names no FPS."""
+    first = synthetic_file(tmp_path / "a.json", [mergeable_model("Quick", tight(0.05))])
+    second = synthetic_file(tmp_path / "b.json", [mergeable_model("Slow", tight(0.2))], run_id="20260101_000001")
+    proc = run_cli("--merge", first, second, "--output-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = next((tmp_path / "out" / "results").glob("benchmark_report_*.md")).read_text()
+    fastest = next(line for line in report.splitlines() if "Fastest: Quick" in line)
+    assert "FPS" not in fastest and "Slowest: Slow" in fastest

@@ -33,9 +33,10 @@ def extremes(warm: list[Any], done: list[Any]) -> list[str]:
         fast = min(warm, key=lambda r: r.latency_end_to_end.median)
         slow = max(warm, key=lambda r: r.latency_end_to_end.median)
         ratio = slow.latency_end_to_end.median / fast.latency_end_to_end.median
+        fps = f" ({fast.fps:.2f} FPS)" if fast.fps else ""  # a file read back may not carry it
         lines.append(
-            f"Fastest: {fast.model}, {ms(fast.latency_end_to_end.median)} ms median end to end "
-            f"({fast.fps:.2f} FPS). Slowest: {slow.model}, {ms(slow.latency_end_to_end.median)} ms "
+            f"Fastest: {fast.model}, {ms(fast.latency_end_to_end.median)} ms median end to end"
+            f"{fps}. Slowest: {slow.model}, {ms(slow.latency_end_to_end.median)} ms "
             f"({ratio:.1f}x the fastest)."
         )
     if len(done) >= 2:

@@ -124,6 +124,7 @@ def test_the_verdict_puts_the_machine_state_in_one_line(verdict_md):
     assert len(lines) == 1
     assert "machine **not clean** during the timed runs of every model: 2 of 6 timed runs ran throttled" in lines[0]
     assert "flagged runs in the statistics of Hot" in lines[0]
+    assert lines[0].count("throttled") == 1  # the file's own wording of the same count is not repeated
 
 
 def test_the_verdict_says_what_the_weights_were_and_fits_on_a_screen(verdict_md):

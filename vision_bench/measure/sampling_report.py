@@ -133,11 +133,16 @@ def machine_state_summary(results: list[ModelResult]) -> list[str]:
     ]
 
 
+RUN_COUNT_WARNING = re.compile(r"\d+ of \d+ timed runs ")
+
+
 def extra_warnings(state: MachineState) -> list[str]:
     """A state's warnings its flags and readings do not give (a file written by an earlier version, or
     --discard-throttled's every-run-flagged)."""
     own = state_warnings(state)
-    return [w for w in state.warnings if w not in own]
+    # "N of M timed runs ..." lines are recomputed from the flags (state_warnings): an older file's
+    # wording of the same count would name it twice.
+    return [w for w in state.warnings if w not in own and not RUN_COUNT_WARNING.match(w)]
 
 
 def condition(state: MachineState | None) -> tuple:

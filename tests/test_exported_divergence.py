@@ -139,5 +139,10 @@ def test_a_layer_planted_in_the_quantised_graph_only_is_the_largest_rise(models_
     rise = again.onnx.largest_rise
     assert f"{rise.name}#{rise.call}" == ours[value][0] and rise.rise > 10
     assert "the largest rise of the propagated error" in again.level_note
+    from vision_bench.divergence.divergence_report import culprit_sentence
+
+    assert f"largest rise of the propagated error over its inputs': `{rise.name}` (call {rise.call})" in (
+        culprit_sentence(again)
+    )  # in the culprit's own line, where the report's reader looks first
     by_key = {(r.name, r.call): r for r in again.records}
     assert by_key[(rise.name, rise.call)].inherited == pytest.approx(2.0, rel=0.1)  # |3 - 1|, give or take INT8

@@ -69,6 +69,20 @@ def briefed(entry: DivergenceEntry, brief: Brief) -> tuple:
 
 
 # -- the sentences and the table -----------------------------------------------------------------
+def largest_rise_sentence(entry: DivergenceEntry) -> str:
+    """Where an exported variant's layer adds the most error: with INT8 the first record over the
+    tolerance is often the second layer (its own rounding passes it), and this names the layer to look at."""
+    rise = entry.onnx.largest_rise if entry.onnx else None
+    if rise is None:
+        return ""
+    crowded = entry.compared and entry.over_tolerance > entry.compared / 2
+    return (
+        (" Most records are over the tolerance, so the first says little here." if crowded else "")
+        + f" The largest rise of the propagated error over its inputs': `{rise.name}` (call {rise.call}), "
+        f"{rise.rise:.1f}x to {rise.propagated:.3g}."
+    )
+
+
 def culprit_sentence(entry: DivergenceEntry) -> str:
     tol, v = entry.tolerance, entry.variant
     tol_text = "n/a" if tol is None else f"{tol:g}"
@@ -86,7 +100,7 @@ def culprit_sentence(entry: DivergenceEntry) -> str:
             else f"no shadow calls (a leaf of the graph cannot be run alone); no propagated error passes the "
             f"tolerance over the {entry.compared} records compared."
         )
-        return head + text
+        return head + text + largest_rise_sentence(entry)
     if first:
         own, inherited = briefed(entry, first)
         text = (

@@ -89,7 +89,7 @@ def fault_effect(bench, image, name: str, fault) -> float:
     the input it gets in a plain pass. A fault below the tolerance cannot be told from the variant's own
     rounding, and one on a module whose input has vanished (random YOLO heads: inputs of 1e-11 under a
     bias of -8.8) changes nothing at all."""
-    from vision_bench.divergence.layer_passes import error_figures
+    from vision_bench.divergence.error_figures import error_figures
 
     module = bench.network().get_submodule(name)
     changes: list[float] = []

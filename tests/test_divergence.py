@@ -208,7 +208,7 @@ BOUNDED = textwrap.dedent("""
 def test_a_network_of_large_activations_stays_within_the_spill_queue_and_a_few_activations(tmp_path):
     """24 layers of 64 MB (1.5 GB of activations): the divergence passes' peak, measured in a process of its
     own, stays within the plain forward's peak plus the spill queue (64 MB) plus four activations."""
-    from vision_bench.divergence.layer_passes import SPILL_QUEUE_BYTES
+    from vision_bench.divergence.reference_store import SPILL_QUEUE_BYTES
 
     script = BOUNDED.format(tests=str(ROOT / "tests"), root=str(ROOT), scratch=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from vision_bench.divergence.layer_passes import HookedVariant, ReferencePass, ReferenceStore, hooked_pass
+from vision_bench.divergence.layer_passes import HookedVariant, ReferencePass, hooked_pass
 from vision_bench.divergence.onnx_intermediates import intermediate_values, onnx_variant_pass
 from vision_bench.divergence.onnx_mapping import NO_NODE, leaf_facts, map_leaf_outputs, value_types
+from vision_bench.divergence.reference_store import ReferenceStore
 from vision_bench.records.divergence import OnnxRuns
 
 CPU = torch.device("cpu")

@@ -39,9 +39,7 @@ from .container_ops import (
     unwatched,
 )
 from .error_figures import FigureBuffers, aliases_input, cloned, figures_and_reference_sums
-from .error_figures import error_figures as error_figures  # benchmarks read it from here
 from .exact_modules import MOVES_OR_SELECTS, NOT_LOWERED_BY_AUTOCAST, NOT_LOWERED_OPERATIONS, exact_class
-from .reference_store import SPILL_QUEUE_BYTES as SPILL_QUEUE_BYTES  # where the tests read it
 from .reference_store import ReferenceStore
 
 METRICS = ("relative_l2", "cosine", "max_abs", "normalised")
